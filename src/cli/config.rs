@@ -1,0 +1,228 @@
+//! The TOML configuration file (API.md's `[[token]]` and the limits), checked
+//! field by field so that a mistake is named before the server starts.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::core::Rules;
+use crate::http::auth::{Role, Token};
+use crate::http::extract::valid_tenant;
+use crate::log::FileLogOptions;
+use crate::writer::WriterConfig;
+
+pub const DEFAULT_DATA_DIR: &str = "data";
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const SECRET_LEN_MIN: usize = 16;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    #[serde(default)]
+    pub server: ServerSection,
+    #[serde(default)]
+    pub limits: LimitsSection,
+    #[serde(default)]
+    pub rules: RulesSection,
+    #[serde(default)]
+    pub token: Vec<TokenSection>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSection {
+    pub data_dir: Option<PathBuf>,
+    pub listen: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsSection {
+    /// Commands waiting for the writer beyond this are answered 503 `overloaded`.
+    pub queue_len_max: usize,
+    /// Commands sharing one fdatasync, at most.
+    pub batch_len_max: usize,
+    /// A log segment is closed once it would grow past this many bytes.
+    pub segment_bytes_max: u64,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        let writer = WriterConfig::default();
+        LimitsSection {
+            queue_len_max: writer.queue_len_max,
+            batch_len_max: writer.batch_len_max,
+            segment_bytes_max: FileLogOptions::default().segment_bytes_max,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RulesSection {
+    /// How long an Idempotency-Key's answer is kept.
+    pub idempotency_retention_secs: u64,
+    /// `external_created_at` older than this is refused as stale.
+    pub freshness_window_secs: u64,
+}
+
+impl Default for RulesSection {
+    fn default() -> Self {
+        let rules = Rules::default();
+        RulesSection {
+            idempotency_retention_secs: rules.idempotency_retention.num_seconds() as u64,
+            freshness_window_secs: rules.freshness_window.num_seconds() as u64,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenSection {
+    pub name: String,
+    pub secret: String,
+    pub tenants: Vec<String>,
+    pub role: Role,
+}
+
+/// The checked configuration the server runs with.
+#[derive(Debug)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub writer: WriterConfig,
+    pub log: FileLogOptions,
+    pub rules: Rules,
+    /// (secret, token); empty means "create an admin token in the data directory".
+    pub tokens: Vec<(String, Token)>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+fn field_error(field: &str, problem: impl std::fmt::Display) -> ConfigError {
+    ConfigError(format!("field `{field}`: {problem}"))
+}
+
+fn check_range<T: PartialOrd + std::fmt::Display + Copy>(field: &str, value: T, min: T, max: T) -> Result<T, ConfigError> {
+    if value < min || value > max {
+        return Err(field_error(field, format!("{value} is outside {min}..={max}")));
+    }
+    Ok(value)
+}
+
+impl Config {
+    /// Reads `path` (if any) and applies the command line's overrides.
+    pub fn load(path: Option<&Path>, data_dir: Option<PathBuf>, listen: Option<String>) -> Result<Config, ConfigError> {
+        let file = match path {
+            None => ConfigFile::default(),
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
+                toml::from_str(&text).map_err(|e| ConfigError(format!("{}: {e}", path.display())))?
+            }
+        };
+        Config::from_file(file, data_dir, listen)
+    }
+
+    pub fn from_file(file: ConfigFile, data_dir: Option<PathBuf>, listen: Option<String>) -> Result<Config, ConfigError> {
+        let listen = listen.or(file.server.listen).unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
+        let listen = listen.parse().map_err(|e| field_error("server.listen", format!("{listen:?}: {e}")))?;
+        let limits = &file.limits;
+        let writer = WriterConfig {
+            queue_len_max: check_range("limits.queue_len_max", limits.queue_len_max, 1, 1 << 20)?,
+            batch_len_max: check_range("limits.batch_len_max", limits.batch_len_max, 1, 1 << 16)?,
+            ..WriterConfig::default()
+        };
+        let log = FileLogOptions { segment_bytes_max: check_range("limits.segment_bytes_max", limits.segment_bytes_max, 4096, 1 << 32)? };
+        let rules = Rules {
+            idempotency_retention: chrono::Duration::seconds(check_range(
+                "rules.idempotency_retention_secs",
+                file.rules.idempotency_retention_secs,
+                1,
+                365 * 86400,
+            )? as i64),
+            freshness_window: chrono::Duration::seconds(check_range(
+                "rules.freshness_window_secs",
+                file.rules.freshness_window_secs,
+                1,
+                365 * 86400,
+            )? as i64),
+        };
+        let mut tokens: Vec<(String, Token)> = Vec::new();
+        for (i, token) in file.token.into_iter().enumerate() {
+            let field = |name: &str| format!("token[{i}].{name}");
+            if token.name.trim().is_empty() {
+                return Err(field_error(&field("name"), "must not be empty"));
+            }
+            if token.secret.len() < SECRET_LEN_MIN || token.secret.trim() != token.secret {
+                return Err(field_error(
+                    &field("secret"),
+                    format!("must be at least {SECRET_LEN_MIN} characters, without surrounding spaces"),
+                ));
+            }
+            if tokens.iter().any(|(secret, _)| *secret == token.secret) {
+                return Err(field_error(&field("secret"), "is the secret of another token"));
+            }
+            if token.tenants.is_empty() {
+                return Err(field_error(&field("tenants"), "must name at least one tenant, or \"*\""));
+            }
+            if let Some(bad) = token.tenants.iter().find(|t| *t != "*" && !valid_tenant(t)) {
+                return Err(field_error(&field("tenants"), format!("{bad:?} does not match [a-z0-9][a-z0-9-]{{0,62}}")));
+            }
+            tokens.push((token.secret, Token { name: token.name, tenants: token.tenants, role: token.role }));
+        }
+        Ok(Config {
+            data_dir: data_dir.or(file.server.data_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            listen,
+            writer,
+            log,
+            rules,
+            tokens,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        let file: ConfigFile = toml::from_str(text).map_err(|e| ConfigError(e.to_string()))?;
+        Config::from_file(file, None, None)
+    }
+
+    #[test]
+    fn defaults_and_the_token_format_of_api_md() {
+        let config = parse(
+            r#"
+            [[token]]
+            name = "kloqo-web"
+            secret = "s3cr3t-value-long-enough"
+            tenants = ["kloqo"]
+            role = "client"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(config.writer.queue_len_max, 4096);
+        assert_eq!(config.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(config.tokens[0].1, Token { name: "kloqo-web".into(), tenants: vec!["kloqo".into()], role: Role::Client });
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        for (text, named) in [
+            ("[limits]\nbatch_len_max = 0", "limits.batch_len_max"),
+            ("[limits]\nqueue_len_maximum = 3", "queue_len_maximum"),
+            ("[server]\nlisten = \"nowhere\"", "server.listen"),
+            ("[rules]\nfreshness_window_secs = -1", "freshness_window_secs"),
+            ("[[token]]\nname = \"a\"\nsecret = \"short\"\ntenants = [\"x\"]\nrole = \"client\"", "token[0].secret"),
+            ("[[token]]\nname = \"a\"\nsecret = \"0123456789abcdef\"\ntenants = [\"Bad\"]\nrole = \"client\"", "token[0].tenants"),
+            ("[[token]]\nname = \"a\"\nsecret = \"0123456789abcdef\"\ntenants = [\"x\"]\nrole = \"root\"", "role"),
+        ] {
+            let error = parse(text).unwrap_err().to_string();
+            assert!(error.contains(named), "{text:?} gave {error:?}, which does not name {named}");
+        }
+    }
+}

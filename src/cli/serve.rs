@@ -1,0 +1,164 @@
+//! `ledger serve`: start-up (lock the data directory, listen, rebuild the
+//! projections from the log, start the writer) and graceful shutdown (stop
+//! accepting, drain the writer's queue, exit).
+
+use std::fs::{self, File, OpenOptions};
+use std::future::Future;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+
+use super::config::Config;
+use crate::http::auth::{Auth, Role, Token};
+use crate::http::{AppState, app, views};
+use crate::log::{FileLog, FileLogOptions, Log};
+use crate::metrics::Metrics;
+use crate::writer::{self, Clock, Writer};
+
+pub const LEDGER_DIR: &str = "ledger";
+pub const RESPONSES_DIR: &str = "responses";
+pub const ADMIN_TOKEN_FILE: &str = "admin.token";
+pub const LOCK_FILE: &str = "LOCK";
+
+/// Holds the data directory for this process: a second server, or an offline
+/// command, on the same directory is refused.
+pub fn lock_data_dir(data_dir: &Path) -> anyhow::Result<File> {
+    fs::create_dir_all(data_dir).with_context(|| format!("creating the data directory {}", data_dir.display()))?;
+    let path = data_dir.join(LOCK_FILE);
+    let mut file =
+        OpenOptions::new().create(true).truncate(false).write(true).open(&path).with_context(|| format!("opening {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            anyhow::bail!("the data directory {} is held by another ledger process", data_dir.display())
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(e).with_context(|| format!("locking {}", path.display())),
+    }
+    file.set_len(0)?;
+    writeln!(file, "{}", std::process::id())?;
+    Ok(file)
+}
+
+/// With no tokens configured: the admin token for all tenants in
+/// `<data_dir>/admin.token` (mode 0600), created on first start.
+fn admin_token(data_dir: &Path) -> anyhow::Result<(String, Token, PathBuf)> {
+    let path = data_dir.join(ADMIN_TOKEN_FILE);
+    let secret = match fs::read_to_string(&path) {
+        Ok(secret) => secret.trim().to_owned(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let secret = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+            let mut file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path)?;
+            writeln!(file, "{secret}")?;
+            file.sync_all()?;
+            secret
+        }
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    anyhow::ensure!(!secret.is_empty(), "{} is empty", path.display());
+    let token = Token { name: "admin".into(), tenants: vec!["*".into()], role: Role::Admin };
+    Ok((secret, token, path))
+}
+
+fn open_log(dir: &Path, options: FileLogOptions) -> anyhow::Result<FileLog> {
+    let (log, report) = FileLog::open(dir, options).with_context(|| format!("opening the log in {}", dir.display()))?;
+    if let Some(t) = &report.truncated {
+        tracing::warn!(
+            path = %t.path.display(), offset = t.offset, bytes = t.bytes, position = t.position,
+            "cut a torn record off the end of the log: it was never acknowledged"
+        );
+    }
+    Ok(log)
+}
+
+/// Runs the server until `shutdown` completes. `on_listening` learns the bound
+/// address as soon as the port is open (before the projections are rebuilt).
+pub async fn serve(
+    config: Config,
+    clock: Arc<dyn Clock>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    on_listening: impl FnOnce(SocketAddr),
+) -> anyhow::Result<()> {
+    let data_dir = config.data_dir.clone();
+    let _lock = lock_data_dir(&data_dir)?;
+    let mut tokens = config.tokens;
+    if tokens.is_empty() {
+        let (secret, token, path) = admin_token(&data_dir)?;
+        tracing::info!(path = %path.display(), "no tokens configured: the admin token for all tenants is in {}", path.display());
+        tokens.push((secret, token));
+    }
+    let metrics = Arc::new(Metrics::new());
+    let ledger_dir = data_dir.join(LEDGER_DIR);
+    let state = Arc::new(AppState::new(Auth::new(tokens), metrics.clone(), Some(ledger_dir.clone())));
+
+    let listener = TcpListener::bind(config.listen).await.with_context(|| format!("listening on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, "listening on {addr}");
+    on_listening(addr);
+    let abort = Arc::new(Notify::new());
+    let stop = {
+        let abort = abort.clone();
+        async move {
+            tokio::select! {
+                () = shutdown => tracing::info!("shutting down: no new requests; draining the writer's queue"),
+                () = abort.notified() => {}
+            }
+        }
+    };
+    let server = tokio::spawn(axum::serve(listener, app(state.clone())).with_graceful_shutdown(stop).into_future());
+
+    let (rules, log_options, writer_config) = (config.rules, config.log, config.writer);
+    let recovered = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+        let log = open_log(&ledger_dir, log_options)?;
+        let responses = open_log(&data_dir.join(RESPONSES_DIR), log_options)?;
+        let recovered = writer::recover(&log, &responses, rules, clock.now()).context("rebuilding the projections from the log")?;
+        Ok((log, responses, recovered, clock))
+    })
+    .await?;
+    let (log, responses, recovered, clock) = match recovered {
+        Ok(recovered) => recovered,
+        Err(error) => {
+            abort.notify_one();
+            let _ = server.await;
+            return Err(error);
+        }
+    };
+    tracing::info!(
+        events = recovered.events,
+        stored_responses = recovered.responses,
+        position = recovered.state.position,
+        elapsed_ms = recovered.elapsed.as_millis() as u64,
+        "replayed {} events in {:.3} s; ready",
+        recovered.events,
+        recovered.elapsed.as_secs_f64()
+    );
+    metrics.replayed_events.set(recovered.events as i64);
+    let log: Box<dyn Log> = Box::new(log);
+    let writer = Writer::new(log, Box::new(responses), recovered.state, views::render, clock, writer_config, metrics);
+    let (handle, thread) = writer.spawn();
+    state.set_writer(handle);
+
+    let served = server.await.context("the server task")?;
+    // The last handle goes with the state: the writer drains its queue and stops.
+    drop(state);
+    tokio::task::spawn_blocking(move || thread.join()).await?.map_err(|_| anyhow::anyhow!("the writer thread panicked"))?;
+    served.context("serving HTTP")?;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+/// Completes on SIGTERM or SIGINT.
+pub async fn signals() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("installing the SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

@@ -1,0 +1,134 @@
+//! Stored answers to commands sent with an Idempotency-Key.
+//!
+//! A key is scoped to (tenant, token name, key). The first answer is kept for the
+//! retention window; a repeat with the same request fingerprint gets it again and
+//! executes nothing, a repeat with another fingerprint is refused.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+
+pub type Fingerprint = [u8; 32];
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Scope {
+    pub tenant: String,
+    pub actor: String,
+    pub key: String,
+}
+
+/// An answer as the client first received it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredResponse {
+    pub actor: String,
+    pub key: String,
+    pub fingerprint: Fingerprint,
+    pub status: u16,
+    pub body: Arc<[u8]>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Entry {
+    response: StoredResponse,
+    recorded_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdempotencyCheck {
+    /// Never seen (or expired): execute the command.
+    New,
+    /// Seen with the same request: answer this, execute nothing.
+    Replay(StoredResponse),
+    /// Seen with a different request.
+    Reused,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct IdempotencyTable {
+    entries: BTreeMap<Scope, Entry>,
+    /// Scopes in the order they were recorded, for expiry from the front.
+    recorded: VecDeque<(DateTime<Utc>, Scope)>,
+}
+
+impl IdempotencyTable {
+    pub fn check(&self, scope: &Scope, fingerprint: &Fingerprint, now: DateTime<Utc>, retention: chrono::Duration) -> IdempotencyCheck {
+        match self.entries.get(scope) {
+            Some(entry) if now - entry.recorded_at < retention => {
+                if entry.response.fingerprint == *fingerprint {
+                    IdempotencyCheck::Replay(entry.response.clone())
+                } else {
+                    IdempotencyCheck::Reused
+                }
+            }
+            _ => IdempotencyCheck::New,
+        }
+    }
+
+    /// Stores an answer. A later answer for the same scope (after the earlier one
+    /// expired) replaces it; an older one (met while merging at start-up) is ignored.
+    pub fn record(&mut self, tenant: &str, response: StoredResponse, recorded_at: DateTime<Utc>) {
+        let scope = Scope { tenant: tenant.to_owned(), actor: response.actor.clone(), key: response.key.clone() };
+        if let Some(existing) = self.entries.get(&scope)
+            && existing.recorded_at > recorded_at
+        {
+            return;
+        }
+        self.recorded.push_back((recorded_at, scope.clone()));
+        self.entries.insert(scope, Entry { response, recorded_at });
+    }
+
+    /// Forgets at most `limit` answers recorded before `now - retention`, oldest
+    /// first, so that expiry costs the writer a bounded amount of work per batch.
+    pub fn expire(&mut self, now: DateTime<Utc>, retention: chrono::Duration, limit: usize) -> usize {
+        let mut expired = 0;
+        while expired < limit {
+            match self.recorded.front() {
+                Some((at, _)) if now - *at >= retention => {}
+                _ => break,
+            }
+            let (at, scope) = self.recorded.pop_front().unwrap();
+            if self.entries.get(&scope).is_some_and(|e| e.recorded_at == at) {
+                self.entries.remove(&scope);
+            }
+            expired += 1;
+        }
+        expired
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{Duration, TimeZone};
+
+    fn response(key: &str, fingerprint: u8) -> StoredResponse {
+        StoredResponse { actor: "web".into(), key: key.into(), fingerprint: [fingerprint; 32], status: 201, body: Arc::from(&b"{}"[..]) }
+    }
+
+    #[test]
+    fn replays_within_retention_refuses_other_requests_and_forgets_after() {
+        let t0 = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+        let day = Duration::hours(24);
+        let scope = Scope { tenant: "t".into(), actor: "web".into(), key: "k".into() };
+        let mut table = IdempotencyTable::default();
+        assert_eq!(table.check(&scope, &[1; 32], t0, day), IdempotencyCheck::New);
+        table.record("t", response("k", 1), t0);
+        assert_eq!(table.check(&scope, &[1; 32], t0 + Duration::hours(23), day), IdempotencyCheck::Replay(response("k", 1)));
+        assert_eq!(table.check(&scope, &[2; 32], t0, day), IdempotencyCheck::Reused);
+        let other_actor = Scope { actor: "app".into(), ..scope.clone() };
+        assert_eq!(table.check(&other_actor, &[1; 32], t0, day), IdempotencyCheck::New);
+        assert_eq!(table.check(&scope, &[1; 32], t0 + day, day), IdempotencyCheck::New);
+        assert_eq!(table.expire(t0 + Duration::hours(1), day, 10), 0);
+        assert_eq!(table.expire(t0 + day, day, 10), 1);
+        assert!(table.is_empty());
+    }
+}

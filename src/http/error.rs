@@ -1,0 +1,128 @@
+//! The HTTP error: every refusal as an RFC 9457 `application/problem+json`
+//! document with a machine-readable `code` and the extension members API.md
+//! names for it.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value, json};
+
+use crate::core::Rejection;
+use crate::writer::SubmitError;
+
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub detail: String,
+    pub extensions: Map<String, Value>,
+    pub retry_after_secs: Option<u32>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> ApiError {
+        ApiError { status, code, detail: detail.into(), extensions: Map::new(), retry_after_secs: None }
+    }
+
+    pub fn invalid(detail: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", detail)
+    }
+
+    /// A request field that failed validation: `detail` names it.
+    pub fn field(field: &str, problem: impl std::fmt::Display) -> ApiError {
+        ApiError::invalid(format!("{field}: {problem}")).with("field", field)
+    }
+
+    pub fn not_found(detail: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", detail)
+    }
+
+    pub fn with(mut self, name: &str, value: impl Into<Value>) -> ApiError {
+        self.extensions.insert(name.to_owned(), value.into());
+        self
+    }
+
+    pub fn retry_after(mut self, secs: u32) -> ApiError {
+        self.retry_after_secs = Some(secs);
+        self
+    }
+
+    /// The problem document, serialized.
+    pub fn body(&self) -> Vec<u8> {
+        let mut problem = Map::new();
+        problem.insert("type".into(), json!(format!("urn:booking-ledger:problem:{}", self.code)));
+        problem.insert("title".into(), json!(self.status.canonical_reason().unwrap_or("Error")));
+        problem.insert("status".into(), json!(self.status.as_u16()));
+        problem.insert("detail".into(), json!(self.detail));
+        problem.insert("code".into(), json!(self.code));
+        for (name, value) in &self.extensions {
+            problem.insert(name.clone(), value.clone());
+        }
+        serde_json::to_vec(&problem).expect("a JSON map serializes")
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, [(header::CONTENT_TYPE, PROBLEM_JSON)], self.body()).into_response();
+        if let Some(secs) = self.retry_after_secs {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
+    }
+}
+
+impl From<&Rejection> for ApiError {
+    fn from(rejection: &Rejection) -> ApiError {
+        let detail = rejection.to_string();
+        let code = rejection.code();
+        match rejection {
+            Rejection::UnknownDoctor { clinic, doctor } => {
+                ApiError::new(StatusCode::NOT_FOUND, code, detail).with("clinic", clinic.as_str()).with("doctor", doctor.as_str())
+            }
+            Rejection::SlotOutOfRange { slot, slots_per_day } => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, detail).with("slot", *slot).with("slots_per_day", *slots_per_day)
+            }
+            Rejection::SlotTaken { booking_id, token } => {
+                ApiError::new(StatusCode::CONFLICT, code, detail).with("booking_id", booking_id.to_string()).with("token", token.as_str())
+            }
+            Rejection::ScheduleConflict { booking_id, date, slot } => ApiError::new(StatusCode::CONFLICT, code, detail)
+                .with("booking_id", booking_id.to_string())
+                .with("date", crate::log::codec::format_date(*date))
+                .with("slot", *slot),
+            Rejection::BookingNotFound { booking_id } => {
+                ApiError::new(StatusCode::NOT_FOUND, code, detail).with("booking_id", booking_id.to_string())
+            }
+            Rejection::ExternalRefBound { external_ref, booking_id, correlation_id } => ApiError::new(StatusCode::CONFLICT, code, detail)
+                .with("external_ref", external_ref.as_str())
+                .with("booking_id", booking_id.to_string())
+                .with("correlation_id", correlation_id.clone()),
+            Rejection::StaleExternalBooking { age_secs, window_secs } => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, detail).with("age_secs", *age_secs).with("window_secs", *window_secs)
+            }
+            Rejection::IdempotencyKeyReused => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, detail),
+        }
+    }
+}
+
+impl From<SubmitError> for ApiError {
+    fn from(error: SubmitError) -> ApiError {
+        match error {
+            SubmitError::Overloaded => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", "the ledger is at capacity; retry shortly").retry_after(1)
+            }
+            SubmitError::Stopped => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the ledger is not accepting commands (shutting down or stopped after a storage failure)",
+            )
+            .retry_after(5),
+            SubmitError::Storage(reason) => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "storage_failure",
+                format!("the ledger could not make the command durable, so its outcome is unknown: {reason}"),
+            ),
+        }
+    }
+}

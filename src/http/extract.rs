@@ -1,0 +1,154 @@
+//! Extractors that refuse bad requests in the API's error format: the caller
+//! of a tenant route (token, tenant, Idempotency-Key, request id), JSON bodies
+//! and query strings.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
+use axum::http::request::Parts;
+use axum::http::{Method, StatusCode, header};
+use serde::de::DeserializeOwned;
+use tower_http::request_id::RequestId;
+
+use super::auth::Token;
+use super::error::ApiError;
+use super::{AppState, Shared};
+use crate::core::{Action, Command, IdempotencyKey};
+use crate::writer::WriterHandle;
+
+pub const BODY_BYTES_MAX: usize = 64 * 1024;
+pub const IDEMPOTENCY_KEY_LEN_MAX: usize = 255;
+
+/// An authenticated, authorized call on one tenant's routes.
+pub struct TenantCall {
+    pub tenant: String,
+    pub token: Arc<Token>,
+    pub request_id: String,
+    pub idempotency_key: Option<String>,
+    method: Method,
+    path: String,
+    app: Shared,
+}
+
+pub fn valid_tenant(tenant: &str) -> bool {
+    let bytes = tenant.as_bytes();
+    let allowed = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    (1..=63).contains(&bytes.len()) && allowed(&bytes[0]) && bytes[1..].iter().all(|b| allowed(b) || *b == b'-')
+}
+
+fn idempotency_key(parts: &Parts) -> Result<Option<String>, ApiError> {
+    let Some(value) = parts.headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let bytes = value.as_bytes();
+    if bytes.is_empty() || bytes.len() > IDEMPOTENCY_KEY_LEN_MAX || !bytes.iter().all(|b| b.is_ascii_graphic()) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_idempotency_key",
+            "Idempotency-Key must be 1 to 255 visible ASCII characters",
+        ));
+    }
+    Ok(Some(String::from_utf8(bytes.to_vec()).expect("visible ASCII")))
+}
+
+impl FromRequestParts<Shared> for TenantCall {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Shared) -> Result<Self, ApiError> {
+        let token = app.auth.authenticate(parts.headers.get(header::AUTHORIZATION))?;
+        let Path(params) =
+            Path::<HashMap<String, String>>::from_request_parts(parts, app).await.map_err(|e| ApiError::invalid(e.body_text()))?;
+        let tenant = params.get("tenant").cloned().unwrap_or_default();
+        if !valid_tenant(&tenant) {
+            return Err(ApiError::field("tenant", "must match [a-z0-9][a-z0-9-]{0,62}"));
+        }
+        if !token.grants(&tenant) {
+            return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", format!("token {} is not granted tenant {tenant}", token.name)));
+        }
+        let idempotency_key = if parts.method == Method::POST || parts.method == Method::PUT { idempotency_key(parts)? } else { None };
+        let request_id = parts.extensions.get::<RequestId>().and_then(|id| id.header_value().to_str().ok()).unwrap_or_default().to_owned();
+        Ok(TenantCall {
+            tenant,
+            token,
+            request_id,
+            idempotency_key,
+            method: parts.method.clone(),
+            path: parts.uri.path().to_owned(),
+            app: app.clone(),
+        })
+    }
+}
+
+impl TenantCall {
+    pub fn app(&self) -> &AppState {
+        &self.app
+    }
+
+    pub fn writer(&self) -> Result<&WriterHandle, ApiError> {
+        self.app.writer()
+    }
+
+    /// The command for `action`, with the fingerprint of this request (method,
+    /// path and body) when it carries an Idempotency-Key.
+    pub fn command(&self, action: Action, body: &[u8]) -> Command {
+        let idempotency = self.idempotency_key.as_ref().map(|key| {
+            let mut hasher = blake3::Hasher::new();
+            hasher.update(self.method.as_str().as_bytes());
+            hasher.update(b"\0");
+            hasher.update(self.path.as_bytes());
+            hasher.update(b"\0");
+            hasher.update(body);
+            IdempotencyKey { key: key.clone(), fingerprint: *hasher.finalize().as_bytes() }
+        });
+        Command { tenant: self.tenant.clone(), actor: self.token.name.clone(), request_id: self.request_id.clone(), idempotency, action }
+    }
+}
+
+/// A JSON body: the parsed value and the raw bytes (for the request fingerprint).
+/// Malformed JSON, missing, mistyped or unknown fields are 400 naming the field;
+/// a body over `BODY_BYTES_MAX` is 413. An empty body reads as `{}`.
+pub struct JsonBody<T> {
+    pub value: T,
+    pub raw: Bytes,
+}
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        let raw = Bytes::from_request(request, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", format!("bodies are limited to {BODY_BYTES_MAX} bytes"))
+            } else {
+                ApiError::invalid(e.body_text())
+            }
+        })?;
+        let source: &[u8] = if raw.iter().all(u8::is_ascii_whitespace) { b"{}" } else { &raw };
+        let value = parse_json(source)?;
+        Ok(JsonBody { value, raw })
+    }
+}
+
+pub fn parse_json<T: DeserializeOwned>(source: &[u8]) -> Result<T, ApiError> {
+    let mut deserializer = serde_json::Deserializer::from_slice(source);
+    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path == "." { ApiError::invalid(format!("{inner}")) } else { ApiError::field(&path, inner) }
+    })?;
+    deserializer.end().map_err(|e| ApiError::invalid(format!("trailing characters after the JSON value: {e}")))?;
+    Ok(value)
+}
+
+/// A query string, refused in the API's error format.
+pub struct QueryParams<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for QueryParams<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Query::<T>::from_request_parts(parts, state).await.map(|Query(q)| QueryParams(q)).map_err(|e| ApiError::invalid(e.body_text()))
+    }
+}

@@ -1,0 +1,468 @@
+//! The segmented file log. Each segment is `ledger/<first position, 20 digits>.seg`:
+//! a header, then framed records (see `frame.rs` and `proto/FORMAT.md`).
+//!
+//! Only the last segment is ever written. A batch is one `write` and one
+//! `fdatasync`; a new segment is fsynced and so is the directory that names it.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use super::frame::{self, FRAME_HEADER_BYTES, GENESIS_HASH, Hash, SEGMENT_HEADER_BYTES, SegmentHeader};
+use super::{Log, LogError, Position, Visit};
+
+#[derive(Debug, Clone, Copy)]
+pub struct FileLogOptions {
+    /// A segment is closed once the next record would take it past this size.
+    pub segment_bytes_max: u64,
+}
+
+impl Default for FileLogOptions {
+    fn default() -> Self {
+        FileLogOptions { segment_bytes_max: 64 * 1024 * 1024 }
+    }
+}
+
+/// What `open` found and did, for the caller to log.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct OpenReport {
+    pub segments: usize,
+    /// Bytes of a torn tail that were cut off the last segment, and where.
+    pub truncated: Option<Truncation>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Truncation {
+    pub path: PathBuf,
+    pub offset: u64,
+    pub bytes: u64,
+    /// The position the torn record would have had.
+    pub position: Position,
+}
+
+#[derive(Debug)]
+pub struct FileLog {
+    dir: PathBuf,
+    options: FileLogOptions,
+    /// The segment being appended to.
+    file: File,
+    file_path: PathBuf,
+    /// Bytes written to `file` (not counting `pending`).
+    file_bytes: u64,
+    /// Records in the current segment, written or pending.
+    file_records: u64,
+    /// Framed records not yet written.
+    pending: Vec<u8>,
+    position_next: Position,
+    /// The last position known durable; readers see nothing past it.
+    position_synced: Position,
+    last_hash: Hash,
+    poisoned: bool,
+}
+
+fn segment_path(dir: &Path, first_position: Position) -> PathBuf {
+    dir.join(format!("{first_position:020}.seg"))
+}
+
+/// The segments in `dir`, by first position.
+fn list_segments(dir: &Path) -> Result<Vec<(Position, PathBuf)>, LogError> {
+    let mut segments = Vec::new();
+    for entry in fs::read_dir(dir).map_err(LogError::io(dir))? {
+        let entry = entry.map_err(LogError::io(dir))?;
+        let name = entry.file_name();
+        let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".seg")) else {
+            continue;
+        };
+        if let Ok(first) = stem.parse::<Position>() {
+            segments.push((first, entry.path()));
+        }
+    }
+    segments.sort();
+    Ok(segments)
+}
+
+fn sync_dir(dir: &Path) -> Result<(), LogError> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(LogError::io(dir))
+}
+
+fn create_segment(dir: &Path, header: &SegmentHeader) -> Result<(File, PathBuf), LogError> {
+    let path = segment_path(dir, header.first_position);
+    let mut file = OpenOptions::new().create_new(true).append(true).open(&path).map_err(LogError::io(&path))?;
+    file.write_all(&frame::encode_segment_header(header)).and_then(|()| file.sync_all()).map_err(LogError::io(&path))?;
+    sync_dir(dir)?;
+    Ok((file, path))
+}
+
+fn corrupt(path: &Path, position: Position, offset: usize, reason: impl Into<String>) -> LogError {
+    LogError::Corrupt { path: path.to_owned(), position, offset: offset as u64, reason: reason.into() }
+}
+
+/// Whether any intact record of position `expected` or later starts after `offset`.
+/// This tells corruption (valid records follow the damage) from a torn tail (only
+/// garbage follows, because the crash interrupted the last write).
+fn intact_record_after(bytes: &[u8], offset: usize, expected: Position) -> bool {
+    let plausible_max = expected + (bytes.len() / FRAME_HEADER_BYTES) as u64;
+    (offset + 1..bytes.len().saturating_sub(FRAME_HEADER_BYTES - 1)).any(|o| {
+        let position = u64::from_le_bytes(bytes[o + 8..o + 16].try_into().unwrap());
+        (expected..=plausible_max).contains(&position) && frame::decode_record(&bytes[o..]).is_ok()
+    })
+}
+
+impl FileLog {
+    /// Opens (or creates) the log in `dir`. A torn record at the very end of the
+    /// last segment is cut off; damage anywhere else is an error naming its position.
+    pub fn open(dir: &Path, options: FileLogOptions) -> Result<(FileLog, OpenReport), LogError> {
+        fs::create_dir_all(dir).map_err(LogError::io(dir))?;
+        let mut report = OpenReport::default();
+        let mut segments = list_segments(dir)?;
+        // A crash while creating a segment can leave its header unwritten: the
+        // segment holds nothing, so it goes.
+        while let Some((_, path)) = segments.last() {
+            let len = fs::metadata(path).map_err(LogError::io(path))?.len();
+            if len >= SEGMENT_HEADER_BYTES as u64 {
+                break;
+            }
+            tracing::warn!(path = %path.display(), len, "removing a segment whose creation was interrupted");
+            fs::remove_file(path).map_err(LogError::io(path))?;
+            sync_dir(dir)?;
+            segments.pop();
+        }
+        let Some((first_position, path)) = segments.last().cloned() else {
+            let header = SegmentHeader { first_position: 1, prev_hash: GENESIS_HASH };
+            let (file, file_path) = create_segment(dir, &header)?;
+            report.segments = 1;
+            let log = FileLog {
+                dir: dir.to_owned(),
+                options,
+                file,
+                file_path,
+                file_bytes: SEGMENT_HEADER_BYTES as u64,
+                file_records: 0,
+                pending: Vec::new(),
+                position_next: 1,
+                position_synced: 0,
+                last_hash: GENESIS_HASH,
+                poisoned: false,
+            };
+            return Ok((log, report));
+        };
+        report.segments = segments.len();
+
+        let bytes = fs::read(&path).map_err(LogError::io(&path))?;
+        let header = frame::decode_segment_header(&bytes).map_err(|r| corrupt(&path, first_position, 0, r))?;
+        if header.first_position != first_position {
+            return Err(corrupt(&path, first_position, 0, "segment header names another first position"));
+        }
+        let mut offset = SEGMENT_HEADER_BYTES;
+        let mut expected = first_position;
+        let mut last_hash = header.prev_hash;
+        while offset < bytes.len() {
+            match frame::decode_record(&bytes[offset..]) {
+                Ok(f) if f.position == expected && *f.prev_hash == last_hash => {
+                    last_hash = frame::record_hash(f.covered);
+                    expected += 1;
+                    offset += f.len;
+                }
+                Ok(f) if f.position != expected => {
+                    return Err(corrupt(&path, expected, offset, format!("record carries position {}", f.position)));
+                }
+                Ok(_) => return Err(corrupt(&path, expected, offset, "hash chain broken")),
+                Err(e) if intact_record_after(&bytes, offset, expected) => {
+                    return Err(corrupt(&path, expected, offset, e.describe()));
+                }
+                Err(_) => {
+                    let truncation =
+                        Truncation { path: path.clone(), offset: offset as u64, bytes: (bytes.len() - offset) as u64, position: expected };
+                    let file = OpenOptions::new().write(true).open(&path).map_err(LogError::io(&path))?;
+                    file.set_len(offset as u64).and_then(|()| file.sync_all()).map_err(LogError::io(&path))?;
+                    report.truncated = Some(truncation);
+                    break;
+                }
+            }
+        }
+        let file = OpenOptions::new().append(true).open(&path).map_err(LogError::io(&path))?;
+        let log = FileLog {
+            dir: dir.to_owned(),
+            options,
+            file,
+            file_path: path,
+            file_bytes: offset as u64,
+            file_records: expected - first_position,
+            pending: Vec::new(),
+            position_next: expected,
+            position_synced: expected - 1,
+            last_hash,
+            poisoned: false,
+        };
+        Ok((log, report))
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Closes the current segment (durably) and starts the next one.
+    fn roll(&mut self) -> Result<(), LogError> {
+        self.write_pending()?;
+        self.file.sync_data().map_err(LogError::io(&self.file_path))?;
+        let header = SegmentHeader { first_position: self.position_next, prev_hash: self.last_hash };
+        let (file, path) = create_segment(&self.dir, &header)?;
+        self.file = file;
+        self.file_path = path;
+        self.file_bytes = SEGMENT_HEADER_BYTES as u64;
+        self.file_records = 0;
+        Ok(())
+    }
+
+    fn write_pending(&mut self) -> Result<(), LogError> {
+        self.file.write_all(&self.pending).map_err(LogError::io(&self.file_path))?;
+        self.file_bytes += self.pending.len() as u64;
+        self.pending.clear();
+        Ok(())
+    }
+
+    fn poison_on_error<T>(&mut self, result: Result<T, LogError>) -> Result<T, LogError> {
+        if result.is_err() {
+            self.poisoned = true;
+        }
+        result
+    }
+}
+
+impl Log for FileLog {
+    fn append(&mut self, payload: &[u8]) -> Result<Position, LogError> {
+        if self.poisoned {
+            return Err(LogError::Poisoned);
+        }
+        let frame_bytes = (FRAME_HEADER_BYTES + payload.len()) as u64;
+        let segment_bytes = self.file_bytes + self.pending.len() as u64 + frame_bytes;
+        if self.file_records > 0 && segment_bytes > self.options.segment_bytes_max {
+            let rolled = self.roll();
+            self.poison_on_error(rolled)?;
+        }
+        let position = self.position_next;
+        self.last_hash = frame::encode_record(&mut self.pending, position, &self.last_hash, payload);
+        self.position_next += 1;
+        self.file_records += 1;
+        Ok(position)
+    }
+
+    fn sync(&mut self) -> Result<(), LogError> {
+        if self.poisoned {
+            return Err(LogError::Poisoned);
+        }
+        let written = self.write_pending();
+        self.poison_on_error(written)?;
+        let synced = self.file.sync_data().map_err(LogError::io(&self.file_path));
+        self.poison_on_error(synced)?;
+        self.position_synced = self.position_next - 1;
+        Ok(())
+    }
+
+    fn position_next(&self) -> Position {
+        self.position_next
+    }
+
+    fn read_from(&self, from: Position, visit: &mut Visit<'_>) -> Result<(), LogError> {
+        read_dir(&self.dir, from, self.position_synced, visit)
+    }
+}
+
+/// Reads the records of the log in `dir` from position `from` through `last`, checking
+/// each record's checksum and that positions run without gaps across segments. Safe
+/// to call while a writer appends, as long as `last` has been made durable.
+pub fn read_dir(dir: &Path, from: Position, last: Position, visit: &mut Visit<'_>) -> Result<(), LogError> {
+    if from > last {
+        return Ok(());
+    }
+    let segments = list_segments(dir)?;
+    let start = segments.partition_point(|(first, _)| *first <= from).saturating_sub(1);
+    let Some((mut expected, _)) = segments.get(start).cloned() else {
+        return Ok(());
+    };
+    for (first_position, path) in &segments[start..] {
+        let bytes = fs::read(path).map_err(LogError::io(path))?;
+        let header = frame::decode_segment_header(&bytes).map_err(|r| corrupt(path, *first_position, 0, r))?;
+        if header.first_position != expected || *first_position != expected {
+            return Err(corrupt(path, expected, 0, format!("segment starts at {}", header.first_position)));
+        }
+        let mut offset = SEGMENT_HEADER_BYTES;
+        while offset < bytes.len() {
+            let f = frame::decode_record(&bytes[offset..]).map_err(|e| corrupt(path, expected, offset, e.describe()))?;
+            if f.position != expected {
+                return Err(corrupt(path, expected, offset, format!("record carries position {}", f.position)));
+            }
+            if f.position > last {
+                return Ok(());
+            }
+            if f.position >= from && visit(f.position, f.payload).is_break() {
+                return Ok(());
+            }
+            expected += 1;
+            offset += f.len;
+        }
+    }
+    if expected <= last {
+        return Err(corrupt(dir, expected, 0, format!("log ends before position {last}")));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ops::ControlFlow;
+
+    fn payload(i: u64) -> Vec<u8> {
+        format!("event number {i}").into_bytes()
+    }
+
+    fn write(dir: &Path, options: FileLogOptions, count: u64, batch: u64) {
+        let (mut log, _) = FileLog::open(dir, options).unwrap();
+        let start = log.position_next();
+        for i in start..start + count {
+            assert_eq!(log.append(&payload(i)).unwrap(), i);
+            if i % batch == 0 {
+                log.sync().unwrap();
+            }
+        }
+        log.sync().unwrap();
+    }
+
+    fn read_all(log: &FileLog) -> Vec<(Position, Vec<u8>)> {
+        let mut out = Vec::new();
+        log.read_from(1, &mut |p, r| {
+            out.push((p, r.to_vec()));
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+        out
+    }
+
+    fn segment_files(dir: &Path) -> Vec<PathBuf> {
+        list_segments(dir).unwrap().into_iter().map(|(_, p)| p).collect()
+    }
+
+    #[test]
+    fn records_survive_reopen_across_segment_rolls() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = FileLogOptions { segment_bytes_max: 1024 };
+        write(dir.path(), options, 100, 7);
+        write(dir.path(), options, 50, 3);
+        assert!(segment_files(dir.path()).len() > 5, "segments should have rolled");
+        let (log, report) = FileLog::open(dir.path(), options).unwrap();
+        assert_eq!(report.truncated, None);
+        let records = read_all(&log);
+        assert_eq!(records.len(), 150);
+        for (i, (p, r)) in records.iter().enumerate() {
+            assert_eq!(*p, i as u64 + 1);
+            assert_eq!(*r, payload(*p));
+        }
+        let mut from_middle = Vec::new();
+        log.read_from(77, &mut |p, _| {
+            from_middle.push(p);
+            if p == 80 { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
+        })
+        .unwrap();
+        assert_eq!(from_middle, vec![77, 78, 79, 80]);
+    }
+
+    #[test]
+    fn unsynced_appends_are_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = FileLog::open(dir.path(), FileLogOptions::default()).unwrap();
+        log.append(b"durable").unwrap();
+        log.sync().unwrap();
+        log.append(b"pending").unwrap();
+        assert_eq!(read_all(&log), vec![(1, b"durable".to_vec())]);
+    }
+
+    /// Cutting the file anywhere inside the last record loses that record and
+    /// nothing else, and the log goes on from there with an intact chain.
+    #[test]
+    fn a_torn_tail_is_truncated_at_every_byte_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), FileLogOptions::default(), 5, 1);
+        let path = segment_files(dir.path()).pop().unwrap();
+        let full = fs::read(&path).unwrap();
+        let last_len = FRAME_HEADER_BYTES + payload(5).len();
+        let last_start = full.len() - last_len;
+        for cut in last_start..full.len() {
+            fs::write(&path, &full[..cut]).unwrap();
+            let (mut log, report) = FileLog::open(dir.path(), FileLogOptions::default()).unwrap();
+            let expected_truncation = (cut > last_start).then_some((last_start as u64, 5));
+            assert_eq!(report.truncated.map(|t| (t.offset, t.position)), expected_truncation, "cut at {cut}");
+            assert_eq!(read_all(&log).len(), 4, "cut at {cut}");
+            assert_eq!(log.append(&payload(5)).unwrap(), 5);
+            log.sync().unwrap();
+            drop(log);
+            assert_eq!(fs::read(&path).unwrap(), full, "rewriting record 5 after a cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn garbage_after_the_last_record_is_a_torn_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), FileLogOptions::default(), 3, 1);
+        let path = segment_files(dir.path()).pop().unwrap();
+        let mut bytes = fs::read(&path).unwrap();
+        bytes.extend_from_slice(&[0xAB; 100]);
+        fs::write(&path, &bytes).unwrap();
+        let (log, report) = FileLog::open(dir.path(), FileLogOptions::default()).unwrap();
+        assert_eq!(report.truncated.unwrap().bytes, 100);
+        assert_eq!(read_all(&log).len(), 3);
+    }
+
+    /// A flipped byte anywhere in any record but the last is corruption: open
+    /// refuses and names the damaged record's position, never truncating.
+    #[test]
+    fn a_flipped_byte_mid_log_refuses_to_open_and_names_the_position() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), FileLogOptions::default(), 6, 1);
+        let path = segment_files(dir.path()).pop().unwrap();
+        let clean = fs::read(&path).unwrap();
+        let record_len = FRAME_HEADER_BYTES + payload(1).len();
+        // Records 3 and 4 (all payloads here have the same length).
+        for position in [3u64, 4] {
+            let start = SEGMENT_HEADER_BYTES + (position as usize - 1) * record_len;
+            for byte in start..start + record_len {
+                let mut bad = clean.clone();
+                bad[byte] ^= 0x01;
+                fs::write(&path, &bad).unwrap();
+                match FileLog::open(dir.path(), FileLogOptions::default()) {
+                    Err(LogError::Corrupt { position: p, .. }) => assert_eq!(p, position, "flip at byte {byte}"),
+                    other => panic!("flip at byte {byte}: expected corruption, got {other:?}"),
+                }
+                assert_eq!(fs::read(&path).unwrap(), bad, "open must not modify a corrupt log");
+            }
+        }
+    }
+
+    #[test]
+    fn a_flipped_byte_in_an_older_segment_fails_the_read_naming_the_position() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = FileLogOptions { segment_bytes_max: 512 };
+        write(dir.path(), options, 40, 1);
+        let first = segment_files(dir.path()).remove(0);
+        let mut bytes = fs::read(&first).unwrap();
+        let record_len = FRAME_HEADER_BYTES + payload(1).len();
+        bytes[SEGMENT_HEADER_BYTES + record_len + 50] ^= 0x80; // inside record 2's payload
+        fs::write(&first, &bytes).unwrap();
+        let (log, _) = FileLog::open(dir.path(), options).unwrap();
+        let err = log.read_from(1, &mut |_, _| ControlFlow::Continue(())).unwrap_err();
+        assert!(matches!(err, LogError::Corrupt { position: 2, .. }), "{err}");
+        assert!(err.to_string().contains("00000000000000000001.seg"), "{err}");
+    }
+
+    #[test]
+    fn an_interrupted_segment_creation_is_discarded() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), FileLogOptions::default(), 3, 1);
+        fs::write(segment_path(dir.path(), 4), b"BLEDG").unwrap();
+        let (mut log, _) = FileLog::open(dir.path(), FileLogOptions::default()).unwrap();
+        assert_eq!(log.position_next(), 4);
+        log.append(b"next").unwrap();
+        log.sync().unwrap();
+        assert_eq!(segment_files(dir.path()).len(), 1);
+    }
+}

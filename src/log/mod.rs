@@ -1,0 +1,58 @@
+//! The append-only log: records of opaque bytes at gap-free positions, made
+//! durable in batches. It knows framing, checksums and the hash chain; it does
+//! not know what the payloads mean.
+//!
+//! [`FileLog`] is the segmented on-disk format described in `proto/FORMAT.md`;
+//! [`MemoryLog`] keeps records in memory and can be told to fail, for tests.
+
+pub mod codec;
+mod file;
+pub mod frame;
+mod memory;
+
+use std::ops::ControlFlow;
+use std::path::PathBuf;
+
+pub use file::{FileLog, FileLogOptions, OpenReport, read_dir};
+pub use memory::{Faults, MemoryLog};
+
+pub type Position = u64;
+
+/// Called for each record read: its position and payload. Returning
+/// `ControlFlow::Break` stops the read early.
+pub type Visit<'a> = dyn FnMut(Position, &[u8]) -> ControlFlow<()> + 'a;
+
+pub trait Log: Send {
+    /// Frames one record after the ones before it and returns its position.
+    /// The record is not durable until [`Log::sync`] returns `Ok`.
+    fn append(&mut self, payload: &[u8]) -> Result<Position, LogError>;
+
+    /// Makes every appended record durable (one fdatasync for the file log).
+    /// After an error the log refuses all further appends and syncs.
+    fn sync(&mut self) -> Result<(), LogError>;
+
+    /// The position the next appended record will get.
+    fn position_next(&self) -> Position;
+
+    /// Reads the durable records from `from` on, in order.
+    fn read_from(&self, from: Position, visit: &mut Visit<'_>) -> Result<(), LogError>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: corruption at position {position} (byte offset {offset}): {reason}")]
+    Corrupt { path: PathBuf, position: Position, offset: u64, reason: String },
+    #[error("the log failed earlier and accepts no more writes")]
+    Poisoned,
+    #[error("injected failure: {0}")]
+    Injected(&'static str),
+}
+
+impl LogError {
+    pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> LogError {
+        let path = path.into();
+        move |source| LogError::Io { path, source }
+    }
+}

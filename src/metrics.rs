@@ -1,0 +1,66 @@
+//! Prometheus metrics: what the writer and the server count, and the text
+//! exposition served at `/metrics`.
+
+use prometheus::{Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+
+pub struct Metrics {
+    registry: Registry,
+    /// Commands decided, by outcome: `accepted`, `replayed`, or the rejection's code.
+    pub commands: IntCounterVec,
+    pub events_appended: IntCounter,
+    pub batch_len: Histogram,
+    pub fsync_seconds: Histogram,
+    pub queue_depth: IntGauge,
+    pub replayed_events: IntGauge,
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let commands = IntCounterVec::new(
+            Opts::new("ledger_commands_total", "Commands decided by the writer, by outcome (accepted, replayed, or the rejection code)."),
+            &["outcome"],
+        )
+        .unwrap();
+        let events_appended = IntCounter::new("ledger_events_appended_total", "Events appended to the ledger.").unwrap();
+        let batch_len = Histogram::with_opts(
+            HistogramOpts::new("ledger_batch_commands", "Commands committed per batch (per fdatasync).")
+                .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0]),
+        )
+        .unwrap();
+        let fsync_seconds = Histogram::with_opts(
+            HistogramOpts::new("ledger_fsync_seconds", "Time to make one batch durable.")
+                .buckets(prometheus::exponential_buckets(0.000_025, 2.0, 14).unwrap()),
+        )
+        .unwrap();
+        let queue_depth = IntGauge::new("ledger_queue_depth", "Commands waiting for the writer when it last took a batch.").unwrap();
+        let replayed_events = IntGauge::new("ledger_replayed_events", "Events replayed at start-up.").unwrap();
+        for collector in [
+            Box::new(commands.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(events_appended.clone()),
+            Box::new(batch_len.clone()),
+            Box::new(fsync_seconds.clone()),
+            Box::new(queue_depth.clone()),
+            Box::new(replayed_events.clone()),
+        ] {
+            registry.register(collector).unwrap();
+        }
+        Metrics { registry, commands, events_appended, batch_len, fsync_seconds, queue_depth, replayed_events }
+    }
+
+    pub fn command(&self, outcome: &str) {
+        self.commands.with_label_values(&[outcome]).inc();
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut out).expect("text encoding cannot fail");
+        String::from_utf8(out).expect("the text format is UTF-8")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}

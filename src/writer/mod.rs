@@ -1,0 +1,330 @@
+//! The single writer: the only code that calls both the core and the log, and
+//! the only code that changes the projection.
+//!
+//! Commands arrive on a bounded queue. The writer thread takes every command
+//! waiting (up to `batch_len_max`), decides each against a *working* copy of
+//! the state that already holds the batch's earlier events, appends the events,
+//! makes them durable with one fdatasync, and only then applies them to the
+//! *published* copy that readers see and answers. Nothing is answered, and
+//! nothing becomes visible to readers, before it is durable.
+//!
+//! It runs on its own OS thread, not a tokio task: it blocks in fdatasync.
+
+mod recover;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use parking_lot::RwLock;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::core::{self, Command, Context, IdempotencyCheck, Rejection, Reply, Scope, State, StoredResponse};
+use crate::log::{Log, LogError, codec};
+use crate::metrics::Metrics;
+
+pub use recover::{Recovered, recover};
+
+pub type Outcome = Result<Reply, Rejection>;
+
+/// Renders an outcome as the status and body the client receives. The writer
+/// calls it only for commands with an Idempotency-Key, whose answers it stores.
+pub type Render = fn(&Outcome) -> (u16, Vec<u8>);
+
+/// The writer's answer to one command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// Decided now, without an Idempotency-Key: the caller renders it.
+    Fresh(Outcome),
+    /// The stored answer of a keyed command: this execution's, or (`replayed`) an earlier one's.
+    Stored { status: u16, body: Arc<[u8]>, replayed: bool },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubmitError {
+    #[error("the writer's queue is full")]
+    Overloaded,
+    #[error("the writer is not accepting commands")]
+    Stopped,
+    #[error("the ledger could not make the batch durable; the outcome is unknown: {0}")]
+    Storage(String),
+}
+
+pub trait Clock: Send + Sync {
+    fn now(&self) -> DateTime<Utc>;
+}
+
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct WriterConfig {
+    /// Commands waiting beyond this are refused as overloaded.
+    pub queue_len_max: usize,
+    /// At most this many commands share one fdatasync.
+    pub batch_len_max: usize,
+    /// Expired idempotency answers forgotten per batch, to bound the work.
+    pub expire_len_max: usize,
+}
+
+impl Default for WriterConfig {
+    fn default() -> Self {
+        WriterConfig { queue_len_max: 4096, batch_len_max: 1024, expire_len_max: 256 }
+    }
+}
+
+struct Submission {
+    command: Command,
+    reply: oneshot::Sender<Result<Answer, SubmitError>>,
+}
+
+/// What HTTP handlers hold: a way to submit commands and to read the published state.
+#[derive(Clone)]
+pub struct WriterHandle {
+    queue: mpsc::Sender<Submission>,
+    published: Arc<RwLock<State>>,
+    writable: Arc<AtomicBool>,
+}
+
+impl WriterHandle {
+    /// Queues `command` and waits for its durable answer.
+    pub async fn submit(&self, command: Command) -> Result<Answer, SubmitError> {
+        let (reply, answer) = oneshot::channel();
+        self.queue.try_send(Submission { command, reply }).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => SubmitError::Overloaded,
+            mpsc::error::TrySendError::Closed(_) => SubmitError::Stopped,
+        })?;
+        answer.await.map_err(|_| SubmitError::Stopped)?
+    }
+
+    /// Runs `read` against the published state: every acknowledged command, and
+    /// nothing that is not yet durable. Keep it short: the writer waits for it
+    /// to publish the next batch.
+    pub fn read<R>(&self, read: impl FnOnce(&State) -> R) -> R {
+        read(&self.published.read())
+    }
+
+    /// False once a write failed: the writer has stopped.
+    pub fn is_writable(&self) -> bool {
+        self.writable.load(Ordering::Acquire)
+    }
+
+    pub fn queue_depth(&self) -> usize {
+        self.queue.max_capacity() - self.queue.capacity()
+    }
+}
+
+/// One batch's worth of work, kept until it is durable.
+#[derive(Default)]
+struct Batch {
+    events: Vec<core::Event>,
+    /// Stored answers of keyed commands that appended no event.
+    responses: Vec<(String, StoredResponse)>,
+}
+
+pub struct Writer {
+    log: Box<dyn Log>,
+    /// The journal of stored answers to keyed commands that appended nothing.
+    responses: Box<dyn Log>,
+    working: State,
+    published: Arc<RwLock<State>>,
+    render: Render,
+    clock: Arc<dyn Clock>,
+    config: WriterConfig,
+    metrics: Arc<Metrics>,
+    /// The last `now` handed to the core; the writer's time never runs backwards.
+    now_last: DateTime<Utc>,
+    encoded: Vec<u8>,
+}
+
+impl Writer {
+    pub fn new(
+        log: Box<dyn Log>,
+        responses: Box<dyn Log>,
+        state: State,
+        render: Render,
+        clock: Arc<dyn Clock>,
+        config: WriterConfig,
+        metrics: Arc<Metrics>,
+    ) -> Writer {
+        assert_eq!(log.position_next(), state.position + 1, "the state must be the log replayed");
+        Writer {
+            log,
+            responses,
+            published: Arc::new(RwLock::new(state.clone())),
+            working: state,
+            render,
+            clock,
+            config,
+            metrics,
+            now_last: DateTime::<Utc>::MIN_UTC,
+            encoded: Vec::with_capacity(1024),
+        }
+    }
+
+    fn now(&mut self) -> DateTime<Utc> {
+        let now = self.clock.now();
+        // Microseconds: the precision the log keeps, so a replay sees the same instants.
+        let now = DateTime::from_timestamp_micros(now.timestamp_micros()).expect("a representable clock");
+        self.now_last = self.now_last.max(now);
+        self.now_last
+    }
+
+    /// Decides, appends, makes durable and publishes one batch. Returns one
+    /// answer per command, in order. On a storage error nothing is published and
+    /// the writer must not be used again.
+    pub fn commit(&mut self, commands: &[Command]) -> Result<Vec<Answer>, LogError> {
+        let now = self.now();
+        let retention = self.working.rules.idempotency_retention;
+        self.working.idempotency.expire(now, retention, self.config.expire_len_max);
+        let mut batch = Batch::default();
+        let answers: Vec<Answer> = commands.iter().map(|c| self.decide_one(c, now, &mut batch)).collect::<Result<_, _>>()?;
+
+        let started = Instant::now();
+        if !batch.events.is_empty() {
+            self.log.sync()?;
+        }
+        if !batch.responses.is_empty() {
+            for (tenant, response) in &batch.responses {
+                self.responses.append(&codec::encode_rejected_response(tenant, response, now))?;
+            }
+            self.responses.sync()?;
+        }
+        if !batch.events.is_empty() || !batch.responses.is_empty() {
+            self.metrics.fsync_seconds.observe(started.elapsed().as_secs_f64());
+        }
+
+        let mut published = self.published.write();
+        published.idempotency.expire(now, retention, self.config.expire_len_max);
+        for event in &batch.events {
+            core::apply(&mut published, event);
+        }
+        for (tenant, response) in batch.responses {
+            published.idempotency.record(&tenant, response, now);
+        }
+        drop(published);
+        self.metrics.batch_len.observe(commands.len() as f64);
+        self.metrics.events_appended.inc_by(batch.events.len() as u64);
+        Ok(answers)
+    }
+
+    fn decide_one(&mut self, command: &Command, now: DateTime<Utc>, batch: &mut Batch) -> Result<Answer, LogError> {
+        if let Some(key) = &command.idempotency {
+            let scope = Scope { tenant: command.tenant.clone(), actor: command.actor.clone(), key: key.key.clone() };
+            let retention = self.working.rules.idempotency_retention;
+            match self.working.idempotency.check(&scope, &key.fingerprint, now, retention) {
+                IdempotencyCheck::New => {}
+                IdempotencyCheck::Replay(stored) => {
+                    self.metrics.command("replayed");
+                    return Ok(Answer::Stored { status: stored.status, body: stored.body, replayed: true });
+                }
+                IdempotencyCheck::Reused => {
+                    let rejection = Rejection::IdempotencyKeyReused;
+                    self.metrics.command(rejection.code());
+                    return Ok(Answer::Fresh(Err(rejection)));
+                }
+            }
+        }
+        let context = Context { now, position_next: self.working.position + 1 };
+        let (outcome, mut events) = match core::decide(&self.working, command, &context) {
+            Ok(events) => {
+                for event in &events {
+                    core::apply(&mut self.working, event);
+                }
+                self.metrics.command("accepted");
+                (Ok(core::reply(&self.working, command, &events)), events)
+            }
+            Err(rejection) => {
+                self.metrics.command(rejection.code());
+                (Err(rejection), vec![])
+            }
+        };
+        let stored = self.store(command, &outcome, now);
+        if let Some(stored) = &stored {
+            match events.last_mut() {
+                Some(last) => last.response = Some(stored.clone()),
+                None => batch.responses.push((command.tenant.clone(), stored.clone())),
+            }
+        }
+        for event in &events {
+            self.encoded.clear();
+            codec::encode_event_into(event, &mut self.encoded);
+            let position = self.log.append(&self.encoded)?;
+            assert_eq!(position, event.position, "the log and the core agree on positions");
+        }
+        batch.events.append(&mut events);
+        Ok(match stored {
+            Some(stored) => Answer::Stored { status: stored.status, body: stored.body, replayed: false },
+            None => Answer::Fresh(outcome),
+        })
+    }
+
+    /// For a keyed command, renders its answer and records it in the working
+    /// state (the published state gets it when the batch is durable).
+    fn store(&mut self, command: &Command, outcome: &Outcome, now: DateTime<Utc>) -> Option<StoredResponse> {
+        let key = command.idempotency.as_ref()?;
+        let (status, body) = (self.render)(outcome);
+        let stored = StoredResponse {
+            actor: command.actor.clone(),
+            key: key.key.clone(),
+            fingerprint: key.fingerprint,
+            status,
+            body: Arc::from(body),
+        };
+        self.working.idempotency.record(&command.tenant, stored.clone(), now);
+        Some(stored)
+    }
+
+    /// Starts the writer thread. Dropping every handle stops it once the queue is drained.
+    pub fn spawn(self) -> (WriterHandle, JoinHandle<()>) {
+        let (queue, receiver) = mpsc::channel(self.config.queue_len_max);
+        let writable = Arc::new(AtomicBool::new(true));
+        let handle = WriterHandle { queue, published: self.published.clone(), writable: writable.clone() };
+        let thread = std::thread::Builder::new()
+            .name("ledger-writer".into())
+            .spawn(move || self.run(receiver, &writable))
+            .expect("spawning the writer thread");
+        (handle, thread)
+    }
+
+    fn run(mut self, mut receiver: mpsc::Receiver<Submission>, writable: &AtomicBool) {
+        let mut commands = Vec::with_capacity(self.config.batch_len_max);
+        let mut replies = Vec::with_capacity(self.config.batch_len_max);
+        while let Some(first) = receiver.blocking_recv() {
+            let mut next = Some(first);
+            while let Some(submission) = next.take() {
+                commands.push(submission.command);
+                replies.push(submission.reply);
+                if commands.len() < self.config.batch_len_max {
+                    next = receiver.try_recv().ok();
+                }
+            }
+            self.metrics.queue_depth.set(receiver.len() as i64);
+            match self.commit(&commands) {
+                Ok(answers) => {
+                    for (reply, answer) in replies.drain(..).zip(answers) {
+                        let _ = reply.send(Ok(answer));
+                    }
+                }
+                Err(error) => {
+                    tracing::error!(%error, "the log failed; the writer stops accepting commands");
+                    writable.store(false, Ordering::Release);
+                    let error = SubmitError::Storage(error.to_string());
+                    for reply in replies.drain(..) {
+                        let _ = reply.send(Err(error.clone()));
+                    }
+                    return;
+                }
+            }
+            commands.clear();
+        }
+        tracing::info!(position = self.working.position, "writer drained its queue and stopped");
+    }
+}

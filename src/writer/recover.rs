@@ -1,0 +1,72 @@
+//! Start-up: the state rebuilt by replaying every event of the log through
+//! `apply`, and the stored answers of the responses journal put back.
+
+use std::ops::ControlFlow;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+
+use crate::core::{self, Rules, State};
+use crate::log::codec::{self, CodecError};
+use crate::log::{Log, LogError, Position};
+
+#[derive(Debug)]
+pub struct Recovered {
+    pub state: State,
+    pub events: u64,
+    pub responses: u64,
+    pub elapsed: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecoverError {
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error("{log} position {position}: {error}")]
+    Codec { log: &'static str, position: Position, error: CodecError },
+    #[error("ledger record at position {frame} holds the event of position {event}")]
+    Misplaced { frame: Position, event: Position },
+}
+
+/// Rebuilds the state from `log` and `responses`. Stored answers already older
+/// than the retention at `now` are not loaded.
+pub fn recover(log: &dyn Log, responses: &dyn Log, rules: Rules, now: DateTime<Utc>) -> Result<Recovered, RecoverError> {
+    let started = Instant::now();
+    let mut state = State::new(rules);
+    let mut failure = None;
+    let mut events = 0;
+    log.read_from(1, &mut |position, payload| {
+        match codec::decode_event(payload) {
+            Ok(event) if event.position == position => {
+                core::apply(&mut state, &event);
+                events += 1;
+                return ControlFlow::Continue(());
+            }
+            Ok(event) => failure = Some(RecoverError::Misplaced { frame: position, event: event.position }),
+            Err(error) => failure = Some(RecoverError::Codec { log: "ledger", position, error }),
+        }
+        ControlFlow::Break(())
+    })?;
+    if let Some(failure) = failure {
+        return Err(failure);
+    }
+    let mut loaded = 0;
+    responses.read_from(1, &mut |position, payload| match codec::decode_rejected_response(payload) {
+        Ok((tenant, response, recorded_at)) => {
+            if now - recorded_at < rules.idempotency_retention {
+                state.idempotency.record(&tenant, response, recorded_at);
+                loaded += 1;
+            }
+            ControlFlow::Continue(())
+        }
+        Err(error) => {
+            failure = Some(RecoverError::Codec { log: "responses", position, error });
+            ControlFlow::Break(())
+        }
+    })?;
+    if let Some(failure) = failure {
+        return Err(failure);
+    }
+    state.idempotency.expire(now, rules.idempotency_retention, usize::MAX);
+    Ok(Recovered { state, events, responses: loaded, elapsed: started.elapsed() })
+}
