@@ -11,6 +11,8 @@
 //! It runs on its own OS thread, not a tokio task: it blocks in fdatasync.
 
 mod recover;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

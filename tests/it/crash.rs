@@ -1,0 +1,153 @@
+//! The server as a real process: SIGKILL in the middle of load loses no
+//! acknowledged booking; SIGTERM drains and exits 0; bad configuration exits 2.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use futures::future::join_all;
+use serde_json::Value;
+
+use crate::support::{Client, Process, booking};
+
+const DOCTORS: u32 = 4;
+const SLOTS: u32 = 40;
+const DATES: [&str; 2] = ["2026-05-01", "2026-05-02"];
+
+/// Books random slots until the server stops answering; returns every 201.
+async fn load(client: Client, token: String, seed: u64, answered: Arc<AtomicUsize>) -> Vec<Value> {
+    let mut acknowledged = Vec::new();
+    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    loop {
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let pick = (state >> 33) as u32;
+        let doctor = format!("d{}", pick % DOCTORS);
+        let date = DATES[(pick / DOCTORS) as usize % DATES.len()];
+        let slot = (pick / 8) % SLOTS;
+        let body = booking("c1", &doctor, date, slot, "p");
+        let request = reqwest::Client::new()
+            .post(format!("{}/v1/kloqo/bookings", client.base))
+            .bearer_auth(&token)
+            .header("content-type", "application/json")
+            .body(body)
+            .send();
+        let Ok(response) = request.await else { return acknowledged };
+        let status = response.status().as_u16();
+        let Ok(bytes) = response.bytes().await else { return acknowledged };
+        answered.fetch_add(1, Ordering::Relaxed);
+        match status {
+            201 => acknowledged.push(serde_json::from_slice(&bytes).unwrap()),
+            409 => {}
+            other => panic!("unexpected {other}: {}", String::from_utf8_lossy(&bytes)),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkill_under_load_loses_no_acknowledged_booking() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut acknowledged: Vec<Value> = Vec::new();
+    for round in 0..4u64 {
+        let server = Process::spawn(dir.path()).await;
+        if round == 0 {
+            for d in 0..DOCTORS {
+                let path = format!("/v1/kloqo/clinics/c1/doctors/d{d}/schedule");
+                server.client.put(&path, &server.token, &format!(r#"{{"slots_per_day":{SLOTS}}}"#)).await.expect(200);
+            }
+        }
+        let answered = Arc::new(AtomicUsize::new(0));
+        let clients: Vec<_> =
+            (0..16).map(|i| tokio::spawn(load(server.client.clone(), server.token.clone(), round * 100 + i, answered.clone()))).collect();
+        // Kill while all sixteen are mid-flight: after some answers, never at a quiet moment.
+        while answered.load(Ordering::Relaxed) < 40 {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        server.kill();
+        for booked in join_all(clients).await {
+            acknowledged.extend(booked.unwrap());
+        }
+
+        let server = Process::spawn(dir.path()).await;
+        let c = &server.client;
+        // Every acknowledged booking is there, unchanged, and holds its slot.
+        let mut holders = BTreeMap::new();
+        let mut tokens = BTreeSet::new();
+        for booking in &acknowledged {
+            let id = booking["booking_id"].as_str().unwrap();
+            let found = c.get(&format!("/v1/kloqo/bookings/{id}"), &server.token).await.expect(200);
+            assert_eq!(&found, booking, "round {round}: an acknowledged booking changed or vanished");
+            let slot = (booking["doctor"].to_string(), booking["date"].to_string(), booking["slot"].as_u64().unwrap());
+            assert!(holders.insert(slot.clone(), id.to_owned()).is_none(), "round {round}: two acknowledged bookings of {slot:?}");
+            let token = (booking["doctor"].to_string(), booking["date"].to_string(), booking["token"].to_string());
+            assert!(tokens.insert(token.clone()), "round {round}: token {token:?} issued twice");
+        }
+        for date in DATES {
+            let view = c.get(&format!("/v1/kloqo/clinics/c1/slots?date={date}"), &server.token).await.expect(200);
+            for doctor in view["doctors"].as_array().unwrap() {
+                let name = doctor["doctor"].to_string();
+                for slot in doctor["slots"].as_array().unwrap() {
+                    let key = (name.clone(), format!("\"{date}\""), slot["slot"].as_u64().unwrap());
+                    if let Some(id) = holders.get(&key) {
+                        assert_eq!(slot["booking_id"].as_str(), Some(id.as_str()), "round {round}: {key:?}");
+                    }
+                }
+            }
+        }
+        assert!(!acknowledged.is_empty());
+        server.kill();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_and_exits_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Process::spawn(dir.path()).await;
+    let c = server.client.clone();
+    c.put("/v1/kloqo/clinics/c1/doctors/d1/schedule", &server.token, r#"{"slots_per_day":3}"#).await.expect(200);
+    let booked = c.post("/v1/kloqo/bookings", &server.token, &booking("c1", "d1", "2026-05-01", 0, "p")).await.expect(201);
+    let mut child = server.child;
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let exit = child.wait().unwrap();
+    assert_eq!(exit.code(), Some(0), "SIGTERM is a clean exit");
+
+    let server = Process::spawn(dir.path()).await;
+    let id = booked["booking_id"].as_str().unwrap();
+    assert_eq!(server.client.get(&format!("/v1/kloqo/bookings/{id}"), &server.token).await.expect(200), booked);
+    server.kill();
+}
+
+#[test]
+fn bad_configuration_exits_2_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("ledger.toml");
+    for (text, named) in [("[limits]\nbatch_len_max = 0\n", "limits.batch_len_max"), ("[limits]\nbogus = 1\n", "bogus")] {
+        std::fs::write(&config, text).unwrap();
+        let output = Command::new(env!("CARGO_BIN_EXE_ledger"))
+            .args(["serve", "--config"])
+            .arg(&config)
+            .arg("--data")
+            .arg(dir.path().join("data"))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains(named), "{stderr}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_config_an_admin_token_is_created_with_mode_0600() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Process::spawn(dir.path()).await;
+    let mode = std::fs::metadata(dir.path().join("admin.token")).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    server.client.get("/v1/any-tenant/clinics/c1/slots?date=2026-05-01", &server.token).await.expect(200);
+    let token = server.token.clone();
+    server.kill();
+    let again = Process::spawn(dir.path()).await;
+    assert_eq!(again.token, token, "the token is kept across restarts");
+    again.kill();
+}

@@ -1,0 +1,11 @@
+//! The integration tests: one binary, one module per area (matklad's
+//! "Delete Cargo Integration Tests").
+
+mod clinics;
+mod concurrency;
+mod crash;
+mod durability;
+mod format;
+mod idempotency;
+mod openapi;
+mod support;

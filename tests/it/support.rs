@@ -1,0 +1,234 @@
+//! Test harness: a server in this process (on a real port) or as a child
+//! process (for SIGKILL), and a small HTTP client that keeps raw bytes.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use booking_ledger::cli::config::Config;
+use booking_ledger::cli::serve::serve;
+use booking_ledger::core::Rules;
+use booking_ledger::http::auth::{Role, Token};
+use booking_ledger::log::FileLogOptions;
+use booking_ledger::writer::{SystemClock, WriterConfig};
+use reqwest::header::HeaderMap;
+use serde_json::Value;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub const ADMIN: &str = "admin-secret-0000000000";
+/// A client token for tenant `kloqo`.
+pub const WEB: &str = "kloqo-web-secret-000000";
+/// A second client token for tenant `kloqo`.
+pub const APP: &str = "kloqo-app-secret-000000";
+/// A client token for tenant `other` only.
+pub const OTHER: &str = "other-web-secret-000000";
+
+pub fn config(dir: &Path) -> Config {
+    let token =
+        |secret: &str, name: &str, tenant: &str, role| (secret.to_owned(), Token { name: name.into(), tenants: vec![tenant.into()], role });
+    Config {
+        data_dir: dir.to_owned(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        writer: WriterConfig::default(),
+        log: FileLogOptions::default(),
+        rules: Rules::default(),
+        tokens: vec![
+            token(ADMIN, "admin", "*", Role::Admin),
+            token(WEB, "kloqo-web", "kloqo", Role::Client),
+            token(APP, "kloqo-app", "kloqo", Role::Client),
+            token(OTHER, "other-web", "other", Role::Client),
+        ],
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    pub fn code(&self) -> String {
+        self.json()["code"].as_str().unwrap_or_default().to_owned()
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    #[track_caller]
+    pub fn expect(&self, status: u16) -> Value {
+        assert_eq!(self.status, status, "{}", String::from_utf8_lossy(&self.body));
+        self.json()
+    }
+
+    #[track_caller]
+    pub fn expect_problem(&self, status: u16, code: &str) -> Value {
+        assert_eq!((self.status, self.code().as_str()), (status, code), "{}", String::from_utf8_lossy(&self.body));
+        assert_eq!(self.header("content-type"), Some("application/problem+json"));
+        let problem = self.json();
+        for member in ["type", "title", "status", "detail", "code"] {
+            assert!(problem.get(member).is_some(), "problem without {member}: {problem}");
+        }
+        problem
+    }
+}
+
+#[derive(Clone)]
+pub struct Client {
+    pub base: String,
+    http: reqwest::Client,
+}
+
+impl Client {
+    pub fn new(addr: SocketAddr) -> Client {
+        let http = reqwest::Client::builder().pool_max_idle_per_host(512).build().unwrap();
+        Client { base: format!("http://{addr}"), http }
+    }
+
+    pub async fn send(&self, method: &str, path: &str, token: Option<&str>, body: Option<&str>, key: Option<&str>) -> Reply {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(key) = key {
+            request = request.header("Idempotency-Key", key);
+        }
+        if let Some(body) = body {
+            request = request.header("content-type", "application/json").body(body.to_owned());
+        }
+        let response = request.send().await.expect("the server answers");
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = response.bytes().await.unwrap().to_vec();
+        Reply { status, headers, body }
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> Reply {
+        self.send("GET", path, Some(token), None, None).await
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: &str) -> Reply {
+        self.send("POST", path, Some(token), Some(body), None).await
+    }
+
+    pub async fn post_keyed(&self, path: &str, token: &str, body: &str, key: &str) -> Reply {
+        self.send("POST", path, Some(token), Some(body), Some(key)).await
+    }
+
+    pub async fn put(&self, path: &str, token: &str, body: &str) -> Reply {
+        self.send("PUT", path, Some(token), Some(body), None).await
+    }
+
+    /// Waits until `/readyz` answers 200.
+    pub async fn wait_ready(&self) {
+        for _ in 0..3000 {
+            if let Ok(response) = self.http.get(format!("{}/readyz", self.base)).send().await
+                && response.status() == 200
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the server did not become ready");
+    }
+
+    /// The ledger's last position, from `/readyz`.
+    pub async fn position(&self) -> u64 {
+        let reply = self.send("GET", "/readyz", None, None, None).await;
+        reply.expect(200)["position"].as_u64().unwrap()
+    }
+
+    pub async fn schedule(&self, tenant: &str, clinic: &str, doctor: &str, slots_per_day: u32) {
+        let path = format!("/v1/{tenant}/clinics/{clinic}/doctors/{doctor}/schedule");
+        self.put(&path, ADMIN, &format!(r#"{{"slots_per_day":{slots_per_day},"first_slot":"09:00","slot_minutes":15}}"#)).await.expect(200);
+    }
+}
+
+pub fn booking(clinic: &str, doctor: &str, date: &str, slot: u32, patient: &str) -> String {
+    format!(r#"{{"clinic":"{clinic}","doctor":"{doctor}","date":"{date}","slot":{slot},"patient":"{patient}"}}"#)
+}
+
+/// A server running in this process until `stop`.
+pub struct Server {
+    pub client: Client,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Server {
+    pub async fn start(dir: &Path) -> Server {
+        Server::start_with(config(dir)).await
+    }
+
+    pub async fn start_with(config: Config) -> Server {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let (listening, addr) = oneshot::channel();
+        let task = tokio::spawn(serve(
+            config,
+            Arc::new(SystemClock),
+            async move {
+                let _ = stopped.await;
+            },
+            move |addr| {
+                let _ = listening.send(addr);
+            },
+        ));
+        let client = Client::new(addr.await.expect("the server listens"));
+        client.wait_ready().await;
+        Server { client, stop, task }
+    }
+
+    /// SIGTERM's path: stop accepting, drain, exit cleanly.
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        self.task.await.unwrap().expect("a clean shutdown");
+    }
+}
+
+/// `ledger serve` as a child process, to be killed.
+pub struct Process {
+    pub child: Child,
+    pub client: Client,
+    pub token: String,
+}
+
+impl Process {
+    pub async fn spawn(dir: &Path) -> Process {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ledger"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+            .arg(dir)
+            .env("RUST_LOG", "info")
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting ledger");
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let addr: SocketAddr = loop {
+            let line = lines.next().expect("ledger exited before listening").unwrap();
+            if let Some(rest) = line.split("listening on ").nth(1) {
+                break rest.split_whitespace().next().unwrap().parse().unwrap();
+            }
+        };
+        // Keep draining stderr so the child never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        let client = Client::new(addr);
+        client.wait_ready().await;
+        let token = std::fs::read_to_string(dir.join("admin.token")).unwrap().trim().to_owned();
+        Process { child, client, token }
+    }
+
+    pub fn kill(mut self) {
+        self.child.kill().unwrap(); // SIGKILL
+        self.child.wait().unwrap();
+    }
+}
