@@ -126,3 +126,18 @@ impl From<SubmitError> for ApiError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_overloaded_writer_is_503_with_retry_after() {
+        let response = ApiError::from(SubmitError::Overloaded).into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+        assert_eq!(response.headers()[header::CONTENT_TYPE], PROBLEM_JSON);
+        let body: Value = serde_json::from_slice(&ApiError::from(SubmitError::Overloaded).body()).unwrap();
+        assert_eq!((body["code"].as_str(), body["status"].as_u64()), (Some("overloaded"), Some(503)));
+    }
+}

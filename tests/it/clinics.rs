@@ -284,3 +284,19 @@ async fn operations_routes() {
     assert!(uuid::Uuid::parse_str(reply.header("x-request-id").unwrap()).is_ok());
     server.stop().await;
 }
+
+/// Before the projections are rebuilt the server listens but is not ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn not_ready_until_the_writer_is_set() {
+    use booking_ledger::http::{AppState, app, auth::Auth};
+    let tokens = crate::support::config(std::path::Path::new("unused")).tokens;
+    let state = std::sync::Arc::new(AppState::new(Auth::new(tokens), Default::default(), None));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let client = crate::support::Client::new(listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app(state)).await });
+    client.send("GET", "/healthz", None, None, None).await.expect(200);
+    let readyz = client.send("GET", "/readyz", None, None, None).await;
+    readyz.expect_problem(503, "not_ready");
+    assert_eq!(readyz.header("retry-after"), Some("1"));
+    client.post("/v1/kloqo/bookings", WEB, &booking("c1", "d1", DATE, 1, "Asha")).await.expect_problem(503, "not_ready");
+}
