@@ -1,0 +1,381 @@
+//! HTTP load on a real `ledger serve`: durable bookings next to an echo that does no work.
+//!
+//! Starts the `ledger` binary given by `--ledger PATH` (default `target/release/ledger`,
+//! built with `--features bench` for `POST /bench/echo`) on a temporary data directory,
+//! sets `DOCTORS` schedules of 1000 slots, then drives keep-alive HTTP/1.1 connections,
+//! each sending requests back to back for `WARM_UP` (discarded) and then `MEASURED`:
+//!
+//! - `echo`: `POST /bench/echo` with a booking's JSON body, answered unchanged. The
+//!   ceiling that HTTP, the client and the machine set, with no ledger work at all.
+//! - `bookings`: `POST /v1/bench/bookings` with that body, each request on its own
+//!   (doctor, date, slot), so every one is a 201: decided, appended, fdatasynced.
+//!
+//! The table gives, per scenario and connection count, the 2xx answers per second to
+//! requests sent and answered inside the measured window, their latency percentiles,
+//! and the non-2xx or failed requests of the whole run, warm-up included. `bookings/echo` is the share of the bare HTTP
+//! ceiling the ledger keeps; `avg batch` is how many commands shared each fdatasync
+//! during that run (from the server's `ledger_batch_commands`). The load generator (a
+//! two-worker tokio runtime) and the server share this machine's cores, so figures
+//! compare with each other, not with a server on a machine of its own. Exits non-zero
+//! if any request failed.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail, ensure};
+use bytes::Bytes;
+use chrono::{Days, NaiveDate};
+use hdrhistogram::Histogram;
+use http_body_util::{BodyExt, Full};
+use hyper::Request;
+use hyper::client::conn::http1;
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST};
+use hyper_util::rt::TokioIo;
+use tempfile::TempDir;
+use tokio::net::TcpStream;
+use tokio::task::JoinSet;
+
+const TENANT: &str = "bench";
+const CLINIC: &str = "c1";
+const DOCTORS: u64 = 100;
+const SLOTS_PER_DAY: u64 = 1000;
+const CONNECTIONS: [usize; 2] = [64, 256];
+const WARM_UP: Duration = Duration::from_secs(1);
+const MEASURED: Duration = Duration::from_secs(5);
+const BUILD_HINT: &str = "cargo build --release --features bench --bin ledger";
+
+/// `ledger serve` on a temporary data directory, stopped with SIGTERM when dropped.
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+    token: String,
+    data: TempDir,
+}
+
+impl Server {
+    async fn start(ledger: &Path) -> anyhow::Result<Server> {
+        let data = TempDir::new()?;
+        // A port the kernel just handed out and took back: free unless someone races us for it.
+        let addr = TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+        let child = Command::new(ledger)
+            .arg("serve")
+            .arg("--data")
+            .arg(data.path())
+            .arg("--listen")
+            .arg(addr.to_string())
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {}", ledger.display()))?;
+        let mut server = Server { child, addr, token: String::new(), data };
+        server.wait_ready().await?;
+        let token_path = server.data.path().join("admin.token");
+        server.token = std::fs::read_to_string(&token_path).with_context(|| format!("reading {}", token_path.display()))?.trim().into();
+        Ok(server)
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    async fn wait_ready(&mut self) -> anyhow::Result<()> {
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                bail!("the server exited before it was ready: {status}");
+            }
+            if let Ok(response) = client.get(self.url("/readyz")).send().await
+                && response.status().is_success()
+            {
+                return Ok(());
+            }
+            ensure!(Instant::now() < deadline, "the server was not ready within 30 s");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Sends SIGTERM and waits for the graceful shutdown; SIGKILL after 10 s.
+    fn stop(&mut self) -> anyhow::Result<ExitStatus> {
+        if let Some(status) = self.child.try_wait()? {
+            return Ok(status);
+        }
+        Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status()?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.child.kill()?;
+        Ok(self.child.wait()?)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Err(error) = self.stop() {
+            eprintln!("http bench: stopping the server: {error:#}");
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scenario {
+    Echo,
+    Bookings,
+}
+
+impl Scenario {
+    fn name(self) -> &'static str {
+        match self {
+            Scenario::Echo => "echo",
+            Scenario::Bookings => "bookings",
+        }
+    }
+
+    fn path(self) -> String {
+        match self {
+            Scenario::Echo => "/bench/echo".into(),
+            Scenario::Bookings => format!("/v1/{TENANT}/bookings"),
+        }
+    }
+}
+
+/// What every connection of one run shares.
+struct Target {
+    addr: SocketAddr,
+    path: String,
+    authorization: Option<String>,
+    /// The next booking number, across every run, so no two bookings share a slot.
+    next_booking: Arc<AtomicU64>,
+    /// Requests that start and finish between these two instants are measured.
+    measured_from: Instant,
+    end: Instant,
+}
+
+impl Target {
+    fn request(&self) -> Request<Full<Bytes>> {
+        let mut request = Request::post(&self.path).header(HOST, self.addr.to_string()).header(CONTENT_TYPE, "application/json");
+        if let Some(authorization) = &self.authorization {
+            request = request.header(AUTHORIZATION, authorization);
+        }
+        let body = booking_body(self.next_booking.fetch_add(1, Ordering::Relaxed));
+        request.body(Full::new(Bytes::from(body))).expect("a well-formed request")
+    }
+}
+
+/// The n-th booking: doctor `n % DOCTORS`, then each slot of the day, then the next day.
+fn booking_body(n: u64) -> String {
+    let date = NaiveDate::from_ymd_opt(2030, 1, 1).unwrap() + Days::new(n / (DOCTORS * SLOTS_PER_DAY));
+    let (doctor, slot) = (n % DOCTORS, (n / DOCTORS) % SLOTS_PER_DAY);
+    format!(r#"{{"clinic":"{CLINIC}","doctor":"d{doctor:03}","date":"{date}","slot":{slot},"patient":"Patient {n}"}}"#)
+}
+
+/// What one connection, or all of a run's, saw.
+struct Load {
+    /// Microseconds, of the 2xx answers inside the measured window.
+    latencies: Histogram<u64>,
+    /// Non-2xx answers and failed requests, warm-up included.
+    errors: u64,
+    first_error: Option<String>,
+}
+
+impl Load {
+    fn new() -> Load {
+        Load { latencies: Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds"), errors: 0, first_error: None }
+    }
+
+    fn error(&mut self, error: String) {
+        self.errors += 1;
+        self.first_error.get_or_insert(error);
+    }
+
+    fn merge(&mut self, other: Load) {
+        self.latencies.add(&other.latencies).expect("histograms of the same bounds");
+        self.errors += other.errors;
+        if self.first_error.is_none() {
+            self.first_error = other.first_error;
+        }
+    }
+}
+
+/// One keep-alive connection sending requests back to back until `target.end`.
+/// A failed request ends the connection.
+async fn drive(target: Arc<Target>) -> Load {
+    let mut load = Load::new();
+    if let Err(error) = drive_into(&target, &mut load).await {
+        load.error(format!("{error:#}"));
+    }
+    load
+}
+
+async fn drive_into(target: &Target, load: &mut Load) -> anyhow::Result<()> {
+    let stream = TcpStream::connect(target.addr).await?;
+    stream.set_nodelay(true)?;
+    let (mut sender, connection) = http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(connection);
+    loop {
+        let started = Instant::now();
+        if started >= target.end {
+            return Ok(());
+        }
+        sender.ready().await?;
+        let response = sender.send_request(target.request()).await?;
+        let status = response.status();
+        let body = response.into_body().collect().await?.to_bytes();
+        let done = Instant::now();
+        if !status.is_success() {
+            load.error(format!("{status}: {}", String::from_utf8_lossy(&body)));
+        } else if started >= target.measured_from && done <= target.end {
+            load.latencies.saturating_record((done - started).as_micros() as u64);
+        }
+    }
+}
+
+/// Runs `connections` connections against `scenario` for the warm-up and the measured window.
+async fn run(server: &Server, scenario: Scenario, connections: usize, next_booking: &Arc<AtomicU64>) -> Load {
+    let start = Instant::now();
+    let target = Arc::new(Target {
+        addr: server.addr,
+        path: scenario.path(),
+        authorization: (scenario == Scenario::Bookings).then(|| format!("Bearer {}", server.token)),
+        next_booking: next_booking.clone(),
+        measured_from: start + WARM_UP,
+        end: start + WARM_UP + MEASURED,
+    });
+    let mut tasks: JoinSet<Load> = (0..connections).map(|_| drive(target.clone())).collect();
+    let mut total = Load::new();
+    while let Some(load) = tasks.join_next().await {
+        total.merge(load.expect("a connection task panicked"));
+    }
+    total
+}
+
+/// The sum and count of the server's `ledger_batch_commands` histogram.
+async fn batch_commands(client: &reqwest::Client, server: &Server) -> anyhow::Result<(f64, f64)> {
+    let text = client.get(server.url("/metrics")).send().await?.error_for_status()?.text().await?;
+    let value = |name: &str| {
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
+            .with_context(|| format!("/metrics has no {name}"))
+    };
+    Ok((value("ledger_batch_commands_sum")?, value("ledger_batch_commands_count")?))
+}
+
+/// Sets every doctor's schedule and checks that the server has the echo route.
+async fn prepare(client: &reqwest::Client, server: &Server, ledger: &Path) -> anyhow::Result<()> {
+    for doctor in 0..DOCTORS {
+        client
+            .put(server.url(&format!("/v1/{TENANT}/clinics/{CLINIC}/doctors/d{doctor:03}/schedule")))
+            .bearer_auth(&server.token)
+            .json(&serde_json::json!({ "slots_per_day": SLOTS_PER_DAY }))
+            .send()
+            .await?
+            .error_for_status()
+            .context("setting a schedule")?;
+    }
+    let echo = client.post(server.url("/bench/echo")).body("{}").send().await?;
+    ensure!(echo.status().is_success(), "{} answers {} to POST /bench/echo: build it with `{BUILD_HINT}`", ledger.display(), echo.status());
+    Ok(())
+}
+
+struct Row {
+    scenario: Scenario,
+    connections: usize,
+    per_second: f64,
+    load: Load,
+    /// Commands per fdatasync during the run, for bookings.
+    batch: Option<f64>,
+}
+
+fn print_table(rows: &[Row]) {
+    println!();
+    println!("{WARM_UP:?} warm-up discarded, {MEASURED:?} measured; latencies of 2xx answers in the window; errors over the whole run");
+    println!();
+    println!("{:<9} {:>5} {:>10} {:>9} {:>9} {:>7} {:>10}", "scenario", "conns", "req/s", "p50 ms", "p99 ms", "errors", "avg batch");
+    for row in rows {
+        let ms = |q: f64| row.load.latencies.value_at_quantile(q) as f64 / 1000.0;
+        let batch = row.batch.map_or("-".into(), |b| format!("{b:.1}"));
+        println!(
+            "{:<9} {:>5} {:>10.0} {:>9.2} {:>9.2} {:>7} {:>10}",
+            row.scenario.name(),
+            row.connections,
+            row.per_second,
+            ms(0.5),
+            ms(0.99),
+            row.load.errors,
+            batch
+        );
+    }
+    println!();
+    for connections in CONNECTIONS {
+        let per_second = |scenario| rows.iter().find(|r| r.scenario == scenario && r.connections == connections).map(|r| r.per_second);
+        if let (Some(bookings), Some(echo)) = (per_second(Scenario::Bookings), per_second(Scenario::Echo)) {
+            println!("bookings/echo req/s at {connections:>3} connections: {:.3}", bookings / echo);
+        }
+    }
+}
+
+async fn bench(ledger: &Path) -> anyhow::Result<bool> {
+    let mut server = Server::start(ledger).await?;
+    let client = reqwest::Client::new();
+    prepare(&client, &server, ledger).await?;
+    let next_booking = Arc::new(AtomicU64::new(0));
+    let mut rows = Vec::new();
+    for connections in CONNECTIONS {
+        for scenario in [Scenario::Echo, Scenario::Bookings] {
+            let before = batch_commands(&client, &server).await?;
+            let load = run(&server, scenario, connections, &next_booking).await;
+            let after = batch_commands(&client, &server).await?;
+            let batch = (scenario == Scenario::Bookings).then(|| (after.0 - before.0) / (after.1 - before.1));
+            let per_second = load.latencies.len() as f64 / MEASURED.as_secs_f64();
+            if let Some(error) = &load.first_error {
+                eprintln!("{} at {connections} connections: {} errors, the first: {error}", scenario.name(), load.errors);
+            }
+            rows.push(Row { scenario, connections, per_second, load, batch });
+        }
+    }
+    let (sum, count) = batch_commands(&client, &server).await?;
+    print_table(&rows);
+    println!("ledger_batch_commands over the whole server run (schedules included): sum {sum}, count {count}, average {:.1}", sum / count);
+    let status = server.stop()?;
+    ensure!(status.success(), "the server did not stop cleanly: {status}");
+    Ok(rows.iter().all(|r| r.load.errors == 0))
+}
+
+/// `--ledger PATH`; cargo adds `--bench` when it runs a benchmark.
+fn ledger_path() -> anyhow::Result<PathBuf> {
+    let mut ledger = PathBuf::from("target/release/ledger");
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--ledger" => ledger = args.next().context("--ledger needs a path")?.into(),
+            "--bench" => {}
+            other => bail!("unexpected argument {other:?}; usage: http [--ledger PATH]"),
+        }
+    }
+    ensure!(ledger.is_file(), "{} does not exist: build it with `{BUILD_HINT}`", ledger.display());
+    Ok(ledger)
+}
+
+fn main() -> ExitCode {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("a tokio runtime");
+    match ledger_path().and_then(|ledger| runtime.block_on(bench(&ledger))) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => {
+            eprintln!("http bench: some requests failed");
+            ExitCode::FAILURE
+        }
+        Err(error) => {
+            eprintln!("http bench: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
