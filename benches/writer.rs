@@ -67,10 +67,10 @@ impl Bookings {
         let request = BookRequest {
             booking_id: Uuid::new_v4(),
             clinic: CLINIC.into(),
-            doctor: doctor_name(n % DOCTORS),
+            doctor: doctor_name(n % DOCTORS).into(),
             date: self.first_date + Days::new(n / (DOCTORS * slots)),
             slot: ((n / DOCTORS) % slots) as u32,
-            patient: format!("Patient {n}"),
+            patient: format!("Patient {n}").into(),
             kind: BookingKind::Advance,
             external_ref: None,
             correlation_id: None,
@@ -86,7 +86,7 @@ fn doctor_name(doctor: u64) -> String {
 
 /// A command as the HTTP layer builds it, without an Idempotency-Key.
 fn command(action: Action) -> Command {
-    Command { tenant: TENANT.into(), actor: "bench".into(), request_id: Uuid::new_v4().to_string(), idempotency: None, action }
+    Command { tenant: TENANT.into(), actor: "bench".into(), request_id: Uuid::new_v4().to_string().into(), idempotency: None, action }
 }
 
 fn open_log(dir: &Path) -> FileLog {
@@ -106,7 +106,7 @@ fn open_writer(dir: &Path) -> Writer {
     );
     let schedule = Schedule { slots_per_day: SLOTS_PER_DAY, first_slot_minute: None, slot_minutes: None };
     let schedules: Vec<Command> =
-        (0..DOCTORS).map(|d| command(Action::SetSchedule { clinic: CLINIC.into(), doctor: doctor_name(d), schedule })).collect();
+        (0..DOCTORS).map(|d| command(Action::SetSchedule { clinic: CLINIC.into(), doctor: doctor_name(d).into(), schedule })).collect();
     commit(&mut writer, &schedules);
     writer
 }

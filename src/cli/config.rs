@@ -171,7 +171,7 @@ impl Config {
             if let Some(bad) = token.tenants.iter().find(|t| *t != "*" && !valid_tenant(t)) {
                 return Err(field_error(&field("tenants"), format!("{bad:?} does not match [a-z0-9][a-z0-9-]{{0,62}}")));
             }
-            tokens.push((token.secret, Token { name: token.name, tenants: token.tenants, role: token.role }));
+            tokens.push((token.secret, Token { name: token.name.into(), tenants: token.tenants, role: token.role }));
         }
         Ok(Config {
             data_dir: data_dir.or(file.server.data_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),

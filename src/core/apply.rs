@@ -2,6 +2,8 @@
 //! Its assertions guard the invariants `decide` established; one failing means
 //! a bug or a log that was not written by `decide`.
 
+use std::sync::Arc;
+
 use super::state::{Booking, BookingStatus, Doctor, State};
 use super::{Event, EventKind};
 
@@ -54,11 +56,11 @@ pub fn apply(state: &mut State, event: &Event) {
                 position: event.position,
                 cancel_reason: None,
             };
-            let previous = tenant.bookings.insert(created.booking_id, booking);
+            let previous = tenant.bookings.insert(created.booking_id, Arc::new(booking));
             assert!(previous.is_none(), "booking ids are unique");
         }
         EventKind::BookingCancelled { booking_id, reason } => {
-            let booking = tenant.bookings.get_mut(booking_id).expect("cancelling a known booking");
+            let booking = Arc::make_mut(tenant.bookings.get_mut(booking_id).expect("cancelling a known booking"));
             assert_eq!(booking.status, BookingStatus::Confirmed, "cancelling an active booking");
             booking.status = BookingStatus::Cancelled;
             booking.position = event.position;

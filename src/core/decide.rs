@@ -1,7 +1,9 @@
 //! `decide`: a command against the state, to events or a rejection. Reads only.
 
+use std::sync::Arc;
+
 use super::state::{Booking, BookingStatus, State};
-use super::{Action, BookRequest, BookingCreated, Command, Context, Event, EventKind, Rejection, Schedule};
+use super::{Action, BookRequest, BookingCreated, Command, Context, Event, EventKind, Rejection, Schedule, Text};
 
 /// Checks `command` against `state` as of `context` and returns the events it
 /// produces (none for a repeat that changes nothing) or why it is refused.
@@ -34,7 +36,13 @@ pub fn decide(state: &State, command: &Command, context: &Context) -> Result<Vec
     Ok(events)
 }
 
-fn decide_schedule(state: &State, command: &Command, clinic: &str, doctor: &str, schedule: &Schedule) -> Result<Vec<EventKind>, Rejection> {
+fn decide_schedule(
+    state: &State,
+    command: &Command,
+    clinic: &Text,
+    doctor: &Text,
+    schedule: &Schedule,
+) -> Result<Vec<EventKind>, Rejection> {
     if let Some(existing) = state.doctor(&command.tenant, clinic, doctor) {
         if existing.schedule == *schedule {
             return Ok(vec![]);
@@ -45,7 +53,7 @@ fn decide_schedule(state: &State, command: &Command, clinic: &str, doctor: &str,
             }
         }
     }
-    Ok(vec![EventKind::ScheduleSet { clinic: clinic.to_owned(), doctor: doctor.to_owned(), schedule: *schedule }])
+    Ok(vec![EventKind::ScheduleSet { clinic: clinic.clone(), doctor: doctor.clone(), schedule: *schedule }])
 }
 
 /// The checks run in the order API.md gives: schedule, slot range, external
@@ -86,7 +94,6 @@ fn decide_book(state: &State, command: &Command, request: &BookRequest, context:
         let holder = &tenant.unwrap().bookings[booking_id];
         return Err(Rejection::SlotTaken { booking_id: *booking_id, token: holder.token() });
     }
-    assert!(!tenant.is_some_and(|t| t.bookings.contains_key(&request.booking_id)), "booking id {} chosen twice", request.booking_id);
     let token_number = day.map_or(0, |d| d.tokens_issued(request.kind)) + 1;
     Ok(vec![EventKind::BookingCreated(BookingCreated {
         booking_id: request.booking_id,
@@ -107,14 +114,14 @@ fn decide_book(state: &State, command: &Command, request: &BookRequest, context:
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reply {
     Schedule {
-        clinic: String,
-        doctor: String,
+        clinic: Text,
+        doctor: Text,
         schedule: Schedule,
         position: u64,
     },
     /// `created` is false when the command returned an existing booking.
     Booking {
-        booking: Booking,
+        booking: Arc<Booking>,
         created: bool,
     },
 }

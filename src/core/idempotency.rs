@@ -9,20 +9,22 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
+use super::Text;
+
 pub type Fingerprint = [u8; 32];
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Scope {
-    pub tenant: String,
-    pub actor: String,
-    pub key: String,
+    pub tenant: Text,
+    pub actor: Text,
+    pub key: Text,
 }
 
 /// An answer as the client first received it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredResponse {
-    pub actor: String,
-    pub key: String,
+    pub actor: Text,
+    pub key: Text,
     pub fingerprint: Fingerprint,
     pub status: u16,
     pub body: Arc<[u8]>,
@@ -67,8 +69,8 @@ impl IdempotencyTable {
 
     /// Stores an answer. A later answer for the same scope (after the earlier one
     /// expired) replaces it; an older one (met while merging at start-up) is ignored.
-    pub fn record(&mut self, tenant: &str, response: StoredResponse, recorded_at: DateTime<Utc>) {
-        let scope = Scope { tenant: tenant.to_owned(), actor: response.actor.clone(), key: response.key.clone() };
+    pub fn record(&mut self, tenant: &Text, response: StoredResponse, recorded_at: DateTime<Utc>) {
+        let scope = Scope { tenant: tenant.clone(), actor: response.actor.clone(), key: response.key.clone() };
         if let Some(existing) = self.entries.get(&scope)
             && existing.recorded_at > recorded_at
         {
@@ -121,7 +123,7 @@ mod tests {
         let scope = Scope { tenant: "t".into(), actor: "web".into(), key: "k".into() };
         let mut table = IdempotencyTable::default();
         assert_eq!(table.check(&scope, &[1; 32], t0, day), IdempotencyCheck::New);
-        table.record("t", response("k", 1), t0);
+        table.record(&"t".into(), response("k", 1), t0);
         assert_eq!(table.check(&scope, &[1; 32], t0 + Duration::hours(23), day), IdempotencyCheck::Replay(response("k", 1)));
         assert_eq!(table.check(&scope, &[2; 32], t0, day), IdempotencyCheck::Reused);
         let other_actor = Scope { actor: "app".into(), ..scope.clone() };

@@ -24,6 +24,10 @@ pub use state::{Booking, BookingStatus, Clinic, Day, Doctor, Rules, State, Tenan
 
 pub type Position = u64;
 
+/// Immutable text shared by the command, its events and the projection: a
+/// clone is a reference-count increment, not an allocation.
+pub type Text = std::sync::Arc<str>;
+
 /// What the writer hands `decide` besides the state and the command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Context {
@@ -36,26 +40,26 @@ pub struct Context {
 /// A command and who sent it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Command {
-    pub tenant: String,
+    pub tenant: Text,
     /// The token name that sent it.
-    pub actor: String,
+    pub actor: Text,
     /// The request's correlation id.
-    pub request_id: String,
+    pub request_id: Text,
     pub idempotency: Option<IdempotencyKey>,
     pub action: Action,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdempotencyKey {
-    pub key: String,
+    pub key: Text,
     pub fingerprint: Fingerprint,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
-    SetSchedule { clinic: String, doctor: String, schedule: Schedule },
+    SetSchedule { clinic: Text, doctor: Text, schedule: Schedule },
     Book(BookRequest),
-    Cancel { booking_id: Uuid, reason: Option<String> },
+    Cancel { booking_id: Uuid, reason: Option<Text> },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,16 +103,17 @@ pub fn token(kind: BookingKind, number: u32) -> String {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BookRequest {
-    /// Chosen by the caller (random); the core asserts it is new.
+    /// Chosen by the caller: a UUIDv7, so that new ids sort last and the booking
+    /// index grows at its edge. `apply` asserts it is new.
     pub booking_id: Uuid,
-    pub clinic: String,
-    pub doctor: String,
+    pub clinic: Text,
+    pub doctor: Text,
     pub date: NaiveDate,
     pub slot: u32,
-    pub patient: String,
+    pub patient: Text,
     pub kind: BookingKind,
-    pub external_ref: Option<String>,
-    pub correlation_id: Option<String>,
+    pub external_ref: Option<Text>,
+    pub correlation_id: Option<Text>,
     pub external_created_at: Option<DateTime<Utc>>,
 }
 
@@ -117,10 +122,10 @@ pub struct BookRequest {
 pub struct Event {
     pub position: Position,
     pub recorded_at: DateTime<Utc>,
-    pub tenant: String,
-    pub actor: String,
-    pub request_id: String,
-    pub idempotency_key: Option<String>,
+    pub tenant: Text,
+    pub actor: Text,
+    pub request_id: Text,
+    pub idempotency_key: Option<Text>,
     pub kind: EventKind,
     /// The stored answer for the command's Idempotency-Key, on its last event.
     pub response: Option<StoredResponse>,
@@ -128,9 +133,9 @@ pub struct Event {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EventKind {
-    ScheduleSet { clinic: String, doctor: String, schedule: Schedule },
+    ScheduleSet { clinic: Text, doctor: Text, schedule: Schedule },
     BookingCreated(BookingCreated),
-    BookingCancelled { booking_id: Uuid, reason: Option<String> },
+    BookingCancelled { booking_id: Uuid, reason: Option<Text> },
 }
 
 impl EventKind {
@@ -146,15 +151,15 @@ impl EventKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BookingCreated {
     pub booking_id: Uuid,
-    pub clinic: String,
-    pub doctor: String,
+    pub clinic: Text,
+    pub doctor: Text,
     pub date: NaiveDate,
     pub slot: u32,
-    pub patient: String,
+    pub patient: Text,
     pub kind: BookingKind,
     pub token_number: u32,
-    pub external_ref: Option<String>,
-    pub correlation_id: Option<String>,
+    pub external_ref: Option<Text>,
+    pub correlation_id: Option<Text>,
     pub external_created_at: Option<DateTime<Utc>>,
 }
 
@@ -162,7 +167,7 @@ pub struct BookingCreated {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Rejection {
     #[error("doctor {doctor} of clinic {clinic} has no schedule")]
-    UnknownDoctor { clinic: String, doctor: String },
+    UnknownDoctor { clinic: Text, doctor: Text },
     #[error("slot {slot} is outside the schedule's {slots_per_day} slots a day")]
     SlotOutOfRange { slot: u32, slots_per_day: u32 },
     #[error("the slot is already held by booking {booking_id}")]
@@ -172,7 +177,7 @@ pub enum Rejection {
     #[error("no booking {booking_id}")]
     BookingNotFound { booking_id: Uuid },
     #[error("external booking {external_ref} is already bound to booking {booking_id}")]
-    ExternalRefBound { external_ref: String, booking_id: Uuid, correlation_id: Option<String> },
+    ExternalRefBound { external_ref: Text, booking_id: Uuid, correlation_id: Option<Text> },
     #[error("the external booking was created {age_secs} s ago, beyond the {window_secs} s freshness window")]
     StaleExternalBooking { age_secs: i64, window_secs: i64 },
     #[error("the Idempotency-Key was already used with a different request")]

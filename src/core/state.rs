@@ -8,7 +8,8 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use uuid::Uuid;
 
-use super::{BookingKind, IdempotencyTable, Position, Schedule};
+use super::{BookingKind, IdempotencyTable, Position, Schedule, Text};
+use std::sync::Arc;
 
 /// Business rules that come from configuration, not from events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,21 +31,22 @@ pub struct State {
     pub rules: Rules,
     /// The position of the last event applied (0 before the first).
     pub position: Position,
-    pub tenants: BTreeMap<String, TenantState>,
+    pub tenants: BTreeMap<Text, TenantState>,
     pub idempotency: IdempotencyTable,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct TenantState {
-    pub clinics: BTreeMap<String, Clinic>,
-    pub bookings: BTreeMap<Uuid, Booking>,
+    pub clinics: BTreeMap<Text, Clinic>,
+    /// Shared, so that an answer holds a booking without copying it.
+    pub bookings: BTreeMap<Uuid, Arc<Booking>>,
     /// External calendar ids, each bound to one booking forever.
-    pub external_refs: BTreeMap<String, Uuid>,
+    pub external_refs: BTreeMap<Text, Uuid>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Clinic {
-    pub doctors: BTreeMap<String, Doctor>,
+    pub doctors: BTreeMap<Text, Doctor>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,21 +91,21 @@ pub enum BookingStatus {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Booking {
     pub booking_id: Uuid,
-    pub clinic: String,
-    pub doctor: String,
+    pub clinic: Text,
+    pub doctor: Text,
     pub date: NaiveDate,
     pub slot: u32,
-    pub patient: String,
+    pub patient: Text,
     pub kind: BookingKind,
     pub token_number: u32,
     pub status: BookingStatus,
-    pub external_ref: Option<String>,
-    pub correlation_id: Option<String>,
+    pub external_ref: Option<Text>,
+    pub correlation_id: Option<Text>,
     pub external_created_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     /// The position of the last event that changed this booking.
     pub position: Position,
-    pub cancel_reason: Option<String>,
+    pub cancel_reason: Option<Text>,
 }
 
 impl Booking {
@@ -121,7 +123,7 @@ impl State {
         self.tenants.get(tenant)
     }
 
-    pub fn booking(&self, tenant: &str, booking_id: &Uuid) -> Option<&Booking> {
+    pub fn booking(&self, tenant: &str, booking_id: &Uuid) -> Option<&Arc<Booking>> {
         self.tenant(tenant)?.bookings.get(booking_id)
     }
 

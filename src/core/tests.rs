@@ -34,7 +34,7 @@ fn book(id: u128, slot: u32, kind: BookingKind) -> BookRequest {
         doctor: "d".into(),
         date: date(),
         slot,
-        patient: format!("patient {id}"),
+        patient: format!("patient {id}").into(),
         kind,
         external_ref: None,
         correlation_id: None,
@@ -64,7 +64,7 @@ fn replay(rules: Rules, log: &[Event]) -> State {
 
 fn booked(reply: Result<Reply, Rejection>) -> Booking {
     match reply {
-        Ok(Reply::Booking { booking, .. }) => booking,
+        Ok(Reply::Booking { booking, .. }) => (*booking).clone(),
         other => panic!("expected a booking, got {other:?}"),
     }
 }
@@ -117,7 +117,7 @@ fn external_refs_bind_once_and_stale_answers_are_refused() {
     let external = |id, slot, correlation: Option<&str>, created: DateTime<Utc>| {
         Action::Book(BookRequest {
             external_ref: Some("cal-1".into()),
-            correlation_id: correlation.map(str::to_owned),
+            correlation_id: correlation.map(Into::into),
             external_created_at: Some(created),
             ..book(id, slot, BookingKind::Advance)
         })
@@ -155,7 +155,7 @@ fn check_invariants(state: &State) {
             let numbers = tokens.entry((&booking.clinic, &booking.doctor, booking.date, booking.kind)).or_default();
             assert!(numbers.insert(booking.token_number), "{tenant_name}: token {} issued twice", booking.token());
             if booking.status == BookingStatus::Confirmed {
-                let key = (booking.clinic.as_str(), booking.doctor.as_str(), booking.date, booking.slot);
+                let key = (&*booking.clinic, &*booking.doctor, booking.date, booking.slot);
                 assert!(active.insert(key, booking.booking_id).is_none(), "two active bookings for {key:?}");
             }
         }
@@ -170,7 +170,7 @@ fn check_invariants(state: &State) {
                 for (date, day) in &doctor.days {
                     for (&slot, &id) in &day.slots {
                         assert!(slot < doctor.schedule.slots_per_day, "active booking beyond the schedule");
-                        indexed.insert((clinic_name.as_str(), doctor_name.as_str(), *date, slot), id);
+                        indexed.insert((&**clinic_name, &**doctor_name, *date, slot), id);
                     }
                 }
             }

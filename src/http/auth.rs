@@ -19,7 +19,7 @@ pub enum Role {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Token {
     /// Recorded as the actor of every event the token causes.
-    pub name: String,
+    pub name: crate::core::Text,
     /// Tenants the token is granted; `*` grants all.
     pub tenants: Vec<String>,
     pub role: Role,

@@ -105,7 +105,7 @@ pub async fn put_schedule(
     check_text("clinic", &clinic, NAME_CHARS_MAX)?;
     check_text("doctor", &doctor, NAME_CHARS_MAX)?;
     let schedule = body.value.validate()?;
-    let command = call.command(Action::SetSchedule { clinic, doctor, schedule }, &body.raw);
+    let command = call.command(Action::SetSchedule { clinic: clinic.into(), doctor: doctor.into(), schedule }, &body.raw);
     Ok(respond(call.writer()?.submit(command).await?))
 }
 
@@ -145,18 +145,18 @@ impl BookingRequest {
         check_optional_text("external_ref", &self.external_ref, REF_CHARS_MAX)?;
         check_optional_text("correlation_id", &self.correlation_id, REF_CHARS_MAX)?;
         Ok(BookRequest {
-            booking_id: Uuid::new_v4(),
-            clinic: self.clinic,
-            doctor: self.doctor,
+            booking_id: Uuid::now_v7(),
+            clinic: self.clinic.into(),
+            doctor: self.doctor.into(),
             date,
             slot: self.slot,
-            patient: self.patient,
+            patient: self.patient.into(),
             kind: match self.kind {
                 KindRequest::Advance => BookingKind::Advance,
                 KindRequest::WalkIn => BookingKind::WalkIn,
             },
-            external_ref: self.external_ref,
-            correlation_id: self.correlation_id,
+            external_ref: self.external_ref.map(Into::into),
+            correlation_id: self.correlation_id.map(Into::into),
             external_created_at: self.external_created_at,
         })
     }
@@ -217,7 +217,7 @@ pub async fn cancel_booking(call: TenantCall, path: Path<(String, String)>, body
     let Path((_, booking_id)) = path;
     let booking_id = parse_booking_id(&booking_id)?;
     check_optional_text("reason", &body.value.reason, REASON_CHARS_MAX)?;
-    let command = call.command(Action::Cancel { booking_id, reason: body.value.reason }, &body.raw);
+    let command = call.command(Action::Cancel { booking_id, reason: body.value.reason.map(Into::into) }, &body.raw);
     Ok(respond(call.writer()?.submit(command).await?))
 }
 
@@ -237,7 +237,7 @@ pub async fn cancel_booking(call: TenantCall, path: Path<(String, String)>, body
 pub async fn get_booking(call: TenantCall, path: Path<(String, String)>) -> Result<Json<BookingView>, ApiError> {
     let Path((_, booking_id)) = path;
     let booking_id = parse_booking_id(&booking_id)?;
-    let view = call.writer()?.read(|state| state.booking(&call.tenant, &booking_id).map(BookingView::from));
+    let view = call.writer()?.read(|state| state.booking(&call.tenant, &booking_id).map(|b| BookingView::from(&**b)));
     view.map(Json).ok_or_else(|| ApiError::not_found(format!("no booking {booking_id}")).with("booking_id", booking_id.to_string()))
 }
 
@@ -258,7 +258,7 @@ fn slots_view(state: &State, tenant: &str, clinic: &str, date: NaiveDate, doctor
     let doctors = doctors
         .into_iter()
         .flatten()
-        .filter(|(name, _)| doctor.is_none_or(|d| d == name.as_str()))
+        .filter(|(name, _)| doctor.is_none_or(|d| name.as_ref() == d))
         .map(|(name, d)| {
             let day = d.days.get(&date);
             let slots = (0..d.schedule.slots_per_day)
@@ -274,7 +274,7 @@ fn slots_view(state: &State, tenant: &str, clinic: &str, date: NaiveDate, doctor
                     }
                 })
                 .collect();
-            DoctorSlotsView { doctor: name.clone(), slots }
+            DoctorSlotsView { doctor: name.to_string(), slots }
         })
         .collect();
     SlotsView { clinic: clinic.to_owned(), date, as_of: state.position, doctors }

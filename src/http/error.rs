@@ -79,7 +79,7 @@ impl From<&Rejection> for ApiError {
         let code = rejection.code();
         match rejection {
             Rejection::UnknownDoctor { clinic, doctor } => {
-                ApiError::new(StatusCode::NOT_FOUND, code, detail).with("clinic", clinic.as_str()).with("doctor", doctor.as_str())
+                ApiError::new(StatusCode::NOT_FOUND, code, detail).with("clinic", &**clinic).with("doctor", &**doctor)
             }
             Rejection::SlotOutOfRange { slot, slots_per_day } => {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, detail).with("slot", *slot).with("slots_per_day", *slots_per_day)
@@ -95,9 +95,9 @@ impl From<&Rejection> for ApiError {
                 ApiError::new(StatusCode::NOT_FOUND, code, detail).with("booking_id", booking_id.to_string())
             }
             Rejection::ExternalRefBound { external_ref, booking_id, correlation_id } => ApiError::new(StatusCode::CONFLICT, code, detail)
-                .with("external_ref", external_ref.as_str())
+                .with("external_ref", &**external_ref)
                 .with("booking_id", booking_id.to_string())
-                .with("correlation_id", correlation_id.clone()),
+                .with("correlation_id", correlation_id.as_deref()),
             Rejection::StaleExternalBooking { age_secs, window_secs } => {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, detail).with("age_secs", *age_secs).with("window_secs", *window_secs)
             }

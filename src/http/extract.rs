@@ -15,7 +15,7 @@ use tower_http::request_id::RequestId;
 use super::auth::Token;
 use super::error::ApiError;
 use super::{AppState, Shared};
-use crate::core::{Action, Command, IdempotencyKey};
+use crate::core::{Action, Command, IdempotencyKey, Text};
 use crate::writer::WriterHandle;
 
 pub const BODY_BYTES_MAX: usize = 64 * 1024;
@@ -23,10 +23,10 @@ pub const IDEMPOTENCY_KEY_LEN_MAX: usize = 255;
 
 /// An authenticated, authorized call on one tenant's routes.
 pub struct TenantCall {
-    pub tenant: String,
+    pub tenant: Text,
     pub token: Arc<Token>,
-    pub request_id: String,
-    pub idempotency_key: Option<String>,
+    pub request_id: Text,
+    pub idempotency_key: Option<Text>,
     method: Method,
     path: String,
     app: Shared,
@@ -38,7 +38,7 @@ pub fn valid_tenant(tenant: &str) -> bool {
     (1..=63).contains(&bytes.len()) && allowed(&bytes[0]) && bytes[1..].iter().all(|b| allowed(b) || *b == b'-')
 }
 
-fn idempotency_key(parts: &Parts) -> Result<Option<String>, ApiError> {
+fn idempotency_key(parts: &Parts) -> Result<Option<Text>, ApiError> {
     let Some(value) = parts.headers.get("idempotency-key") else {
         return Ok(None);
     };
@@ -50,7 +50,7 @@ fn idempotency_key(parts: &Parts) -> Result<Option<String>, ApiError> {
             "Idempotency-Key must be 1 to 255 visible ASCII characters",
         ));
     }
-    Ok(Some(String::from_utf8(bytes.to_vec()).expect("visible ASCII")))
+    Ok(Some(std::str::from_utf8(bytes).expect("visible ASCII").into()))
 }
 
 impl FromRequestParts<Shared> for TenantCall {
@@ -70,9 +70,9 @@ impl FromRequestParts<Shared> for TenantCall {
         let idempotency_key = if parts.method == Method::POST || parts.method == Method::PUT { idempotency_key(parts)? } else { None };
         let request_id = parts.extensions.get::<RequestId>().and_then(|id| id.header_value().to_str().ok()).unwrap_or_default().to_owned();
         Ok(TenantCall {
-            tenant,
+            tenant: tenant.into(),
             token,
-            request_id,
+            request_id: request_id.into(),
             idempotency_key,
             method: parts.method.clone(),
             path: parts.uri.path().to_owned(),

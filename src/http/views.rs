@@ -67,14 +67,14 @@ impl From<&Booking> for BookingView {
                 BookingStatus::Confirmed => StatusView::Confirmed,
                 BookingStatus::Cancelled => StatusView::Cancelled,
             },
-            clinic: b.clinic.clone(),
-            doctor: b.doctor.clone(),
+            clinic: b.clinic.to_string(),
+            doctor: b.doctor.to_string(),
             date: b.date,
             slot: b.slot,
-            patient: b.patient.clone(),
+            patient: b.patient.to_string(),
             kind: b.kind.into(),
-            external_ref: b.external_ref.clone(),
-            correlation_id: b.correlation_id.clone(),
+            external_ref: b.external_ref.as_deref().map(str::to_owned),
+            correlation_id: b.correlation_id.as_deref().map(str::to_owned),
             position: b.position,
             created_at: b.created_at,
         }
@@ -169,7 +169,7 @@ fn json<T: Serialize>(value: &T) -> Vec<u8> {
 /// it stores for a keyed command is exactly what the first caller receives.
 pub fn render(outcome: &Outcome) -> (u16, Vec<u8>) {
     match outcome {
-        Ok(Reply::Booking { booking, created }) => (if *created { 201 } else { 200 }, json(&BookingView::from(booking))),
+        Ok(Reply::Booking { booking, created }) => (if *created { 201 } else { 200 }, json(&BookingView::from(&**booking))),
         Ok(Reply::Schedule { clinic, doctor, schedule, position }) => (200, json(&ScheduleView::new(clinic, doctor, schedule, *position))),
         Err(rejection) => {
             let error = ApiError::from(rejection);

@@ -8,7 +8,7 @@ use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use prost::Message;
 use uuid::Uuid;
 
-use crate::core::{BookingCreated, BookingKind, Event, EventKind, Schedule, StoredResponse};
+use crate::core::{BookingCreated, BookingKind, Event, EventKind, Schedule, StoredResponse, Text};
 
 #[allow(clippy::all, clippy::pedantic)]
 pub mod pb {
@@ -45,14 +45,14 @@ fn uuid(bytes: &[u8]) -> Result<Uuid, CodecError> {
     Uuid::from_slice(bytes).map_err(|_| CodecError("a booking id is not 16 bytes".into()))
 }
 
-fn optional(text: &str) -> Option<String> {
-    (!text.is_empty()).then(|| text.to_owned())
+fn optional(text: &str) -> Option<Text> {
+    (!text.is_empty()).then(|| text.into())
 }
 
 fn to_pb_response(response: &StoredResponse) -> pb::StoredResponse {
     pb::StoredResponse {
-        actor: response.actor.clone(),
-        key: response.key.clone(),
+        actor: response.actor.to_string(),
+        key: response.key.to_string(),
         fingerprint: response.fingerprint.to_vec(),
         status: response.status.into(),
         body: response.body.to_vec(),
@@ -61,8 +61,8 @@ fn to_pb_response(response: &StoredResponse) -> pb::StoredResponse {
 
 fn from_pb_response(response: pb::StoredResponse) -> Result<StoredResponse, CodecError> {
     Ok(StoredResponse {
-        actor: response.actor,
-        key: response.key,
+        actor: response.actor.into(),
+        key: response.key.into(),
         fingerprint: response.fingerprint.try_into().map_err(|_| CodecError("fingerprint is not 32 bytes".into()))?,
         status: u16::try_from(response.status).map_err(|_| CodecError("status out of range".into()))?,
         body: Arc::from(response.body),
@@ -73,41 +73,41 @@ pub fn to_pb_event(event: &Event) -> pb::EventRecord {
     use pb::event_record::Event as E;
     let kind = match &event.kind {
         EventKind::ScheduleSet { clinic, doctor, schedule } => E::ScheduleSet(pb::ScheduleSet {
-            clinic: clinic.clone(),
-            doctor: doctor.clone(),
+            clinic: clinic.to_string(),
+            doctor: doctor.to_string(),
             slots_per_day: schedule.slots_per_day,
             first_slot_minute: schedule.first_slot_minute,
             slot_minutes: schedule.slot_minutes,
         }),
         EventKind::BookingCreated(b) => E::BookingCreated(pb::BookingCreated {
             booking_id: b.booking_id.as_bytes().to_vec(),
-            clinic: b.clinic.clone(),
-            doctor: b.doctor.clone(),
+            clinic: b.clinic.to_string(),
+            doctor: b.doctor.to_string(),
             date: format_date(b.date),
             slot: b.slot,
-            patient: b.patient.clone(),
+            patient: b.patient.to_string(),
             kind: match b.kind {
                 BookingKind::Advance => pb::BookingKind::Advance,
                 BookingKind::WalkIn => pb::BookingKind::WalkIn,
             }
             .into(),
             token_number: b.token_number,
-            external_ref: b.external_ref.clone().unwrap_or_default(),
-            correlation_id: b.correlation_id.clone().unwrap_or_default(),
+            external_ref: b.external_ref.as_deref().unwrap_or_default().to_owned(),
+            correlation_id: b.correlation_id.as_deref().unwrap_or_default().to_owned(),
             external_created_at_micros: b.external_created_at.map_or(0, micros),
         }),
         EventKind::BookingCancelled { booking_id, reason } => E::BookingCancelled(pb::BookingCancelled {
             booking_id: booking_id.as_bytes().to_vec(),
-            reason: reason.clone().unwrap_or_default(),
+            reason: reason.as_deref().unwrap_or_default().to_owned(),
         }),
     };
     pb::EventRecord {
         position: event.position,
         recorded_at_micros: micros(event.recorded_at),
-        tenant: event.tenant.clone(),
-        actor: event.actor.clone(),
-        request_id: event.request_id.clone(),
-        idempotency_key: event.idempotency_key.clone().unwrap_or_default(),
+        tenant: event.tenant.to_string(),
+        actor: event.actor.to_string(),
+        request_id: event.request_id.to_string(),
+        idempotency_key: event.idempotency_key.as_deref().unwrap_or_default().to_owned(),
         event: Some(kind),
         response: event.response.as_ref().map(to_pb_response),
     }
@@ -132,8 +132,8 @@ pub fn from_pb_event(record: pb::EventRecord) -> Result<Event, CodecError> {
     use pb::event_record::Event as E;
     let kind = match record.event.ok_or_else(|| CodecError("no event in the record".into()))? {
         E::ScheduleSet(s) => EventKind::ScheduleSet {
-            clinic: s.clinic,
-            doctor: s.doctor,
+            clinic: s.clinic.into(),
+            doctor: s.doctor.into(),
             schedule: Schedule { slots_per_day: s.slots_per_day, first_slot_minute: s.first_slot_minute, slot_minutes: s.slot_minutes },
         },
         E::BookingCreated(b) => EventKind::BookingCreated(BookingCreated {
@@ -144,10 +144,10 @@ pub fn from_pb_event(record: pb::EventRecord) -> Result<Event, CodecError> {
                 _ => return Err(CodecError(format!("unknown booking kind {}", b.kind))),
             },
             date: parse_date(&b.date)?,
-            clinic: b.clinic,
-            doctor: b.doctor,
+            clinic: b.clinic.into(),
+            doctor: b.doctor.into(),
             slot: b.slot,
-            patient: b.patient,
+            patient: b.patient.into(),
             token_number: b.token_number,
             external_ref: optional(&b.external_ref),
             correlation_id: optional(&b.correlation_id),
@@ -161,9 +161,9 @@ pub fn from_pb_event(record: pb::EventRecord) -> Result<Event, CodecError> {
     Ok(Event {
         position: record.position,
         recorded_at: from_micros(record.recorded_at_micros, "recorded_at")?,
-        tenant: record.tenant,
-        actor: record.actor,
-        request_id: record.request_id,
+        tenant: record.tenant.into(),
+        actor: record.actor.into(),
+        request_id: record.request_id.into(),
         idempotency_key: optional(&record.idempotency_key),
         kind,
         response: record.response.map(from_pb_response).transpose()?,
@@ -180,8 +180,8 @@ pub fn encode_rejected_response(tenant: &str, response: &StoredResponse, recorde
     .encode_to_vec()
 }
 
-pub fn decode_rejected_response(bytes: &[u8]) -> Result<(String, StoredResponse, DateTime<Utc>), CodecError> {
+pub fn decode_rejected_response(bytes: &[u8]) -> Result<(Text, StoredResponse, DateTime<Utc>), CodecError> {
     let record = pb::RejectedResponseRecord::decode(bytes)?;
     let response = record.response.ok_or_else(|| CodecError("no response in the record".into()))?;
-    Ok((record.tenant, from_pb_response(response)?, from_micros(record.recorded_at_micros, "recorded_at")?))
+    Ok((record.tenant.into(), from_pb_response(response)?, from_micros(record.recorded_at_micros, "recorded_at")?))
 }

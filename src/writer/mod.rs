@@ -128,7 +128,7 @@ impl WriterHandle {
 struct Batch {
     events: Vec<core::Event>,
     /// Stored answers of keyed commands that appended no event.
-    responses: Vec<(String, StoredResponse)>,
+    responses: Vec<(core::Text, StoredResponse)>,
 }
 
 pub struct Writer {

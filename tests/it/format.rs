@@ -24,8 +24,8 @@ fn events() -> Vec<Event> {
         recorded_at: at(position as i64),
         tenant: "kloqo".into(),
         actor: "kloqo-web".into(),
-        request_id: format!("req-{position}"),
-        idempotency_key: key.map(str::to_owned),
+        request_id: format!("req-{position}").into(),
+        idempotency_key: key.map(Into::into),
         kind,
         response: None,
     };
