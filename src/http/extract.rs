@@ -2,11 +2,10 @@
 //! of a tenant route (token, tenant, Idempotency-Key, request id), JSON bodies
 //! and query strings.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
+use axum::extract::{FromRequest, FromRequestParts, Query, RawPathParams, Request};
 use axum::http::request::Parts;
 use axum::http::{Method, StatusCode, header};
 use serde::de::DeserializeOwned;
@@ -58,9 +57,8 @@ impl FromRequestParts<Shared> for TenantCall {
 
     async fn from_request_parts(parts: &mut Parts, app: &Shared) -> Result<Self, ApiError> {
         let token = app.auth.authenticate(parts.headers.get(header::AUTHORIZATION))?;
-        let Path(params) =
-            Path::<HashMap<String, String>>::from_request_parts(parts, app).await.map_err(|e| ApiError::invalid(e.body_text()))?;
-        let tenant = params.get("tenant").cloned().unwrap_or_default();
+        let params = RawPathParams::from_request_parts(parts, app).await.map_err(|e| ApiError::invalid(e.body_text()))?;
+        let tenant = params.iter().find(|(name, _)| *name == "tenant").map_or("", |(_, value)| value).to_owned();
         if !valid_tenant(&tenant) {
             return Err(ApiError::field("tenant", "must match [a-z0-9][a-z0-9-]{0,62}"));
         }
