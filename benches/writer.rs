@@ -65,7 +65,7 @@ impl Bookings {
         self.next += 1;
         let slots = u64::from(SLOTS_PER_DAY);
         let request = BookRequest {
-            booking_id: Uuid::new_v4(),
+            booking_id: Uuid::now_v7(),
             clinic: CLINIC.into(),
             doctor: doctor_name(n % DOCTORS).into(),
             date: self.first_date + Days::new(n / (DOCTORS * slots)),
