@@ -52,6 +52,20 @@ fn idempotency_key(parts: &Parts) -> Result<Option<Text>, ApiError> {
     Ok(Some(std::str::from_utf8(bytes).expect("visible ASCII").into()))
 }
 
+pub const REQUEST_ID_LEN_MAX: usize = 128;
+
+/// The correlation id recorded with the command's events: the `X-Request-Id`
+/// the client sent (or the server made up), unless it is over 128 characters or
+/// not visible ASCII, in which case the ledger records a fresh UUID instead.
+fn recorded_request_id(header: Option<&[u8]>) -> String {
+    match header {
+        Some(id) if !id.is_empty() && id.len() <= REQUEST_ID_LEN_MAX && id.iter().all(u8::is_ascii_graphic) => {
+            String::from_utf8(id.to_vec()).expect("visible ASCII")
+        }
+        _ => uuid::Uuid::new_v4().to_string(),
+    }
+}
+
 impl FromRequestParts<Shared> for TenantCall {
     type Rejection = ApiError;
 
@@ -66,7 +80,7 @@ impl FromRequestParts<Shared> for TenantCall {
             return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", format!("token {} is not granted tenant {tenant}", token.name)));
         }
         let idempotency_key = if parts.method == Method::POST || parts.method == Method::PUT { idempotency_key(parts)? } else { None };
-        let request_id = parts.extensions.get::<RequestId>().and_then(|id| id.header_value().to_str().ok()).unwrap_or_default().to_owned();
+        let request_id = recorded_request_id(parts.extensions.get::<RequestId>().map(|id| id.header_value().as_bytes()));
         Ok(TenantCall {
             tenant: tenant.into(),
             token,
@@ -148,5 +162,29 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for QueryParams<T>
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         Query::<T>::from_request_parts(parts, state).await.map(|Query(q)| QueryParams(q)).map_err(|e| ApiError::invalid(e.body_text()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_recorded_only_when_short_and_visible() {
+        assert_eq!(recorded_request_id(Some(b"req-42")), "req-42");
+        for bad in [&b""[..], &[b'x'; 129][..], b"has space", "é".as_bytes()] {
+            let recorded = recorded_request_id(Some(bad));
+            assert!(uuid::Uuid::parse_str(&recorded).is_ok(), "{bad:?} recorded as {recorded}");
+        }
+    }
+
+    #[test]
+    fn tenant_names() {
+        for good in ["kloqo", "a", "0-clinic", &"a".repeat(63)] {
+            assert!(valid_tenant(good), "{good}");
+        }
+        for bad in ["", "-a", "Kloqo", "a_b", &"a".repeat(64), "a/b"] {
+            assert!(!valid_tenant(bad), "{bad}");
+        }
     }
 }
