@@ -14,7 +14,8 @@ use crate::writer::WriterConfig;
 
 pub const DEFAULT_DATA_DIR: &str = "data";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
-pub const SECRET_LEN_MIN: usize = 16;
+/// Shorter secrets are accepted (API.md's example is 12 characters) with a warning.
+pub const SECRET_LEN_RECOMMENDED: usize = 16;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -65,6 +66,15 @@ pub struct RulesSection {
     pub idempotency_retention_secs: u64,
     /// `external_created_at` older than this is refused as stale.
     pub freshness_window_secs: u64,
+    /// How long a phone-number claim holds off other claims.
+    pub phone_lease_secs: u64,
+    /// A number is called at most once this often, across campaigns.
+    pub call_cooldown_secs: u64,
+    /// A campaign halts after this many consecutive failed calls...
+    pub campaign_failures_max: u32,
+    /// ...or this many refused duplicate calls within `duplicate_window_secs`.
+    pub campaign_duplicates_max: u32,
+    pub duplicate_window_secs: u64,
 }
 
 impl Default for RulesSection {
@@ -73,6 +83,11 @@ impl Default for RulesSection {
         RulesSection {
             idempotency_retention_secs: rules.idempotency_retention.num_seconds() as u64,
             freshness_window_secs: rules.freshness_window.num_seconds() as u64,
+            phone_lease_secs: rules.phone_lease.num_seconds() as u64,
+            call_cooldown_secs: rules.call_cooldown.num_seconds() as u64,
+            campaign_failures_max: rules.campaign_failures_max,
+            campaign_duplicates_max: rules.campaign_duplicates_max,
+            duplicate_window_secs: rules.duplicate_window.num_seconds() as u64,
         }
     }
 }
@@ -136,19 +151,18 @@ impl Config {
             ..WriterConfig::default()
         };
         let log = FileLogOptions { segment_bytes_max: check_range("limits.segment_bytes_max", limits.segment_bytes_max, 4096, 1 << 32)? };
+        let seconds = |field: &str, value: u64| -> Result<chrono::Duration, ConfigError> {
+            Ok(chrono::Duration::seconds(check_range(field, value, 1, 365 * 86400)? as i64))
+        };
+        let r = &file.rules;
         let rules = Rules {
-            idempotency_retention: chrono::Duration::seconds(check_range(
-                "rules.idempotency_retention_secs",
-                file.rules.idempotency_retention_secs,
-                1,
-                365 * 86400,
-            )? as i64),
-            freshness_window: chrono::Duration::seconds(check_range(
-                "rules.freshness_window_secs",
-                file.rules.freshness_window_secs,
-                1,
-                365 * 86400,
-            )? as i64),
+            idempotency_retention: seconds("rules.idempotency_retention_secs", r.idempotency_retention_secs)?,
+            freshness_window: seconds("rules.freshness_window_secs", r.freshness_window_secs)?,
+            phone_lease: seconds("rules.phone_lease_secs", r.phone_lease_secs)?,
+            call_cooldown: seconds("rules.call_cooldown_secs", r.call_cooldown_secs)?,
+            campaign_failures_max: check_range("rules.campaign_failures_max", r.campaign_failures_max, 1, 1000)?,
+            campaign_duplicates_max: check_range("rules.campaign_duplicates_max", r.campaign_duplicates_max, 1, 1000)?,
+            duplicate_window: seconds("rules.duplicate_window_secs", r.duplicate_window_secs)?,
         };
         let mut tokens: Vec<(String, Token)> = Vec::new();
         for (i, token) in file.token.into_iter().enumerate() {
@@ -156,11 +170,15 @@ impl Config {
             if token.name.trim().is_empty() {
                 return Err(field_error(&field("name"), "must not be empty"));
             }
-            if token.secret.len() < SECRET_LEN_MIN || token.secret.trim() != token.secret {
-                return Err(field_error(
-                    &field("secret"),
-                    format!("must be at least {SECRET_LEN_MIN} characters, without surrounding spaces"),
-                ));
+            if token.secret.is_empty() || token.secret.trim() != token.secret {
+                return Err(field_error(&field("secret"), "must not be empty or have surrounding spaces"));
+            }
+            if token.secret.len() < SECRET_LEN_RECOMMENDED {
+                tracing::warn!("token {:?}: a secret of fewer than {SECRET_LEN_RECOMMENDED} characters is easy to guess", token.name);
+            }
+            // Idempotency keys are scoped by token name, so names must be unique.
+            if tokens.iter().any(|(_, t)| *t.name == *token.name) {
+                return Err(field_error(&field("name"), format!("{:?} is the name of another token", token.name)));
             }
             if tokens.iter().any(|(secret, _)| *secret == token.secret) {
                 return Err(field_error(&field("secret"), "is the secret of another token"));
@@ -199,7 +217,7 @@ mod tests {
             r#"
             [[token]]
             name = "kloqo-web"
-            secret = "s3cr3t-value-long-enough"
+            secret = "s3cr3t-value"
             tenants = ["kloqo"]
             role = "client"
             "#,
@@ -217,7 +235,11 @@ mod tests {
             ("[limits]\nqueue_len_maximum = 3", "queue_len_maximum"),
             ("[server]\nlisten = \"nowhere\"", "server.listen"),
             ("[rules]\nfreshness_window_secs = -1", "freshness_window_secs"),
-            ("[[token]]\nname = \"a\"\nsecret = \"short\"\ntenants = [\"x\"]\nrole = \"client\"", "token[0].secret"),
+            ("[[token]]\nname = \"a\"\nsecret = \" padded \"\ntenants = [\"x\"]\nrole = \"client\"", "token[0].secret"),
+            (
+                "[[token]]\nname = \"a\"\nsecret = \"0123456789abcdef\"\ntenants = [\"x\"]\nrole = \"client\"\n[[token]]\nname = \"a\"\nsecret = \"fedcba9876543210\"\ntenants = [\"x\"]\nrole = \"client\"",
+                "token[1].name",
+            ),
             ("[[token]]\nname = \"a\"\nsecret = \"0123456789abcdef\"\ntenants = [\"Bad\"]\nrole = \"client\"", "token[0].tenants"),
             ("[[token]]\nname = \"a\"\nsecret = \"0123456789abcdef\"\ntenants = [\"x\"]\nrole = \"root\"", "role"),
         ] {

@@ -94,7 +94,7 @@ pub async fn serve(
     }
     let metrics = Arc::new(Metrics::new());
     let ledger_dir = data_dir.join(LEDGER_DIR);
-    let state = Arc::new(AppState::new(Auth::new(tokens), metrics.clone(), Some(ledger_dir.clone())));
+    let state = Arc::new(AppState::new(Auth::new(tokens), metrics.clone(), Some(ledger_dir.clone()), clock.clone()));
 
     let listener = TcpListener::bind(config.listen).await.with_context(|| format!("listening on {}", config.listen))?;
     let addr = listener.local_addr()?;

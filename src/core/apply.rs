@@ -5,11 +5,13 @@
 use std::sync::Arc;
 
 use super::state::{Booking, BookingStatus, Doctor, State};
-use super::{Event, EventKind};
+use super::{Event, EventKind, calls, community, phone};
 
 pub fn apply(state: &mut State, event: &Event) {
     assert_eq!(event.position, state.position + 1, "positions must run without gaps");
     state.position = event.position;
+    state.recorded_at_last = event.recorded_at;
+    let rules = state.rules;
     let tenant = state.tenants.entry(event.tenant.clone()).or_default();
     match &event.kind {
         EventKind::ScheduleSet { clinic, doctor, schedule } => {
@@ -75,6 +77,17 @@ pub fn apply(state: &mut State, event: &Event) {
                 .unwrap();
             day.slots.remove(&booking.slot);
         }
+        EventKind::PhoneClaimed { .. }
+        | EventKind::PhoneCompleted { .. }
+        | EventKind::PhoneClaimFailed { .. }
+        | EventKind::PhoneReleased { .. } => phone::apply(tenant, &event.kind),
+        EventKind::CallStarted { .. }
+        | EventKind::CallOutcomeRecorded { .. }
+        | EventKind::CallRefused { .. }
+        | EventKind::CampaignHalted { .. }
+        | EventKind::CampaignResumed { .. }
+        | EventKind::NumberBlocked { .. } => calls::apply(tenant, &event.kind, event.recorded_at, event.position, &rules),
+        EventKind::CommunityCreated { .. } => community::apply(tenant, &event.kind, event.recorded_at, event.position),
     }
     if let Some(response) = &event.response {
         state.idempotency.record(&event.tenant, response.clone(), event.recorded_at);

@@ -3,11 +3,16 @@
 use std::sync::Arc;
 
 use super::state::{Booking, BookingStatus, State};
-use super::{Action, BookRequest, BookingCreated, Command, Context, Event, EventKind, Rejection, Schedule, Text};
+use super::{
+    Action, BookRequest, BookingCreated, Call, Campaign, Command, Community, Context, Event, EventKind, PhoneState, Rejection, Schedule,
+    Text, calls, community, phone,
+};
 
 /// Checks `command` against `state` as of `context` and returns the events it
 /// produces (none for a repeat that changes nothing) or why it is refused.
 pub fn decide(state: &State, command: &Command, context: &Context) -> Result<Vec<Event>, Rejection> {
+    let tenant = state.tenant(&command.tenant);
+    let rules = &state.rules;
     let kinds = match &command.action {
         Action::SetSchedule { clinic, doctor, schedule } => decide_schedule(state, command, clinic, doctor, schedule)?,
         Action::Book(request) => decide_book(state, command, request, context)?,
@@ -18,8 +23,33 @@ pub fn decide(state: &State, command: &Command, context: &Context) -> Result<Vec
                 BookingStatus::Confirmed => vec![EventKind::BookingCancelled { booking_id: *booking_id, reason: reason.clone() }],
             }
         }
+        Action::ClaimPhone { business, claim_id } => phone::decide_claim(tenant, business, *claim_id, rules, context)?,
+        Action::CompletePhone { business, claim_id, phone_number, provider_sid } => {
+            phone::decide_complete(tenant, business, *claim_id, phone_number, provider_sid)?
+        }
+        Action::FailPhone { business, claim_id, reason } => phone::decide_fail(tenant, business, *claim_id, reason)?,
+        Action::ReleasePhone { business, reason } => phone::decide_release(tenant, business, reason)?,
+        Action::StartCall { call_id, campaign, to } => calls::decide_start(tenant, *call_id, campaign, to, rules, context)?,
+        Action::RecordOutcome { call_id, outcome } => calls::decide_outcome(tenant, *call_id, *outcome, rules)?,
+        Action::ResumeCampaign { campaign, reason } => calls::decide_resume(tenant, campaign, reason),
+        Action::BlockNumber { number, reason } => calls::decide_block(tenant, number, reason),
+        Action::CreateCommunity { community_id, name, owner, plan } => community::decide_create(tenant, *community_id, name, owner, plan)?,
     };
-    let events = kinds
+    Ok(events(command, context, kinds))
+}
+
+/// The events a *refused* command still produces: a refused duplicate call is
+/// recorded, because the campaign's kill switch counts them (and may halt).
+/// Every other rejection produces none.
+pub fn decide_refusal(state: &State, command: &Command, rejection: &Rejection, context: &Context) -> Vec<Event> {
+    let Action::StartCall { campaign, to, .. } = &command.action else { return vec![] };
+    let kinds = calls::decide_refusal(state.tenant(&command.tenant), campaign, to, rejection, &state.rules, context);
+    events(command, context, kinds)
+}
+
+/// Wraps event kinds in the command's provenance, at consecutive positions.
+fn events(command: &Command, context: &Context, kinds: Vec<EventKind>) -> Vec<Event> {
+    kinds
         .into_iter()
         .enumerate()
         .map(|(i, kind)| Event {
@@ -32,8 +62,7 @@ pub fn decide(state: &State, command: &Command, context: &Context) -> Result<Vec
             kind,
             response: None,
         })
-        .collect();
-    Ok(events)
+        .collect()
 }
 
 fn decide_schedule(
@@ -110,6 +139,17 @@ fn decide_book(state: &State, command: &Command, request: &BookRequest, context:
     })])
 }
 
+/// How a phone-number answer reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PhoneReply {
+    /// A new claim: the caller may buy a number (201).
+    Claimed,
+    /// A claim on a business that already has its number (200, `already_complete`).
+    AlreadyComplete,
+    /// The business's number as it now stands (200).
+    Current,
+}
+
 /// What an accepted command answers, read from the state after its events were applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reply {
@@ -124,14 +164,35 @@ pub enum Reply {
         booking: Arc<Booking>,
         created: bool,
     },
+    Phone {
+        business: Text,
+        phone: Option<PhoneState>,
+        reply: PhoneReply,
+    },
+    Call {
+        call: Arc<Call>,
+        created: bool,
+    },
+    Campaign {
+        campaign: Text,
+        state: Campaign,
+    },
+    Blocked {
+        number: Text,
+        reason: Text,
+        created: bool,
+    },
+    Community {
+        community: Arc<Community>,
+    },
 }
 
 /// The answer to an accepted `command` whose `events` have been applied to `state`.
 pub fn reply(state: &State, command: &Command, events: &[Event]) -> Reply {
-    let tenant = &command.tenant;
+    let tenant = state.tenant(&command.tenant).expect("an accepted command's tenant has state");
     match &command.action {
         Action::SetSchedule { clinic, doctor, .. } => {
-            let current = state.doctor(tenant, clinic, doctor).expect("an accepted schedule exists");
+            let current = &tenant.clinics[clinic].doctors[doctor];
             Reply::Schedule {
                 clinic: clinic.clone(),
                 doctor: doctor.clone(),
@@ -145,10 +206,36 @@ pub fn reply(state: &State, command: &Command, events: &[Event]) -> Reply {
                 request.booking_id
             } else {
                 let external_ref = request.external_ref.as_ref().expect("only an external ref repeat books nothing");
-                state.tenants[tenant].external_refs[external_ref]
+                tenant.external_refs[external_ref]
             };
-            Reply::Booking { booking: state.tenants[tenant].bookings[&booking_id].clone(), created }
+            Reply::Booking { booking: tenant.bookings[&booking_id].clone(), created }
         }
-        Action::Cancel { booking_id, .. } => Reply::Booking { booking: state.tenants[tenant].bookings[booking_id].clone(), created: false },
+        Action::Cancel { booking_id, .. } => Reply::Booking { booking: tenant.bookings[booking_id].clone(), created: false },
+        Action::ClaimPhone { business, .. } => {
+            let reply = if events.is_empty() { PhoneReply::AlreadyComplete } else { PhoneReply::Claimed };
+            Reply::Phone { business: business.clone(), phone: phone_of(tenant, business), reply }
+        }
+        Action::CompletePhone { business, .. } | Action::FailPhone { business, .. } | Action::ReleasePhone { business, .. } => {
+            Reply::Phone { business: business.clone(), phone: phone_of(tenant, business), reply: PhoneReply::Current }
+        }
+        Action::StartCall { call_id, .. } => Reply::Call { call: tenant.calls[call_id].clone(), created: true },
+        Action::RecordOutcome { call_id, .. } => Reply::Call { call: tenant.calls[call_id].clone(), created: false },
+        Action::ResumeCampaign { campaign, .. } => {
+            Reply::Campaign { campaign: campaign.clone(), state: tenant.campaigns.get(campaign).cloned().unwrap_or_default() }
+        }
+        Action::BlockNumber { number, .. } => {
+            let reason = tenant.numbers[number].blocked.clone().expect("the number is blocked");
+            Reply::Blocked { number: number.clone(), reason, created: !events.is_empty() }
+        }
+        Action::CreateCommunity { .. } => {
+            let Some(EventKind::CommunityCreated { slug, .. }) = events.first().map(|e| &e.kind) else {
+                unreachable!("a created community")
+            };
+            Reply::Community { community: tenant.communities[slug].clone() }
+        }
     }
+}
+
+fn phone_of(tenant: &super::TenantState, business: &str) -> Option<PhoneState> {
+    tenant.businesses.get(business).and_then(|b| b.phone.clone())
 }

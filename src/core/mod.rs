@@ -8,8 +8,11 @@
 //! its own invariants.
 
 mod apply;
+pub mod calls;
+pub mod community;
 mod decide;
 pub mod idempotency;
+pub mod phone;
 mod state;
 #[cfg(test)]
 mod tests;
@@ -18,8 +21,11 @@ use chrono::{DateTime, NaiveDate, Utc};
 use uuid::Uuid;
 
 pub use apply::apply;
-pub use decide::{Reply, decide, reply};
+pub use calls::{Call, CallState, Campaign, Duplicate, NumberCalls};
+pub use community::Community;
+pub use decide::{PhoneReply, Reply, decide, decide_refusal, reply};
 pub use idempotency::{Fingerprint, IdempotencyCheck, IdempotencyTable, Scope, StoredResponse};
+pub use phone::{Business, PhoneState};
 pub use state::{Booking, BookingStatus, Clinic, Day, Doctor, Rules, State, TenantState};
 
 pub type Position = u64;
@@ -57,9 +63,61 @@ pub struct IdempotencyKey {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
-    SetSchedule { clinic: Text, doctor: Text, schedule: Schedule },
+    SetSchedule {
+        clinic: Text,
+        doctor: Text,
+        schedule: Schedule,
+    },
     Book(BookRequest),
-    Cancel { booking_id: Uuid, reason: Option<Text> },
+    Cancel {
+        booking_id: Uuid,
+        reason: Option<Text>,
+    },
+    ClaimPhone {
+        business: Text,
+        claim_id: Uuid,
+    },
+    /// `phone_number` in E.164.
+    CompletePhone {
+        business: Text,
+        claim_id: Uuid,
+        phone_number: Text,
+        provider_sid: Text,
+    },
+    FailPhone {
+        business: Text,
+        claim_id: Uuid,
+        reason: Text,
+    },
+    ReleasePhone {
+        business: Text,
+        reason: Option<Text>,
+    },
+    /// `to` in E.164.
+    StartCall {
+        call_id: Uuid,
+        campaign: Text,
+        to: Text,
+    },
+    /// Any state but `Calling`.
+    RecordOutcome {
+        call_id: Uuid,
+        outcome: CallState,
+    },
+    ResumeCampaign {
+        campaign: Text,
+        reason: Text,
+    },
+    BlockNumber {
+        number: Text,
+        reason: Text,
+    },
+    CreateCommunity {
+        community_id: Uuid,
+        name: Text,
+        owner: Text,
+        plan: Text,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,6 +152,12 @@ impl BookingKind {
             BookingKind::WalkIn => 'W',
         }
     }
+}
+
+/// `YYYY-MM-DD`.
+pub fn format_date(date: NaiveDate) -> String {
+    use chrono::Datelike;
+    format!("{:04}-{:02}-{:02}", date.year(), date.month(), date.day())
 }
 
 /// `A005`: the kind's letter and at least three digits.
@@ -133,9 +197,73 @@ pub struct Event {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EventKind {
-    ScheduleSet { clinic: Text, doctor: Text, schedule: Schedule },
+    ScheduleSet {
+        clinic: Text,
+        doctor: Text,
+        schedule: Schedule,
+    },
     BookingCreated(BookingCreated),
-    BookingCancelled { booking_id: Uuid, reason: Option<Text> },
+    BookingCancelled {
+        booking_id: Uuid,
+        reason: Option<Text>,
+    },
+    PhoneClaimed {
+        business: Text,
+        claim_id: Uuid,
+        lease_expires_at: DateTime<Utc>,
+    },
+    PhoneCompleted {
+        business: Text,
+        claim_id: Uuid,
+        phone_number: Text,
+        provider_sid: Text,
+    },
+    PhoneClaimFailed {
+        business: Text,
+        claim_id: Uuid,
+        reason: Text,
+    },
+    PhoneReleased {
+        business: Text,
+        phone_number: Text,
+        reason: Option<Text>,
+    },
+    CallStarted {
+        call_id: Uuid,
+        campaign: Text,
+        to: Text,
+    },
+    CallOutcomeRecorded {
+        call_id: Uuid,
+        outcome: CallState,
+    },
+    /// A duplicate call the writer refused: recorded because the kill switch counts them.
+    CallRefused {
+        campaign: Text,
+        to: Text,
+        duplicate: Duplicate,
+        call_id: Uuid,
+    },
+    CampaignHalted {
+        campaign: Text,
+        reason: Text,
+    },
+    CampaignResumed {
+        campaign: Text,
+        reason: Text,
+    },
+    NumberBlocked {
+        number: Text,
+        reason: Text,
+    },
+    /// The community, its owner's admin membership and its subscription, at once.
+    CommunityCreated {
+        community_id: Uuid,
+        slug: Text,
+        name: Text,
+        owner: Text,
+        plan: Text,
+    },
 }
 
 impl EventKind {
@@ -144,6 +272,17 @@ impl EventKind {
             EventKind::ScheduleSet { .. } => "schedule_set",
             EventKind::BookingCreated(_) => "booking_created",
             EventKind::BookingCancelled { .. } => "booking_cancelled",
+            EventKind::PhoneClaimed { .. } => "phone_claimed",
+            EventKind::PhoneCompleted { .. } => "phone_completed",
+            EventKind::PhoneClaimFailed { .. } => "phone_claim_failed",
+            EventKind::PhoneReleased { .. } => "phone_released",
+            EventKind::CallStarted { .. } => "call_started",
+            EventKind::CallOutcomeRecorded { .. } => "call_outcome_recorded",
+            EventKind::CallRefused { .. } => "call_refused",
+            EventKind::CampaignHalted { .. } => "campaign_halted",
+            EventKind::CampaignResumed { .. } => "campaign_resumed",
+            EventKind::NumberBlocked { .. } => "number_blocked",
+            EventKind::CommunityCreated { .. } => "community_created",
         }
     }
 }
@@ -182,6 +321,28 @@ pub enum Rejection {
     StaleExternalBooking { age_secs: i64, window_secs: i64 },
     #[error("the Idempotency-Key was already used with a different request")]
     IdempotencyKeyReused,
+    #[error("claim {claim_id} is buying a number until {lease_expires_at}")]
+    PurchaseInProgress { claim_id: Uuid, lease_expires_at: DateTime<Utc> },
+    #[error(
+        "claim {claim_id} is not the business's current claim (it expired and was taken over, completed differently, or never existed)"
+    )]
+    ClaimSuperseded { claim_id: Uuid },
+    #[error("{phone_number} is the active number of business {business}")]
+    PhoneNumberInUse { phone_number: Text, business: Text },
+    #[error("{number} is blocked: {reason}")]
+    NumberBlocked { number: Text, reason: Text },
+    #[error("call {call_id} to this number is still in progress")]
+    CallInProgress { call_id: Uuid },
+    #[error("call {call_id} reached this number at {called_at}; it may be called again from {retry_after}")]
+    RecentlyCalled { call_id: Uuid, called_at: DateTime<Utc>, retry_after: DateTime<Utc> },
+    #[error("campaign {campaign} is halted: {reason}")]
+    CampaignHalted { campaign: Text, reason: Text },
+    #[error("call {call_id} already has the outcome {}", outcome.name())]
+    OutcomeAlreadyRecorded { call_id: Uuid, outcome: CallState },
+    #[error("no call {call_id}")]
+    CallNotFound { call_id: Uuid },
+    #[error("the name {name:?} has no letters or digits to make a slug of")]
+    InvalidName { name: Text },
 }
 
 impl Rejection {
@@ -196,6 +357,16 @@ impl Rejection {
             Rejection::ExternalRefBound { .. } => "external_ref_bound",
             Rejection::StaleExternalBooking { .. } => "stale_external_booking",
             Rejection::IdempotencyKeyReused => "idempotency_key_reused",
+            Rejection::PurchaseInProgress { .. } => "purchase_in_progress",
+            Rejection::ClaimSuperseded { .. } => "claim_superseded",
+            Rejection::PhoneNumberInUse { .. } => "phone_number_in_use",
+            Rejection::NumberBlocked { .. } => "number_blocked",
+            Rejection::CallInProgress { .. } => "call_in_progress",
+            Rejection::RecentlyCalled { .. } => "recently_called",
+            Rejection::CampaignHalted { .. } => "campaign_halted",
+            Rejection::OutcomeAlreadyRecorded { .. } => "outcome_already_recorded",
+            Rejection::CallNotFound { .. } => "not_found",
+            Rejection::InvalidName { .. } => "invalid_name",
         }
     }
 }

@@ -3,12 +3,12 @@
 //! Indexes are `BTreeMap`s, not hash maps: they grow a node at a time, so the
 //! writer never stalls on a whole-table resize, and they iterate in a stable order.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use uuid::Uuid;
 
-use super::{BookingKind, IdempotencyTable, Position, Schedule, Text};
+use super::{BookingKind, Business, Call, Campaign, Community, IdempotencyTable, NumberCalls, Position, Schedule, Text};
 use std::sync::Arc;
 
 /// Business rules that come from configuration, not from events.
@@ -18,11 +18,28 @@ pub struct Rules {
     pub freshness_window: Duration,
     /// How long an Idempotency-Key's stored answer is kept.
     pub idempotency_retention: Duration,
+    /// How long a phone-number claim holds off other claims.
+    pub phone_lease: Duration,
+    /// A number is called at most once this often, across campaigns.
+    pub call_cooldown: Duration,
+    /// A campaign halts after this many consecutive failed calls...
+    pub campaign_failures_max: u32,
+    /// ...or this many refused duplicate calls within `duplicate_window`.
+    pub campaign_duplicates_max: u32,
+    pub duplicate_window: Duration,
 }
 
 impl Default for Rules {
     fn default() -> Self {
-        Rules { freshness_window: Duration::seconds(30), idempotency_retention: Duration::hours(24) }
+        Rules {
+            freshness_window: Duration::seconds(30),
+            idempotency_retention: Duration::hours(24),
+            phone_lease: Duration::minutes(10),
+            call_cooldown: Duration::hours(24),
+            campaign_failures_max: 3,
+            campaign_duplicates_max: 2,
+            duplicate_window: Duration::hours(1),
+        }
     }
 }
 
@@ -31,6 +48,8 @@ pub struct State {
     pub rules: Rules,
     /// The position of the last event applied (0 before the first).
     pub position: Position,
+    /// When the last event applied was recorded.
+    pub recorded_at_last: DateTime<Utc>,
     pub tenants: BTreeMap<Text, TenantState>,
     pub idempotency: IdempotencyTable,
 }
@@ -42,6 +61,18 @@ pub struct TenantState {
     pub bookings: BTreeMap<Uuid, Arc<Booking>>,
     /// External calendar ids, each bound to one booking forever.
     pub external_refs: BTreeMap<Text, Uuid>,
+    pub businesses: BTreeMap<Text, Business>,
+    /// Active phone numbers (E.164) and the business each belongs to.
+    pub phone_owners: BTreeMap<Text, Text>,
+    pub calls: BTreeMap<Uuid, Arc<Call>>,
+    /// Calls still `calling`, oldest first.
+    pub calling: BTreeSet<(DateTime<Utc>, Uuid)>,
+    /// Per number (E.164): its last call, its call in progress, its block.
+    pub numbers: BTreeMap<Text, NumberCalls>,
+    pub campaigns: BTreeMap<Text, Campaign>,
+    pub communities: BTreeMap<Text, Arc<Community>>,
+    /// The highest `-N` suffix given to each base slug.
+    pub slug_suffixes: BTreeMap<Text, u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

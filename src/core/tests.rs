@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
 use uuid::Uuid;
 
+use super::calls::Call;
 use super::*;
 
 fn t0() -> DateTime<Utc> {
@@ -240,4 +241,211 @@ fn exhaustive_small_world() {
         }
     }
     assert_eq!(runs, 8 + 64 + 512 + 4096);
+}
+
+/// Builds a command's action from the state so far and a fresh id.
+type MakeAction = dyn Fn(&State, u128) -> Action;
+
+/// Runs every sequence of up to `depth` commands drawn from `pool` (each
+/// command built from the state so far and a fresh id), `step` apart in time,
+/// through decide, decide_refusal and apply. After every step `check` holds;
+/// at the end, replaying the log (also through the codec) gives the same state.
+fn exhaustive(pool: &[&MakeAction], depth: usize, step: Duration, check: &dyn Fn(&State)) -> usize {
+    let mut runs = 0;
+    let mut sequences: Vec<Vec<usize>> = vec![vec![]];
+    for _ in 0..depth {
+        sequences = sequences.into_iter().flat_map(|s| (0..pool.len()).map(move |c| [s.clone(), vec![c]].concat())).collect();
+        for sequence in &sequences {
+            let (mut state, mut log) = (State::default(), Vec::new());
+            for (i, &c) in sequence.iter().enumerate() {
+                let command = command(pool[c](&state, 1000 + i as u128));
+                let context = Context { now: t0() + step * i as i32, position_next: state.position + 1 };
+                let events = match decide(&state, &command, &context) {
+                    Ok(events) => events,
+                    Err(rejection) => decide_refusal(&state, &command, &rejection, &context),
+                };
+                for event in &events {
+                    apply(&mut state, event);
+                }
+                log.extend(events);
+                check(&state);
+            }
+            assert_eq!(replay(state.rules, &log), state, "{sequence:?}");
+            let decoded: Vec<Event> =
+                log.iter().map(|e| crate::log::codec::decode_event(&crate::log::codec::encode_event(e)).unwrap()).collect();
+            assert_eq!(decoded, log, "{sequence:?}");
+            runs += 1;
+        }
+    }
+    runs
+}
+
+fn pending_claim(state: &State, business: &str) -> Option<Uuid> {
+    match state.tenant("kloqo")?.businesses.get(business)?.phone.as_ref()? {
+        PhoneState::Pending { claim_id, .. } => Some(*claim_id),
+        PhoneState::Active { .. } => None,
+    }
+}
+
+/// Two businesses, two numbers, claims 6 minutes apart (leases are 10): at
+/// most one claim or number per business, at most one business per number,
+/// and only the current claim ever completes.
+#[test]
+fn exhaustive_phone_numbers() {
+    let claim =
+        |business: &'static str| move |_: &State, id: u128| Action::ClaimPhone { business: business.into(), claim_id: Uuid::from_u128(id) };
+    let complete = |business: &'static str, number: &'static str| {
+        move |state: &State, id: u128| Action::CompletePhone {
+            business: business.into(),
+            // The current claim if there is one, else a claim that never existed.
+            claim_id: pending_claim(state, business).unwrap_or(Uuid::from_u128(id)),
+            phone_number: number.into(),
+            provider_sid: format!("PN{number}").into(),
+        }
+    };
+    let fail = |state: &State, id: u128| Action::FailPhone {
+        business: "b1".into(),
+        claim_id: pending_claim(state, "b1").unwrap_or(Uuid::from_u128(id)),
+        reason: "carrier down".into(),
+    };
+    let release = |_: &State, _| Action::ReleasePhone { business: "b1".into(), reason: None };
+    let (c1, c2, b1n1, b1n2, b2n1) = (claim("b1"), claim("b2"), complete("b1", "+1"), complete("b1", "+2"), complete("b2", "+1"));
+    let pool: [&MakeAction; 7] = [&c1, &c2, &b1n1, &b1n2, &b2n1, &fail, &release];
+    let runs = exhaustive(&pool, 4, Duration::minutes(6), &|state| {
+        let Some(tenant) = state.tenant("kloqo") else { return };
+        let mut owners = BTreeMap::new();
+        for (business, record) in &tenant.businesses {
+            if let Some(PhoneState::Active { phone_number, .. }) = &record.phone {
+                assert!(owners.insert(phone_number.clone(), business.clone()).is_none(), "{phone_number} active for two businesses");
+            }
+        }
+        assert_eq!(owners, tenant.phone_owners, "the owner index agrees with the businesses");
+    });
+    assert_eq!(runs, 7 + 49 + 343 + 2401);
+}
+
+#[test]
+fn an_expired_lease_is_taken_over_and_the_old_claim_fenced() {
+    let (mut state, mut log) = (State::default(), Vec::new());
+    let claim = |id| Action::ClaimPhone { business: "garage".into(), claim_id: Uuid::from_u128(id) };
+    assert!(matches!(run(&mut state, &mut log, claim(1), t0()), Ok(Reply::Phone { reply: PhoneReply::Claimed, .. })));
+    let busy = run(&mut state, &mut log, claim(2), t0() + Duration::minutes(9));
+    assert_eq!(busy, Err(Rejection::PurchaseInProgress { claim_id: Uuid::from_u128(1), lease_expires_at: t0() + Duration::minutes(10) }));
+    assert!(matches!(
+        run(&mut state, &mut log, claim(3), t0() + Duration::minutes(10)),
+        Ok(Reply::Phone { reply: PhoneReply::Claimed, .. })
+    ));
+    let complete = |id| Action::CompletePhone {
+        business: "garage".into(),
+        claim_id: Uuid::from_u128(id),
+        phone_number: "+18285768205".into(),
+        provider_sid: "PN8e".into(),
+    };
+    let late = t0() + Duration::minutes(11);
+    assert_eq!(run(&mut state, &mut log, complete(1), late), Err(Rejection::ClaimSuperseded { claim_id: Uuid::from_u128(1) }));
+    assert!(matches!(run(&mut state, &mut log, complete(3), late), Ok(Reply::Phone { reply: PhoneReply::Current, .. })));
+    let positions = log.len();
+    assert!(run(&mut state, &mut log, complete(3), late).is_ok(), "the same completion again");
+    assert!(matches!(run(&mut state, &mut log, claim(4), late), Ok(Reply::Phone { reply: PhoneReply::AlreadyComplete, .. })));
+    assert_eq!(log.len(), positions, "repeats append nothing");
+}
+
+fn start_call(campaign: &'static str, to: &'static str) -> impl Fn(&State, u128) -> Action {
+    move |_, id| Action::StartCall { call_id: Uuid::from_u128(id), campaign: campaign.into(), to: to.into() }
+}
+
+fn last_call(state: &State, to: &str) -> Uuid {
+    state.tenant("kloqo").and_then(|t| t.numbers.get(to)).and_then(|n| n.last_call).map_or(Uuid::nil(), |(id, _)| id)
+}
+
+/// Two campaigns, two numbers, attempts 7 hours apart (cooldown 24 h): never
+/// two calls to a number within the cooldown, never a call to a blocked number
+/// or from a halted campaign, and the kill switch trips as configured.
+#[test]
+fn exhaustive_outbound_calls() {
+    let (a1, a2, b1) = (start_call("a", "+1"), start_call("a", "+2"), start_call("b", "+1"));
+    let outcome = |outcome: CallState| move |state: &State, _| Action::RecordOutcome { call_id: last_call(state, "+1"), outcome };
+    let (failed, bad, done) = (outcome(CallState::Failed), outcome(CallState::BadNumber), outcome(CallState::Completed));
+    let resume = |_: &State, _| Action::ResumeCampaign { campaign: "a".into(), reason: "checked".into() };
+    let pool: [&MakeAction; 7] = [&a1, &a2, &b1, &failed, &bad, &done, &resume];
+    exhaustive(&pool, 4, Duration::hours(7), &|state| {
+        let Some(tenant) = state.tenant("kloqo") else { return };
+        let mut by_number: BTreeMap<&str, Vec<&Call>> = BTreeMap::new();
+        for call in tenant.calls.values() {
+            by_number.entry(&call.to).or_default().push(call);
+        }
+        for (number, calls) in &mut by_number {
+            calls.sort_by_key(|c| c.started_at);
+            for pair in calls.windows(2) {
+                assert!(pair[1].started_at - pair[0].started_at >= state.rules.call_cooldown, "{number} called twice within the cooldown");
+                assert_ne!(pair[0].state, CallState::Calling, "{number}: a second call while one is in progress");
+            }
+            if let Some(bad) = calls.iter().position(|c| c.state == CallState::BadNumber) {
+                assert_eq!(bad, calls.len() - 1, "{number} called after bad_number");
+                assert!(tenant.numbers[*number].blocked.is_some(), "bad_number blocks the number");
+            }
+        }
+        let calling: BTreeSet<_> =
+            tenant.calls.values().filter(|c| c.state == CallState::Calling).map(|c| (c.started_at, c.call_id)).collect();
+        assert_eq!(calling, tenant.calling, "the in-progress index agrees with the calls");
+    });
+}
+
+/// Incident 02 in the core: a scheduler asks every 2 minutes for 2 hours for a
+/// number whose webhook never came. One call, two refusals, one halt.
+#[test]
+fn the_49_calls_become_one() {
+    let (mut state, mut log) = (State::default(), Vec::new());
+    let mut answers = BTreeMap::new();
+    for minute in (0..120).step_by(2) {
+        let command = command(start_call("outreach", "+14243242113")(&state, minute as u128 + 1));
+        let context = Context { now: t0() + Duration::minutes(minute), position_next: state.position + 1 };
+        let events = match decide(&state, &command, &context) {
+            Ok(events) => {
+                *answers.entry("called").or_insert(0) += 1;
+                events
+            }
+            Err(rejection) => {
+                *answers.entry(rejection.code()).or_insert(0) += 1;
+                decide_refusal(&state, &command, &rejection, &context)
+            }
+        };
+        for event in &events {
+            apply(&mut state, event);
+        }
+        log.extend(events);
+    }
+    assert_eq!(answers, BTreeMap::from([("called", 1), ("call_in_progress", 2), ("campaign_halted", 57)]));
+    let kinds: Vec<_> = log.iter().map(|e| e.kind.name()).collect();
+    assert_eq!(kinds, ["call_started", "call_refused", "call_refused", "campaign_halted"]);
+}
+
+/// Two names that collide, in every order: slugs unique, the smallest free
+/// suffix, each slug derived from its community's name.
+#[test]
+fn exhaustive_communities() {
+    let create = |name: &'static str| {
+        move |_: &State, id: u128| Action::CreateCommunity {
+            community_id: Uuid::from_u128(id),
+            name: name.into(),
+            owner: "asha".into(),
+            plan: "pro".into(),
+        }
+    };
+    let (a, b, c, empty) = (create("My Community"), create("my community!"), create("My Community 1"), create("— !?"));
+    let pool: [&MakeAction; 4] = [&a, &b, &c, &empty];
+    exhaustive(&pool, 4, Duration::seconds(1), &|state| {
+        let Some(tenant) = state.tenant("kloqo") else { return };
+        for (slug, community) in &tenant.communities {
+            let base = community::base_slug(&community.name);
+            let suffix = slug.strip_prefix(base.as_str()).expect("a slug starts with its base");
+            assert!(suffix.is_empty() || suffix.strip_prefix('-').is_some_and(|n| n.parse::<u32>().is_ok()), "{slug}");
+            if let Some(n) = suffix.strip_prefix('-').and_then(|n| n.parse::<u32>().ok()) {
+                assert!(tenant.communities.contains_key(base.as_str()), "{slug} without its base taken");
+                for smaller in 1..n {
+                    assert!(tenant.communities.contains_key(format!("{base}-{smaller}").as_str()), "{slug} skipped a free suffix");
+                }
+            }
+        }
+    });
 }

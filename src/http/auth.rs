@@ -51,7 +51,9 @@ impl Auth {
         let secret = header
             .to_str()
             .ok()
-            .and_then(|h| h.strip_prefix("Bearer "))
+            .and_then(|h| h.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, secret)| secret)
             .ok_or_else(|| unauthenticated("the Authorization header must be `Bearer <secret>`"))?;
         self.by_secret_hash.get(blake3::hash(secret.trim().as_bytes()).as_bytes()).cloned().ok_or_else(|| unauthenticated("unknown token"))
     }

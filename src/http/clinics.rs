@@ -1,9 +1,6 @@
 //! Clinics and bookings: schedules, bookings, cancellations, the slot projection.
 
-use std::ops::ControlFlow;
-
 use axum::Json;
-use axum::extract::Path;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, NaiveDate, NaiveTime, Timelike, Utc};
 use serde::Deserialize;
@@ -11,10 +8,9 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::error::ApiError;
-use super::extract::{JsonBody, QueryParams, TenantCall};
+use super::extract::{JsonBody, PathParams, QueryParams, TenantCall};
 use super::views::{BookingView, DoctorSlotsView, Problem, ScheduleView, SlotState, SlotView, SlotsView, format_minute, respond};
-use crate::core::{self, Action, BookRequest, BookingKind, Schedule, State};
-use crate::log::codec;
+use crate::core::{Action, BookRequest, BookingKind, Schedule, State};
 
 pub const NAME_CHARS_MAX: usize = 128;
 pub const PATIENT_CHARS_MAX: usize = 200;
@@ -98,10 +94,10 @@ impl ScheduleRequest {
 )]
 pub async fn put_schedule(
     call: TenantCall,
-    path: Path<(String, String, String)>,
+    path: PathParams<(String, String, String)>,
     body: JsonBody<ScheduleRequest>,
 ) -> Result<Response, ApiError> {
-    let Path((_, clinic, doctor)) = path;
+    let PathParams((_, clinic, doctor)) = path;
     check_text("clinic", &clinic, NAME_CHARS_MAX)?;
     check_text("doctor", &doctor, NAME_CHARS_MAX)?;
     let schedule = body.value.validate()?;
@@ -213,8 +209,12 @@ fn parse_booking_id(text: &str) -> Result<Uuid, ApiError> {
     ),
     security(("bearer" = []))
 )]
-pub async fn cancel_booking(call: TenantCall, path: Path<(String, String)>, body: JsonBody<CancelRequest>) -> Result<Response, ApiError> {
-    let Path((_, booking_id)) = path;
+pub async fn cancel_booking(
+    call: TenantCall,
+    path: PathParams<(String, String)>,
+    body: JsonBody<CancelRequest>,
+) -> Result<Response, ApiError> {
+    let PathParams((_, booking_id)) = path;
     let booking_id = parse_booking_id(&booking_id)?;
     check_optional_text("reason", &body.value.reason, REASON_CHARS_MAX)?;
     let command = call.command(Action::Cancel { booking_id, reason: body.value.reason.map(Into::into) }, &body.raw);
@@ -234,8 +234,8 @@ pub async fn cancel_booking(call: TenantCall, path: Path<(String, String)>, body
     ),
     security(("bearer" = []))
 )]
-pub async fn get_booking(call: TenantCall, path: Path<(String, String)>) -> Result<Json<BookingView>, ApiError> {
-    let Path((_, booking_id)) = path;
+pub async fn get_booking(call: TenantCall, path: PathParams<(String, String)>) -> Result<Json<BookingView>, ApiError> {
+    let PathParams((_, booking_id)) = path;
     let booking_id = parse_booking_id(&booking_id)?;
     let view = call.writer()?.read(|state| state.booking(&call.tenant, &booking_id).map(|b| BookingView::from(&**b)));
     view.map(Json).ok_or_else(|| ApiError::not_found(format!("no booking {booking_id}")).with("booking_id", booking_id.to_string()))
@@ -280,28 +280,6 @@ fn slots_view(state: &State, tenant: &str, clinic: &str, date: NaiveDate, doctor
     SlotsView { clinic: clinic.to_owned(), date, as_of: state.position, doctors }
 }
 
-/// The state as it stood right after `as_of`, rebuilt from the log on disk.
-/// Its cost grows with the ledger's length: it reads every event up to `as_of`.
-fn state_as_of(dir: &std::path::Path, as_of: u64) -> Result<State, ApiError> {
-    let mut state = State::default();
-    let mut failure = None;
-    let read = crate::log::read_dir(dir, 1, as_of, &mut |_, payload| match codec::decode_event(payload) {
-        Ok(event) => {
-            core::apply(&mut state, &event);
-            ControlFlow::Continue(())
-        }
-        Err(e) => {
-            failure = Some(e.to_string());
-            ControlFlow::Break(())
-        }
-    });
-    if let Some(reason) = read.err().map(|e| e.to_string()).or(failure) {
-        tracing::error!(%reason, as_of, "reading the ledger for a time-travel query failed");
-        return Err(ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, "storage_failure", reason));
-    }
-    Ok(state)
-}
-
 /// A clinic's slots on one date: the current projection, or with `as_of` the
 /// projection as it stood right after that position.
 #[utoipa::path(
@@ -317,10 +295,10 @@ fn state_as_of(dir: &std::path::Path, as_of: u64) -> Result<State, ApiError> {
 )]
 pub async fn get_slots(
     call: TenantCall,
-    path: Path<(String, String)>,
+    path: PathParams<(String, String)>,
     query: QueryParams<SlotsQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let (Path((_, clinic)), QueryParams(query)) = (path, query);
+    let (PathParams((_, clinic)), QueryParams(query)) = (path, query);
     let date = parse_date("date", &query.date)?;
     let writer = call.writer()?;
     let (current, position) =
@@ -332,6 +310,12 @@ pub async fn get_slots(
         return Err(ApiError::field("as_of", format!("the ledger's last position is {position}")));
     }
     let dir = call.app().ledger_dir.clone().ok_or_else(|| ApiError::field("as_of", "this server keeps no log on disk"))?;
-    let state = tokio::task::spawn_blocking(move || state_as_of(&dir, as_of)).await.expect("the time-travel read panicked")?;
+    let state = tokio::task::spawn_blocking(move || crate::writer::state_as_of(&dir, as_of))
+        .await
+        .expect("the time-travel read panicked")
+        .map_err(|error| {
+            tracing::error!(%error, as_of, "reading the ledger for a time-travel query failed");
+            ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, "storage_failure", error.to_string())
+        })?;
     Ok(Json(slots_view(&state, &call.tenant, &clinic, date, query.doctor.as_deref())))
 }

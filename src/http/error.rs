@@ -89,7 +89,7 @@ impl From<&Rejection> for ApiError {
             }
             Rejection::ScheduleConflict { booking_id, date, slot } => ApiError::new(StatusCode::CONFLICT, code, detail)
                 .with("booking_id", booking_id.to_string())
-                .with("date", crate::log::codec::format_date(*date))
+                .with("date", crate::core::format_date(*date))
                 .with("slot", *slot),
             Rejection::BookingNotFound { booking_id } => {
                 ApiError::new(StatusCode::NOT_FOUND, code, detail).with("booking_id", booking_id.to_string())
@@ -102,8 +102,38 @@ impl From<&Rejection> for ApiError {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, detail).with("age_secs", *age_secs).with("window_secs", *window_secs)
             }
             Rejection::IdempotencyKeyReused => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, detail),
+            Rejection::PurchaseInProgress { claim_id, lease_expires_at } => ApiError::new(StatusCode::CONFLICT, code, detail)
+                .with("claim_id", claim_id.to_string())
+                .with("lease_expires_at", rfc3339(lease_expires_at)),
+            Rejection::ClaimSuperseded { claim_id } => {
+                ApiError::new(StatusCode::CONFLICT, code, detail).with("claim_id", claim_id.to_string())
+            }
+            Rejection::PhoneNumberInUse { phone_number, business } => {
+                ApiError::new(StatusCode::CONFLICT, code, detail).with("phone_number", &**phone_number).with("business", &**business)
+            }
+            Rejection::NumberBlocked { number, reason } => {
+                ApiError::new(StatusCode::CONFLICT, code, detail).with("number", &**number).with("reason", &**reason)
+            }
+            Rejection::CallInProgress { call_id } => ApiError::new(StatusCode::CONFLICT, code, detail).with("call_id", call_id.to_string()),
+            Rejection::RecentlyCalled { call_id, called_at, retry_after } => ApiError::new(StatusCode::CONFLICT, code, detail)
+                .with("call_id", call_id.to_string())
+                .with("called_at", rfc3339(called_at))
+                .with("retry_after", rfc3339(retry_after)),
+            Rejection::CampaignHalted { campaign, reason } => {
+                ApiError::new(StatusCode::CONFLICT, code, detail).with("campaign", &**campaign).with("reason", &**reason)
+            }
+            Rejection::OutcomeAlreadyRecorded { call_id, outcome } => {
+                ApiError::new(StatusCode::CONFLICT, code, detail).with("call_id", call_id.to_string()).with("outcome", outcome.name())
+            }
+            Rejection::CallNotFound { call_id } => ApiError::new(StatusCode::NOT_FOUND, code, detail).with("call_id", call_id.to_string()),
+            Rejection::InvalidName { .. } => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, detail),
         }
     }
+}
+
+/// RFC 3339 in UTC with microseconds, the way every time in the API is written.
+pub fn rfc3339(at: &chrono::DateTime<chrono::Utc>) -> String {
+    at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
 impl From<SubmitError> for ApiError {

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, FromRequestParts, Query, RawPathParams, Request};
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, RawPathParams, Request};
 use axum::http::request::Parts;
 use axum::http::{Method, StatusCode, header};
 use serde::de::DeserializeOwned;
@@ -152,6 +152,17 @@ pub fn parse_json<T: DeserializeOwned>(source: &[u8]) -> Result<T, ApiError> {
     })?;
     deserializer.end().map_err(|e| ApiError::invalid(format!("trailing characters after the JSON value: {e}")))?;
     Ok(value)
+}
+
+/// Path parameters, refused in the API's error format.
+pub struct PathParams<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for PathParams<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Path::<T>::from_request_parts(parts, state).await.map(|Path(p)| PathParams(p)).map_err(|e| ApiError::invalid(e.body_text()))
+    }
 }
 
 /// A query string, refused in the API's error format.

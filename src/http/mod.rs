@@ -4,10 +4,13 @@
 //! or the core's state directly.
 
 pub mod auth;
+mod calls;
 mod clinics;
+mod communities;
 pub mod error;
 pub mod extract;
 mod ops;
+mod phones;
 pub mod views;
 
 use std::path::PathBuf;
@@ -25,7 +28,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::metrics::Metrics;
-use crate::writer::WriterHandle;
+use crate::writer::{Clock, WriterHandle};
 use auth::Auth;
 use error::ApiError;
 
@@ -36,13 +39,15 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// The ledger's directory, read by time-travel queries.
     pub ledger_dir: Option<PathBuf>,
+    /// The writer's clock, for reads that depend on time ("older than", "within an hour").
+    pub clock: Arc<dyn Clock>,
 }
 
 pub type Shared = Arc<AppState>;
 
 impl AppState {
-    pub fn new(auth: Auth, metrics: Arc<Metrics>, ledger_dir: Option<PathBuf>) -> AppState {
-        AppState { writer: OnceLock::new(), auth, metrics, ledger_dir }
+    pub fn new(auth: Auth, metrics: Arc<Metrics>, ledger_dir: Option<PathBuf>, clock: Arc<dyn Clock>) -> AppState {
+        AppState { writer: OnceLock::new(), auth, metrics, ledger_dir, clock }
     }
 
     /// Marks the server ready: commands go to `writer` from now on.
@@ -62,6 +67,9 @@ impl AppState {
     info(title = "booking-ledger", version = "1", description = "The HTTP contract of shared/API.md. Errors are RFC 9457 problem documents with a machine-readable `code`."),
     paths(
         clinics::put_schedule, clinics::create_booking, clinics::cancel_booking, clinics::get_booking, clinics::get_slots,
+        phones::claim, phones::complete, phones::fail, phones::release, phones::get,
+        calls::start, calls::outcome, calls::list, calls::get_campaign, calls::resume, calls::block,
+        communities::create, communities::get,
         ops::healthz, ops::readyz, ops::metrics, ops::openapi,
     ),
     modifiers(&BearerAuth)
@@ -96,7 +104,19 @@ pub fn app(state: Shared) -> Router {
         .route("/bookings", post(clinics::create_booking))
         .route("/bookings/{booking_id}", get(clinics::get_booking))
         .route("/bookings/{booking_id}/cancel", post(clinics::cancel_booking))
-        .route("/clinics/{clinic}/slots", get(clinics::get_slots));
+        .route("/clinics/{clinic}/slots", get(clinics::get_slots))
+        .route("/businesses/{business}/phone-number", get(phones::get))
+        .route("/businesses/{business}/phone-number/claim", post(phones::claim))
+        .route("/businesses/{business}/phone-number/complete", post(phones::complete))
+        .route("/businesses/{business}/phone-number/fail", post(phones::fail))
+        .route("/businesses/{business}/phone-number/release", post(phones::release))
+        .route("/calls", post(calls::start).get(calls::list))
+        .route("/calls/{call_id}/outcome", post(calls::outcome))
+        .route("/campaigns/{campaign}", get(calls::get_campaign))
+        .route("/campaigns/{campaign}/resume", post(calls::resume))
+        .route("/blocked-numbers", post(calls::block))
+        .route("/communities", post(communities::create))
+        .route("/communities/{slug}", get(communities::get));
     let router = Router::new()
         .nest("/v1/{tenant}", tenant)
         .route("/healthz", get(ops::healthz))

@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::error::{ApiError, PROBLEM_JSON};
-use crate::core::{Booking, BookingKind, BookingStatus, Reply, Schedule};
+use crate::core::{Booking, BookingKind, BookingStatus, Call, Campaign, Community, PhoneReply, PhoneState, Reply, Schedule};
 use crate::writer::{Answer, Outcome};
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -149,6 +149,151 @@ pub struct SlotsView {
     pub doctors: Vec<DoctorSlotsView>,
 }
 
+/// A business's phone number: `none`, `pending` (a claim is buying one) or `active`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PhoneView {
+    #[schema(example = "active")]
+    pub state: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub claim_id: Option<Uuid>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    /// E.164.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub phone_number: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider_sid: Option<String>,
+    /// True when a claim found the number already bought.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub already_complete: Option<bool>,
+}
+
+impl PhoneView {
+    pub fn new(phone: Option<&PhoneState>, already_complete: bool) -> PhoneView {
+        let none = PhoneView {
+            state: "none",
+            claim_id: None,
+            lease_expires_at: None,
+            phone_number: None,
+            provider_sid: None,
+            already_complete: None,
+        };
+        match phone {
+            None => none,
+            Some(PhoneState::Pending { claim_id, lease_expires_at }) => {
+                PhoneView { state: "pending", claim_id: Some(*claim_id), lease_expires_at: Some(*lease_expires_at), ..none }
+            }
+            Some(PhoneState::Active { claim_id, phone_number, provider_sid }) => PhoneView {
+                state: "active",
+                claim_id: Some(*claim_id),
+                phone_number: Some(phone_number.to_string()),
+                provider_sid: Some(provider_sid.to_string()),
+                already_complete: already_complete.then_some(true),
+                ..none
+            },
+        }
+    }
+}
+
+/// An outbound call.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CallView {
+    pub call_id: Uuid,
+    pub campaign: String,
+    /// E.164.
+    pub to: String,
+    /// `calling` until its outcome: `completed`, `no_answer`, `failed` or `bad_number`.
+    #[schema(example = "calling")]
+    pub state: &'static str,
+    pub started_at: DateTime<Utc>,
+}
+
+impl From<&Call> for CallView {
+    fn from(call: &Call) -> Self {
+        CallView {
+            call_id: call.call_id,
+            campaign: call.campaign.to_string(),
+            to: call.to.to_string(),
+            state: call.state.name(),
+            started_at: call.started_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CallsView {
+    pub calls: Vec<CallView>,
+}
+
+/// A campaign and its kill switch.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CampaignView {
+    pub campaign: String,
+    #[schema(example = "running")]
+    pub state: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub halt_reason: Option<String>,
+    pub consecutive_failures: u32,
+    /// Refused duplicate calls within the window.
+    pub duplicate_attempts: u32,
+}
+
+impl CampaignView {
+    pub fn new(name: &str, campaign: &Campaign, duplicate_attempts: usize) -> CampaignView {
+        CampaignView {
+            campaign: name.to_owned(),
+            state: if campaign.halt_reason.is_some() { "halted" } else { "running" },
+            halt_reason: campaign.halt_reason.as_deref().map(str::to_owned),
+            consecutive_failures: campaign.consecutive_failures,
+            duplicate_attempts: duplicate_attempts as u32,
+        }
+    }
+}
+
+/// A number on the tenant's block list.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BlockedView {
+    /// E.164.
+    pub number: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MembershipView {
+    pub user: String,
+    #[schema(example = "admin")]
+    pub role: &'static str,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SubscriptionView {
+    pub plan: String,
+}
+
+/// A community with its owner's admin membership and its subscription.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CommunityView {
+    pub community_id: Uuid,
+    pub slug: String,
+    pub name: String,
+    pub owner: String,
+    pub membership: MembershipView,
+    pub subscription: SubscriptionView,
+}
+
+impl From<&Community> for CommunityView {
+    fn from(c: &Community) -> Self {
+        CommunityView {
+            community_id: c.community_id,
+            slug: c.slug.to_string(),
+            name: c.name.to_string(),
+            owner: c.owner.to_string(),
+            membership: MembershipView { user: c.owner.to_string(), role: "admin" },
+            subscription: SubscriptionView { plan: c.plan.to_string() },
+        }
+    }
+}
+
 /// An RFC 9457 problem document (documentation only: `ApiError` writes them).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Problem {
@@ -171,6 +316,16 @@ pub fn render(outcome: &Outcome) -> (u16, Vec<u8>) {
     match outcome {
         Ok(Reply::Booking { booking, created }) => (if *created { 201 } else { 200 }, json(&BookingView::from(&**booking))),
         Ok(Reply::Schedule { clinic, doctor, schedule, position }) => (200, json(&ScheduleView::new(clinic, doctor, schedule, *position))),
+        Ok(Reply::Phone { phone, reply, .. }) => {
+            let status = if *reply == PhoneReply::Claimed { 201 } else { 200 };
+            (status, json(&PhoneView::new(phone.as_ref(), *reply == PhoneReply::AlreadyComplete)))
+        }
+        Ok(Reply::Call { call, created }) => (if *created { 201 } else { 200 }, json(&CallView::from(&**call))),
+        Ok(Reply::Campaign { campaign, state }) => (200, json(&CampaignView::new(campaign, state, state.duplicates.len()))),
+        Ok(Reply::Blocked { number, reason, created }) => {
+            (if *created { 201 } else { 200 }, json(&BlockedView { number: number.to_string(), reason: reason.to_string() }))
+        }
+        Ok(Reply::Community { community }) => (201, json(&CommunityView::from(&**community))),
         Err(rejection) => {
             let error = ApiError::from(rejection);
             (error.status.as_u16(), error.body())

@@ -4,11 +4,11 @@
 
 use std::sync::Arc;
 
-use chrono::{DateTime, Datelike, NaiveDate, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use prost::Message;
 use uuid::Uuid;
 
-use crate::core::{BookingCreated, BookingKind, Event, EventKind, Schedule, StoredResponse, Text};
+use crate::core::{BookingCreated, BookingKind, CallState, Duplicate, Event, EventKind, Schedule, StoredResponse, Text, format_date};
 
 #[allow(clippy::all, clippy::pedantic)]
 pub mod pb {
@@ -33,16 +33,12 @@ fn from_micros(micros: i64, field: &str) -> Result<DateTime<Utc>, CodecError> {
     DateTime::from_timestamp_micros(micros).ok_or_else(|| CodecError(format!("{field} out of range")))
 }
 
-pub fn format_date(date: NaiveDate) -> String {
-    format!("{:04}-{:02}-{:02}", date.year(), date.month(), date.day())
-}
-
 fn parse_date(text: &str) -> Result<NaiveDate, CodecError> {
     text.parse().map_err(|_| CodecError(format!("bad date {text:?}")))
 }
 
 fn uuid(bytes: &[u8]) -> Result<Uuid, CodecError> {
-    Uuid::from_slice(bytes).map_err(|_| CodecError("a booking id is not 16 bytes".into()))
+    Uuid::from_slice(bytes).map_err(|_| CodecError("an id is not 16 bytes".into()))
 }
 
 fn optional(text: &str) -> Option<Text> {
@@ -99,6 +95,67 @@ pub fn to_pb_event(event: &Event) -> pb::EventRecord {
         EventKind::BookingCancelled { booking_id, reason } => E::BookingCancelled(pb::BookingCancelled {
             booking_id: booking_id.as_bytes().to_vec(),
             reason: reason.as_deref().unwrap_or_default().to_owned(),
+        }),
+        EventKind::PhoneClaimed { business, claim_id, lease_expires_at } => E::PhoneClaimed(pb::PhoneClaimed {
+            business: business.to_string(),
+            claim_id: claim_id.as_bytes().to_vec(),
+            lease_expires_at_micros: micros(*lease_expires_at),
+        }),
+        EventKind::PhoneCompleted { business, claim_id, phone_number, provider_sid } => E::PhoneCompleted(pb::PhoneCompleted {
+            business: business.to_string(),
+            claim_id: claim_id.as_bytes().to_vec(),
+            phone_number: phone_number.to_string(),
+            provider_sid: provider_sid.to_string(),
+        }),
+        EventKind::PhoneClaimFailed { business, claim_id, reason } => E::PhoneClaimFailed(pb::PhoneClaimFailed {
+            business: business.to_string(),
+            claim_id: claim_id.as_bytes().to_vec(),
+            reason: reason.to_string(),
+        }),
+        EventKind::PhoneReleased { business, phone_number, reason } => E::PhoneReleased(pb::PhoneReleased {
+            business: business.to_string(),
+            phone_number: phone_number.to_string(),
+            reason: reason.as_deref().unwrap_or_default().to_owned(),
+        }),
+        EventKind::CallStarted { call_id, campaign, to } => {
+            E::CallStarted(pb::CallStarted { call_id: call_id.as_bytes().to_vec(), campaign: campaign.to_string(), to: to.to_string() })
+        }
+        EventKind::CallOutcomeRecorded { call_id, outcome } => E::CallOutcomeRecorded(pb::CallOutcomeRecorded {
+            call_id: call_id.as_bytes().to_vec(),
+            outcome: match outcome {
+                CallState::Calling => unreachable!("calling is not an outcome"),
+                CallState::Completed => pb::CallOutcome::Completed,
+                CallState::NoAnswer => pb::CallOutcome::NoAnswer,
+                CallState::Failed => pb::CallOutcome::Failed,
+                CallState::BadNumber => pb::CallOutcome::BadNumber,
+            }
+            .into(),
+        }),
+        EventKind::CallRefused { campaign, to, duplicate, call_id } => E::CallRefused(pb::CallRefused {
+            campaign: campaign.to_string(),
+            to: to.to_string(),
+            duplicate: match duplicate {
+                Duplicate::InProgress => pb::Duplicate::InProgress,
+                Duplicate::RecentlyCalled => pb::Duplicate::RecentlyCalled,
+            }
+            .into(),
+            call_id: call_id.as_bytes().to_vec(),
+        }),
+        EventKind::CampaignHalted { campaign, reason } => {
+            E::CampaignHalted(pb::CampaignHalted { campaign: campaign.to_string(), reason: reason.to_string() })
+        }
+        EventKind::CampaignResumed { campaign, reason } => {
+            E::CampaignResumed(pb::CampaignResumed { campaign: campaign.to_string(), reason: reason.to_string() })
+        }
+        EventKind::NumberBlocked { number, reason } => {
+            E::NumberBlocked(pb::NumberBlocked { number: number.to_string(), reason: reason.to_string() })
+        }
+        EventKind::CommunityCreated { community_id, slug, name, owner, plan } => E::CommunityCreated(pb::CommunityCreated {
+            community_id: community_id.as_bytes().to_vec(),
+            slug: slug.to_string(),
+            name: name.to_string(),
+            owner: owner.to_string(),
+            plan: plan.to_string(),
         }),
     };
     pb::EventRecord {
@@ -157,6 +214,54 @@ pub fn from_pb_event(record: pb::EventRecord) -> Result<Event, CodecError> {
             },
         }),
         E::BookingCancelled(c) => EventKind::BookingCancelled { booking_id: uuid(&c.booking_id)?, reason: optional(&c.reason) },
+        E::PhoneClaimed(p) => EventKind::PhoneClaimed {
+            business: p.business.into(),
+            claim_id: uuid(&p.claim_id)?,
+            lease_expires_at: from_micros(p.lease_expires_at_micros, "lease_expires_at")?,
+        },
+        E::PhoneCompleted(p) => EventKind::PhoneCompleted {
+            business: p.business.into(),
+            claim_id: uuid(&p.claim_id)?,
+            phone_number: p.phone_number.into(),
+            provider_sid: p.provider_sid.into(),
+        },
+        E::PhoneClaimFailed(p) => {
+            EventKind::PhoneClaimFailed { business: p.business.into(), claim_id: uuid(&p.claim_id)?, reason: p.reason.into() }
+        }
+        E::PhoneReleased(p) => {
+            EventKind::PhoneReleased { business: p.business.into(), phone_number: p.phone_number.into(), reason: optional(&p.reason) }
+        }
+        E::CallStarted(c) => EventKind::CallStarted { call_id: uuid(&c.call_id)?, campaign: c.campaign.into(), to: c.to.into() },
+        E::CallOutcomeRecorded(c) => EventKind::CallOutcomeRecorded {
+            call_id: uuid(&c.call_id)?,
+            outcome: match pb::CallOutcome::try_from(c.outcome) {
+                Ok(pb::CallOutcome::Completed) => CallState::Completed,
+                Ok(pb::CallOutcome::NoAnswer) => CallState::NoAnswer,
+                Ok(pb::CallOutcome::Failed) => CallState::Failed,
+                Ok(pb::CallOutcome::BadNumber) => CallState::BadNumber,
+                _ => return Err(CodecError(format!("unknown call outcome {}", c.outcome))),
+            },
+        },
+        E::CallRefused(c) => EventKind::CallRefused {
+            duplicate: match pb::Duplicate::try_from(c.duplicate) {
+                Ok(pb::Duplicate::InProgress) => Duplicate::InProgress,
+                Ok(pb::Duplicate::RecentlyCalled) => Duplicate::RecentlyCalled,
+                _ => return Err(CodecError(format!("unknown duplicate kind {}", c.duplicate))),
+            },
+            call_id: uuid(&c.call_id)?,
+            campaign: c.campaign.into(),
+            to: c.to.into(),
+        },
+        E::CampaignHalted(c) => EventKind::CampaignHalted { campaign: c.campaign.into(), reason: c.reason.into() },
+        E::CampaignResumed(c) => EventKind::CampaignResumed { campaign: c.campaign.into(), reason: c.reason.into() },
+        E::NumberBlocked(n) => EventKind::NumberBlocked { number: n.number.into(), reason: n.reason.into() },
+        E::CommunityCreated(c) => EventKind::CommunityCreated {
+            community_id: uuid(&c.community_id)?,
+            slug: c.slug.into(),
+            name: c.name.into(),
+            owner: c.owner.into(),
+            plan: c.plan.into(),
+        },
     };
     Ok(Event {
         position: record.position,

@@ -197,10 +197,6 @@ impl FileLog {
         Ok((log, report))
     }
 
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     /// Closes the current segment (durably) and starts the next one.
     fn roll(&mut self) -> Result<(), LogError> {
         self.write_pending()?;

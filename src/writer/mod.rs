@@ -10,6 +10,7 @@
 //!
 //! It runs on its own OS thread, not a tokio task: it blocks in fdatasync.
 
+mod history;
 mod recover;
 #[cfg(test)]
 mod tests;
@@ -27,7 +28,8 @@ use crate::core::{self, Command, Context, IdempotencyCheck, Rejection, Reply, Sc
 use crate::log::{Log, LogError, codec};
 use crate::metrics::Metrics;
 
-pub use recover::{Recovered, recover};
+pub use history::state_as_of;
+pub use recover::{RecoverError, Recovered, recover};
 
 pub type Outcome = Result<Reply, Rejection>;
 
@@ -127,8 +129,10 @@ impl WriterHandle {
 #[derive(Default)]
 struct Batch {
     events: Vec<core::Event>,
-    /// Stored answers of keyed commands that appended no event.
-    responses: Vec<(core::Text, StoredResponse)>,
+    /// Stored answers of keyed commands that appended no event, each with the
+    /// number of events the batch had before it, so the published copy records
+    /// them in the same order as the working copy.
+    responses: Vec<(usize, core::Text, StoredResponse)>,
 }
 
 pub struct Writer {
@@ -141,8 +145,11 @@ pub struct Writer {
     clock: Arc<dyn Clock>,
     config: WriterConfig,
     metrics: Arc<Metrics>,
-    /// The last `now` handed to the core; the writer's time never runs backwards.
+    /// The last `now` handed to the core; the writer's time never runs backwards,
+    /// not even across a restart (it starts at the last event's time).
     now_last: DateTime<Utc>,
+    /// Set when a batch failed: its events may or may not be on disk.
+    failed: bool,
     encoded: Vec<u8>,
 }
 
@@ -160,13 +167,14 @@ impl Writer {
         Writer {
             log,
             responses,
+            now_last: state.recorded_at_last,
             published: Arc::new(RwLock::new(state.clone())),
             working: state,
             render,
             clock,
             config,
             metrics,
-            now_last: DateTime::<Utc>::MIN_UTC,
+            failed: false,
             encoded: Vec::with_capacity(1024),
         }
     }
@@ -183,6 +191,13 @@ impl Writer {
     /// answer per command, in order. On a storage error nothing is published and
     /// the writer must not be used again.
     pub fn commit(&mut self, commands: &[Command]) -> Result<Vec<Answer>, LogError> {
+        assert!(!self.failed, "a writer whose log failed must not commit again");
+        let result = self.commit_batch(commands);
+        self.failed = result.is_err();
+        result
+    }
+
+    fn commit_batch(&mut self, commands: &[Command]) -> Result<Vec<Answer>, LogError> {
         let now = self.now();
         let retention = self.working.rules.idempotency_retention;
         self.working.idempotency.expire(now, retention, self.config.expire_len_max);
@@ -194,7 +209,7 @@ impl Writer {
             self.log.sync()?;
         }
         if !batch.responses.is_empty() {
-            for (tenant, response) in &batch.responses {
+            for (_, tenant, response) in &batch.responses {
                 self.responses.append(&codec::encode_rejected_response(tenant, response, now))?;
             }
             self.responses.sync()?;
@@ -205,10 +220,14 @@ impl Writer {
 
         let mut published = self.published.write();
         published.idempotency.expire(now, retention, self.config.expire_len_max);
-        for event in &batch.events {
+        let mut responses = batch.responses.into_iter().peekable();
+        for (index, event) in batch.events.iter().enumerate() {
+            while let Some((_, tenant, response)) = responses.next_if(|(before, _, _)| *before == index) {
+                published.idempotency.record(&tenant, response, now);
+            }
             core::apply(&mut published, event);
         }
-        for (tenant, response) in batch.responses {
+        for (_, tenant, response) in responses {
             published.idempotency.record(&tenant, response, now);
         }
         drop(published);
@@ -244,15 +263,19 @@ impl Writer {
                 (Ok(core::reply(&self.working, command, &events)), events)
             }
             Err(rejection) => {
+                let events = core::decide_refusal(&self.working, command, &rejection, &context);
+                for event in &events {
+                    core::apply(&mut self.working, event);
+                }
                 self.metrics.command(rejection.code());
-                (Err(rejection), vec![])
+                (Err(rejection), events)
             }
         };
         let stored = self.store(command, &outcome, now);
         if let Some(stored) = &stored {
             match events.last_mut() {
                 Some(last) => last.response = Some(stored.clone()),
-                None => batch.responses.push((command.tenant.clone(), stored.clone())),
+                None => batch.responses.push((batch.events.len(), command.tenant.clone(), stored.clone())),
             }
         }
         for event in &events {
@@ -297,6 +320,15 @@ impl Writer {
     }
 
     fn run(mut self, mut receiver: mpsc::Receiver<Submission>, writable: &AtomicBool) {
+        // However the thread ends (a failed write, or a panic in an assertion),
+        // readiness must say the writer is gone.
+        struct Unwritable<'a>(&'a AtomicBool);
+        impl Drop for Unwritable<'_> {
+            fn drop(&mut self) {
+                self.0.store(false, Ordering::Release);
+            }
+        }
+        let _unwritable = Unwritable(writable);
         let mut commands = Vec::with_capacity(self.config.batch_len_max);
         let mut replies = Vec::with_capacity(self.config.batch_len_max);
         while let Some(first) = receiver.blocking_recv() {

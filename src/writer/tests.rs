@@ -233,3 +233,30 @@ fn keyed_commands_store_the_rendered_answer_with_the_event_or_in_the_responses_j
     state_from_log.rules = writer.working.rules;
     assert_eq!(state_from_log, *writer.published.read(), "replaying the log and journal rebuilds the published state");
 }
+
+/// A keyed rejection before a keyed booking in one batch: the published copy
+/// records the stored answers in the same order as the working copy.
+#[test]
+fn published_and_working_copies_agree_after_mixed_keyed_batches() {
+    let mut writer = writer(Box::new(MemoryLog::new()), WriterConfig::default());
+    let keyed = |mut command: Command, key: &str| {
+        command.idempotency = Some(core::IdempotencyKey { key: key.into(), fingerprint: [2; 32] });
+        command
+    };
+    writer.commit(&[schedule(), book(0)]).unwrap();
+    writer
+        .commit(&[keyed(book(0), "refused"), keyed(book(1), "booked"), keyed(book(9), "out-of-range"), keyed(book(2), "booked-too")])
+        .unwrap();
+    assert_eq!(*writer.published.read(), writer.working);
+}
+
+#[test]
+#[should_panic(expected = "must not commit again")]
+fn a_failed_writer_refuses_to_commit_again() {
+    let log = MemoryLog::new();
+    let faults = log.faults.clone();
+    let mut writer = writer(Box::new(log), WriterConfig::default());
+    faults.lock().fail_sync_at = 1;
+    assert!(writer.commit(&[schedule()]).is_err());
+    let _ = writer.commit(&[book(0)]);
+}

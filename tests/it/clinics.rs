@@ -290,7 +290,8 @@ async fn operations_routes() {
 async fn not_ready_until_the_writer_is_set() {
     use booking_ledger::http::{AppState, app, auth::Auth};
     let tokens = crate::support::config(std::path::Path::new("unused")).tokens;
-    let state = std::sync::Arc::new(AppState::new(Auth::new(tokens), Default::default(), None));
+    let clock = std::sync::Arc::new(booking_ledger::writer::SystemClock);
+    let state = std::sync::Arc::new(AppState::new(Auth::new(tokens), Default::default(), None, clock));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let client = crate::support::Client::new(listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app(state)).await });

@@ -1,0 +1,214 @@
+//! Outbound calls: recorded before dialling, outcomes, the stale-call list,
+//! campaigns and their kill switch, the block list.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde::Deserialize;
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use super::auth::Role;
+use super::clinics::{NAME_CHARS_MAX, REASON_CHARS_MAX, check_text};
+use super::error::ApiError;
+use super::extract::{JsonBody, PathParams, QueryParams, TenantCall};
+use super::phones::e164;
+use super::views::{BlockedView, CallView, CallsView, CampaignView, Problem, respond};
+use crate::core::{Action, CallState, Campaign};
+
+/// At most this many calls are listed by one `GET /calls`.
+pub const CALLS_LISTED_MAX: usize = 1000;
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StartCallRequest {
+    pub campaign: String,
+    /// Any format; normalized to E.164.
+    pub to: String,
+    /// ISO 3166 alpha-2, for numbers without a country code (default "US").
+    pub default_region: Option<String>,
+}
+
+/// Records a call as started, before the caller dials.
+#[utoipa::path(
+    post, path = "/v1/{tenant}/calls", tag = "calls",
+    params(("tenant" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
+    request_body = StartCallRequest,
+    responses(
+        (status = 201, description = "Recorded as calling: dial now", body = CallView),
+        (status = 409, description = "campaign_halted (with reason), number_blocked (with reason), call_in_progress (with call_id), recently_called (with call_id, called_at, retry_after)", body = Problem),
+        (status = 422, description = "invalid_phone_number", body = Problem),
+        (status = 400, description = "invalid_request", body = Problem),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn start(call: TenantCall, body: JsonBody<StartCallRequest>) -> Result<Response, ApiError> {
+    let request = &body.value;
+    check_text("campaign", &request.campaign, NAME_CHARS_MAX)?;
+    let to = e164("to", &request.to, request.default_region.as_deref())?;
+    let action = Action::StartCall { call_id: Uuid::now_v7(), campaign: request.campaign.as_str().into(), to };
+    Ok(respond(call.writer()?.submit(call.command(action, &body.raw)).await?))
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OutcomeRequest {
+    Completed,
+    NoAnswer,
+    Failed,
+    BadNumber,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OutcomeBody {
+    pub outcome: OutcomeRequest,
+}
+
+fn call_id(path: PathParams<(String, String)>) -> Result<Uuid, ApiError> {
+    let PathParams((_, id)) = path;
+    Uuid::try_parse(&id).map_err(|_| ApiError::field("call_id", format!("{id:?} is not a UUID")))
+}
+
+/// Records a call's outcome, once.
+#[utoipa::path(
+    post, path = "/v1/{tenant}/calls/{call_id}/outcome", tag = "calls",
+    params(("tenant" = String, Path), ("call_id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header)),
+    request_body = OutcomeBody,
+    responses(
+        (status = 200, description = "The call with its outcome (also for a repeat of the same outcome)", body = CallView),
+        (status = 404, description = "not_found", body = Problem),
+        (status = 409, description = "outcome_already_recorded", body = Problem),
+        (status = 400, description = "invalid_request", body = Problem),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn outcome(call: TenantCall, path: PathParams<(String, String)>, body: JsonBody<OutcomeBody>) -> Result<Response, ApiError> {
+    let call_id = call_id(path)?;
+    let outcome = match body.value.outcome {
+        OutcomeRequest::Completed => CallState::Completed,
+        OutcomeRequest::NoAnswer => CallState::NoAnswer,
+        OutcomeRequest::Failed => CallState::Failed,
+        OutcomeRequest::BadNumber => CallState::BadNumber,
+    };
+    Ok(respond(call.writer()?.submit(call.command(Action::RecordOutcome { call_id, outcome }, &body.raw)).await?))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct CallsQuery {
+    /// Only `calling` is listed.
+    pub state: String,
+    /// Calls started at least this many seconds ago (default 0: all).
+    pub older_than_secs: Option<u64>,
+}
+
+/// Calls still in progress, oldest first: the ones whose outcome never arrived.
+#[utoipa::path(
+    get, path = "/v1/{tenant}/calls", tag = "calls",
+    params(("tenant" = String, Path), CallsQuery),
+    responses((status = 200, description = "At most 1000 calls, oldest first", body = CallsView), (status = 400, description = "invalid_request", body = Problem)),
+    security(("bearer" = []))
+)]
+pub async fn list(call: TenantCall, query: QueryParams<CallsQuery>) -> Result<Json<CallsView>, ApiError> {
+    let QueryParams(query) = query;
+    if query.state != "calling" {
+        return Err(ApiError::field("state", "only calls in state `calling` are listed"));
+    }
+    let older_than = chrono::Duration::seconds(query.older_than_secs.unwrap_or(0).min(100 * 365 * 86400) as i64);
+    let started_before = call.app().clock.now() - older_than;
+    let calls = call.writer()?.read(|state| {
+        let Some(tenant) = state.tenant(&call.tenant) else { return vec![] };
+        tenant
+            .calling
+            .iter()
+            .take_while(|(started_at, _)| *started_at <= started_before)
+            .take(CALLS_LISTED_MAX)
+            .map(|(_, id)| CallView::from(&*tenant.calls[id]))
+            .collect()
+    });
+    Ok(Json(CallsView { calls }))
+}
+
+fn campaign(path: PathParams<(String, String)>) -> Result<String, ApiError> {
+    let PathParams((_, campaign)) = path;
+    check_text("campaign", &campaign, NAME_CHARS_MAX)?;
+    Ok(campaign)
+}
+
+/// A campaign's state and kill-switch counters.
+#[utoipa::path(
+    get, path = "/v1/{tenant}/campaigns/{campaign}", tag = "calls",
+    params(("tenant" = String, Path), ("campaign" = String, Path)),
+    responses((status = 200, description = "running or halted", body = CampaignView)),
+    security(("bearer" = []))
+)]
+pub async fn get_campaign(call: TenantCall, path: PathParams<(String, String)>) -> Result<Json<CampaignView>, ApiError> {
+    let name = campaign(path)?;
+    let now = call.app().clock.now();
+    let view = call.writer()?.read(|state| {
+        let campaign = state.tenant(&call.tenant).and_then(|t| t.campaigns.get(name.as_str()));
+        let default = Campaign::default();
+        let campaign = campaign.unwrap_or(&default);
+        CampaignView::new(&name, campaign, campaign.duplicates_within(now, state.rules.duplicate_window))
+    });
+    Ok(Json(view))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResumeRequest {
+    pub reason: String,
+}
+
+/// Resumes a halted campaign (admin tokens only); the reason is recorded.
+#[utoipa::path(
+    post, path = "/v1/{tenant}/campaigns/{campaign}/resume", tag = "calls",
+    params(("tenant" = String, Path), ("campaign" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
+    request_body = ResumeRequest,
+    responses(
+        (status = 200, description = "The campaign, running", body = CampaignView),
+        (status = 403, description = "forbidden: not an admin token", body = Problem),
+        (status = 400, description = "invalid_request", body = Problem),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn resume(call: TenantCall, path: PathParams<(String, String)>, body: JsonBody<ResumeRequest>) -> Result<Response, ApiError> {
+    if call.token.role != Role::Admin {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "only an admin token may resume a campaign"));
+    }
+    let campaign = campaign(path)?;
+    check_text("reason", &body.value.reason, REASON_CHARS_MAX)?;
+    let action = Action::ResumeCampaign { campaign: campaign.into(), reason: body.value.reason.as_str().into() };
+    Ok(respond(call.writer()?.submit(call.command(action, &body.raw)).await?))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BlockRequest {
+    pub number: String,
+    pub reason: String,
+    pub default_region: Option<String>,
+}
+
+/// Puts a number on the tenant's block list, permanently.
+#[utoipa::path(
+    post, path = "/v1/{tenant}/blocked-numbers", tag = "calls",
+    params(("tenant" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
+    request_body = BlockRequest,
+    responses(
+        (status = 201, description = "Blocked", body = BlockedView),
+        (status = 200, description = "Already blocked (the first reason stands)", body = BlockedView),
+        (status = 422, description = "invalid_phone_number", body = Problem),
+        (status = 400, description = "invalid_request", body = Problem),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn block(call: TenantCall, body: JsonBody<BlockRequest>) -> Result<Response, ApiError> {
+    let request = &body.value;
+    check_text("reason", &request.reason, REASON_CHARS_MAX)?;
+    let number = e164("number", &request.number, request.default_region.as_deref())?;
+    let action = Action::BlockNumber { number, reason: request.reason.as_str().into() };
+    Ok(respond(call.writer()?.submit(call.command(action, &body.raw)).await?))
+}

@@ -1,0 +1,170 @@
+//! Phone numbers, one per business: claim, complete, fail, release, read.
+
+use axum::Json;
+use axum::response::Response;
+use serde::Deserialize;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::clinics::{NAME_CHARS_MAX, REASON_CHARS_MAX, check_text};
+use super::error::ApiError;
+use super::extract::{JsonBody, PathParams, TenantCall};
+use super::views::{PhoneView, Problem, respond};
+use crate::core::{Action, Text};
+
+/// Parses `text` as a phone number (with `default_region` for numbers written
+/// without a country code) and writes it in E.164: the one form numbers are
+/// compared in. Unparseable or invalid numbers are 422 `invalid_phone_number`.
+pub fn e164(field: &str, text: &str, default_region: Option<&str>) -> Result<Text, ApiError> {
+    let region = default_region.unwrap_or("US");
+    let region: phonenumber::country::Id =
+        region.parse().map_err(|_| ApiError::field("default_region", format!("{region:?} is not an ISO 3166 alpha-2 region")))?;
+    let invalid = || {
+        ApiError::new(
+            axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_phone_number",
+            format!("{field}: {text:?} is not a valid phone number"),
+        )
+        .with("field", field)
+    };
+    if text.chars().count() > 64 {
+        return Err(invalid());
+    }
+    let number = phonenumber::parse(Some(region), text).map_err(|_| invalid())?;
+    if !number.is_valid() {
+        return Err(invalid());
+    }
+    Ok(number.format().mode(phonenumber::Mode::E164).to_string().into())
+}
+
+fn business(path: PathParams<(String, String)>) -> Result<Text, ApiError> {
+    let PathParams((_, business)) = path;
+    check_text("business", &business, NAME_CHARS_MAX)?;
+    Ok(business.into())
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimRequest {}
+
+/// Claims the right to buy the business's number. Exactly one concurrent caller gets a pending claim.
+#[utoipa::path(
+    post, path = "/v1/{tenant}/businesses/{business}/phone-number/claim", tag = "phone numbers",
+    params(("tenant" = String, Path), ("business" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
+    request_body = ClaimRequest,
+    responses(
+        (status = 201, description = "A pending claim: buy a number from the carrier now", body = PhoneView),
+        (status = 200, description = "The business already has its number (`already_complete`)", body = PhoneView),
+        (status = 409, description = "purchase_in_progress (with claim_id, lease_expires_at)", body = Problem),
+        (status = 400, description = "invalid_request", body = Problem),
+        (status = 401, description = "unauthenticated", body = Problem),
+        (status = 403, description = "forbidden", body = Problem),
+        (status = 503, description = "overloaded", body = Problem),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn claim(call: TenantCall, path: PathParams<(String, String)>, body: JsonBody<ClaimRequest>) -> Result<Response, ApiError> {
+    let command = call.command(Action::ClaimPhone { business: business(path)?, claim_id: Uuid::now_v7() }, &body.raw);
+    Ok(respond(call.writer()?.submit(command).await?))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CompleteRequest {
+    pub claim_id: Uuid,
+    /// Any format; normalized to E.164 (US numbers may omit +1).
+    pub phone_number: String,
+    pub provider_sid: String,
+}
+
+/// Records the number the claim bought.
+#[utoipa::path(
+    post, path = "/v1/{tenant}/businesses/{business}/phone-number/complete", tag = "phone numbers",
+    params(("tenant" = String, Path), ("business" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
+    request_body = CompleteRequest,
+    responses(
+        (status = 200, description = "The business's number is active (also for a repeat of the same completion)", body = PhoneView),
+        (status = 409, description = "claim_superseded, phone_number_in_use", body = Problem),
+        (status = 422, description = "invalid_phone_number", body = Problem),
+        (status = 400, description = "invalid_request", body = Problem),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn complete(call: TenantCall, path: PathParams<(String, String)>, body: JsonBody<CompleteRequest>) -> Result<Response, ApiError> {
+    let business = business(path)?;
+    let request = &body.value;
+    check_text("provider_sid", &request.provider_sid, NAME_CHARS_MAX)?;
+    let phone_number = e164("phone_number", &request.phone_number, None)?;
+    let action =
+        Action::CompletePhone { business, claim_id: request.claim_id, phone_number, provider_sid: request.provider_sid.as_str().into() };
+    Ok(respond(call.writer()?.submit(call.command(action, &body.raw)).await?))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FailRequest {
+    pub claim_id: Uuid,
+    pub reason: String,
+}
+
+/// Releases a claim whose purchase failed.
+#[utoipa::path(
+    post, path = "/v1/{tenant}/businesses/{business}/phone-number/fail", tag = "phone numbers",
+    params(("tenant" = String, Path), ("business" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
+    request_body = FailRequest,
+    responses(
+        (status = 200, description = "`{\"state\": \"none\"}`", body = PhoneView),
+        (status = 409, description = "claim_superseded", body = Problem),
+        (status = 400, description = "invalid_request", body = Problem),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn fail(call: TenantCall, path: PathParams<(String, String)>, body: JsonBody<FailRequest>) -> Result<Response, ApiError> {
+    let business = business(path)?;
+    check_text("reason", &body.value.reason, REASON_CHARS_MAX)?;
+    let action = Action::FailPhone { business, claim_id: body.value.claim_id, reason: body.value.reason.as_str().into() };
+    Ok(respond(call.writer()?.submit(call.command(action, &body.raw)).await?))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseRequest {
+    pub reason: Option<String>,
+}
+
+/// Gives the business's number up.
+#[utoipa::path(
+    post, path = "/v1/{tenant}/businesses/{business}/phone-number/release", tag = "phone numbers",
+    params(("tenant" = String, Path), ("business" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
+    request_body = ReleaseRequest,
+    responses(
+        (status = 200, description = "`{\"state\": \"none\"}`", body = PhoneView),
+        (status = 409, description = "purchase_in_progress: a claim is still buying", body = Problem),
+        (status = 400, description = "invalid_request", body = Problem),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn release(call: TenantCall, path: PathParams<(String, String)>, body: JsonBody<ReleaseRequest>) -> Result<Response, ApiError> {
+    let business = business(path)?;
+    if let Some(reason) = &body.value.reason {
+        check_text("reason", reason, REASON_CHARS_MAX)?;
+    }
+    let action = Action::ReleasePhone { business, reason: body.value.reason.as_deref().map(Into::into) };
+    Ok(respond(call.writer()?.submit(call.command(action, &body.raw)).await?))
+}
+
+/// The business's number as it stands.
+#[utoipa::path(
+    get, path = "/v1/{tenant}/businesses/{business}/phone-number", tag = "phone numbers",
+    params(("tenant" = String, Path), ("business" = String, Path)),
+    responses((status = 200, description = "none, pending or active", body = PhoneView), (status = 401, description = "unauthenticated", body = Problem)),
+    security(("bearer" = []))
+)]
+pub async fn get(call: TenantCall, path: PathParams<(String, String)>) -> Result<Json<PhoneView>, ApiError> {
+    let business = business(path)?;
+    let view = call.writer()?.read(|state| {
+        let phone = state.tenant(&call.tenant).and_then(|t| t.businesses.get(&business)).and_then(|b| b.phone.as_ref());
+        PhoneView::new(phone, false)
+    });
+    Ok(Json(view))
+}
