@@ -9,10 +9,12 @@
 //!   ceiling that HTTP, the client and the machine set, with no ledger work at all.
 //! - `bookings`: `POST /v1/bench/bookings` with that body, each request on its own
 //!   (doctor, date, slot), so every one is a 201: decided, appended, fdatasynced.
+//! - `mixed`: bookings, phone-number claims, outbound calls and community creations
+//!   in turn, each on its own slot, business, number or name, so every one is accepted.
 //!
 //! The table gives, per scenario and connection count, the 2xx answers per second to
 //! requests sent and answered inside the measured window, their latency percentiles,
-//! and the non-2xx or failed requests of the whole run, warm-up included. `bookings/echo` is the share of the bare HTTP
+//! and the non-2xx or failed requests of the whole run, warm-up included. `bookings/echo` and `mixed/echo` are the share of the bare HTTP
 //! ceiling the ledger keeps; `avg batch` is how many commands shared each fdatasync
 //! during that run (from the server's `ledger_batch_commands`). The load generator (a
 //! two-worker tokio runtime) and the server share this machine's cores, so figures
@@ -130,6 +132,8 @@ impl Drop for Server {
 enum Scenario {
     Echo,
     Bookings,
+    /// Bookings, phone-number claims, calls and communities, in turn.
+    Mixed,
 }
 
 impl Scenario {
@@ -137,13 +141,23 @@ impl Scenario {
         match self {
             Scenario::Echo => "echo",
             Scenario::Bookings => "bookings",
+            Scenario::Mixed => "mixed",
         }
     }
 
-    fn path(self) -> String {
+    /// The n-th request's path and body. Every command is accepted: each takes
+    /// its own slot, business, phone number or community name.
+    fn request(self, n: u64) -> (String, String) {
+        let booking = || (format!("/v1/{TENANT}/bookings"), booking_body(n));
         match self {
-            Scenario::Echo => "/bench/echo".into(),
-            Scenario::Bookings => format!("/v1/{TENANT}/bookings"),
+            Scenario::Echo => ("/bench/echo".into(), booking_body(n)),
+            Scenario::Bookings => booking(),
+            Scenario::Mixed => match n % 4 {
+                0 => booking(),
+                1 => (format!("/v1/{TENANT}/businesses/business-{n}/phone-number/claim"), "{}".into()),
+                2 => (format!("/v1/{TENANT}/calls"), format!(r#"{{"campaign":"spring","to":"+1646{}"}}"#, 2_000_000 + n % 7_999_999)),
+                _ => (format!("/v1/{TENANT}/communities"), format!(r#"{{"name":"Community {n}","owner":"owner {n}","plan":"pro"}}"#)),
+            },
         }
     }
 }
@@ -151,9 +165,9 @@ impl Scenario {
 /// What every connection of one run shares.
 struct Target {
     addr: SocketAddr,
-    path: String,
+    scenario: Scenario,
     authorization: Option<String>,
-    /// The next booking number, across every run, so no two bookings share a slot.
+    /// The next request number, across every run, so no two commands share a slot, business, number or name.
     next_booking: Arc<AtomicU64>,
     /// Requests that start and finish between these two instants are measured.
     measured_from: Instant,
@@ -162,11 +176,11 @@ struct Target {
 
 impl Target {
     fn request(&self) -> Request<Full<Bytes>> {
-        let mut request = Request::post(&self.path).header(HOST, self.addr.to_string()).header(CONTENT_TYPE, "application/json");
+        let (path, body) = self.scenario.request(self.next_booking.fetch_add(1, Ordering::Relaxed));
+        let mut request = Request::post(path).header(HOST, self.addr.to_string()).header(CONTENT_TYPE, "application/json");
         if let Some(authorization) = &self.authorization {
             request = request.header(AUTHORIZATION, authorization);
         }
-        let body = booking_body(self.next_booking.fetch_add(1, Ordering::Relaxed));
         request.body(Full::new(Bytes::from(body))).expect("a well-formed request")
     }
 }
@@ -244,8 +258,8 @@ async fn run(server: &Server, scenario: Scenario, connections: usize, next_booki
     let start = Instant::now();
     let target = Arc::new(Target {
         addr: server.addr,
-        path: scenario.path(),
-        authorization: (scenario == Scenario::Bookings).then(|| format!("Bearer {}", server.token)),
+        scenario,
+        authorization: (scenario != Scenario::Echo).then(|| format!("Bearer {}", server.token)),
         next_booking: next_booking.clone(),
         measured_from: start + WARM_UP,
         end: start + WARM_UP + MEASURED,
@@ -291,7 +305,7 @@ struct Row {
     connections: usize,
     per_second: f64,
     load: Load,
-    /// Commands per fdatasync during the run, for bookings.
+    /// Commands per fdatasync during the run, for the ledger's scenarios.
     batch: Option<f64>,
 }
 
@@ -320,6 +334,9 @@ fn print_table(rows: &[Row]) {
         if let (Some(bookings), Some(echo)) = (per_second(Scenario::Bookings), per_second(Scenario::Echo)) {
             println!("bookings/echo req/s at {connections:>3} connections: {:.3}", bookings / echo);
         }
+        if let (Some(mixed), Some(echo)) = (per_second(Scenario::Mixed), per_second(Scenario::Echo)) {
+            println!("mixed/echo    req/s at {connections:>3} connections: {:.3}", mixed / echo);
+        }
     }
 }
 
@@ -330,11 +347,11 @@ async fn bench(ledger: &Path) -> anyhow::Result<bool> {
     let next_booking = Arc::new(AtomicU64::new(0));
     let mut rows = Vec::new();
     for connections in CONNECTIONS {
-        for scenario in [Scenario::Echo, Scenario::Bookings] {
+        for scenario in [Scenario::Echo, Scenario::Bookings, Scenario::Mixed] {
             let before = batch_commands(&client, &server).await?;
             let load = run(&server, scenario, connections, &next_booking).await;
             let after = batch_commands(&client, &server).await?;
-            let batch = (scenario == Scenario::Bookings).then(|| (after.0 - before.0) / (after.1 - before.1));
+            let batch = (scenario != Scenario::Echo).then(|| (after.0 - before.0) / (after.1 - before.1));
             let per_second = load.latencies.len() as f64 / MEASURED.as_secs_f64();
             if let Some(error) = &load.first_error {
                 eprintln!("{} at {connections} connections: {} errors, the first: {error}", scenario.name(), load.errors);

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use futures::future::join_all;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::support::{Client, Process, booking};
 
@@ -150,4 +150,116 @@ async fn without_a_config_an_admin_token_is_created_with_mode_0600() {
     let again = Process::spawn(dir.path()).await;
     assert_eq!(again.token, token, "the token is kept across restarts");
     again.kill();
+}
+
+/// What one client had acknowledged before the kill.
+#[derive(Default)]
+struct Acknowledged {
+    communities: Vec<Value>,
+    calls: Vec<Value>,
+    /// (business, the answer to complete)
+    numbers: Vec<(String, Value)>,
+    /// businesses with a 201 claim but no acknowledged completion
+    claims: Vec<String>,
+}
+
+/// One client's mixed load: communities under colliding names, calls to its
+/// own numbers, claims completed with its own numbers. Stops at the first
+/// failure to reach the server.
+async fn mixed_load(client: Client, token: String, who: u64, answered: Arc<AtomicUsize>) -> Acknowledged {
+    let mut acknowledged = Acknowledged::default();
+    let post = |path: String, body: Value| {
+        let request = reqwest::Client::new().post(format!("{}{path}", client.base)).bearer_auth(&token).json(&body).send();
+        async move {
+            let response = request.await.ok()?;
+            let status = response.status().as_u16();
+            let body: Value = serde_json::from_slice(&response.bytes().await.ok()?).ok()?;
+            Some((status, body))
+        }
+    };
+    for n in 0u64.. {
+        let result = match n % 3 {
+            0 => post("/v1/kloqo/communities".into(), json!({"name": format!("Club {}", n % 5), "owner": "o", "plan": "p"})).await.map(
+                |(s, b)| {
+                    assert_eq!(s, 201, "{b}");
+                    acknowledged.communities.push(b);
+                },
+            ),
+            1 => post("/v1/kloqo/calls".into(), json!({"campaign": format!("c{who}"), "to": format!("+1424{:03}{:04}", 200 + who, n)}))
+                .await
+                .map(|(s, b)| {
+                    assert_eq!(s, 201, "{b}");
+                    acknowledged.calls.push(b);
+                }),
+            _ => {
+                let business = format!("biz-{who}-{n}");
+                match post(format!("/v1/kloqo/businesses/{business}/phone-number/claim"), json!({})).await {
+                    None => None,
+                    Some((status, claim)) => {
+                        assert_eq!(status, 201, "{claim}");
+                        acknowledged.claims.push(business.clone());
+                        let body = json!({"claim_id": claim["claim_id"], "phone_number": format!("+1646{:03}{:04}", 200 + who, n), "provider_sid": "PN"});
+                        post(format!("/v1/kloqo/businesses/{business}/phone-number/complete"), body).await.map(|(s, b)| {
+                            assert_eq!(s, 200, "{b}");
+                            acknowledged.claims.pop();
+                            acknowledged.numbers.push((business, b));
+                        })
+                    }
+                }
+            }
+        };
+        if result.is_none() {
+            break;
+        }
+        answered.fetch_add(1, Ordering::Relaxed);
+    }
+    acknowledged
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkill_under_mixed_load_keeps_every_acknowledged_claim_call_and_community() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut all = Acknowledged::default();
+    for round in 0..3u64 {
+        let server = Process::spawn(dir.path()).await;
+        let answered = Arc::new(AtomicUsize::new(0));
+        let clients: Vec<_> = (0..16)
+            .map(|i| tokio::spawn(mixed_load(server.client.clone(), server.token.clone(), round * 16 + i, answered.clone())))
+            .collect();
+        while answered.load(Ordering::Relaxed) < 60 {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        server.kill();
+        for client in join_all(clients).await {
+            let client = client.unwrap();
+            all.communities.extend(client.communities);
+            all.calls.extend(client.calls);
+            all.numbers.extend(client.numbers);
+            all.claims.extend(client.claims);
+        }
+
+        let server = Process::spawn(dir.path()).await;
+        let (c, token) = (&server.client, &server.token);
+        let mut slugs = BTreeSet::new();
+        for community in &all.communities {
+            let slug = community["slug"].as_str().unwrap();
+            assert!(slugs.insert(slug.to_owned()), "round {round}: slug {slug} given twice");
+            assert_eq!(&c.get(&format!("/v1/kloqo/communities/{slug}"), token).await.expect(200), community, "round {round}");
+        }
+        let calling = c.get("/v1/kloqo/calls?state=calling", token).await.expect(200);
+        let calling: BTreeSet<_> = calling["calls"].as_array().unwrap().iter().map(|call| call["call_id"].to_string()).collect();
+        for call in &all.calls {
+            assert!(calling.contains(&call["call_id"].to_string()), "round {round}: acknowledged call {} lost", call["call_id"]);
+        }
+        for (business, completed) in &all.numbers {
+            let phone = c.get(&format!("/v1/kloqo/businesses/{business}/phone-number"), token).await.expect(200);
+            assert_eq!(&phone, completed, "round {round}: {business}");
+        }
+        for business in &all.claims {
+            let phone = c.get(&format!("/v1/kloqo/businesses/{business}/phone-number"), token).await.expect(200);
+            assert_ne!(phone["state"], "none", "round {round}: {business}'s acknowledged claim vanished");
+        }
+        server.kill();
+    }
+    assert!(!all.communities.is_empty() && !all.calls.is_empty() && !all.numbers.is_empty());
 }

@@ -1,6 +1,7 @@
 //! The integration tests: one binary, one module per area (matklad's
 //! "Delete Cargo Integration Tests").
 
+mod calls;
 mod clinics;
 mod concurrency;
 mod crash;

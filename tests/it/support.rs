@@ -13,7 +13,8 @@ use booking_ledger::cli::serve::serve;
 use booking_ledger::core::Rules;
 use booking_ledger::http::auth::{Role, Token};
 use booking_ledger::log::FileLogOptions;
-use booking_ledger::writer::{SystemClock, WriterConfig};
+use booking_ledger::writer::{Clock, SystemClock, WriterConfig};
+use chrono::{DateTime, Utc};
 use reqwest::header::HeaderMap;
 use serde_json::Value;
 use tokio::sync::oneshot;
@@ -42,6 +43,25 @@ pub fn config(dir: &Path) -> Config {
             token(APP, "kloqo-app", "kloqo", Role::Client),
             token(OTHER, "other-web", "other", Role::Client),
         ],
+    }
+}
+
+/// A clock the test sets: leases, cooldowns and windows without sleeping.
+pub struct TestClock(parking_lot::Mutex<DateTime<Utc>>);
+
+impl TestClock {
+    pub fn new() -> Arc<TestClock> {
+        Arc::new(TestClock(parking_lot::Mutex::new(Utc::now())))
+    }
+
+    pub fn advance(&self, by: chrono::Duration) {
+        *self.0.lock() += by;
+    }
+}
+
+impl Clock for TestClock {
+    fn now(&self) -> DateTime<Utc> {
+        *self.0.lock()
     }
 }
 
@@ -172,11 +192,15 @@ impl Server {
     }
 
     pub async fn start_with(config: Config) -> Server {
+        Server::start_with_clock(config, Arc::new(SystemClock)).await
+    }
+
+    pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> Server {
         let (stop, stopped) = oneshot::channel::<()>();
         let (listening, addr) = oneshot::channel();
         let task = tokio::spawn(serve(
             config,
-            Arc::new(SystemClock),
+            clock,
             async move {
                 let _ = stopped.await;
             },
