@@ -256,6 +256,12 @@ async fn external_refs_bind_once_and_stale_answers_are_refused() {
     // ...and the external ref before freshness and the slot.
     let old_and_bound = external(0, Some("call-9"), now - chrono::Duration::minutes(35));
     c.post("/v1/kloqo/bookings", WEB, &old_and_bound).await.expect_problem(409, "external_ref_bound");
+    // The range before the external ref.
+    c.post("/v1/kloqo/bookings", WEB, &external(9, Some("call-9"), now)).await.expect_problem(422, "slot_out_of_range");
+    // Freshness before the slot: slot 0 is taken, but a stale answer is refused as stale.
+    let stale_on_taken = json!({"clinic":"c1","doctor":"d1","date":DATE,"slot":0,"patient":"B","external_ref":"cal-78",
+        "external_created_at": (now - chrono::Duration::minutes(35)).to_rfc3339()});
+    c.post("/v1/kloqo/bookings", WEB, &stale_on_taken.to_string()).await.expect_problem(422, "stale_external_booking");
     server.stop().await;
 }
 

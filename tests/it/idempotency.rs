@@ -118,3 +118,34 @@ async fn stored_answers_survive_a_restart() {
     assert_eq!(c.position().await, position, "replays after a restart execute nothing");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_are_scoped_to_the_tenant_and_every_writer_answer_is_stored() {
+    use crate::support::ADMIN;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path()).await;
+    let c = &server.client;
+    // A keyed 404 stays a 404 for that key, even once the doctor exists.
+    let body = booking("c1", "d1", DATE, 1, "Asha");
+    let unknown = c.post_keyed("/v1/kloqo/bookings", WEB, &body, "early").await;
+    unknown.expect_problem(404, "unknown_doctor");
+    c.schedule("kloqo", "c1", "d1", 4).await;
+    c.schedule("other", "c1", "d1", 4).await;
+    let replayed = c.post_keyed("/v1/kloqo/bookings", WEB, &body, "early").await;
+    assert_eq!((replayed.status, &replayed.body), (404, &unknown.body));
+
+    // The same admin key on two tenants is two keys: both execute.
+    let kloqo = c.post_keyed("/v1/kloqo/bookings", ADMIN, &body, "shared").await.expect(201);
+    let other = c.post_keyed("/v1/other/bookings", ADMIN, &body, "shared").await.expect(201);
+    assert_ne!(kloqo["booking_id"], other["booking_id"]);
+
+    // A refused reuse leaves the key's first answer in place.
+    let first = c.post_keyed("/v1/kloqo/bookings", WEB, &booking("c1", "d1", DATE, 2, "Ben"), "kept").await;
+    first.expect(201);
+    c.post_keyed("/v1/kloqo/bookings", WEB, &booking("c1", "d1", DATE, 3, "Ben"), "kept")
+        .await
+        .expect_problem(422, "idempotency_key_reused");
+    let again = c.post_keyed("/v1/kloqo/bookings", WEB, &booking("c1", "d1", DATE, 2, "Ben"), "kept").await;
+    assert_eq!((again.status, &again.body), (201, &first.body));
+    server.stop().await;
+}
