@@ -304,6 +304,53 @@ pub struct Problem {
     pub detail: String,
     /// Machine-readable, snake_case; extension members depend on it.
     pub code: String,
+    /// 400 `invalid_request`: the offending field, when one is named.
+    pub field: Option<String>,
+    /// `slot_taken`, `schedule_conflict`, `external_ref_bound`, `not_found`: the booking concerned.
+    pub booking_id: Option<Uuid>,
+    /// `slot_taken`: the holder's token.
+    pub token: Option<String>,
+    /// `slot_out_of_range`, `schedule_conflict`.
+    pub slot: Option<u32>,
+    /// `slot_out_of_range`.
+    pub slots_per_day: Option<u32>,
+    /// `schedule_conflict`.
+    pub date: Option<NaiveDate>,
+    /// `unknown_doctor`.
+    pub clinic: Option<String>,
+    /// `unknown_doctor`.
+    pub doctor: Option<String>,
+    /// `external_ref_bound`.
+    pub external_ref: Option<String>,
+    /// `external_ref_bound`: the bound booking's correlation id (the evidence).
+    pub correlation_id: Option<String>,
+    /// `stale_external_booking`.
+    pub age_secs: Option<i64>,
+    /// `stale_external_booking`.
+    pub window_secs: Option<i64>,
+    /// `purchase_in_progress`, `claim_superseded`.
+    pub claim_id: Option<Uuid>,
+    /// `purchase_in_progress`.
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    /// `phone_number_in_use`, with the `business` that has it.
+    pub phone_number: Option<String>,
+    pub business: Option<String>,
+    /// `number_blocked`.
+    pub number: Option<String>,
+    /// `number_blocked`, `campaign_halted`.
+    pub reason: Option<String>,
+    /// `call_in_progress`, `recently_called`, `outcome_already_recorded`, `not_found`.
+    pub call_id: Option<Uuid>,
+    /// `recently_called`.
+    pub called_at: Option<DateTime<Utc>>,
+    /// `recently_called`: from when the number may be called again.
+    pub retry_after: Option<DateTime<Utc>>,
+    /// `campaign_halted`.
+    pub campaign: Option<String>,
+    /// `outcome_already_recorded`: the outcome on record.
+    pub outcome: Option<String>,
+    /// `not_found` of a community.
+    pub slug: Option<String>,
 }
 
 fn json<T: Serialize>(value: &T) -> Vec<u8> {
