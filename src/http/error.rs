@@ -131,9 +131,9 @@ impl From<&Rejection> for ApiError {
     }
 }
 
-/// RFC 3339 in UTC with microseconds, the way every time in the API is written.
+/// RFC 3339 in UTC, spelled exactly as serde writes the times in bodies.
 pub fn rfc3339(at: &chrono::DateTime<chrono::Utc>) -> String {
-    at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+    at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
 }
 
 impl From<SubmitError> for ApiError {

@@ -3,10 +3,12 @@
 
 mod calls;
 mod clinics;
+mod communities;
 mod concurrency;
 mod crash;
 mod durability;
 mod format;
 mod idempotency;
 mod openapi;
+mod phones;
 mod support;
