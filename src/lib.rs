@@ -11,13 +11,15 @@
 //! - [`log`]: the segmented append-only file format and its in-memory twin.
 //! - [`writer`]: the single-writer actor, the only code that calls both.
 //! - [`http`]: the HTTP API of `shared/API.md`.
-//! - [`cli`]: configuration, start-up, shutdown.
+//! - [`forensics`]: the read side for investigators (audit, clinic index, JSON, timeline).
+//! - [`cli`]: configuration, start-up, shutdown, and the offline commands.
 //! - [`metrics`]: Prometheus counters and histograms.
 //!
 //! `ARCHITECTURE.md` has the codemap and the invariants.
 
 pub mod cli;
 pub mod core;
+pub mod forensics;
 pub mod http;
 pub mod log;
 pub mod metrics;

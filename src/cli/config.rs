@@ -11,6 +11,7 @@ use crate::http::auth::{Role, Token};
 use crate::http::extract::valid_tenant;
 use crate::log::FileLogOptions;
 use crate::writer::WriterConfig;
+use crate::writer::journal::JournalConfig;
 
 pub const DEFAULT_DATA_DIR: &str = "data";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -46,6 +47,10 @@ pub struct LimitsSection {
     pub batch_len_max: usize,
     /// A log segment is closed once it would grow past this many bytes.
     pub segment_bytes_max: u64,
+    /// The rejection journal keeps at most this many segments (older ones are deleted)...
+    pub rejections_segments_max: usize,
+    /// ...of at most this many bytes each.
+    pub rejections_segment_bytes_max: u64,
 }
 
 impl Default for LimitsSection {
@@ -55,6 +60,8 @@ impl Default for LimitsSection {
             queue_len_max: writer.queue_len_max,
             batch_len_max: writer.batch_len_max,
             segment_bytes_max: FileLogOptions::default().segment_bytes_max,
+            rejections_segments_max: JournalConfig::default().segments_max,
+            rejections_segment_bytes_max: JournalConfig::default().segment_bytes_max,
         }
     }
 }
@@ -109,6 +116,7 @@ pub struct Config {
     pub writer: WriterConfig,
     pub log: FileLogOptions,
     pub rules: Rules,
+    pub journal: JournalConfig,
     /// (secret, token); empty means "create an admin token in the data directory".
     pub tokens: Vec<(String, Token)>,
 }
@@ -149,6 +157,11 @@ impl Config {
             queue_len_max: check_range("limits.queue_len_max", limits.queue_len_max, 1, 1 << 20)?,
             batch_len_max: check_range("limits.batch_len_max", limits.batch_len_max, 1, 1 << 16)?,
             ..WriterConfig::default()
+        };
+        let journal = JournalConfig {
+            segments_max: check_range("limits.rejections_segments_max", limits.rejections_segments_max, 2, 1 << 20)?,
+            segment_bytes_max: check_range("limits.rejections_segment_bytes_max", limits.rejections_segment_bytes_max, 4096, 1 << 32)?,
+            ..JournalConfig::default()
         };
         let log = FileLogOptions { segment_bytes_max: check_range("limits.segment_bytes_max", limits.segment_bytes_max, 4096, 1 << 32)? };
         let seconds = |field: &str, value: u64| -> Result<chrono::Duration, ConfigError> {
@@ -197,6 +210,7 @@ impl Config {
             writer,
             log,
             rules,
+            journal,
             tokens,
         })
     }

@@ -1,8 +1,11 @@
 //! The command line: `ledger serve` and (later) the offline commands.
 //! Configuration, start-up and shutdown live here; `anyhow` only at this edge.
 
+pub mod audit;
 pub mod config;
 pub mod serve;
+pub mod timeline;
+pub mod verify;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -30,6 +33,16 @@ pub enum CommandLine {
         #[arg(long)]
         listen: Option<String>,
     },
+    /// Print the ledger as a timeline, one line per event (offline).
+    Replay(timeline::ReplayArgs),
+    /// Re-derive the ledger's invariants from its raw events; exit 1 listing any violation (offline).
+    Audit(audit::AuditArgs),
+    /// Check every record's checksum and the hash chain, and the journals; exit 1 at the first bad record (offline).
+    Verify(verify::VerifyArgs),
+    /// Print a clinic's slots on a date, now or as of a position, as a table (offline).
+    Slots(timeline::SlotsArgs),
+    /// Print every event as JSON lines (offline).
+    Export(timeline::ExportArgs),
 }
 
 /// Exit codes: 0 clean, 1 a runtime failure, 2 a configuration mistake.
@@ -61,5 +74,68 @@ pub fn main() -> std::process::ExitCode {
                 }
             }
         }
+        CommandLine::Replay(args) => offline(timeline::replay(&args)),
+        CommandLine::Audit(args) => offline(audit::run(&args)),
+        CommandLine::Verify(args) => offline(verify::run(&args)),
+        CommandLine::Slots(args) => offline(timeline::slots(&args)),
+        CommandLine::Export(args) => offline(timeline::export(&args)),
+    }
+}
+
+/// The exit code of an offline command: 0 clean, 1 a finding (what it found is
+/// already printed) or a failure (a data directory a server holds, say).
+fn offline(result: anyhow::Result<Finding>) -> std::process::ExitCode {
+    use std::process::ExitCode;
+    match result {
+        Ok(Finding::Clean) => ExitCode::SUCCESS,
+        Ok(Finding::Found) => ExitCode::from(1),
+        Err(error) => {
+            eprintln!("ledger: {error:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// What an offline check found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finding {
+    Clean,
+    Found,
+}
+
+/// The data directory for an offline command, locked so that no server starts
+/// on it meanwhile; a directory a server holds is refused.
+pub fn open_offline(data: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    anyhow::ensure!(data.join(serve::LEDGER_DIR).is_dir(), "{} holds no ledger (no {} directory)", data.display(), serve::LEDGER_DIR);
+    serve::lock_data_dir(data).map_err(|e| anyhow::anyhow!("{e:#}: stop the server first, or run this on a copy of the directory"))
+}
+
+/// A progress bar on stderr for runs that last over a second on a terminal;
+/// nothing at all when stderr is piped.
+pub struct Progress {
+    bar: indicatif::ProgressBar,
+    terminal: bool,
+    shown: bool,
+}
+
+impl Progress {
+    pub fn new(total: u64, what: &str) -> Progress {
+        use std::io::IsTerminal;
+        let bar = indicatif::ProgressBar::with_draw_target(Some(total), indicatif::ProgressDrawTarget::hidden());
+        bar.set_style(indicatif::ProgressStyle::with_template("{msg} {bar:40} {pos}/{len} ({per_sec}, {eta})").expect("a valid template"));
+        bar.set_message(what.to_owned());
+        Progress { bar, terminal: std::io::stderr().is_terminal(), shown: false }
+    }
+
+    pub fn inc(&mut self, n: u64) {
+        self.bar.inc(n);
+        if self.terminal && !self.shown && self.bar.elapsed() > std::time::Duration::from_secs(1) {
+            self.bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+            self.shown = true;
+        }
+    }
+
+    pub fn finish(&self) {
+        self.bar.finish_and_clear();
     }
 }

@@ -15,14 +15,16 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
 use super::config::Config;
+use crate::forensics::clinics::ClinicIndex;
 use crate::http::auth::{Auth, Role, Token};
 use crate::http::{AppState, app, views};
 use crate::log::{FileLog, FileLogOptions, Log};
 use crate::metrics::Metrics;
-use crate::writer::{self, Clock, Writer};
+use crate::writer::{self, Clock, RecoverError, Writer};
 
 pub const LEDGER_DIR: &str = "ledger";
 pub const RESPONSES_DIR: &str = "responses";
+pub const REJECTIONS_DIR: &str = "rejections";
 pub const ADMIN_TOKEN_FILE: &str = "admin.token";
 pub const LOCK_FILE: &str = "LOCK";
 
@@ -94,7 +96,15 @@ pub async fn serve(
     }
     let metrics = Arc::new(Metrics::new());
     let ledger_dir = data_dir.join(LEDGER_DIR);
-    let state = Arc::new(AppState::new(Auth::new(tokens), metrics.clone(), Some(ledger_dir.clone()), clock.clone()));
+    let journal_dir = data_dir.join(REJECTIONS_DIR);
+    let journal_log = open_log(&journal_dir, FileLogOptions { segment_bytes_max: config.journal.segment_bytes_max })?;
+    let (journal, journal_handle, journal_thread) = writer::journal::spawn(journal_log, &journal_dir, config.journal);
+    let mut state = AppState::new(Auth::new(tokens), metrics.clone(), Some(ledger_dir.clone()), clock.clone());
+    state.journal = Some(journal_handle);
+    state.rules = config.rules;
+    let clinic_index = ClinicIndex::new(&ledger_dir);
+    state.clinic_index = Some(clinic_index.clone());
+    let state = Arc::new(state);
 
     let listener = TcpListener::bind(config.listen).await.with_context(|| format!("listening on {}", config.listen))?;
     let addr = listener.local_addr()?;
@@ -102,17 +112,19 @@ pub async fn serve(
     on_listening(addr);
     let abort = Arc::new(Notify::new());
     let stop = {
-        let abort = abort.clone();
+        let (abort, state) = (abort.clone(), state.clone());
         async move {
             tokio::select! {
                 () = shutdown => tracing::info!("shutting down: no new requests; draining the writer's queue"),
                 () = abort.notified() => {}
             }
+            state.stopping.send_replace(true);
         }
     };
     let server = tokio::spawn(axum::serve(listener, app(state.clone())).with_graceful_shutdown(stop).into_future());
 
     let (rules, log_options, writer_config) = (config.rules, config.log, config.writer);
+    let ledger_dir_for_forensics = ledger_dir.clone();
     let recovered = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
         let log = open_log(&ledger_dir, log_options)?;
         let responses = open_log(&data_dir.join(RESPONSES_DIR), log_options)?;
@@ -123,6 +135,14 @@ pub async fn serve(
     let (log, responses, recovered, clock) = match recovered {
         Ok(recovered) => recovered,
         Err(error) => {
+            // A log that breaks the rules is not served from, but it is the very
+            // thing an investigator needs to see: forensics stay up.
+            if let Some(RecoverError::Violation { .. }) = error.downcast_ref::<RecoverError>() {
+                let last = crate::log::last_position(&ledger_dir_for_forensics)?.unwrap_or(0);
+                tracing::error!("{error:#}; commands are refused, forensics are served (GET /v1/{{tenant}}/audit)");
+                let _ = state.forensic_only.set((last, format!("{error:#}")));
+                return server.await.context("the server task")?.context("serving HTTP");
+            }
             abort.notify_one();
             let _ = server.await;
             return Err(error);
@@ -139,14 +159,16 @@ pub async fn serve(
     );
     metrics.replayed_events.set(recovered.events as i64);
     let log: Box<dyn Log> = Box::new(log);
-    let writer = Writer::new(log, Box::new(responses), recovered.state, views::render, clock, writer_config, metrics);
+    let writer = Writer::new(log, Box::new(responses), recovered.state, views::render, clock, writer_config, metrics).with_journal(journal);
     let (handle, thread) = writer.spawn();
+    tokio::spawn(crate::forensics::clinics::follow(clinic_index, handle.durable()));
     state.set_writer(handle);
 
     let served = server.await.context("the server task")?;
     // The last handle goes with the state: the writer drains its queue and stops.
     drop(state);
     tokio::task::spawn_blocking(move || thread.join()).await?.map_err(|_| anyhow::anyhow!("the writer thread panicked"))?;
+    tokio::task::spawn_blocking(move || journal_thread.join()).await?.map_err(|_| anyhow::anyhow!("the journal thread panicked"))?;
     served.context("serving HTTP")?;
     tracing::info!("stopped cleanly");
     Ok(())

@@ -346,6 +346,23 @@ pub enum Rejection {
 }
 
 impl Rejection {
+    /// What the command ran into, as `kind:id`, for the rejection journal.
+    pub fn conflicts_with(&self) -> Option<String> {
+        Some(match self {
+            Rejection::SlotTaken { booking_id, .. }
+            | Rejection::ScheduleConflict { booking_id, .. }
+            | Rejection::ExternalRefBound { booking_id, .. } => format!("booking:{booking_id}"),
+            Rejection::PurchaseInProgress { claim_id, .. } | Rejection::ClaimSuperseded { claim_id } => format!("claim:{claim_id}"),
+            Rejection::PhoneNumberInUse { business, .. } => format!("business:{business}"),
+            Rejection::NumberBlocked { number, .. } => format!("number:{number}"),
+            Rejection::CallInProgress { call_id }
+            | Rejection::RecentlyCalled { call_id, .. }
+            | Rejection::OutcomeAlreadyRecorded { call_id, .. } => format!("call:{call_id}"),
+            Rejection::CampaignHalted { campaign, .. } => format!("campaign:{campaign}"),
+            _ => return None,
+        })
+    }
+
     /// The machine-readable code of API.md.
     pub fn code(&self) -> &'static str {
         match self {

@@ -13,7 +13,7 @@ use super::clinics::{NAME_CHARS_MAX, REASON_CHARS_MAX, check_text};
 use super::error::ApiError;
 use super::extract::{JsonBody, PathParams, QueryParams, TenantCall};
 use super::phones::e164;
-use super::views::{BlockedView, CallView, CallsView, CampaignView, Problem, respond};
+use super::views::{BlockedView, CallView, CallsView, CampaignView, Problem};
 use crate::core::{Action, CallState, Campaign};
 
 /// At most this many calls are listed by one `GET /calls`.
@@ -47,7 +47,7 @@ pub async fn start(call: TenantCall, body: JsonBody<StartCallRequest>) -> Result
     check_text("campaign", &request.campaign, NAME_CHARS_MAX)?;
     let to = e164("to", &request.to, request.default_region.as_deref())?;
     let action = Action::StartCall { call_id: Uuid::now_v7(), campaign: request.campaign.as_str().into(), to };
-    Ok(respond(call.writer()?.submit(call.command(action, &body.raw)).await?))
+    call.execute(action, &body.raw).await
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
@@ -91,7 +91,7 @@ pub async fn outcome(call: TenantCall, path: PathParams<(String, String)>, body:
         OutcomeRequest::Failed => CallState::Failed,
         OutcomeRequest::BadNumber => CallState::BadNumber,
     };
-    Ok(respond(call.writer()?.submit(call.command(Action::RecordOutcome { call_id, outcome }, &body.raw)).await?))
+    call.execute(Action::RecordOutcome { call_id, outcome }, &body.raw).await
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -181,7 +181,7 @@ pub async fn resume(call: TenantCall, path: PathParams<(String, String)>, body: 
     let campaign = campaign(path)?;
     check_text("reason", &body.value.reason, REASON_CHARS_MAX)?;
     let action = Action::ResumeCampaign { campaign: campaign.into(), reason: body.value.reason.as_str().into() };
-    Ok(respond(call.writer()?.submit(call.command(action, &body.raw)).await?))
+    call.execute(action, &body.raw).await
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -210,5 +210,5 @@ pub async fn block(call: TenantCall, body: JsonBody<BlockRequest>) -> Result<Res
     check_text("reason", &request.reason, REASON_CHARS_MAX)?;
     let number = e164("number", &request.number, request.default_region.as_deref())?;
     let action = Action::BlockNumber { number, reason: request.reason.as_str().into() };
-    Ok(respond(call.writer()?.submit(call.command(action, &body.raw)).await?))
+    call.execute(action, &body.raw).await
 }

@@ -1,6 +1,7 @@
 //! Clinics and bookings: schedules, bookings, cancellations, the slot projection.
 
 use axum::Json;
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, NaiveDate, NaiveTime, Timelike, Utc};
 use serde::Deserialize;
@@ -9,7 +10,7 @@ use uuid::Uuid;
 
 use super::error::ApiError;
 use super::extract::{JsonBody, PathParams, QueryParams, TenantCall};
-use super::views::{BookingView, DoctorSlotsView, Problem, ScheduleView, SlotState, SlotView, SlotsView, format_minute, respond};
+use super::views::{BookingView, DoctorSlotsView, Problem, ScheduleView, SlotState, SlotView, SlotsView, format_minute};
 use crate::core::{Action, BookRequest, BookingKind, Schedule, State};
 
 pub const NAME_CHARS_MAX: usize = 128;
@@ -18,6 +19,8 @@ pub const REF_CHARS_MAX: usize = 255;
 pub const REASON_CHARS_MAX: usize = 1000;
 pub const SLOTS_PER_DAY_MAX: u32 = 1000;
 pub const SLOT_MINUTES_MAX: u32 = 480;
+/// How long a time-travel query waits for the clinic index to reach its position.
+pub const AS_OF_INDEX_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A text field: 1..=`max` characters, none of them control characters.
 pub fn check_text(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
@@ -101,8 +104,7 @@ pub async fn put_schedule(
     check_text("clinic", &clinic, NAME_CHARS_MAX)?;
     check_text("doctor", &doctor, NAME_CHARS_MAX)?;
     let schedule = body.value.validate()?;
-    let command = call.command(Action::SetSchedule { clinic: clinic.into(), doctor: doctor.into(), schedule }, &body.raw);
-    Ok(respond(call.writer()?.submit(command).await?))
+    call.execute(Action::SetSchedule { clinic: clinic.into(), doctor: doctor.into(), schedule }, &body.raw).await
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, ToSchema)]
@@ -179,8 +181,7 @@ impl BookingRequest {
 )]
 pub async fn create_booking(call: TenantCall, body: JsonBody<BookingRequest>) -> Result<Response, ApiError> {
     let raw = body.raw;
-    let command = call.command(Action::Book(body.value.validate()?), &raw);
-    Ok(respond(call.writer()?.submit(command).await?))
+    call.execute(Action::Book(body.value.validate()?), &raw).await
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -217,8 +218,8 @@ pub async fn cancel_booking(
     let PathParams((_, booking_id)) = path;
     let booking_id = parse_booking_id(&booking_id)?;
     check_optional_text("reason", &body.value.reason, REASON_CHARS_MAX)?;
-    let command = call.command(Action::Cancel { booking_id, reason: body.value.reason.map(Into::into) }, &body.raw);
-    Ok(respond(call.writer()?.submit(command).await?))
+    let reason = body.value.reason.as_deref().map(Into::into);
+    call.execute(Action::Cancel { booking_id, reason }, &body.raw).await
 }
 
 /// A booking as it stands.
@@ -309,13 +310,18 @@ pub async fn get_slots(
     if as_of > position {
         return Err(ApiError::field("as_of", format!("the ledger's last position is {position}")));
     }
-    let dir = call.app().ledger_dir.clone().ok_or_else(|| ApiError::field("as_of", "this server keeps no log on disk"))?;
-    let state = tokio::task::spawn_blocking(move || crate::writer::state_as_of(&dir, as_of))
+    let index = call.app().clinic_index.clone().ok_or_else(|| ApiError::field("as_of", "this server keeps no clinic index"))?;
+    if tokio::time::timeout(AS_OF_INDEX_WAIT, index.wait_for(as_of)).await.is_err() {
+        return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "the clinic index is still catching up with the ledger")
+            .retry_after(1));
+    }
+    let (tenant, clinic_name) = (call.tenant.clone(), clinic.clone());
+    let state = tokio::task::spawn_blocking(move || index.clinic_as_of(&tenant, &clinic_name, as_of))
         .await
         .expect("the time-travel read panicked")
         .map_err(|error| {
             tracing::error!(%error, as_of, "reading the ledger for a time-travel query failed");
-            ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, "storage_failure", error.to_string())
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage_failure", error.to_string())
         })?;
     Ok(Json(slots_view(&state, &call.tenant, &clinic, date, query.doctor.as_deref())))
 }

@@ -10,7 +10,7 @@ use uuid::Uuid;
 use super::clinics::{NAME_CHARS_MAX, check_text};
 use super::error::ApiError;
 use super::extract::{JsonBody, PathParams, TenantCall};
-use super::views::{CommunityView, Problem, respond};
+use super::views::{CommunityView, Problem};
 use crate::core::Action;
 
 pub const COMMUNITY_NAME_CHARS_MAX: usize = 200;
@@ -46,7 +46,7 @@ pub async fn create(call: TenantCall, body: JsonBody<CommunityRequest>) -> Resul
         owner: request.owner.as_str().into(),
         plan: request.plan.as_str().into(),
     };
-    Ok(respond(call.writer()?.submit(call.command(action, &body.raw)).await?))
+    call.execute(action, &body.raw).await
 }
 
 /// A community by its slug.

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, FromRequestParts, Path, Query, RawPathParams, Request};
+use axum::extract::{FromRequest, FromRequestParts, OriginalUri, Path, Query, RawPathParams, Request};
 use axum::http::request::Parts;
 use axum::http::{Method, StatusCode, header};
 use serde::de::DeserializeOwned;
@@ -16,6 +16,7 @@ use super::error::ApiError;
 use super::{AppState, Shared};
 use crate::core::{Action, Command, IdempotencyKey, Text};
 use crate::writer::WriterHandle;
+use crate::writer::journal::Origin;
 
 pub const BODY_BYTES_MAX: usize = 64 * 1024;
 pub const IDEMPOTENCY_KEY_LEN_MAX: usize = 255;
@@ -87,7 +88,8 @@ impl FromRequestParts<Shared> for TenantCall {
             request_id: request_id.into(),
             idempotency_key,
             method: parts.method.clone(),
-            path: parts.uri.path().to_owned(),
+            // The full path: inside the nested tenant router `parts.uri` lacks `/v1/{tenant}`.
+            path: parts.extensions.get::<OriginalUri>().map_or_else(|| parts.uri.path().to_owned(), |uri| uri.path().to_owned()),
             app: app.clone(),
         })
     }
@@ -100,6 +102,14 @@ impl TenantCall {
 
     pub fn writer(&self) -> Result<&WriterHandle, ApiError> {
         self.app.writer()
+    }
+
+    /// Submits `action` (from a request with `body`) to the writer and answers
+    /// what it decided. A refused command is journaled with its request.
+    pub async fn execute(&self, action: Action, body: &Bytes) -> Result<axum::response::Response, ApiError> {
+        let command = self.command(action, body);
+        let origin = Origin { method: self.method.as_str().into(), path: self.path.as_str().into(), body: body.clone() };
+        Ok(super::views::respond(self.writer()?.submit_from(command, Some(origin)).await?))
     }
 
     /// The command for `action`, with the fingerprint of this request (method,

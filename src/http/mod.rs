@@ -9,6 +9,7 @@ mod clinics;
 mod communities;
 pub mod error;
 pub mod extract;
+mod forensics;
 mod ops;
 mod phones;
 pub mod views;
@@ -27,7 +28,9 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
+use crate::forensics::clinics::ClinicIndex;
 use crate::metrics::Metrics;
+use crate::writer::journal::JournalHandle;
 use crate::writer::{Clock, WriterHandle};
 use auth::Auth;
 use error::ApiError;
@@ -41,13 +44,35 @@ pub struct AppState {
     pub ledger_dir: Option<PathBuf>,
     /// The writer's clock, for reads that depend on time ("older than", "within an hour").
     pub clock: Arc<dyn Clock>,
+    /// The rules the writer decides with, for the audit.
+    pub rules: crate::core::Rules,
+    /// The rejection journal, read by `GET /rejections`.
+    pub journal: Option<JournalHandle>,
+    /// Where each clinic's events are, for time-travel queries.
+    pub clinic_index: Option<Arc<ClinicIndex>>,
+    /// Set when the ledger breaks its invariants: no writer, commands refused,
+    /// forensics served up to this last position, for the reason given.
+    pub forensic_only: OnceLock<(u64, String)>,
+    /// Set to true when the server starts shutting down: live streams end.
+    pub stopping: tokio::sync::watch::Sender<bool>,
 }
 
 pub type Shared = Arc<AppState>;
 
 impl AppState {
     pub fn new(auth: Auth, metrics: Arc<Metrics>, ledger_dir: Option<PathBuf>, clock: Arc<dyn Clock>) -> AppState {
-        AppState { writer: OnceLock::new(), auth, metrics, ledger_dir, clock }
+        AppState {
+            writer: OnceLock::new(),
+            auth,
+            metrics,
+            ledger_dir,
+            clock,
+            rules: Default::default(),
+            journal: None,
+            clinic_index: None,
+            forensic_only: OnceLock::new(),
+            stopping: tokio::sync::watch::Sender::new(false),
+        }
     }
 
     /// Marks the server ready: commands go to `writer` from now on.
@@ -56,9 +81,34 @@ impl AppState {
     }
 
     pub fn writer(&self) -> Result<&WriterHandle, ApiError> {
+        if let Some((_, reason)) = self.forensic_only.get() {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                format!("{reason}; only forensics are served (GET /v1/{{tenant}}/audit)"),
+            ));
+        }
         self.writer.get().ok_or_else(|| {
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "the ledger is still rebuilding its projections").retry_after(1)
         })
+    }
+
+    /// The last durable position forensics may read: the writer's, or in
+    /// forensic-only mode the last record on disk.
+    pub fn durable_position(&self) -> Result<u64, ApiError> {
+        match self.forensic_only.get() {
+            Some((last, _)) => Ok(*last),
+            None => Ok(self.writer()?.read(|state| state.position)),
+        }
+    }
+
+    /// Follows the durable position; in forensic-only mode it never moves and
+    /// its sender is gone, so a live stream ends once it has caught up.
+    pub fn durable_watch(&self) -> Result<tokio::sync::watch::Receiver<u64>, ApiError> {
+        match self.forensic_only.get() {
+            Some((last, _)) => Ok(tokio::sync::watch::channel(*last).1),
+            None => Ok(self.writer()?.durable()),
+        }
     }
 }
 
@@ -70,6 +120,7 @@ impl AppState {
         phones::claim, phones::complete, phones::fail, phones::release, phones::get,
         calls::start, calls::outcome, calls::list, calls::get_campaign, calls::resume, calls::block,
         communities::create, communities::get,
+        forensics::events, forensics::stream, forensics::rejections, forensics::audit,
         ops::healthz, ops::readyz, ops::metrics, ops::openapi,
     ),
     modifiers(&BearerAuth)
@@ -116,7 +167,11 @@ pub fn app(state: Shared) -> Router {
         .route("/campaigns/{campaign}/resume", post(calls::resume))
         .route("/blocked-numbers", post(calls::block))
         .route("/communities", post(communities::create))
-        .route("/communities/{slug}", get(communities::get));
+        .route("/communities/{slug}", get(communities::get))
+        .route("/events", get(forensics::events))
+        .route("/events/stream", get(forensics::stream))
+        .route("/rejections", get(forensics::rejections))
+        .route("/audit", get(forensics::audit));
     let router = Router::new()
         .nest("/v1/{tenant}", tenant)
         .route("/healthz", get(ops::healthz))

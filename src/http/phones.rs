@@ -9,7 +9,7 @@ use uuid::Uuid;
 use super::clinics::{NAME_CHARS_MAX, REASON_CHARS_MAX, check_text};
 use super::error::ApiError;
 use super::extract::{JsonBody, PathParams, TenantCall};
-use super::views::{PhoneView, Problem, respond};
+use super::views::{PhoneView, Problem};
 use crate::core::{Action, Text};
 
 /// Parses `text` as a phone number (with `default_region` for numbers written
@@ -64,8 +64,7 @@ pub struct ClaimRequest {}
     security(("bearer" = []))
 )]
 pub async fn claim(call: TenantCall, path: PathParams<(String, String)>, body: JsonBody<ClaimRequest>) -> Result<Response, ApiError> {
-    let command = call.command(Action::ClaimPhone { business: business(path)?, claim_id: Uuid::now_v7() }, &body.raw);
-    Ok(respond(call.writer()?.submit(command).await?))
+    call.execute(Action::ClaimPhone { business: business(path)?, claim_id: Uuid::now_v7() }, &body.raw).await
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -97,7 +96,7 @@ pub async fn complete(call: TenantCall, path: PathParams<(String, String)>, body
     let phone_number = e164("phone_number", &request.phone_number, None)?;
     let action =
         Action::CompletePhone { business, claim_id: request.claim_id, phone_number, provider_sid: request.provider_sid.as_str().into() };
-    Ok(respond(call.writer()?.submit(call.command(action, &body.raw)).await?))
+    call.execute(action, &body.raw).await
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -123,7 +122,7 @@ pub async fn fail(call: TenantCall, path: PathParams<(String, String)>, body: Js
     let business = business(path)?;
     check_text("reason", &body.value.reason, REASON_CHARS_MAX)?;
     let action = Action::FailPhone { business, claim_id: body.value.claim_id, reason: body.value.reason.as_str().into() };
-    Ok(respond(call.writer()?.submit(call.command(action, &body.raw)).await?))
+    call.execute(action, &body.raw).await
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -150,7 +149,7 @@ pub async fn release(call: TenantCall, path: PathParams<(String, String)>, body:
         check_text("reason", reason, REASON_CHARS_MAX)?;
     }
     let action = Action::ReleasePhone { business, reason: body.value.reason.as_deref().map(Into::into) };
-    Ok(respond(call.writer()?.submit(call.command(action, &body.raw)).await?))
+    call.execute(action, &body.raw).await
 }
 
 /// The business's number as it stands.

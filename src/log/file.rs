@@ -60,12 +60,12 @@ pub struct FileLog {
     poisoned: bool,
 }
 
-fn segment_path(dir: &Path, first_position: Position) -> PathBuf {
+pub(super) fn segment_path(dir: &Path, first_position: Position) -> PathBuf {
     dir.join(format!("{first_position:020}.seg"))
 }
 
 /// The segments in `dir`, by first position.
-fn list_segments(dir: &Path) -> Result<Vec<(Position, PathBuf)>, LogError> {
+pub(super) fn list_segments(dir: &Path) -> Result<Vec<(Position, PathBuf)>, LogError> {
     let mut segments = Vec::new();
     for entry in fs::read_dir(dir).map_err(LogError::io(dir))? {
         let entry = entry.map_err(LogError::io(dir))?;
@@ -100,7 +100,7 @@ fn corrupt(path: &Path, position: Position, offset: usize, reason: impl Into<Str
 /// Whether any intact record of position `expected` or later starts after `offset`.
 /// This tells corruption (valid records follow the damage) from a torn tail (only
 /// garbage follows, because the crash interrupted the last write).
-fn intact_record_after(bytes: &[u8], offset: usize, expected: Position) -> bool {
+pub(super) fn intact_record_after(bytes: &[u8], offset: usize, expected: Position) -> bool {
     let plausible_max = expected + (bytes.len() / FRAME_HEADER_BYTES) as u64;
     (offset + 1..bytes.len().saturating_sub(FRAME_HEADER_BYTES - 1)).any(|o| {
         let position = u64::from_le_bytes(bytes[o + 8..o + 16].try_into().unwrap());
@@ -262,6 +262,39 @@ impl Log for FileLog {
     fn read_from(&self, from: Position, visit: &mut Visit<'_>) -> Result<(), LogError> {
         read_dir(&self.dir, from, self.position_synced, visit)
     }
+}
+
+/// The position of the oldest record kept in `dir` (segments may have been rotated away).
+pub fn first_position(dir: &Path) -> Result<Option<Position>, LogError> {
+    Ok(list_segments(dir)?.first().map(|(first, _)| *first))
+}
+
+/// The position of the last intact record in `dir`, read-only (for offline
+/// readers: a torn tail is not cut off, just not counted).
+pub fn last_position(dir: &Path) -> Result<Option<Position>, LogError> {
+    // Only the last segment holding a record is read.
+    for (first, _) in list_segments(dir)?.iter().rev() {
+        let mut tail = super::Tail::new(dir, *first);
+        let mut last = None;
+        while tail.read_available(1 << 16, &mut |position, _, _| last = Some(position))? > 0 {}
+        if last.is_some() {
+            return Ok(last);
+        }
+    }
+    Ok(None)
+}
+
+/// Deletes the oldest segments until at most `keep` remain (never the last one).
+pub fn remove_oldest_segments(dir: &Path, keep: usize) -> Result<usize, LogError> {
+    let segments = list_segments(dir)?;
+    let excess = segments.len().saturating_sub(keep.max(1));
+    for (_, path) in &segments[..excess] {
+        fs::remove_file(path).map_err(LogError::io(path))?;
+    }
+    if excess > 0 {
+        sync_dir(dir)?;
+    }
+    Ok(excess)
 }
 
 /// Reads the records of the log in `dir` from position `from` through `last`, checking

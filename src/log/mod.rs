@@ -9,12 +9,15 @@ pub mod codec;
 mod file;
 pub mod frame;
 mod memory;
+mod tail;
+pub mod verify;
 
 use std::ops::ControlFlow;
 use std::path::PathBuf;
 
-pub use file::{FileLog, FileLogOptions, OpenReport, read_dir};
+pub use file::{FileLog, FileLogOptions, OpenReport, first_position, last_position, read_dir, remove_oldest_segments};
 pub use memory::{Faults, MemoryLog};
+pub use tail::{Location, Tail, read_at, read_many};
 
 pub type Position = u64;
 

@@ -10,7 +10,7 @@
 //!
 //! It runs on its own OS thread, not a tokio task: it blocks in fdatasync.
 
-mod history;
+pub mod journal;
 mod recover;
 #[cfg(test)]
 mod tests;
@@ -22,13 +22,12 @@ use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use parking_lot::RwLock;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::core::{self, Command, Context, IdempotencyCheck, Rejection, Reply, Scope, State, StoredResponse};
 use crate::log::{Log, LogError, codec};
 use crate::metrics::Metrics;
 
-pub use history::state_as_of;
 pub use recover::{RecoverError, Recovered, recover};
 
 pub type Outcome = Result<Reply, Rejection>;
@@ -86,6 +85,8 @@ impl Default for WriterConfig {
 
 struct Submission {
     command: Command,
+    /// The request, journaled if the command is refused.
+    origin: Option<journal::Origin>,
     reply: oneshot::Sender<Result<Answer, SubmitError>>,
 }
 
@@ -95,13 +96,20 @@ pub struct WriterHandle {
     queue: mpsc::Sender<Submission>,
     published: Arc<RwLock<State>>,
     writable: Arc<AtomicBool>,
+    /// The last durable ledger position, for readers that follow the log.
+    durable: watch::Receiver<u64>,
 }
 
 impl WriterHandle {
     /// Queues `command` and waits for its durable answer.
     pub async fn submit(&self, command: Command) -> Result<Answer, SubmitError> {
+        self.submit_from(command, None).await
+    }
+
+    /// Like `submit`, with the request it came from, for the rejection journal.
+    pub async fn submit_from(&self, command: Command, origin: Option<journal::Origin>) -> Result<Answer, SubmitError> {
         let (reply, answer) = oneshot::channel();
-        self.queue.try_send(Submission { command, reply }).map_err(|e| match e {
+        self.queue.try_send(Submission { command, origin, reply }).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => SubmitError::Overloaded,
             mpsc::error::TrySendError::Closed(_) => SubmitError::Stopped,
         })?;
@@ -118,6 +126,11 @@ impl WriterHandle {
     /// False once a write failed: the writer has stopped.
     pub fn is_writable(&self) -> bool {
         self.writable.load(Ordering::Acquire)
+    }
+
+    /// Follows the last durable position: changes after every batch that appended.
+    pub fn durable(&self) -> watch::Receiver<u64> {
+        self.durable.clone()
     }
 
     pub fn queue_depth(&self) -> usize {
@@ -150,6 +163,10 @@ pub struct Writer {
     now_last: DateTime<Utc>,
     /// Set when a batch failed: its events may or may not be on disk.
     failed: bool,
+    /// The commands of the last batch that were refused, by index, for the journal.
+    refused: Vec<(usize, Rejection)>,
+    journal: Option<journal::JournalSender>,
+    durable: watch::Sender<u64>,
     encoded: Vec<u8>,
 }
 
@@ -168,6 +185,7 @@ impl Writer {
             log,
             responses,
             now_last: state.recorded_at_last,
+            durable: watch::Sender::new(state.position),
             published: Arc::new(RwLock::new(state.clone())),
             working: state,
             render,
@@ -175,8 +193,16 @@ impl Writer {
             config,
             metrics,
             failed: false,
+            refused: Vec::new(),
+            journal: None,
             encoded: Vec::with_capacity(1024),
         }
+    }
+
+    /// Refused commands go to this journal from now on.
+    pub fn with_journal(mut self, journal: journal::JournalSender) -> Writer {
+        self.journal = Some(journal);
+        self
     }
 
     fn now(&mut self) -> DateTime<Utc> {
@@ -202,7 +228,15 @@ impl Writer {
         let retention = self.working.rules.idempotency_retention;
         self.working.idempotency.expire(now, retention, self.config.expire_len_max);
         let mut batch = Batch::default();
-        let answers: Vec<Answer> = commands.iter().map(|c| self.decide_one(c, now, &mut batch)).collect::<Result<_, _>>()?;
+        self.refused.clear();
+        let mut answers = Vec::with_capacity(commands.len());
+        for (index, command) in commands.iter().enumerate() {
+            let (answer, refused) = self.decide_one(command, now, &mut batch)?;
+            if let Some(rejection) = refused {
+                self.refused.push((index, rejection));
+            }
+            answers.push(answer);
+        }
 
         let started = Instant::now();
         if !batch.events.is_empty() {
@@ -230,13 +264,16 @@ impl Writer {
         for (_, tenant, response) in responses {
             published.idempotency.record(&tenant, response, now);
         }
+        let position = published.position;
         drop(published);
+        self.durable.send_replace(position);
         self.metrics.batch_len.observe(commands.len() as f64);
         self.metrics.events_appended.inc_by(batch.events.len() as u64);
         Ok(answers)
     }
 
-    fn decide_one(&mut self, command: &Command, now: DateTime<Utc>, batch: &mut Batch) -> Result<Answer, LogError> {
+    /// One command's answer, and its rejection if it was refused now (not replayed).
+    fn decide_one(&mut self, command: &Command, now: DateTime<Utc>, batch: &mut Batch) -> Result<(Answer, Option<Rejection>), LogError> {
         if let Some(key) = &command.idempotency {
             let scope = Scope { tenant: command.tenant.clone(), actor: command.actor.clone(), key: key.key.clone() };
             let retention = self.working.rules.idempotency_retention;
@@ -244,12 +281,12 @@ impl Writer {
                 IdempotencyCheck::New => {}
                 IdempotencyCheck::Replay(stored) => {
                     self.metrics.command("replayed");
-                    return Ok(Answer::Stored { status: stored.status, body: stored.body, replayed: true });
+                    return Ok((Answer::Stored { status: stored.status, body: stored.body, replayed: true }, None));
                 }
                 IdempotencyCheck::Reused => {
                     let rejection = Rejection::IdempotencyKeyReused;
                     self.metrics.command(rejection.code());
-                    return Ok(Answer::Fresh(Err(rejection)));
+                    return Ok((Answer::Fresh(Err(rejection.clone())), Some(rejection)));
                 }
             }
         }
@@ -285,10 +322,12 @@ impl Writer {
             assert_eq!(position, event.position, "the log and the core agree on positions");
         }
         batch.events.append(&mut events);
-        Ok(match stored {
+        let refused = outcome.as_ref().err().cloned();
+        let answer = match stored {
             Some(stored) => Answer::Stored { status: stored.status, body: stored.body, replayed: false },
             None => Answer::Fresh(outcome),
-        })
+        };
+        Ok((answer, refused))
     }
 
     /// For a keyed command, renders its answer and records it in the working
@@ -311,7 +350,8 @@ impl Writer {
     pub fn spawn(self) -> (WriterHandle, JoinHandle<()>) {
         let (queue, receiver) = mpsc::channel(self.config.queue_len_max);
         let writable = Arc::new(AtomicBool::new(true));
-        let handle = WriterHandle { queue, published: self.published.clone(), writable: writable.clone() };
+        let handle =
+            WriterHandle { queue, published: self.published.clone(), writable: writable.clone(), durable: self.durable.subscribe() };
         let thread = std::thread::Builder::new()
             .name("ledger-writer".into())
             .spawn(move || self.run(receiver, &writable))
@@ -330,11 +370,13 @@ impl Writer {
         }
         let _unwritable = Unwritable(writable);
         let mut commands = Vec::with_capacity(self.config.batch_len_max);
+        let mut origins = Vec::with_capacity(self.config.batch_len_max);
         let mut replies = Vec::with_capacity(self.config.batch_len_max);
         while let Some(first) = receiver.blocking_recv() {
             let mut next = Some(first);
             while let Some(submission) = next.take() {
                 commands.push(submission.command);
+                origins.push(submission.origin);
                 replies.push(submission.reply);
                 if commands.len() < self.config.batch_len_max {
                     next = receiver.try_recv().ok();
@@ -346,6 +388,7 @@ impl Writer {
                     for (reply, answer) in replies.drain(..).zip(answers) {
                         let _ = reply.send(Ok(answer));
                     }
+                    self.journal_refused(&commands, &mut origins);
                 }
                 Err(error) => {
                     tracing::error!(%error, "the log failed; the writer stops accepting commands");
@@ -358,7 +401,32 @@ impl Writer {
                 }
             }
             commands.clear();
+            origins.clear();
         }
         tracing::info!(position = self.working.position, "writer drained its queue and stopped");
+    }
+}
+
+impl Writer {
+    /// Hands the last batch's refused commands to the rejection journal.
+    fn journal_refused(&mut self, commands: &[Command], origins: &mut [Option<journal::Origin>]) {
+        let Some(journal) = &self.journal else { return };
+        for (index, rejection) in self.refused.drain(..) {
+            let command = &commands[index];
+            let origin = origins[index].take();
+            journal.send(journal::Rejected {
+                recorded_at: self.now_last,
+                tenant: command.tenant.clone(),
+                actor: command.actor.clone(),
+                request_id: command.request_id.clone(),
+                idempotency_key: command.idempotency.as_ref().map(|k| k.key.clone()),
+                code: rejection.code().into(),
+                detail: rejection.to_string(),
+                conflicts_with: rejection.conflicts_with(),
+                method: origin.as_ref().map_or_else(|| "".into(), |o| o.method.clone()),
+                path: origin.as_ref().map_or_else(|| "".into(), |o| o.path.clone()),
+                body: origin.map(|o| o.body).unwrap_or_default(),
+            });
+        }
     }
 }

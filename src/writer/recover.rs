@@ -26,6 +26,10 @@ pub enum RecoverError {
     Codec { log: &'static str, position: Position, error: CodecError },
     #[error("ledger record at position {frame} holds the event of position {event}")]
     Misplaced { frame: Position, event: Position },
+    /// The log says something the rules forbid (two active bookings of a slot,
+    /// say): it was written past the core, or the core had a bug.
+    #[error("the ledger breaks an invariant at position {position}: {reason}")]
+    Violation { position: Position, reason: String },
 }
 
 /// Rebuilds the state from `log` and `responses`. Stored answers already older
@@ -38,7 +42,14 @@ pub fn recover(log: &dyn Log, responses: &dyn Log, rules: Rules, now: DateTime<U
     log.read_from(1, &mut |position, payload| {
         match codec::decode_event(payload) {
             Ok(event) if event.position == position => {
-                core::apply(&mut state, &event);
+                // `apply` asserts the invariants `decide` keeps; a log that breaks
+                // them is reported, not served from.
+                let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| core::apply(&mut state, &event)));
+                if let Err(panic) = applied {
+                    let reason = panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()));
+                    failure = Some(RecoverError::Violation { position, reason: reason.unwrap_or_default() });
+                    return ControlFlow::Break(());
+                }
                 events += 1;
                 return ControlFlow::Continue(());
             }

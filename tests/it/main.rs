@@ -1,14 +1,17 @@
 //! The integration tests: one binary, one module per area (matklad's
 //! "Delete Cargo Integration Tests").
 
+mod audit;
 mod calls;
 mod clinics;
 mod communities;
 mod concurrency;
 mod crash;
 mod durability;
+mod forensics;
 mod format;
 mod idempotency;
 mod openapi;
 mod phones;
 mod support;
+mod verify;

@@ -25,6 +25,8 @@ pub const ADMIN: &str = "admin-secret-0000000000";
 pub const WEB: &str = "kloqo-web-secret-000000";
 /// A second client token for tenant `kloqo`.
 pub const APP: &str = "kloqo-app-secret-000000";
+/// An admin token for tenant `kloqo` only.
+pub const KLOQO_ADMIN: &str = "kloqo-admin-secret-0000";
 /// A client token for tenant `other` only.
 pub const OTHER: &str = "other-web-secret-000000";
 
@@ -37,11 +39,13 @@ pub fn config(dir: &Path) -> Config {
         writer: WriterConfig::default(),
         log: FileLogOptions::default(),
         rules: Rules::default(),
+        journal: Default::default(),
         tokens: vec![
             token(ADMIN, "admin", "*", Role::Admin),
             token(WEB, "kloqo-web", "kloqo", Role::Client),
             token(APP, "kloqo-app", "kloqo", Role::Client),
             token(OTHER, "other-web", "other", Role::Client),
+            token(KLOQO_ADMIN, "kloqo-admin", "kloqo", Role::Admin),
         ],
     }
 }
@@ -196,6 +200,14 @@ impl Server {
     }
 
     pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> Server {
+        let server = Server::start_listening(config, clock).await;
+        server.client.wait_ready().await;
+        server
+    }
+
+    /// Starts a server and waits only until it answers `/healthz`: for ledgers
+    /// it will not become ready on.
+    pub async fn start_listening(config: Config, clock: Arc<dyn Clock>) -> Server {
         let (stop, stopped) = oneshot::channel::<()>();
         let (listening, addr) = oneshot::channel();
         let task = tokio::spawn(serve(
@@ -209,7 +221,6 @@ impl Server {
             },
         ));
         let client = Client::new(addr.await.expect("the server listens"));
-        client.wait_ready().await;
         Server { client, stop, task }
     }
 

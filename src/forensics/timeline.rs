@@ -1,0 +1,61 @@
+//! Events as a human timeline: one line each, saying what happened.
+
+use crate::core::{Duplicate, Event, EventKind, format_date, token};
+
+/// What the event says happened, in a few words.
+pub fn describe(kind: &EventKind) -> String {
+    match kind {
+        EventKind::ScheduleSet { clinic, doctor, schedule } => {
+            format!("schedule of {clinic}/{doctor}: {} slots a day", schedule.slots_per_day)
+        }
+        EventKind::BookingCreated(b) => format!(
+            "booked {}/{} {} slot {} for {}: token {} (booking {}){}",
+            b.clinic,
+            b.doctor,
+            format_date(b.date),
+            b.slot,
+            b.patient,
+            token(b.kind, b.token_number),
+            b.booking_id,
+            b.external_ref.as_ref().map(|r| format!(", external {r}")).unwrap_or_default()
+        ),
+        EventKind::BookingCancelled { booking_id, reason } => {
+            format!("cancelled booking {booking_id}{}", reason.as_ref().map(|r| format!(": {r}")).unwrap_or_default())
+        }
+        EventKind::PhoneClaimed { business, claim_id, lease_expires_at } => {
+            format!("{business} claimed the right to buy a number (claim {claim_id}, until {lease_expires_at})")
+        }
+        EventKind::PhoneCompleted { business, phone_number, provider_sid, .. } => {
+            format!("{business} bought {phone_number} ({provider_sid})")
+        }
+        EventKind::PhoneClaimFailed { business, claim_id, reason } => format!("{business}'s claim {claim_id} failed: {reason}"),
+        EventKind::PhoneReleased { business, phone_number, .. } => format!("{business} released {phone_number}"),
+        EventKind::CallStarted { call_id, campaign, to } => format!("call {call_id} to {to} started by campaign {campaign}"),
+        EventKind::CallOutcomeRecorded { call_id, outcome } => format!("call {call_id} ended: {}", outcome.name()),
+        EventKind::CallRefused { campaign, to, duplicate, call_id } => {
+            let why = match duplicate {
+                Duplicate::InProgress => "still in progress",
+                Duplicate::RecentlyCalled => "called recently",
+            };
+            format!("refused campaign {campaign}'s call to {to}: call {call_id} {why}")
+        }
+        EventKind::CampaignHalted { campaign, reason } => format!("campaign {campaign} HALTED: {reason}"),
+        EventKind::CampaignResumed { campaign, reason } => format!("campaign {campaign} resumed: {reason}"),
+        EventKind::NumberBlocked { number, reason } => format!("{number} blocked: {reason}"),
+        EventKind::CommunityCreated { slug, name, owner, plan, .. } => {
+            format!("community {slug} ({name:?}) created by {owner}, plan {plan}")
+        }
+    }
+}
+
+/// One timeline line: position, time, tenant/actor, what happened.
+pub fn line(event: &Event) -> String {
+    format!(
+        "{:>8}  {}  {}/{}  {}",
+        event.position,
+        event.recorded_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        event.tenant,
+        event.actor,
+        describe(&event.kind)
+    )
+}
