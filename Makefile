@@ -21,3 +21,5 @@ bench:
 	$(CARGO) build --release --locked --features bench --bin ledger
 	$(CARGO) bench --locked --features bench --bench http -- --ledger target/release/ledger
 	$(CARGO) bench --locked --bench writer
+	$(CARGO) bench --locked --bench verify
+	$(CARGO) bench --locked --bench forensics
