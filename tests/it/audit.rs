@@ -4,12 +4,10 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use booking_ledger::core::{BookingCreated, BookingKind, Event, EventKind, Schedule};
-use booking_ledger::log::{FileLog, FileLogOptions, Log, codec};
-use chrono::{NaiveDate, Utc};
+use booking_ledger::core::{EventKind, Schedule};
 use uuid::Uuid;
 
-use crate::support::{Process, booking};
+use crate::support::{Process, booking, forge, forged_booking, forged_event};
 
 fn ledger(args: &[&str], data: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_ledger")).args(args).arg("--data").arg(data).output().expect("running ledger")
@@ -17,45 +15,6 @@ fn ledger(args: &[&str], data: &Path) -> Output {
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn event(position: u64, kind: EventKind) -> Event {
-    Event {
-        position,
-        recorded_at: Utc::now(),
-        tenant: "kloqo".into(),
-        actor: "forger".into(),
-        request_id: format!("req-{position}").into(),
-        idempotency_key: None,
-        kind,
-        response: None,
-    }
-}
-
-fn created(booking_id: Uuid, token_number: u32) -> EventKind {
-    EventKind::BookingCreated(BookingCreated {
-        booking_id,
-        clinic: "c1".into(),
-        doctor: "d1".into(),
-        date: NaiveDate::from_ymd_opt(2026, 5, 1).unwrap(),
-        slot: 0,
-        patient: "p".into(),
-        kind: BookingKind::Advance,
-        token_number,
-        external_ref: None,
-        correlation_id: None,
-        external_created_at: None,
-    })
-}
-
-/// Writes `events` straight to the log, past `decide`: what a bug or a hand
-/// edit could leave behind.
-fn forge(data: &Path, events: &[Event]) {
-    let (mut log, _) = FileLog::open(&data.join("ledger"), FileLogOptions::default()).unwrap();
-    for event in events {
-        assert_eq!(log.append(&codec::encode_event(event)).unwrap(), event.position);
-    }
-    log.sync().unwrap();
 }
 
 #[test]
@@ -66,9 +25,9 @@ fn a_duplicate_booking_forged_past_the_core_is_reported_naming_both_positions() 
     forge(
         dir.path(),
         &[
-            event(1, EventKind::ScheduleSet { clinic: "c1".into(), doctor: "d1".into(), schedule }),
-            event(2, created(first, 1)),
-            event(3, created(second, 2)),
+            forged_event(1, EventKind::ScheduleSet { clinic: "c1".into(), doctor: "d1".into(), schedule }),
+            forged_event(2, forged_booking(first, 1)),
+            forged_event(3, forged_booking(second, 2)),
         ],
     );
     let output = ledger(&["audit"], dir.path());
@@ -142,7 +101,10 @@ fn a_torn_tail_is_left_out_with_a_warning_and_left_alone() {
     let schedule = Schedule { slots_per_day: 1, first_slot_minute: None, slot_minutes: None };
     forge(
         dir.path(),
-        &[event(1, EventKind::ScheduleSet { clinic: "c1".into(), doctor: "d1".into(), schedule }), event(2, created(Uuid::now_v7(), 1))],
+        &[
+            forged_event(1, EventKind::ScheduleSet { clinic: "c1".into(), doctor: "d1".into(), schedule }),
+            forged_event(2, forged_booking(Uuid::now_v7(), 1)),
+        ],
     );
     let segment = dir.path().join("ledger").join(format!("{:020}.seg", 1));
     let mut bytes = std::fs::read(&segment).unwrap();

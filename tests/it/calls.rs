@@ -8,16 +8,9 @@ use futures::future::join_all;
 use serde_json::json;
 use tokio::sync::Barrier;
 
-use crate::support::{ADMIN, Server, TestClock, WEB, config};
+use crate::support::{ADMIN, Server, TestClock, WEB, clocked_server, config};
 
 const NUMBER: &str = "+14243242113";
-
-async fn server() -> (Server, Arc<TestClock>, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = TestClock::new();
-    let server = Server::start_with_clock(config(dir.path()), clock.clone()).await;
-    (server, clock, dir)
-}
 
 fn call(campaign: &str, to: &str) -> String {
     json!({"campaign": campaign, "to": to}).to_string()
@@ -31,7 +24,7 @@ fn outcome(outcome: &str) -> String {
 /// whose status webhook never came. One call is placed; the campaign halts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_prospect_called_49_times_is_called_once() {
-    let (server, clock, _dir) = server().await;
+    let (server, clock, _dir) = clocked_server().await;
     let c = &server.client;
     let mut statuses = std::collections::BTreeMap::new();
     let mut first = None;
@@ -59,7 +52,7 @@ async fn the_prospect_called_49_times_is_called_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn forty_campaigns_one_number_one_call() {
-    let (server, _clock, _dir) = server().await;
+    let (server, _clock, _dir) = clocked_server().await;
     let c = &server.client;
     let barrier = Arc::new(Barrier::new(40));
     let replies = join_all((0..40).map(|i| {
@@ -82,7 +75,7 @@ async fn forty_campaigns_one_number_one_call() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_cooldown_and_the_block_list() {
-    let (server, clock, _dir) = server().await;
+    let (server, clock, _dir) = clocked_server().await;
     let c = &server.client;
     let placed = c.post("/v1/kloqo/calls", WEB, &call("a", NUMBER)).await.expect(201);
     let call_id = placed["call_id"].as_str().unwrap().to_owned();
@@ -119,7 +112,7 @@ async fn refusals_cooldown_and_the_block_list() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outcomes_are_recorded_once_and_bad_numbers_are_blocked_forever() {
-    let (server, clock, _dir) = server().await;
+    let (server, clock, _dir) = clocked_server().await;
     let c = &server.client;
     let placed = c.post("/v1/kloqo/calls", WEB, &call("a", NUMBER)).await.expect(201);
     let path = format!("/v1/kloqo/calls/{}/outcome", placed["call_id"].as_str().unwrap());
@@ -140,7 +133,7 @@ async fn outcomes_are_recorded_once_and_bad_numbers_are_blocked_forever() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_failures_halt_a_campaign_and_only_an_admin_resumes_it() {
-    let (server, _clock, dir) = server().await;
+    let (server, _clock, dir) = clocked_server().await;
     let c = server.client.clone();
     for n in 0..3 {
         let placed = c.post("/v1/kloqo/calls", WEB, &call("spring", &format!("+1424324211{n}"))).await.expect(201);

@@ -252,46 +252,18 @@ async fn offline_commands_refuse_a_directory_a_server_holds() {
 /// positions, and the events that show them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forged_duplicate_booking_is_reported_by_the_audit_over_http() {
-    use booking_ledger::core::{BookingCreated, BookingKind, Event, EventKind, Schedule};
-    use booking_ledger::log::{FileLog, FileLogOptions, Log, codec};
+    use crate::support::{forge, forged_booking, forged_event};
+    use booking_ledger::core::{EventKind, Schedule};
     let dir = tempfile::tempdir().unwrap();
-    let at = chrono::Utc::now();
-    let event = |position: u64, kind: EventKind| Event {
-        position,
-        recorded_at: at,
-        tenant: "kloqo".into(),
-        actor: "forger".into(),
-        request_id: "r".into(),
-        idempotency_key: None,
-        kind,
-        response: None,
-    };
-    let booked = |id: u128, token_number| {
-        EventKind::BookingCreated(BookingCreated {
-            booking_id: uuid::Uuid::from_u128(id),
-            clinic: "c1".into(),
-            doctor: "d1".into(),
-            date: chrono::NaiveDate::from_ymd_opt(2026, 3, 2).unwrap(),
-            slot: 5,
-            patient: "p".into(),
-            kind: BookingKind::Advance,
-            token_number,
-            external_ref: None,
-            correlation_id: None,
-            external_created_at: None,
-        })
-    };
     let schedule = Schedule { slots_per_day: 10, first_slot_minute: None, slot_minutes: None };
-    let (mut log, _) = FileLog::open(&dir.path().join("ledger"), FileLogOptions::default()).unwrap();
-    for e in [
-        event(1, EventKind::ScheduleSet { clinic: "c1".into(), doctor: "d1".into(), schedule }),
-        event(2, booked(1, 1)),
-        event(3, booked(2, 2)),
-    ] {
-        log.append(&codec::encode_event(&e)).unwrap();
-    }
-    log.sync().unwrap();
-    drop(log);
+    forge(
+        dir.path(),
+        &[
+            forged_event(1, EventKind::ScheduleSet { clinic: "c1".into(), doctor: "d1".into(), schedule }),
+            forged_event(2, forged_booking(uuid::Uuid::from_u128(1), 1)),
+            forged_event(3, forged_booking(uuid::Uuid::from_u128(2), 2)),
+        ],
+    );
 
     let server = Server::start_listening(crate::support::config(dir.path()), Arc::new(booking_ledger::writer::SystemClock)).await;
     let c = &server.client;

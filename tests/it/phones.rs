@@ -10,20 +10,13 @@ use futures::future::join_all;
 use serde_json::{Value, json};
 use tokio::sync::Barrier;
 
-use crate::support::{Client, OTHER, Reply, Server, TestClock, WEB, config};
+use crate::support::{Client, OTHER, Reply, Server, TestClock, WEB, clocked_server, config};
 
 /// The number Tom's Garage kept, written the way the carrier returns it.
 const KEPT: &str = "+18285768205";
 const KEPT_SID: &str = "PN8ebb4a06026f510879323d5feea7dda3";
 /// One number, written three ways (`+1 (424) 324-2113` in API.md's example).
 const NUMBER: &str = "+14243242113";
-
-async fn server() -> (Server, Arc<TestClock>, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = TestClock::new();
-    let server = Server::start_with_clock(config(dir.path()), clock.clone()).await;
-    (server, clock, dir)
-}
 
 /// One business's `/phone-number` routes, called with one token.
 #[derive(Clone)]
@@ -100,7 +93,7 @@ fn already_complete(claim_id: &str, phone_number: &str, provider_sid: &str) -> V
 /// every later press is told the onboarding is already complete.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn five_presses_over_twenty_five_minutes_buy_one_number() {
-    let (server, clock, _dir) = server().await;
+    let (server, clock, _dir) = clocked_server().await;
     let c = &server.client;
     let garage = Business::new(c, "toms-garage");
     assert_eq!(c.position().await, 0);
@@ -128,7 +121,7 @@ async fn five_presses_over_twenty_five_minutes_buy_one_number() {
 /// every other caller is told which claim is buying and until when.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn twenty_simultaneous_claims_make_one_pending_claim() {
-    let (server, _clock, _dir) = server().await;
+    let (server, _clock, _dir) = clocked_server().await;
     let c = &server.client;
     let garage = Business::new(c, "toms-garage");
     let barrier = Arc::new(Barrier::new(20));
@@ -158,7 +151,7 @@ async fn twenty_simultaneous_claims_make_one_pending_claim() {
 /// that a new claim takes over and the old one can neither complete nor fail.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_expired_claim_is_fenced_off_by_the_next_one() {
-    let (server, clock, _dir) = server().await;
+    let (server, clock, _dir) = clocked_server().await;
     let c = &server.client;
     let garage = Business::new(c, "toms-garage");
     let expected = lease_from_now(&clock);
@@ -199,7 +192,7 @@ async fn an_expired_claim_is_fenced_off_by_the_next_one() {
 /// written; releasing it frees it for another.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_number_belongs_to_one_business_until_released() {
-    let (server, _clock, _dir) = server().await;
+    let (server, _clock, _dir) = clocked_server().await;
     let c = &server.client;
     let (x, y) = (Business::new(c, "x"), Business::new(c, "y"));
     let x_claim = claim_id(&x.claim().await.expect(201));
@@ -230,7 +223,7 @@ async fn a_number_belongs_to_one_business_until_released() {
 /// a well-formed request is 400, and neither appends anything.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn numbers_are_normalized_and_bad_requests_refused() {
-    let (server, _clock, _dir) = server().await;
+    let (server, _clock, _dir) = clocked_server().await;
     let c = &server.client;
     let salon = Business::new(c, "salon");
     let claim = claim_id(&salon.claim().await.expect(201));
@@ -273,7 +266,7 @@ async fn numbers_are_normalized_and_bad_requests_refused() {
 /// another business.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn states_read_back_and_tenants_are_isolated() {
-    let (server, _clock, _dir) = server().await;
+    let (server, _clock, _dir) = clocked_server().await;
     let c = &server.client;
     let salon = Business::new(c, "salon");
     assert_eq!(salon.read().await, json!({"state": "none"}));
@@ -319,7 +312,7 @@ async fn states_read_back_and_tenants_are_isolated() {
 /// pending claim's lease, the active number and its owner, and the fencing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn claims_and_numbers_survive_a_restart() {
-    let (server, clock, dir) = server().await;
+    let (server, clock, dir) = clocked_server().await;
     let c = &server.client;
     let garage = Business::new(c, "toms-garage");
     let pending = garage.claim().await.expect(201);

@@ -267,3 +267,54 @@ impl Process {
         self.child.wait().unwrap();
     }
 }
+
+/// A server on a fresh directory whose clock the test sets.
+pub async fn clocked_server() -> (Server, Arc<TestClock>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::new();
+    let server = Server::start_with_clock(config(dir.path()), clock.clone()).await;
+    (server, clock, dir)
+}
+
+/// An event of tenant `kloqo` by actor `forger`, for logs written past the core.
+pub fn forged_event(position: u64, kind: booking_ledger::core::EventKind) -> booking_ledger::core::Event {
+    booking_ledger::core::Event {
+        position,
+        recorded_at: Utc::now(),
+        tenant: "kloqo".into(),
+        actor: "forger".into(),
+        request_id: format!("req-{position}").into(),
+        idempotency_key: None,
+        kind,
+        response: None,
+    }
+}
+
+/// A booking of slot 0 of c1/d1 on 2026-05-01.
+pub fn forged_booking(booking_id: uuid::Uuid, token_number: u32) -> booking_ledger::core::EventKind {
+    use booking_ledger::core::{BookingCreated, BookingKind, EventKind};
+    EventKind::BookingCreated(BookingCreated {
+        booking_id,
+        clinic: "c1".into(),
+        doctor: "d1".into(),
+        date: chrono::NaiveDate::from_ymd_opt(2026, 5, 1).unwrap(),
+        slot: 0,
+        patient: "p".into(),
+        kind: BookingKind::Advance,
+        token_number,
+        external_ref: None,
+        correlation_id: None,
+        external_created_at: None,
+    })
+}
+
+/// Writes `events` straight to the ledger in `data`, past `decide`: what a bug
+/// or a hand edit could leave behind.
+pub fn forge(data: &Path, events: &[booking_ledger::core::Event]) {
+    use booking_ledger::log::{FileLog, FileLogOptions, Log, codec};
+    let (mut log, _) = FileLog::open(&data.join("ledger"), FileLogOptions::default()).unwrap();
+    for event in events {
+        assert_eq!(log.append(&codec::encode_event(event)).unwrap(), event.position);
+    }
+    log.sync().unwrap();
+}
