@@ -12,6 +12,8 @@ pub struct Metrics {
     pub fsync_seconds: Histogram,
     pub queue_depth: IntGauge,
     pub replayed_events: IntGauge,
+    /// Refused commands the rejection journal dropped (queue full, or it failed).
+    pub rejections_dropped: IntGauge,
 }
 
 impl Metrics {
@@ -35,6 +37,11 @@ impl Metrics {
         .unwrap();
         let queue_depth = IntGauge::new("ledger_queue_depth", "Commands waiting for the writer when it last took a batch.").unwrap();
         let replayed_events = IntGauge::new("ledger_replayed_events", "Events replayed at start-up.").unwrap();
+        let rejections_dropped = IntGauge::new(
+            "ledger_rejections_dropped",
+            "Refused commands the rejection journal dropped (its queue was full, or it failed).",
+        )
+        .unwrap();
         for collector in [
             Box::new(commands.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(events_appended.clone()),
@@ -42,10 +49,11 @@ impl Metrics {
             Box::new(fsync_seconds.clone()),
             Box::new(queue_depth.clone()),
             Box::new(replayed_events.clone()),
+            Box::new(rejections_dropped.clone()),
         ] {
             registry.register(collector).unwrap();
         }
-        Metrics { registry, commands, events_appended, batch_len, fsync_seconds, queue_depth, replayed_events }
+        Metrics { registry, commands, events_appended, batch_len, fsync_seconds, queue_depth, replayed_events, rejections_dropped }
     }
 
     pub fn command(&self, outcome: &str) {
