@@ -121,8 +121,15 @@ async fn bad_requests_are_400_naming_the_field() {
     c.post("/v1/kloqo/bookings", WEB, &booking("c1", "d1", DATE, 3, &name)).await.expect(201);
     assert_eq!(c.position().await, position + 1, "only the valid booking appended");
 
-    let big = format!(r#"{{"clinic":"c1","doctor":"d1","date":"{DATE}","slot":1,"patient":"{}"}}"#, "x".repeat(64 * 1024));
-    c.post("/v1/kloqo/bookings", WEB, &big).await.expect_problem(413, "payload_too_large");
+    // Exactly 64 KiB is accepted (and then refused for its patient's length, a 400); one byte more is 413.
+    let body_of = |len: usize| {
+        let shell = booking("c1", "d1", DATE, 1, "");
+        let padding = "x".repeat(len - shell.len());
+        shell.replace("\"patient\":\"\"", &format!("\"patient\":\"{padding}\""))
+    };
+    assert_eq!(body_of(64 * 1024).len(), 64 * 1024);
+    c.post("/v1/kloqo/bookings", WEB, &body_of(64 * 1024)).await.expect_problem(400, "invalid_request");
+    c.post("/v1/kloqo/bookings", WEB, &body_of(64 * 1024 + 1)).await.expect_problem(413, "payload_too_large");
     c.get("/v1/kloqo/bookings/not-a-uuid", WEB).await.expect_problem(400, "invalid_request");
     c.get("/v1/kloqo/clinics/c1/slots", WEB).await.expect_problem(400, "invalid_request");
     c.get("/v1/kloqo/clinics/c1/slots?date=tomorrow", WEB).await.expect_problem(400, "invalid_request");

@@ -263,3 +263,33 @@ async fn sigkill_under_mixed_load_keeps_every_acknowledged_claim_call_and_commun
     }
     assert!(!all.communities.is_empty() && !all.calls.is_empty() && !all.numbers.is_empty());
 }
+
+/// SIGTERM while sixteen clients are booking: the server stops accepting,
+/// answers what it took, exits 0, and every 201 it gave is there afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_under_load_answers_what_it_took_and_exits_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Process::spawn(dir.path()).await;
+    for d in 0..DOCTORS {
+        let path = format!("/v1/kloqo/clinics/c1/doctors/d{d}/schedule");
+        server.client.put(&path, &server.token, &format!(r#"{{"slots_per_day":{SLOTS}}}"#)).await.expect(200);
+    }
+    let answered = Arc::new(AtomicUsize::new(0));
+    let clients: Vec<_> =
+        (0..16).map(|i| tokio::spawn(load(server.client.clone(), server.token.clone(), 900 + i, answered.clone()))).collect();
+    while answered.load(Ordering::Relaxed) < 40 {
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    let mut child = server.child;
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    let acknowledged: Vec<Value> = join_all(clients).await.into_iter().flat_map(Result::unwrap).collect();
+    assert_eq!(child.wait().unwrap().code(), Some(0), "a drained shutdown exits 0");
+
+    let server = Process::spawn(dir.path()).await;
+    for booking in &acknowledged {
+        let id = booking["booking_id"].as_str().unwrap();
+        assert_eq!(&server.client.get(&format!("/v1/kloqo/bookings/{id}"), &server.token).await.expect(200), booking);
+    }
+    assert!(!acknowledged.is_empty());
+    server.kill();
+}
