@@ -17,7 +17,7 @@ use std::path::PathBuf;
 
 pub use file::{FileLog, FileLogOptions, OpenReport, first_position, last_position, read_dir, remove_oldest_segments};
 pub use memory::{Faults, MemoryLog};
-pub use tail::{Location, Tail, read_at, read_many};
+pub use tail::{Location, Tail, read_many};
 
 pub type Position = u64;
 

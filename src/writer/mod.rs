@@ -286,7 +286,8 @@ impl Writer {
                 IdempotencyCheck::Reused => {
                     let rejection = Rejection::IdempotencyKeyReused;
                     self.metrics.command(rejection.code());
-                    return Ok((Answer::Fresh(Err(rejection.clone())), Some(rejection)));
+                    let refused = self.journal.is_some().then(|| rejection.clone());
+                    return Ok((Answer::Fresh(Err(rejection)), refused));
                 }
             }
         }
@@ -322,7 +323,8 @@ impl Writer {
             assert_eq!(position, event.position, "the log and the core agree on positions");
         }
         batch.events.append(&mut events);
-        let refused = outcome.as_ref().err().cloned();
+        // Kept only for the rejection journal, if there is one.
+        let refused = if self.journal.is_some() { outcome.as_ref().err().cloned() } else { None };
         let answer = match stored {
             Some(stored) => Answer::Stored { status: stored.status, body: stored.body, replayed: false },
             None => Answer::Fresh(outcome),

@@ -34,9 +34,10 @@ impl Gate {
         self.open.1.notify_all();
     }
 
-    fn wait_until_syncing(&self) {
+    /// Returns once the writer is inside `sync`, held by the closed gate.
+    async fn syncing(&self) {
         while self.syncing.load(Ordering::Acquire) == 0 {
-            std::thread::sleep(Duration::from_millis(1));
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
     }
 }
@@ -142,12 +143,7 @@ async fn nothing_is_answered_or_visible_before_the_sync() {
         let handle = handle.clone();
         async move { handle.submit(schedule()).await }
     });
-    tokio::task::spawn_blocking({
-        let gate = gate.clone();
-        move || gate.wait_until_syncing()
-    })
-    .await
-    .unwrap();
+    gate.syncing().await;
     tokio::time::sleep(Duration::from_millis(20)).await;
     assert!(!submitted.is_finished(), "answered before the sync completed");
     assert_eq!(handle.read(|s| s.position), 0, "readers saw an event that is not durable");
@@ -168,12 +164,7 @@ async fn a_full_queue_is_overloaded_and_appends_nothing() {
         let handle = handle.clone();
         async move { handle.submit(schedule()).await }
     });
-    tokio::task::spawn_blocking({
-        let gate = gate.clone();
-        move || gate.wait_until_syncing()
-    })
-    .await
-    .unwrap();
+    gate.syncing().await;
     let second = tokio::spawn({
         let handle = handle.clone();
         async move { handle.submit(book(0)).await }
