@@ -5,13 +5,13 @@
 //! events (`FORENSICS_EVENTS_MAX` overrides the largest size): bookings spread
 //! over 1000 clinics, and one clinic ("target") with a fixed history of 60
 //! events written among the first 100k. At each size it times `as_of` queries on
-//! the target clinic through the clinic index (the server's path: index, then
-//! read that clinic's records by location and replay them) and prints the
+//! the target clinic's busy day through the clinic index (the server's path:
+//! plan from the index, then read that day's records by location) and prints the
 //! median and p99 next to the same figures at the first size: a flat ratio
 //! means the cost grows with the clinic, not with the ledger. At the largest
 //! size it then times the JSON export of every event (decode and render, as
 //! `ledger replay --format json` does, written to a sink) next to a plain read
-//! with CRC checks (`log::read_dir`) of the same log.
+//! with CRC checks (`log::Tail`) of the same log.
 
 use std::io::Write;
 use std::ops::ControlFlow;
@@ -20,7 +20,8 @@ use std::time::{Duration, Instant};
 use booking_ledger::core::{BookingCreated, BookingKind, Event, EventKind, Schedule};
 use booking_ledger::forensics::clinics::ClinicIndex;
 use booking_ledger::forensics::json;
-use booking_ledger::log::{FileLog, FileLogOptions, Log, Tail, codec, read_dir};
+use booking_ledger::log::events::EventReader;
+use booking_ledger::log::{FileLog, FileLogOptions, Log, Tail, codec};
 use chrono::{NaiveDate, Utc};
 
 const SIZES: [u64; 3] = [100_000, 1_000_000, 10_000_000];
@@ -87,8 +88,9 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let ledger = dir.path().join("ledger");
     let (mut log, _) = FileLog::open(&ledger, FileLogOptions::default()).unwrap();
-    let index = ClinicIndex::new(&ledger);
-    let mut tail = Tail::new(&ledger, 1);
+    let mut index = ClinicIndex::default();
+    let mut reader = EventReader::new(&ledger, 1);
+    let target_day = NaiveDate::from_ymd_opt(2030, 1, 1).unwrap();
     let mut buffer = Vec::new();
     let mut first: Option<(Duration, Duration)> = None;
     println!("as_of on one clinic ({TARGET_EVENTS} events) as the ledger grows; {QUERIES} queries at random positions each");
@@ -104,15 +106,22 @@ fn main() {
             }
         }
         log.sync().unwrap();
-        index.index_through(&mut tail, size).unwrap();
+        while reader.next_position() <= size {
+            reader
+                .read(size, 4096, &mut |event, location| {
+                    index.index(&event, location);
+                    ControlFlow::Continue(())
+                })
+                .unwrap();
+        }
         let built = started.elapsed();
         let mut latencies = Vec::with_capacity(QUERIES);
         for q in 0..QUERIES {
             let as_of = 1 + (q as u64 * 7919) % size;
             let started = Instant::now();
-            let state = index.clinic_as_of("bench", "target", as_of).unwrap();
+            let day = index.plan("bench", "target", target_day, None, as_of).run(&ledger).unwrap();
             latencies.push(started.elapsed());
-            assert_eq!(state.position, as_of);
+            assert_eq!(day.position, as_of);
         }
         latencies.sort();
         let (median, p99) = (percentile(&latencies, 0.5), percentile(&latencies, 0.99));
@@ -131,11 +140,15 @@ fn main() {
 
     let started = Instant::now();
     let mut read = 0u64;
-    read_dir(&ledger, 1, last, &mut |_, payload| {
-        read += u64::from(!payload.is_empty());
-        ControlFlow::Continue(())
-    })
-    .unwrap();
+    let mut plain_tail = Tail::new(&ledger, 1);
+    while plain_tail
+        .read(last, 4096, &mut |_, _, payload| {
+            read += u64::from(!payload.is_empty());
+            ControlFlow::Continue(())
+        })
+        .unwrap()
+        > 0
+    {}
     let plain = started.elapsed();
     let started = Instant::now();
     let mut sink = std::io::BufWriter::new(std::io::sink());
@@ -146,6 +159,7 @@ fn main() {
             let event = codec::decode_event(payload).unwrap();
             writeln!(sink, "{}", json::event(&event, true)).unwrap();
             exported += 1;
+            ControlFlow::Continue(())
         })
         .unwrap()
         > 0

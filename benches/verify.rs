@@ -8,7 +8,7 @@
 //!
 //! - `verify`: `log::verify::verify_dir`, every checksum, position and link of
 //!   the hash chain (BLAKE3 of every record), on every core it finds;
-//! - `read_dir`: `log::read_dir`, the replay's read: checksums and positions
+//! - `read_dir`: `log::Tail`, the replay's read: checksums and positions
 //!   only, no chain, on one thread. The baseline the issue asks for;
 //! - `read files`: every segment read into memory with no check at all: the
 //!   ceiling for anything that reads the whole ledger.
@@ -72,11 +72,15 @@ fn main() {
         });
         let read_dir = time(|| {
             let mut records = 0u64;
-            log::read_dir(&ledger, 1, events, &mut |_, _| {
-                records += 1;
-                ControlFlow::Continue(())
-            })
-            .expect("reading");
+            let mut tail = log::Tail::new(&ledger, 1);
+            while tail
+                .read(events, 1 << 16, &mut |_, _, _| {
+                    records += 1;
+                    ControlFlow::Continue(())
+                })
+                .expect("reading")
+                > 0
+            {}
             assert_eq!(records, events);
         });
         let read_files = time(|| {

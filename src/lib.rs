@@ -23,4 +23,5 @@ pub mod forensics;
 pub mod http;
 pub mod log;
 pub mod metrics;
+pub mod rejections;
 pub mod writer;

@@ -7,11 +7,12 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::core::Rules;
+use crate::http::ReadLimits;
 use crate::http::auth::{Role, Token};
 use crate::http::extract::valid_tenant;
 use crate::log::FileLogOptions;
+use crate::rejections::JournalConfig;
 use crate::writer::WriterConfig;
-use crate::writer::journal::JournalConfig;
 
 pub const DEFAULT_DATA_DIR: &str = "data";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -51,6 +52,10 @@ pub struct LimitsSection {
     pub rejections_segments_max: usize,
     /// ...of at most this many bytes each.
     pub rejections_segment_bytes_max: u64,
+    /// Reads that scan the log (`/events`, `/rejections`, `/audit`, `as_of`) running at once.
+    pub scans_max: usize,
+    /// Live event streams open at once.
+    pub streams_max: usize,
 }
 
 impl Default for LimitsSection {
@@ -62,6 +67,8 @@ impl Default for LimitsSection {
             segment_bytes_max: FileLogOptions::default().segment_bytes_max,
             rejections_segments_max: JournalConfig::default().segments_max,
             rejections_segment_bytes_max: JournalConfig::default().segment_bytes_max,
+            scans_max: ReadLimits::default().scans_max,
+            streams_max: ReadLimits::default().streams_max,
         }
     }
 }
@@ -117,6 +124,7 @@ pub struct Config {
     pub log: FileLogOptions,
     pub rules: Rules,
     pub journal: JournalConfig,
+    pub read: ReadLimits,
     /// (secret, token); empty means "create an admin token in the data directory".
     pub tokens: Vec<(String, Token)>,
 }
@@ -162,6 +170,10 @@ impl Config {
             segments_max: check_range("limits.rejections_segments_max", limits.rejections_segments_max, 2, 1 << 20)?,
             segment_bytes_max: check_range("limits.rejections_segment_bytes_max", limits.rejections_segment_bytes_max, 4096, 1 << 32)?,
             ..JournalConfig::default()
+        };
+        let read = ReadLimits {
+            scans_max: check_range("limits.scans_max", limits.scans_max, 1, 1024)?,
+            streams_max: check_range("limits.streams_max", limits.streams_max, 1, 1 << 16)?,
         };
         let log = FileLogOptions { segment_bytes_max: check_range("limits.segment_bytes_max", limits.segment_bytes_max, 4096, 1 << 32)? };
         let seconds = |field: &str, value: u64| -> Result<chrono::Duration, ConfigError> {
@@ -211,6 +223,7 @@ impl Config {
             log,
             rules,
             journal,
+            read,
             tokens,
         })
     }

@@ -1,10 +1,12 @@
-//! The command line: `ledger serve` and (later) the offline commands.
+//! The command line: `ledger serve` and the offline commands (`replay`,
+//! `export`, `slots`, `audit`, `verify`).
 //! Configuration, start-up and shutdown live here; `anyhow` only at this edge.
 
 pub mod audit;
 pub mod config;
+pub mod replay;
 pub mod serve;
-pub mod timeline;
+pub mod slots;
 pub mod verify;
 
 use std::path::PathBuf;
@@ -34,15 +36,15 @@ pub enum CommandLine {
         listen: Option<String>,
     },
     /// Print the ledger as a timeline, one line per event (offline).
-    Replay(timeline::ReplayArgs),
+    Replay(replay::ReplayArgs),
     /// Re-derive the ledger's invariants from its raw events; exit 1 listing any violation (offline).
     Audit(audit::AuditArgs),
     /// Check every record's checksum and the hash chain, and the journals; exit 1 at the first bad record (offline).
     Verify(verify::VerifyArgs),
     /// Print a clinic's slots on a date, now or as of a position, as a table (offline).
-    Slots(timeline::SlotsArgs),
+    Slots(slots::SlotsArgs),
     /// Print every event as JSON lines (offline).
-    Export(timeline::ExportArgs),
+    Export(replay::ExportArgs),
 }
 
 /// Exit codes: 0 clean, 1 a runtime failure, 2 a configuration mistake.
@@ -74,11 +76,11 @@ pub fn main() -> std::process::ExitCode {
                 }
             }
         }
-        CommandLine::Replay(args) => offline(timeline::replay(&args)),
+        CommandLine::Replay(args) => offline(replay::replay(&args)),
         CommandLine::Audit(args) => offline(audit::run(&args)),
         CommandLine::Verify(args) => offline(verify::run(&args)),
-        CommandLine::Slots(args) => offline(timeline::slots(&args)),
-        CommandLine::Export(args) => offline(timeline::export(&args)),
+        CommandLine::Slots(args) => offline(slots::run(&args)),
+        CommandLine::Export(args) => offline(replay::export(&args)),
     }
 }
 

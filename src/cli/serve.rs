@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
 use super::config::Config;
-use crate::forensics::clinics::ClinicIndex;
+use crate::forensics::follower::Indexes;
 use crate::http::auth::{Auth, Role, Token};
 use crate::http::{AppState, app, views};
 use crate::log::{FileLog, FileLogOptions, Log};
@@ -98,12 +98,13 @@ pub async fn serve(
     let ledger_dir = data_dir.join(LEDGER_DIR);
     let journal_dir = data_dir.join(REJECTIONS_DIR);
     let journal_log = open_log(&journal_dir, FileLogOptions { segment_bytes_max: config.journal.segment_bytes_max })?;
-    let (journal, journal_handle, journal_thread) = writer::journal::spawn(journal_log, &journal_dir, config.journal);
+    let (journal, journal_handle, journal_thread) = crate::rejections::spawn(journal_log, &journal_dir, config.journal);
     let mut state = AppState::new(Auth::new(tokens), metrics.clone(), Some(ledger_dir.clone()), clock.clone());
     state.journal = Some(journal_handle);
     state.rules = config.rules;
-    let clinic_index = ClinicIndex::new(&ledger_dir);
-    state.clinic_index = Some(clinic_index.clone());
+    let indexes = Indexes::new(&ledger_dir, config.rules);
+    state.indexes = Some(indexes.clone());
+    let state = state.with_read_limits(config.read);
     let state = Arc::new(state);
 
     let listener = TcpListener::bind(config.listen).await.with_context(|| format!("listening on {}", config.listen))?;
@@ -141,6 +142,8 @@ pub async fn serve(
                 let last = crate::log::last_position(&ledger_dir_for_forensics)?.unwrap_or(0);
                 tracing::error!("{error:#}; commands are refused, forensics are served (GET /v1/{{tenant}}/audit)");
                 let _ = state.forensic_only.set((last, format!("{error:#}")));
+                // The audit and time travel read the damaged ledger up to its end.
+                tokio::spawn(crate::forensics::follower::follow(indexes, tokio::sync::watch::channel(last).1));
                 return server.await.context("the server task")?.context("serving HTTP");
             }
             abort.notify_one();
@@ -161,7 +164,7 @@ pub async fn serve(
     let log: Box<dyn Log> = Box::new(log);
     let writer = Writer::new(log, Box::new(responses), recovered.state, views::render, clock, writer_config, metrics).with_journal(journal);
     let (handle, thread) = writer.spawn();
-    tokio::spawn(crate::forensics::clinics::follow(clinic_index, handle.durable()));
+    tokio::spawn(crate::forensics::follower::follow(indexes, handle.durable()));
     state.set_writer(handle);
 
     let served = server.await.context("the server task")?;

@@ -13,6 +13,7 @@ pub mod community;
 mod decide;
 pub mod idempotency;
 pub mod phone;
+mod rejected;
 mod state;
 #[cfg(test)]
 mod tests;
@@ -26,6 +27,7 @@ pub use community::Community;
 pub use decide::{PhoneReply, Reply, decide, decide_refusal, reply};
 pub use idempotency::{Fingerprint, IdempotencyCheck, IdempotencyTable, Scope, StoredResponse};
 pub use phone::{Business, PhoneState};
+pub use rejected::Rejected;
 pub use state::{Booking, BookingStatus, Clinic, Day, Doctor, Rules, State, TenantState};
 
 pub type Position = u64;

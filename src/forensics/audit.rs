@@ -8,11 +8,14 @@
 //! repairs or stops at the first violation: an investigator wants them all.
 
 use std::collections::BTreeMap;
+use std::ops::ControlFlow;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use uuid::Uuid;
 
+use super::READ_CHUNK_LEN;
 use crate::core::{BookingCreated, BookingKind, CallState, Event, EventKind, Position, Rules, Text, format_date, token};
+use crate::log::events::{EventReader, ReadError};
 
 /// The names of the invariants, as reported in [`Violation::rule`].
 pub mod rule {
@@ -86,6 +89,10 @@ pub struct Violation {
     pub detail: String,
     /// Every position involved (for example both bookings' creations), ascending.
     pub positions: Vec<u64>,
+    /// The tenant whose events broke the rule; none for the log's own rules
+    /// (positions), which every tenant's report includes.
+    #[serde(skip)]
+    pub tenant: Option<Text>,
 }
 
 /// What the audit found: `violations` is empty for a clean ledger.
@@ -123,6 +130,8 @@ pub struct Auditor {
     /// Their positions still take part in the gap check, which is the log's, not a tenant's.
     tenant: Option<Text>,
     checked_events: u64,
+    /// The events audited per tenant, for [`Auditor::report_for`].
+    checked_by_tenant: BTreeMap<Text, u64>,
     /// The highest position seen so far, of any tenant (0 before the first).
     position_last: Position,
     tenants: BTreeMap<Text, TenantFacts>,
@@ -203,7 +212,8 @@ impl Found<'_> {
     fn add(&mut self, rule: &'static str, mut positions: Vec<Position>, detail: String) {
         positions.sort_unstable();
         positions.dedup();
-        self.violations.push(Violation { rule, detail: format!("tenant {}: {detail}", self.tenant), positions });
+        let (tenant, detail) = (Some(Text::from(self.tenant)), format!("tenant {}: {detail}", self.tenant));
+        self.violations.push(Violation { rule, detail, positions, tenant });
     }
 }
 
@@ -218,6 +228,7 @@ impl Auditor {
             rules,
             tenant: tenant.map(Text::from),
             checked_events: 0,
+            checked_by_tenant: BTreeMap::new(),
             position_last: 0,
             tenants: BTreeMap::new(),
             violations: Vec::new(),
@@ -241,9 +252,24 @@ impl Auditor {
             return;
         }
         self.checked_events += 1;
+        *self.checked_by_tenant.entry(event.tenant.clone()).or_default() += 1;
         let facts = self.tenants.entry(event.tenant.clone()).or_default();
         let mut found = Found { tenant: &event.tenant, violations: &mut self.violations };
         facts.check(event, &self.rules, &mut found);
+    }
+
+    /// The report so far for one tenant: its events and violations, and the
+    /// log's own (positions), as an audit restricted to it would give.
+    pub fn report_for(&self, tenant: &str) -> AuditReport {
+        AuditReport {
+            checked_events: self.checked_by_tenant.get(tenant).copied().unwrap_or(0),
+            violations: self.violations.iter().filter(|v| v.tenant.as_deref().is_none_or(|t| t == tenant)).cloned().collect(),
+        }
+    }
+
+    /// The position of the last event audited (0 before the first).
+    pub fn position(&self) -> Position {
+        self.position_last
     }
 
     pub fn finish(self) -> AuditReport {
@@ -269,7 +295,7 @@ impl Auditor {
         let mut positions: Vec<Position> = [last, position].into_iter().filter(|p| *p > 0).collect();
         positions.sort_unstable();
         positions.dedup();
-        self.violations.push(Violation { rule: rule::POSITIONS_GAP_FREE, detail, positions });
+        self.violations.push(Violation { rule: rule::POSITIONS_GAP_FREE, detail, positions, tenant: None });
     }
 }
 
@@ -637,6 +663,27 @@ impl TenantFacts {
             number.in_progress = None;
         }
     }
+}
+
+/// Audits the log in `dir` through position `last`, streaming it: memory does
+/// not grow with the log. `progress` learns how many records were read.
+pub fn audit_dir(
+    dir: &std::path::Path,
+    last: u64,
+    rules: Rules,
+    tenant: Option<&str>,
+    progress: &mut dyn FnMut(u64),
+) -> Result<AuditReport, ReadError> {
+    let mut auditor = Auditor::new(rules, tenant);
+    let mut reader = EventReader::new(dir, 1);
+    while reader.next_position() <= last {
+        let read = reader.read(last, READ_CHUNK_LEN, &mut |event, _| {
+            auditor.check(&event);
+            ControlFlow::Continue(())
+        })?;
+        progress(read as u64);
+    }
+    Ok(auditor.finish())
 }
 
 #[cfg(test)]
@@ -1198,43 +1245,4 @@ mod tests {
             assert!(name.chars().all(|c| c.is_ascii_lowercase() || c == '_'), "{name}");
         }
     }
-}
-
-/// Why the log in a directory could not be audited.
-#[derive(Debug, thiserror::Error)]
-pub enum AuditError {
-    #[error(transparent)]
-    Log(#[from] crate::log::LogError),
-    #[error("the record at position {position} cannot be decoded: {error}")]
-    Codec { position: u64, error: crate::log::codec::CodecError },
-    #[error("the record at position {frame} holds the event of position {event}")]
-    Misplaced { frame: u64, event: u64 },
-}
-
-/// Audits the log in `dir` through position `last`, streaming it: memory does
-/// not grow with the log. `progress` learns how many records were read.
-pub fn audit_dir(
-    dir: &std::path::Path,
-    last: u64,
-    rules: Rules,
-    tenant: Option<&str>,
-    progress: &mut dyn FnMut(u64),
-) -> Result<AuditReport, AuditError> {
-    let mut auditor = Auditor::new(rules, tenant);
-    let mut tail = crate::log::Tail::new(dir, 1);
-    let mut failure = None;
-    while tail.next_position() <= last && failure.is_none() {
-        let read = tail.read(last, 4096, &mut |position, _, payload| {
-            if failure.is_some() {
-                return;
-            }
-            match crate::log::codec::decode_event(payload) {
-                Ok(event) if event.position == position => auditor.check(&event),
-                Ok(event) => failure = Some(AuditError::Misplaced { frame: position, event: event.position }),
-                Err(error) => failure = Some(AuditError::Codec { position, error }),
-            }
-        })?;
-        progress(read as u64);
-    }
-    failure.map_or_else(|| Ok(auditor.finish()), Err)
 }

@@ -1,160 +1,186 @@
-//! The clinic index, for time travel: where on disk each clinic's events are,
-//! so that "the slots as of position P" reads that clinic's history only, and
-//! its cost grows with the clinic, not with the ledger.
+//! The clinic index, for time travel: where each clinic day's booking events
+//! are on disk and each doctor's schedules, so that "the slots of a day as of
+//! position P" reads that day's records only. Its cost grows with the day
+//! (bounded by doctors × slots), never with the clinic's history or the ledger.
 //!
-//! A follower thread tails the durable log and indexes as it goes (at start-up
-//! it catches up in the background). Queries wait until it has indexed their
-//! position.
+//! It is fed events in log order by the follower (`forensics::follower`) or,
+//! offline, by `ledger slots`; it never reads the log itself except the day's
+//! records a query asks for.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::ops::ControlFlow;
+use std::path::Path;
 
-use parking_lot::RwLock;
-use tokio::sync::watch;
+use chrono::NaiveDate;
 use uuid::Uuid;
 
-use crate::core::{self, EventKind, State, Text};
-use crate::log::{self, Location, LogError, Position, Tail, codec};
+use crate::core::{Event, EventKind, Schedule, State, Text, token};
+use crate::log::events::{self, ReadError};
+use crate::log::{Location, Position, read_many};
 
-/// Records indexed per read of the log.
-const INDEX_CHUNK_LEN: usize = 4096;
+/// A clinic day: (tenant, clinic, date).
+type DayKey = (Text, Text, NaiveDate);
+/// Each doctor's schedules, in position order.
+type Schedules = BTreeMap<Text, Vec<(Position, Schedule)>>;
 
 #[derive(Default)]
-struct Entries {
-    /// Per (tenant, clinic): its events' positions and locations, in order.
-    clinics: BTreeMap<(Text, Text), Vec<(Position, Location)>>,
-    /// Per booking: its (tenant, clinic), to index its cancellation.
-    bookings: BTreeMap<Uuid, (Text, Text)>,
-}
-
 pub struct ClinicIndex {
-    dir: PathBuf,
-    entries: RwLock<Entries>,
-    /// Every position up to this one is indexed.
-    indexed: AtomicU64,
-    indexed_changed: watch::Sender<Position>,
+    /// Per (tenant, clinic): each doctor's schedules, in position order.
+    schedules: BTreeMap<(Text, Text), Schedules>,
+    /// Each clinic day's number in `days`.
+    day_numbers: BTreeMap<DayKey, u32>,
+    /// Per clinic day: where its bookings' creations and cancellations are, in order.
+    days: Vec<Vec<(Position, Location)>>,
+    /// Per booking: its day's number, to index its cancellation.
+    bookings: BTreeMap<Uuid, u32>,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum IndexError {
-    #[error(transparent)]
-    Log(#[from] LogError),
-    #[error("position {position}: {error}")]
-    Codec { position: Position, error: codec::CodecError },
+/// One clinic's day as `GET .../slots` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClinicDay {
+    /// The position the day is seen as of.
+    pub position: Position,
+    /// By doctor name.
+    pub doctors: Vec<DoctorDay>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DoctorDay {
+    pub doctor: Text,
+    pub schedule: Schedule,
+    /// The booked slots: the active booking holding each, and its token.
+    pub booked: BTreeMap<u32, (Uuid, String)>,
+}
+
+impl ClinicDay {
+    /// The day as the projection `state` has it now (one doctor's, or every one's).
+    pub fn from_state(state: &State, tenant: &str, clinic: &str, date: NaiveDate, doctor: Option<&str>) -> ClinicDay {
+        let tenant_state = state.tenant(tenant);
+        let doctors = tenant_state.and_then(|t| t.clinics.get(clinic)).map(|c| &c.doctors);
+        let doctors = doctors
+            .into_iter()
+            .flatten()
+            .filter(|(name, _)| doctor.is_none_or(|d| name.as_ref() == d))
+            .map(|(name, d)| {
+                let slots = d.days.get(&date).map(|day| &day.slots);
+                let booked = slots
+                    .into_iter()
+                    .flatten()
+                    .map(|(slot, id)| {
+                        let token = tenant_state.and_then(|t| t.bookings.get(id)).map(|b| b.token()).unwrap_or_default();
+                        (*slot, (*id, token))
+                    })
+                    .collect();
+                DoctorDay { doctor: name.clone(), schedule: d.schedule, booked }
+            })
+            .collect();
+        ClinicDay { position: state.position, doctors }
+    }
 }
 
 impl ClinicIndex {
-    pub fn new(dir: &Path) -> Arc<ClinicIndex> {
-        Arc::new(ClinicIndex {
-            dir: dir.to_owned(),
-            entries: RwLock::default(),
-            indexed: AtomicU64::new(0),
-            indexed_changed: watch::Sender::new(0),
-        })
-    }
-
-    pub fn indexed(&self) -> Position {
-        self.indexed.load(Ordering::Acquire)
-    }
-
-    /// Indexes the log through `last` (durable), continuing from where it stopped.
-    pub fn index_through(&self, tail: &mut Tail, last: Position) -> Result<(), IndexError> {
-        while tail.next_position() <= last {
-            let mut failure = None;
-            let mut entries = self.entries.write();
-            let entries = &mut *entries;
-            tail.read(last, INDEX_CHUNK_LEN, &mut |position, location, payload| {
-                let event = match codec::decode_event(payload) {
-                    Ok(event) => event,
-                    Err(error) => {
-                        failure.get_or_insert(IndexError::Codec { position, error });
-                        return;
-                    }
-                };
-                let clinic = match &event.kind {
-                    EventKind::ScheduleSet { clinic, .. } => Some(clinic.clone()),
-                    EventKind::BookingCreated(created) => {
-                        entries.bookings.insert(created.booking_id, (event.tenant.clone(), created.clinic.clone()));
-                        Some(created.clinic.clone())
-                    }
-                    EventKind::BookingCancelled { booking_id, .. } => entries.bookings.get(booking_id).map(|(_, clinic)| clinic.clone()),
-                    _ => None,
-                };
-                if let Some(clinic) = clinic {
-                    entries.clinics.entry((event.tenant.clone(), clinic)).or_default().push((position, location));
+    /// Indexes the next event of the log (events come in position order).
+    pub fn index(&mut self, event: &Event, location: Location) {
+        match &event.kind {
+            EventKind::ScheduleSet { clinic, doctor, schedule } => {
+                let doctors = self.schedules.entry((event.tenant.clone(), clinic.clone())).or_default();
+                doctors.entry(doctor.clone()).or_default().push((event.position, *schedule));
+            }
+            EventKind::BookingCreated(created) => {
+                let key = (event.tenant.clone(), created.clinic.clone(), created.date);
+                let next = self.days.len() as u32;
+                let number = *self.day_numbers.entry(key).or_insert(next);
+                if number == next {
+                    self.days.push(Vec::new());
                 }
-            })?;
-            if let Some(failure) = failure {
-                return Err(failure);
+                self.days[number as usize].push((event.position, location));
+                self.bookings.insert(created.booking_id, number);
             }
-            let through = tail.next_position() - 1;
-            self.indexed.store(through, Ordering::Release);
-            self.indexed_changed.send_replace(through);
-        }
-        Ok(())
-    }
-
-    /// Waits until everything through `position` is indexed.
-    pub async fn wait_for(&self, position: Position) {
-        let mut indexed = self.indexed_changed.subscribe();
-        let _ = indexed.wait_for(|indexed| *indexed >= position).await;
-    }
-
-    /// The state of one clinic's schedules and bookings right after `as_of`:
-    /// that clinic's events only, read from disk by location and replayed
-    /// (renumbered, since the clinic's positions have gaps). Other clinics and
-    /// workflows are absent from it.
-    pub fn clinic_as_of(&self, tenant: &str, clinic: &str, as_of: Position) -> Result<State, IndexError> {
-        assert!(as_of <= self.indexed(), "query position {as_of} is not indexed yet");
-        let locations: Vec<Location> = {
-            let entries = self.entries.read();
-            let key = (Text::from(tenant), Text::from(clinic));
-            let events = entries.clinics.get(&key).map_or(&[][..], |v| v.as_slice());
-            events.iter().take_while(|(position, _)| *position <= as_of).map(|(_, location)| *location).collect()
-        };
-        let mut state = State::default();
-        let mut failure = None;
-        log::read_many(&self.dir, &locations, &mut |position, payload| {
-            if failure.is_some() {
-                return;
-            }
-            match codec::decode_event(payload) {
-                Ok(mut event) => {
-                    event.position = state.position + 1;
-                    event.response = None;
-                    core::apply(&mut state, &event);
+            EventKind::BookingCancelled { booking_id, .. } => {
+                if let Some(number) = self.bookings.get(booking_id) {
+                    self.days[*number as usize].push((event.position, location));
                 }
-                Err(error) => failure = Some(IndexError::Codec { position, error }),
             }
-        })?;
-        if let Some(failure) = failure {
-            return Err(failure);
+            _ => {}
         }
-        state.position = as_of;
-        Ok(state)
+    }
+
+    /// What a query of one day needs, copied out so the index is not held
+    /// while the disk is read: each doctor's schedule as of `as_of`, and where
+    /// the day's events up to it are.
+    pub fn plan(&self, tenant: &str, clinic: &str, date: NaiveDate, doctor: Option<&str>, as_of: Position) -> DayPlan {
+        let clinic_key = (Text::from(tenant), Text::from(clinic));
+        let schedules = self
+            .schedules
+            .get(&clinic_key)
+            .into_iter()
+            .flatten()
+            .filter(|(name, _)| doctor.is_none_or(|d| name.as_ref() == d))
+            .filter_map(|(name, history)| {
+                let upto = history.partition_point(|(position, _)| *position <= as_of);
+                upto.checked_sub(1).map(|i| (name.clone(), history[i].1))
+            })
+            .collect();
+        let day = self.day_numbers.get(&(clinic_key.0, clinic_key.1, date)).map(|n| &self.days[*n as usize]);
+        let locations = day.into_iter().flatten().take_while(|(position, _)| *position <= as_of).map(|(_, l)| *l).collect();
+        DayPlan { as_of, schedules, locations }
     }
 }
 
-/// Keeps `index` up to date with the durable log until the writer goes away.
-pub async fn follow(index: Arc<ClinicIndex>, mut durable: watch::Receiver<Position>) {
-    let mut tail = Some(Tail::new(&index.dir, 1));
-    loop {
-        let last = *durable.borrow_and_update();
-        let (index_, mut follower) = (index.clone(), tail.take().expect("put back after every pass"));
-        let result = tokio::task::spawn_blocking(move || {
-            let result = index_.index_through(&mut follower, last);
-            (follower, result)
-        })
-        .await;
-        match result {
-            Ok((follower, Ok(()))) => tail = Some(follower),
-            Ok((_, Err(error))) => return tracing::error!(%error, "the clinic index stopped; time-travel queries will wait"),
-            Err(_) => return,
-        }
-        if durable.changed().await.is_err() {
-            return;
-        }
+/// A query of one clinic day, planned against the index.
+pub struct DayPlan {
+    as_of: Position,
+    schedules: Vec<(Text, Schedule)>,
+    locations: Vec<Location>,
+}
+
+impl DayPlan {
+    /// Reads the day's events from the log in `dir` and folds them into the day.
+    pub fn run(self, dir: &Path) -> Result<ClinicDay, ReadError> {
+        let mut doctors: BTreeMap<Text, DoctorDay> = self
+            .schedules
+            .into_iter()
+            .map(|(doctor, schedule)| (doctor.clone(), DoctorDay { doctor, schedule, booked: BTreeMap::new() }))
+            .collect();
+        // Where each active booking of the day is, to free its slot on cancellation.
+        let mut holding: BTreeMap<Uuid, (Text, u32)> = BTreeMap::new();
+        read_many(dir, &self.locations, &mut |position, location, payload| {
+            let event = events::decode_at(position, payload).map_err(|fault| ReadError::Event {
+                path: crate::log::location_path(dir, location),
+                position,
+                fault,
+            })?;
+            match event.kind {
+                EventKind::BookingCreated(b) => {
+                    if let Some(doctor) = doctors.get_mut(&b.doctor) {
+                        doctor.booked.insert(b.slot, (b.booking_id, token(b.kind, b.token_number)));
+                    }
+                    holding.insert(b.booking_id, (b.doctor.clone(), b.slot));
+                }
+                EventKind::BookingCancelled { booking_id, .. } => {
+                    if let Some((doctor, slot)) = holding.remove(&booking_id)
+                        && let Some(doctor) = doctors.get_mut(&doctor)
+                    {
+                        doctor.booked.remove(&slot);
+                    }
+                }
+                _ => {}
+            }
+            Ok::<(), ReadError>(())
+        })?;
+        Ok(ClinicDay { position: self.as_of, doctors: doctors.into_values().collect() })
     }
+}
+
+/// Indexes every event of the log in `dir` through `last`, offline.
+pub fn index_dir(dir: &Path, last: Position) -> Result<ClinicIndex, ReadError> {
+    let mut index = ClinicIndex::default();
+    let mut reader = events::EventReader::new(dir, 1);
+    while reader.next_position() <= last {
+        reader.read(last, super::READ_CHUNK_LEN, &mut |event, location| {
+            index.index(&event, location);
+            ControlFlow::Continue(())
+        })?;
+    }
+    Ok(index)
 }

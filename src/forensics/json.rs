@@ -3,8 +3,8 @@
 
 use serde_json::{Map, Value, json};
 
+use crate::core::Rejected;
 use crate::core::{BookingKind, Event, EventKind, format_date, token};
-use crate::writer::journal::Rejected;
 
 fn time(at: &chrono::DateTime<chrono::Utc>) -> Value {
     json!(at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))

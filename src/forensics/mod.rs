@@ -1,8 +1,16 @@
-//! The read side for investigators: the audit of the raw events, the events as
-//! JSON and as a timeline, the clinic index for time travel. It reads the log;
-//! it never writes and never touches the writer's state.
+//! The read side: everything that reads the ledger beside the writer (pages
+//! and live feeds of events and refusals, the audit, the clinic index for time
+//! travel, the follower that keeps those indexes up to date, the JSON and text
+//! renderings). It reads the log's files through `log::events`, up to the
+//! durable position the writer publishes; it never writes, never calls the
+//! core's `decide` or `apply`, and never touches the writer.
 
 pub mod audit;
 pub mod clinics;
+pub mod feed;
+pub mod follower;
 pub mod json;
 pub mod timeline;
+
+/// Events read per call into a reader, between chances to stop or publish.
+pub const READ_CHUNK_LEN: usize = 4096;

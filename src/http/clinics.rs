@@ -11,7 +11,8 @@ use uuid::Uuid;
 use super::error::ApiError;
 use super::extract::{JsonBody, PathParams, QueryParams, TenantCall};
 use super::views::{BookingView, DoctorSlotsView, Problem, ScheduleView, SlotState, SlotView, SlotsView, format_minute};
-use crate::core::{Action, BookRequest, BookingKind, Schedule, State};
+use crate::core::{Action, BookRequest, BookingKind, Schedule};
+use crate::forensics::clinics::ClinicDay;
 
 pub const NAME_CHARS_MAX: usize = 128;
 pub const PATIENT_CHARS_MAX: usize = 200;
@@ -254,31 +255,27 @@ pub struct SlotsQuery {
     pub as_of: Option<u64>,
 }
 
-fn slots_view(state: &State, tenant: &str, clinic: &str, date: NaiveDate, doctor: Option<&str>) -> SlotsView {
-    let doctors = state.tenant(tenant).and_then(|t| t.clinics.get(clinic)).map(|c| &c.doctors);
-    let doctors = doctors
-        .into_iter()
-        .flatten()
-        .filter(|(name, _)| doctor.is_none_or(|d| name.as_ref() == d))
-        .map(|(name, d)| {
-            let day = d.days.get(&date);
+fn slots_view(clinic: &str, date: NaiveDate, day: &ClinicDay) -> SlotsView {
+    let doctors = day
+        .doctors
+        .iter()
+        .map(|d| {
             let slots = (0..d.schedule.slots_per_day)
                 .map(|slot| {
-                    let booking_id = day.and_then(|day| day.slots.get(&slot)).copied();
-                    let token = booking_id.map(|id| state.tenants[tenant].bookings[&id].token());
+                    let booked = d.booked.get(&slot);
                     SlotView {
                         slot,
                         time: d.schedule.slot_minute(slot).map(format_minute),
-                        state: if booking_id.is_some() { SlotState::Booked } else { SlotState::Free },
-                        booking_id,
-                        token,
+                        state: if booked.is_some() { SlotState::Booked } else { SlotState::Free },
+                        booking_id: booked.map(|(id, _)| *id),
+                        token: booked.map(|(_, token)| token.clone()),
                     }
                 })
                 .collect();
-            DoctorSlotsView { doctor: name.to_string(), slots }
+            DoctorSlotsView { doctor: d.doctor.to_string(), slots }
         })
         .collect();
-    SlotsView { clinic: clinic.to_owned(), date, as_of: state.position, doctors }
+    SlotsView { clinic: clinic.to_owned(), date, as_of: day.position, doctors }
 }
 
 /// A clinic's slots on one date: the current projection, or with `as_of` the
@@ -302,26 +299,41 @@ pub async fn get_slots(
     let (PathParams((_, clinic)), QueryParams(query)) = (path, query);
     let date = parse_date("date", &query.date)?;
     let writer = call.writer()?;
-    let (current, position) =
-        writer.read(|state| (slots_view(state, &call.tenant, &clinic, date, query.doctor.as_deref()), state.position));
+    // The read lock is held only to copy the day out (bounded by doctors ×
+    // slots); the answer is rendered without it.
+    let current = writer.read(|state| ClinicDay::from_state(state, &call.tenant, &clinic, date, query.doctor.as_deref()));
+    let position = current.position;
     let Some(as_of) = query.as_of.filter(|&as_of| as_of != position) else {
-        return Ok(Json(current));
+        return Ok(Json(slots_view(&clinic, date, &current)));
     };
     if as_of > position {
         return Err(ApiError::field("as_of", format!("the ledger's last position is {position}")));
     }
-    let index = call.app().clinic_index.clone().ok_or_else(|| ApiError::field("as_of", "this server keeps no clinic index"))?;
-    if tokio::time::timeout(AS_OF_INDEX_WAIT, index.wait_for(as_of)).await.is_err() {
-        return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "the clinic index is still catching up with the ledger")
+    let indexes = call.app().indexes.clone().ok_or_else(|| ApiError::field("as_of", "this server keeps no clinic index"))?;
+    let permit = call.app().scan_permit()?;
+    match tokio::time::timeout(AS_OF_INDEX_WAIT, indexes.wait_for(as_of)).await {
+        Err(_) => {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not_ready",
+                "the clinic index is still catching up with the ledger",
+            )
             .retry_after(1));
+        }
+        Ok(Err(error)) => return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage_failure", error.to_string())),
+        Ok(Ok(())) => {}
     }
-    let (tenant, clinic_name) = (call.tenant.clone(), clinic.clone());
-    let state = tokio::task::spawn_blocking(move || index.clinic_as_of(&tenant, &clinic_name, as_of))
-        .await
-        .expect("the time-travel read panicked")
-        .map_err(|error| {
-            tracing::error!(%error, as_of, "reading the ledger for a time-travel query failed");
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage_failure", error.to_string())
-        })?;
-    Ok(Json(slots_view(&state, &call.tenant, &clinic, date, query.doctor.as_deref())))
+    let (tenant, clinic_name, doctor) = (call.tenant.clone(), clinic.clone(), query.doctor.clone());
+    let day = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        indexes.clinic_day(&tenant, &clinic_name, date, doctor.as_deref(), as_of)
+    })
+    .await
+    .expect("the time-travel read panicked")
+    .map_err(|error| {
+        tracing::error!(%error, as_of, "reading the ledger for a time-travel query failed");
+        let position = error.position();
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage_failure", error.to_string()).with("position", position)
+    })?;
+    Ok(Json(slots_view(&clinic, date, &day)))
 }

@@ -15,8 +15,8 @@ use super::auth::Token;
 use super::error::ApiError;
 use super::{AppState, Shared};
 use crate::core::{Action, Command, IdempotencyKey, Text};
+use crate::rejections::Origin;
 use crate::writer::WriterHandle;
-use crate::writer::journal::Origin;
 
 pub const BODY_BYTES_MAX: usize = 64 * 1024;
 pub const IDEMPOTENCY_KEY_LEN_MAX: usize = 255;

@@ -1,6 +1,8 @@
 //! Forensics (admin tokens only): the tenant's events, the live event stream,
-//! the refused commands, the audit. Everything here reads the log on disk; a
-//! slow reader costs its own disk reads, never the writer's time or memory.
+//! the refused commands, the audit. The reading is `forensics`'s; this module
+//! authenticates, parses the query, takes a permit (`scans_max`,
+//! `streams_max`) and renders JSON. A slow reader costs its own disk reads and
+//! its own bounded buffer, never the writer's time or memory.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -16,20 +18,16 @@ use super::auth::Role;
 use super::error::ApiError;
 use super::extract::{QueryParams, TenantCall};
 use super::views::Problem;
-use crate::forensics;
-use crate::log::{self, Tail, codec};
-use crate::writer::journal;
+use crate::forensics::{self, feed, feed::EventFilter};
+use crate::log::events::ReadError;
 
 /// Items per page, at most.
 pub const PAGE_LEN_MAX: u64 = 1000;
 pub const PAGE_LEN_DEFAULT: u64 = 100;
-/// Records read per page, at most, however few belong to the tenant: `next`
-/// then says where to go on.
-pub const PAGE_SCAN_MAX: u64 = 100_000;
-/// Records read per disk visit while streaming.
-const STREAM_CHUNK_LEN: usize = 256;
 /// Events waiting to be sent to one stream's client, at most.
 const STREAM_BUFFER_LEN: usize = 64;
+/// How long `/audit` waits for the live audit to reach the durable position.
+const AUDIT_WAIT: Duration = Duration::from_secs(5);
 
 fn admin(call: &TenantCall) -> Result<(), ApiError> {
     if call.token.role != Role::Admin {
@@ -40,6 +38,12 @@ fn admin(call: &TenantCall) -> Result<(), ApiError> {
 
 fn storage(error: impl std::fmt::Display) -> ApiError {
     ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage_failure", error.to_string())
+}
+
+/// A read of the log that failed: the record it could not read, named.
+fn unreadable(error: ReadError) -> ApiError {
+    let position = error.position();
+    storage(error).with("position", position)
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -62,37 +66,6 @@ impl PageQuery {
     }
 }
 
-/// Maps a record (position, payload) to the item a page lists, if it belongs there.
-type Keep<'a> = dyn Fn(u64, &[u8]) -> Result<Option<Value>, ApiError> + 'a;
-
-/// Reads one page of `dir` from `from` through `last`: the items `keep` maps to
-/// something, at most `limit` of them, scanning at most `PAGE_SCAN_MAX` records.
-/// Returns the items and the `from` of the next page.
-fn page(dir: &std::path::Path, from: u64, last: u64, limit: u64, keep: &Keep) -> Result<(Vec<Value>, u64), ApiError> {
-    let mut tail = Tail::new(dir, from);
-    let mut items = Vec::new();
-    let mut next = from;
-    let mut failure = None;
-    while (items.len() as u64) < limit && tail.next_position() <= last && tail.next_position() - from < PAGE_SCAN_MAX {
-        tail.read(last, 1024, &mut |position, _, payload| {
-            if failure.is_some() || items.len() as u64 >= limit {
-                return;
-            }
-            match keep(position, payload) {
-                Ok(Some(item)) => items.push(item),
-                Ok(None) => {}
-                Err(error) => failure = Some(error),
-            }
-            next = position + 1;
-        })
-        .map_err(storage)?;
-        if let Some(failure) = failure {
-            return Err(failure);
-        }
-    }
-    Ok((items, next.max(from)))
-}
-
 /// The tenant's events in order, each with its provenance.
 #[utoipa::path(
     get, path = "/v1/{tenant}/events", tag = "forensics",
@@ -110,16 +83,17 @@ pub async fn events(call: TenantCall, query: QueryParams<PageQuery>) -> Result<J
     let (from, limit) = (query.from.unwrap_or(1).max(1), query.limit()?);
     let last = call.app().durable_position()?;
     let dir = call.app().ledger_dir.clone().ok_or_else(|| storage("this server keeps no log on disk"))?;
+    let permit = call.app().scan_permit()?;
     let tenant = call.tenant.clone();
-    let (events, next) = tokio::task::spawn_blocking(move || {
-        page(&dir, from, last, limit, &|position, payload| {
-            let event = codec::decode_event(payload).map_err(|e| storage(format!("position {position}: {e}")))?;
-            Ok((event.tenant == tenant).then(|| forensics::json::event(&event, false)))
-        })
+    let page = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        feed::events_page(&dir, &mut EventFilter::tenant(&tenant), from, last, limit as usize)
     })
     .await
-    .expect("the events read panicked")?;
-    Ok(Json(json!({ "events": events, "next": next })))
+    .expect("the events read panicked")
+    .map_err(unreadable)?;
+    let events: Vec<Value> = page.items.iter().map(|event| forensics::json::event(event, false)).collect();
+    Ok(Json(json!({ "events": events, "next": page.next.max(from) })))
 }
 
 /// The refused commands of the tenant, from the rejection journal.
@@ -137,19 +111,18 @@ pub async fn rejections(call: TenantCall, query: QueryParams<PageQuery>) -> Resu
     let QueryParams(query) = query;
     let limit = query.limit()?;
     let journal = call.app().journal.clone().ok_or_else(|| storage("this server keeps no rejection journal"))?;
+    let permit = call.app().scan_permit()?;
     let tenant = call.tenant.clone();
-    let (rejections, next) = tokio::task::spawn_blocking(move || {
-        // Rotated-away records are gone: start at the oldest one kept.
-        let oldest = log::first_position(&journal.dir).map_err(storage)?.unwrap_or(1);
-        let from = query.from.unwrap_or(1).max(oldest);
-        page(&journal.dir, from, journal.synced(), limit, &|seq, payload| {
-            let rejected = journal::decode(payload).map_err(|e| storage(format!("journal record {seq}: {e}")))?;
-            Ok((rejected.tenant == tenant).then(|| forensics::json::rejection(seq, &rejected)))
-        })
+    let from = query.from.unwrap_or(1).max(1);
+    let page = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        feed::rejections_page(&journal.dir, &tenant, from, journal.synced(), limit as usize)
     })
     .await
-    .expect("the journal read panicked")?;
-    Ok(Json(json!({ "rejections": rejections, "next": next })))
+    .expect("the journal read panicked")
+    .map_err(unreadable)?;
+    let rejections: Vec<Value> = page.items.iter().map(|(seq, rejected)| forensics::json::rejection(*seq, rejected)).collect();
+    Ok(Json(json!({ "rejections": rejections, "next": page.next })))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -179,61 +152,34 @@ pub async fn stream(
     let QueryParams(query) = query;
     let resume = headers.get("last-event-id").map(|id| id.to_str().ok().and_then(|id| id.trim().parse::<u64>().ok()));
     let from = match resume {
-        Some(Some(id)) => id + 1,
+        Some(Some(id)) => id.checked_add(1).ok_or_else(|| ApiError::field("Last-Event-ID", "is beyond any position"))?,
         Some(None) => return Err(ApiError::field("Last-Event-ID", "must be an event position")),
         None => query.from.unwrap_or(1).max(1),
     };
-    let mut durable = call.app().durable_watch()?;
+    let durable = call.app().durable_watch()?;
     let dir = call.app().ledger_dir.clone().ok_or_else(|| storage("this server keeps no log on disk"))?;
-    let mut stopping = call.app().stopping.subscribe();
-    let tenant = call.tenant.clone();
-    let (sender, receiver) = tokio::sync::mpsc::channel::<SseEvent>(STREAM_BUFFER_LEN);
-    tokio::spawn(async move {
-        let mut tail = Some(Tail::new(&dir, from));
-        loop {
-            let last = *durable.borrow_and_update();
-            let mut follower = tail.take().expect("the tail is put back after every read");
-            if follower.next_position() <= last {
-                let tenant = tenant.clone();
-                let read = tokio::task::spawn_blocking(move || {
-                    let mut events = Vec::new();
-                    let result = follower.read(last, STREAM_CHUNK_LEN, &mut |_, _, payload| {
-                        if let Ok(event) = codec::decode_event(payload)
-                            && event.tenant == tenant
-                        {
-                            events.push(event);
-                        }
-                    });
-                    (follower, events, result)
-                })
-                .await;
-                let Ok((follower, events, result)) = read else { return };
-                if let Err(error) = result {
-                    tracing::error!(%error, "the event stream could not read the log");
-                    return;
-                }
-                tail = Some(follower);
-                for event in events {
-                    let data = forensics::json::event(&event, false).to_string();
-                    let message = SseEvent::default().id(event.position.to_string()).event(event.kind.name()).data(data);
-                    // A slow client makes this wait, and only this task.
-                    if sender.send(message).await.is_err() {
-                        return;
-                    }
-                }
-                continue;
+    let permit = call.app().stream_permit()?;
+    let stopping = call.app().stopping.subscribe();
+    let events = feed::follow_events(dir, call.tenant.clone(), from, durable, stopping, STREAM_BUFFER_LEN);
+    // The permit lives as long as the stream: dropping the stream frees it.
+    let messages = futures_util::stream::unfold(Some((events, permit)), |state| async move {
+        let (mut events, permit) = state?;
+        match events.recv().await? {
+            Ok(event) => {
+                let data = forensics::json::event(&event, false).to_string();
+                let message = SseEvent::default().id(event.position.to_string()).event(event.kind.name()).data(data);
+                Some((Ok(message), Some((events, permit))))
             }
-            tail = Some(follower);
-            tokio::select! {
-                changed = durable.changed() => if changed.is_err() { return },
-                _ = stopping.changed() => return,
-                () = sender.closed() => return,
+            // A record that cannot be read ends the stream, saying which: the
+            // client never silently misses an event.
+            Err(error) => {
+                tracing::error!(%error, "the event stream could not read the log");
+                let data = json!({ "code": "storage_failure", "position": error.position(), "detail": error.to_string() }).to_string();
+                Some((Ok(SseEvent::default().event("error").data(data)), None))
             }
         }
     });
-    let events =
-        futures_util::stream::unfold(receiver, |mut receiver| async move { receiver.recv().await.map(|event| (Ok(event), receiver)) });
-    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+    Ok(Sse::new(messages).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 
 /// The ledger's invariants re-derived from the tenant's raw events, by code
@@ -250,11 +196,16 @@ pub async fn stream(
 pub async fn audit(call: TenantCall) -> Result<Json<Value>, ApiError> {
     admin(&call)?;
     let last = call.app().durable_position()?;
-    let dir = call.app().ledger_dir.clone().ok_or_else(|| storage("this server keeps no log on disk"))?;
-    let (tenant, rules) = (call.tenant.clone(), call.app().rules);
-    let report = tokio::task::spawn_blocking(move || forensics::audit::audit_dir(&dir, last, rules, Some(&tenant), &mut |_| {}))
-        .await
-        .expect("the audit panicked")
-        .map_err(storage)?;
+    let indexes = call.app().indexes.clone().ok_or_else(|| storage("this server keeps no audit"))?;
+    let _permit = call.app().scan_permit()?;
+    match tokio::time::timeout(AUDIT_WAIT, indexes.wait_for(last)).await {
+        Err(_) => {
+            return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "the audit is still catching up with the ledger")
+                .retry_after(1));
+        }
+        Ok(Err(error)) => return Err(storage(error)),
+        Ok(Ok(())) => {}
+    }
+    let report = indexes.audit(&call.tenant);
     Ok(Json(serde_json::to_value(report).expect("a report serializes")))
 }

@@ -1,7 +1,8 @@
 //! The HTTP API of `shared/API.md`: axum routes, request and response types,
-//! and the error type. The only JSON-aware code besides export. It reads the
-//! published state and submits commands to the writer; it never touches the log
-//! or the core's state directly.
+//! and the error type. The only JSON-aware code besides export. It submits
+//! commands to the writer, reads the published state through the writer's
+//! handle, and reads history through `forensics`; it never opens the log's
+//! files itself and never changes the core's state.
 
 pub mod auth;
 mod calls;
@@ -28,9 +29,10 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::forensics::clinics::ClinicIndex;
+use crate::forensics::follower::Indexes;
 use crate::metrics::Metrics;
-use crate::writer::journal::JournalHandle;
+use crate::rejections::JournalHandle;
+
 use crate::writer::{Clock, WriterHandle};
 use auth::Auth;
 use error::ApiError;
@@ -48,8 +50,13 @@ pub struct AppState {
     pub rules: crate::core::Rules,
     /// The rejection journal, read by `GET /rejections`.
     pub journal: Option<JournalHandle>,
-    /// Where each clinic's events are, for time-travel queries.
-    pub clinic_index: Option<Arc<ClinicIndex>>,
+    /// The read side's indexes (clinic days for time travel, the live audit).
+    pub indexes: Option<Arc<Indexes>>,
+    /// Reads that scan the log (`/events`, `/rejections`, `/audit`, `as_of`)
+    /// hold a permit while they run: at most `scans_max` at once, the rest get 503 `busy`.
+    pub scans: Arc<tokio::sync::Semaphore>,
+    /// Live streams hold a permit while open: at most `streams_max`, the rest get 503 `too_many_streams`.
+    pub streams: Arc<tokio::sync::Semaphore>,
     /// Set when the ledger breaks its invariants: no writer, commands refused,
     /// forensics served up to this last position, for the reason given.
     pub forensic_only: OnceLock<(u64, String)>,
@@ -58,6 +65,21 @@ pub struct AppState {
 }
 
 pub type Shared = Arc<AppState>;
+
+/// The read side's limits (`[limits]` in the config file).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadLimits {
+    /// Log-scanning reads running at once.
+    pub scans_max: usize,
+    /// Live event streams open at once.
+    pub streams_max: usize,
+}
+
+impl Default for ReadLimits {
+    fn default() -> Self {
+        ReadLimits { scans_max: 4, streams_max: 256 }
+    }
+}
 
 impl AppState {
     pub fn new(auth: Auth, metrics: Arc<Metrics>, ledger_dir: Option<PathBuf>, clock: Arc<dyn Clock>) -> AppState {
@@ -69,10 +91,34 @@ impl AppState {
             clock,
             rules: Default::default(),
             journal: None,
-            clinic_index: None,
+            indexes: None,
+            scans: Arc::new(tokio::sync::Semaphore::new(ReadLimits::default().scans_max)),
+            streams: Arc::new(tokio::sync::Semaphore::new(ReadLimits::default().streams_max)),
             forensic_only: OnceLock::new(),
             stopping: tokio::sync::watch::Sender::new(false),
         }
+    }
+
+    pub fn with_read_limits(mut self, limits: ReadLimits) -> AppState {
+        self.scans = Arc::new(tokio::sync::Semaphore::new(limits.scans_max));
+        self.streams = Arc::new(tokio::sync::Semaphore::new(limits.streams_max));
+        self
+    }
+
+    /// A permit to scan the log, or 503 `busy` when `scans_max` reads already run.
+    pub fn scan_permit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+        self.scans.clone().try_acquire_owned().map_err(|_| {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", "too many reads of the ledger's history are running; retry shortly")
+                .retry_after(1)
+        })
+    }
+
+    /// A permit to hold a live stream open, or 503 `too_many_streams`.
+    pub fn stream_permit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+        self.streams.clone().try_acquire_owned().map_err(|_| {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "too_many_streams", "the server holds as many live streams as it allows")
+                .retry_after(5)
+        })
     }
 
     /// Marks the server ready: commands go to `writer` from now on.

@@ -8,14 +8,16 @@ use chrono::{DateTime, NaiveDate, Utc};
 use prost::Message;
 use uuid::Uuid;
 
-use crate::core::{BookingCreated, BookingKind, CallState, Duplicate, Event, EventKind, Schedule, StoredResponse, Text, format_date};
+use crate::core::{
+    BookingCreated, BookingKind, CallState, Duplicate, Event, EventKind, Rejected, Schedule, StoredResponse, Text, format_date,
+};
 
 #[allow(clippy::all, clippy::pedantic)]
 pub mod pb {
     include!(concat!(env!("OUT_DIR"), "/booking_ledger.v1.rs"));
 }
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 #[error("undecodable record: {0}")]
 pub struct CodecError(pub String);
 
@@ -289,4 +291,39 @@ pub fn decode_rejected_response(bytes: &[u8]) -> Result<(Text, StoredResponse, D
     let record = pb::RejectedResponseRecord::decode(bytes)?;
     let response = record.response.ok_or_else(|| CodecError("no response in the record".into()))?;
     Ok((record.tenant.into(), from_pb_response(response)?, from_micros(record.recorded_at_micros, "recorded_at")?))
+}
+
+/// A refused command, as the rejection journal keeps it.
+pub fn encode_rejection(rejected: &Rejected) -> Vec<u8> {
+    pb::RejectionRecord {
+        recorded_at_micros: micros(rejected.recorded_at),
+        tenant: rejected.tenant.to_string(),
+        actor: rejected.actor.to_string(),
+        request_id: rejected.request_id.to_string(),
+        idempotency_key: rejected.idempotency_key.as_deref().unwrap_or_default().to_owned(),
+        code: rejected.code.to_string(),
+        detail: rejected.detail.clone(),
+        conflicts_with: rejected.conflicts_with.clone().unwrap_or_default(),
+        method: rejected.method.to_string(),
+        path: rejected.path.to_string(),
+        body: rejected.body.to_vec(),
+    }
+    .encode_to_vec()
+}
+
+pub fn decode_rejection(bytes: &[u8]) -> Result<Rejected, CodecError> {
+    let r = pb::RejectionRecord::decode(bytes)?;
+    Ok(Rejected {
+        recorded_at: from_micros(r.recorded_at_micros, "recorded_at")?,
+        tenant: r.tenant.into(),
+        actor: r.actor.into(),
+        request_id: r.request_id.into(),
+        idempotency_key: optional(&r.idempotency_key),
+        code: r.code.into(),
+        detail: r.detail,
+        conflicts_with: (!r.conflicts_with.is_empty()).then_some(r.conflicts_with),
+        method: r.method.into(),
+        path: r.path.into(),
+        body: bytes::Bytes::from(r.body),
+    })
 }

@@ -28,11 +28,14 @@ impl Default for FileLogOptions {
 pub struct OpenReport {
     pub segments: usize,
     /// Bytes of a torn tail that were cut off the last segment, and where.
-    pub truncated: Option<Truncation>,
+    pub truncated: Option<TornTail>,
 }
 
+/// The end of the last segment that a crash left half-written: a batch whose
+/// fdatasync never returned, so nothing in it was acknowledged. `open` cuts it
+/// off; `verify` reports it without changing anything.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Truncation {
+pub struct TornTail {
     pub path: PathBuf,
     pub offset: u64,
     pub bytes: u64,
@@ -80,6 +83,9 @@ pub(super) fn list_segments(dir: &Path) -> Result<Vec<(Position, PathBuf)>, LogE
     segments.sort();
     Ok(segments)
 }
+
+/// Records read per call into the [`super::Tail`], between checks for a stop.
+const READ_CHUNK_LEN: usize = 1 << 16;
 
 fn sync_dir(dir: &Path) -> Result<(), LogError> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(LogError::io(dir))
@@ -172,7 +178,7 @@ impl FileLog {
                 }
                 Err(_) => {
                     let truncation =
-                        Truncation { path: path.clone(), offset: offset as u64, bytes: (bytes.len() - offset) as u64, position: expected };
+                        TornTail { path: path.clone(), offset: offset as u64, bytes: (bytes.len() - offset) as u64, position: expected };
                     let file = OpenOptions::new().write(true).open(&path).map_err(LogError::io(&path))?;
                     file.set_len(offset as u64).and_then(|()| file.sync_all()).map_err(LogError::io(&path))?;
                     report.truncated = Some(truncation);
@@ -259,8 +265,23 @@ impl Log for FileLog {
         self.position_next
     }
 
+    fn path_of(&self, position: Position) -> PathBuf {
+        let segments = list_segments(&self.dir).unwrap_or_default();
+        let index = segments.partition_point(|(first, _)| *first <= position).saturating_sub(1);
+        segments.get(index).map_or_else(|| self.dir.clone(), |(_, path)| path.clone())
+    }
+
     fn read_from(&self, from: Position, visit: &mut Visit<'_>) -> Result<(), LogError> {
-        read_dir(&self.dir, from, self.position_synced, visit)
+        let mut tail = super::Tail::new(&self.dir, from);
+        let mut stopped = false;
+        while !stopped && tail.next_position() <= self.position_synced {
+            tail.read(self.position_synced, READ_CHUNK_LEN, &mut |position, _, payload| {
+                let flow = visit(position, payload);
+                stopped = flow.is_break();
+                flow
+            })?;
+        }
+        Ok(())
     }
 }
 
@@ -276,7 +297,11 @@ pub fn last_position(dir: &Path) -> Result<Option<Position>, LogError> {
     for (first, _) in list_segments(dir)?.iter().rev() {
         let mut tail = super::Tail::new(dir, *first);
         let mut last = None;
-        while tail.read_available(1 << 16, &mut |position, _, _| last = Some(position))? > 0 {}
+        while tail.read_available(READ_CHUNK_LEN, &mut |position, _, _| {
+            last = Some(position);
+            std::ops::ControlFlow::Continue(())
+        })? > 0
+        {}
         if last.is_some() {
             return Ok(last);
         }
@@ -295,46 +320,6 @@ pub fn remove_oldest_segments(dir: &Path, keep: usize) -> Result<usize, LogError
         sync_dir(dir)?;
     }
     Ok(excess)
-}
-
-/// Reads the records of the log in `dir` from position `from` through `last`, checking
-/// each record's checksum and that positions run without gaps across segments. Safe
-/// to call while a writer appends, as long as `last` has been made durable.
-pub fn read_dir(dir: &Path, from: Position, last: Position, visit: &mut Visit<'_>) -> Result<(), LogError> {
-    if from > last {
-        return Ok(());
-    }
-    let segments = list_segments(dir)?;
-    let start = segments.partition_point(|(first, _)| *first <= from).saturating_sub(1);
-    let Some((mut expected, _)) = segments.get(start).cloned() else {
-        return Ok(());
-    };
-    for (first_position, path) in &segments[start..] {
-        let bytes = fs::read(path).map_err(LogError::io(path))?;
-        let header = frame::decode_segment_header(&bytes).map_err(|r| corrupt(path, *first_position, 0, r))?;
-        if header.first_position != expected || *first_position != expected {
-            return Err(corrupt(path, expected, 0, format!("segment starts at {}", header.first_position)));
-        }
-        let mut offset = SEGMENT_HEADER_BYTES;
-        while offset < bytes.len() {
-            let f = frame::decode_record(&bytes[offset..]).map_err(|e| corrupt(path, expected, offset, e.describe()))?;
-            if f.position != expected {
-                return Err(corrupt(path, expected, offset, format!("record carries position {}", f.position)));
-            }
-            if f.position > last {
-                return Ok(());
-            }
-            if f.position >= from && visit(f.position, f.payload).is_break() {
-                return Ok(());
-            }
-            expected += 1;
-            offset += f.len;
-        }
-    }
-    if expected <= last {
-        return Err(corrupt(dir, expected, 0, format!("log ends before position {last}")));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

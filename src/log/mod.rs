@@ -6,6 +6,7 @@
 //! [`MemoryLog`] keeps records in memory and can be told to fail, for tests.
 
 pub mod codec;
+pub mod events;
 mod file;
 pub mod frame;
 mod memory;
@@ -15,9 +16,9 @@ pub mod verify;
 use std::ops::ControlFlow;
 use std::path::PathBuf;
 
-pub use file::{FileLog, FileLogOptions, OpenReport, first_position, last_position, read_dir, remove_oldest_segments};
+pub use file::{FileLog, FileLogOptions, OpenReport, TornTail, first_position, last_position, remove_oldest_segments};
 pub use memory::{Faults, MemoryLog};
-pub use tail::{Location, Tail, read_many};
+pub use tail::{Location, RecordVisit, Tail, location_path, read_many};
 
 pub type Position = u64;
 
@@ -39,7 +40,16 @@ pub trait Log: Send {
 
     /// Reads the durable records from `from` on, in order.
     fn read_from(&self, from: Position, visit: &mut Visit<'_>) -> Result<(), LogError>;
+
+    /// Where the record at `position` is kept, to name it in an error.
+    fn path_of(&self, position: Position) -> PathBuf {
+        PathBuf::from(format!("<in-memory log, position {position}>"))
+    }
 }
+
+/// Follows the last durable position of the ledger: what readers beside the
+/// writer may read up to. The writer sends; the read side only receives.
+pub type Durable = tokio::sync::watch::Receiver<Position>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {

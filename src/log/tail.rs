@@ -1,16 +1,21 @@
-//! Following the log from any position: a buffered reader that remembers where
-//! it stopped, for readers beside the writer (event pages, live streams, the
-//! clinic index). It reads only records the caller says are durable.
+//! The one forward reader of a log directory: every reader of the ledger and
+//! of the journals (start-up, the audit, the clinic index, event pages and
+//! streams, export, the timeline) walks records through a [`Tail`]. It checks
+//! each record's frame and CRC and that positions run without gaps, reads a
+//! chunk at a time (never a whole segment), and remembers where it stopped so
+//! a follower can resume. It reads only records the caller says are durable,
+//! or, offline, whatever the log holds; it never writes.
 
 use std::fs::File;
+use std::ops::ControlFlow;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use super::file::{list_segments, segment_path};
-use super::frame::{self, FRAME_HEADER_BYTES, RECORD_BYTES_MAX, SEGMENT_HEADER_BYTES};
+use super::frame::{self, FRAME_HEADER_BYTES, FrameError, RECORD_BYTES_MAX, SEGMENT_HEADER_BYTES};
 use super::{LogError, Position};
 
-/// Bytes read from a segment at a time.
+/// Bytes read from a segment at a time: a reader's memory is this plus one record.
 const CHUNK_BYTES: usize = 1 << 20;
 
 /// Where a record is: its segment (by first position) and its byte offset there.
@@ -18,6 +23,25 @@ const CHUNK_BYTES: usize = 1 << 20;
 pub struct Location {
     pub segment: Position,
     pub offset: u64,
+}
+
+/// Called for each record read: its position, where it is, its payload.
+/// `ControlFlow::Break` stops the read after this record.
+pub type RecordVisit<'a> = dyn FnMut(Position, Location, &[u8]) -> ControlFlow<()> + 'a;
+
+/// How far a read may go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// Through this position, which the writer made durable: the log must hold it.
+    Durable(Position),
+    /// Whatever the log holds (offline readers, with no writer to ask): the end of
+    /// the last segment, or a torn record at its very end, is where it stops.
+    Available,
+}
+
+/// The segment file of the log in `dir` that holds the record at `location`.
+pub fn location_path(dir: &Path, location: Location) -> PathBuf {
+    segment_path(dir, location.segment)
 }
 
 /// A record read from a segment: its position, its offset, its payload.
@@ -40,6 +64,10 @@ pub struct Tail {
     dir: PathBuf,
     next: Position,
     segment: Option<Segment>,
+    /// For logs whose oldest segments are deleted (the rejection journal): a
+    /// position before the oldest kept starts at the oldest. For the ledger, a
+    /// missing position is corruption.
+    rotated: bool,
 }
 
 fn corrupt(path: &Path, position: Position, offset: u64, reason: impl Into<String>) -> LogError {
@@ -47,8 +75,15 @@ fn corrupt(path: &Path, position: Position, offset: u64, reason: impl Into<Strin
 }
 
 impl Tail {
+    /// A reader of the log in `dir` from position `from`.
     pub fn new(dir: &Path, from: Position) -> Tail {
-        Tail { dir: dir.to_owned(), next: from.max(1), segment: None }
+        Tail { dir: dir.to_owned(), next: from.max(1), segment: None, rotated: false }
+    }
+
+    /// A reader of a log whose oldest segments may have been deleted: from
+    /// `from`, or from the oldest record kept if that is later.
+    pub fn rotated(dir: &Path, from: Position) -> Tail {
+        Tail { rotated: true, ..Tail::new(dir, from) }
     }
 
     /// The position the next read starts at.
@@ -56,30 +91,39 @@ impl Tail {
         self.next
     }
 
+    /// The file a record read by this tail is in, to name it in an error.
+    pub fn path_of(&self, location: Location) -> PathBuf {
+        location_path(&self.dir, location)
+    }
+
     /// Visits the records from the next one through `last` (which must be
     /// durable), at most `limit` of them; returns how many it visited.
-    pub fn read(&mut self, last: Position, limit: usize, visit: &mut dyn FnMut(Position, Location, &[u8])) -> Result<usize, LogError> {
-        self.read_until(last, false, limit, visit)
+    pub fn read(&mut self, last: Position, limit: usize, visit: &mut RecordVisit<'_>) -> Result<usize, LogError> {
+        self.read_until(End::Durable(last), limit, visit)
     }
 
     /// Visits records up to whatever the log holds (for offline readers, with no
     /// writer to say what is durable): the end of the last segment, or a torn
     /// record at its very end, is where it stops.
-    pub fn read_available(&mut self, limit: usize, visit: &mut dyn FnMut(Position, Location, &[u8])) -> Result<usize, LogError> {
-        self.read_until(Position::MAX, true, limit, visit)
+    pub fn read_available(&mut self, limit: usize, visit: &mut RecordVisit<'_>) -> Result<usize, LogError> {
+        self.read_until(End::Available, limit, visit)
     }
 
-    fn read_until(
-        &mut self,
-        last: Position,
-        to_the_end: bool,
-        limit: usize,
-        visit: &mut dyn FnMut(Position, Location, &[u8]),
-    ) -> Result<usize, LogError> {
+    fn read_until(&mut self, end: End, limit: usize, visit: &mut RecordVisit<'_>) -> Result<usize, LogError> {
+        let (last, to_the_end) = match end {
+            End::Durable(last) => (last, false),
+            End::Available => (Position::MAX, true),
+        };
         let mut visited = 0;
         while visited < limit && self.next <= last {
             if self.segment.is_none() {
-                if to_the_end && !self.holds(self.next)? {
+                match self.oldest()? {
+                    None if to_the_end => return Ok(visited),
+                    None => return Err(corrupt(&self.dir, self.next, 0, "no segment holds this position")),
+                    Some(oldest) if self.rotated => self.next = self.next.max(oldest),
+                    Some(_) => {}
+                }
+                if self.next > last {
                     return Ok(visited);
                 }
                 self.segment = Some(self.open(self.next)?);
@@ -87,8 +131,11 @@ impl Tail {
             let segment = self.segment.as_mut().expect("opened above");
             let (first, is_last) = (segment.first, segment.is_last);
             let frame = match segment.next_frame() {
-                Err(LogError::Corrupt { .. }) if to_the_end && is_last => return Ok(visited),
-                frame => frame?,
+                // Offline, a bad record at the end of the last segment is a torn
+                // write that was never acknowledged: the log ends before it.
+                Err(BadFrame::Frame(..)) if to_the_end && is_last => return Ok(visited),
+                Err(bad) => return Err(bad.at(&segment.path, self.next)),
+                Ok(frame) => frame,
             };
             match frame {
                 Some((position, offset, payload)) => {
@@ -96,9 +143,11 @@ impl Tail {
                         let path = segment_path(&self.dir, first);
                         return Err(corrupt(&path, self.next, offset, format!("record carries position {position}")));
                     }
-                    visit(position, Location { segment: first, offset }, payload);
                     self.next += 1;
                     visited += 1;
+                    if visit(position, Location { segment: first, offset }, payload).is_break() {
+                        return Ok(visited);
+                    }
                 }
                 // The end of this segment: the next record starts the next one.
                 None => {
@@ -119,9 +168,9 @@ impl Tail {
         Ok(visited)
     }
 
-    /// Whether some segment starts at or before `position`.
-    fn holds(&self, position: Position) -> Result<bool, LogError> {
-        Ok(list_segments(&self.dir)?.first().is_some_and(|(first, _)| *first <= position))
+    /// The first position of the oldest segment, if there is one.
+    fn oldest(&self) -> Result<Option<Position>, LogError> {
+        Ok(list_segments(&self.dir)?.first().map(|(first, _)| *first))
     }
 
     /// Opens the segment holding `position` and skips to that record.
@@ -133,39 +182,64 @@ impl Tail {
         let file = File::open(&path).map_err(LogError::io(&path))?;
         let mut header = [0u8; SEGMENT_HEADER_BYTES];
         file.read_exact_at(&mut header, 0).map_err(LogError::io(&path))?;
-        frame::decode_segment_header(&header).map_err(|reason| corrupt(&path, first, 0, reason))?;
+        let decoded = frame::decode_segment_header(&header).map_err(|reason| corrupt(&path, first, 0, reason))?;
+        if decoded.first_position != first {
+            return Err(corrupt(&path, first, 0, format!("segment header names first position {}", decoded.first_position)));
+        }
         let is_last = index == Some(segments.len() - 1);
         let mut segment = Segment { first, is_last, path, file, offset: SEGMENT_HEADER_BYTES as u64, buffer: Vec::new(), buffered_at: 0 };
         for skipped in first..position {
-            if segment.next_frame()?.is_none() {
-                return Err(corrupt(&segment.path, skipped, segment.offset, "the segment ends early"));
+            match segment.next_frame() {
+                Ok(Some((found, offset, _))) if found != skipped => {
+                    return Err(corrupt(&segment.path, skipped, offset, format!("record carries position {found}")));
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => return Err(corrupt(&segment.path, skipped, segment.offset, "the segment ends early")),
+                Err(bad) => return Err(bad.at(&segment.path, skipped)),
             }
         }
         Ok(segment)
     }
 }
 
+/// Why the next frame could not be read.
+enum BadFrame {
+    /// The bytes at this offset are not a whole, intact record.
+    Frame(u64, FrameError),
+    Io(std::io::Error),
+}
+
+impl BadFrame {
+    /// The error, naming the file and the position the record should have.
+    fn at(self, path: &Path, position: Position) -> LogError {
+        match self {
+            BadFrame::Frame(offset, error) => corrupt(path, position, offset, error.describe()),
+            BadFrame::Io(source) => LogError::Io { path: path.to_owned(), source },
+        }
+    }
+}
+
 impl Segment {
     /// The next whole record, or None at the end of the file.
-    fn next_frame(&mut self) -> Result<Option<RecordAt<'_>>, LogError> {
+    fn next_frame(&mut self) -> Result<Option<RecordAt<'_>>, BadFrame> {
         let offset = self.offset;
-        let Some(header) = self.fill(FRAME_HEADER_BYTES)? else { return Ok(None) };
+        let Some(header) = self.fill(FRAME_HEADER_BYTES).map_err(BadFrame::Io)? else { return Ok(None) };
         let len = u32::from_le_bytes(header[0..4].try_into().unwrap()) as usize;
         if len > RECORD_BYTES_MAX {
-            return Err(corrupt(&self.path, 0, offset, "record length is impossibly large"));
+            return Err(BadFrame::Frame(offset, FrameError::Oversized));
         }
-        if self.fill(FRAME_HEADER_BYTES + len)?.is_none() {
-            return Ok(None);
+        if self.fill(FRAME_HEADER_BYTES + len).map_err(BadFrame::Io)?.is_none() {
+            return Err(BadFrame::Frame(offset, FrameError::Incomplete));
         }
         let start = (offset - self.buffered_at) as usize;
-        let frame = frame::decode_record(&self.buffer[start..]).map_err(|e| corrupt(&self.path, 0, offset, e.describe()))?;
+        let frame = frame::decode_record(&self.buffer[start..]).map_err(|e| BadFrame::Frame(offset, e))?;
         self.offset += frame.len as u64;
         Ok(Some((frame.position, offset, frame.payload)))
     }
 
     /// Makes `len` bytes from `self.offset` available in the buffer, reading
     /// ahead a chunk at a time; None if the file ends first.
-    fn fill(&mut self, len: usize) -> Result<Option<&[u8]>, LogError> {
+    fn fill(&mut self, len: usize) -> std::io::Result<Option<&[u8]>> {
         let start = self.offset.saturating_sub(self.buffered_at) as usize;
         if self.offset < self.buffered_at || start + len > self.buffer.len() {
             self.buffer.resize(len.max(CHUNK_BYTES), 0);
@@ -175,7 +249,7 @@ impl Segment {
                     Ok(0) => break,
                     Ok(n) => read += n,
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(LogError::Io { path: self.path.clone(), source: e }),
+                    Err(e) => return Err(e),
                 }
             }
             self.buffer.truncate(read);
@@ -189,9 +263,14 @@ impl Segment {
     }
 }
 
-/// Reads the records at `locations`, in order, opening each segment once.
-pub fn read_many(dir: &Path, locations: &[Location], visit: &mut dyn FnMut(Position, &[u8])) -> Result<(), LogError> {
+/// Called for each record read by location; an error stops the read.
+pub type LocatedVisit<'a, E> = dyn FnMut(Position, Location, &[u8]) -> Result<(), E> + 'a;
+
+/// Reads the records at `locations`, in order, opening each segment once: the
+/// random-access twin of [`Tail`], for indexes that remember where records are.
+pub fn read_many<E: From<LogError>>(dir: &Path, locations: &[Location], visit: &mut LocatedVisit<'_, E>) -> Result<(), E> {
     let mut open: Option<(Position, File, PathBuf)> = None;
+    let mut record = Vec::new();
     for location in locations {
         if open.as_ref().is_none_or(|(segment, _, _)| *segment != location.segment) {
             let path = segment_path(dir, location.segment);
@@ -199,23 +278,19 @@ pub fn read_many(dir: &Path, locations: &[Location], visit: &mut dyn FnMut(Posit
             open = Some((location.segment, file, path));
         }
         let (_, file, path) = open.as_ref().expect("opened above");
-        let (position, payload) = read_record_at(file, path, *location)?;
-        visit(position, &payload);
+        let mut header = [0u8; FRAME_HEADER_BYTES];
+        file.read_exact_at(&mut header, location.offset).map_err(LogError::io(path))?;
+        let len = u32::from_le_bytes(header[0..4].try_into().unwrap()) as usize;
+        if len > RECORD_BYTES_MAX {
+            return Err(corrupt(path, 0, location.offset, FrameError::Oversized.describe()).into());
+        }
+        record.resize(FRAME_HEADER_BYTES + len, 0);
+        file.read_exact_at(&mut record, location.offset).map_err(LogError::io(path))?;
+        let frame = frame::decode_record(&record).map_err(|e| corrupt(path, 0, location.offset, e.describe()))?;
+        assert!(frame.position > 0, "a decoded frame has a position");
+        visit(frame.position, *location, frame.payload)?;
     }
     Ok(())
-}
-
-fn read_record_at(file: &File, path: &Path, location: Location) -> Result<(Position, Vec<u8>), LogError> {
-    let mut header = [0u8; FRAME_HEADER_BYTES];
-    file.read_exact_at(&mut header, location.offset).map_err(LogError::io(path))?;
-    let len = u32::from_le_bytes(header[0..4].try_into().unwrap()) as usize;
-    if len > RECORD_BYTES_MAX {
-        return Err(corrupt(path, 0, location.offset, "record length is impossibly large"));
-    }
-    let mut record = vec![0u8; FRAME_HEADER_BYTES + len];
-    file.read_exact_at(&mut record, location.offset).map_err(LogError::io(path))?;
-    let frame = frame::decode_record(&record).map_err(|e| corrupt(path, 0, location.offset, e.describe()))?;
-    Ok((frame.position, frame.payload.to_vec()))
 }
 
 #[cfg(test)]
@@ -239,6 +314,7 @@ mod tests {
             tail.read(20, 5, &mut |p, l, r| {
                 seen.push((p, r.to_vec()));
                 locations.push(l);
+                ControlFlow::Continue(())
             })
             .unwrap(),
             5
@@ -247,11 +323,12 @@ mod tests {
             tail.read(20, 100, &mut |p, l, r| {
                 seen.push((p, r.to_vec()));
                 locations.push(l);
+                ControlFlow::Continue(())
             })
             .unwrap(),
             9
         );
-        assert_eq!(tail.read(20, 100, &mut |_, _, _| {}).unwrap(), 0, "nothing past `last`");
+        assert_eq!(tail.read(20, 100, &mut |_, _, _| ControlFlow::Continue(())).unwrap(), 0, "nothing past `last`");
         for i in 41..=60 {
             log.append(&payload(i)).unwrap();
         }
@@ -259,12 +336,17 @@ mod tests {
         tail.read(60, usize::MAX, &mut |p, l, r| {
             seen.push((p, r.to_vec()));
             locations.push(l);
+            ControlFlow::Continue(())
         })
         .unwrap();
         assert_eq!(seen, (7..=60).map(|i| (i, payload(i))).collect::<Vec<_>>());
         assert!(locations.iter().map(|l| l.segment).collect::<std::collections::BTreeSet<_>>().len() > 3, "read across segments");
         let mut reread = Vec::new();
-        read_many(dir.path(), &locations, &mut |p, r| reread.push((p, r.to_vec()))).unwrap();
+        read_many::<LogError>(dir.path(), &locations, &mut |p, _, r| {
+            reread.push((p, r.to_vec()));
+            Ok(())
+        })
+        .unwrap();
         assert_eq!(reread, seen, "every record read back by its location");
     }
 
@@ -272,7 +354,7 @@ mod tests {
     fn an_empty_log_and_an_empty_last_segment_end_the_read() {
         let dir = tempfile::tempdir().unwrap();
         let (mut log, _) = FileLog::open(dir.path(), FileLogOptions { segment_bytes_max: 4096 }).unwrap();
-        assert_eq!(Tail::new(dir.path(), 1).read_available(10, &mut |_, _, _| {}).unwrap(), 0);
+        assert_eq!(Tail::new(dir.path(), 1).read_available(10, &mut |_, _, _| ControlFlow::Continue(())).unwrap(), 0);
         assert_eq!(crate::log::last_position(dir.path()).unwrap(), None);
         for i in 0..40u8 {
             log.append(&[i; 100]).unwrap();
@@ -286,10 +368,10 @@ mod tests {
         std::fs::write(segment_path(dir.path(), next), header).unwrap();
         assert_eq!(list_segments(dir.path()).unwrap().len(), segments.len() + 1);
         let mut tail = Tail::new(dir.path(), 1);
-        assert_eq!(tail.read_available(1000, &mut |_, _, _| {}).unwrap(), 40);
-        assert_eq!(tail.read_available(1000, &mut |_, _, _| {}).unwrap(), 0);
+        assert_eq!(tail.read_available(1000, &mut |_, _, _| ControlFlow::Continue(())).unwrap(), 40);
+        assert_eq!(tail.read_available(1000, &mut |_, _, _| ControlFlow::Continue(())).unwrap(), 0);
         assert_eq!(crate::log::last_position(dir.path()).unwrap(), Some(40));
-        assert!(tail.read(41, 10, &mut |_, _, _| {}).is_err(), "a durable position that is not there is an error");
+        assert!(tail.read(41, 10, &mut |_, _, _| ControlFlow::Continue(())).is_err(), "a durable position that is not there is an error");
     }
 
     #[test]
@@ -304,7 +386,7 @@ mod tests {
         let mut bytes = std::fs::read(&path).unwrap();
         bytes[SEGMENT_HEADER_BYTES + 2 * (FRAME_HEADER_BYTES + 30) + 60] ^= 1;
         std::fs::write(&path, bytes).unwrap();
-        let error = Tail::new(dir.path(), 1).read(5, 10, &mut |_, _, _| {}).unwrap_err();
+        let error = Tail::new(dir.path(), 1).read(5, 10, &mut |_, _, _| ControlFlow::Continue(())).unwrap_err();
         assert!(error.to_string().contains("checksum"), "{error}");
     }
 }

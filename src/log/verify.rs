@@ -20,7 +20,7 @@ use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, mpsc};
 
-use super::file::{intact_record_after, list_segments};
+use super::file::{TornTail, intact_record_after, list_segments};
 use super::frame::{self, FRAME_HEADER_BYTES, FrameError, GENESIS_HASH, Hash, RECORD_BYTES_MAX, SEGMENT_HEADER_BYTES, SegmentHeader};
 use super::{LogError, Position};
 
@@ -72,15 +72,6 @@ pub enum Verdict {
     TornTail(TornTail),
     /// The first problem, in log order. Nothing after it was checked.
     Corrupt(Problem),
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TornTail {
-    pub path: PathBuf,
-    pub offset: u64,
-    pub bytes: u64,
-    /// The position the torn record would have had.
-    pub position: Position,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -10,7 +10,6 @@
 //!
 //! It runs on its own OS thread, not a tokio task: it blocks in fdatasync.
 
-pub mod journal;
 mod recover;
 #[cfg(test)]
 mod tests;
@@ -27,6 +26,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::core::{self, Command, Context, IdempotencyCheck, Rejection, Reply, Scope, State, StoredResponse};
 use crate::log::{Log, LogError, codec};
 use crate::metrics::Metrics;
+use crate::rejections;
 
 pub use recover::{RecoverError, Recovered, recover};
 
@@ -86,7 +86,7 @@ impl Default for WriterConfig {
 struct Submission {
     command: Command,
     /// The request, journaled if the command is refused.
-    origin: Option<journal::Origin>,
+    origin: Option<rejections::Origin>,
     reply: oneshot::Sender<Result<Answer, SubmitError>>,
 }
 
@@ -107,7 +107,7 @@ impl WriterHandle {
     }
 
     /// Like `submit`, with the request it came from, for the rejection journal.
-    pub async fn submit_from(&self, command: Command, origin: Option<journal::Origin>) -> Result<Answer, SubmitError> {
+    pub async fn submit_from(&self, command: Command, origin: Option<rejections::Origin>) -> Result<Answer, SubmitError> {
         let (reply, answer) = oneshot::channel();
         self.queue.try_send(Submission { command, origin, reply }).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => SubmitError::Overloaded,
@@ -165,7 +165,7 @@ pub struct Writer {
     failed: bool,
     /// The commands of the last batch that were refused, by index, for the journal.
     refused: Vec<(usize, Rejection)>,
-    journal: Option<journal::JournalSender>,
+    journal: Option<rejections::JournalSender>,
     durable: watch::Sender<u64>,
     encoded: Vec<u8>,
 }
@@ -200,7 +200,7 @@ impl Writer {
     }
 
     /// Refused commands go to this journal from now on.
-    pub fn with_journal(mut self, journal: journal::JournalSender) -> Writer {
+    pub fn with_journal(mut self, journal: rejections::JournalSender) -> Writer {
         self.journal = Some(journal);
         self
     }
@@ -411,12 +411,12 @@ impl Writer {
 
 impl Writer {
     /// Hands the last batch's refused commands to the rejection journal.
-    fn journal_refused(&mut self, commands: &[Command], origins: &mut [Option<journal::Origin>]) {
+    fn journal_refused(&mut self, commands: &[Command], origins: &mut [Option<rejections::Origin>]) {
         let Some(journal) = &self.journal else { return };
         for (index, rejection) in self.refused.drain(..) {
             let command = &commands[index];
             let origin = origins[index].take();
-            journal.send(journal::Rejected {
+            journal.send(rejections::Rejected {
                 recorded_at: self.now_last,
                 tenant: command.tenant.clone(),
                 actor: command.actor.clone(),

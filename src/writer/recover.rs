@@ -1,5 +1,5 @@
-//! Start-up: the state rebuilt by replaying every event of the log through
-//! `apply`, and the stored answers of the responses journal put back.
+//! Start-up: the state recovered by applying every event of the log, read
+//! through `log::events`, and the stored answers of the responses journal put back.
 
 use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
@@ -8,7 +8,8 @@ use chrono::{DateTime, Utc};
 
 use crate::core::{self, Rules, State};
 use crate::log::codec::{self, CodecError};
-use crate::log::{Log, LogError, Position};
+use crate::log::events::{self, ReadError};
+use crate::log::{Log, Position};
 
 #[derive(Debug)]
 pub struct Recovered {
@@ -21,11 +22,9 @@ pub struct Recovered {
 #[derive(Debug, thiserror::Error)]
 pub enum RecoverError {
     #[error(transparent)]
-    Log(#[from] LogError),
-    #[error("{log} position {position}: {error}")]
-    Codec { log: &'static str, position: Position, error: CodecError },
-    #[error("ledger record at position {frame} holds the event of position {event}")]
-    Misplaced { frame: Position, event: Position },
+    Read(#[from] ReadError),
+    #[error("responses journal position {position}: {error}")]
+    Responses { position: Position, error: CodecError },
     /// The log says something the rules forbid (two active bookings of a slot,
     /// say): it was written past the core, or the core had a bug.
     #[error("the ledger breaks an invariant at position {position}: {reason}")]
@@ -40,41 +39,44 @@ pub fn recover(log: &dyn Log, responses: &dyn Log, rules: Rules, now: DateTime<U
     let mut failure = None;
     let mut events = 0;
     log.read_from(1, &mut |position, payload| {
-        match codec::decode_event(payload) {
-            Ok(event) if event.position == position => {
-                // `apply` asserts the invariants `decide` keeps; a log that breaks
-                // them is reported, not served from.
-                let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| core::apply(&mut state, &event)));
-                if let Err(panic) = applied {
-                    let reason = panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()));
-                    failure = Some(RecoverError::Violation { position, reason: reason.unwrap_or_default() });
-                    return ControlFlow::Break(());
-                }
-                events += 1;
-                return ControlFlow::Continue(());
+        let event = match events::decode_at(position, payload) {
+            Ok(event) => event,
+            Err(fault) => {
+                failure = Some(RecoverError::Read(ReadError::Event { path: log.path_of(position), position, fault }));
+                return ControlFlow::Break(());
             }
-            Ok(event) => failure = Some(RecoverError::Misplaced { frame: position, event: event.position }),
-            Err(error) => failure = Some(RecoverError::Codec { log: "ledger", position, error }),
+        };
+        // `apply` asserts the invariants `decide` keeps; a log that breaks
+        // them is reported, not served from.
+        let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| core::apply(&mut state, &event)));
+        if let Err(panic) = applied {
+            let reason = panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()));
+            failure = Some(RecoverError::Violation { position, reason: reason.unwrap_or_default() });
+            return ControlFlow::Break(());
         }
-        ControlFlow::Break(())
-    })?;
+        events += 1;
+        ControlFlow::Continue(())
+    })
+    .map_err(ReadError::from)?;
     if let Some(failure) = failure {
         return Err(failure);
     }
     let mut loaded = 0;
-    responses.read_from(1, &mut |position, payload| match codec::decode_rejected_response(payload) {
-        Ok((tenant, response, recorded_at)) => {
-            if now - recorded_at < rules.idempotency_retention {
-                state.idempotency.record(&tenant, response, recorded_at);
-                loaded += 1;
+    responses
+        .read_from(1, &mut |position, payload| match codec::decode_rejected_response(payload) {
+            Ok((tenant, response, recorded_at)) => {
+                if now - recorded_at < rules.idempotency_retention {
+                    state.idempotency.record(&tenant, response, recorded_at);
+                    loaded += 1;
+                }
+                ControlFlow::Continue(())
             }
-            ControlFlow::Continue(())
-        }
-        Err(error) => {
-            failure = Some(RecoverError::Codec { log: "responses", position, error });
-            ControlFlow::Break(())
-        }
-    })?;
+            Err(error) => {
+                failure = Some(RecoverError::Responses { position, error });
+                ControlFlow::Break(())
+            }
+        })
+        .map_err(ReadError::from)?;
     if let Some(failure) = failure {
         return Err(failure);
     }

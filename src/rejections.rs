@@ -15,47 +15,10 @@ use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::thread::JoinHandle;
 
 use bytes::Bytes;
-use chrono::{DateTime, Utc};
-use prost::Message;
 
+pub use crate::core::Rejected;
 use crate::core::Text;
-use crate::log::codec::pb;
-use crate::log::{self, FileLog, Log, Position};
-
-/// A refused command, as the journal keeps it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rejected {
-    pub recorded_at: DateTime<Utc>,
-    pub tenant: Text,
-    pub actor: Text,
-    pub request_id: Text,
-    pub idempotency_key: Option<Text>,
-    pub code: Text,
-    pub detail: String,
-    pub conflicts_with: Option<String>,
-    pub method: Text,
-    pub path: Text,
-    pub body: Bytes,
-}
-
-impl Rejected {
-    pub fn encode(&self) -> Vec<u8> {
-        pb::RejectionRecord {
-            recorded_at_micros: self.recorded_at.timestamp_micros(),
-            tenant: self.tenant.to_string(),
-            actor: self.actor.to_string(),
-            request_id: self.request_id.to_string(),
-            idempotency_key: self.idempotency_key.as_deref().unwrap_or_default().to_owned(),
-            code: self.code.to_string(),
-            detail: self.detail.clone(),
-            conflicts_with: self.conflicts_with.clone().unwrap_or_default(),
-            method: self.method.to_string(),
-            path: self.path.to_string(),
-            body: self.body.to_vec(),
-        }
-        .encode_to_vec()
-    }
-}
+use crate::log::{self, FileLog, Log, Position, codec};
 
 /// The request a command came from, kept only to journal it if it is refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -139,7 +102,7 @@ fn run(mut log: FileLog, dir: &Path, receiver: Receiver<Rejected>, synced: &Atom
     while let Ok(first) = receiver.recv() {
         batch.push(first);
         batch.extend(receiver.try_iter().take(JOURNAL_BATCH_LEN_MAX - 1));
-        let written = batch.iter().try_for_each(|record| log.append(&record.encode()).map(drop)).and_then(|()| log.sync());
+        let written = batch.iter().try_for_each(|record| log.append(&codec::encode_rejection(record)).map(drop)).and_then(|()| log.sync());
         match written {
             Ok(()) => synced.store(log.position_next() - 1, Ordering::Release),
             Err(error) => {
@@ -160,20 +123,6 @@ fn run(mut log: FileLog, dir: &Path, receiver: Receiver<Rejected>, synced: &Atom
 }
 
 /// Decodes one journal record.
-pub fn decode(bytes: &[u8]) -> Result<Rejected, log::codec::CodecError> {
-    let r = pb::RejectionRecord::decode(bytes)?;
-    Ok(Rejected {
-        recorded_at: DateTime::from_timestamp_micros(r.recorded_at_micros)
-            .ok_or_else(|| log::codec::CodecError("time out of range".into()))?,
-        tenant: r.tenant.into(),
-        actor: r.actor.into(),
-        request_id: r.request_id.into(),
-        idempotency_key: (!r.idempotency_key.is_empty()).then(|| r.idempotency_key.into()),
-        code: r.code.into(),
-        detail: r.detail,
-        conflicts_with: (!r.conflicts_with.is_empty()).then_some(r.conflicts_with),
-        method: r.method.into(),
-        path: r.path.into(),
-        body: Bytes::from(r.body),
-    })
+pub fn decode(bytes: &[u8]) -> Result<Rejected, codec::CodecError> {
+    codec::decode_rejection(bytes)
 }

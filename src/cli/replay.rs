@@ -1,0 +1,156 @@
+//! `ledger replay` and `ledger export`: the events of a data directory that no
+//! server holds, as a timeline or as JSON lines, through the same reader and
+//! filter as `GET /events`.
+
+use std::io::Write;
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+
+use super::serve::LEDGER_DIR;
+use super::{Finding, Progress, open_offline};
+use crate::core::Event;
+use crate::forensics::READ_CHUNK_LEN;
+use crate::forensics::feed::EventFilter;
+use crate::forensics::{json, timeline};
+use crate::log::events::EventReader;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// One line per event: position, time, tenant/actor, what happened.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ReplayArgs {
+    /// The data directory.
+    #[arg(long, default_value = "data")]
+    pub data: PathBuf,
+    /// Only this tenant's events.
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// The first position.
+    #[arg(long, default_value_t = 1)]
+    pub from: u64,
+    /// The last position, or the last time (RFC 3339).
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Only events about this clinic (its schedules, bookings and their cancellations).
+    #[arg(long)]
+    pub clinic: Option<String>,
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ExportArgs {
+    /// The data directory.
+    #[arg(long, default_value = "data")]
+    pub data: PathBuf,
+    /// Only this tenant's events.
+    #[arg(long)]
+    pub tenant: Option<String>,
+}
+
+/// Where `--until` stops.
+enum Until {
+    Position(u64),
+    Time(DateTime<Utc>),
+}
+
+impl Until {
+    fn parse(text: &str) -> anyhow::Result<Until> {
+        if let Ok(position) = text.parse() {
+            return Ok(Until::Position(position));
+        }
+        let time =
+            DateTime::parse_from_rfc3339(text).with_context(|| format!("--until {text:?} is neither a position nor an RFC 3339 time"))?;
+        Ok(Until::Time(time.with_timezone(&Utc)))
+    }
+
+    fn passed(&self, event: &Event) -> bool {
+        match self {
+            Until::Position(last) => event.position > *last,
+            Until::Time(last) => event.recorded_at > *last,
+        }
+    }
+}
+
+/// Visits every event of the ledger in `data` from `from`, in order, until `visit` says stop.
+fn each_event(data: &Path, from: u64, visit: &mut dyn FnMut(&Event) -> ControlFlow<()>) -> anyhow::Result<()> {
+    let dir = data.join(LEDGER_DIR);
+    let total = crate::log::last_position(&dir)?.unwrap_or(0);
+    let mut progress = Progress::new(total.saturating_sub(from - 1), "events");
+    let mut reader = EventReader::new(&dir, from);
+    let mut stopped = false;
+    while !stopped {
+        let read = reader.read_available(READ_CHUNK_LEN, &mut |event, _| {
+            let flow = visit(&event);
+            stopped = flow.is_break();
+            flow
+        })?;
+        progress.inc(read as u64);
+        stopped |= read == 0;
+    }
+    progress.finish();
+    Ok(())
+}
+
+pub fn replay(args: &ReplayArgs) -> anyhow::Result<Finding> {
+    let _lock = open_offline(&args.data)?;
+    let until = args.until.as_deref().map(Until::parse).transpose()?;
+    let mut filter = EventFilter::new(args.tenant.as_deref(), args.clinic.as_deref());
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut write_failure = None;
+    each_event(&args.data, args.from.max(1), &mut |event| {
+        if until.as_ref().is_some_and(|u| u.passed(event)) {
+            return ControlFlow::Break(());
+        }
+        if !filter.keep(event) {
+            return ControlFlow::Continue(());
+        }
+        let line = match args.format {
+            Format::Text => timeline::line(event),
+            Format::Json => json::event(event, true).to_string(),
+        };
+        write(&mut out, &line, &mut write_failure)
+    })?;
+    finish_output(out, write_failure)
+}
+
+pub fn export(args: &ExportArgs) -> anyhow::Result<Finding> {
+    let _lock = open_offline(&args.data)?;
+    let mut filter = EventFilter::new(args.tenant.as_deref(), None);
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut write_failure = None;
+    each_event(&args.data, 1, &mut |event| {
+        if !filter.keep(event) {
+            return ControlFlow::Continue(());
+        }
+        write(&mut out, &json::event(event, true).to_string(), &mut write_failure)
+    })?;
+    finish_output(out, write_failure)
+}
+
+/// Writes one line; a failure stops the read and is kept for `finish_output`.
+fn write(out: &mut impl Write, line: &str, failure: &mut Option<std::io::Error>) -> ControlFlow<()> {
+    match writeln!(out, "{line}") {
+        Ok(()) => ControlFlow::Continue(()),
+        Err(error) => {
+            *failure = Some(error);
+            ControlFlow::Break(())
+        }
+    }
+}
+
+/// Flushes; a closed pipe (`| head`) is a normal end, not a failure.
+fn finish_output(mut out: impl Write, failure: Option<std::io::Error>) -> anyhow::Result<Finding> {
+    match failure.map_or_else(|| out.flush(), Err) {
+        Err(error) if error.kind() != std::io::ErrorKind::BrokenPipe => Err(error.into()),
+        _ => Ok(Finding::Clean),
+    }
+}

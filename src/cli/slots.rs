@@ -1,0 +1,54 @@
+//! `ledger slots`: a clinic's day as a table, now or as of a position, from a
+//! data directory that no server holds, through the same clinic index as
+//! `GET .../slots?as_of=`.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::Context;
+
+use super::serve::LEDGER_DIR;
+use super::{Finding, open_offline};
+use crate::forensics::clinics;
+
+#[derive(Debug, clap::Args)]
+pub struct SlotsArgs {
+    /// The data directory.
+    #[arg(long, default_value = "data")]
+    pub data: PathBuf,
+    #[arg(long)]
+    pub tenant: String,
+    #[arg(long)]
+    pub clinic: String,
+    /// YYYY-MM-DD.
+    #[arg(long)]
+    pub date: String,
+    /// The projection as it stood right after this position (default: the end).
+    #[arg(long)]
+    pub as_of: Option<u64>,
+}
+
+pub fn run(args: &SlotsArgs) -> anyhow::Result<Finding> {
+    let _lock = open_offline(&args.data)?;
+    let date =
+        chrono::NaiveDate::parse_from_str(&args.date, "%Y-%m-%d").with_context(|| format!("--date {:?} is not YYYY-MM-DD", args.date))?;
+    let dir = args.data.join(LEDGER_DIR);
+    let last = crate::log::last_position(&dir)?.unwrap_or(0);
+    let as_of = args.as_of.unwrap_or(last);
+    anyhow::ensure!(as_of <= last, "--as-of {as_of} is beyond the ledger's last position {last}");
+    let day = clinics::index_dir(&dir, last)?.plan(&args.tenant, &args.clinic, date, None, as_of).run(&dir)?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "clinic {} on {} as of position {as_of}", args.clinic, args.date)?;
+    writeln!(out, "{:<16} {:>5} {:>6} {:<7} {:<6} booking", "doctor", "slot", "time", "state", "token")?;
+    for doctor in &day.doctors {
+        for slot in 0..doctor.schedule.slots_per_day {
+            let time = doctor.schedule.slot_minute(slot).map_or_else(|| "-".into(), |m| format!("{:02}:{:02}", m / 60, m % 60));
+            let (state_name, token, id) = match doctor.booked.get(&slot) {
+                Some((id, token)) => ("booked", token.clone(), id.to_string()),
+                None => ("free", "-".into(), "-".into()),
+            };
+            writeln!(out, "{:<16} {slot:>5} {time:>6} {state_name:<7} {token:<6} {id}", doctor.doctor)?;
+        }
+    }
+    Ok(Finding::Clean)
+}

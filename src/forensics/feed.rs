@@ -1,0 +1,174 @@
+//! Pages and live feeds of the ledger's events and of the rejection journal,
+//! and the one filter that `GET /events`, `ledger replay` and `ledger export`
+//! share. The HTTP layer only authenticates, parses queries and renders.
+//!
+//! Every read is bounded: a page returns at most `limit` items and scans at
+//! most [`PAGE_SCAN_MAX`] records; a feed holds at most its channel's buffer.
+//! A record that cannot be read ends the page or the feed with an error that
+//! names it; nothing is skipped.
+
+use std::collections::BTreeSet;
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+
+use tokio::sync::{mpsc, watch};
+use uuid::Uuid;
+
+use crate::core::{Event, EventKind, Rejected, Text};
+use crate::log::events::{EventReader, Fault, ReadError};
+use crate::log::{Durable, Position, Tail, codec};
+
+/// Records read per page, at most, however few belong to the tenant: `next`
+/// then says where to go on.
+pub const PAGE_SCAN_MAX: u64 = 100_000;
+/// Records read per disk visit while following.
+const FEED_CHUNK_LEN: usize = 256;
+
+/// Which events a reader wants.
+#[derive(Debug, Default)]
+pub struct EventFilter {
+    /// Only this tenant's events.
+    pub tenant: Option<Text>,
+    /// Only events about this clinic: its schedules, bookings and their cancellations.
+    pub clinic: Option<Text>,
+    /// The bookings of `clinic` seen so far, to recognize their cancellations.
+    clinic_bookings: BTreeSet<Uuid>,
+}
+
+impl EventFilter {
+    pub fn tenant(tenant: &str) -> EventFilter {
+        EventFilter::new(Some(tenant), None)
+    }
+
+    pub fn new(tenant: Option<&str>, clinic: Option<&str>) -> EventFilter {
+        EventFilter { tenant: tenant.map(Text::from), clinic: clinic.map(Text::from), clinic_bookings: BTreeSet::new() }
+    }
+
+    /// Whether `event` passes; events must come in log order.
+    pub fn keep(&mut self, event: &Event) -> bool {
+        if self.tenant.as_ref().is_some_and(|t| *t != event.tenant) {
+            return false;
+        }
+        let Some(clinic) = &self.clinic else { return true };
+        match &event.kind {
+            EventKind::ScheduleSet { clinic: c, .. } => c == clinic,
+            EventKind::BookingCreated(b) if b.clinic == *clinic => {
+                self.clinic_bookings.insert(b.booking_id);
+                true
+            }
+            EventKind::BookingCancelled { booking_id, .. } => self.clinic_bookings.contains(booking_id),
+            _ => false,
+        }
+    }
+}
+
+/// One page: the items and the `from` of the next page.
+#[derive(Debug)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next: Position,
+}
+
+/// The events `filter` keeps from `from` through `last` (durable), at most `limit`.
+pub fn events_page(dir: &Path, filter: &mut EventFilter, from: Position, last: Position, limit: usize) -> Result<Page<Event>, ReadError> {
+    let mut reader = EventReader::new(dir, from);
+    let mut items = Vec::new();
+    while items.len() < limit && reader.next_position() <= last && reader.next_position() - from < PAGE_SCAN_MAX {
+        let budget = (PAGE_SCAN_MAX - (reader.next_position() - from)) as usize;
+        reader.read(last, budget.min(1024), &mut |event, _| {
+            if filter.keep(&event) {
+                items.push(event);
+            }
+            if items.len() >= limit { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
+        })?;
+    }
+    Ok(Page { items, next: reader.next_position() })
+}
+
+/// The refused commands of `tenant` in the rejection journal in `dir`, from
+/// sequence `from` (or the oldest kept) through `last`, at most `limit`.
+pub fn rejections_page(dir: &Path, tenant: &str, from: u64, last: u64, limit: usize) -> Result<Page<(u64, Rejected)>, ReadError> {
+    let mut tail = Tail::rotated(dir, from);
+    let mut items = Vec::new();
+    let mut failure = None;
+    let start = from;
+    while failure.is_none()
+        && items.len() < limit
+        && tail.next_position() <= last
+        && tail.next_position().saturating_sub(start) < PAGE_SCAN_MAX
+    {
+        tail.read(last, 1024, &mut |seq, location, payload| {
+            match codec::decode_rejection(payload) {
+                Ok(rejected) if *rejected.tenant == *tenant => items.push((seq, rejected)),
+                Ok(_) => {}
+                Err(error) => {
+                    failure = Some(ReadError::Event {
+                        path: crate::log::location_path(dir, location),
+                        position: seq,
+                        fault: Fault::Undecodable(error),
+                    });
+                    return ControlFlow::Break(());
+                }
+            }
+            if items.len() >= limit { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
+        })?;
+    }
+    match failure {
+        Some(failure) => Err(failure),
+        None => Ok(Page { items, next: tail.next_position().max(from) }),
+    }
+}
+
+/// Follows `tenant`'s events from `from`: catching up, then live as `durable`
+/// moves, until `stopping` turns true, the receiver is dropped, or a record
+/// cannot be read (the last item is then that error). At most `buffer` events
+/// wait for a slow receiver; the reader waits for it, and only it.
+pub fn follow_events(
+    dir: PathBuf,
+    tenant: Text,
+    from: Position,
+    mut durable: Durable,
+    mut stopping: watch::Receiver<bool>,
+    buffer: usize,
+) -> mpsc::Receiver<Result<Event, ReadError>> {
+    let (sender, receiver) = mpsc::channel(buffer);
+    tokio::spawn(async move {
+        let mut reader = Some(EventReader::new(&dir, from));
+        let mut filter = EventFilter::tenant(&tenant);
+        loop {
+            let last = *durable.borrow_and_update();
+            let mut follower = reader.take().expect("the reader is put back after every read");
+            if follower.next_position() <= last {
+                let read = tokio::task::spawn_blocking(move || {
+                    let mut events = Vec::new();
+                    let result = follower.read(last, FEED_CHUNK_LEN, &mut |event, _| {
+                        events.push(event);
+                        ControlFlow::Continue(())
+                    });
+                    (follower, events, result)
+                })
+                .await;
+                let Ok((follower, events, result)) = read else { return };
+                for event in events {
+                    // A slow client makes this wait, and only this task.
+                    if filter.keep(&event) && sender.send(Ok(event)).await.is_err() {
+                        return;
+                    }
+                }
+                if let Err(error) = result {
+                    let _ = sender.send(Err(error)).await;
+                    return;
+                }
+                reader = Some(follower);
+                continue;
+            }
+            reader = Some(follower);
+            tokio::select! {
+                changed = durable.changed() => if changed.is_err() { return },
+                _ = stopping.changed() => return,
+                () = sender.closed() => return,
+            }
+        }
+    });
+    receiver
+}

@@ -1,0 +1,105 @@
+//! The ledger's records read back as core events: the one place that turns a
+//! record into an [`Event`], checking that the event carries the position of
+//! the record that holds it. Every reader of events goes through here, so a
+//! record that does not decode is the same error everywhere, naming its file
+//! and position; none skips it.
+
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+
+use super::codec::{self, CodecError};
+use super::{Location, LogError, Position, Tail};
+use crate::core::Event;
+
+/// Why a record is not the event it should be.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Fault {
+    #[error("{0}")]
+    Undecodable(CodecError),
+    #[error("the record holds the event of position {found}")]
+    Misplaced { found: Position },
+}
+
+/// A failure to read the ledger's events: the log's, or a record's.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error("{path}: position {position}: {fault}")]
+    Event { path: PathBuf, position: Position, fault: Fault },
+}
+
+impl ReadError {
+    /// The position of the bad record, when the log could say.
+    pub fn position(&self) -> Option<Position> {
+        match self {
+            ReadError::Log(LogError::Corrupt { position, .. }) | ReadError::Event { position, .. } => Some(*position),
+            ReadError::Log(_) => None,
+        }
+    }
+}
+
+/// Decodes the record at `position` into its event.
+pub fn decode_at(position: Position, payload: &[u8]) -> Result<Event, Fault> {
+    let event = codec::decode_event(payload).map_err(Fault::Undecodable)?;
+    if event.position != position {
+        return Err(Fault::Misplaced { found: event.position });
+    }
+    Ok(event)
+}
+
+/// Called with each event read and where its record is; `Break` stops after it.
+pub type EventVisit<'a> = dyn FnMut(Event, Location) -> ControlFlow<()> + 'a;
+
+/// A [`Tail`] that yields events. After an error it stays at the bad record, so
+/// reading again fails again: a reader never moves past what it could not read.
+pub struct EventReader {
+    tail: Tail,
+    dir: PathBuf,
+}
+
+impl EventReader {
+    pub fn new(dir: &Path, from: Position) -> EventReader {
+        EventReader { tail: Tail::new(dir, from), dir: dir.to_owned() }
+    }
+
+    /// The position the next read starts at.
+    pub fn next_position(&self) -> Position {
+        self.tail.next_position()
+    }
+
+    /// The events from the next one through `last` (durable), at most `limit`.
+    pub fn read(&mut self, last: Position, limit: usize, visit: &mut EventVisit<'_>) -> Result<usize, ReadError> {
+        self.read_with(limit, visit, |tail, limit, visit| tail.read(last, limit, visit))
+    }
+
+    /// The events up to whatever the log holds (offline), at most `limit`.
+    pub fn read_available(&mut self, limit: usize, visit: &mut EventVisit<'_>) -> Result<usize, ReadError> {
+        self.read_with(limit, visit, |tail, limit, visit| tail.read_available(limit, visit))
+    }
+
+    fn read_with(
+        &mut self,
+        limit: usize,
+        visit: &mut EventVisit<'_>,
+        read: impl FnOnce(&mut Tail, usize, &mut super::RecordVisit<'_>) -> Result<usize, LogError>,
+    ) -> Result<usize, ReadError> {
+        let mut failure = None;
+        let read = read(&mut self.tail, limit, &mut |position, location, payload| match decode_at(position, payload) {
+            Ok(event) => visit(event, location),
+            Err(fault) => {
+                failure = Some((position, location, fault));
+                ControlFlow::Break(())
+            }
+        })?;
+        match failure {
+            None => Ok(read),
+            Some((position, location, fault)) => {
+                let path = self.tail.path_of(location);
+                // The tail moved past the bad record: put it back there.
+                self.tail = Tail::new(&self.dir, position);
+                Err(ReadError::Event { path, position, fault })
+            }
+        }
+    }
+}
