@@ -1,0 +1,327 @@
+//! Schedules and bookings: at most one active booking per slot, tokens issued
+//! in sequence per (clinic, doctor, date, kind) and never reused, an external
+//! calendar's reference bound to one booking forever. Like every workflow of
+//! the core it reads no clock and no configuration: they come in as arguments.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use uuid::Uuid;
+
+use super::state::{State, TenantState};
+use super::{Context, EventKind, Position, Rejection, Rules, Text};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Schedule {
+    /// 1..=1000.
+    pub slots_per_day: u32,
+    /// Minutes after midnight of slot 0.
+    pub first_slot_minute: Option<u32>,
+    /// 1..=480.
+    pub slot_minutes: Option<u32>,
+}
+
+impl Schedule {
+    /// The wall-clock start of `slot` in minutes after midnight, when the schedule
+    /// says and the slot starts before midnight.
+    pub fn slot_minute(&self, slot: u32) -> Option<u32> {
+        let minute = self.first_slot_minute? + slot * self.slot_minutes?;
+        (minute < 24 * 60).then_some(minute)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum BookingKind {
+    Advance,
+    WalkIn,
+}
+
+impl BookingKind {
+    pub fn token_prefix(self) -> char {
+        match self {
+            BookingKind::Advance => 'A',
+            BookingKind::WalkIn => 'W',
+        }
+    }
+}
+
+/// `A005`: the kind's letter and at least three digits.
+pub fn token(kind: BookingKind, number: u32) -> String {
+    format!("{}{number:03}", kind.token_prefix())
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BookRequest {
+    /// Chosen by the caller: a UUIDv7, so that new ids sort last and the booking
+    /// index grows at its edge. `apply` asserts it is new.
+    pub booking_id: Uuid,
+    pub clinic: Text,
+    pub doctor: Text,
+    pub date: NaiveDate,
+    pub slot: u32,
+    pub patient: Text,
+    pub kind: BookingKind,
+    pub external_ref: Option<Text>,
+    pub correlation_id: Option<Text>,
+    pub external_created_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BookingCreated {
+    pub booking_id: Uuid,
+    pub clinic: Text,
+    pub doctor: Text,
+    pub date: NaiveDate,
+    pub slot: u32,
+    pub patient: Text,
+    pub kind: BookingKind,
+    pub token_number: u32,
+    pub external_ref: Option<Text>,
+    pub correlation_id: Option<Text>,
+    pub external_created_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Clinic {
+    pub doctors: BTreeMap<Text, Doctor>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Doctor {
+    pub schedule: Schedule,
+    /// The position of the event that set `schedule`.
+    pub schedule_position: Position,
+    pub days: BTreeMap<NaiveDate, Day>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Day {
+    /// The active booking holding each booked slot; a free slot is absent.
+    pub slots: BTreeMap<u32, Uuid>,
+    /// The last token number issued per kind; the next one is this plus one.
+    pub tokens_issued_advance: u32,
+    pub tokens_issued_walk_in: u32,
+}
+
+impl Day {
+    pub fn tokens_issued(&self, kind: BookingKind) -> u32 {
+        match kind {
+            BookingKind::Advance => self.tokens_issued_advance,
+            BookingKind::WalkIn => self.tokens_issued_walk_in,
+        }
+    }
+
+    fn tokens_issued_mut(&mut self, kind: BookingKind) -> &mut u32 {
+        match kind {
+            BookingKind::Advance => &mut self.tokens_issued_advance,
+            BookingKind::WalkIn => &mut self.tokens_issued_walk_in,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BookingStatus {
+    Confirmed,
+    Cancelled,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Booking {
+    pub booking_id: Uuid,
+    pub clinic: Text,
+    pub doctor: Text,
+    pub date: NaiveDate,
+    pub slot: u32,
+    pub patient: Text,
+    pub kind: BookingKind,
+    pub token_number: u32,
+    pub status: BookingStatus,
+    pub external_ref: Option<Text>,
+    pub correlation_id: Option<Text>,
+    pub external_created_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    /// The position of the last event that changed this booking.
+    pub position: Position,
+    pub cancel_reason: Option<Text>,
+}
+
+impl Booking {
+    pub fn token(&self) -> String {
+        token(self.kind, self.token_number)
+    }
+}
+
+impl State {
+    pub fn booking(&self, tenant: &str, booking_id: &Uuid) -> Option<&Arc<Booking>> {
+        self.tenant(tenant)?.bookings.get(booking_id)
+    }
+}
+
+fn doctor_of<'a>(tenant: &'a TenantState, clinic: &str, doctor: &str) -> Option<&'a Doctor> {
+    tenant.clinics.get(clinic)?.doctors.get(doctor)
+}
+
+pub(super) fn decide_schedule(
+    tenant: Option<&TenantState>,
+    clinic: &Text,
+    doctor: &Text,
+    schedule: &Schedule,
+) -> Result<Vec<EventKind>, Rejection> {
+    if let Some(existing) = tenant.and_then(|t| doctor_of(t, clinic, doctor)) {
+        if existing.schedule == *schedule {
+            return Ok(vec![]);
+        }
+        for (date, day) in &existing.days {
+            if let Some((&slot, &booking_id)) = day.slots.range(schedule.slots_per_day..).next() {
+                return Err(Rejection::ScheduleConflict { booking_id, date: *date, slot });
+            }
+        }
+    }
+    Ok(vec![EventKind::ScheduleSet { clinic: clinic.clone(), doctor: doctor.clone(), schedule: *schedule }])
+}
+
+/// The checks run in the order API.md gives: schedule, slot range, external
+/// reference, freshness, slot.
+pub(super) fn decide_book(
+    tenant: Option<&TenantState>,
+    request: &BookRequest,
+    rules: &Rules,
+    context: &Context,
+) -> Result<Vec<EventKind>, Rejection> {
+    let Some((tenant, doctor)) = tenant.and_then(|t| Some((t, doctor_of(t, &request.clinic, &request.doctor)?))) else {
+        return Err(Rejection::UnknownDoctor { clinic: request.clinic.clone(), doctor: request.doctor.clone() });
+    };
+    let slots_per_day = doctor.schedule.slots_per_day;
+    if request.slot >= slots_per_day {
+        return Err(Rejection::SlotOutOfRange { slot: request.slot, slots_per_day });
+    }
+    if let Some(external_ref) = &request.external_ref
+        && let Some(booking_id) = tenant.external_refs.get(external_ref)
+    {
+        let bound = &tenant.bookings[booking_id];
+        if request.correlation_id.is_some() && bound.correlation_id == request.correlation_id {
+            return Ok(vec![]);
+        }
+        return Err(Rejection::ExternalRefBound {
+            external_ref: external_ref.clone(),
+            booking_id: *booking_id,
+            correlation_id: bound.correlation_id.clone(),
+        });
+    }
+    if let Some(created_at) = request.external_created_at {
+        let age = context.now - created_at;
+        if age > rules.freshness_window {
+            return Err(Rejection::StaleExternalBooking { age_secs: age.num_seconds(), window_secs: rules.freshness_window.num_seconds() });
+        }
+    }
+    let day = doctor.days.get(&request.date);
+    if let Some(booking_id) = day.and_then(|d| d.slots.get(&request.slot)) {
+        let holder = &tenant.bookings[booking_id];
+        return Err(Rejection::SlotTaken { booking_id: *booking_id, token: holder.token() });
+    }
+    let token_number = day.map_or(0, |d| d.tokens_issued(request.kind)) + 1;
+    Ok(vec![EventKind::BookingCreated(BookingCreated {
+        booking_id: request.booking_id,
+        clinic: request.clinic.clone(),
+        doctor: request.doctor.clone(),
+        date: request.date,
+        slot: request.slot,
+        patient: request.patient.clone(),
+        kind: request.kind,
+        token_number,
+        external_ref: request.external_ref.clone(),
+        correlation_id: request.correlation_id.clone(),
+        external_created_at: request.external_created_at,
+    })])
+}
+
+/// Cancelling a cancelled booking is a repeat: it changes nothing.
+pub(super) fn decide_cancel(tenant: Option<&TenantState>, booking_id: Uuid, reason: &Option<Text>) -> Result<Vec<EventKind>, Rejection> {
+    let booking = tenant.and_then(|t| t.bookings.get(&booking_id)).ok_or(Rejection::BookingNotFound { booking_id })?;
+    Ok(match booking.status {
+        BookingStatus::Cancelled => vec![],
+        BookingStatus::Confirmed => vec![EventKind::BookingCancelled { booking_id, reason: reason.clone() }],
+    })
+}
+
+/// The booking a `Book` command answers with: the one it created or, when it
+/// repeated an external reference with its correlation id, the bound one.
+pub(super) fn booked(tenant: &TenantState, request: &BookRequest, created: bool) -> Arc<Booking> {
+    let booking_id = if created {
+        request.booking_id
+    } else {
+        let external_ref = request.external_ref.as_ref().expect("only an external ref repeat books nothing");
+        tenant.external_refs[external_ref]
+    };
+    tenant.bookings[&booking_id].clone()
+}
+
+pub(super) fn apply(tenant: &mut TenantState, kind: &EventKind, at: DateTime<Utc>, position: Position) {
+    match kind {
+        EventKind::ScheduleSet { clinic, doctor, schedule } => {
+            let doctors = &mut tenant.clinics.entry(clinic.clone()).or_default().doctors;
+            let entry = doctors.entry(doctor.clone()).or_insert_with(|| Doctor {
+                schedule: *schedule,
+                schedule_position: position,
+                days: Default::default(),
+            });
+            entry.schedule = *schedule;
+            entry.schedule_position = position;
+        }
+        EventKind::BookingCreated(created) => {
+            let doctor = tenant
+                .clinics
+                .get_mut(&created.clinic)
+                .and_then(|c| c.doctors.get_mut(&created.doctor))
+                .expect("a booking needs a schedule");
+            assert!(created.slot < doctor.schedule.slots_per_day, "slot beyond the schedule");
+            let day = doctor.days.entry(created.date).or_default();
+            let issued = day.tokens_issued_mut(created.kind);
+            assert_eq!(created.token_number, *issued + 1, "tokens are sequential");
+            *issued = created.token_number;
+            let previous = day.slots.insert(created.slot, created.booking_id);
+            assert_eq!(previous, None, "one active booking per slot");
+            if let Some(external_ref) = &created.external_ref {
+                let previous = tenant.external_refs.insert(external_ref.clone(), created.booking_id);
+                assert_eq!(previous, None, "an external ref binds once");
+            }
+            let booking = Booking {
+                booking_id: created.booking_id,
+                clinic: created.clinic.clone(),
+                doctor: created.doctor.clone(),
+                date: created.date,
+                slot: created.slot,
+                patient: created.patient.clone(),
+                kind: created.kind,
+                token_number: created.token_number,
+                status: BookingStatus::Confirmed,
+                external_ref: created.external_ref.clone(),
+                correlation_id: created.correlation_id.clone(),
+                external_created_at: created.external_created_at,
+                created_at: at,
+                position,
+                cancel_reason: None,
+            };
+            let previous = tenant.bookings.insert(created.booking_id, Arc::new(booking));
+            assert!(previous.is_none(), "booking ids are unique");
+        }
+        EventKind::BookingCancelled { booking_id, reason } => {
+            let booking = Arc::make_mut(tenant.bookings.get_mut(booking_id).expect("cancelling a known booking"));
+            assert_eq!(booking.status, BookingStatus::Confirmed, "cancelling an active booking");
+            booking.status = BookingStatus::Cancelled;
+            booking.position = position;
+            booking.cancel_reason = reason.clone();
+            let day = tenant.clinics[&booking.clinic].doctors[&booking.doctor].days.get(&booking.date);
+            assert_eq!(day.and_then(|d| d.slots.get(&booking.slot)), Some(booking_id), "the booking held its slot");
+            let day = tenant
+                .clinics
+                .get_mut(&booking.clinic)
+                .and_then(|c| c.doctors.get_mut(&booking.doctor))
+                .and_then(|d| d.days.get_mut(&booking.date))
+                .unwrap();
+            day.slots.remove(&booking.slot);
+        }
+        _ => unreachable!("not a booking event"),
+    }
+}
