@@ -140,8 +140,8 @@ pub fn replay(args: &ReplayArgs) -> anyhow::Result<Finding> {
             let about = match &event.kind {
                 EventKind::ScheduleSet { clinic, .. } => Some(clinic.clone()),
                 EventKind::BookingCreated(b) => {
-                    clinic_bookings.insert(b.booking_id, b.clinic.clone());
-                    Some(b.clinic.clone())
+                    clinic_bookings.insert(b.details.booking_id, b.details.clinic.clone());
+                    Some(b.details.clinic.clone())
                 }
                 EventKind::BookingCancelled { booking_id, .. } => clinic_bookings.get(booking_id).cloned(),
                 _ => None,
@@ -209,7 +209,7 @@ pub fn slots(args: &SlotsArgs) -> anyhow::Result<Finding> {
             let time = doctor.schedule.slot_minute(slot).map_or_else(|| "-".into(), |m| format!("{:02}:{:02}", m / 60, m % 60));
             let booking = day.and_then(|d| d.slots.get(&slot)).and_then(|id| state.tenants[args.tenant.as_str()].bookings.get(id));
             let (state_name, token, id) = match booking {
-                Some(b) => ("booked", b.token(), b.booking_id.to_string()),
+                Some(b) => ("booked", b.token(), b.details.booking_id.to_string()),
                 None => ("free", "-".into(), "-".into()),
             };
             writeln!(out, "{name:<16} {slot:>5} {time:>6} {state_name:<7} {token:<6} {id}")?;

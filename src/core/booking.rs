@@ -51,8 +51,12 @@ pub fn token(kind: BookingKind, number: u32) -> String {
     format!("{}{number:03}", kind.token_prefix())
 }
 
+/// What a booking is, declared once: the `Book` command carries it,
+/// [`BookingCreated`] records it and the projection's [`Booking`] keeps it.
+/// All of it is what the caller asked for; what the ledger decided (the token,
+/// the status, the positions) sits beside it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BookRequest {
+pub struct BookingDetails {
     /// Chosen by the caller: a UUIDv7, so that new ids sort last and the booking
     /// index grows at its edge. `apply` asserts it is new.
     pub booking_id: Uuid,
@@ -69,17 +73,8 @@ pub struct BookRequest {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BookingCreated {
-    pub booking_id: Uuid,
-    pub clinic: Text,
-    pub doctor: Text,
-    pub date: NaiveDate,
-    pub slot: u32,
-    pub patient: Text,
-    pub kind: BookingKind,
+    pub details: BookingDetails,
     pub token_number: u32,
-    pub external_ref: Option<Text>,
-    pub correlation_id: Option<Text>,
-    pub external_created_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -128,18 +123,9 @@ pub enum BookingStatus {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Booking {
-    pub booking_id: Uuid,
-    pub clinic: Text,
-    pub doctor: Text,
-    pub date: NaiveDate,
-    pub slot: u32,
-    pub patient: Text,
-    pub kind: BookingKind,
+    pub details: BookingDetails,
     pub token_number: u32,
     pub status: BookingStatus,
-    pub external_ref: Option<Text>,
-    pub correlation_id: Option<Text>,
-    pub external_created_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     /// The position of the last event that changed this booking.
     pub position: Position,
@@ -148,7 +134,7 @@ pub struct Booking {
 
 impl Booking {
     pub fn token(&self) -> String {
-        token(self.kind, self.token_number)
+        token(self.details.kind, self.token_number)
     }
 }
 
@@ -185,7 +171,7 @@ pub(super) fn decide_schedule(
 /// reference, freshness, slot.
 pub(super) fn decide_book(
     tenant: Option<&TenantState>,
-    request: &BookRequest,
+    request: &BookingDetails,
     rules: &Rules,
     context: &Context,
 ) -> Result<Vec<EventKind>, Rejection> {
@@ -200,13 +186,13 @@ pub(super) fn decide_book(
         && let Some(booking_id) = tenant.external_refs.get(external_ref)
     {
         let bound = &tenant.bookings[booking_id];
-        if request.correlation_id.is_some() && bound.correlation_id == request.correlation_id {
+        if request.correlation_id.is_some() && bound.details.correlation_id == request.correlation_id {
             return Ok(vec![]);
         }
         return Err(Rejection::ExternalRefBound {
             external_ref: external_ref.clone(),
             booking_id: *booking_id,
-            correlation_id: bound.correlation_id.clone(),
+            correlation_id: bound.details.correlation_id.clone(),
         });
     }
     if let Some(created_at) = request.external_created_at {
@@ -221,19 +207,7 @@ pub(super) fn decide_book(
         return Err(Rejection::SlotTaken { booking_id: *booking_id, token: holder.token() });
     }
     let token_number = day.map_or(0, |d| d.tokens_issued(request.kind)) + 1;
-    Ok(vec![EventKind::BookingCreated(BookingCreated {
-        booking_id: request.booking_id,
-        clinic: request.clinic.clone(),
-        doctor: request.doctor.clone(),
-        date: request.date,
-        slot: request.slot,
-        patient: request.patient.clone(),
-        kind: request.kind,
-        token_number,
-        external_ref: request.external_ref.clone(),
-        correlation_id: request.correlation_id.clone(),
-        external_created_at: request.external_created_at,
-    })])
+    Ok(vec![EventKind::BookingCreated(BookingCreated { details: request.clone(), token_number })])
 }
 
 /// Cancelling a cancelled booking is a repeat: it changes nothing.
@@ -247,7 +221,7 @@ pub(super) fn decide_cancel(tenant: Option<&TenantState>, booking_id: Uuid, reas
 
 /// The booking a `Book` command answers with: the one it created or, when it
 /// repeated an external reference with its correlation id, the bound one.
-pub(super) fn booked(tenant: &TenantState, request: &BookRequest, created: bool) -> Arc<Booking> {
+pub(super) fn booked(tenant: &TenantState, request: &BookingDetails, created: bool) -> Arc<Booking> {
     let booking_id = if created {
         request.booking_id
     } else {
@@ -269,41 +243,32 @@ pub(super) fn apply(tenant: &mut TenantState, kind: &EventKind, at: DateTime<Utc
             entry.schedule = *schedule;
             entry.schedule_position = position;
         }
-        EventKind::BookingCreated(created) => {
+        EventKind::BookingCreated(BookingCreated { details, token_number }) => {
             let doctor = tenant
                 .clinics
-                .get_mut(&created.clinic)
-                .and_then(|c| c.doctors.get_mut(&created.doctor))
+                .get_mut(&details.clinic)
+                .and_then(|c| c.doctors.get_mut(&details.doctor))
                 .expect("a booking needs a schedule");
-            assert!(created.slot < doctor.schedule.slots_per_day, "slot beyond the schedule");
-            let day = doctor.days.entry(created.date).or_default();
-            let issued = day.tokens_issued_mut(created.kind);
-            assert_eq!(created.token_number, *issued + 1, "tokens are sequential");
-            *issued = created.token_number;
-            let previous = day.slots.insert(created.slot, created.booking_id);
+            assert!(details.slot < doctor.schedule.slots_per_day, "slot beyond the schedule");
+            let day = doctor.days.entry(details.date).or_default();
+            let issued = day.tokens_issued_mut(details.kind);
+            assert_eq!(*token_number, *issued + 1, "tokens are sequential");
+            *issued = *token_number;
+            let previous = day.slots.insert(details.slot, details.booking_id);
             assert_eq!(previous, None, "one active booking per slot");
-            if let Some(external_ref) = &created.external_ref {
-                let previous = tenant.external_refs.insert(external_ref.clone(), created.booking_id);
+            if let Some(external_ref) = &details.external_ref {
+                let previous = tenant.external_refs.insert(external_ref.clone(), details.booking_id);
                 assert_eq!(previous, None, "an external ref binds once");
             }
             let booking = Booking {
-                booking_id: created.booking_id,
-                clinic: created.clinic.clone(),
-                doctor: created.doctor.clone(),
-                date: created.date,
-                slot: created.slot,
-                patient: created.patient.clone(),
-                kind: created.kind,
-                token_number: created.token_number,
+                details: details.clone(),
+                token_number: *token_number,
                 status: BookingStatus::Confirmed,
-                external_ref: created.external_ref.clone(),
-                correlation_id: created.correlation_id.clone(),
-                external_created_at: created.external_created_at,
                 created_at: at,
                 position,
                 cancel_reason: None,
             };
-            let previous = tenant.bookings.insert(created.booking_id, Arc::new(booking));
+            let previous = tenant.bookings.insert(details.booking_id, Arc::new(booking));
             assert!(previous.is_none(), "booking ids are unique");
         }
         EventKind::BookingCancelled { booking_id, reason } => {
@@ -312,15 +277,11 @@ pub(super) fn apply(tenant: &mut TenantState, kind: &EventKind, at: DateTime<Utc
             booking.status = BookingStatus::Cancelled;
             booking.position = position;
             booking.cancel_reason = reason.clone();
-            let day = tenant.clinics[&booking.clinic].doctors[&booking.doctor].days.get(&booking.date);
-            assert_eq!(day.and_then(|d| d.slots.get(&booking.slot)), Some(booking_id), "the booking held its slot");
-            let day = tenant
-                .clinics
-                .get_mut(&booking.clinic)
-                .and_then(|c| c.doctors.get_mut(&booking.doctor))
-                .and_then(|d| d.days.get_mut(&booking.date))
-                .unwrap();
-            day.slots.remove(&booking.slot);
+            let BookingDetails { clinic, doctor, date, slot, .. } = &booking.details;
+            let day = tenant.clinics[clinic].doctors[doctor].days.get(date);
+            assert_eq!(day.and_then(|d| d.slots.get(slot)), Some(booking_id), "the booking held its slot");
+            let day = tenant.clinics.get_mut(clinic).and_then(|c| c.doctors.get_mut(doctor)).and_then(|d| d.days.get_mut(date)).unwrap();
+            day.slots.remove(slot);
         }
         _ => unreachable!("not a booking event"),
     }

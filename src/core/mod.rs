@@ -22,7 +22,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use uuid::Uuid;
 
 pub use apply::apply;
-pub use booking::{BookRequest, Booking, BookingCreated, BookingKind, BookingStatus, Clinic, Day, Doctor, Schedule, token};
+pub use booking::{Booking, BookingCreated, BookingDetails, BookingKind, BookingStatus, Clinic, Day, Doctor, Schedule, token};
 pub use calls::{Call, CallState, Campaign, Duplicate, NumberCalls};
 pub use community::Community;
 pub use decide::{PhoneReply, Reply, decide, decide_refusal, reply};
@@ -70,7 +70,7 @@ pub enum Action {
         doctor: Text,
         schedule: Schedule,
     },
-    Book(BookRequest),
+    Book(BookingDetails),
     Cancel {
         booking_id: Uuid,
         reason: Option<Text>,

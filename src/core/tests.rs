@@ -28,8 +28,8 @@ fn schedule(slots_per_day: u32) -> Action {
     }
 }
 
-fn book(id: u128, slot: u32, kind: BookingKind) -> BookRequest {
-    BookRequest {
+fn book(id: u128, slot: u32, kind: BookingKind) -> BookingDetails {
+    BookingDetails {
         booking_id: Uuid::from_u128(id),
         clinic: "c".into(),
         doctor: "d".into(),
@@ -116,7 +116,7 @@ fn external_refs_bind_once_and_stale_answers_are_refused() {
     let (mut state, mut log) = (State::default(), Vec::new());
     run(&mut state, &mut log, schedule(5), t0()).unwrap();
     let external = |id, slot, correlation: Option<&str>, created: DateTime<Utc>| {
-        Action::Book(BookRequest {
+        Action::Book(BookingDetails {
             external_ref: Some("cal-1".into()),
             correlation_id: correlation.map(Into::into),
             external_created_at: Some(created),
@@ -129,7 +129,7 @@ fn external_refs_bind_once_and_stale_answers_are_refused() {
     assert!(matches!(first, Ok(Reply::Booking { created: true, .. })));
     // The same ref and correlation: the existing booking, even for another slot.
     let repeat = run(&mut state, &mut log, external(2, 1, Some("call-1"), t0()), t0());
-    assert!(matches!(&repeat, Ok(Reply::Booking { created: false, booking }) if booking.booking_id == Uuid::from_u128(1)));
+    assert!(matches!(&repeat, Ok(Reply::Booking { created: false, booking }) if booking.details.booking_id == Uuid::from_u128(1)));
     for other in [Some("call-2"), None] {
         let refused = run(&mut state, &mut log, external(3, 1, other, t0()), t0());
         assert_eq!(
@@ -153,11 +153,12 @@ fn check_invariants(state: &State) {
         let mut active: BTreeMap<(&str, &str, NaiveDate, u32), Uuid> = BTreeMap::new();
         let mut tokens: BTreeMap<(&str, &str, NaiveDate, BookingKind), BTreeSet<u32>> = BTreeMap::new();
         for booking in tenant.bookings.values() {
-            let numbers = tokens.entry((&booking.clinic, &booking.doctor, booking.date, booking.kind)).or_default();
+            let details = &booking.details;
+            let numbers = tokens.entry((&details.clinic, &details.doctor, details.date, details.kind)).or_default();
             assert!(numbers.insert(booking.token_number), "{tenant_name}: token {} issued twice", booking.token());
             if booking.status == BookingStatus::Confirmed {
-                let key = (&*booking.clinic, &*booking.doctor, booking.date, booking.slot);
-                assert!(active.insert(key, booking.booking_id).is_none(), "two active bookings for {key:?}");
+                let key = (&*details.clinic, &*details.doctor, details.date, details.slot);
+                assert!(active.insert(key, details.booking_id).is_none(), "two active bookings for {key:?}");
             }
         }
         for ((clinic, doctor, date, kind), numbers) in &tokens {
@@ -178,9 +179,9 @@ fn check_invariants(state: &State) {
         }
         assert_eq!(indexed, active, "the slot index agrees with the bookings");
         for (external_ref, id) in &tenant.external_refs {
-            assert_eq!(tenant.bookings[id].external_ref.as_ref(), Some(external_ref));
+            assert_eq!(tenant.bookings[id].details.external_ref.as_ref(), Some(external_ref));
         }
-        let with_refs = tenant.bookings.values().filter(|b| b.external_ref.is_some()).count();
+        let with_refs = tenant.bookings.values().filter(|b| b.details.external_ref.is_some()).count();
         assert_eq!(with_refs, tenant.external_refs.len(), "each external ref bound once");
     }
 }
@@ -198,7 +199,7 @@ fn exhaustive_small_world() {
         Box::new(|id| Action::Book(book(id, 0, BookingKind::WalkIn))),
         Box::new(|id| Action::Book(book(id, 1, BookingKind::Advance))),
         Box::new(|id| {
-            Action::Book(BookRequest {
+            Action::Book(BookingDetails {
                 external_ref: Some("ext".into()),
                 correlation_id: Some("corr".into()),
                 ..book(id, 1, BookingKind::WalkIn)

@@ -76,8 +76,8 @@ impl ClinicIndex {
                 let clinic = match &event.kind {
                     EventKind::ScheduleSet { clinic, .. } => Some(clinic.clone()),
                     EventKind::BookingCreated(created) => {
-                        entries.bookings.insert(created.booking_id, (event.tenant.clone(), created.clinic.clone()));
-                        Some(created.clinic.clone())
+                        entries.bookings.insert(created.details.booking_id, (event.tenant.clone(), created.details.clinic.clone()));
+                        Some(created.details.clinic.clone())
                     }
                     EventKind::BookingCancelled { booking_id, .. } => entries.bookings.get(booking_id).map(|(_, clinic)| clinic.clone()),
                     _ => None,

@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::error::ApiError;
 use super::extract::{JsonBody, PathParams, QueryParams, TenantCall};
 use super::views::{BookingView, DoctorSlotsView, Problem, ScheduleView, SlotState, SlotView, SlotsView, format_minute};
-use crate::core::{Action, BookRequest, BookingKind, Schedule, State};
+use crate::core::{Action, BookingDetails, BookingKind, Schedule, State};
 
 pub const NAME_CHARS_MAX: usize = 128;
 pub const PATIENT_CHARS_MAX: usize = 200;
@@ -135,14 +135,14 @@ pub struct BookingRequest {
 }
 
 impl BookingRequest {
-    fn validate(self) -> Result<BookRequest, ApiError> {
+    fn validate(self) -> Result<BookingDetails, ApiError> {
         check_text("clinic", &self.clinic, NAME_CHARS_MAX)?;
         check_text("doctor", &self.doctor, NAME_CHARS_MAX)?;
         let date = parse_date("date", &self.date)?;
         check_text("patient", &self.patient, PATIENT_CHARS_MAX)?;
         check_optional_text("external_ref", &self.external_ref, REF_CHARS_MAX)?;
         check_optional_text("correlation_id", &self.correlation_id, REF_CHARS_MAX)?;
-        Ok(BookRequest {
+        Ok(BookingDetails {
             booking_id: Uuid::now_v7(),
             clinic: self.clinic.into(),
             doctor: self.doctor.into(),
