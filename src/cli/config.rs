@@ -51,6 +51,8 @@ pub struct LimitsSection {
     pub rejections_segments_max: usize,
     /// ...of at most this many bytes each.
     pub rejections_segment_bytes_max: u64,
+    /// A schedule for a doctor new to a clinic that has this many is 422 `too_many_doctors`.
+    pub doctors_per_clinic_max: u32,
 }
 
 impl Default for LimitsSection {
@@ -62,6 +64,7 @@ impl Default for LimitsSection {
             segment_bytes_max: FileLogOptions::default().segment_bytes_max,
             rejections_segments_max: JournalConfig::default().segments_max,
             rejections_segment_bytes_max: JournalConfig::default().segment_bytes_max,
+            doctors_per_clinic_max: Rules::default().doctors_per_clinic_max,
         }
     }
 }
@@ -176,6 +179,7 @@ impl Config {
             campaign_failures_max: check_range("rules.campaign_failures_max", r.campaign_failures_max, 1, 1000)?,
             campaign_duplicates_max: check_range("rules.campaign_duplicates_max", r.campaign_duplicates_max, 1, 1000)?,
             duplicate_window: seconds("rules.duplicate_window_secs", r.duplicate_window_secs)?,
+            doctors_per_clinic_max: check_range("limits.doctors_per_clinic_max", limits.doctors_per_clinic_max, 1, 10_000)?,
         };
         let mut tokens: Vec<(String, Token)> = Vec::new();
         for (i, token) in file.token.into_iter().enumerate() {
@@ -238,6 +242,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(config.writer.queue_len_max, 4096);
+        assert_eq!(config.rules.doctors_per_clinic_max, 64);
         assert_eq!(config.listen.to_string(), DEFAULT_LISTEN);
         assert_eq!(config.tokens[0].1, Token { name: "kloqo-web".into(), tenants: vec!["kloqo".into()], role: Role::Client });
     }
@@ -247,6 +252,8 @@ mod tests {
         for (text, named) in [
             ("[limits]\nbatch_len_max = 0", "limits.batch_len_max"),
             ("[limits]\nqueue_len_maximum = 3", "queue_len_maximum"),
+            ("[limits]\ndoctors_per_clinic_max = 0", "limits.doctors_per_clinic_max"),
+            ("[limits]\ndoctors_per_clinic_max = 10001", "limits.doctors_per_clinic_max"),
             ("[server]\nlisten = \"nowhere\"", "server.listen"),
             ("[rules]\nfreshness_window_secs = -1", "freshness_window_secs"),
             ("[[token]]\nname = \"a\"\nsecret = \" padded \"\ntenants = [\"x\"]\nrole = \"client\"", "token[0].secret"),

@@ -148,19 +148,31 @@ fn doctor_of<'a>(tenant: &'a TenantState, clinic: &str, doctor: &str) -> Option<
     tenant.clinics.get(clinic)?.doctors.get(doctor)
 }
 
+/// Changing a doctor's schedule must leave every active booking inside it;
+/// adding a doctor must leave the clinic within `doctors_per_clinic_max`.
 pub(super) fn decide_schedule(
     tenant: Option<&TenantState>,
     clinic: &Text,
     doctor: &Text,
     schedule: &Schedule,
+    rules: &Rules,
 ) -> Result<Vec<EventKind>, Rejection> {
-    if let Some(existing) = tenant.and_then(|t| doctor_of(t, clinic, doctor)) {
-        if existing.schedule == *schedule {
-            return Ok(vec![]);
+    let doctors = tenant.and_then(|t| t.clinics.get(clinic)).map(|c| &c.doctors);
+    match doctors.and_then(|d| d.get(doctor)) {
+        Some(existing) => {
+            if existing.schedule == *schedule {
+                return Ok(vec![]);
+            }
+            for (date, day) in &existing.days {
+                if let Some((&slot, &booking_id)) = day.slots.range(schedule.slots_per_day..).next() {
+                    return Err(Rejection::ScheduleConflict { booking_id, date: *date, slot });
+                }
+            }
         }
-        for (date, day) in &existing.days {
-            if let Some((&slot, &booking_id)) = day.slots.range(schedule.slots_per_day..).next() {
-                return Err(Rejection::ScheduleConflict { booking_id, date: *date, slot });
+        None => {
+            let limit = rules.doctors_per_clinic_max;
+            if doctors.map_or(0, BTreeMap::len) >= limit as usize {
+                return Err(Rejection::TooManyDoctors { clinic: clinic.clone(), limit });
             }
         }
     }

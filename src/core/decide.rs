@@ -15,7 +15,7 @@ pub fn decide(state: &State, command: &Command, context: &Context) -> Result<Vec
     let tenant = state.tenant(&command.tenant);
     let rules = &state.rules;
     let kinds = match &command.action {
-        Action::SetSchedule { clinic, doctor, schedule } => booking::decide_schedule(tenant, clinic, doctor, schedule)?,
+        Action::SetSchedule { clinic, doctor, schedule } => booking::decide_schedule(tenant, clinic, doctor, schedule, rules)?,
         Action::Book(request) => booking::decide_book(tenant, request, rules, context)?,
         Action::Cancel { booking_id, reason } => booking::decide_cancel(tenant, *booking_id, reason)?,
         Action::ClaimPhone { business, claim_id } => phone::decide_claim(tenant, business, *claim_id, rules, context)?,

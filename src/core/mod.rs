@@ -241,6 +241,8 @@ pub enum Rejection {
     UnknownDoctor { clinic: Text, doctor: Text },
     #[error("slot {slot} is outside the schedule's {slots_per_day} slots a day")]
     SlotOutOfRange { slot: u32, slots_per_day: u32 },
+    #[error("clinic {clinic} already has {limit} doctors, the most a clinic may have")]
+    TooManyDoctors { clinic: Text, limit: u32 },
     #[error("the slot is already held by booking {booking_id}")]
     SlotTaken { booking_id: Uuid, token: String },
     #[error("booking {booking_id} holds slot {slot} on {date}, beyond the new schedule")]
@@ -300,6 +302,7 @@ impl Rejection {
         match self {
             Rejection::UnknownDoctor { .. } => "unknown_doctor",
             Rejection::SlotOutOfRange { .. } => "slot_out_of_range",
+            Rejection::TooManyDoctors { .. } => "too_many_doctors",
             Rejection::SlotTaken { .. } => "slot_taken",
             Rejection::ScheduleConflict { .. } => "schedule_conflict",
             Rejection::BookingNotFound { .. } => "not_found",

@@ -27,6 +27,10 @@ pub struct Rules {
     /// ...or this many refused duplicate calls within `duplicate_window`.
     pub campaign_duplicates_max: u32,
     pub duplicate_window: Duration,
+    /// A schedule for a new doctor is refused once the clinic has this many:
+    /// a slots read renders every doctor of the clinic while it holds the
+    /// published state's read lock, so an unbounded clinic stalls the writer.
+    pub doctors_per_clinic_max: u32,
 }
 
 impl Default for Rules {
@@ -39,6 +43,7 @@ impl Default for Rules {
             campaign_failures_max: 3,
             campaign_duplicates_max: 2,
             duplicate_window: Duration::hours(1),
+            doctors_per_clinic_max: 64,
         }
     }
 }

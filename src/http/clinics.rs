@@ -90,7 +90,7 @@ impl ScheduleRequest {
         (status = 403, description = "forbidden", body = Problem),
         (status = 409, description = "schedule_conflict: an active booking holds a slot beyond the new schedule", body = Problem),
         (status = 413, description = "payload_too_large", body = Problem),
-        (status = 422, description = "idempotency_key_reused", body = Problem),
+        (status = 422, description = "too_many_doctors (with limit): a new doctor for a clinic at its limit, idempotency_key_reused", body = Problem),
         (status = 503, description = "overloaded, unavailable", body = Problem),
     ),
     security(("bearer" = []))

@@ -314,6 +314,8 @@ pub struct Problem {
     pub slot: Option<u32>,
     /// `slot_out_of_range`.
     pub slots_per_day: Option<u32>,
+    /// `too_many_doctors`: the most doctors a clinic may have.
+    pub limit: Option<u32>,
     /// `schedule_conflict`.
     pub date: Option<NaiveDate>,
     /// `unknown_doctor`.
