@@ -17,7 +17,7 @@ use std::io::Write;
 use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
-use booking_ledger::core::{BookingCreated, BookingKind, Event, EventKind, Schedule};
+use booking_ledger::core::{BookingCreated, BookingDetails, BookingKind, Event, EventKind, Schedule};
 use booking_ledger::forensics::clinics::ClinicIndex;
 use booking_ledger::forensics::json;
 use booking_ledger::log::events::EventReader;
@@ -38,17 +38,19 @@ fn event(position: u64, clinic: String, slot: u64) -> Event {
         }
     } else {
         EventKind::BookingCreated(BookingCreated {
-            booking_id: uuid::Uuid::now_v7(),
-            clinic: clinic.into(),
-            doctor: "d1".into(),
-            date: NaiveDate::from_ymd_opt(2030, 1, 1).unwrap() + chrono::Days::new(slot / 1000),
-            slot: (slot % 1000) as u32,
-            patient: format!("Patient {position}").into(),
-            kind: BookingKind::Advance,
+            details: BookingDetails {
+                booking_id: uuid::Uuid::now_v7(),
+                clinic: clinic.into(),
+                doctor: "d1".into(),
+                date: NaiveDate::from_ymd_opt(2030, 1, 1).unwrap() + chrono::Days::new(slot / 1000),
+                slot: (slot % 1000) as u32,
+                patient: format!("Patient {position}").into(),
+                kind: BookingKind::Advance,
+                external_ref: None,
+                correlation_id: None,
+                external_created_at: None,
+            },
             token_number: (slot % 1000) as u32 + 1,
-            external_ref: None,
-            correlation_id: None,
-            external_created_at: None,
         })
     };
     Event {

@@ -23,7 +23,7 @@ use std::ops::ControlFlow;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use booking_ledger::core::{BookingCreated, BookingKind, Event, EventKind};
+use booking_ledger::core::{BookingCreated, BookingDetails, BookingKind, Event, EventKind};
 use booking_ledger::log::verify::{self, Origin, Verdict};
 use booking_ledger::log::{self, FileLog, FileLogOptions, Log, codec};
 use chrono::{DateTime, Days, NaiveDate, Utc};
@@ -144,17 +144,19 @@ fn build(dir: &Path, events: u64) -> u64 {
 fn event(position: u64, recorded_at_first: DateTime<Utc>, date_first: NaiveDate) -> Event {
     let n = position - 1;
     let booking = BookingCreated {
-        booking_id: Uuid::now_v7(),
-        clinic: "clinic-01".into(),
-        doctor: format!("d{:03}", n % 100).into(),
-        date: date_first + Days::new(n / 100_000),
-        slot: ((n / 100) % 1000) as u32,
-        patient: format!("Patient {n}").into(),
-        kind: if n.is_multiple_of(3) { BookingKind::WalkIn } else { BookingKind::Advance },
+        details: BookingDetails {
+            booking_id: Uuid::now_v7(),
+            clinic: "clinic-01".into(),
+            doctor: format!("d{:03}", n % 100).into(),
+            date: date_first + Days::new(n / 100_000),
+            slot: ((n / 100) % 1000) as u32,
+            patient: format!("Patient {n}").into(),
+            kind: if n.is_multiple_of(3) { BookingKind::WalkIn } else { BookingKind::Advance },
+            external_ref: None,
+            correlation_id: None,
+            external_created_at: None,
+        },
         token_number: ((n / 100) % 1000) as u32 + 1,
-        external_ref: None,
-        correlation_id: None,
-        external_created_at: None,
     };
     Event {
         position,

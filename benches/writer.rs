@@ -26,7 +26,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use booking_ledger::core::{Action, BookRequest, BookingKind, Command, Rules, Schedule, State};
+use booking_ledger::core::{Action, BookingDetails, BookingKind, Command, Rules, Schedule, State};
 use booking_ledger::http::views;
 use booking_ledger::log::{self, FileLog, FileLogOptions, Log};
 use booking_ledger::metrics::Metrics;
@@ -64,7 +64,7 @@ impl Bookings {
         let n = self.next;
         self.next += 1;
         let slots = u64::from(SLOTS_PER_DAY);
-        let request = BookRequest {
+        let request = BookingDetails {
             booking_id: Uuid::now_v7(),
             clinic: CLINIC.into(),
             doctor: doctor_name(n % DOCTORS).into(),

@@ -56,6 +56,8 @@ pub struct LimitsSection {
     pub scans_max: usize,
     /// Live event streams open at once.
     pub streams_max: usize,
+    /// A schedule for a doctor new to a clinic that has this many is 422 `too_many_doctors`.
+    pub doctors_per_clinic_max: u32,
 }
 
 impl Default for LimitsSection {
@@ -69,6 +71,7 @@ impl Default for LimitsSection {
             rejections_segment_bytes_max: JournalConfig::default().segment_bytes_max,
             scans_max: ReadLimits::default().scans_max,
             streams_max: ReadLimits::default().streams_max,
+            doctors_per_clinic_max: Rules::default().doctors_per_clinic_max,
         }
     }
 }
@@ -188,6 +191,7 @@ impl Config {
             campaign_failures_max: check_range("rules.campaign_failures_max", r.campaign_failures_max, 1, 1000)?,
             campaign_duplicates_max: check_range("rules.campaign_duplicates_max", r.campaign_duplicates_max, 1, 1000)?,
             duplicate_window: seconds("rules.duplicate_window_secs", r.duplicate_window_secs)?,
+            doctors_per_clinic_max: check_range("limits.doctors_per_clinic_max", limits.doctors_per_clinic_max, 1, 10_000)?,
         };
         let mut tokens: Vec<(String, Token)> = Vec::new();
         for (i, token) in file.token.into_iter().enumerate() {
@@ -251,6 +255,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(config.writer.queue_len_max, 4096);
+        assert_eq!(config.rules.doctors_per_clinic_max, 64);
         assert_eq!(config.listen.to_string(), DEFAULT_LISTEN);
         assert_eq!(config.tokens[0].1, Token { name: "kloqo-web".into(), tenants: vec!["kloqo".into()], role: Role::Client });
     }
@@ -260,6 +265,8 @@ mod tests {
         for (text, named) in [
             ("[limits]\nbatch_len_max = 0", "limits.batch_len_max"),
             ("[limits]\nqueue_len_maximum = 3", "queue_len_maximum"),
+            ("[limits]\ndoctors_per_clinic_max = 0", "limits.doctors_per_clinic_max"),
+            ("[limits]\ndoctors_per_clinic_max = 10001", "limits.doctors_per_clinic_max"),
             ("[server]\nlisten = \"nowhere\"", "server.listen"),
             ("[rules]\nfreshness_window_secs = -1", "freshness_window_secs"),
             ("[[token]]\nname = \"a\"\nsecret = \" padded \"\ntenants = [\"x\"]\nrole = \"client\"", "token[0].secret"),

@@ -8,6 +8,7 @@
 //! its own invariants.
 
 mod apply;
+pub mod booking;
 pub mod calls;
 pub mod community;
 mod decide;
@@ -22,13 +23,14 @@ use chrono::{DateTime, NaiveDate, Utc};
 use uuid::Uuid;
 
 pub use apply::apply;
+pub use booking::{Booking, BookingCreated, BookingDetails, BookingKind, BookingStatus, Clinic, Day, Doctor, Schedule, token};
 pub use calls::{Call, CallState, Campaign, Duplicate, NumberCalls};
 pub use community::Community;
 pub use decide::{PhoneReply, Reply, decide, decide_refusal, reply};
 pub use idempotency::{Fingerprint, IdempotencyCheck, IdempotencyTable, Scope, StoredResponse};
 pub use phone::{Business, PhoneState};
 pub use rejected::Rejected;
-pub use state::{Booking, BookingStatus, Clinic, Day, Doctor, Rules, State, TenantState};
+pub use state::{Rules, State, TenantState};
 
 pub type Position = u64;
 
@@ -70,7 +72,7 @@ pub enum Action {
         doctor: Text,
         schedule: Schedule,
     },
-    Book(BookRequest),
+    Book(BookingDetails),
     Cancel {
         booking_id: Uuid,
         reason: Option<Text>,
@@ -122,65 +124,10 @@ pub enum Action {
     },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Schedule {
-    /// 1..=1000.
-    pub slots_per_day: u32,
-    /// Minutes after midnight of slot 0.
-    pub first_slot_minute: Option<u32>,
-    /// 1..=480.
-    pub slot_minutes: Option<u32>,
-}
-
-impl Schedule {
-    /// The wall-clock start of `slot` in minutes after midnight, when the schedule
-    /// says and the slot starts before midnight.
-    pub fn slot_minute(&self, slot: u32) -> Option<u32> {
-        let minute = self.first_slot_minute? + slot * self.slot_minutes?;
-        (minute < 24 * 60).then_some(minute)
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum BookingKind {
-    Advance,
-    WalkIn,
-}
-
-impl BookingKind {
-    pub fn token_prefix(self) -> char {
-        match self {
-            BookingKind::Advance => 'A',
-            BookingKind::WalkIn => 'W',
-        }
-    }
-}
-
 /// `YYYY-MM-DD`.
 pub fn format_date(date: NaiveDate) -> String {
     use chrono::Datelike;
     format!("{:04}-{:02}-{:02}", date.year(), date.month(), date.day())
-}
-
-/// `A005`: the kind's letter and at least three digits.
-pub fn token(kind: BookingKind, number: u32) -> String {
-    format!("{}{number:03}", kind.token_prefix())
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BookRequest {
-    /// Chosen by the caller: a UUIDv7, so that new ids sort last and the booking
-    /// index grows at its edge. `apply` asserts it is new.
-    pub booking_id: Uuid,
-    pub clinic: Text,
-    pub doctor: Text,
-    pub date: NaiveDate,
-    pub slot: u32,
-    pub patient: Text,
-    pub kind: BookingKind,
-    pub external_ref: Option<Text>,
-    pub correlation_id: Option<Text>,
-    pub external_created_at: Option<DateTime<Utc>>,
 }
 
 /// One ledger event with its provenance.
@@ -289,21 +236,6 @@ impl EventKind {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BookingCreated {
-    pub booking_id: Uuid,
-    pub clinic: Text,
-    pub doctor: Text,
-    pub date: NaiveDate,
-    pub slot: u32,
-    pub patient: Text,
-    pub kind: BookingKind,
-    pub token_number: u32,
-    pub external_ref: Option<Text>,
-    pub correlation_id: Option<Text>,
-    pub external_created_at: Option<DateTime<Utc>>,
-}
-
 /// Why a command was refused. Every variant is a business answer (4xx), never a fault.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Rejection {
@@ -311,6 +243,8 @@ pub enum Rejection {
     UnknownDoctor { clinic: Text, doctor: Text },
     #[error("slot {slot} is outside the schedule's {slots_per_day} slots a day")]
     SlotOutOfRange { slot: u32, slots_per_day: u32 },
+    #[error("clinic {clinic} already has {limit} doctors, the most a clinic may have")]
+    TooManyDoctors { clinic: Text, limit: u32 },
     #[error("the slot is already held by booking {booking_id}")]
     SlotTaken { booking_id: Uuid, token: String },
     #[error("booking {booking_id} holds slot {slot} on {date}, beyond the new schedule")]
@@ -370,6 +304,7 @@ impl Rejection {
         match self {
             Rejection::UnknownDoctor { .. } => "unknown_doctor",
             Rejection::SlotOutOfRange { .. } => "slot_out_of_range",
+            Rejection::TooManyDoctors { .. } => "too_many_doctors",
             Rejection::SlotTaken { .. } => "slot_taken",
             Rejection::ScheduleConflict { .. } => "schedule_conflict",
             Rejection::BookingNotFound { .. } => "not_found",

@@ -5,10 +5,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use chrono::{DateTime, Duration, NaiveDate, Utc};
+use chrono::{DateTime, Duration, Utc};
 use uuid::Uuid;
 
-use super::{BookingKind, Business, Call, Campaign, Community, IdempotencyTable, NumberCalls, Position, Schedule, Text};
+use super::{Booking, Business, Call, Campaign, Clinic, Community, IdempotencyTable, NumberCalls, Position, Text};
 use std::sync::Arc;
 
 /// Business rules that come from configuration, not from events.
@@ -27,6 +27,10 @@ pub struct Rules {
     /// ...or this many refused duplicate calls within `duplicate_window`.
     pub campaign_duplicates_max: u32,
     pub duplicate_window: Duration,
+    /// A schedule for a new doctor is refused once the clinic has this many:
+    /// a slots read renders every doctor of the clinic while it holds the
+    /// published state's read lock, so an unbounded clinic stalls the writer.
+    pub doctors_per_clinic_max: u32,
 }
 
 impl Default for Rules {
@@ -39,6 +43,7 @@ impl Default for Rules {
             campaign_failures_max: 3,
             campaign_duplicates_max: 2,
             duplicate_window: Duration::hours(1),
+            doctors_per_clinic_max: 64,
         }
     }
 }
@@ -75,76 +80,6 @@ pub struct TenantState {
     pub slug_suffixes: BTreeMap<Text, u32>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Clinic {
-    pub doctors: BTreeMap<Text, Doctor>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Doctor {
-    pub schedule: Schedule,
-    /// The position of the event that set `schedule`.
-    pub schedule_position: Position,
-    pub days: BTreeMap<NaiveDate, Day>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Day {
-    /// The active booking holding each booked slot; a free slot is absent.
-    pub slots: BTreeMap<u32, Uuid>,
-    /// The last token number issued per kind; the next one is this plus one.
-    pub tokens_issued_advance: u32,
-    pub tokens_issued_walk_in: u32,
-}
-
-impl Day {
-    pub fn tokens_issued(&self, kind: BookingKind) -> u32 {
-        match kind {
-            BookingKind::Advance => self.tokens_issued_advance,
-            BookingKind::WalkIn => self.tokens_issued_walk_in,
-        }
-    }
-
-    pub(super) fn tokens_issued_mut(&mut self, kind: BookingKind) -> &mut u32 {
-        match kind {
-            BookingKind::Advance => &mut self.tokens_issued_advance,
-            BookingKind::WalkIn => &mut self.tokens_issued_walk_in,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BookingStatus {
-    Confirmed,
-    Cancelled,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Booking {
-    pub booking_id: Uuid,
-    pub clinic: Text,
-    pub doctor: Text,
-    pub date: NaiveDate,
-    pub slot: u32,
-    pub patient: Text,
-    pub kind: BookingKind,
-    pub token_number: u32,
-    pub status: BookingStatus,
-    pub external_ref: Option<Text>,
-    pub correlation_id: Option<Text>,
-    pub external_created_at: Option<DateTime<Utc>>,
-    pub created_at: DateTime<Utc>,
-    /// The position of the last event that changed this booking.
-    pub position: Position,
-    pub cancel_reason: Option<Text>,
-}
-
-impl Booking {
-    pub fn token(&self) -> String {
-        super::token(self.kind, self.token_number)
-    }
-}
-
 impl State {
     pub fn new(rules: Rules) -> State {
         State { rules, ..State::default() }
@@ -152,13 +87,5 @@ impl State {
 
     pub fn tenant(&self, tenant: &str) -> Option<&TenantState> {
         self.tenants.get(tenant)
-    }
-
-    pub fn booking(&self, tenant: &str, booking_id: &Uuid) -> Option<&Arc<Booking>> {
-        self.tenant(tenant)?.bookings.get(booking_id)
-    }
-
-    pub fn doctor(&self, tenant: &str, clinic: &str, doctor: &str) -> Option<&Doctor> {
-        self.tenant(tenant)?.clinics.get(clinic)?.doctors.get(doctor)
     }
 }

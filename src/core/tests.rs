@@ -28,8 +28,8 @@ fn schedule(slots_per_day: u32) -> Action {
     }
 }
 
-fn book(id: u128, slot: u32, kind: BookingKind) -> BookRequest {
-    BookRequest {
+fn book(id: u128, slot: u32, kind: BookingKind) -> BookingDetails {
+    BookingDetails {
         booking_id: Uuid::from_u128(id),
         clinic: "c".into(),
         doctor: "d".into(),
@@ -111,12 +111,38 @@ fn schedule_rules() {
     assert!(matches!(run(&mut state, &mut log, schedule(2), t0()), Ok(Reply::Schedule { position: 4, .. })));
 }
 
+fn set_schedule(clinic: &str, doctor: &str, slots_per_day: u32) -> Action {
+    Action::SetSchedule {
+        clinic: clinic.into(),
+        doctor: doctor.into(),
+        schedule: Schedule { slots_per_day, first_slot_minute: None, slot_minutes: None },
+    }
+}
+
+#[test]
+fn a_clinic_has_at_most_doctors_per_clinic_max_doctors() {
+    let rules = Rules { doctors_per_clinic_max: 2, ..Rules::default() };
+    let (mut state, mut log) = (State::new(rules), Vec::new());
+    run(&mut state, &mut log, set_schedule("c", "d1", 3), t0()).unwrap();
+    run(&mut state, &mut log, set_schedule("c", "d2", 3), t0()).unwrap();
+    let third = run(&mut state, &mut log, set_schedule("c", "d3", 3), t0());
+    assert_eq!(third, Err(Rejection::TooManyDoctors { clinic: "c".into(), limit: 2 }));
+    assert_eq!(third.unwrap_err().to_string(), "clinic c already has 2 doctors, the most a clinic may have");
+    assert_eq!(log.len(), 2, "a rejection appends nothing");
+    // The doctors the clinic has keep changing their schedules.
+    let changed = run(&mut state, &mut log, set_schedule("c", "d2", 5), t0());
+    assert!(matches!(changed, Ok(Reply::Schedule { position: 3, .. })), "{changed:?}");
+    // The bound is per clinic.
+    assert!(run(&mut state, &mut log, set_schedule("other", "d3", 3), t0()).is_ok());
+    assert_eq!(replay(rules, &log), state);
+}
+
 #[test]
 fn external_refs_bind_once_and_stale_answers_are_refused() {
     let (mut state, mut log) = (State::default(), Vec::new());
     run(&mut state, &mut log, schedule(5), t0()).unwrap();
     let external = |id, slot, correlation: Option<&str>, created: DateTime<Utc>| {
-        Action::Book(BookRequest {
+        Action::Book(BookingDetails {
             external_ref: Some("cal-1".into()),
             correlation_id: correlation.map(Into::into),
             external_created_at: Some(created),
@@ -129,7 +155,7 @@ fn external_refs_bind_once_and_stale_answers_are_refused() {
     assert!(matches!(first, Ok(Reply::Booking { created: true, .. })));
     // The same ref and correlation: the existing booking, even for another slot.
     let repeat = run(&mut state, &mut log, external(2, 1, Some("call-1"), t0()), t0());
-    assert!(matches!(&repeat, Ok(Reply::Booking { created: false, booking }) if booking.booking_id == Uuid::from_u128(1)));
+    assert!(matches!(&repeat, Ok(Reply::Booking { created: false, booking }) if booking.details.booking_id == Uuid::from_u128(1)));
     for other in [Some("call-2"), None] {
         let refused = run(&mut state, &mut log, external(3, 1, other, t0()), t0());
         assert_eq!(
@@ -153,11 +179,12 @@ fn check_invariants(state: &State) {
         let mut active: BTreeMap<(&str, &str, NaiveDate, u32), Uuid> = BTreeMap::new();
         let mut tokens: BTreeMap<(&str, &str, NaiveDate, BookingKind), BTreeSet<u32>> = BTreeMap::new();
         for booking in tenant.bookings.values() {
-            let numbers = tokens.entry((&booking.clinic, &booking.doctor, booking.date, booking.kind)).or_default();
+            let details = &booking.details;
+            let numbers = tokens.entry((&details.clinic, &details.doctor, details.date, details.kind)).or_default();
             assert!(numbers.insert(booking.token_number), "{tenant_name}: token {} issued twice", booking.token());
             if booking.status == BookingStatus::Confirmed {
-                let key = (&*booking.clinic, &*booking.doctor, booking.date, booking.slot);
-                assert!(active.insert(key, booking.booking_id).is_none(), "two active bookings for {key:?}");
+                let key = (&*details.clinic, &*details.doctor, details.date, details.slot);
+                assert!(active.insert(key, details.booking_id).is_none(), "two active bookings for {key:?}");
             }
         }
         for ((clinic, doctor, date, kind), numbers) in &tokens {
@@ -178,9 +205,9 @@ fn check_invariants(state: &State) {
         }
         assert_eq!(indexed, active, "the slot index agrees with the bookings");
         for (external_ref, id) in &tenant.external_refs {
-            assert_eq!(tenant.bookings[id].external_ref.as_ref(), Some(external_ref));
+            assert_eq!(tenant.bookings[id].details.external_ref.as_ref(), Some(external_ref));
         }
-        let with_refs = tenant.bookings.values().filter(|b| b.external_ref.is_some()).count();
+        let with_refs = tenant.bookings.values().filter(|b| b.details.external_ref.is_some()).count();
         assert_eq!(with_refs, tenant.external_refs.len(), "each external ref bound once");
     }
 }
@@ -198,7 +225,7 @@ fn exhaustive_small_world() {
         Box::new(|id| Action::Book(book(id, 0, BookingKind::WalkIn))),
         Box::new(|id| Action::Book(book(id, 1, BookingKind::Advance))),
         Box::new(|id| {
-            Action::Book(BookRequest {
+            Action::Book(BookingDetails {
                 external_ref: Some("ext".into()),
                 correlation_id: Some("corr".into()),
                 ..book(id, 1, BookingKind::WalkIn)
@@ -250,13 +277,13 @@ type MakeAction = dyn Fn(&State, u128) -> Action;
 /// command built from the state so far and a fresh id), `step` apart in time,
 /// through decide, decide_refusal and apply. After every step `check` holds;
 /// at the end, replaying the log (also through the codec) gives the same state.
-fn exhaustive(pool: &[&MakeAction], depth: usize, step: Duration, check: &dyn Fn(&State)) -> usize {
+fn exhaustive(rules: Rules, pool: &[&MakeAction], depth: usize, step: Duration, check: &dyn Fn(&State)) -> usize {
     let mut runs = 0;
     let mut sequences: Vec<Vec<usize>> = vec![vec![]];
     for _ in 0..depth {
         sequences = sequences.into_iter().flat_map(|s| (0..pool.len()).map(move |c| [s.clone(), vec![c]].concat())).collect();
         for sequence in &sequences {
-            let (mut state, mut log) = (State::default(), Vec::new());
+            let (mut state, mut log) = (State::new(rules), Vec::new());
             for (i, &c) in sequence.iter().enumerate() {
                 let command = command(pool[c](&state, 1000 + i as u128));
                 let context = Context { now: t0() + step * i as i32, position_next: state.position + 1 };
@@ -287,6 +314,21 @@ fn pending_claim(state: &State, business: &str) -> Option<Uuid> {
     }
 }
 
+/// Three doctors for a clinic that may have two, schedules set and changed in
+/// every order: never more doctors than the limit.
+#[test]
+fn exhaustive_doctors_per_clinic() {
+    let set = |doctor: &'static str, slots_per_day| move |_: &State, _| set_schedule("c", doctor, slots_per_day);
+    let (d1, d2, d3, d1_changed, d3_changed) = (set("d1", 2), set("d2", 2), set("d3", 2), set("d1", 1), set("d3", 1));
+    let pool: [&MakeAction; 5] = [&d1, &d2, &d3, &d1_changed, &d3_changed];
+    let rules = Rules { doctors_per_clinic_max: 2, ..Rules::default() };
+    let runs = exhaustive(rules, &pool, 4, Duration::seconds(1), &|state| {
+        let Some(clinic) = state.tenant("kloqo").and_then(|t| t.clinics.get("c")) else { return };
+        assert!(clinic.doctors.len() <= 2, "{:?}", clinic.doctors.keys());
+    });
+    assert_eq!(runs, 5 + 25 + 125 + 625);
+}
+
 /// Two businesses, two numbers, claims 6 minutes apart (leases are 10): at
 /// most one claim or number per business, at most one business per number,
 /// and only the current claim ever completes.
@@ -311,7 +353,7 @@ fn exhaustive_phone_numbers() {
     let release = |_: &State, _| Action::ReleasePhone { business: "b1".into(), reason: None };
     let (c1, c2, b1n1, b1n2, b2n1) = (claim("b1"), claim("b2"), complete("b1", "+1"), complete("b1", "+2"), complete("b2", "+1"));
     let pool: [&MakeAction; 7] = [&c1, &c2, &b1n1, &b1n2, &b2n1, &fail, &release];
-    let runs = exhaustive(&pool, 4, Duration::minutes(6), &|state| {
+    let runs = exhaustive(Rules::default(), &pool, 4, Duration::minutes(6), &|state| {
         let Some(tenant) = state.tenant("kloqo") else { return };
         let mut owners = BTreeMap::new();
         for (business, record) in &tenant.businesses {
@@ -368,7 +410,7 @@ fn exhaustive_outbound_calls() {
     let (failed, bad, done) = (outcome(CallState::Failed), outcome(CallState::BadNumber), outcome(CallState::Completed));
     let resume = |_: &State, _| Action::ResumeCampaign { campaign: "a".into(), reason: "checked".into() };
     let pool: [&MakeAction; 7] = [&a1, &a2, &b1, &failed, &bad, &done, &resume];
-    exhaustive(&pool, 4, Duration::hours(7), &|state| {
+    exhaustive(Rules::default(), &pool, 4, Duration::hours(7), &|state| {
         let Some(tenant) = state.tenant("kloqo") else { return };
         let mut by_number: BTreeMap<&str, Vec<&Call>> = BTreeMap::new();
         for call in tenant.calls.values() {
@@ -434,7 +476,7 @@ fn exhaustive_communities() {
     };
     let (a, b, c, empty) = (create("My Community"), create("my community!"), create("My Community 1"), create("— !?"));
     let pool: [&MakeAction; 4] = [&a, &b, &c, &empty];
-    exhaustive(&pool, 4, Duration::seconds(1), &|state| {
+    exhaustive(Rules::default(), &pool, 4, Duration::seconds(1), &|state| {
         let Some(tenant) = state.tenant("kloqo") else { return };
         for (slug, community) in &tenant.communities {
             let base = community::base_slug(&community.name);

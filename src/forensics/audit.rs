@@ -366,8 +366,8 @@ impl TenantFacts {
     }
 
     fn booking_created(&mut self, created: &BookingCreated, p: Position, found: &mut Found<'_>) {
-        let id = created.booking_id;
-        let key: SlotKey = (created.clinic.clone(), created.doctor.clone(), created.date, created.slot);
+        let id = created.details.booking_id;
+        let key: SlotKey = (created.details.clinic.clone(), created.details.doctor.clone(), created.details.date, created.details.slot);
         if let Some(first) = self.bookings.get(&id) {
             found.add(
                 rule::UNIQUE_BOOKING_ID,
@@ -375,13 +375,13 @@ impl TenantFacts {
                 format!("booking {id} is created at position {} and again at position {p}", first.created),
             );
         }
-        match self.schedules.get(&(created.clinic.clone(), created.doctor.clone())) {
+        match self.schedules.get(&(created.details.clinic.clone(), created.details.doctor.clone())) {
             None => found.add(
                 rule::BOOKING_WITHIN_SCHEDULE,
                 vec![p],
                 format!("booking {id} (position {p}) holds {} but that doctor has no schedule", describe_slot(&key)),
             ),
-            Some((slots_per_day, set)) if created.slot >= *slots_per_day => found.add(
+            Some((slots_per_day, set)) if created.details.slot >= *slots_per_day => found.add(
                 rule::BOOKING_WITHIN_SCHEDULE,
                 vec![*set, p],
                 format!(
@@ -403,24 +403,24 @@ impl TenantFacts {
             );
         }
         holders.push((id, p));
-        let token_key: TokenKey = (key.0.clone(), key.1.clone(), key.2, created.kind, created.token_number);
+        let token_key: TokenKey = (key.0.clone(), key.1.clone(), key.2, created.details.kind, created.token_number);
         match self.tokens.get(&token_key) {
             Some((first, at)) => found.add(
                 rule::UNIQUE_TOKEN,
                 vec![*at, p],
                 format!(
                     "token {} of doctor {} at clinic {} on {} is issued to booking {first} (position {at}) and again to booking {id} (position {p})",
-                    token(created.kind, created.token_number),
-                    created.doctor,
-                    created.clinic,
-                    format_date(created.date)
+                    token(created.details.kind, created.token_number),
+                    created.details.doctor,
+                    created.details.clinic,
+                    format_date(created.details.date)
                 ),
             ),
             None => {
                 self.tokens.insert(token_key, (id, p));
             }
         }
-        if let Some(external_ref) = &created.external_ref {
+        if let Some(external_ref) = &created.details.external_ref {
             match self.external_refs.get(external_ref) {
                 Some((first, at)) => found.add(
                     rule::EXTERNAL_REF_BOUND_ONCE,
@@ -693,7 +693,7 @@ mod tests {
     use chrono::{Duration, TimeZone};
 
     use super::*;
-    use crate::core::{Action, BookRequest, Command, Context, PhoneState, Schedule, State, apply, decide, decide_refusal};
+    use crate::core::{Action, BookingDetails, Command, Context, PhoneState, Schedule, State, apply, decide, decide_refusal};
 
     fn t0() -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 3, 1, 9, 0, 0).unwrap()
@@ -743,7 +743,7 @@ mod tests {
     }
 
     fn book(n: u128, slot: u32, kind: BookingKind) -> Action {
-        Action::Book(BookRequest {
+        Action::Book(BookingDetails {
             booking_id: id(n),
             clinic: "c".into(),
             doctor: "d".into(),
@@ -794,7 +794,7 @@ mod tests {
             &|_, n| book(n, 1, BookingKind::Advance),
             &|_, n| {
                 let Action::Book(request) = book(n, 1, BookingKind::WalkIn) else { unreachable!() };
-                Action::Book(BookRequest { external_ref: Some("ext".into()), correlation_id: Some("corr".into()), ..request })
+                Action::Book(BookingDetails { external_ref: Some("ext".into()), correlation_id: Some("corr".into()), ..request })
             },
             // The bookings the first two steps may have made.
             &|_, _| Action::Cancel { booking_id: id(1000), reason: None },
@@ -954,17 +954,19 @@ mod tests {
 
     fn created(n: u128, slot: u32, token_number: u32) -> BookingCreated {
         BookingCreated {
-            booking_id: id(n),
-            clinic: "c".into(),
-            doctor: "d".into(),
-            date: date(),
-            slot,
-            patient: "p".into(),
-            kind: BookingKind::Advance,
+            details: BookingDetails {
+                booking_id: id(n),
+                clinic: "c".into(),
+                doctor: "d".into(),
+                date: date(),
+                slot,
+                patient: "p".into(),
+                kind: BookingKind::Advance,
+                external_ref: None,
+                correlation_id: None,
+                external_created_at: None,
+            },
             token_number,
-            external_ref: None,
-            correlation_id: None,
-            external_created_at: None,
         }
     }
 
@@ -1022,7 +1024,9 @@ mod tests {
         );
         assert!(report.violations[0].detail.contains("token A001"), "{}", report.violations[0].detail);
         // Walk-in tokens count apart from advance ones.
-        let walk_in = EventKind::BookingCreated(BookingCreated { kind: BookingKind::WalkIn, ..created(2, 1, 1) });
+        let mut walk_in = created(2, 1, 1);
+        walk_in.details.kind = BookingKind::WalkIn;
+        let walk_in = EventKind::BookingCreated(walk_in);
         assert_eq!(found(&history(vec![schedule_set(2), booking(1, 0, 1), walk_in])), vec![]);
     }
 
@@ -1035,8 +1039,11 @@ mod tests {
 
     #[test]
     fn an_external_ref_bound_twice_is_named() {
-        let with_ref =
-            |n, slot, token| EventKind::BookingCreated(BookingCreated { external_ref: Some("cal-7".into()), ..created(n, slot, token) });
+        let with_ref = |n, slot, token| {
+            let mut created = created(n, slot, token);
+            created.details.external_ref = Some("cal-7".into());
+            EventKind::BookingCreated(created)
+        };
         let events = history(vec![schedule_set(2), with_ref(1, 0, 1), cancel(1), with_ref(2, 1, 2)]);
         assert_eq!(found(&events), vec![(rule::EXTERNAL_REF_BOUND_ONCE, vec![2, 4])]);
     }

@@ -87,14 +87,14 @@ impl ClinicIndex {
                 doctors.entry(doctor.clone()).or_default().push((event.position, *schedule));
             }
             EventKind::BookingCreated(created) => {
-                let key = (event.tenant.clone(), created.clinic.clone(), created.date);
+                let key = (event.tenant.clone(), created.details.clinic.clone(), created.details.date);
                 let next = self.days.len() as u32;
                 let number = *self.day_numbers.entry(key).or_insert(next);
                 if number == next {
                     self.days.push(Vec::new());
                 }
                 self.days[number as usize].push((event.position, location));
-                self.bookings.insert(created.booking_id, number);
+                self.bookings.insert(created.details.booking_id, number);
             }
             EventKind::BookingCancelled { booking_id, .. } => {
                 if let Some(number) = self.bookings.get(booking_id) {
@@ -151,9 +151,10 @@ impl DayPlan {
                 fault,
             })?;
             match event.kind {
-                EventKind::BookingCreated(b) => {
+                EventKind::BookingCreated(created) => {
+                    let b = &created.details;
                     if let Some(doctor) = doctors.get_mut(&b.doctor) {
-                        doctor.booked.insert(b.slot, (b.booking_id, token(b.kind, b.token_number)));
+                        doctor.booked.insert(b.slot, (b.booking_id, token(b.kind, created.token_number)));
                     }
                     holding.insert(b.booking_id, (b.doctor.clone(), b.slot));
                 }

@@ -52,8 +52,8 @@ impl EventFilter {
         let Some(clinic) = &self.clinic else { return true };
         match &event.kind {
             EventKind::ScheduleSet { clinic: c, .. } => c == clinic,
-            EventKind::BookingCreated(b) if b.clinic == *clinic => {
-                self.clinic_bookings.insert(b.booking_id);
+            EventKind::BookingCreated(b) if b.details.clinic == *clinic => {
+                self.clinic_bookings.insert(b.details.booking_id);
                 true
             }
             EventKind::BookingCancelled { booking_id, .. } => self.clinic_bookings.contains(booking_id),

@@ -4,7 +4,7 @@
 use serde_json::{Map, Value, json};
 
 use crate::core::Rejected;
-use crate::core::{BookingKind, Event, EventKind, format_date, token};
+use crate::core::{BookingCreated, BookingKind, Event, EventKind, format_date, token};
 
 fn time(at: &chrono::DateTime<chrono::Utc>) -> Value {
     json!(at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
@@ -24,9 +24,9 @@ pub fn data(kind: &EventKind) -> Value {
             "clinic": clinic, "doctor": doctor, "slots_per_day": schedule.slots_per_day,
             "first_slot_minute": schedule.first_slot_minute, "slot_minutes": schedule.slot_minutes,
         }),
-        EventKind::BookingCreated(b) => json!({
+        EventKind::BookingCreated(BookingCreated { details: b, token_number }) => json!({
             "booking_id": b.booking_id, "clinic": b.clinic, "doctor": b.doctor, "date": format_date(b.date), "slot": b.slot,
-            "patient": b.patient, "kind": kind_name(b.kind), "token": token(b.kind, b.token_number),
+            "patient": b.patient, "kind": kind_name(b.kind), "token": token(b.kind, *token_number),
             "external_ref": b.external_ref, "correlation_id": b.correlation_id, "external_created_at": b.external_created_at.as_ref().map(time),
         }),
         EventKind::BookingCancelled { booking_id, reason } => json!({ "booking_id": booking_id, "reason": reason }),

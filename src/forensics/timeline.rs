@@ -1,6 +1,6 @@
 //! Events as a human timeline: one line each, saying what happened.
 
-use crate::core::{Duplicate, Event, EventKind, format_date, token};
+use crate::core::{BookingCreated, Duplicate, Event, EventKind, format_date, token};
 
 /// What the event says happened, in a few words.
 pub fn describe(kind: &EventKind) -> String {
@@ -8,14 +8,14 @@ pub fn describe(kind: &EventKind) -> String {
         EventKind::ScheduleSet { clinic, doctor, schedule } => {
             format!("schedule of {clinic}/{doctor}: {} slots a day", schedule.slots_per_day)
         }
-        EventKind::BookingCreated(b) => format!(
+        EventKind::BookingCreated(BookingCreated { details: b, token_number }) => format!(
             "booked {}/{} {} slot {} for {}: token {} (booking {}){}",
             b.clinic,
             b.doctor,
             format_date(b.date),
             b.slot,
             b.patient,
-            token(b.kind, b.token_number),
+            token(b.kind, *token_number),
             b.booking_id,
             b.external_ref.as_ref().map(|r| format!(", external {r}")).unwrap_or_default()
         ),

@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::error::ApiError;
 use super::extract::{JsonBody, PathParams, QueryParams, TenantCall};
 use super::views::{BookingView, DoctorSlotsView, Problem, ScheduleView, SlotState, SlotView, SlotsView, format_minute};
-use crate::core::{Action, BookRequest, BookingKind, Schedule};
+use crate::core::{Action, BookingDetails, BookingKind, Schedule};
 use crate::forensics::clinics::ClinicDay;
 
 pub const NAME_CHARS_MAX: usize = 128;
@@ -91,7 +91,7 @@ impl ScheduleRequest {
         (status = 403, description = "forbidden", body = Problem),
         (status = 409, description = "schedule_conflict: an active booking holds a slot beyond the new schedule", body = Problem),
         (status = 413, description = "payload_too_large", body = Problem),
-        (status = 422, description = "idempotency_key_reused", body = Problem),
+        (status = 422, description = "too_many_doctors (with limit): a new doctor for a clinic at its limit, idempotency_key_reused", body = Problem),
         (status = 503, description = "overloaded, unavailable", body = Problem),
     ),
     security(("bearer" = []))
@@ -136,14 +136,14 @@ pub struct BookingRequest {
 }
 
 impl BookingRequest {
-    fn validate(self) -> Result<BookRequest, ApiError> {
+    fn validate(self) -> Result<BookingDetails, ApiError> {
         check_text("clinic", &self.clinic, NAME_CHARS_MAX)?;
         check_text("doctor", &self.doctor, NAME_CHARS_MAX)?;
         let date = parse_date("date", &self.date)?;
         check_text("patient", &self.patient, PATIENT_CHARS_MAX)?;
         check_optional_text("external_ref", &self.external_ref, REF_CHARS_MAX)?;
         check_optional_text("correlation_id", &self.correlation_id, REF_CHARS_MAX)?;
-        Ok(BookRequest {
+        Ok(BookingDetails {
             booking_id: Uuid::now_v7(),
             clinic: self.clinic.into(),
             doctor: self.doctor.into(),

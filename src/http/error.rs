@@ -84,6 +84,7 @@ impl From<&Rejection> for ApiError {
             Rejection::SlotOutOfRange { slot, slots_per_day } => {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, detail).with("slot", *slot).with("slots_per_day", *slots_per_day)
             }
+            Rejection::TooManyDoctors { limit, .. } => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, detail).with("limit", *limit),
             Rejection::SlotTaken { booking_id, token } => {
                 ApiError::new(StatusCode::CONFLICT, code, detail).with("booking_id", booking_id.to_string()).with("token", token.as_str())
             }

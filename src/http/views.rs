@@ -61,20 +61,20 @@ pub struct BookingView {
 impl From<&Booking> for BookingView {
     fn from(b: &Booking) -> Self {
         BookingView {
-            booking_id: b.booking_id,
+            booking_id: b.details.booking_id,
             token: b.token(),
             status: match b.status {
                 BookingStatus::Confirmed => StatusView::Confirmed,
                 BookingStatus::Cancelled => StatusView::Cancelled,
             },
-            clinic: b.clinic.to_string(),
-            doctor: b.doctor.to_string(),
-            date: b.date,
-            slot: b.slot,
-            patient: b.patient.to_string(),
-            kind: b.kind.into(),
-            external_ref: b.external_ref.as_deref().map(str::to_owned),
-            correlation_id: b.correlation_id.as_deref().map(str::to_owned),
+            clinic: b.details.clinic.to_string(),
+            doctor: b.details.doctor.to_string(),
+            date: b.details.date,
+            slot: b.details.slot,
+            patient: b.details.patient.to_string(),
+            kind: b.details.kind.into(),
+            external_ref: b.details.external_ref.as_deref().map(str::to_owned),
+            correlation_id: b.details.correlation_id.as_deref().map(str::to_owned),
             position: b.position,
             created_at: b.created_at,
         }
@@ -314,6 +314,8 @@ pub struct Problem {
     pub slot: Option<u32>,
     /// `slot_out_of_range`.
     pub slots_per_day: Option<u32>,
+    /// `too_many_doctors`: the most doctors a clinic may have.
+    pub limit: Option<u32>,
     /// `schedule_conflict`.
     pub date: Option<NaiveDate>,
     /// `unknown_doctor`.

@@ -9,7 +9,8 @@ use prost::Message;
 use uuid::Uuid;
 
 use crate::core::{
-    BookingCreated, BookingKind, CallState, Duplicate, Event, EventKind, Rejected, Schedule, StoredResponse, Text, format_date,
+    BookingCreated, BookingDetails, BookingKind, CallState, Duplicate, Event, EventKind, Rejected, Schedule, StoredResponse, Text,
+    format_date,
 };
 
 #[allow(clippy::all, clippy::pedantic)]
@@ -78,21 +79,21 @@ pub fn to_pb_event(event: &Event) -> pb::EventRecord {
             slot_minutes: schedule.slot_minutes,
         }),
         EventKind::BookingCreated(b) => E::BookingCreated(pb::BookingCreated {
-            booking_id: b.booking_id.as_bytes().to_vec(),
-            clinic: b.clinic.to_string(),
-            doctor: b.doctor.to_string(),
-            date: format_date(b.date),
-            slot: b.slot,
-            patient: b.patient.to_string(),
-            kind: match b.kind {
+            booking_id: b.details.booking_id.as_bytes().to_vec(),
+            clinic: b.details.clinic.to_string(),
+            doctor: b.details.doctor.to_string(),
+            date: format_date(b.details.date),
+            slot: b.details.slot,
+            patient: b.details.patient.to_string(),
+            kind: match b.details.kind {
                 BookingKind::Advance => pb::BookingKind::Advance,
                 BookingKind::WalkIn => pb::BookingKind::WalkIn,
             }
             .into(),
             token_number: b.token_number,
-            external_ref: b.external_ref.as_deref().unwrap_or_default().to_owned(),
-            correlation_id: b.correlation_id.as_deref().unwrap_or_default().to_owned(),
-            external_created_at_micros: b.external_created_at.map_or(0, micros),
+            external_ref: b.details.external_ref.as_deref().unwrap_or_default().to_owned(),
+            correlation_id: b.details.correlation_id.as_deref().unwrap_or_default().to_owned(),
+            external_created_at_micros: b.details.external_created_at.map_or(0, micros),
         }),
         EventKind::BookingCancelled { booking_id, reason } => E::BookingCancelled(pb::BookingCancelled {
             booking_id: booking_id.as_bytes().to_vec(),
@@ -196,24 +197,26 @@ pub fn from_pb_event(record: pb::EventRecord) -> Result<Event, CodecError> {
             schedule: Schedule { slots_per_day: s.slots_per_day, first_slot_minute: s.first_slot_minute, slot_minutes: s.slot_minutes },
         },
         E::BookingCreated(b) => EventKind::BookingCreated(BookingCreated {
-            booking_id: uuid(&b.booking_id)?,
-            kind: match pb::BookingKind::try_from(b.kind) {
-                Ok(pb::BookingKind::Advance) => BookingKind::Advance,
-                Ok(pb::BookingKind::WalkIn) => BookingKind::WalkIn,
-                _ => return Err(CodecError(format!("unknown booking kind {}", b.kind))),
+            details: BookingDetails {
+                booking_id: uuid(&b.booking_id)?,
+                kind: match pb::BookingKind::try_from(b.kind) {
+                    Ok(pb::BookingKind::Advance) => BookingKind::Advance,
+                    Ok(pb::BookingKind::WalkIn) => BookingKind::WalkIn,
+                    _ => return Err(CodecError(format!("unknown booking kind {}", b.kind))),
+                },
+                date: parse_date(&b.date)?,
+                clinic: b.clinic.into(),
+                doctor: b.doctor.into(),
+                slot: b.slot,
+                patient: b.patient.into(),
+                external_ref: optional(&b.external_ref),
+                correlation_id: optional(&b.correlation_id),
+                external_created_at: match b.external_created_at_micros {
+                    0 => None,
+                    m => Some(from_micros(m, "external_created_at")?),
+                },
             },
-            date: parse_date(&b.date)?,
-            clinic: b.clinic.into(),
-            doctor: b.doctor.into(),
-            slot: b.slot,
-            patient: b.patient.into(),
             token_number: b.token_number,
-            external_ref: optional(&b.external_ref),
-            correlation_id: optional(&b.correlation_id),
-            external_created_at: match b.external_created_at_micros {
-                0 => None,
-                m => Some(from_micros(m, "external_created_at")?),
-            },
         }),
         E::BookingCancelled(c) => EventKind::BookingCancelled { booking_id: uuid(&c.booking_id)?, reason: optional(&c.reason) },
         E::PhoneClaimed(p) => EventKind::PhoneClaimed {

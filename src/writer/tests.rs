@@ -9,7 +9,7 @@ use parking_lot::{Condvar, Mutex};
 use uuid::Uuid;
 
 use super::*;
-use crate::core::{Action, BookRequest, BookingKind, Rules, Schedule};
+use crate::core::{Action, BookingDetails, BookingKind, Rules, Schedule};
 use crate::log::{MemoryLog, Position, Visit};
 
 struct FixedClock;
@@ -95,7 +95,7 @@ fn schedule() -> Command {
 }
 
 fn book(slot: u32) -> Command {
-    command(Action::Book(BookRequest {
+    command(Action::Book(BookingDetails {
         booking_id: Uuid::new_v4(),
         clinic: "c".into(),
         doctor: "d".into(),

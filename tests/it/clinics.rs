@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-use crate::support::{ADMIN, OTHER, Server, WEB, booking};
+use crate::support::{ADMIN, OTHER, Server, WEB, booking, config};
 
 const DATE: &str = "2026-03-02";
 
@@ -48,6 +48,35 @@ async fn schedule_is_set_validated_and_guards_booked_slots() {
     assert_eq!(c.position().await, position);
     c.put(path, WEB, r#"{"slots_per_day":5}"#).await.expect(200);
     assert_eq!(c.position().await, position + 1);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clinic_has_at_most_doctors_per_clinic_max_doctors() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    config.rules.doctors_per_clinic_max = 2;
+    let server = Server::start_with(config).await;
+    let c = &server.client;
+    c.schedule("kloqo", "c1", "d1", 4).await;
+    c.schedule("kloqo", "c1", "d2", 4).await;
+    let position = c.position().await;
+    let third = c.put("/v1/kloqo/clinics/c1/doctors/d3/schedule", WEB, r#"{"slots_per_day":4}"#).await;
+    let third = third.expect_problem(422, "too_many_doctors");
+    assert_eq!(third["limit"], 2);
+    assert_eq!(third["detail"], "clinic c1 already has 2 doctors, the most a clinic may have");
+    assert_eq!(c.position().await, position, "a refusal appends nothing");
+    let events = c.get("/v1/kloqo/events?from=1", ADMIN).await.expect(200);
+    let types: Vec<&str> = events["events"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(types, ["schedule_set", "schedule_set"]);
+
+    // The doctors the clinic has keep changing their schedules; another clinic has its own bound.
+    let changed = c.put("/v1/kloqo/clinics/c1/doctors/d2/schedule", WEB, r#"{"slots_per_day":6}"#).await.expect(200);
+    assert_eq!((changed["slots_per_day"].as_u64(), changed["position"].as_u64()), (Some(6), Some(position + 1)));
+    c.put("/v1/kloqo/clinics/c2/doctors/d3/schedule", WEB, r#"{"slots_per_day":4}"#).await.expect(200);
+    let slots = c.get("/v1/kloqo/clinics/c1/slots?date=2026-03-02", WEB).await.expect(200);
+    let doctors: Vec<&str> = slots["doctors"].as_array().unwrap().iter().map(|d| d["doctor"].as_str().unwrap()).collect();
+    assert_eq!(doctors, ["d1", "d2"]);
     server.stop().await;
 }
 

@@ -7,7 +7,7 @@ use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use booking_ledger::core::{BookingCreated, BookingKind, Event, EventKind, Rules, Schedule, StoredResponse};
+use booking_ledger::core::{BookingCreated, BookingDetails, BookingKind, Event, EventKind, Rules, Schedule, StoredResponse};
 use booking_ledger::log::frame::{self, GENESIS_HASH, SegmentHeader};
 use booking_ledger::log::{FileLog, FileLogOptions, Log, MemoryLog, codec};
 use chrono::{NaiveDate, TimeZone, Utc};
@@ -33,17 +33,19 @@ fn events() -> Vec<Event> {
     let mut booked = envelope(
         2,
         EventKind::BookingCreated(BookingCreated {
-            booking_id,
-            clinic: "c1".into(),
-            doctor: "d1".into(),
-            date: NaiveDate::from_ymd_opt(2026, 3, 2).unwrap(),
-            slot: 5,
-            patient: "Asha".into(),
-            kind: BookingKind::WalkIn,
+            details: BookingDetails {
+                booking_id,
+                clinic: "c1".into(),
+                doctor: "d1".into(),
+                date: NaiveDate::from_ymd_opt(2026, 3, 2).unwrap(),
+                slot: 5,
+                patient: "Asha".into(),
+                kind: BookingKind::WalkIn,
+                external_ref: Some("cal-77".into()),
+                correlation_id: Some("call-1".into()),
+                external_created_at: Some(at(0)),
+            },
             token_number: 1,
-            external_ref: Some("cal-77".into()),
-            correlation_id: Some("call-1".into()),
-            external_created_at: Some(at(0)),
         }),
         Some("onboarding-42"),
     );

@@ -293,19 +293,21 @@ pub fn forged_event(position: u64, kind: booking_ledger::core::EventKind) -> boo
 
 /// A booking of slot 0 of c1/d1 on 2026-05-01.
 pub fn forged_booking(booking_id: uuid::Uuid, token_number: u32) -> booking_ledger::core::EventKind {
-    use booking_ledger::core::{BookingCreated, BookingKind, EventKind};
+    use booking_ledger::core::{BookingCreated, BookingDetails, BookingKind, EventKind};
     EventKind::BookingCreated(BookingCreated {
-        booking_id,
-        clinic: "c1".into(),
-        doctor: "d1".into(),
-        date: chrono::NaiveDate::from_ymd_opt(2026, 5, 1).unwrap(),
-        slot: 0,
-        patient: "p".into(),
-        kind: BookingKind::Advance,
+        details: BookingDetails {
+            booking_id,
+            clinic: "c1".into(),
+            doctor: "d1".into(),
+            date: chrono::NaiveDate::from_ymd_opt(2026, 5, 1).unwrap(),
+            slot: 0,
+            patient: "p".into(),
+            kind: BookingKind::Advance,
+            external_ref: None,
+            correlation_id: None,
+            external_created_at: None,
+        },
         token_number,
-        external_ref: None,
-        correlation_id: None,
-        external_created_at: None,
     })
 }
 

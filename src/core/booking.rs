@@ -1,0 +1,300 @@
+//! Schedules and bookings: at most one active booking per slot, tokens issued
+//! in sequence per (clinic, doctor, date, kind) and never reused, an external
+//! calendar's reference bound to one booking forever. Like every workflow of
+//! the core it reads no clock and no configuration: they come in as arguments.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use uuid::Uuid;
+
+use super::state::{State, TenantState};
+use super::{Context, EventKind, Position, Rejection, Rules, Text};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Schedule {
+    /// 1..=1000.
+    pub slots_per_day: u32,
+    /// Minutes after midnight of slot 0.
+    pub first_slot_minute: Option<u32>,
+    /// 1..=480.
+    pub slot_minutes: Option<u32>,
+}
+
+impl Schedule {
+    /// The wall-clock start of `slot` in minutes after midnight, when the schedule
+    /// says and the slot starts before midnight.
+    pub fn slot_minute(&self, slot: u32) -> Option<u32> {
+        let minute = self.first_slot_minute? + slot * self.slot_minutes?;
+        (minute < 24 * 60).then_some(minute)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum BookingKind {
+    Advance,
+    WalkIn,
+}
+
+impl BookingKind {
+    pub fn token_prefix(self) -> char {
+        match self {
+            BookingKind::Advance => 'A',
+            BookingKind::WalkIn => 'W',
+        }
+    }
+}
+
+/// `A005`: the kind's letter and at least three digits.
+pub fn token(kind: BookingKind, number: u32) -> String {
+    format!("{}{number:03}", kind.token_prefix())
+}
+
+/// What a booking is, declared once: the `Book` command carries it,
+/// [`BookingCreated`] records it and the projection's [`Booking`] keeps it.
+/// All of it is what the caller asked for; what the ledger decided (the token,
+/// the status, the positions) sits beside it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BookingDetails {
+    /// Chosen by the caller: a UUIDv7, so that new ids sort last and the booking
+    /// index grows at its edge. `apply` asserts it is new.
+    pub booking_id: Uuid,
+    pub clinic: Text,
+    pub doctor: Text,
+    pub date: NaiveDate,
+    pub slot: u32,
+    pub patient: Text,
+    pub kind: BookingKind,
+    pub external_ref: Option<Text>,
+    pub correlation_id: Option<Text>,
+    pub external_created_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BookingCreated {
+    pub details: BookingDetails,
+    pub token_number: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Clinic {
+    pub doctors: BTreeMap<Text, Doctor>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Doctor {
+    pub schedule: Schedule,
+    /// The position of the event that set `schedule`.
+    pub schedule_position: Position,
+    pub days: BTreeMap<NaiveDate, Day>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Day {
+    /// The active booking holding each booked slot; a free slot is absent.
+    pub slots: BTreeMap<u32, Uuid>,
+    /// The last token number issued per kind; the next one is this plus one.
+    pub tokens_issued_advance: u32,
+    pub tokens_issued_walk_in: u32,
+}
+
+impl Day {
+    pub fn tokens_issued(&self, kind: BookingKind) -> u32 {
+        match kind {
+            BookingKind::Advance => self.tokens_issued_advance,
+            BookingKind::WalkIn => self.tokens_issued_walk_in,
+        }
+    }
+
+    fn tokens_issued_mut(&mut self, kind: BookingKind) -> &mut u32 {
+        match kind {
+            BookingKind::Advance => &mut self.tokens_issued_advance,
+            BookingKind::WalkIn => &mut self.tokens_issued_walk_in,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BookingStatus {
+    Confirmed,
+    Cancelled,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Booking {
+    pub details: BookingDetails,
+    pub token_number: u32,
+    pub status: BookingStatus,
+    pub created_at: DateTime<Utc>,
+    /// The position of the last event that changed this booking.
+    pub position: Position,
+    pub cancel_reason: Option<Text>,
+}
+
+impl Booking {
+    pub fn token(&self) -> String {
+        token(self.details.kind, self.token_number)
+    }
+}
+
+impl State {
+    pub fn booking(&self, tenant: &str, booking_id: &Uuid) -> Option<&Arc<Booking>> {
+        self.tenant(tenant)?.bookings.get(booking_id)
+    }
+}
+
+fn doctor_of<'a>(tenant: &'a TenantState, clinic: &str, doctor: &str) -> Option<&'a Doctor> {
+    tenant.clinics.get(clinic)?.doctors.get(doctor)
+}
+
+/// Changing a doctor's schedule must leave every active booking inside it;
+/// adding a doctor must leave the clinic within `doctors_per_clinic_max`.
+pub(super) fn decide_schedule(
+    tenant: Option<&TenantState>,
+    clinic: &Text,
+    doctor: &Text,
+    schedule: &Schedule,
+    rules: &Rules,
+) -> Result<Vec<EventKind>, Rejection> {
+    let doctors = tenant.and_then(|t| t.clinics.get(clinic)).map(|c| &c.doctors);
+    match doctors.and_then(|d| d.get(doctor)) {
+        Some(existing) => {
+            if existing.schedule == *schedule {
+                return Ok(vec![]);
+            }
+            for (date, day) in &existing.days {
+                if let Some((&slot, &booking_id)) = day.slots.range(schedule.slots_per_day..).next() {
+                    return Err(Rejection::ScheduleConflict { booking_id, date: *date, slot });
+                }
+            }
+        }
+        None => {
+            let limit = rules.doctors_per_clinic_max;
+            if doctors.map_or(0, BTreeMap::len) >= limit as usize {
+                return Err(Rejection::TooManyDoctors { clinic: clinic.clone(), limit });
+            }
+        }
+    }
+    Ok(vec![EventKind::ScheduleSet { clinic: clinic.clone(), doctor: doctor.clone(), schedule: *schedule }])
+}
+
+/// The checks run in the order API.md gives: schedule, slot range, external
+/// reference, freshness, slot.
+pub(super) fn decide_book(
+    tenant: Option<&TenantState>,
+    request: &BookingDetails,
+    rules: &Rules,
+    context: &Context,
+) -> Result<Vec<EventKind>, Rejection> {
+    let Some((tenant, doctor)) = tenant.and_then(|t| Some((t, doctor_of(t, &request.clinic, &request.doctor)?))) else {
+        return Err(Rejection::UnknownDoctor { clinic: request.clinic.clone(), doctor: request.doctor.clone() });
+    };
+    let slots_per_day = doctor.schedule.slots_per_day;
+    if request.slot >= slots_per_day {
+        return Err(Rejection::SlotOutOfRange { slot: request.slot, slots_per_day });
+    }
+    if let Some(external_ref) = &request.external_ref
+        && let Some(booking_id) = tenant.external_refs.get(external_ref)
+    {
+        let bound = &tenant.bookings[booking_id];
+        if request.correlation_id.is_some() && bound.details.correlation_id == request.correlation_id {
+            return Ok(vec![]);
+        }
+        return Err(Rejection::ExternalRefBound {
+            external_ref: external_ref.clone(),
+            booking_id: *booking_id,
+            correlation_id: bound.details.correlation_id.clone(),
+        });
+    }
+    if let Some(created_at) = request.external_created_at {
+        let age = context.now - created_at;
+        if age > rules.freshness_window {
+            return Err(Rejection::StaleExternalBooking { age_secs: age.num_seconds(), window_secs: rules.freshness_window.num_seconds() });
+        }
+    }
+    let day = doctor.days.get(&request.date);
+    if let Some(booking_id) = day.and_then(|d| d.slots.get(&request.slot)) {
+        let holder = &tenant.bookings[booking_id];
+        return Err(Rejection::SlotTaken { booking_id: *booking_id, token: holder.token() });
+    }
+    let token_number = day.map_or(0, |d| d.tokens_issued(request.kind)) + 1;
+    Ok(vec![EventKind::BookingCreated(BookingCreated { details: request.clone(), token_number })])
+}
+
+/// Cancelling a cancelled booking is a repeat: it changes nothing.
+pub(super) fn decide_cancel(tenant: Option<&TenantState>, booking_id: Uuid, reason: &Option<Text>) -> Result<Vec<EventKind>, Rejection> {
+    let booking = tenant.and_then(|t| t.bookings.get(&booking_id)).ok_or(Rejection::BookingNotFound { booking_id })?;
+    Ok(match booking.status {
+        BookingStatus::Cancelled => vec![],
+        BookingStatus::Confirmed => vec![EventKind::BookingCancelled { booking_id, reason: reason.clone() }],
+    })
+}
+
+/// The booking a `Book` command answers with: the one it created or, when it
+/// repeated an external reference with its correlation id, the bound one.
+pub(super) fn booked(tenant: &TenantState, request: &BookingDetails, created: bool) -> Arc<Booking> {
+    let booking_id = if created {
+        request.booking_id
+    } else {
+        let external_ref = request.external_ref.as_ref().expect("only an external ref repeat books nothing");
+        tenant.external_refs[external_ref]
+    };
+    tenant.bookings[&booking_id].clone()
+}
+
+pub(super) fn apply(tenant: &mut TenantState, kind: &EventKind, at: DateTime<Utc>, position: Position) {
+    match kind {
+        EventKind::ScheduleSet { clinic, doctor, schedule } => {
+            let doctors = &mut tenant.clinics.entry(clinic.clone()).or_default().doctors;
+            let entry = doctors.entry(doctor.clone()).or_insert_with(|| Doctor {
+                schedule: *schedule,
+                schedule_position: position,
+                days: Default::default(),
+            });
+            entry.schedule = *schedule;
+            entry.schedule_position = position;
+        }
+        EventKind::BookingCreated(BookingCreated { details, token_number }) => {
+            let doctor = tenant
+                .clinics
+                .get_mut(&details.clinic)
+                .and_then(|c| c.doctors.get_mut(&details.doctor))
+                .expect("a booking needs a schedule");
+            assert!(details.slot < doctor.schedule.slots_per_day, "slot beyond the schedule");
+            let day = doctor.days.entry(details.date).or_default();
+            let issued = day.tokens_issued_mut(details.kind);
+            assert_eq!(*token_number, *issued + 1, "tokens are sequential");
+            *issued = *token_number;
+            let previous = day.slots.insert(details.slot, details.booking_id);
+            assert_eq!(previous, None, "one active booking per slot");
+            if let Some(external_ref) = &details.external_ref {
+                let previous = tenant.external_refs.insert(external_ref.clone(), details.booking_id);
+                assert_eq!(previous, None, "an external ref binds once");
+            }
+            let booking = Booking {
+                details: details.clone(),
+                token_number: *token_number,
+                status: BookingStatus::Confirmed,
+                created_at: at,
+                position,
+                cancel_reason: None,
+            };
+            let previous = tenant.bookings.insert(details.booking_id, Arc::new(booking));
+            assert!(previous.is_none(), "booking ids are unique");
+        }
+        EventKind::BookingCancelled { booking_id, reason } => {
+            let booking = Arc::make_mut(tenant.bookings.get_mut(booking_id).expect("cancelling a known booking"));
+            assert_eq!(booking.status, BookingStatus::Confirmed, "cancelling an active booking");
+            booking.status = BookingStatus::Cancelled;
+            booking.position = position;
+            booking.cancel_reason = reason.clone();
+            let BookingDetails { clinic, doctor, date, slot, .. } = &booking.details;
+            let day = tenant.clinics[clinic].doctors[doctor].days.get(date);
+            assert_eq!(day.and_then(|d| d.slots.get(slot)), Some(booking_id), "the booking held its slot");
+            let day = tenant.clinics.get_mut(clinic).and_then(|c| c.doctors.get_mut(doctor)).and_then(|d| d.days.get_mut(date)).unwrap();
+            day.slots.remove(slot);
+        }
+        _ => unreachable!("not a booking event"),
+    }
+}
