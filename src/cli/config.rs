@@ -51,6 +51,8 @@ pub struct LimitsSection {
     pub rejections_segments_max: usize,
     /// ...of at most this many bytes each.
     pub rejections_segment_bytes_max: u64,
+    /// Idempotency answers held at most; a new key beyond them is answered 503 `overloaded`.
+    pub idempotency_keys_max: usize,
 }
 
 impl Default for LimitsSection {
@@ -62,6 +64,7 @@ impl Default for LimitsSection {
             segment_bytes_max: FileLogOptions::default().segment_bytes_max,
             rejections_segments_max: JournalConfig::default().segments_max,
             rejections_segment_bytes_max: JournalConfig::default().segment_bytes_max,
+            idempotency_keys_max: writer.idempotency_keys_max,
         }
     }
 }
@@ -156,7 +159,7 @@ impl Config {
         let writer = WriterConfig {
             queue_len_max: check_range("limits.queue_len_max", limits.queue_len_max, 1, 1 << 20)?,
             batch_len_max: check_range("limits.batch_len_max", limits.batch_len_max, 1, 1 << 16)?,
-            ..WriterConfig::default()
+            idempotency_keys_max: check_range("limits.idempotency_keys_max", limits.idempotency_keys_max, 1, 1 << 32)?,
         };
         let journal = JournalConfig {
             segments_max: check_range("limits.rejections_segments_max", limits.rejections_segments_max, 2, 1 << 20)?,
@@ -238,6 +241,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(config.writer.queue_len_max, 4096);
+        assert_eq!(config.writer.idempotency_keys_max, 10_000_000);
         assert_eq!(config.listen.to_string(), DEFAULT_LISTEN);
         assert_eq!(config.tokens[0].1, Token { name: "kloqo-web".into(), tenants: vec!["kloqo".into()], role: Role::Client });
     }
@@ -247,6 +251,7 @@ mod tests {
         for (text, named) in [
             ("[limits]\nbatch_len_max = 0", "limits.batch_len_max"),
             ("[limits]\nqueue_len_maximum = 3", "queue_len_maximum"),
+            ("[limits]\nidempotency_keys_max = 0", "limits.idempotency_keys_max"),
             ("[server]\nlisten = \"nowhere\"", "server.listen"),
             ("[rules]\nfreshness_window_secs = -1", "freshness_window_secs"),
             ("[[token]]\nname = \"a\"\nsecret = \" padded \"\ntenants = [\"x\"]\nrole = \"client\"", "token[0].secret"),

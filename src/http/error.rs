@@ -148,6 +148,13 @@ impl From<SubmitError> for ApiError {
                 "the ledger is not accepting commands (shutting down or stopped after a storage failure)",
             )
             .retry_after(5),
+            SubmitError::IdempotencyFull { retry_after_secs } => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded",
+                "the ledger holds as many Idempotency-Keys as it may (limits.idempotency_keys_max); \
+                 a new key is accepted once the oldest answer expires",
+            )
+            .retry_after(retry_after_secs),
             SubmitError::Storage(reason) => ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "storage_failure",
