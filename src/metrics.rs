@@ -17,6 +17,10 @@ pub struct Metrics {
     pub rejections_dropped: IntGauge,
     /// Idempotency answers held, against `idempotency_keys_max`.
     pub idempotency_keys: IntGauge,
+    /// HTTP connections open, against `max_connections`.
+    pub connections_open: IntGauge,
+    /// Accepts that failed for want of resources (EMFILE and the like), each followed by a pause.
+    pub accept_errors: IntCounter,
 }
 
 impl Metrics {
@@ -53,6 +57,12 @@ impl Metrics {
             "Idempotency-Key answers held (within their retention window, or expired and not yet forgotten).",
         )
         .unwrap();
+        let connections_open = IntGauge::new("ledger_connections_open", "HTTP connections open (at most max_connections).").unwrap();
+        let accept_errors = IntCounter::new(
+            "ledger_accept_errors_total",
+            "Accepts that failed for want of resources (such as too many open files); each is followed by a pause.",
+        )
+        .unwrap();
         for collector in [
             Box::new(commands.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(events_appended.clone()),
@@ -62,6 +72,8 @@ impl Metrics {
             Box::new(replayed_events.clone()),
             Box::new(rejections_dropped.clone()),
             Box::new(idempotency_keys.clone()),
+            Box::new(connections_open.clone()),
+            Box::new(accept_errors.clone()),
         ] {
             registry.register(collector).unwrap();
         }
@@ -75,6 +87,8 @@ impl Metrics {
             replayed_events,
             rejections_dropped,
             idempotency_keys,
+            connections_open,
+            accept_errors,
         }
     }
 

@@ -9,6 +9,7 @@ use serde::Deserialize;
 use crate::core::Rules;
 use crate::http::auth::{Role, Token};
 use crate::http::extract::valid_tenant;
+use crate::http::server::ConnectionLimits;
 use crate::log::FileLogOptions;
 use crate::writer::WriterConfig;
 use crate::writer::journal::JournalConfig;
@@ -53,11 +54,16 @@ pub struct LimitsSection {
     pub rejections_segment_bytes_max: u64,
     /// Idempotency answers held at most; a new key beyond them is answered 503 `overloaded`.
     pub idempotency_keys_max: usize,
+    /// HTTP connections open at once, at most (API.md's name); more wait unaccepted.
+    pub max_connections: usize,
+    /// A request's headers must arrive within this, or the connection is closed.
+    pub header_timeout_secs: u64,
 }
 
 impl Default for LimitsSection {
     fn default() -> Self {
         let writer = WriterConfig::default();
+        let connections = ConnectionLimits::default();
         LimitsSection {
             queue_len_max: writer.queue_len_max,
             batch_len_max: writer.batch_len_max,
@@ -65,6 +71,8 @@ impl Default for LimitsSection {
             rejections_segments_max: JournalConfig::default().segments_max,
             rejections_segment_bytes_max: JournalConfig::default().segment_bytes_max,
             idempotency_keys_max: writer.idempotency_keys_max,
+            max_connections: connections.connections_max,
+            header_timeout_secs: connections.header_timeout.as_secs(),
         }
     }
 }
@@ -120,6 +128,7 @@ pub struct Config {
     pub log: FileLogOptions,
     pub rules: Rules,
     pub journal: JournalConfig,
+    pub connections: ConnectionLimits,
     /// (secret, token); empty means "create an admin token in the data directory".
     pub tokens: Vec<(String, Token)>,
 }
@@ -167,6 +176,11 @@ impl Config {
             ..JournalConfig::default()
         };
         let log = FileLogOptions { segment_bytes_max: check_range("limits.segment_bytes_max", limits.segment_bytes_max, 4096, 1 << 32)? };
+        let header_timeout_secs = check_range("limits.header_timeout_secs", limits.header_timeout_secs, 1, 3600)?;
+        let connections = ConnectionLimits {
+            connections_max: check_range("limits.max_connections", limits.max_connections, 1, 1 << 20)?,
+            header_timeout: std::time::Duration::from_secs(header_timeout_secs),
+        };
         let seconds = |field: &str, value: u64| -> Result<chrono::Duration, ConfigError> {
             Ok(chrono::Duration::seconds(check_range(field, value, 1, 365 * 86400)? as i64))
         };
@@ -214,6 +228,7 @@ impl Config {
             log,
             rules,
             journal,
+            connections,
             tokens,
         })
     }
@@ -242,6 +257,7 @@ mod tests {
         .unwrap();
         assert_eq!(config.writer.queue_len_max, 4096);
         assert_eq!(config.writer.idempotency_keys_max, 10_000_000);
+        assert_eq!((config.connections.connections_max, config.connections.header_timeout.as_secs()), (10_000, 10));
         assert_eq!(config.listen.to_string(), DEFAULT_LISTEN);
         assert_eq!(config.tokens[0].1, Token { name: "kloqo-web".into(), tenants: vec!["kloqo".into()], role: Role::Client });
     }
@@ -252,6 +268,8 @@ mod tests {
             ("[limits]\nbatch_len_max = 0", "limits.batch_len_max"),
             ("[limits]\nqueue_len_maximum = 3", "queue_len_maximum"),
             ("[limits]\nidempotency_keys_max = 0", "limits.idempotency_keys_max"),
+            ("[limits]\nmax_connections = 0", "limits.max_connections"),
+            ("[limits]\nheader_timeout_secs = 0", "limits.header_timeout_secs"),
             ("[server]\nlisten = \"nowhere\"", "server.listen"),
             ("[rules]\nfreshness_window_secs = -1", "freshness_window_secs"),
             ("[[token]]\nname = \"a\"\nsecret = \" padded \"\ntenants = [\"x\"]\nrole = \"client\"", "token[0].secret"),

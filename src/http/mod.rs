@@ -12,6 +12,7 @@ pub mod extract;
 mod forensics;
 mod ops;
 mod phones;
+pub mod server;
 pub mod views;
 
 use std::path::PathBuf;

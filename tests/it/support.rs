@@ -40,6 +40,7 @@ pub fn config(dir: &Path) -> Config {
         log: FileLogOptions::default(),
         rules: Rules::default(),
         journal: Default::default(),
+        connections: Default::default(),
         tokens: vec![
             token(ADMIN, "admin", "*", Role::Admin),
             token(WEB, "kloqo-web", "kloqo", Role::Client),
