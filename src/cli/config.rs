@@ -58,6 +58,8 @@ pub struct LimitsSection {
     pub max_connections: usize,
     /// A request's headers must arrive within this, or the connection is closed.
     pub header_timeout_secs: u64,
+    /// A whole request must arrive within this, or it is answered 408.
+    pub request_timeout_secs: u64,
 }
 
 impl Default for LimitsSection {
@@ -73,6 +75,7 @@ impl Default for LimitsSection {
             idempotency_keys_max: writer.idempotency_keys_max,
             max_connections: connections.connections_max,
             header_timeout_secs: connections.header_timeout.as_secs(),
+            request_timeout_secs: connections.request_timeout.as_secs(),
         }
     }
 }
@@ -176,10 +179,20 @@ impl Config {
             ..JournalConfig::default()
         };
         let log = FileLogOptions { segment_bytes_max: check_range("limits.segment_bytes_max", limits.segment_bytes_max, 4096, 1 << 32)? };
+        let request_timeout_secs = check_range("limits.request_timeout_secs", limits.request_timeout_secs, 1, 3600)?;
         let header_timeout_secs = check_range("limits.header_timeout_secs", limits.header_timeout_secs, 1, 3600)?;
+        // Both count from the moment the connection is ready for the request, so
+        // a header timeout past the request timeout would never be the one to fire.
+        if header_timeout_secs > request_timeout_secs {
+            return Err(field_error(
+                "limits.header_timeout_secs",
+                format!("{header_timeout_secs} exceeds limits.request_timeout_secs ({request_timeout_secs})"),
+            ));
+        }
         let connections = ConnectionLimits {
             connections_max: check_range("limits.max_connections", limits.max_connections, 1, 1 << 20)?,
             header_timeout: std::time::Duration::from_secs(header_timeout_secs),
+            request_timeout: std::time::Duration::from_secs(request_timeout_secs),
         };
         let seconds = |field: &str, value: u64| -> Result<chrono::Duration, ConfigError> {
             Ok(chrono::Duration::seconds(check_range(field, value, 1, 365 * 86400)? as i64))
@@ -257,7 +270,10 @@ mod tests {
         .unwrap();
         assert_eq!(config.writer.queue_len_max, 4096);
         assert_eq!(config.writer.idempotency_keys_max, 10_000_000);
-        assert_eq!((config.connections.connections_max, config.connections.header_timeout.as_secs()), (10_000, 10));
+        assert_eq!(
+            (config.connections.connections_max, config.connections.header_timeout.as_secs(), config.connections.request_timeout.as_secs()),
+            (10_000, 10, 30)
+        );
         assert_eq!(config.listen.to_string(), DEFAULT_LISTEN);
         assert_eq!(config.tokens[0].1, Token { name: "kloqo-web".into(), tenants: vec!["kloqo".into()], role: Role::Client });
     }
@@ -269,7 +285,8 @@ mod tests {
             ("[limits]\nqueue_len_maximum = 3", "queue_len_maximum"),
             ("[limits]\nidempotency_keys_max = 0", "limits.idempotency_keys_max"),
             ("[limits]\nmax_connections = 0", "limits.max_connections"),
-            ("[limits]\nheader_timeout_secs = 0", "limits.header_timeout_secs"),
+            ("[limits]\nrequest_timeout_secs = 0", "limits.request_timeout_secs"),
+            ("[limits]\nheader_timeout_secs = 31", "limits.header_timeout_secs"),
             ("[server]\nlisten = \"nowhere\"", "server.listen"),
             ("[rules]\nfreshness_window_secs = -1", "freshness_window_secs"),
             ("[[token]]\nname = \"a\"\nsecret = \" padded \"\ntenants = [\"x\"]\nrole = \"client\"", "token[0].secret"),

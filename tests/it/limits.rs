@@ -1,6 +1,6 @@
 //! API.md "Limits and hostile clients", connections: slow headers are cut off,
-//! connections beyond `max_connections` wait unaccepted, many idle connections
-//! do not keep others out, and running out of descriptors is waited out. Spoken
+//! slow bodies get 408, large heads 431, connections beyond `max_connections`
+//! wait unaccepted, and many idle connections do not keep others out. Spoken
 //! over raw sockets, since a well-behaved client cannot misbehave like this.
 
 use std::net::SocketAddr;
@@ -10,10 +10,11 @@ use std::time::Duration;
 use booking_ledger::cli::config::Config;
 use booking_ledger::http::server::open_files_max;
 use booking_ledger::writer::SystemClock;
+use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::support::{Server, config};
+use crate::support::{Server, WEB, config};
 
 /// How long a read may wait for an answer that must come: a bound on a hang,
 /// never a timing assertion.
@@ -33,6 +34,11 @@ impl RawReply {
             let (n, v) = line.split_once(':')?;
             n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
         })
+    }
+
+    fn problem(&self) -> Value {
+        assert_eq!(self.header("content-type"), Some("application/problem+json"), "{}", self.head);
+        serde_json::from_slice(&self.body).unwrap()
     }
 }
 
@@ -94,8 +100,9 @@ async fn server_with(dir: &std::path::Path, limits: impl FnOnce(&mut Config)) ->
     panic!("the server did not become ready");
 }
 
-fn seconds(config: &mut Config, header_timeout_secs: u64) {
+fn seconds(config: &mut Config, header_timeout_secs: u64, request_timeout_secs: u64) {
     config.connections.header_timeout = Duration::from_secs(header_timeout_secs);
+    config.connections.request_timeout = Duration::from_secs(request_timeout_secs);
 }
 
 /// True once the peer has closed `stream` (or answered: whatever it answered is
@@ -110,7 +117,7 @@ async fn slowloris_connections_are_closed_after_the_header_timeout_and_others_ar
     /// Bytes dripped per connection, a tenth of a second apart: 10 s, ten times the header timeout.
     const DRIP_BYTES_MAX: usize = 100;
     let dir = tempfile::tempdir().unwrap();
-    let (server, addr) = server_with(dir.path(), |c| seconds(c, 1)).await;
+    let (server, addr) = server_with(dir.path(), |c| seconds(c, 1, 1)).await;
 
     let mut slow = Vec::new();
     for _ in 0..SLOW_CONNECTIONS {
@@ -140,13 +147,69 @@ async fn slowloris_connections_are_closed_after_the_header_timeout_and_others_ar
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_headers_over_16_kib_are_431_problems() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, addr) = server_with(dir.path(), |_| {}).await;
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let request = |filler: usize| format!("GET /healthz HTTP/1.1\r\nhost: ledger\r\nx-filler: {}\r\n\r\n", "f".repeat(filler));
+
+    stream.write_all(request(15 * 1024).as_bytes()).await.unwrap();
+    assert_eq!(expect_reply(&mut stream).await.status, 200, "15 KiB of headers are within the limit");
+
+    stream.write_all(request(20 * 1024).as_bytes()).await.unwrap();
+    let reply = expect_reply(&mut stream).await;
+    assert_eq!(reply.status, 431);
+    let problem = reply.problem();
+    assert_eq!(problem["code"], "request_header_fields_too_large");
+    assert_eq!(problem["status"], 431);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_never_completes_is_a_408_problem_and_so_is_one_that_drips() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, addr) = server_with(dir.path(), |c| seconds(c, 1, 1)).await;
+    let head = format!(
+        "POST /v1/kloqo/bookings HTTP/1.1\r\nhost: ledger\r\nauthorization: Bearer {WEB}\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n"
+    );
+
+    // Ten bytes of a hundred, then silence.
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(format!("{head}{{\"clinic\":").as_bytes()).await.unwrap();
+    let reply = expect_reply(&mut stream).await;
+    assert_eq!(reply.status, 408);
+    let problem = reply.problem();
+    assert_eq!((problem["code"].as_str(), problem["request_timeout_secs"].as_u64()), (Some("request_timeout"), Some(1)));
+    assert_eq!(reply.header("connection"), Some("close"));
+
+    // One byte every tenth of a second: every read makes progress, the whole
+    // body would take ten times the request timeout.
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = None;
+    for _ in 0..100 {
+        if stream.write_all(b" ").await.is_err() {
+            break;
+        }
+        if let Some(reply) = closed_within(&mut stream, Duration::from_millis(100)).await {
+            answer = reply;
+            break;
+        }
+    }
+    let reply = answer.expect("the dripping body was answered before the server closed");
+    assert_eq!((reply.status, reply.problem()["code"].as_str()), (408, Some("request_timeout")));
+    assert_eq!(server.client.position().await, 0, "nothing was booked");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_beyond_max_connections_wait_unaccepted_until_one_closes() {
     const CONNECTIONS_MAX: usize = 4;
     let dir = tempfile::tempdir().unwrap();
     let (server, addr) = server_with(dir.path(), |c| {
         c.connections.connections_max = CONNECTIONS_MAX;
         // Long enough that the idle connections are not closed under the test.
-        seconds(c, 60);
+        seconds(c, 60, 60);
     })
     .await;
     let keep_alive = b"GET /healthz HTTP/1.1\r\nhost: ledger\r\n\r\n";
@@ -184,7 +247,7 @@ async fn a_thousand_idle_connections_do_not_keep_a_request_out() {
         println!("open-files limit {files_max}: {idle} idle connections instead of {IDLE_WANTED}");
     }
     let dir = tempfile::tempdir().unwrap();
-    let (server, addr) = server_with(dir.path(), |c| seconds(c, 60)).await;
+    let (server, addr) = server_with(dir.path(), |c| seconds(c, 60, 60)).await;
     let mut open = Vec::new();
     for _ in 0..idle {
         open.push(TcpStream::connect(addr).await.unwrap());
