@@ -5,7 +5,8 @@ use prometheus::{Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, I
 
 pub struct Metrics {
     registry: Registry,
-    /// Commands decided, by outcome: `accepted`, `replayed`, or the rejection's code.
+    /// Commands decided, by outcome: `accepted`, `replayed`, `overloaded` (a new
+    /// key met a full idempotency table), or the rejection's code.
     pub commands: IntCounterVec,
     pub events_appended: IntCounter,
     pub batch_len: Histogram,
@@ -14,13 +15,22 @@ pub struct Metrics {
     pub replayed_events: IntGauge,
     /// Refused commands the rejection journal dropped (queue full, or it failed).
     pub rejections_dropped: IntGauge,
+    /// Idempotency answers held, against `idempotency_keys_max`.
+    pub idempotency_keys: IntGauge,
+    /// HTTP connections open, against `max_connections`.
+    pub connections_open: IntGauge,
+    /// Accepts that failed for want of resources (EMFILE and the like), each followed by a pause.
+    pub accept_errors: IntCounter,
 }
 
 impl Metrics {
     pub fn new() -> Metrics {
         let registry = Registry::new();
         let commands = IntCounterVec::new(
-            Opts::new("ledger_commands_total", "Commands decided by the writer, by outcome (accepted, replayed, or the rejection code)."),
+            Opts::new(
+                "ledger_commands_total",
+                "Commands decided by the writer, by outcome (accepted, replayed, overloaded, or the rejection code).",
+            ),
             &["outcome"],
         )
         .unwrap();
@@ -42,6 +52,17 @@ impl Metrics {
             "Refused commands the rejection journal dropped (its queue was full, or it failed).",
         )
         .unwrap();
+        let idempotency_keys = IntGauge::new(
+            "ledger_idempotency_keys",
+            "Idempotency-Key answers held (within their retention window, or expired and not yet forgotten).",
+        )
+        .unwrap();
+        let connections_open = IntGauge::new("ledger_connections_open", "HTTP connections open (at most max_connections).").unwrap();
+        let accept_errors = IntCounter::new(
+            "ledger_accept_errors_total",
+            "Accepts that failed for want of resources (such as too many open files); each is followed by a pause.",
+        )
+        .unwrap();
         for collector in [
             Box::new(commands.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(events_appended.clone()),
@@ -50,10 +71,25 @@ impl Metrics {
             Box::new(queue_depth.clone()),
             Box::new(replayed_events.clone()),
             Box::new(rejections_dropped.clone()),
+            Box::new(idempotency_keys.clone()),
+            Box::new(connections_open.clone()),
+            Box::new(accept_errors.clone()),
         ] {
             registry.register(collector).unwrap();
         }
-        Metrics { registry, commands, events_appended, batch_len, fsync_seconds, queue_depth, replayed_events, rejections_dropped }
+        Metrics {
+            registry,
+            commands,
+            events_appended,
+            batch_len,
+            fsync_seconds,
+            queue_depth,
+            replayed_events,
+            rejections_dropped,
+            idempotency_keys,
+            connections_open,
+            accept_errors,
+        }
     }
 
     pub fn command(&self, outcome: &str) {

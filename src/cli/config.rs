@@ -10,6 +10,7 @@ use crate::core::Rules;
 use crate::http::ReadLimits;
 use crate::http::auth::{Role, Token};
 use crate::http::extract::valid_tenant;
+use crate::http::server::ConnectionLimits;
 use crate::log::FileLogOptions;
 use crate::rejections::JournalConfig;
 use crate::writer::WriterConfig;
@@ -58,11 +59,20 @@ pub struct LimitsSection {
     pub streams_max: usize,
     /// A schedule for a doctor new to a clinic that has this many is 422 `too_many_doctors`.
     pub doctors_per_clinic_max: u32,
+    /// Idempotency answers held at most; a new key beyond them is answered 503 `overloaded`.
+    pub idempotency_keys_max: usize,
+    /// HTTP connections open at once, at most (API.md's name); more wait unaccepted.
+    pub max_connections: usize,
+    /// A request's headers must arrive within this, or the connection is closed.
+    pub header_timeout_secs: u64,
+    /// A whole request must arrive within this, or it is answered 408.
+    pub request_timeout_secs: u64,
 }
 
 impl Default for LimitsSection {
     fn default() -> Self {
         let writer = WriterConfig::default();
+        let connections = ConnectionLimits::default();
         LimitsSection {
             queue_len_max: writer.queue_len_max,
             batch_len_max: writer.batch_len_max,
@@ -72,6 +82,10 @@ impl Default for LimitsSection {
             scans_max: ReadLimits::default().scans_max,
             streams_max: ReadLimits::default().streams_max,
             doctors_per_clinic_max: Rules::default().doctors_per_clinic_max,
+            idempotency_keys_max: writer.idempotency_keys_max,
+            max_connections: connections.connections_max,
+            header_timeout_secs: connections.header_timeout.as_secs(),
+            request_timeout_secs: connections.request_timeout.as_secs(),
         }
     }
 }
@@ -128,6 +142,7 @@ pub struct Config {
     pub rules: Rules,
     pub journal: JournalConfig,
     pub read: ReadLimits,
+    pub connections: ConnectionLimits,
     /// (secret, token); empty means "create an admin token in the data directory".
     pub tokens: Vec<(String, Token)>,
 }
@@ -167,7 +182,7 @@ impl Config {
         let writer = WriterConfig {
             queue_len_max: check_range("limits.queue_len_max", limits.queue_len_max, 1, 1 << 20)?,
             batch_len_max: check_range("limits.batch_len_max", limits.batch_len_max, 1, 1 << 16)?,
-            ..WriterConfig::default()
+            idempotency_keys_max: check_range("limits.idempotency_keys_max", limits.idempotency_keys_max, 1, 1 << 32)?,
         };
         let journal = JournalConfig {
             segments_max: check_range("limits.rejections_segments_max", limits.rejections_segments_max, 2, 1 << 20)?,
@@ -179,6 +194,21 @@ impl Config {
             streams_max: check_range("limits.streams_max", limits.streams_max, 1, 1 << 16)?,
         };
         let log = FileLogOptions { segment_bytes_max: check_range("limits.segment_bytes_max", limits.segment_bytes_max, 4096, 1 << 32)? };
+        let request_timeout_secs = check_range("limits.request_timeout_secs", limits.request_timeout_secs, 1, 3600)?;
+        let header_timeout_secs = check_range("limits.header_timeout_secs", limits.header_timeout_secs, 1, 3600)?;
+        // Both count from the moment the connection is ready for the request, so
+        // a header timeout past the request timeout would never be the one to fire.
+        if header_timeout_secs > request_timeout_secs {
+            return Err(field_error(
+                "limits.header_timeout_secs",
+                format!("{header_timeout_secs} exceeds limits.request_timeout_secs ({request_timeout_secs})"),
+            ));
+        }
+        let connections = ConnectionLimits {
+            connections_max: check_range("limits.max_connections", limits.max_connections, 1, 1 << 20)?,
+            header_timeout: std::time::Duration::from_secs(header_timeout_secs),
+            request_timeout: std::time::Duration::from_secs(request_timeout_secs),
+        };
         let seconds = |field: &str, value: u64| -> Result<chrono::Duration, ConfigError> {
             Ok(chrono::Duration::seconds(check_range(field, value, 1, 365 * 86400)? as i64))
         };
@@ -228,6 +258,7 @@ impl Config {
             rules,
             journal,
             read,
+            connections,
             tokens,
         })
     }
@@ -256,6 +287,11 @@ mod tests {
         .unwrap();
         assert_eq!(config.writer.queue_len_max, 4096);
         assert_eq!(config.rules.doctors_per_clinic_max, 64);
+        assert_eq!(config.writer.idempotency_keys_max, 10_000_000);
+        assert_eq!(
+            (config.connections.connections_max, config.connections.header_timeout.as_secs(), config.connections.request_timeout.as_secs()),
+            (10_000, 10, 30)
+        );
         assert_eq!(config.listen.to_string(), DEFAULT_LISTEN);
         assert_eq!(config.tokens[0].1, Token { name: "kloqo-web".into(), tenants: vec!["kloqo".into()], role: Role::Client });
     }
@@ -267,6 +303,10 @@ mod tests {
             ("[limits]\nqueue_len_maximum = 3", "queue_len_maximum"),
             ("[limits]\ndoctors_per_clinic_max = 0", "limits.doctors_per_clinic_max"),
             ("[limits]\ndoctors_per_clinic_max = 10001", "limits.doctors_per_clinic_max"),
+            ("[limits]\nidempotency_keys_max = 0", "limits.idempotency_keys_max"),
+            ("[limits]\nmax_connections = 0", "limits.max_connections"),
+            ("[limits]\nrequest_timeout_secs = 0", "limits.request_timeout_secs"),
+            ("[limits]\nheader_timeout_secs = 31", "limits.header_timeout_secs"),
             ("[server]\nlisten = \"nowhere\"", "server.listen"),
             ("[rules]\nfreshness_window_secs = -1", "freshness_window_secs"),
             ("[[token]]\nname = \"a\"\nsecret = \" padded \"\ntenants = [\"x\"]\nrole = \"client\"", "token[0].secret"),

@@ -122,7 +122,7 @@ pub async fn serve(
             state.stopping.send_replace(true);
         }
     };
-    let server = tokio::spawn(axum::serve(listener, app(state.clone())).with_graceful_shutdown(stop).into_future());
+    let server = tokio::spawn(crate::http::server::serve(listener, app(state.clone()), config.connections, metrics.clone(), stop));
 
     let (rules, log_options, writer_config) = (config.rules, config.log, config.writer);
     let ledger_dir_for_forensics = ledger_dir.clone();

@@ -82,6 +82,8 @@ impl IdempotencyTable {
 
     /// Forgets at most `limit` answers recorded before `now - retention`, oldest
     /// first, so that expiry costs the writer a bounded amount of work per batch.
+    /// The caller must pass a `limit` above what it records between two calls,
+    /// or expiry falls behind and the table outgrows the retention window.
     pub fn expire(&mut self, now: DateTime<Utc>, retention: chrono::Duration, limit: usize) -> usize {
         let mut expired = 0;
         while expired < limit {
@@ -96,6 +98,17 @@ impl IdempotencyTable {
             expired += 1;
         }
         expired
+    }
+
+    /// True if an answer for `scope` is held, expired or not: recording one
+    /// for it again replaces that answer rather than growing the table.
+    pub fn holds(&self, scope: &Scope) -> bool {
+        self.entries.contains_key(scope)
+    }
+
+    /// When the oldest answer held was recorded: the first to expire.
+    pub fn recorded_first(&self) -> Option<DateTime<Utc>> {
+        self.recorded.front().map(|(at, _)| *at)
     }
 
     pub fn len(&self) -> usize {

@@ -69,6 +69,11 @@ impl IntoResponse for ApiError {
         if let Some(secs) = self.retry_after_secs {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
+        // A request cut off by its deadline may still have body bytes on the
+        // way: the connection cannot carry another request, so it closes (RFC 9110, 408).
+        if self.status == StatusCode::REQUEST_TIMEOUT {
+            response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         response
     }
 }
@@ -149,6 +154,13 @@ impl From<SubmitError> for ApiError {
                 "the ledger is not accepting commands (shutting down or stopped after a storage failure)",
             )
             .retry_after(5),
+            SubmitError::IdempotencyFull { retry_after_secs } => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded",
+                "the ledger holds as many Idempotency-Keys as it may (limits.idempotency_keys_max); \
+                 a new key is accepted once the oldest answer expires",
+            )
+            .retry_after(retry_after_secs),
             SubmitError::Storage(reason) => ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "storage_failure",

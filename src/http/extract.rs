@@ -13,6 +13,7 @@ use tower_http::request_id::RequestId;
 
 use super::auth::Token;
 use super::error::ApiError;
+use super::server::RequestTimedOut;
 use super::{AppState, Shared};
 use crate::core::{Action, Command, IdempotencyKey, Text};
 use crate::rejections::Origin;
@@ -130,7 +131,8 @@ impl TenantCall {
 
 /// A JSON body: the parsed value and the raw bytes (for the request fingerprint).
 /// Malformed JSON, missing, mistyped or unknown fields are 400 naming the field;
-/// a body over `BODY_BYTES_MAX` is 413. An empty body reads as `{}`.
+/// a body over `BODY_BYTES_MAX` is 413, one still incomplete at the request's
+/// deadline (`request_timeout_secs`) 408. An empty body reads as `{}`.
 pub struct JsonBody<T> {
     pub value: T,
     pub raw: Bytes,
@@ -141,7 +143,9 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
 
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
         let raw = Bytes::from_request(request, state).await.map_err(|e| {
-            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            if let Some(timed_out) = RequestTimedOut::cause_of(&e) {
+                timed_out.problem()
+            } else if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", format!("bodies are limited to {BODY_BYTES_MAX} bytes"))
             } else {
                 ApiError::invalid(e.body_text())

@@ -13,6 +13,7 @@ pub mod extract;
 mod forensics;
 mod ops;
 mod phones;
+pub mod server;
 pub mod views;
 
 use std::path::PathBuf;
@@ -160,7 +161,7 @@ impl AppState {
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "booking-ledger", version = "1", description = "The HTTP contract of shared/API.md. Errors are RFC 9457 problem documents with a machine-readable `code`."),
+    info(title = "booking-ledger", version = "1", description = "The HTTP contract of shared/API.md. Errors are RFC 9457 problem documents with a machine-readable `code`. Any request may also be answered 408 request_timeout (with request_timeout_secs) when it does not arrive in full in time, or 431 request_header_fields_too_large when its headers exceed 16 KiB."),
     paths(
         clinics::put_schedule, clinics::create_booking, clinics::cancel_booking, clinics::get_booking, clinics::get_slots,
         phones::claim, phones::complete, phones::fail, phones::release, phones::get,

@@ -53,6 +53,10 @@ pub enum SubmitError {
     Stopped,
     #[error("the ledger could not make the batch durable; the outcome is unknown: {0}")]
     Storage(String),
+    /// A command with a new Idempotency-Key met a full idempotency table: it was
+    /// not executed. The oldest answer held expires in about `retry_after_secs`.
+    #[error("the idempotency table holds its maximum of keys")]
+    IdempotencyFull { retry_after_secs: u32 },
 }
 
 pub trait Clock: Send + Sync {
@@ -73,13 +77,26 @@ pub struct WriterConfig {
     pub queue_len_max: usize,
     /// At most this many commands share one fdatasync.
     pub batch_len_max: usize,
-    /// Expired idempotency answers forgotten per batch, to bound the work.
-    pub expire_len_max: usize,
+    /// Idempotency answers held at most. A command with a new key beyond this is
+    /// refused (503 overloaded) rather than evicting an answer inside its
+    /// retention window: each key costs about 1 KB for the whole window.
+    pub idempotency_keys_max: usize,
 }
 
 impl Default for WriterConfig {
     fn default() -> Self {
-        WriterConfig { queue_len_max: 4096, batch_len_max: 1024, expire_len_max: 256 }
+        WriterConfig { queue_len_max: 4096, batch_len_max: 1024, idempotency_keys_max: 10_000_000 }
+    }
+}
+
+impl WriterConfig {
+    /// Expired idempotency answers forgotten per batch, at most. Bounded, so a
+    /// batch never pays for a whole day's expiry at once; twice what one batch can
+    /// record, so expiry outpaces insertion and works off any backlog. (A fixed
+    /// 256 against up to 1,024 recorded per batch let the table outgrow its
+    /// retention window without bound.)
+    pub fn expire_len_max(&self) -> usize {
+        2 * self.batch_len_max
     }
 }
 
@@ -181,6 +198,7 @@ impl Writer {
         metrics: Arc<Metrics>,
     ) -> Writer {
         assert_eq!(log.position_next(), state.position + 1, "the state must be the log replayed");
+        metrics.idempotency_keys.set(state.idempotency.len() as i64);
         Writer {
             log,
             responses,
@@ -214,19 +232,20 @@ impl Writer {
     }
 
     /// Decides, appends, makes durable and publishes one batch. Returns one
-    /// answer per command, in order. On a storage error nothing is published and
-    /// the writer must not be used again.
-    pub fn commit(&mut self, commands: &[Command]) -> Result<Vec<Answer>, LogError> {
+    /// answer per command, in order: decided, or refused undecided (a full
+    /// idempotency table). On a storage error nothing is published and the
+    /// writer must not be used again.
+    pub fn commit(&mut self, commands: &[Command]) -> Result<Vec<Result<Answer, SubmitError>>, LogError> {
         assert!(!self.failed, "a writer whose log failed must not commit again");
         let result = self.commit_batch(commands);
         self.failed = result.is_err();
         result
     }
 
-    fn commit_batch(&mut self, commands: &[Command]) -> Result<Vec<Answer>, LogError> {
+    fn commit_batch(&mut self, commands: &[Command]) -> Result<Vec<Result<Answer, SubmitError>>, LogError> {
         let now = self.now();
         let retention = self.working.rules.idempotency_retention;
-        self.working.idempotency.expire(now, retention, self.config.expire_len_max);
+        self.working.idempotency.expire(now, retention, self.config.expire_len_max());
         let mut batch = Batch::default();
         self.refused.clear();
         let mut answers = Vec::with_capacity(commands.len());
@@ -253,7 +272,7 @@ impl Writer {
         }
 
         let mut published = self.published.write();
-        published.idempotency.expire(now, retention, self.config.expire_len_max);
+        published.idempotency.expire(now, retention, self.config.expire_len_max());
         let mut responses = batch.responses.into_iter().peekable();
         for (index, event) in batch.events.iter().enumerate() {
             while let Some((_, tenant, response)) = responses.next_if(|(before, _, _)| *before == index) {
@@ -266,6 +285,7 @@ impl Writer {
         }
         let position = published.position;
         drop(published);
+        self.metrics.idempotency_keys.set(self.working.idempotency.len() as i64);
         self.durable.send_replace(position);
         self.metrics.batch_len.observe(commands.len() as f64);
         self.metrics.events_appended.inc_by(batch.events.len() as u64);
@@ -273,21 +293,35 @@ impl Writer {
     }
 
     /// One command's answer, and its rejection if it was refused now (not replayed).
-    fn decide_one(&mut self, command: &Command, now: DateTime<Utc>, batch: &mut Batch) -> Result<(Answer, Option<Rejection>), LogError> {
+    fn decide_one(
+        &mut self,
+        command: &Command,
+        now: DateTime<Utc>,
+        batch: &mut Batch,
+    ) -> Result<(Result<Answer, SubmitError>, Option<Rejection>), LogError> {
         if let Some(key) = &command.idempotency {
             let scope = Scope { tenant: command.tenant.clone(), actor: command.actor.clone(), key: key.key.clone() };
             let retention = self.working.rules.idempotency_retention;
-            match self.working.idempotency.check(&scope, &key.fingerprint, now, retention) {
-                IdempotencyCheck::New => {}
+            let table = &self.working.idempotency;
+            match table.check(&scope, &key.fingerprint, now, retention) {
+                IdempotencyCheck::New => {
+                    // A key already held (expired, not yet forgotten) is replaced in place.
+                    if table.len() >= self.config.idempotency_keys_max && !table.holds(&scope) {
+                        self.metrics.command("overloaded");
+                        let expires_first = table.recorded_first().map_or(now, |at| at + retention);
+                        let retry_after_secs = ((expires_first - now).num_seconds() + 1).clamp(1, u32::MAX as i64) as u32;
+                        return Ok((Err(SubmitError::IdempotencyFull { retry_after_secs }), None));
+                    }
+                }
                 IdempotencyCheck::Replay(stored) => {
                     self.metrics.command("replayed");
-                    return Ok((Answer::Stored { status: stored.status, body: stored.body, replayed: true }, None));
+                    return Ok((Ok(Answer::Stored { status: stored.status, body: stored.body, replayed: true }), None));
                 }
                 IdempotencyCheck::Reused => {
                     let rejection = Rejection::IdempotencyKeyReused;
                     self.metrics.command(rejection.code());
                     let refused = self.journal.is_some().then(|| rejection.clone());
-                    return Ok((Answer::Fresh(Err(rejection)), refused));
+                    return Ok((Ok(Answer::Fresh(Err(rejection))), refused));
                 }
             }
         }
@@ -329,7 +363,7 @@ impl Writer {
             Some(stored) => Answer::Stored { status: stored.status, body: stored.body, replayed: false },
             None => Answer::Fresh(outcome),
         };
-        Ok((answer, refused))
+        Ok((Ok(answer), refused))
     }
 
     /// For a keyed command, renders its answer and records it in the working
@@ -388,7 +422,7 @@ impl Writer {
             match self.commit(&commands) {
                 Ok(answers) => {
                     for (reply, answer) in replies.drain(..).zip(answers) {
-                        let _ = reply.send(Ok(answer));
+                        let _ = reply.send(answer);
                     }
                     self.journal_refused(&commands, &mut origins);
                 }

@@ -109,11 +109,14 @@ fn book(slot: u32) -> Command {
     }))
 }
 
-fn code(answer: &Answer) -> &'static str {
+fn code(answer: &Result<Answer, SubmitError>) -> &'static str {
     match answer {
-        Answer::Fresh(Ok(_)) => "accepted",
-        Answer::Fresh(Err(rejection)) => rejection.code(),
-        Answer::Stored { .. } => "stored",
+        Ok(Answer::Fresh(Ok(_))) => "accepted",
+        Ok(Answer::Fresh(Err(rejection))) => rejection.code(),
+        Ok(Answer::Stored { replayed: false, .. }) => "stored",
+        Ok(Answer::Stored { replayed: true, .. }) => "replayed",
+        Err(SubmitError::IdempotencyFull { .. }) => "idempotency_full",
+        Err(_) => "submit_error",
     }
 }
 
@@ -148,7 +151,7 @@ async fn nothing_is_answered_or_visible_before_the_sync() {
     assert!(!submitted.is_finished(), "answered before the sync completed");
     assert_eq!(handle.read(|s| s.position), 0, "readers saw an event that is not durable");
     gate.open();
-    assert_eq!(code(&submitted.await.unwrap().unwrap()), "accepted");
+    assert_eq!(code(&submitted.await.unwrap()), "accepted");
     assert_eq!(handle.read(|s| s.position), 1);
     drop(handle);
     thread.join().unwrap();
@@ -174,8 +177,8 @@ async fn a_full_queue_is_overloaded_and_appends_nothing() {
     }
     assert_eq!(handle.submit(book(1)).await, Err(SubmitError::Overloaded));
     gate.open();
-    assert_eq!(code(&first.await.unwrap().unwrap()), "accepted");
-    assert_eq!(code(&second.await.unwrap().unwrap()), "accepted");
+    assert_eq!(code(&first.await.unwrap()), "accepted");
+    assert_eq!(code(&second.await.unwrap()), "accepted");
     assert_eq!(handle.read(|s| s.position), 2, "the overloaded command appended nothing");
     drop(handle);
     thread.join().unwrap();
@@ -197,7 +200,7 @@ async fn after_a_failed_sync_the_writer_answers_an_error_and_stops() {
     let log = MemoryLog::new();
     let faults = log.faults.clone();
     let (handle, thread) = writer(Box::new(log), WriterConfig::default()).spawn();
-    assert_eq!(code(&handle.submit(schedule()).await.unwrap()), "accepted");
+    assert_eq!(code(&handle.submit(schedule()).await), "accepted");
     faults.lock().fail_sync_at = 1;
     assert!(matches!(handle.submit(book(0)).await, Err(SubmitError::Storage(_))));
     assert!(!handle.is_writable());
@@ -214,9 +217,9 @@ fn keyed_commands_store_the_rendered_answer_with_the_event_or_in_the_responses_j
         command
     };
     let answers = writer.commit(&[schedule(), keyed(book(0), "a"), keyed(book(0), "b"), keyed(book(0), "a")]).unwrap();
-    assert_eq!(answers[1], Answer::Stored { status: 200, body: Arc::from(&b"ok"[..]), replayed: false });
-    assert_eq!(answers[2], Answer::Stored { status: 409, body: Arc::from(&b"slot_taken"[..]), replayed: false });
-    assert_eq!(answers[3], Answer::Stored { status: 200, body: Arc::from(&b"ok"[..]), replayed: true }, "a repeat in the same batch");
+    assert_eq!(answers[1], Ok(Answer::Stored { status: 200, body: Arc::from(&b"ok"[..]), replayed: false }));
+    assert_eq!(answers[2], Ok(Answer::Stored { status: 409, body: Arc::from(&b"slot_taken"[..]), replayed: false }));
+    assert_eq!(answers[3], Ok(Answer::Stored { status: 200, body: Arc::from(&b"ok"[..]), replayed: true }), "a repeat in the same batch");
     assert_eq!(writer.responses.position_next(), 2, "the keyed rejection went to the responses journal");
     assert_eq!(writer.log.position_next(), 3, "two events: the schedule and one booking");
 
@@ -250,4 +253,91 @@ fn a_failed_writer_refuses_to_commit_again() {
     faults.lock().fail_sync_at = 1;
     assert!(writer.commit(&[schedule()]).is_err());
     let _ = writer.commit(&[book(0)]);
+}
+
+/// A clock the test moves forward.
+struct SetClock(Mutex<DateTime<Utc>>);
+
+impl Clock for SetClock {
+    fn now(&self) -> DateTime<Utc> {
+        *self.0.lock()
+    }
+}
+
+fn keyed(mut command: Command, key: &str) -> Command {
+    command.idempotency = Some(core::IdempotencyKey { key: key.into(), fingerprint: [3; 32] });
+    command
+}
+
+/// API.md: "when it is full a new key gets 503 `overloaded` rather than
+/// evicting an answer inside its retention window".
+#[test]
+fn a_full_idempotency_table_refuses_new_keys_executes_nothing_and_still_answers_stored_ones() {
+    let config = WriterConfig { idempotency_keys_max: 5, ..WriterConfig::default() };
+    let mut writer = writer(Box::new(MemoryLog::new()), config);
+    let keys: Vec<Command> = (0..5).map(|slot| keyed(book(slot), &format!("key-{slot}"))).collect();
+    let answers = writer.commit(&[&[schedule()], &keys[..]].concat()).unwrap();
+    assert_eq!(answers.iter().map(code).collect::<Vec<_>>(), ["accepted", "stored", "stored", "stored", "stored", "stored"]);
+    assert_eq!(writer.working.idempotency.len(), 5);
+    let (events, responses) = (writer.log.position_next(), writer.responses.position_next());
+
+    let answers = writer.commit(&[keyed(book(2), "key-6"), keys[0].clone(), keyed(book(9), "key-7"), keys[4].clone()]).unwrap();
+    assert_eq!(answers.iter().map(code).collect::<Vec<_>>(), ["idempotency_full", "replayed", "idempotency_full", "replayed"]);
+    assert!(
+        matches!(answers[0], Err(SubmitError::IdempotencyFull { retry_after_secs }) if retry_after_secs >= 1),
+        "a full table says when to retry: {:?}",
+        answers[0]
+    );
+    assert_eq!(
+        (writer.log.position_next(), writer.responses.position_next()),
+        (events, responses),
+        "the refused commands appended nothing, to the ledger or the responses journal"
+    );
+    assert_eq!(writer.working.idempotency.len(), 5, "no answer was evicted to make room");
+    assert_eq!(*writer.published.read(), writer.working);
+
+    let answers = writer.commit(&[book(2)]).unwrap();
+    assert_eq!(code(&answers[0]), "slot_taken", "a command without a key does not use the table and is still decided");
+}
+
+/// Expiry must keep up with insertion: batches of `batch_len_max` new keys,
+/// with the clock moving a quarter of the retention window per batch, keep the
+/// table at what one window admits. (256 expiries per batch against 1,024 new
+/// keys grew it by 768 keys a batch, without bound.)
+#[test]
+fn sustained_keyed_load_keeps_the_idempotency_table_within_one_retention_window() {
+    const BATCH_LEN: usize = 1024;
+    const BATCHES_PER_WINDOW: usize = 4;
+    let start = Utc.with_ymd_and_hms(2026, 3, 1, 9, 0, 0).unwrap();
+    let clock = Arc::new(SetClock(Mutex::new(start)));
+    let rules = Rules { idempotency_retention: chrono::Duration::seconds(1), ..Rules::default() };
+    let metrics = Arc::new(Metrics::new());
+    let config = WriterConfig { batch_len_max: BATCH_LEN, ..WriterConfig::default() };
+    let mut writer = Writer::new(
+        Box::new(MemoryLog::new()),
+        Box::new(MemoryLog::new()),
+        State::new(rules),
+        render,
+        clock.clone(),
+        config,
+        metrics.clone(),
+    );
+    let step = rules.idempotency_retention / BATCHES_PER_WINDOW as i32;
+    let mut held_max = 0;
+    for batch in 0..10 * BATCHES_PER_WINDOW {
+        // Refused bookings (no schedule): each stores its answer under a new key.
+        let commands: Vec<Command> = (0..BATCH_LEN).map(|i| keyed(book(0), &format!("{batch}-{i}"))).collect();
+        let answers = writer.commit(&commands).unwrap();
+        assert!(answers.iter().all(|a| code(a) == "stored"), "every new key is taken while the table has room");
+        let held = writer.working.idempotency.len();
+        assert!(
+            held <= (BATCHES_PER_WINDOW + 1) * BATCH_LEN,
+            "batch {batch}: {held} answers held, more than one retention window ({BATCHES_PER_WINDOW} batches) and one batch"
+        );
+        assert_eq!(metrics.idempotency_keys.get(), held as i64, "the gauge follows the table");
+        held_max = held_max.max(held);
+        *clock.0.lock() += step;
+    }
+    assert_eq!(held_max, BATCHES_PER_WINDOW * BATCH_LEN, "the window was filled: the bound was tested, not avoided");
+    assert_eq!(*writer.published.read(), writer.working);
 }

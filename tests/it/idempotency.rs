@@ -6,7 +6,7 @@ use std::sync::Arc;
 use futures::future::join_all;
 use tokio::sync::Barrier;
 
-use crate::support::{APP, Server, WEB, booking};
+use crate::support::{APP, Server, WEB, booking, config};
 
 const DATE: &str = "2026-03-02";
 
@@ -147,5 +147,43 @@ async fn keys_are_scoped_to_the_tenant_and_every_writer_answer_is_stored() {
         .expect_problem(422, "idempotency_key_reused");
     let again = c.post_keyed("/v1/kloqo/bookings", WEB, &booking("c1", "d1", DATE, 2, "Ben"), "kept").await;
     assert_eq!((again.status, &again.body), (201, &first.body));
+    server.stop().await;
+}
+
+/// API.md: the table holds at most `idempotency_keys_max` keys; when it is full
+/// a new key gets 503 `overloaded` with Retry-After, nothing is executed, and
+/// the keys it holds are still answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_idempotency_table_refuses_new_keys_and_still_answers_the_stored_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    config.writer.idempotency_keys_max = 5;
+    let server = Server::start_with(config).await;
+    let c = &server.client;
+    c.schedule("kloqo", "c1", "d1", 10).await;
+    let mut first = Vec::new();
+    for slot in 0..5 {
+        let body = booking("c1", "d1", DATE, slot, "Asha");
+        first.push((body.clone(), c.post_keyed("/v1/kloqo/bookings", WEB, &body, &format!("key-{slot}")).await));
+        first.last().unwrap().1.expect(201);
+    }
+    let position = c.position().await;
+
+    let full = c.post_keyed("/v1/kloqo/bookings", WEB, &booking("c1", "d1", DATE, 5, "Ben"), "key-5").await;
+    full.expect_problem(503, "overloaded");
+    let retry_after: u64 = full.header("retry-after").expect("Retry-After").parse().unwrap();
+    assert!(retry_after >= 1);
+    assert_eq!(c.position().await, position, "nothing was executed");
+
+    for (slot, (body, answer)) in first.iter().enumerate() {
+        let repeat = c.post_keyed("/v1/kloqo/bookings", WEB, body, &format!("key-{slot}")).await;
+        assert_eq!((repeat.status, &repeat.body), (201, &answer.body));
+        assert_eq!(repeat.header("idempotent-replayed"), Some("true"));
+    }
+    // Without a key the table is not involved.
+    c.post("/v1/kloqo/bookings", WEB, &booking("c1", "d1", DATE, 5, "Ben")).await.expect(201);
+    let metrics = c.send("GET", "/metrics", None, None, None).await;
+    let metrics = String::from_utf8(metrics.body).unwrap();
+    assert!(metrics.lines().any(|line| line == "ledger_idempotency_keys 5"), "{metrics}");
     server.stop().await;
 }

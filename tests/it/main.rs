@@ -11,6 +11,7 @@ mod durability;
 mod forensics;
 mod format;
 mod idempotency;
+mod limits;
 mod openapi;
 mod phones;
 mod support;

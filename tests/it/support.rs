@@ -41,6 +41,7 @@ pub fn config(dir: &Path) -> Config {
         rules: Rules::default(),
         journal: Default::default(),
         read: Default::default(),
+        connections: Default::default(),
         tokens: vec![
             token(ADMIN, "admin", "*", Role::Admin),
             token(WEB, "kloqo-web", "kloqo", Role::Client),
