@@ -8,7 +8,7 @@
 //!
 //! - `verify`: `log::verify::verify_dir`, every checksum, position and link of
 //!   the hash chain (BLAKE3 of every record), on every core it finds;
-//! - `read_dir`: `log::Tail`, the replay's read: checksums and positions
+//! - `read_dir`: `log::Tail`, recovery's read: checksums and positions
 //!   only, no chain, on one thread. The baseline the issue asks for;
 //! - `read files`: every segment read into memory with no check at all: the
 //!   ceiling for anything that reads the whole ledger.

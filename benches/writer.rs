@@ -1,4 +1,4 @@
-//! The writer and replay, without HTTP, each next to the ceiling it cannot beat.
+//! The writer and start-up recovery, without HTTP, each next to the ceiling it cannot beat.
 //!
 //! - `commit/writer/{1,64,1024}`: `Writer::commit` of that many bookings on a real
 //!   `FileLog` in a temporary directory: decide, append, one fdatasync, publish.
@@ -6,17 +6,17 @@
 //! - `commit/raw_fsync/{1,64,1024}`: the same bytes the writer appended for one
 //!   batch, written to a plain file with one `write_all` and one `sync_data`: the
 //!   fdatasync ceiling for that batch size, counted in the commands it stands for.
-//! - `replay/recover`: `writer::recover` of a ledger of `REPLAY_BOOKINGS` bookings
+//! - `recover/recover`: `writer::recover` of a ledger of `RECOVER_BOOKINGS` bookings
 //!   (written once by the writer at batch 1024): read, CRC-check, decode, apply.
-//! - `replay/read_only`: `log::Tail` of the same segments: read and CRC-check only.
+//! - `recover/read_only`: `log::Tail` of the same segments: read and CRC-check only.
 //!
-//! Criterion reports each as time per iteration (one batch, or one whole replay) and
+//! Criterion reports each as time per iteration (one batch, or one whole recovery) and
 //! elements (commands or events) per second. The summary printed last divides all
 //! the elements by all the time spent in every timed iteration criterion ran (its
 //! warm-up and its samples), so its figures come from this run. Read `writer/raw` as
 //! the share of the disk's fdatasync ceiling the writer reaches at that batch size,
-//! and `recover/read-only` as the share of plain reading that replay keeps once it
-//! decodes and applies. Both replays read from the page cache: the ledger has just
+//! and `recover/read-only` as the share of plain reading that recovery keeps once it
+//! decodes and applies. Both read from the page cache: the ledger has just
 //! been written.
 
 use std::fs::{self, OpenOptions};
@@ -41,8 +41,8 @@ const CLINIC: &str = "c1";
 const DOCTORS: u64 = 100;
 const SLOTS_PER_DAY: u32 = 1000;
 const BATCHES: [u64; 3] = [1, 64, 1024];
-const REPLAY_BOOKINGS: u64 = 1_000_000;
-const REPLAY_BATCH: u64 = 1024;
+const RECOVER_BOOKINGS: u64 = 1_000_000;
+const RECOVER_BATCH: u64 = 1024;
 
 /// Hands out bookings that never conflict: the n-th takes doctor `n % DOCTORS`,
 /// then each slot of the day, then the next day.
@@ -192,20 +192,20 @@ fn bench_commit(criterion: &mut Criterion) -> Vec<CommitTallies> {
     tallies
 }
 
-struct ReplayTallies {
+struct RecoverTallies {
     events: u64,
     built_in: Duration,
     recover: Tally,
     read_only: Tally,
 }
 
-fn bench_replay(criterion: &mut Criterion) -> ReplayTallies {
+fn bench_recover(criterion: &mut Criterion) -> RecoverTallies {
     let dir = TempDir::new().expect("a temporary directory");
     let started = Instant::now();
     let mut writer = open_writer(dir.path());
     let mut bookings = Bookings::new();
-    while bookings.next < REPLAY_BOOKINGS {
-        commit(&mut writer, &bookings.batch(REPLAY_BATCH.min(REPLAY_BOOKINGS - bookings.next)));
+    while bookings.next < RECOVER_BOOKINGS {
+        commit(&mut writer, &bookings.batch(RECOVER_BATCH.min(RECOVER_BOOKINGS - bookings.next)));
     }
     drop(writer);
     let built_in = started.elapsed();
@@ -213,10 +213,10 @@ fn bench_replay(criterion: &mut Criterion) -> ReplayTallies {
     let ledger_dir = dir.path().join("ledger");
     let (log, responses) = (open_log(&ledger_dir), open_log(&dir.path().join("responses")));
     let events = log.position_next() - 1;
-    let mut tallies = ReplayTallies { events, built_in, recover: Tally::default(), read_only: Tally::default() };
+    let mut tallies = RecoverTallies { events, built_in, recover: Tally::default(), read_only: Tally::default() };
 
-    let mut group = criterion.benchmark_group("replay");
-    // One replay of a million events takes seconds: each sample is one replay, and
+    let mut group = criterion.benchmark_group("recover");
+    // One recovery of a million events takes seconds: each sample is one recovery, and
     // criterion warns that its 10 samples overrun the window. That is expected.
     group.sampling_mode(SamplingMode::Flat).throughput(Throughput::Elements(events)).measurement_time(Duration::from_secs(15));
     group.bench_function("recover", |b| {
@@ -224,7 +224,7 @@ fn bench_replay(criterion: &mut Criterion) -> ReplayTallies {
             let mut elapsed = Duration::ZERO;
             for _ in 0..iters {
                 let started = Instant::now();
-                let recovered = writer::recover(&log, &responses, Rules::default(), Utc::now()).expect("replaying the ledger");
+                let recovered = writer::recover(&log, &responses, Rules::default(), Utc::now()).expect("recovering the ledger");
                 elapsed += started.elapsed();
                 assert_eq!(recovered.events, events);
             }
@@ -263,7 +263,7 @@ fn ratio(numerator: &Tally, denominator: &Tally) -> String {
     numerator.per_second().zip(denominator.per_second()).map_or("-".into(), |(n, d)| format!("{:.3}", n / d))
 }
 
-fn print_summary(commits: &[CommitTallies], replay: &ReplayTallies) {
+fn print_summary(commits: &[CommitTallies], replay: &RecoverTallies) {
     println!();
     println!("summary: all elements / all time over every timed iteration above (warm-up included)");
     println!();
@@ -272,7 +272,7 @@ fn print_summary(commits: &[CommitTallies], replay: &ReplayTallies) {
         println!("{:>6}  {:>14}  {:>16}  {:>10}", c.batch, rate(&c.writer), rate(&c.raw_fsync), ratio(&c.writer, &c.raw_fsync));
     }
     println!();
-    println!("replay of {} events (ledger written at batch {REPLAY_BATCH} in {:.1} s)", replay.events, replay.built_in.as_secs_f64());
+    println!("recovery of {} events (ledger written at batch {RECOVER_BATCH} in {:.1} s)", replay.events, replay.built_in.as_secs_f64());
     println!("{:>24}  {:>12}", "recover events/s", rate(&replay.recover));
     println!("{:>24}  {:>12}", "read-only events/s", rate(&replay.read_only));
     println!("{:>24}  {:>12}", "recover/read-only", ratio(&replay.recover, &replay.read_only));
@@ -285,7 +285,7 @@ fn main() {
         .measurement_time(Duration::from_secs(3))
         .configure_from_args();
     let commits = bench_commit(&mut criterion);
-    let replay = bench_replay(&mut criterion);
+    let replay = bench_recover(&mut criterion);
     criterion.final_summary();
     print_summary(&commits, &replay);
 }

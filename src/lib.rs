@@ -5,7 +5,7 @@
 //! in-memory projection with the pure core ([`core`]), appends the resulting
 //! events to the checksummed, hash-chained log ([`log`]), makes them durable
 //! with one fdatasync per batch, and only then answers. At start the
-//! projection is rebuilt by replaying the log.
+//! projection is recovered from the log.
 //!
 //! - [`core`]: commands, events, rejections, `decide` and `apply`. No I/O, no clock.
 //! - [`log`]: the segmented append-only file format and its in-memory twin.
@@ -16,6 +16,8 @@
 //! - [`metrics`]: Prometheus counters and histograms.
 //!
 //! `ARCHITECTURE.md` has the codemap and the invariants.
+
+#![forbid(unsafe_code)]
 
 pub mod cli;
 pub mod core;

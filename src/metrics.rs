@@ -5,14 +5,14 @@ use prometheus::{Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, I
 
 pub struct Metrics {
     registry: Registry,
-    /// Commands decided, by outcome: `accepted`, `replayed`, `overloaded` (a new
+    /// Commands decided, by outcome: `accepted`, `repeated` (a stored answer sent again), `overloaded` (a new
     /// key met a full idempotency table), or the rejection's code.
     pub commands: IntCounterVec,
     pub events_appended: IntCounter,
     pub batch_len: Histogram,
     pub fsync_seconds: Histogram,
     pub queue_depth: IntGauge,
-    pub replayed_events: IntGauge,
+    pub recovered_events: IntGauge,
     /// Refused commands the rejection journal dropped (queue full, or it failed).
     pub rejections_dropped: IntGauge,
     /// Idempotency answers held, against `idempotency_keys_max`.
@@ -29,7 +29,7 @@ impl Metrics {
         let commands = IntCounterVec::new(
             Opts::new(
                 "ledger_commands_total",
-                "Commands decided by the writer, by outcome (accepted, replayed, overloaded, or the rejection code).",
+                "Commands decided by the writer, by outcome (accepted, repeated, overloaded, or the rejection code).",
             ),
             &["outcome"],
         )
@@ -46,7 +46,7 @@ impl Metrics {
         )
         .unwrap();
         let queue_depth = IntGauge::new("ledger_queue_depth", "Commands waiting for the writer when it last took a batch.").unwrap();
-        let replayed_events = IntGauge::new("ledger_replayed_events", "Events replayed at start-up.").unwrap();
+        let recovered_events = IntGauge::new("ledger_recovered_events", "Events applied by the start-up recovery.").unwrap();
         let rejections_dropped = IntGauge::new(
             "ledger_rejections_dropped",
             "Refused commands the rejection journal dropped (its queue was full, or it failed).",
@@ -69,7 +69,7 @@ impl Metrics {
             Box::new(batch_len.clone()),
             Box::new(fsync_seconds.clone()),
             Box::new(queue_depth.clone()),
-            Box::new(replayed_events.clone()),
+            Box::new(recovered_events.clone()),
             Box::new(rejections_dropped.clone()),
             Box::new(idempotency_keys.clone()),
             Box::new(connections_open.clone()),
@@ -84,7 +84,7 @@ impl Metrics {
             batch_len,
             fsync_seconds,
             queue_depth,
-            replayed_events,
+            recovered_events,
             rejections_dropped,
             idempotency_keys,
             connections_open,

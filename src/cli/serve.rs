@@ -156,11 +156,11 @@ pub async fn serve(
         stored_responses = recovered.responses,
         position = recovered.state.position,
         elapsed_ms = recovered.elapsed.as_millis() as u64,
-        "replayed {} events in {:.3} s; ready",
+        "recovered {} events in {:.3} s; ready",
         recovered.events,
         recovered.elapsed.as_secs_f64()
     );
-    metrics.replayed_events.set(recovered.events as i64);
+    metrics.recovered_events.set(recovered.events as i64);
     let log: Box<dyn Log> = Box::new(log);
     let writer = Writer::new(log, Box::new(responses), recovered.state, views::render, clock, writer_config, metrics).with_journal(journal);
     let (handle, thread) = writer.spawn();

@@ -41,7 +41,7 @@ pub enum IdempotencyCheck {
     /// Never seen (or expired): execute the command.
     New,
     /// Seen with the same request: answer this, execute nothing.
-    Replay(StoredResponse),
+    Repeat(StoredResponse),
     /// Seen with a different request.
     Reused,
 }
@@ -58,7 +58,7 @@ impl IdempotencyTable {
         match self.entries.get(scope) {
             Some(entry) if now - entry.recorded_at < retention => {
                 if entry.response.fingerprint == *fingerprint {
-                    IdempotencyCheck::Replay(entry.response.clone())
+                    IdempotencyCheck::Repeat(entry.response.clone())
                 } else {
                     IdempotencyCheck::Reused
                 }
@@ -137,7 +137,7 @@ mod tests {
         let mut table = IdempotencyTable::default();
         assert_eq!(table.check(&scope, &[1; 32], t0, day), IdempotencyCheck::New);
         table.record(&"t".into(), response("k", 1), t0);
-        assert_eq!(table.check(&scope, &[1; 32], t0 + Duration::hours(23), day), IdempotencyCheck::Replay(response("k", 1)));
+        assert_eq!(table.check(&scope, &[1; 32], t0 + Duration::hours(23), day), IdempotencyCheck::Repeat(response("k", 1)));
         assert_eq!(table.check(&scope, &[2; 32], t0, day), IdempotencyCheck::Reused);
         let other_actor = Scope { actor: "app".into(), ..scope.clone() };
         assert_eq!(table.check(&other_actor, &[1; 32], t0, day), IdempotencyCheck::New);

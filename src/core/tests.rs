@@ -55,7 +55,7 @@ fn run(state: &mut State, log: &mut Vec<Event>, action: Action, now: DateTime<Ut
     Ok(reply(state, &command, &events))
 }
 
-fn replay(rules: Rules, log: &[Event]) -> State {
+fn recover_log(rules: Rules, log: &[Event]) -> State {
     let mut state = State::new(rules);
     for event in log {
         apply(&mut state, event);
@@ -90,7 +90,7 @@ fn a_taken_slot_names_its_holder_and_tokens_are_never_reused() {
     assert_eq!(rebooked.token(), "A002", "A001 is never issued again");
     let walk_in = booked(run(&mut state, &mut log, Action::Book(book(4, 1, BookingKind::WalkIn)), t0()));
     assert_eq!(walk_in.token(), "W001");
-    assert_eq!(replay(state.rules, &log), state);
+    assert_eq!(recover_log(state.rules, &log), state);
 }
 
 #[test]
@@ -134,7 +134,7 @@ fn a_clinic_has_at_most_doctors_per_clinic_max_doctors() {
     assert!(matches!(changed, Ok(Reply::Schedule { position: 3, .. })), "{changed:?}");
     // The bound is per clinic.
     assert!(run(&mut state, &mut log, set_schedule("other", "d3", 3), t0()).is_ok());
-    assert_eq!(replay(rules, &log), state);
+    assert_eq!(recover_log(rules, &log), state);
 }
 
 #[test]
@@ -214,7 +214,7 @@ fn check_invariants(state: &State) {
 
 /// Every ordering of up to four commands drawn (with repetition) from a pool
 /// over two slots: the invariants hold after every step, rejections append
-/// nothing, and replaying the log (also through the on-disk codec) gives the
+/// nothing, and recovering from the log (also through the on-disk codec) gives the
 /// state that incremental application built.
 #[test]
 fn exhaustive_small_world() {
@@ -260,7 +260,7 @@ fn exhaustive_small_world() {
                 }
                 check_invariants(&state);
             }
-            assert_eq!(replay(state.rules, &log), state, "{sequence:?}");
+            assert_eq!(recover_log(state.rules, &log), state, "{sequence:?}");
             let decoded: Vec<Event> =
                 log.iter().map(|e| crate::log::codec::decode_event(&crate::log::codec::encode_event(e)).unwrap()).collect();
             assert_eq!(decoded, log, "{sequence:?}");
@@ -276,7 +276,7 @@ type MakeAction = dyn Fn(&State, u128) -> Action;
 /// Runs every sequence of up to `depth` commands drawn from `pool` (each
 /// command built from the state so far and a fresh id), `step` apart in time,
 /// through decide, decide_refusal and apply. After every step `check` holds;
-/// at the end, replaying the log (also through the codec) gives the same state.
+/// at the end, recovering from the log (also through the codec) gives the same state.
 fn exhaustive(rules: Rules, pool: &[&MakeAction], depth: usize, step: Duration, check: &dyn Fn(&State)) -> usize {
     let mut runs = 0;
     let mut sequences: Vec<Vec<usize>> = vec![vec![]];
@@ -297,7 +297,7 @@ fn exhaustive(rules: Rules, pool: &[&MakeAction], depth: usize, step: Duration, 
                 log.extend(events);
                 check(&state);
             }
-            assert_eq!(replay(state.rules, &log), state, "{sequence:?}");
+            assert_eq!(recover_log(state.rules, &log), state, "{sequence:?}");
             let decoded: Vec<Event> =
                 log.iter().map(|e| crate::log::codec::decode_event(&crate::log::codec::encode_event(e)).unwrap()).collect();
             assert_eq!(decoded, log, "{sequence:?}");

@@ -384,17 +384,17 @@ pub fn render(outcome: &Outcome) -> (u16, Vec<u8>) {
 
 /// The HTTP response for a writer answer.
 pub fn respond(answer: Answer) -> Response {
-    let (status, body, replayed) = match answer {
+    let (status, body, repeated) = match answer {
         Answer::Fresh(outcome) => {
             let (status, body) = render(&outcome);
             (status, Bytes::from(body), false)
         }
-        Answer::Stored { status, body, replayed } => (status, Bytes::copy_from_slice(&body), replayed),
+        Answer::Stored { status, body, repeated } => (status, Bytes::copy_from_slice(&body), repeated),
     };
     let content_type = if status >= 400 { PROBLEM_JSON } else { "application/json" };
     let status = StatusCode::from_u16(status).expect("stored statuses are valid");
     let mut response = (status, [(header::CONTENT_TYPE, content_type)], body).into_response();
-    if replayed {
+    if repeated {
         response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
     response

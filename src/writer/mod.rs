@@ -41,8 +41,8 @@ pub type Render = fn(&Outcome) -> (u16, Vec<u8>);
 pub enum Answer {
     /// Decided now, without an Idempotency-Key: the caller renders it.
     Fresh(Outcome),
-    /// The stored answer of a keyed command: this execution's, or (`replayed`) an earlier one's.
-    Stored { status: u16, body: Arc<[u8]>, replayed: bool },
+    /// The stored answer of a keyed command: this execution's, or (`repeated`) an earlier one's.
+    Stored { status: u16, body: Arc<[u8]>, repeated: bool },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -197,7 +197,7 @@ impl Writer {
         config: WriterConfig,
         metrics: Arc<Metrics>,
     ) -> Writer {
-        assert_eq!(log.position_next(), state.position + 1, "the state must be the log replayed");
+        assert_eq!(log.position_next(), state.position + 1, "the state must be the log recovered");
         metrics.idempotency_keys.set(state.idempotency.len() as i64);
         Writer {
             log,
@@ -225,7 +225,7 @@ impl Writer {
 
     fn now(&mut self) -> DateTime<Utc> {
         let now = self.clock.now();
-        // Microseconds: the precision the log keeps, so a replay sees the same instants.
+        // Microseconds: the precision the log keeps, so recovery sees the same instants.
         let now = DateTime::from_timestamp_micros(now.timestamp_micros()).expect("a representable clock");
         self.now_last = self.now_last.max(now);
         self.now_last
@@ -292,7 +292,7 @@ impl Writer {
         Ok(answers)
     }
 
-    /// One command's answer, and its rejection if it was refused now (not replayed).
+    /// One command's answer, and its rejection if it was refused now (not repeated).
     fn decide_one(
         &mut self,
         command: &Command,
@@ -313,9 +313,9 @@ impl Writer {
                         return Ok((Err(SubmitError::IdempotencyFull { retry_after_secs }), None));
                     }
                 }
-                IdempotencyCheck::Replay(stored) => {
-                    self.metrics.command("replayed");
-                    return Ok((Ok(Answer::Stored { status: stored.status, body: stored.body, replayed: true }), None));
+                IdempotencyCheck::Repeat(stored) => {
+                    self.metrics.command("repeated");
+                    return Ok((Ok(Answer::Stored { status: stored.status, body: stored.body, repeated: true }), None));
                 }
                 IdempotencyCheck::Reused => {
                     let rejection = Rejection::IdempotencyKeyReused;
@@ -360,7 +360,7 @@ impl Writer {
         // Kept only for the rejection journal, if there is one.
         let refused = if self.journal.is_some() { outcome.as_ref().err().cloned() } else { None };
         let answer = match stored {
-            Some(stored) => Answer::Stored { status: stored.status, body: stored.body, replayed: false },
+            Some(stored) => Answer::Stored { status: stored.status, body: stored.body, repeated: false },
             None => Answer::Fresh(outcome),
         };
         Ok((Ok(answer), refused))

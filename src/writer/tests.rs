@@ -113,8 +113,8 @@ fn code(answer: &Result<Answer, SubmitError>) -> &'static str {
     match answer {
         Ok(Answer::Fresh(Ok(_))) => "accepted",
         Ok(Answer::Fresh(Err(rejection))) => rejection.code(),
-        Ok(Answer::Stored { replayed: false, .. }) => "stored",
-        Ok(Answer::Stored { replayed: true, .. }) => "replayed",
+        Ok(Answer::Stored { repeated: false, .. }) => "stored",
+        Ok(Answer::Stored { repeated: true, .. }) => "repeated",
         Err(SubmitError::IdempotencyFull { .. }) => "idempotency_full",
         Err(_) => "submit_error",
     }
@@ -217,15 +217,15 @@ fn keyed_commands_store_the_rendered_answer_with_the_event_or_in_the_responses_j
         command
     };
     let answers = writer.commit(&[schedule(), keyed(book(0), "a"), keyed(book(0), "b"), keyed(book(0), "a")]).unwrap();
-    assert_eq!(answers[1], Ok(Answer::Stored { status: 200, body: Arc::from(&b"ok"[..]), replayed: false }));
-    assert_eq!(answers[2], Ok(Answer::Stored { status: 409, body: Arc::from(&b"slot_taken"[..]), replayed: false }));
-    assert_eq!(answers[3], Ok(Answer::Stored { status: 200, body: Arc::from(&b"ok"[..]), replayed: true }), "a repeat in the same batch");
+    assert_eq!(answers[1], Ok(Answer::Stored { status: 200, body: Arc::from(&b"ok"[..]), repeated: false }));
+    assert_eq!(answers[2], Ok(Answer::Stored { status: 409, body: Arc::from(&b"slot_taken"[..]), repeated: false }));
+    assert_eq!(answers[3], Ok(Answer::Stored { status: 200, body: Arc::from(&b"ok"[..]), repeated: true }), "a repeat in the same batch");
     assert_eq!(writer.responses.position_next(), 2, "the keyed rejection went to the responses journal");
     assert_eq!(writer.log.position_next(), 3, "two events: the schedule and one booking");
 
     let mut state_from_log = recover(writer.log.as_ref(), writer.responses.as_ref(), Rules::default(), FixedClock.now()).unwrap().state;
     state_from_log.rules = writer.working.rules;
-    assert_eq!(state_from_log, *writer.published.read(), "replaying the log and journal rebuilds the published state");
+    assert_eq!(state_from_log, *writer.published.read(), "recovering from the log and journal rebuilds the published state");
 }
 
 /// A keyed rejection before a keyed booking in one batch: the published copy
@@ -282,7 +282,7 @@ fn a_full_idempotency_table_refuses_new_keys_executes_nothing_and_still_answers_
     let (events, responses) = (writer.log.position_next(), writer.responses.position_next());
 
     let answers = writer.commit(&[keyed(book(2), "key-6"), keys[0].clone(), keyed(book(9), "key-7"), keys[4].clone()]).unwrap();
-    assert_eq!(answers.iter().map(code).collect::<Vec<_>>(), ["idempotency_full", "replayed", "idempotency_full", "replayed"]);
+    assert_eq!(answers.iter().map(code).collect::<Vec<_>>(), ["idempotency_full", "repeated", "idempotency_full", "repeated"]);
     assert!(
         matches!(answers[0], Err(SubmitError::IdempotencyFull { retry_after_secs }) if retry_after_secs >= 1),
         "a full table says when to retry: {:?}",
