@@ -2,17 +2,19 @@
 //! and what it ran into, kept beside the ledger as evidence ("the same number
 //! was asked for 48 more times").
 //!
-//! It is evidence, not the source of truth. The writer hands records to this
-//! thread through a bounded queue and never waits: when the queue is full the
-//! record is dropped (and counted). The thread appends and syncs in batches of
-//! its own, so a crash can lose its last entries. Old segments are deleted
-//! beyond a configured number, so its size is bounded.
+//! It is evidence, not the source of truth, and it must cost a refusal next to
+//! nothing: the writer itself appends a batch's refusals after it has answered
+//! them, with one `write` and no fsync of its own (no thread, no queue, no
+//! wake-up). A process crash loses nothing written (the page cache survives
+//! it); a power loss can lose what was written since the last sync, which
+//! happens every [`SYNC_EVERY_RECORDS`] records, when a segment closes and at
+//! shutdown. Old segments are deleted beyond a configured number, so its size
+//! is bounded. A journal that fails is given up (and its losses counted); the
+//! ledger goes on without it.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
-use std::thread::JoinHandle;
 
 use bytes::Bytes;
 
@@ -30,8 +32,6 @@ pub struct Origin {
 
 #[derive(Debug, Clone, Copy)]
 pub struct JournalConfig {
-    /// Records waiting for the journal thread beyond this are dropped.
-    pub queue_len_max: usize,
     pub segment_bytes_max: u64,
     /// Older segments beyond this many are deleted.
     pub segments_max: usize,
@@ -39,86 +39,111 @@ pub struct JournalConfig {
 
 impl Default for JournalConfig {
     fn default() -> Self {
-        JournalConfig { queue_len_max: 16_384, segment_bytes_max: 16 << 20, segments_max: 64 }
+        JournalConfig { segment_bytes_max: 16 << 20, segments_max: 64 }
     }
 }
 
-/// Records appended per sync, at most.
-const JOURNAL_BATCH_LEN_MAX: usize = 4096;
+/// Records written between two fsyncs of the journal, at most.
+pub const SYNC_EVERY_RECORDS: u64 = 65_536;
+/// Records written between two checks for segments to delete.
+const ROTATE_EVERY_RECORDS: u64 = 4096;
 
-/// What readers of the journal need: where it is and how far it is durable.
+/// What readers of the journal need: where it is and how far it is written.
 #[derive(Debug, Clone)]
 pub struct JournalHandle {
     pub dir: PathBuf,
-    synced: Arc<AtomicU64>,
+    written: Arc<AtomicU64>,
     dropped: Arc<AtomicU64>,
 }
 
 impl JournalHandle {
-    /// The last journal position (sequence number) known durable.
-    pub fn synced(&self) -> Position {
-        self.synced.load(Ordering::Acquire)
+    /// The last journal position (sequence number) written whole: readers may read up to it.
+    pub fn written(&self) -> Position {
+        self.written.load(Ordering::Acquire)
     }
 
-    /// Records dropped because the queue was full or the journal failed.
+    /// Records lost because the journal failed.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }
 }
 
-/// Where the writer sends refused commands.
-#[derive(Debug, Clone)]
-pub struct JournalSender {
-    queue: SyncSender<Rejected>,
+/// The journal as the writer holds it.
+#[derive(Debug)]
+pub struct Journal {
+    /// None once it failed.
+    log: Option<FileLog>,
+    dir: PathBuf,
+    config: JournalConfig,
+    written: Arc<AtomicU64>,
     dropped: Arc<AtomicU64>,
+    unsynced_records: u64,
+    unrotated_records: u64,
 }
 
-impl JournalSender {
-    /// Queues `record`; never blocks. A full queue drops it.
-    pub fn send(&self, record: Rejected) {
-        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = self.queue.try_send(record) {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
-        }
+impl Journal {
+    /// The journal on `log` (in `dir`), and the handle its readers use.
+    pub fn new(log: FileLog, dir: &Path, config: JournalConfig) -> (Journal, JournalHandle) {
+        let written = Arc::new(AtomicU64::new(log.position_next() - 1));
+        let dropped = Arc::new(AtomicU64::new(0));
+        let handle = JournalHandle { dir: dir.to_owned(), written: written.clone(), dropped: dropped.clone() };
+        let journal = Journal { log: Some(log), dir: dir.to_owned(), config, written, dropped, unsynced_records: 0, unrotated_records: 0 };
+        (journal, handle)
     }
-}
 
-/// Starts the journal thread on `log` (in `dir`). It stops once every sender is dropped.
-pub fn spawn(log: FileLog, dir: &Path, config: JournalConfig) -> (JournalSender, JournalHandle, JoinHandle<()>) {
-    let (queue, receiver) = mpsc::sync_channel(config.queue_len_max);
-    let synced = Arc::new(AtomicU64::new(log.position_next() - 1));
-    let dropped = Arc::new(AtomicU64::new(0));
-    let handle = JournalHandle { dir: dir.to_owned(), synced: synced.clone(), dropped: dropped.clone() };
-    let sender = JournalSender { queue, dropped: dropped.clone() };
-    let dir = dir.to_owned();
-    let thread = std::thread::Builder::new()
-        .name("ledger-journal".into())
-        .spawn(move || run(log, &dir, receiver, &synced, &dropped, config))
-        .expect("spawning the journal thread");
-    (sender, handle, thread)
-}
-
-fn run(mut log: FileLog, dir: &Path, receiver: Receiver<Rejected>, synced: &AtomicU64, dropped: &AtomicU64, config: JournalConfig) {
-    let mut batch = Vec::with_capacity(JOURNAL_BATCH_LEN_MAX);
-    while let Ok(first) = receiver.recv() {
-        batch.push(first);
-        batch.extend(receiver.try_iter().take(JOURNAL_BATCH_LEN_MAX - 1));
-        let written = batch.iter().try_for_each(|record| log.append(&codec::encode_rejection(record)).map(drop)).and_then(|()| log.sync());
-        match written {
-            Ok(()) => synced.store(log.position_next() - 1, Ordering::Release),
-            Err(error) => {
-                // Evidence, not truth: the ledger goes on without it.
-                tracing::error!(%error, "the rejection journal failed; refused commands are no longer journaled");
-                dropped.fetch_add(batch.len() as u64, Ordering::Relaxed);
-                for _ in receiver.iter() {
-                    dropped.fetch_add(1, Ordering::Relaxed);
-                }
-                return;
+    /// Appends `records` and writes them in one `write`, without waiting for the disk.
+    pub fn write(&mut self, records: impl IntoIterator<Item = Rejected>) {
+        let Some(log) = &mut self.log else {
+            self.dropped.fetch_add(records.into_iter().count() as u64, Ordering::Relaxed);
+            return;
+        };
+        let mut count = 0;
+        let mut result = Ok(());
+        for record in records {
+            count += 1;
+            if result.is_ok() {
+                result = log.append(&codec::encode_rejection(&record)).map(drop);
             }
         }
-        batch.clear();
-        if let Err(error) = log::remove_oldest_segments(dir, config.segments_max) {
-            tracing::warn!(%error, "rotating the rejection journal failed");
+        if count == 0 {
+            return;
         }
+        self.unsynced_records += count;
+        self.unrotated_records += count;
+        let result = result.and_then(|()| {
+            if self.unsynced_records >= SYNC_EVERY_RECORDS {
+                self.unsynced_records = 0;
+                log.sync()?;
+                return Ok(log.position_next() - 1);
+            }
+            log.write_without_sync()
+        });
+        match result {
+            Ok(written) => self.written.store(written, Ordering::Release),
+            Err(error) => return self.fail(&error, count),
+        }
+        if self.unrotated_records >= ROTATE_EVERY_RECORDS {
+            self.unrotated_records = 0;
+            if let Err(error) = log::remove_oldest_segments(&self.dir, self.config.segments_max) {
+                tracing::warn!(%error, "rotating the rejection journal failed");
+            }
+        }
+    }
+
+    /// Makes everything written durable (at shutdown).
+    pub fn sync(&mut self) {
+        if let Some(log) = &mut self.log
+            && let Err(error) = log.sync()
+        {
+            self.fail(&error, 0);
+        }
+    }
+
+    fn fail(&mut self, error: &log::LogError, lost: u64) {
+        // Evidence, not truth: the ledger goes on without it.
+        tracing::error!(%error, "the rejection journal failed; refused commands are no longer journaled");
+        self.dropped.fetch_add(lost, Ordering::Relaxed);
+        self.log = None;
     }
 }
 

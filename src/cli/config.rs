@@ -187,7 +187,6 @@ impl Config {
         let journal = JournalConfig {
             segments_max: check_range("limits.rejections_segments_max", limits.rejections_segments_max, 2, 1 << 20)?,
             segment_bytes_max: check_range("limits.rejections_segment_bytes_max", limits.rejections_segment_bytes_max, 4096, 1 << 32)?,
-            ..JournalConfig::default()
         };
         let read = ReadLimits {
             scans_max: check_range("limits.scans_max", limits.scans_max, 1, 1024)?,

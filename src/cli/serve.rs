@@ -98,7 +98,7 @@ pub async fn serve(
     let ledger_dir = data_dir.join(LEDGER_DIR);
     let journal_dir = data_dir.join(REJECTIONS_DIR);
     let journal_log = open_log(&journal_dir, FileLogOptions { segment_bytes_max: config.journal.segment_bytes_max })?;
-    let (journal, journal_handle, journal_thread) = crate::rejections::spawn(journal_log, &journal_dir, config.journal);
+    let (journal, journal_handle) = crate::rejections::Journal::new(journal_log, &journal_dir, config.journal);
     let mut state = AppState::new(Auth::new(tokens), metrics.clone(), Some(ledger_dir.clone()), clock.clone());
     state.journal = Some(journal_handle);
     state.rules = config.rules;
@@ -171,7 +171,6 @@ pub async fn serve(
     // The last handle goes with the state: the writer drains its queue and stops.
     drop(state);
     tokio::task::spawn_blocking(move || thread.join()).await?.map_err(|_| anyhow::anyhow!("the writer thread panicked"))?;
-    tokio::task::spawn_blocking(move || journal_thread.join()).await?.map_err(|_| anyhow::anyhow!("the journal thread panicked"))?;
     served.context("serving HTTP")?;
     tracing::info!("stopped cleanly");
     Ok(())

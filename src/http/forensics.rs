@@ -116,7 +116,7 @@ pub async fn rejections(call: TenantCall, query: QueryParams<PageQuery>) -> Resu
     let from = query.from.unwrap_or(1).max(1);
     let page = tokio::task::spawn_blocking(move || {
         let _permit = permit;
-        feed::rejections_page(&journal.dir, &tenant, from, journal.synced(), limit as usize)
+        feed::rejections_page(&journal.dir, &tenant, from, journal.written(), limit as usize)
     })
     .await
     .expect("the journal read panicked")

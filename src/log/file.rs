@@ -203,6 +203,19 @@ impl FileLog {
         Ok((log, report))
     }
 
+    /// Writes the appended records to the file without waiting for the disk,
+    /// and returns the last position written. A process crash keeps them (the
+    /// page cache survives it), a power loss may not: for the rejection
+    /// journal, which is evidence, never for the ledger.
+    pub fn write_without_sync(&mut self) -> Result<Position, LogError> {
+        if self.poisoned {
+            return Err(LogError::Poisoned);
+        }
+        let written = self.write_pending();
+        self.poison_on_error(written)?;
+        Ok(self.position_next - 1)
+    }
+
     /// Closes the current segment (durably) and starts the next one.
     fn roll(&mut self) -> Result<(), LogError> {
         self.write_pending()?;

@@ -182,7 +182,8 @@ pub struct Writer {
     failed: bool,
     /// The commands of the last batch that were refused, by index, for the journal.
     refused: Vec<(usize, Rejection)>,
-    journal: Option<rejections::JournalSender>,
+    /// Refused commands are appended here after they are answered.
+    journal: Option<rejections::Journal>,
     durable: watch::Sender<u64>,
     encoded: Vec<u8>,
 }
@@ -218,7 +219,7 @@ impl Writer {
     }
 
     /// Refused commands go to this journal from now on.
-    pub fn with_journal(mut self, journal: rejections::JournalSender) -> Writer {
+    pub fn with_journal(mut self, journal: rejections::Journal) -> Writer {
         self.journal = Some(journal);
         self
     }
@@ -439,19 +440,24 @@ impl Writer {
             commands.clear();
             origins.clear();
         }
+        if let Some(journal) = &mut self.journal {
+            journal.sync();
+        }
         tracing::info!(position = self.working.position, "writer drained its queue and stopped");
     }
 }
 
 impl Writer {
-    /// Hands the last batch's refused commands to the rejection journal.
+    /// Appends the last batch's refused commands to the rejection journal
+    /// (after their answers went out: a refusal never waits for it).
     fn journal_refused(&mut self, commands: &[Command], origins: &mut [Option<rejections::Origin>]) {
-        let Some(journal) = &self.journal else { return };
-        for (index, rejection) in self.refused.drain(..) {
+        let Some(journal) = &mut self.journal else { return };
+        let recorded_at = self.now_last;
+        let records = self.refused.drain(..).map(|(index, rejection)| {
             let command = &commands[index];
             let origin = origins[index].take();
-            journal.send(rejections::Rejected {
-                recorded_at: self.now_last,
+            rejections::Rejected {
+                recorded_at,
                 tenant: command.tenant.clone(),
                 actor: command.actor.clone(),
                 request_id: command.request_id.clone(),
@@ -462,7 +468,8 @@ impl Writer {
                 method: origin.as_ref().map_or_else(|| "".into(), |o| o.method.clone()),
                 path: origin.as_ref().map_or_else(|| "".into(), |o| o.path.clone()),
                 body: origin.map(|o| o.body).unwrap_or_default(),
-            });
-        }
+            }
+        });
+        journal.write(records);
     }
 }

@@ -341,3 +341,36 @@ fn sustained_keyed_load_keeps_the_idempotency_table_within_one_retention_window(
     assert_eq!(held_max, BATCHES_PER_WINDOW * BATCH_LEN, "the window was filled: the bound was tested, not avoided");
     assert_eq!(*writer.published.read(), writer.working);
 }
+
+/// The writer journals refusals itself, after answering them: once a later
+/// command is answered, the earlier batch's refusals are readable, with no
+/// thread of their own; and they are on disk after the writer stops.
+#[tokio::test]
+async fn refusals_are_journaled_by_the_writer_after_their_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = crate::log::FileLog::open(dir.path(), crate::log::FileLogOptions::default()).unwrap();
+    let (journal, handle) = crate::rejections::Journal::new(log, dir.path(), Default::default());
+    let (writer_handle, thread) = writer(Box::new(MemoryLog::new()), WriterConfig::default()).with_journal(journal).spawn();
+    writer_handle.submit(schedule()).await.unwrap();
+    writer_handle.submit(book(0)).await.unwrap();
+    let refused = writer_handle.submit(book(0)).await.unwrap();
+    assert!(matches!(refused, Answer::Fresh(Err(Rejection::SlotTaken { .. }))), "{refused:?}");
+    // A later batch's answer means the writer has finished the earlier one's journal write.
+    writer_handle.submit(book(9)).await.unwrap();
+    let written = handle.written();
+    assert!(written >= 1, "the refusal was written before the next batch was answered");
+    let page = crate::forensics::feed::rejections_page(&handle.dir, "t", 1, written, 10).unwrap();
+    let codes: Vec<&str> = page.items.iter().map(|(_, r)| &*r.code).collect();
+    assert_eq!(codes[0], "slot_taken");
+    drop(writer_handle);
+    thread.join().unwrap();
+    let mut reopened = 0;
+    let (log, _) = crate::log::FileLog::open(dir.path(), crate::log::FileLogOptions::default()).unwrap();
+    log.read_from(1, &mut |_, _| {
+        reopened += 1;
+        std::ops::ControlFlow::Continue(())
+    })
+    .unwrap();
+    assert_eq!(reopened, 2, "both refusals (slot_taken, slot_out_of_range) are durable after the writer stopped");
+    assert_eq!(handle.dropped(), 0);
+}
