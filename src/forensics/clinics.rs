@@ -15,6 +15,7 @@ use chrono::NaiveDate;
 use uuid::Uuid;
 
 use crate::core::{Event, EventKind, Schedule, State, Text, token};
+use crate::log::decode::Decoder;
 use crate::log::events::{self, ReadError};
 use crate::log::{Location, Position, read_many};
 
@@ -144,8 +145,9 @@ impl DayPlan {
             .collect();
         // Where each active booking of the day is, to free its slot on cancellation.
         let mut holding: BTreeMap<Uuid, (Text, u32)> = BTreeMap::new();
+        let mut decoder = Decoder::interning();
         read_many(dir, &self.locations, &mut |position, location, payload| {
-            let event = events::decode_at(position, payload).map_err(|fault| ReadError::Event {
+            let event = events::decode_at(&mut decoder, position, payload).map_err(|fault| ReadError::Event {
                 path: crate::log::location_path(dir, location),
                 position,
                 fault,

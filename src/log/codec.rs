@@ -184,7 +184,14 @@ pub fn encode_event(event: &Event) -> Vec<u8> {
     out
 }
 
+/// Decodes one event (see `log::decode`; readers of many records keep a
+/// `Decoder::interning()` instead).
 pub fn decode_event(bytes: &[u8]) -> Result<Event, CodecError> {
+    super::decode::Decoder::default().decode_event(bytes)
+}
+
+/// prost's decoding of the same record: the oracle `log::decode` is tested against.
+pub fn decode_event_with_prost(bytes: &[u8]) -> Result<Event, CodecError> {
     from_pb_event(pb::EventRecord::decode(bytes)?)
 }
 

@@ -7,7 +7,8 @@
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
-use super::codec::{self, CodecError};
+use super::codec::CodecError;
+use super::decode::Decoder;
 use super::{Location, LogError, Position, Tail};
 use crate::core::Event;
 
@@ -40,8 +41,8 @@ impl ReadError {
 }
 
 /// Decodes the record at `position` into its event.
-pub fn decode_at(position: Position, payload: &[u8]) -> Result<Event, Fault> {
-    let event = codec::decode_event(payload).map_err(Fault::Undecodable)?;
+pub fn decode_at(decoder: &mut Decoder, position: Position, payload: &[u8]) -> Result<Event, Fault> {
+    let event = decoder.decode_event(payload).map_err(Fault::Undecodable)?;
     if event.position != position {
         return Err(Fault::Misplaced { found: event.position });
     }
@@ -56,11 +57,12 @@ pub type EventVisit<'a> = dyn FnMut(Event, Location) -> ControlFlow<()> + 'a;
 pub struct EventReader {
     tail: Tail,
     dir: PathBuf,
+    decoder: Decoder,
 }
 
 impl EventReader {
     pub fn new(dir: &Path, from: Position) -> EventReader {
-        EventReader { tail: Tail::new(dir, from), dir: dir.to_owned() }
+        EventReader { tail: Tail::new(dir, from), dir: dir.to_owned(), decoder: Decoder::interning() }
     }
 
     /// The position the next read starts at.
@@ -85,7 +87,8 @@ impl EventReader {
         read: impl FnOnce(&mut Tail, usize, &mut super::RecordVisit<'_>) -> Result<usize, LogError>,
     ) -> Result<usize, ReadError> {
         let mut failure = None;
-        let read = read(&mut self.tail, limit, &mut |position, location, payload| match decode_at(position, payload) {
+        let decoder = &mut self.decoder;
+        let read = read(&mut self.tail, limit, &mut |position, location, payload| match decode_at(decoder, position, payload) {
             Ok(event) => visit(event, location),
             Err(fault) => {
                 failure = Some((position, location, fault));

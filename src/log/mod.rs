@@ -6,6 +6,7 @@
 //! [`MemoryLog`] keeps records in memory and can be told to fail, for tests.
 
 pub mod codec;
+pub mod decode;
 pub mod events;
 mod file;
 pub mod frame;

@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 
 use crate::core::{self, Rules, State};
 use crate::log::codec::{self, CodecError};
+use crate::log::decode::Decoder;
 use crate::log::events::{self, ReadError};
 use crate::log::{Log, Position};
 
@@ -38,8 +39,9 @@ pub fn recover(log: &dyn Log, responses: &dyn Log, rules: Rules, now: DateTime<U
     let mut state = State::new(rules);
     let mut failure = None;
     let mut events = 0;
+    let mut decoder = Decoder::interning();
     log.read_from(1, &mut |position, payload| {
-        let event = match events::decode_at(position, payload) {
+        let event = match events::decode_at(&mut decoder, position, payload) {
             Ok(event) => event,
             Err(fault) => {
                 failure = Some(RecoverError::Read(ReadError::Event { path: log.path_of(position), position, fault }));
