@@ -173,9 +173,15 @@ pub fn to_pb_event(event: &Event) -> pb::EventRecord {
     }
 }
 
-/// Appends the encoded event to `out`.
+/// Appends the encoded event to `out` (see `log::encode`; the writer keeps its
+/// own scratch buffer instead).
 pub fn encode_event_into(event: &Event, out: &mut Vec<u8>) {
-    to_pb_event(event).encode(out).expect("a Vec grows as needed");
+    super::encode::encode_event(event, out, &mut Vec::new());
+}
+
+/// prost's encoding of the same event: the oracle `log::encode` is tested against.
+pub fn encode_event_with_prost(event: &Event) -> Vec<u8> {
+    to_pb_event(event).encode_to_vec()
 }
 
 pub fn encode_event(event: &Event) -> Vec<u8> {

@@ -481,6 +481,24 @@ mod tests {
     }
 
     #[test]
+    fn the_hand_written_encoder_writes_prosts_bytes() {
+        let (mut out, mut scratch) = (Vec::new(), Vec::new());
+        for event in events() {
+            out.clear();
+            crate::log::encode::encode_event(&event, &mut out, &mut scratch);
+            assert_eq!(out, codec::encode_event_with_prost(&event), "{event:?}");
+        }
+        let mut event = events().remove(2);
+        for date in ["0001-01-01", "0999-12-31", "9999-12-31", "+10000-01-01", "-0001-01-01"] {
+            let EventKind::BookingCreated(created) = &mut event.kind else { unreachable!() };
+            created.details.date = date.parse().unwrap();
+            out.clear();
+            crate::log::encode::encode_event(&event, &mut out, &mut scratch);
+            assert_eq!(out, codec::encode_event_with_prost(&event), "{date}");
+        }
+    }
+
+    #[test]
     fn dates_outside_the_encoders_form_still_parse_as_before() {
         for text in ["2026-03-02", "0001-01-01", "9999-12-31", "+10000-01-01", "2026-02-30", "2026-3-2", "", "abcd-ef-gh"] {
             let before: Result<NaiveDate, _> = text.parse();

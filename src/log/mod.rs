@@ -7,6 +7,7 @@
 
 pub mod codec;
 pub mod decode;
+pub mod encode;
 pub mod events;
 mod file;
 pub mod frame;

@@ -186,6 +186,8 @@ pub struct Writer {
     journal: Option<rejections::Journal>,
     durable: watch::Sender<u64>,
     encoded: Vec<u8>,
+    /// The encoder's buffer for nested messages, reused like `encoded`.
+    scratch: Vec<u8>,
 }
 
 impl Writer {
@@ -215,6 +217,7 @@ impl Writer {
             refused: Vec::new(),
             journal: None,
             encoded: Vec::with_capacity(1024),
+            scratch: Vec::with_capacity(1024),
         }
     }
 
@@ -353,7 +356,7 @@ impl Writer {
         }
         for event in &events {
             self.encoded.clear();
-            codec::encode_event_into(event, &mut self.encoded);
+            crate::log::encode::encode_event(event, &mut self.encoded, &mut self.scratch);
             let position = self.log.append(&self.encoded)?;
             assert_eq!(position, event.position, "the log and the core agree on positions");
         }
