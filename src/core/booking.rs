@@ -272,15 +272,24 @@ pub(super) fn apply(tenant: &mut TenantState, kind: &EventKind, at: DateTime<Utc
                 let previous = tenant.external_refs.insert(external_ref.clone(), details.booking_id);
                 assert_eq!(previous, None, "an external ref binds once");
             }
+            // The clinic's and doctor's names are the schedule's: one allocation
+            // per name, however many bookings carry it.
+            let mut details = details.clone();
+            if let Some((clinic, c)) = tenant.clinics.get_key_value(&details.clinic) {
+                details.clinic = clinic.clone();
+                if let Some((doctor, _)) = c.doctors.get_key_value(&details.doctor) {
+                    details.doctor = doctor.clone();
+                }
+            }
             let booking = Booking {
-                details: details.clone(),
+                details,
                 token_number: *token_number,
                 status: BookingStatus::Confirmed,
                 created_at: at,
                 position,
                 cancel_reason: None,
             };
-            let previous = tenant.bookings.insert(details.booking_id, Arc::new(booking));
+            let previous = tenant.bookings.insert(booking.details.booking_id, Arc::new(booking));
             assert!(previous.is_none(), "booking ids are unique");
         }
         EventKind::BookingCancelled { booking_id, reason } => {

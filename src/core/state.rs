@@ -81,6 +81,20 @@ pub struct TenantState {
 }
 
 impl State {
+    /// Makes this state hold `other`'s copy of a booking when both copies are
+    /// the same, so the writer's working and published states share one
+    /// allocation per booking instead of two.
+    pub fn share_booking(&mut self, other: &State, tenant: &str, booking_id: &Uuid) {
+        let theirs = other.tenant(tenant).and_then(|t| t.bookings.get(booking_id));
+        let ours = self.tenants.get_mut(tenant).and_then(|t| t.bookings.get_mut(booking_id));
+        if let (Some(theirs), Some(ours)) = (theirs, ours)
+            && !Arc::ptr_eq(theirs, ours)
+            && theirs == ours
+        {
+            *ours = theirs.clone();
+        }
+    }
+
     pub fn new(rules: Rules) -> State {
         State { rules, ..State::default() }
     }

@@ -283,6 +283,9 @@ impl Writer {
                 published.idempotency.record(&tenant, response, now);
             }
             core::apply(&mut published, event);
+            if let core::EventKind::BookingCreated(created) = &event.kind {
+                published.share_booking(&self.working, &event.tenant, &created.details.booking_id);
+            }
         }
         for (_, tenant, response) in responses {
             published.idempotency.record(&tenant, response, now);

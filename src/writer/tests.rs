@@ -374,3 +374,26 @@ async fn refusals_are_journaled_by_the_writer_after_their_answers() {
     assert_eq!(reopened, 2, "both refusals (slot_taken, slot_out_of_range) are durable after the writer stopped");
     assert_eq!(handle.dropped(), 0);
 }
+
+/// The working and published copies hold one allocation per booking, not two;
+/// a booking cancelled later in the same batch is not shared early.
+#[test]
+fn working_and_published_copies_share_each_bookings_data() {
+    let mut writer = writer(Box::new(MemoryLog::new()), WriterConfig::default());
+    let (first, second) = (book(0), book(1));
+    let second_id = match &second.action {
+        Action::Book(details) => details.booking_id,
+        _ => unreachable!(),
+    };
+    writer.commit(&[schedule(), first, second]).unwrap();
+    let cancel = command(Action::Cancel { booking_id: second_id, reason: None });
+    writer.commit(&[book(2), cancel]).unwrap();
+    let published = writer.published.read();
+    let (ours, theirs) = (&published.tenants["t"].bookings, &writer.working.tenants["t"].bookings);
+    assert_eq!(ours.len(), 3);
+    let shared = ours.iter().filter(|(id, booking)| Arc::ptr_eq(booking, &theirs[*id])).count();
+    assert_eq!(shared, 2, "the two bookings never cancelled are shared");
+    assert_eq!(*published, writer.working, "and the copies still agree");
+    let (clinic, _) = published.tenants["t"].clinics.get_key_value("c").unwrap();
+    assert!(ours.values().all(|b| Arc::ptr_eq(&b.details.clinic, clinic)), "every booking shares its clinic's name");
+}
