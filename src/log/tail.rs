@@ -11,7 +11,7 @@ use std::ops::ControlFlow;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use super::file::{list_segments, segment_path};
+use super::file::{intact_record_after, list_segments, segment_path};
 use super::frame::{self, FRAME_HEADER_BYTES, FrameError, RECORD_BYTES_MAX, SEGMENT_HEADER_BYTES};
 use super::{LogError, Position};
 
@@ -132,10 +132,21 @@ impl Tail {
             let (first, is_last) = (segment.first, segment.is_last);
             let frame = match segment.next_frame() {
                 // Offline, a bad record at the end of the last segment is a torn
-                // write that was never acknowledged: the log ends before it.
-                Err(BadFrame::Frame(..)) if to_the_end && is_last => return Ok(visited),
+                // write that was never acknowledged: the log ends before it. A bad
+                // record that intact ones follow is damage, as `FileLog::open` has it.
+                Err(BadFrame::Frame(offset, error)) if to_the_end && is_last => Err((offset, error)),
                 Err(bad) => return Err(bad.at(&segment.path, self.next)),
+                Ok(frame) => Ok(frame),
+            };
+            let frame = match frame {
                 Ok(frame) => frame,
+                Err((offset, error)) => {
+                    let segment = self.segment.as_ref().expect("opened above");
+                    if intact_record_follows(segment, offset, self.next)? {
+                        return Err(BadFrame::Frame(offset, error).at(&segment.path, self.next));
+                    }
+                    return Ok(visited);
+                }
             };
             match frame {
                 Some((position, offset, payload)) => {
@@ -200,6 +211,16 @@ impl Tail {
         }
         Ok(segment)
     }
+}
+
+/// Whether an intact record of position `expected` or later starts after the
+/// bad one at `offset` of the last segment: then it is damage, not a torn tail.
+/// Reads the rest of the segment, as `FileLog::open` reads the whole of it.
+fn intact_record_follows(segment: &Segment, offset: u64, expected: Position) -> Result<bool, LogError> {
+    let len = segment.file.metadata().map_err(LogError::io(&segment.path))?.len();
+    let mut rest = vec![0u8; len.saturating_sub(offset) as usize];
+    segment.file.read_exact_at(&mut rest, offset).map_err(LogError::io(&segment.path))?;
+    Ok(intact_record_after(&rest, 0, expected))
 }
 
 /// Why the next frame could not be read.
@@ -388,5 +409,34 @@ mod tests {
         std::fs::write(&path, bytes).unwrap();
         let error = Tail::new(dir.path(), 1).read(5, 10, &mut |_, _, _| ControlFlow::Continue(())).unwrap_err();
         assert!(error.to_string().contains("checksum"), "{error}");
+    }
+
+    #[test]
+    fn offline_a_damaged_record_in_the_last_segment_is_an_error_and_only_a_torn_one_ends_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = FileLog::open(dir.path(), FileLogOptions::default()).unwrap();
+        for i in 0..5u8 {
+            log.append(&[i; 30]).unwrap();
+        }
+        log.sync().unwrap();
+        drop(log);
+        let path = list_segments(dir.path()).unwrap()[0].1.clone();
+        let intact = std::fs::read(&path).unwrap();
+        let record = |position: usize| SEGMENT_HEADER_BYTES + (position - 1) * (FRAME_HEADER_BYTES + 30);
+        let read_all = || Tail::new(dir.path(), 1).read_available(10, &mut |_, _, _| ControlFlow::Continue(()));
+
+        let mut damaged = intact.clone();
+        damaged[record(3) + FRAME_HEADER_BYTES + 15] ^= 1;
+        std::fs::write(&path, &damaged).unwrap();
+        match read_all() {
+            Err(LogError::Corrupt { position, .. }) => assert_eq!(position, 3),
+            other => panic!("records 4 and 5 follow the damage: {other:?}"),
+        }
+        assert!(crate::log::last_position(dir.path()).is_err());
+
+        // The last record written in part: a torn tail, where the log ends.
+        std::fs::write(&path, &intact[..record(5) + 20]).unwrap();
+        assert_eq!(read_all().unwrap(), 4);
+        assert_eq!(crate::log::last_position(dir.path()).unwrap(), Some(4));
     }
 }
