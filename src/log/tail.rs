@@ -287,12 +287,13 @@ impl Segment {
 /// Called for each record read by location; an error stops the read.
 pub type LocatedVisit<'a, E> = dyn FnMut(Position, Location, &[u8]) -> Result<(), E> + 'a;
 
-/// Reads the records at `locations`, in order, opening each segment once: the
-/// random-access twin of [`Tail`], for indexes that remember where records are.
-pub fn read_many<E: From<LogError>>(dir: &Path, locations: &[Location], visit: &mut LocatedVisit<'_, E>) -> Result<(), E> {
+/// Reads the records at `locations` (each with the position it must hold), in
+/// order, opening each segment once: the random-access twin of [`Tail`], for
+/// indexes that remember where records are. An error names the position.
+pub fn read_many<E: From<LogError>>(dir: &Path, locations: &[(Position, Location)], visit: &mut LocatedVisit<'_, E>) -> Result<(), E> {
     let mut open: Option<(Position, File, PathBuf)> = None;
     let mut record = Vec::new();
-    for location in locations {
+    for &(position, ref location) in locations {
         if open.as_ref().is_none_or(|(segment, _, _)| *segment != location.segment) {
             let path = segment_path(dir, location.segment);
             let file = File::open(&path).map_err(LogError::io(&path))?;
@@ -303,13 +304,15 @@ pub fn read_many<E: From<LogError>>(dir: &Path, locations: &[Location], visit: &
         file.read_exact_at(&mut header, location.offset).map_err(LogError::io(path))?;
         let len = u32::from_le_bytes(header[0..4].try_into().unwrap()) as usize;
         if len > RECORD_BYTES_MAX {
-            return Err(corrupt(path, 0, location.offset, FrameError::Oversized.describe()).into());
+            return Err(corrupt(path, position, location.offset, FrameError::Oversized.describe()).into());
         }
         record.resize(FRAME_HEADER_BYTES + len, 0);
         file.read_exact_at(&mut record, location.offset).map_err(LogError::io(path))?;
-        let frame = frame::decode_record(&record).map_err(|e| corrupt(path, 0, location.offset, e.describe()))?;
-        assert!(frame.position > 0, "a decoded frame has a position");
-        visit(frame.position, *location, frame.payload)?;
+        let frame = frame::decode_record(&record).map_err(|e| corrupt(path, position, location.offset, e.describe()))?;
+        if frame.position != position {
+            return Err(corrupt(path, position, location.offset, format!("record carries position {}", frame.position)).into());
+        }
+        visit(position, *location, frame.payload)?;
     }
     Ok(())
 }
@@ -363,7 +366,8 @@ mod tests {
         assert_eq!(seen, (7..=60).map(|i| (i, payload(i))).collect::<Vec<_>>());
         assert!(locations.iter().map(|l| l.segment).collect::<std::collections::BTreeSet<_>>().len() > 3, "read across segments");
         let mut reread = Vec::new();
-        read_many::<LogError>(dir.path(), &locations, &mut |p, _, r| {
+        let located: Vec<(Position, Location)> = seen.iter().map(|(p, _)| *p).zip(locations.iter().copied()).collect();
+        read_many::<LogError>(dir.path(), &located, &mut |p, _, r| {
             reread.push((p, r.to_vec()));
             Ok(())
         })
@@ -409,6 +413,15 @@ mod tests {
         std::fs::write(&path, bytes).unwrap();
         let error = Tail::new(dir.path(), 1).read(5, 10, &mut |_, _, _| ControlFlow::Continue(())).unwrap_err();
         assert!(error.to_string().contains("checksum"), "{error}");
+        assert!(matches!(error, LogError::Corrupt { position: 3, .. }), "{error}");
+        // Read by location, as an index does: the same record, named the same way.
+        let third = Location { segment: 1, offset: (SEGMENT_HEADER_BYTES + 2 * (FRAME_HEADER_BYTES + 30)) as u64 };
+        let error = read_many::<LogError>(dir.path(), &[(3, third)], &mut |_, _, _| Ok(())).unwrap_err();
+        assert!(matches!(error, LogError::Corrupt { position: 3, .. }), "{error}");
+        // A location that holds another record than the index says.
+        let second = Location { segment: 1, offset: (SEGMENT_HEADER_BYTES + FRAME_HEADER_BYTES + 30) as u64 };
+        let error = read_many::<LogError>(dir.path(), &[(4, second)], &mut |_, _, _| Ok(())).unwrap_err();
+        assert!(matches!(error, LogError::Corrupt { position: 4, .. }) && error.to_string().contains("carries position 2"), "{error}");
     }
 
     #[test]
