@@ -14,5 +14,6 @@ mod idempotency;
 mod limits;
 mod openapi;
 mod phones;
+mod read_limits;
 mod support;
 mod verify;
