@@ -15,5 +15,6 @@ mod limits;
 mod openapi;
 mod phones;
 mod read_limits;
+mod readers;
 mod support;
 mod verify;
