@@ -123,7 +123,7 @@ impl ClinicIndex {
             })
             .collect();
         let day = self.day_numbers.get(&(clinic_key.0, clinic_key.1, date)).map(|n| &self.days[*n as usize]);
-        let locations = day.into_iter().flatten().take_while(|(position, _)| *position <= as_of).map(|(_, l)| *l).collect();
+        let locations = day.into_iter().flatten().take_while(|(position, _)| *position <= as_of).copied().collect();
         DayPlan { as_of, schedules, locations }
     }
 }
@@ -132,7 +132,8 @@ impl ClinicIndex {
 pub struct DayPlan {
     as_of: Position,
     schedules: Vec<(Text, Schedule)>,
-    locations: Vec<Location>,
+    /// The day's records up to `as_of`: each position and where its record is.
+    locations: Vec<(Position, Location)>,
 }
 
 impl DayPlan {

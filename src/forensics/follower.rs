@@ -29,15 +29,24 @@ pub struct Indexes {
     audit: Mutex<Auditor>,
     /// Every position up to this one is indexed and audited.
     indexed: watch::Sender<Position>,
-    /// Why the follower stopped, if it did.
-    failure: OnceLock<String>,
+    /// Why the follower stopped, if it did, and the position it could not read.
+    failure: OnceLock<(String, Option<Position>)>,
 }
 
 /// Why a query of the indexes cannot be answered.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IndexError {
-    #[error("the read side stopped at a record it cannot read: {0}")]
-    Stopped(String),
+    #[error("the read side stopped at a record it cannot read: {reason}")]
+    Stopped { reason: String, position: Option<Position> },
+}
+
+impl IndexError {
+    /// The position of the record the follower could not read, when known.
+    pub fn position(&self) -> Option<Position> {
+        match self {
+            IndexError::Stopped { position, .. } => *position,
+        }
+    }
 }
 
 impl Indexes {
@@ -83,14 +92,14 @@ impl Indexes {
     pub async fn wait_for(&self, position: Position) -> Result<(), IndexError> {
         let mut indexed = self.indexed.subscribe();
         loop {
-            if let Some(failure) = self.failure.get() {
-                return Err(IndexError::Stopped(failure.clone()));
+            if let Some((reason, position)) = self.failure.get() {
+                return Err(IndexError::Stopped { reason: reason.clone(), position: *position });
             }
             if *indexed.borrow_and_update() >= position {
                 return Ok(());
             }
             if indexed.changed().await.is_err() {
-                return Err(IndexError::Stopped("the follower is gone".into()));
+                return Err(IndexError::Stopped { reason: "the follower is gone".into(), position: None });
             }
         }
     }
@@ -116,7 +125,7 @@ impl Indexes {
     }
 
     fn stop(&self, error: &ReadError) {
-        let _ = self.failure.set(error.to_string());
+        let _ = self.failure.set((error.to_string(), error.position()));
         // Wake the waiters so they see the failure.
         self.indexed.send_modify(|_| {});
     }

@@ -320,7 +320,10 @@ pub async fn get_slots(
             )
             .retry_after(1));
         }
-        Ok(Err(error)) => return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage_failure", error.to_string())),
+        Ok(Err(error)) => {
+            let position = error.position();
+            return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage_failure", error.to_string()).with("position", position));
+        }
         Ok(Ok(())) => {}
     }
     let (tenant, clinic_name, doctor) = (call.tenant.clone(), clinic.clone(), query.doctor.clone());

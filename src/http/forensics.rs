@@ -203,7 +203,10 @@ pub async fn audit(call: TenantCall) -> Result<Json<Value>, ApiError> {
             return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "the audit is still catching up with the ledger")
                 .retry_after(1));
         }
-        Ok(Err(error)) => return Err(storage(error)),
+        Ok(Err(error)) => {
+            let position = error.position();
+            return Err(storage(error).with("position", position));
+        }
         Ok(Ok(())) => {}
     }
     let report = indexes.audit(&call.tenant);

@@ -11,7 +11,7 @@ use std::ops::ControlFlow;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use super::file::{list_segments, segment_path};
+use super::file::{intact_record_after, list_segments, segment_path};
 use super::frame::{self, FRAME_HEADER_BYTES, FrameError, RECORD_BYTES_MAX, SEGMENT_HEADER_BYTES};
 use super::{LogError, Position};
 
@@ -132,10 +132,21 @@ impl Tail {
             let (first, is_last) = (segment.first, segment.is_last);
             let frame = match segment.next_frame() {
                 // Offline, a bad record at the end of the last segment is a torn
-                // write that was never acknowledged: the log ends before it.
-                Err(BadFrame::Frame(..)) if to_the_end && is_last => return Ok(visited),
+                // write that was never acknowledged: the log ends before it. A bad
+                // record that intact ones follow is damage, as `FileLog::open` has it.
+                Err(BadFrame::Frame(offset, error)) if to_the_end && is_last => Err((offset, error)),
                 Err(bad) => return Err(bad.at(&segment.path, self.next)),
+                Ok(frame) => Ok(frame),
+            };
+            let frame = match frame {
                 Ok(frame) => frame,
+                Err((offset, error)) => {
+                    let segment = self.segment.as_ref().expect("opened above");
+                    if intact_record_follows(segment, offset, self.next)? {
+                        return Err(BadFrame::Frame(offset, error).at(&segment.path, self.next));
+                    }
+                    return Ok(visited);
+                }
             };
             match frame {
                 Some((position, offset, payload)) => {
@@ -202,6 +213,16 @@ impl Tail {
     }
 }
 
+/// Whether an intact record of position `expected` or later starts after the
+/// bad one at `offset` of the last segment: then it is damage, not a torn tail.
+/// Reads the rest of the segment, as `FileLog::open` reads the whole of it.
+fn intact_record_follows(segment: &Segment, offset: u64, expected: Position) -> Result<bool, LogError> {
+    let len = segment.file.metadata().map_err(LogError::io(&segment.path))?.len();
+    let mut rest = vec![0u8; len.saturating_sub(offset) as usize];
+    segment.file.read_exact_at(&mut rest, offset).map_err(LogError::io(&segment.path))?;
+    Ok(intact_record_after(&rest, 0, expected))
+}
+
 /// Why the next frame could not be read.
 enum BadFrame {
     /// The bytes at this offset are not a whole, intact record.
@@ -266,12 +287,13 @@ impl Segment {
 /// Called for each record read by location; an error stops the read.
 pub type LocatedVisit<'a, E> = dyn FnMut(Position, Location, &[u8]) -> Result<(), E> + 'a;
 
-/// Reads the records at `locations`, in order, opening each segment once: the
-/// random-access twin of [`Tail`], for indexes that remember where records are.
-pub fn read_many<E: From<LogError>>(dir: &Path, locations: &[Location], visit: &mut LocatedVisit<'_, E>) -> Result<(), E> {
+/// Reads the records at `locations` (each with the position it must hold), in
+/// order, opening each segment once: the random-access twin of [`Tail`], for
+/// indexes that remember where records are. An error names the position.
+pub fn read_many<E: From<LogError>>(dir: &Path, locations: &[(Position, Location)], visit: &mut LocatedVisit<'_, E>) -> Result<(), E> {
     let mut open: Option<(Position, File, PathBuf)> = None;
     let mut record = Vec::new();
-    for location in locations {
+    for &(position, ref location) in locations {
         if open.as_ref().is_none_or(|(segment, _, _)| *segment != location.segment) {
             let path = segment_path(dir, location.segment);
             let file = File::open(&path).map_err(LogError::io(&path))?;
@@ -282,13 +304,15 @@ pub fn read_many<E: From<LogError>>(dir: &Path, locations: &[Location], visit: &
         file.read_exact_at(&mut header, location.offset).map_err(LogError::io(path))?;
         let len = u32::from_le_bytes(header[0..4].try_into().unwrap()) as usize;
         if len > RECORD_BYTES_MAX {
-            return Err(corrupt(path, 0, location.offset, FrameError::Oversized.describe()).into());
+            return Err(corrupt(path, position, location.offset, FrameError::Oversized.describe()).into());
         }
         record.resize(FRAME_HEADER_BYTES + len, 0);
         file.read_exact_at(&mut record, location.offset).map_err(LogError::io(path))?;
-        let frame = frame::decode_record(&record).map_err(|e| corrupt(path, 0, location.offset, e.describe()))?;
-        assert!(frame.position > 0, "a decoded frame has a position");
-        visit(frame.position, *location, frame.payload)?;
+        let frame = frame::decode_record(&record).map_err(|e| corrupt(path, position, location.offset, e.describe()))?;
+        if frame.position != position {
+            return Err(corrupt(path, position, location.offset, format!("record carries position {}", frame.position)).into());
+        }
+        visit(position, *location, frame.payload)?;
     }
     Ok(())
 }
@@ -342,7 +366,8 @@ mod tests {
         assert_eq!(seen, (7..=60).map(|i| (i, payload(i))).collect::<Vec<_>>());
         assert!(locations.iter().map(|l| l.segment).collect::<std::collections::BTreeSet<_>>().len() > 3, "read across segments");
         let mut reread = Vec::new();
-        read_many::<LogError>(dir.path(), &locations, &mut |p, _, r| {
+        let located: Vec<(Position, Location)> = seen.iter().map(|(p, _)| *p).zip(locations.iter().copied()).collect();
+        read_many::<LogError>(dir.path(), &located, &mut |p, _, r| {
             reread.push((p, r.to_vec()));
             Ok(())
         })
@@ -388,5 +413,43 @@ mod tests {
         std::fs::write(&path, bytes).unwrap();
         let error = Tail::new(dir.path(), 1).read(5, 10, &mut |_, _, _| ControlFlow::Continue(())).unwrap_err();
         assert!(error.to_string().contains("checksum"), "{error}");
+        assert!(matches!(error, LogError::Corrupt { position: 3, .. }), "{error}");
+        // Read by location, as an index does: the same record, named the same way.
+        let third = Location { segment: 1, offset: (SEGMENT_HEADER_BYTES + 2 * (FRAME_HEADER_BYTES + 30)) as u64 };
+        let error = read_many::<LogError>(dir.path(), &[(3, third)], &mut |_, _, _| Ok(())).unwrap_err();
+        assert!(matches!(error, LogError::Corrupt { position: 3, .. }), "{error}");
+        // A location that holds another record than the index says.
+        let second = Location { segment: 1, offset: (SEGMENT_HEADER_BYTES + FRAME_HEADER_BYTES + 30) as u64 };
+        let error = read_many::<LogError>(dir.path(), &[(4, second)], &mut |_, _, _| Ok(())).unwrap_err();
+        assert!(matches!(error, LogError::Corrupt { position: 4, .. }) && error.to_string().contains("carries position 2"), "{error}");
+    }
+
+    #[test]
+    fn offline_a_damaged_record_in_the_last_segment_is_an_error_and_only_a_torn_one_ends_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = FileLog::open(dir.path(), FileLogOptions::default()).unwrap();
+        for i in 0..5u8 {
+            log.append(&[i; 30]).unwrap();
+        }
+        log.sync().unwrap();
+        drop(log);
+        let path = list_segments(dir.path()).unwrap()[0].1.clone();
+        let intact = std::fs::read(&path).unwrap();
+        let record = |position: usize| SEGMENT_HEADER_BYTES + (position - 1) * (FRAME_HEADER_BYTES + 30);
+        let read_all = || Tail::new(dir.path(), 1).read_available(10, &mut |_, _, _| ControlFlow::Continue(()));
+
+        let mut damaged = intact.clone();
+        damaged[record(3) + FRAME_HEADER_BYTES + 15] ^= 1;
+        std::fs::write(&path, &damaged).unwrap();
+        match read_all() {
+            Err(LogError::Corrupt { position, .. }) => assert_eq!(position, 3),
+            other => panic!("records 4 and 5 follow the damage: {other:?}"),
+        }
+        assert!(crate::log::last_position(dir.path()).is_err());
+
+        // The last record written in part: a torn tail, where the log ends.
+        std::fs::write(&path, &intact[..record(5) + 20]).unwrap();
+        assert_eq!(read_all().unwrap(), 4);
+        assert_eq!(crate::log::last_position(dir.path()).unwrap(), Some(4));
     }
 }

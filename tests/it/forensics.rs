@@ -127,6 +127,32 @@ async fn the_event_stream_resumes_after_last_event_id_without_gaps_or_duplicates
     server.stop().await;
 }
 
+/// `Last-Event-ID` is the last position a client saw; after `u64::MAX` there
+/// is no position, so it is refused 400, never wrapped round to position 1
+/// (which would replay the whole ledger to a client that has seen it all).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_last_event_id_of_u64_max_is_400_not_a_replay_from_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path()).await;
+    let c = &server.client;
+    c.schedule("kloqo", "c1", "d1", 2).await;
+    let resume = async |id: u64| {
+        let url = format!("{}/v1/kloqo/events/stream", c.base);
+        reqwest::Client::new().get(url).bearer_auth(ADMIN).header("Last-Event-ID", id.to_string()).send().await.unwrap()
+    };
+    let response = resume(u64::MAX).await;
+    // Checked before the body is read: an accepted stream's body never ends.
+    assert_eq!(response.status(), 400, "a stream resumed after u64::MAX was accepted");
+    let (status, headers) = (response.status().as_u16(), response.headers().clone());
+    let refused = crate::support::Reply { status, headers, body: response.bytes().await.unwrap().to_vec() };
+    assert_eq!(refused.expect_problem(400, "invalid_request")["field"], "Last-Event-ID");
+    // One less is a position still to come: the stream opens and waits for it.
+    let waiting = resume(u64::MAX - 1).await;
+    assert_eq!(waiting.status(), 200);
+    drop(waiting);
+    server.stop().await;
+}
+
 /// `as_of` at every position of a small history equals what the slots were
 /// right after that position was reached (read then from the live projection).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

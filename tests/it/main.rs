@@ -14,5 +14,7 @@ mod idempotency;
 mod limits;
 mod openapi;
 mod phones;
+mod read_limits;
+mod readers;
 mod support;
 mod verify;

@@ -322,3 +322,65 @@ pub fn forge(data: &Path, events: &[booking_ledger::core::Event]) {
     }
     log.sync().unwrap();
 }
+
+/// A server assembled from its parts the way `ledger serve` assembles it
+/// (writer, rejection journal, follower, read limits, router), except that the
+/// writer's log and the log the read side reads may be two directories. With
+/// one directory it is the ordinary server, with its [`AppState`] at hand (to
+/// take a read permit, say). With two, the writer publishes the projection and
+/// durable position of an intact ledger while every reader reads a damaged
+/// copy of it: a disk that went bad under a running server, which a server
+/// cannot be started on (start-up refuses a damaged ledger).
+///
+/// [`AppState`]: booking_ledger::http::AppState
+pub struct Assembled {
+    pub client: Client,
+    pub state: booking_ledger::http::Shared,
+}
+
+/// Assembles a server whose writer appends to the ledger in `data` and whose
+/// readers (pages, streams, the follower's index and audit, time travel) read
+/// the ledger directory `read_ledger`.
+pub async fn assemble(data: &Path, read_ledger: &Path, read: booking_ledger::http::ReadLimits) -> Assembled {
+    use booking_ledger::forensics::follower::{Indexes, follow};
+    use booking_ledger::http::{AppState, app, auth::Auth, views};
+    use booking_ledger::log::FileLog;
+    use booking_ledger::metrics::Metrics;
+    use booking_ledger::rejections::JournalConfig;
+    use booking_ledger::writer::{Writer, recover};
+
+    let options = FileLogOptions::default();
+    let (log, _) = FileLog::open(&data.join("ledger"), options).unwrap();
+    let (responses, _) = FileLog::open(&data.join("responses"), options).unwrap();
+    let (journal_log, _) = FileLog::open(&data.join("rejections"), options).unwrap();
+    let rules = Rules::default();
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let recovered = recover(&log, &responses, rules, clock.now()).expect("the writer's ledger is intact");
+    let metrics = Arc::new(Metrics::new());
+    let (journal, journal_handle, _) = booking_ledger::rejections::spawn(journal_log, &data.join("rejections"), JournalConfig::default());
+    let writer = Writer::new(
+        Box::new(log),
+        Box::new(responses),
+        recovered.state,
+        views::render,
+        clock.clone(),
+        WriterConfig::default(),
+        metrics.clone(),
+    )
+    .with_journal(journal);
+    let (handle, _) = writer.spawn();
+    let mut state = AppState::new(Auth::new(config(data).tokens), metrics, Some(read_ledger.to_owned()), clock);
+    state.rules = rules;
+    state.journal = Some(journal_handle);
+    let indexes = Indexes::new(read_ledger, rules);
+    state.indexes = Some(indexes.clone());
+    let state = Arc::new(state.with_read_limits(read));
+    tokio::spawn(follow(indexes, handle.durable()));
+    state.set_writer(handle);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let client = Client::new(listener.local_addr().unwrap());
+    let router = app(state.clone());
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    client.wait_ready().await;
+    Assembled { client, state }
+}
