@@ -357,7 +357,8 @@ pub async fn assemble(data: &Path, read_ledger: &Path, read: booking_ledger::htt
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let recovered = recover(&log, &responses, rules, clock.now()).expect("the writer's ledger is intact");
     let metrics = Arc::new(Metrics::new());
-    let (journal, journal_handle, _) = booking_ledger::rejections::spawn(journal_log, &data.join("rejections"), JournalConfig::default());
+    let (journal, journal_handle) =
+        booking_ledger::rejections::Journal::new(journal_log, &data.join("rejections"), JournalConfig::default());
     let writer = Writer::new(
         Box::new(log),
         Box::new(responses),
