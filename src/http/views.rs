@@ -316,6 +316,8 @@ pub struct Problem {
     pub slots_per_day: Option<u32>,
     /// `too_many_doctors`: the most doctors a clinic may have.
     pub limit: Option<u32>,
+    /// `storage_failure`: the position (or journal sequence) of the record that could not be read.
+    pub position: Option<u64>,
     /// `schedule_conflict`.
     pub date: Option<NaiveDate>,
     /// `unknown_doctor`.
