@@ -156,10 +156,14 @@ fn main() {
     let mut sink = std::io::BufWriter::new(std::io::sink());
     let mut exported = 0u64;
     let mut export = Tail::new(&ledger, 1);
+    let mut line = Vec::new();
     while export
         .read(last, 4096, &mut |_, _, payload| {
             let event = codec::decode_event(payload).unwrap();
-            writeln!(sink, "{}", json::event(&event, true)).unwrap();
+            line.clear();
+            json::write_event(&mut line, &event, true);
+            line.push(b'\n');
+            sink.write_all(&line).unwrap();
             exported += 1;
             ControlFlow::Continue(())
         })
