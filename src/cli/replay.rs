@@ -106,6 +106,7 @@ pub fn replay(args: &ReplayArgs) -> anyhow::Result<Finding> {
     let mut filter = EventFilter::new(args.tenant.as_deref(), args.clinic.as_deref());
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut write_failure = None;
+    let mut line = Vec::new();
     each_event(&args.data, args.from.max(1), &mut |event| {
         if until.as_ref().is_some_and(|u| u.passed(event)) {
             return ControlFlow::Break(());
@@ -113,10 +114,11 @@ pub fn replay(args: &ReplayArgs) -> anyhow::Result<Finding> {
         if !filter.keep(event) {
             return ControlFlow::Continue(());
         }
-        let line = match args.format {
-            Format::Text => timeline::line(event),
-            Format::Json => json::event(event, true).to_string(),
-        };
+        line.clear();
+        match args.format {
+            Format::Text => line.extend_from_slice(timeline::line(event).as_bytes()),
+            Format::Json => json::write_event(&mut line, event, true),
+        }
         write(&mut out, &line, &mut write_failure)
     })?;
     finish_output(out, write_failure)
@@ -127,18 +129,21 @@ pub fn export(args: &ExportArgs) -> anyhow::Result<Finding> {
     let mut filter = EventFilter::new(args.tenant.as_deref(), None);
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut write_failure = None;
+    let mut line = Vec::new();
     each_event(&args.data, 1, &mut |event| {
         if !filter.keep(event) {
             return ControlFlow::Continue(());
         }
-        write(&mut out, &json::event(event, true).to_string(), &mut write_failure)
+        line.clear();
+        json::write_event(&mut line, event, true);
+        write(&mut out, &line, &mut write_failure)
     })?;
     finish_output(out, write_failure)
 }
 
-/// Writes one line; a failure stops the read and is kept for `finish_output`.
-fn write(out: &mut impl Write, line: &str, failure: &mut Option<std::io::Error>) -> ControlFlow<()> {
-    match writeln!(out, "{line}") {
+/// Writes one line and its newline; a failure stops the read and is kept for `finish_output`.
+fn write(out: &mut impl Write, line: &[u8], failure: &mut Option<std::io::Error>) -> ControlFlow<()> {
+    match out.write_all(line).and_then(|()| out.write_all(b"\n")) {
         Ok(()) => ControlFlow::Continue(()),
         Err(error) => {
             *failure = Some(error);

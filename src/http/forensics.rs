@@ -8,7 +8,8 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::Json;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::IntoResponse;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -18,7 +19,7 @@ use super::auth::Role;
 use super::error::ApiError;
 use super::extract::{QueryParams, TenantCall};
 use super::views::Problem;
-use crate::forensics::{self, feed, feed::EventFilter};
+use crate::forensics::{feed, feed::EventFilter, json};
 use crate::log::events::ReadError;
 
 /// Items per page, at most.
@@ -77,7 +78,7 @@ impl PageQuery {
     ),
     security(("bearer" = []))
 )]
-pub async fn events(call: TenantCall, query: QueryParams<PageQuery>) -> Result<Json<Value>, ApiError> {
+pub async fn events(call: TenantCall, query: QueryParams<PageQuery>) -> Result<impl IntoResponse, ApiError> {
     admin(&call)?;
     let QueryParams(query) = query;
     let (from, limit) = (query.from.unwrap_or(1).max(1), query.limit()?);
@@ -92,8 +93,12 @@ pub async fn events(call: TenantCall, query: QueryParams<PageQuery>) -> Result<J
     .await
     .expect("the events read panicked")
     .map_err(unreadable)?;
-    let events: Vec<Value> = page.items.iter().map(|event| forensics::json::event(event, false)).collect();
-    Ok(Json(json!({ "events": events, "next": page.next.max(from) })))
+    Ok(json_body(json::events_page(&page.items, page.next.max(from))))
+}
+
+/// A body `forensics::json` rendered, as `application/json`.
+fn json_body(body: Vec<u8>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], body)
 }
 
 /// The refused commands of the tenant, from the rejection journal.
@@ -106,7 +111,7 @@ pub async fn events(call: TenantCall, query: QueryParams<PageQuery>) -> Result<J
     ),
     security(("bearer" = []))
 )]
-pub async fn rejections(call: TenantCall, query: QueryParams<PageQuery>) -> Result<Json<Value>, ApiError> {
+pub async fn rejections(call: TenantCall, query: QueryParams<PageQuery>) -> Result<impl IntoResponse, ApiError> {
     admin(&call)?;
     let QueryParams(query) = query;
     let limit = query.limit()?;
@@ -121,8 +126,7 @@ pub async fn rejections(call: TenantCall, query: QueryParams<PageQuery>) -> Resu
     .await
     .expect("the journal read panicked")
     .map_err(unreadable)?;
-    let rejections: Vec<Value> = page.items.iter().map(|(seq, rejected)| forensics::json::rejection(*seq, rejected)).collect();
-    Ok(Json(json!({ "rejections": rejections, "next": page.next })))
+    Ok(json_body(json::rejections_page(&page.items, page.next)))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -166,7 +170,9 @@ pub async fn stream(
         let (mut events, permit) = state?;
         match events.recv().await? {
             Ok(event) => {
-                let data = forensics::json::event(&event, false).to_string();
+                let mut data = Vec::with_capacity(512);
+                json::write_event(&mut data, &event, false);
+                let data = String::from_utf8(data).expect("JSON text is UTF-8");
                 let message = SseEvent::default().id(event.position.to_string()).event(event.kind.name()).data(data);
                 Some((Ok(message), Some((events, permit))))
             }
