@@ -12,7 +12,7 @@
 //! size it then times the JSON export of every event (decode and render, as
 //! `ledger replay --format json` does, written to a sink) next to a plain read
 //! with CRC checks (`log::Tail`) of the same log, and the decode alone
-//! (`codec::decode_event`), which no rendering can beat.
+//! (`log::events::EventReader`, as `ledger replay` reads), which no rendering can beat.
 
 use std::io::Write;
 use std::ops::ControlFlow;
@@ -155,10 +155,10 @@ fn main() {
     let plain = started.elapsed();
     let started = Instant::now();
     let mut decoded = 0u64;
-    let mut decode = Tail::new(&ledger, 1);
+    let mut decode = EventReader::new(&ledger, 1);
     while decode
-        .read(last, 4096, &mut |_, _, payload| {
-            std::hint::black_box(codec::decode_event(payload).unwrap());
+        .read(last, 4096, &mut |event, _| {
+            std::hint::black_box(event);
             decoded += 1;
             ControlFlow::Continue(())
         })
@@ -169,11 +169,10 @@ fn main() {
     let started = Instant::now();
     let mut sink = std::io::BufWriter::new(std::io::sink());
     let mut exported = 0u64;
-    let mut export = Tail::new(&ledger, 1);
+    let mut export = EventReader::new(&ledger, 1);
     let mut line = Vec::new();
     while export
-        .read(last, 4096, &mut |_, _, payload| {
-            let event = codec::decode_event(payload).unwrap();
+        .read(last, 4096, &mut |event, _| {
             line.clear();
             json::write_event(&mut line, &event, true);
             line.push(b'\n');
