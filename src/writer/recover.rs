@@ -39,7 +39,7 @@ pub fn recover(log: &dyn Log, responses: &dyn Log, rules: Rules, now: DateTime<U
     let mut state = State::new(rules);
     let mut failure = None;
     let mut events = 0;
-    let mut decoder = Decoder::interning();
+    let mut decoder = Decoder::for_recovery();
     log.read_from(1, &mut |position, payload| {
         let event = match events::decode_at(&mut decoder, position, payload) {
             Ok(event) => event,
