@@ -1,7 +1,9 @@
-//! The encoding of ledger events and stored responses as the protobuf messages
-//! of `proto/ledger.proto`: the only place that knows both the core's types and
+//! The encoding of ledger events, stored responses, journaled rejections and
+//! snapshots of the whole state as the protobuf messages of
+//! `proto/ledger.proto`: the only place that knows both the core's types and
 //! the wire schema. Every decode validates what the schema cannot express.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate, Utc};
@@ -9,8 +11,9 @@ use prost::Message;
 use uuid::Uuid;
 
 use crate::core::{
-    BookingCreated, BookingDetails, BookingKind, CallState, Duplicate, Event, EventKind, Rejected, Schedule, StoredResponse, Text,
-    format_date,
+    Booking, BookingCreated, BookingDetails, BookingKind, BookingStatus, Business, Call, CallState, Campaign, Clinic, Community, Day,
+    Doctor, Duplicate, Event, EventKind, IdempotencyTable, NumberCalls, PhoneState, Rejected, Rules, Schedule, State, StoredResponse,
+    TenantState, Text, format_date,
 };
 
 #[allow(clippy::all, clippy::pedantic)]
@@ -68,6 +71,53 @@ fn from_pb_response(response: pb::StoredResponse) -> Result<StoredResponse, Code
     })
 }
 
+/// A booking's details and token number: what `BookingCreated` records, and
+/// what a snapshot keeps of each booking.
+fn to_pb_booking(details: &BookingDetails, token_number: u32) -> pb::BookingCreated {
+    pb::BookingCreated {
+        booking_id: details.booking_id.as_bytes().to_vec(),
+        clinic: details.clinic.to_string(),
+        doctor: details.doctor.to_string(),
+        date: format_date(details.date),
+        slot: details.slot,
+        patient: details.patient.to_string(),
+        kind: match details.kind {
+            BookingKind::Advance => pb::BookingKind::Advance,
+            BookingKind::WalkIn => pb::BookingKind::WalkIn,
+        }
+        .into(),
+        token_number,
+        external_ref: details.external_ref.as_deref().unwrap_or_default().to_owned(),
+        correlation_id: details.correlation_id.as_deref().unwrap_or_default().to_owned(),
+        external_created_at_micros: details.external_created_at.map_or(0, micros),
+    }
+}
+
+fn from_pb_booking(b: pb::BookingCreated) -> Result<BookingCreated, CodecError> {
+    Ok(BookingCreated {
+        details: BookingDetails {
+            booking_id: uuid(&b.booking_id)?,
+            kind: match pb::BookingKind::try_from(b.kind) {
+                Ok(pb::BookingKind::Advance) => BookingKind::Advance,
+                Ok(pb::BookingKind::WalkIn) => BookingKind::WalkIn,
+                _ => return Err(CodecError(format!("unknown booking kind {}", b.kind))),
+            },
+            date: parse_date(&b.date)?,
+            clinic: b.clinic.into(),
+            doctor: b.doctor.into(),
+            slot: b.slot,
+            patient: b.patient.into(),
+            external_ref: optional(&b.external_ref),
+            correlation_id: optional(&b.correlation_id),
+            external_created_at: match b.external_created_at_micros {
+                0 => None,
+                m => Some(from_micros(m, "external_created_at")?),
+            },
+        },
+        token_number: b.token_number,
+    })
+}
+
 pub fn to_pb_event(event: &Event) -> pb::EventRecord {
     use pb::event_record::Event as E;
     let kind = match &event.kind {
@@ -78,23 +128,7 @@ pub fn to_pb_event(event: &Event) -> pb::EventRecord {
             first_slot_minute: schedule.first_slot_minute,
             slot_minutes: schedule.slot_minutes,
         }),
-        EventKind::BookingCreated(b) => E::BookingCreated(pb::BookingCreated {
-            booking_id: b.details.booking_id.as_bytes().to_vec(),
-            clinic: b.details.clinic.to_string(),
-            doctor: b.details.doctor.to_string(),
-            date: format_date(b.details.date),
-            slot: b.details.slot,
-            patient: b.details.patient.to_string(),
-            kind: match b.details.kind {
-                BookingKind::Advance => pb::BookingKind::Advance,
-                BookingKind::WalkIn => pb::BookingKind::WalkIn,
-            }
-            .into(),
-            token_number: b.token_number,
-            external_ref: b.details.external_ref.as_deref().unwrap_or_default().to_owned(),
-            correlation_id: b.details.correlation_id.as_deref().unwrap_or_default().to_owned(),
-            external_created_at_micros: b.details.external_created_at.map_or(0, micros),
-        }),
+        EventKind::BookingCreated(b) => E::BookingCreated(to_pb_booking(&b.details, b.token_number)),
         EventKind::BookingCancelled { booking_id, reason } => E::BookingCancelled(pb::BookingCancelled {
             booking_id: booking_id.as_bytes().to_vec(),
             reason: reason.as_deref().unwrap_or_default().to_owned(),
@@ -196,28 +230,7 @@ pub fn from_pb_event(record: pb::EventRecord) -> Result<Event, CodecError> {
             doctor: s.doctor.into(),
             schedule: Schedule { slots_per_day: s.slots_per_day, first_slot_minute: s.first_slot_minute, slot_minutes: s.slot_minutes },
         },
-        E::BookingCreated(b) => EventKind::BookingCreated(BookingCreated {
-            details: BookingDetails {
-                booking_id: uuid(&b.booking_id)?,
-                kind: match pb::BookingKind::try_from(b.kind) {
-                    Ok(pb::BookingKind::Advance) => BookingKind::Advance,
-                    Ok(pb::BookingKind::WalkIn) => BookingKind::WalkIn,
-                    _ => return Err(CodecError(format!("unknown booking kind {}", b.kind))),
-                },
-                date: parse_date(&b.date)?,
-                clinic: b.clinic.into(),
-                doctor: b.doctor.into(),
-                slot: b.slot,
-                patient: b.patient.into(),
-                external_ref: optional(&b.external_ref),
-                correlation_id: optional(&b.correlation_id),
-                external_created_at: match b.external_created_at_micros {
-                    0 => None,
-                    m => Some(from_micros(m, "external_created_at")?),
-                },
-            },
-            token_number: b.token_number,
-        }),
+        E::BookingCreated(b) => EventKind::BookingCreated(from_pb_booking(b)?),
         E::BookingCancelled(c) => EventKind::BookingCancelled { booking_id: uuid(&c.booking_id)?, reason: optional(&c.reason) },
         E::PhoneClaimed(p) => EventKind::PhoneClaimed {
             business: p.business.into(),
@@ -328,5 +341,440 @@ pub fn decode_rejection(bytes: &[u8]) -> Result<Rejected, CodecError> {
         method: r.method.into(),
         path: r.path.into(),
         body: bytes::Bytes::from(r.body),
+    })
+}
+
+/// The configured rules a snapshot's projection depends on: a snapshot taken
+/// under other values is not the state the log gives under these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotRules {
+    pub idempotency_retention: chrono::Duration,
+    pub duplicate_window: chrono::Duration,
+}
+
+impl SnapshotRules {
+    pub fn of(rules: &Rules) -> SnapshotRules {
+        SnapshotRules { idempotency_retention: rules.idempotency_retention, duplicate_window: rules.duplicate_window }
+    }
+}
+
+impl std::fmt::Display for SnapshotRules {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "idempotency_retention_secs = {}, duplicate_window_secs = {}",
+            self.idempotency_retention.num_seconds(),
+            self.duplicate_window.num_seconds()
+        )
+    }
+}
+
+/// A snapshot's body, decoded.
+#[derive(Debug)]
+pub struct DecodedSnapshot {
+    /// The state, with the rules it was decoded under.
+    pub state: State,
+    /// The responses journal position it includes.
+    pub responses_position: u64,
+    /// The rules it was taken under.
+    pub rules: SnapshotRules,
+}
+
+fn duration_micros(duration: chrono::Duration) -> i64 {
+    duration.num_microseconds().expect("configured durations are at most a year")
+}
+
+fn optional_text(text: &Option<Text>) -> Option<String> {
+    text.as_deref().map(str::to_owned)
+}
+
+fn optional_uuid(id: &Option<Uuid>) -> Option<Vec<u8>> {
+    id.map(|id| id.as_bytes().to_vec())
+}
+
+fn call_state(state: CallState) -> pb::CallState {
+    match state {
+        CallState::Calling => pb::CallState::Calling,
+        CallState::Completed => pb::CallState::Completed,
+        CallState::NoAnswer => pb::CallState::NoAnswer,
+        CallState::Failed => pb::CallState::Failed,
+        CallState::BadNumber => pb::CallState::BadNumber,
+    }
+}
+
+/// The whole state as a snapshot's body, with the responses journal position
+/// it includes. One state always gives the same bytes: every list is in the
+/// order of the state's sorted indexes.
+pub fn encode_snapshot(state: &State, responses_position: u64) -> Vec<u8> {
+    let tenants = state.tenants.iter().map(|(name, tenant)| to_pb_tenant(name, tenant)).collect();
+    let answers = state
+        .idempotency
+        .answers()
+        .map(|(tenant, response, recorded_at)| pb::SnapshotAnswer {
+            tenant: tenant.to_string(),
+            response: Some(to_pb_response(response)),
+            recorded_at_micros: micros(recorded_at),
+        })
+        .collect();
+    pb::Snapshot {
+        position: state.position,
+        recorded_at_last_micros: micros(state.recorded_at_last),
+        responses_position,
+        idempotency_retention_micros: duration_micros(state.rules.idempotency_retention),
+        duplicate_window_micros: duration_micros(state.rules.duplicate_window),
+        tenants,
+        answers,
+    }
+    .encode_to_vec()
+}
+
+fn to_pb_tenant(name: &str, tenant: &TenantState) -> pb::SnapshotTenant {
+    let clinics = tenant
+        .clinics
+        .iter()
+        .map(|(clinic, c)| pb::SnapshotClinic {
+            clinic: clinic.to_string(),
+            doctors: c
+                .doctors
+                .iter()
+                .map(|(doctor, d)| pb::SnapshotDoctor {
+                    doctor: doctor.to_string(),
+                    slots_per_day: d.schedule.slots_per_day,
+                    first_slot_minute: d.schedule.first_slot_minute,
+                    slot_minutes: d.schedule.slot_minutes,
+                    schedule_position: d.schedule_position,
+                    days: d
+                        .days
+                        .iter()
+                        .map(|(date, day)| pb::SnapshotDay {
+                            date: format_date(*date),
+                            slots: day
+                                .slots
+                                .iter()
+                                .map(|(slot, id)| pb::SnapshotSlot { slot: *slot, booking_id: id.as_bytes().to_vec() })
+                                .collect(),
+                            tokens_issued_advance: day.tokens_issued_advance,
+                            tokens_issued_walk_in: day.tokens_issued_walk_in,
+                        })
+                        .collect(),
+                })
+                .collect(),
+        })
+        .collect();
+    let bookings = tenant
+        .bookings
+        .iter()
+        .map(|(id, b)| {
+            assert_eq!(*id, b.details.booking_id, "bookings are indexed by their id");
+            pb::SnapshotBooking {
+                booking: Some(to_pb_booking(&b.details, b.token_number)),
+                cancelled: b.status == BookingStatus::Cancelled,
+                created_at_micros: micros(b.created_at),
+                position: b.position,
+                cancel_reason: optional_text(&b.cancel_reason),
+            }
+        })
+        .collect();
+    let external_refs = tenant
+        .external_refs
+        .iter()
+        .map(|(external_ref, id)| pb::SnapshotExternalRef { external_ref: external_ref.to_string(), booking_id: id.as_bytes().to_vec() })
+        .collect();
+    let businesses = tenant
+        .businesses
+        .iter()
+        .map(|(business, b)| pb::SnapshotBusiness {
+            business: business.to_string(),
+            phone: b.phone.as_ref().map(|phone| match phone {
+                PhoneState::Pending { claim_id, lease_expires_at } => pb::snapshot_business::Phone::Pending(pb::SnapshotPhonePending {
+                    claim_id: claim_id.as_bytes().to_vec(),
+                    lease_expires_at_micros: micros(*lease_expires_at),
+                }),
+                PhoneState::Active { claim_id, phone_number, provider_sid } => {
+                    pb::snapshot_business::Phone::Active(pb::SnapshotPhoneActive {
+                        claim_id: claim_id.as_bytes().to_vec(),
+                        phone_number: phone_number.to_string(),
+                        provider_sid: provider_sid.to_string(),
+                    })
+                }
+            }),
+            failed_claim: optional_uuid(&b.failed_claim),
+        })
+        .collect();
+    let phone_owners = tenant
+        .phone_owners
+        .iter()
+        .map(|(number, business)| pb::SnapshotPhoneOwner { phone_number: number.to_string(), business: business.to_string() })
+        .collect();
+    let calls = tenant
+        .calls
+        .iter()
+        .map(|(id, call)| {
+            assert_eq!(*id, call.call_id, "calls are indexed by their id");
+            pb::SnapshotCall {
+                call_id: id.as_bytes().to_vec(),
+                campaign: call.campaign.to_string(),
+                to: call.to.to_string(),
+                state: call_state(call.state).into(),
+                started_at_micros: micros(call.started_at),
+                position: call.position,
+            }
+        })
+        .collect();
+    let calling = tenant
+        .calling
+        .iter()
+        .map(|(at, id)| pb::SnapshotCalling { started_at_micros: micros(*at), call_id: id.as_bytes().to_vec() })
+        .collect();
+    let numbers = tenant
+        .numbers
+        .iter()
+        .map(|(number, n)| pb::SnapshotNumber {
+            number: number.to_string(),
+            last_call: n.last_call.map(|(id, at)| pb::SnapshotLastCall { call_id: id.as_bytes().to_vec(), started_at_micros: micros(at) }),
+            in_progress: optional_uuid(&n.in_progress),
+            blocked: optional_text(&n.blocked),
+        })
+        .collect();
+    let campaigns = tenant
+        .campaigns
+        .iter()
+        .map(|(campaign, c)| pb::SnapshotCampaign {
+            campaign: campaign.to_string(),
+            halt_reason: optional_text(&c.halt_reason),
+            consecutive_failures: c.consecutive_failures,
+            duplicates_micros: c.duplicates.iter().copied().map(micros).collect(),
+        })
+        .collect();
+    let communities = tenant
+        .communities
+        .iter()
+        .map(|(slug, c)| {
+            assert_eq!(*slug, c.slug, "communities are indexed by their slug");
+            pb::SnapshotCommunity {
+                community_id: c.community_id.as_bytes().to_vec(),
+                slug: c.slug.to_string(),
+                name: c.name.to_string(),
+                owner: c.owner.to_string(),
+                plan: c.plan.to_string(),
+                created_at_micros: micros(c.created_at),
+                position: c.position,
+            }
+        })
+        .collect();
+    let slug_suffixes =
+        tenant.slug_suffixes.iter().map(|(base, suffix)| pb::SnapshotSlugSuffix { base: base.to_string(), suffix: *suffix }).collect();
+    pb::SnapshotTenant {
+        tenant: name.to_owned(),
+        clinics,
+        bookings,
+        external_refs,
+        businesses,
+        phone_owners,
+        calls,
+        calling,
+        numbers,
+        campaigns,
+        communities,
+        slug_suffixes,
+    }
+}
+
+/// Collects `(key, value)` pairs into an index; a key given twice is an error
+/// naming `what` (a snapshot is one state, whose indexes have unique keys).
+fn index<K: Ord, V>(pairs: impl IntoIterator<Item = Result<(K, V), CodecError>>, what: &str) -> Result<BTreeMap<K, V>, CodecError> {
+    let mut map = BTreeMap::new();
+    for pair in pairs {
+        let (key, value) = pair?;
+        if map.insert(key, value).is_some() {
+            return Err(CodecError(format!("two {what} under one key")));
+        }
+    }
+    Ok(map)
+}
+
+fn optional_uuid_from(bytes: Option<Vec<u8>>) -> Result<Option<Uuid>, CodecError> {
+    bytes.as_deref().map(uuid).transpose()
+}
+
+fn duration_from_micros(micros: i64) -> chrono::Duration {
+    chrono::Duration::microseconds(micros)
+}
+
+/// A snapshot's body back as the state, under `rules` (the configured ones;
+/// [`DecodedSnapshot::rules`] says which the snapshot was taken under).
+pub fn decode_snapshot(bytes: &[u8], rules: Rules) -> Result<DecodedSnapshot, CodecError> {
+    let snapshot = pb::Snapshot::decode(bytes)?;
+    let taken_under = SnapshotRules {
+        idempotency_retention: duration_from_micros(snapshot.idempotency_retention_micros),
+        duplicate_window: duration_from_micros(snapshot.duplicate_window_micros),
+    };
+    let mut state = State::new(rules);
+    state.position = snapshot.position;
+    state.recorded_at_last = from_micros(snapshot.recorded_at_last_micros, "recorded_at_last")?;
+    state.tenants = index(snapshot.tenants.into_iter().map(|t| Ok((Text::from(t.tenant.as_str()), from_pb_tenant(t)?))), "tenants")?;
+    let mut answers = snapshot
+        .answers
+        .into_iter()
+        .map(|a| {
+            let response = a.response.ok_or_else(|| CodecError("an answer without its response".into()))?;
+            Ok((from_micros(a.recorded_at_micros, "recorded_at")?, Text::from(a.tenant), from_pb_response(response)?))
+        })
+        .collect::<Result<Vec<_>, CodecError>>()?;
+    // Recorded oldest first, as the writer recorded them: the table's expiry queue is in time order.
+    answers.sort_by_key(|(at, _, _)| *at);
+    let count = answers.len();
+    let mut table = IdempotencyTable::default();
+    for (at, tenant, response) in answers {
+        table.record(&tenant, response, at);
+    }
+    if table.len() != count {
+        return Err(CodecError("two answers for one idempotency key".into()));
+    }
+    state.idempotency = table;
+    Ok(DecodedSnapshot { state, responses_position: snapshot.responses_position, rules: taken_under })
+}
+
+fn from_pb_call_state(state: i32) -> Result<CallState, CodecError> {
+    Ok(match pb::CallState::try_from(state) {
+        Ok(pb::CallState::Calling) => CallState::Calling,
+        Ok(pb::CallState::Completed) => CallState::Completed,
+        Ok(pb::CallState::NoAnswer) => CallState::NoAnswer,
+        Ok(pb::CallState::Failed) => CallState::Failed,
+        Ok(pb::CallState::BadNumber) => CallState::BadNumber,
+        _ => return Err(CodecError(format!("unknown call state {state}"))),
+    })
+}
+
+fn from_pb_doctor(d: pb::SnapshotDoctor) -> Result<Doctor, CodecError> {
+    let mut days = BTreeMap::new();
+    for day in d.days {
+        let slots = index(day.slots.into_iter().map(|s| Ok((s.slot, uuid(&s.booking_id)?))), "bookings of a slot")?;
+        let tokens = Day { slots, tokens_issued_advance: day.tokens_issued_advance, tokens_issued_walk_in: day.tokens_issued_walk_in };
+        if days.insert(parse_date(&day.date)?, tokens).is_some() {
+            return Err(CodecError(format!("day {} of doctor {} twice", day.date, d.doctor)));
+        }
+    }
+    Ok(Doctor {
+        schedule: Schedule { slots_per_day: d.slots_per_day, first_slot_minute: d.first_slot_minute, slot_minutes: d.slot_minutes },
+        schedule_position: d.schedule_position,
+        days,
+    })
+}
+
+fn from_pb_tenant(t: pb::SnapshotTenant) -> Result<TenantState, CodecError> {
+    let mut clinics = BTreeMap::new();
+    for c in t.clinics {
+        let doctors = index(c.doctors.into_iter().map(|d| Ok((Text::from(d.doctor.as_str()), from_pb_doctor(d)?))), "doctors of a clinic")?;
+        if clinics.insert(Text::from(c.clinic), Clinic { doctors }).is_some() {
+            return Err(CodecError("two clinics under one key".into()));
+        }
+    }
+    let bookings = index(
+        t.bookings.into_iter().map(|b| {
+            let created = from_pb_booking(b.booking.ok_or_else(|| CodecError("a booking without its details".into()))?)?;
+            let booking = Booking {
+                token_number: created.token_number,
+                status: if b.cancelled { BookingStatus::Cancelled } else { BookingStatus::Confirmed },
+                created_at: from_micros(b.created_at_micros, "created_at")?,
+                position: b.position,
+                cancel_reason: b.cancel_reason.map(Text::from),
+                details: created.details,
+            };
+            Ok((booking.details.booking_id, Arc::new(booking)))
+        }),
+        "bookings",
+    )?;
+    let external_refs =
+        index(t.external_refs.into_iter().map(|r| Ok((Text::from(r.external_ref), uuid(&r.booking_id)?))), "external refs")?;
+    let businesses = index(
+        t.businesses.into_iter().map(|b| {
+            use pb::snapshot_business::Phone;
+            let phone = match b.phone {
+                None => None,
+                Some(Phone::Pending(p)) => Some(PhoneState::Pending {
+                    claim_id: uuid(&p.claim_id)?,
+                    lease_expires_at: from_micros(p.lease_expires_at_micros, "lease_expires_at")?,
+                }),
+                Some(Phone::Active(a)) => Some(PhoneState::Active {
+                    claim_id: uuid(&a.claim_id)?,
+                    phone_number: a.phone_number.into(),
+                    provider_sid: a.provider_sid.into(),
+                }),
+            };
+            Ok((Text::from(b.business), Business { phone, failed_claim: optional_uuid_from(b.failed_claim)? }))
+        }),
+        "businesses",
+    )?;
+    let phone_owners = index(t.phone_owners.into_iter().map(|o| Ok((Text::from(o.phone_number), Text::from(o.business)))), "phone owners")?;
+    let calls = index(
+        t.calls.into_iter().map(|c| {
+            let call = Call {
+                call_id: uuid(&c.call_id)?,
+                campaign: c.campaign.into(),
+                to: c.to.into(),
+                state: from_pb_call_state(c.state)?,
+                started_at: from_micros(c.started_at_micros, "started_at")?,
+                position: c.position,
+            };
+            Ok((call.call_id, Arc::new(call)))
+        }),
+        "calls",
+    )?;
+    let mut calling = BTreeSet::new();
+    for c in t.calling {
+        if !calling.insert((from_micros(c.started_at_micros, "started_at")?, uuid(&c.call_id)?)) {
+            return Err(CodecError("a call in progress twice".into()));
+        }
+    }
+    let numbers = index(
+        t.numbers.into_iter().map(|n| {
+            let last_call = n.last_call.map(|l| Ok::<_, CodecError>((uuid(&l.call_id)?, from_micros(l.started_at_micros, "last_call")?)));
+            let number = NumberCalls {
+                last_call: last_call.transpose()?,
+                in_progress: optional_uuid_from(n.in_progress)?,
+                blocked: n.blocked.map(Text::from),
+            };
+            Ok((Text::from(n.number), number))
+        }),
+        "numbers",
+    )?;
+    let campaigns = index(
+        t.campaigns.into_iter().map(|c| {
+            let duplicates = c.duplicates_micros.into_iter().map(|m| from_micros(m, "duplicate")).collect::<Result<_, _>>()?;
+            let campaign =
+                Campaign { halt_reason: c.halt_reason.map(Text::from), consecutive_failures: c.consecutive_failures, duplicates };
+            Ok((Text::from(c.campaign), campaign))
+        }),
+        "campaigns",
+    )?;
+    let communities = index(
+        t.communities.into_iter().map(|c| {
+            let community = Community {
+                community_id: uuid(&c.community_id)?,
+                slug: c.slug.into(),
+                name: c.name.into(),
+                owner: c.owner.into(),
+                plan: c.plan.into(),
+                created_at: from_micros(c.created_at_micros, "created_at")?,
+                position: c.position,
+            };
+            Ok((community.slug.clone(), Arc::new(community)))
+        }),
+        "communities",
+    )?;
+    let slug_suffixes = index(t.slug_suffixes.into_iter().map(|s| Ok((Text::from(s.base), s.suffix))), "slug suffixes")?;
+    Ok(TenantState {
+        clinics,
+        bookings,
+        external_refs,
+        businesses,
+        phone_owners,
+        calls,
+        calling,
+        numbers,
+        campaigns,
+        communities,
+        slug_suffixes,
     })
 }
