@@ -13,6 +13,7 @@ use booking_ledger::core::{
 use booking_ledger::log::frame::{self, GENESIS_HASH, SegmentHeader};
 use booking_ledger::log::snapshot::{self, Logs};
 use booking_ledger::log::{FileLog, FileLogOptions, Log, MemoryLog, codec};
+use booking_ledger::snapshots::{self, Dirs};
 use chrono::{NaiveDate, TimeZone, Utc};
 use uuid::Uuid;
 
@@ -221,13 +222,12 @@ fn the_snapshot_format_matches_the_golden_vectors() {
     assert_eq!(state.idempotency.len(), 1);
 
     let dir = tempfile::tempdir().unwrap();
-    let (ledger, responses, snapshots) = (dir.path().join("ledger"), dir.path().join("responses"), dir.path().join("snapshots"));
-    std::fs::create_dir_all(&ledger).unwrap();
-    std::fs::write(ledger.join("00000000000000000001.seg"), segment(&events)).unwrap();
-    FileLog::open(&responses, FileLogOptions::default()).unwrap();
-    let link = booking_ledger::log::record_hash_at(&ledger, 17).unwrap().unwrap();
+    let dirs = Dirs { ledger: dir.path().join("ledger"), responses: dir.path().join("responses"), snapshots: dir.path().join("snapshots") };
+    std::fs::create_dir_all(&dirs.ledger).unwrap();
+    std::fs::write(dirs.ledger.join("00000000000000000001.seg"), segment(&events)).unwrap();
+    let link = booking_ledger::log::record_hash_at(&dirs.ledger, 17).unwrap().unwrap();
     let body = codec::encode_snapshot(&state, 0);
-    let (path, _) = snapshot::write_snapshot(&snapshots, 17, link, 0, GENESIS_HASH, &body).unwrap();
+    let (path, _) = snapshot::write_snapshot(&dirs.snapshots, 17, link, 0, GENESIS_HASH, &body).unwrap();
     let encoded = std::fs::read(&path).unwrap();
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
         std::fs::write(golden_snapshot_path(), to_hex(&encoded)).unwrap();
@@ -235,10 +235,19 @@ fn the_snapshot_format_matches_the_golden_vectors() {
     let golden = from_hex(&std::fs::read_to_string(golden_snapshot_path()).expect("proto/golden is committed"));
     assert_eq!(to_hex(&encoded), to_hex(&golden), "the snapshot encoding drifted from proto/golden");
 
-    // The golden bytes pass every check against that ledger and load as the state.
+    // The golden bytes pass every check against that ledger, load as the
+    // state, and start-up loads them and applies nothing after them.
     std::fs::write(&path, &golden).unwrap();
-    let logs = Logs { ledger: &ledger, ledger_last: 17, responses: &responses };
+    let (ledger, _) = FileLog::open(&dirs.ledger, FileLogOptions::default()).unwrap();
+    let (responses, _) = FileLog::open(&dirs.responses, FileLogOptions::default()).unwrap();
+    let logs = Logs { ledger: &dirs.ledger, ledger_last: 17, responses: &dirs.responses };
     assert!(snapshot::check(&path, 17, &logs, Some(Rules::default())).is_ok());
-    let loaded = snapshot::load_newest(&snapshots, &logs, Rules::default()).expect("the golden snapshot loads");
+    let loaded = snapshot::load_newest(&dirs.snapshots, &logs, Rules::default()).expect("the golden snapshot loads");
     assert_eq!(loaded.state, state);
+    let now = at(60);
+    let started = snapshots::recover(&ledger, &responses, &dirs, Rules::default(), now).unwrap();
+    assert_eq!(started.snapshot.map(|(position, _)| position), Some(17));
+    assert_eq!(started.recovered.events, 0);
+    let full = booking_ledger::writer::recover(&ledger, &responses, Rules::default(), now).unwrap().state;
+    assert_eq!(started.recovered.state, full);
 }

@@ -14,5 +14,6 @@ mod idempotency;
 mod limits;
 mod openapi;
 mod phones;
+mod snapshots;
 mod support;
 mod verify;
