@@ -119,6 +119,31 @@ impl IdempotencyTable {
     /// path it took. Costs a sort of the table: never for the writer's batches.
     pub fn settle(&mut self, now: DateTime<Utc>, retention: chrono::Duration) {
         self.entries.retain(|_, entry| now - entry.recorded_at < retention);
+        self.reindex();
+    }
+
+    /// A table holding `answers` (tenant, answer, when recorded), as a
+    /// snapshot kept them; None if two are for one scope. Built in one pass:
+    /// answers in scope order (a snapshot's) make the index at its right edge.
+    pub fn from_answers(answers: Vec<(Text, StoredResponse, DateTime<Utc>)>) -> Option<IdempotencyTable> {
+        let count = answers.len();
+        let entries: BTreeMap<Scope, Entry> = answers
+            .into_iter()
+            .map(|(tenant, response, recorded_at)| {
+                let scope = Scope { tenant, actor: response.actor.clone(), key: response.key.clone() };
+                (scope, Entry { response, recorded_at })
+            })
+            .collect();
+        if entries.len() != count {
+            return None;
+        }
+        let mut table = IdempotencyTable { entries, recorded: VecDeque::new() };
+        table.reindex();
+        Some(table)
+    }
+
+    /// Rebuilds the expiry queue from the answers held, in time order.
+    fn reindex(&mut self) {
         let mut recorded: Vec<(DateTime<Utc>, Scope)> = self.entries.iter().map(|(scope, e)| (e.recorded_at, scope.clone())).collect();
         // Stable: answers recorded at one instant stay in scope order.
         recorded.sort_by_key(|(at, _)| *at);
@@ -200,5 +225,20 @@ mod tests {
         assert_eq!(table.answers().map(|(_, r, _)| r.key.to_string()).collect::<Vec<_>>(), ["late"]);
         assert_eq!(table.expiry_order().map(|(at, _)| *at).collect::<Vec<_>>(), [t0 + Duration::hours(20)]);
         assert_ne!(table, expired, "tables holding other answers differ");
+    }
+
+    #[test]
+    fn a_table_rebuilt_from_its_answers_is_the_same_table() {
+        let t0 = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+        let mut table = IdempotencyTable::default();
+        for (i, key) in ["b", "a", "c"].into_iter().enumerate() {
+            table.record(&"t".into(), response(key, 1), t0 + Duration::minutes(i as i64));
+        }
+        let answers: Vec<_> = table.answers().map(|(tenant, response, at)| (tenant.clone(), response.clone(), at)).collect();
+        let rebuilt = IdempotencyTable::from_answers(answers.clone()).unwrap();
+        assert_eq!(rebuilt, table);
+        assert!(rebuilt.expiry_order().eq(table.expiry_order()), "the expiry queue in time order");
+        let twice = [answers.clone(), answers].concat();
+        assert_eq!(IdempotencyTable::from_answers(twice), None, "two answers for one key");
     }
 }

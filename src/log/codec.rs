@@ -3,7 +3,7 @@
 //! `proto/ledger.proto`: the only place that knows both the core's types and
 //! the wire schema. Every decode validates what the schema cannot express.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate, Utc};
@@ -11,9 +11,9 @@ use prost::Message;
 use uuid::Uuid;
 
 use crate::core::{
-    Booking, BookingCreated, BookingDetails, BookingKind, BookingStatus, Business, Call, CallState, Campaign, Clinic, Community, Day,
-    Doctor, Duplicate, Event, EventKind, IdempotencyTable, NumberCalls, PhoneState, Rejected, Rules, Schedule, State, StoredResponse,
-    TenantState, Text, format_date,
+    Booking, BookingCreated, BookingDetails, BookingKind, BookingStatus, Business, Call, CallState, Campaign, Community, Day, Doctor,
+    Duplicate, Event, EventKind, IdempotencyTable, NumberCalls, PhoneState, Rejected, Rules, Schedule, State, StoredResponse, TenantState,
+    Text, format_date,
 };
 
 #[allow(clippy::all, clippy::pedantic)]
@@ -403,194 +403,173 @@ fn call_state(state: CallState) -> pb::CallState {
 }
 
 /// The whole state as a snapshot's body, with the responses journal position
-/// it includes. One state always gives the same bytes: every list is in the
-/// order of the state's sorted indexes.
+/// it includes: a `Snapshot`, then one `SnapshotEntry` per entry of each index,
+/// each length-delimited. One state always gives the same bytes: entries come
+/// in the order of the state's sorted indexes.
 pub fn encode_snapshot(state: &State, responses_position: u64) -> Vec<u8> {
-    let tenants = state.tenants.iter().map(|(name, tenant)| to_pb_tenant(name, tenant)).collect();
-    let answers = state
-        .idempotency
-        .answers()
-        .map(|(tenant, response, recorded_at)| pb::SnapshotAnswer {
-            tenant: tenant.to_string(),
-            response: Some(to_pb_response(response)),
-            recorded_at_micros: micros(recorded_at),
-        })
-        .collect();
+    use pb::snapshot_entry::Entry;
+    let entries = state.tenants.values().map(|tenant| 1 + entry_count(tenant)).sum::<usize>() + state.idempotency.len();
+    let mut out = Vec::new();
     pb::Snapshot {
         position: state.position,
         recorded_at_last_micros: micros(state.recorded_at_last),
         responses_position,
         idempotency_retention_micros: duration_micros(state.rules.idempotency_retention),
         duplicate_window_micros: duration_micros(state.rules.duplicate_window),
-        tenants,
-        answers,
+        entries: entries as u64,
     }
-    .encode_to_vec()
+    .encode_length_delimited(&mut out)
+    .expect("a Vec grows as needed");
+    let mut written = 0;
+    let mut put = |entry: Entry| {
+        pb::SnapshotEntry { entry: Some(entry) }.encode_length_delimited(&mut out).expect("a Vec grows as needed");
+        written += 1;
+    };
+    for (name, tenant) in &state.tenants {
+        put(Entry::Tenant(name.to_string()));
+        put_tenant(tenant, &mut put);
+    }
+    for (tenant, response, recorded_at) in state.idempotency.answers() {
+        put(Entry::Answer(pb::SnapshotAnswer {
+            tenant: tenant.to_string(),
+            response: Some(to_pb_response(response)),
+            recorded_at_micros: micros(recorded_at),
+        }));
+    }
+    assert_eq!(written, entries, "the header counts the entries written");
+    out
 }
 
-fn to_pb_tenant(name: &str, tenant: &TenantState) -> pb::SnapshotTenant {
-    let clinics = tenant
-        .clinics
-        .iter()
-        .map(|(clinic, c)| pb::SnapshotClinic {
-            clinic: clinic.to_string(),
-            doctors: c
-                .doctors
-                .iter()
-                .map(|(doctor, d)| pb::SnapshotDoctor {
-                    doctor: doctor.to_string(),
-                    slots_per_day: d.schedule.slots_per_day,
-                    first_slot_minute: d.schedule.first_slot_minute,
-                    slot_minutes: d.schedule.slot_minutes,
-                    schedule_position: d.schedule_position,
-                    days: d
-                        .days
-                        .iter()
-                        .map(|(date, day)| pb::SnapshotDay {
-                            date: format_date(*date),
-                            slots: day
-                                .slots
-                                .iter()
-                                .map(|(slot, id)| pb::SnapshotSlot { slot: *slot, booking_id: id.as_bytes().to_vec() })
-                                .collect(),
-                            tokens_issued_advance: day.tokens_issued_advance,
-                            tokens_issued_walk_in: day.tokens_issued_walk_in,
-                        })
-                        .collect(),
-                })
-                .collect(),
-        })
-        .collect();
-    let bookings = tenant
-        .bookings
-        .iter()
-        .map(|(id, b)| {
-            assert_eq!(*id, b.details.booking_id, "bookings are indexed by their id");
-            pb::SnapshotBooking {
-                booking: Some(to_pb_booking(&b.details, b.token_number)),
-                cancelled: b.status == BookingStatus::Cancelled,
-                created_at_micros: micros(b.created_at),
-                position: b.position,
-                cancel_reason: optional_text(&b.cancel_reason),
-            }
-        })
-        .collect();
-    let external_refs = tenant
-        .external_refs
-        .iter()
-        .map(|(external_ref, id)| pb::SnapshotExternalRef { external_ref: external_ref.to_string(), booking_id: id.as_bytes().to_vec() })
-        .collect();
-    let businesses = tenant
-        .businesses
-        .iter()
-        .map(|(business, b)| pb::SnapshotBusiness {
-            business: business.to_string(),
-            phone: b.phone.as_ref().map(|phone| match phone {
-                PhoneState::Pending { claim_id, lease_expires_at } => pb::snapshot_business::Phone::Pending(pb::SnapshotPhonePending {
-                    claim_id: claim_id.as_bytes().to_vec(),
-                    lease_expires_at_micros: micros(*lease_expires_at),
-                }),
-                PhoneState::Active { claim_id, phone_number, provider_sid } => {
-                    pb::snapshot_business::Phone::Active(pb::SnapshotPhoneActive {
-                        claim_id: claim_id.as_bytes().to_vec(),
-                        phone_number: phone_number.to_string(),
-                        provider_sid: provider_sid.to_string(),
+/// The entries of one tenant's indexes, doctors (with their days) first.
+fn entry_count(tenant: &TenantState) -> usize {
+    tenant.clinics.values().map(|clinic| clinic.doctors.len()).sum::<usize>()
+        + tenant.bookings.len()
+        + tenant.external_refs.len()
+        + tenant.businesses.len()
+        + tenant.phone_owners.len()
+        + tenant.calls.len()
+        + tenant.calling.len()
+        + tenant.numbers.len()
+        + tenant.campaigns.len()
+        + tenant.communities.len()
+        + tenant.slug_suffixes.len()
+}
+
+fn put_tenant(tenant: &TenantState, put: &mut impl FnMut(pb::snapshot_entry::Entry)) {
+    use pb::snapshot_entry::Entry;
+    for (clinic, c) in &tenant.clinics {
+        for (doctor, d) in &c.doctors {
+            put(Entry::Doctor(pb::SnapshotDoctor {
+                clinic: clinic.to_string(),
+                doctor: doctor.to_string(),
+                slots_per_day: d.schedule.slots_per_day,
+                first_slot_minute: d.schedule.first_slot_minute,
+                slot_minutes: d.schedule.slot_minutes,
+                schedule_position: d.schedule_position,
+                days: d
+                    .days
+                    .iter()
+                    .map(|(date, day)| pb::SnapshotDay {
+                        date: format_date(*date),
+                        slots: day
+                            .slots
+                            .iter()
+                            .map(|(slot, id)| pb::SnapshotSlot { slot: *slot, booking_id: id.as_bytes().to_vec() })
+                            .collect(),
+                        tokens_issued_advance: day.tokens_issued_advance,
+                        tokens_issued_walk_in: day.tokens_issued_walk_in,
                     })
-                }
+                    .collect(),
+            }));
+        }
+    }
+    for (id, b) in &tenant.bookings {
+        assert_eq!(*id, b.details.booking_id, "bookings are indexed by their id");
+        put(Entry::Booking(pb::SnapshotBooking {
+            booking: Some(to_pb_booking(&b.details, b.token_number)),
+            cancelled: b.status == BookingStatus::Cancelled,
+            created_at_micros: micros(b.created_at),
+            position: b.position,
+            cancel_reason: optional_text(&b.cancel_reason),
+        }));
+    }
+    for (external_ref, id) in &tenant.external_refs {
+        put(Entry::ExternalRef(pb::SnapshotExternalRef { external_ref: external_ref.to_string(), booking_id: id.as_bytes().to_vec() }));
+    }
+    for (business, b) in &tenant.businesses {
+        let phone = b.phone.as_ref().map(|phone| match phone {
+            PhoneState::Pending { claim_id, lease_expires_at } => pb::snapshot_business::Phone::Pending(pb::SnapshotPhonePending {
+                claim_id: claim_id.as_bytes().to_vec(),
+                lease_expires_at_micros: micros(*lease_expires_at),
             }),
-            failed_claim: optional_uuid(&b.failed_claim),
-        })
-        .collect();
-    let phone_owners = tenant
-        .phone_owners
-        .iter()
-        .map(|(number, business)| pb::SnapshotPhoneOwner { phone_number: number.to_string(), business: business.to_string() })
-        .collect();
-    let calls = tenant
-        .calls
-        .iter()
-        .map(|(id, call)| {
-            assert_eq!(*id, call.call_id, "calls are indexed by their id");
-            pb::SnapshotCall {
-                call_id: id.as_bytes().to_vec(),
-                campaign: call.campaign.to_string(),
-                to: call.to.to_string(),
-                state: call_state(call.state).into(),
-                started_at_micros: micros(call.started_at),
-                position: call.position,
-            }
-        })
-        .collect();
-    let calling = tenant
-        .calling
-        .iter()
-        .map(|(at, id)| pb::SnapshotCalling { started_at_micros: micros(*at), call_id: id.as_bytes().to_vec() })
-        .collect();
-    let numbers = tenant
-        .numbers
-        .iter()
-        .map(|(number, n)| pb::SnapshotNumber {
+            PhoneState::Active { claim_id, phone_number, provider_sid } => pb::snapshot_business::Phone::Active(pb::SnapshotPhoneActive {
+                claim_id: claim_id.as_bytes().to_vec(),
+                phone_number: phone_number.to_string(),
+                provider_sid: provider_sid.to_string(),
+            }),
+        });
+        put(Entry::Business(pb::SnapshotBusiness { business: business.to_string(), phone, failed_claim: optional_uuid(&b.failed_claim) }));
+    }
+    for (number, business) in &tenant.phone_owners {
+        put(Entry::PhoneOwner(pb::SnapshotPhoneOwner { phone_number: number.to_string(), business: business.to_string() }));
+    }
+    for (id, call) in &tenant.calls {
+        assert_eq!(*id, call.call_id, "calls are indexed by their id");
+        put(Entry::Call(pb::SnapshotCall {
+            call_id: id.as_bytes().to_vec(),
+            campaign: call.campaign.to_string(),
+            to: call.to.to_string(),
+            state: call_state(call.state).into(),
+            started_at_micros: micros(call.started_at),
+            position: call.position,
+        }));
+    }
+    for (at, id) in &tenant.calling {
+        put(Entry::Calling(pb::SnapshotCalling { started_at_micros: micros(*at), call_id: id.as_bytes().to_vec() }));
+    }
+    for (number, n) in &tenant.numbers {
+        put(Entry::Number(pb::SnapshotNumber {
             number: number.to_string(),
             last_call: n.last_call.map(|(id, at)| pb::SnapshotLastCall { call_id: id.as_bytes().to_vec(), started_at_micros: micros(at) }),
             in_progress: optional_uuid(&n.in_progress),
             blocked: optional_text(&n.blocked),
-        })
-        .collect();
-    let campaigns = tenant
-        .campaigns
-        .iter()
-        .map(|(campaign, c)| pb::SnapshotCampaign {
+        }));
+    }
+    for (campaign, c) in &tenant.campaigns {
+        put(Entry::Campaign(pb::SnapshotCampaign {
             campaign: campaign.to_string(),
             halt_reason: optional_text(&c.halt_reason),
             consecutive_failures: c.consecutive_failures,
             duplicates_micros: c.duplicates.iter().copied().map(micros).collect(),
-        })
-        .collect();
-    let communities = tenant
-        .communities
-        .iter()
-        .map(|(slug, c)| {
-            assert_eq!(*slug, c.slug, "communities are indexed by their slug");
-            pb::SnapshotCommunity {
-                community_id: c.community_id.as_bytes().to_vec(),
-                slug: c.slug.to_string(),
-                name: c.name.to_string(),
-                owner: c.owner.to_string(),
-                plan: c.plan.to_string(),
-                created_at_micros: micros(c.created_at),
-                position: c.position,
-            }
-        })
-        .collect();
-    let slug_suffixes =
-        tenant.slug_suffixes.iter().map(|(base, suffix)| pb::SnapshotSlugSuffix { base: base.to_string(), suffix: *suffix }).collect();
-    pb::SnapshotTenant {
-        tenant: name.to_owned(),
-        clinics,
-        bookings,
-        external_refs,
-        businesses,
-        phone_owners,
-        calls,
-        calling,
-        numbers,
-        campaigns,
-        communities,
-        slug_suffixes,
+        }));
+    }
+    for (slug, c) in &tenant.communities {
+        assert_eq!(*slug, c.slug, "communities are indexed by their slug");
+        put(Entry::Community(pb::SnapshotCommunity {
+            community_id: c.community_id.as_bytes().to_vec(),
+            slug: c.slug.to_string(),
+            name: c.name.to_string(),
+            owner: c.owner.to_string(),
+            plan: c.plan.to_string(),
+            created_at_micros: micros(c.created_at),
+            position: c.position,
+        }));
+    }
+    for (base, suffix) in &tenant.slug_suffixes {
+        put(Entry::SlugSuffix(pb::SnapshotSlugSuffix { base: base.to_string(), suffix: *suffix }));
     }
 }
 
-/// Collects `(key, value)` pairs into an index; a key given twice is an error
-/// naming `what` (a snapshot is one state, whose indexes have unique keys).
-fn index<K: Ord, V>(pairs: impl IntoIterator<Item = Result<(K, V), CodecError>>, what: &str) -> Result<BTreeMap<K, V>, CodecError> {
-    let mut map = BTreeMap::new();
-    for pair in pairs {
-        let (key, value) = pair?;
-        if map.insert(key, value).is_some() {
-            return Err(CodecError(format!("two {what} under one key")));
+/// Inserts into an index; a key given twice is an error naming `what` (a
+/// snapshot is one state, whose indexes have unique keys).
+fn insert_new<K: Ord, V>(index: &mut BTreeMap<K, V>, key: K, value: V, what: &str) -> Result<(), CodecError> {
+    match index.entry(key) {
+        std::collections::btree_map::Entry::Vacant(vacant) => {
+            vacant.insert(value);
+            Ok(())
         }
+        std::collections::btree_map::Entry::Occupied(_) => Err(CodecError(format!("two {what} under one key"))),
     }
-    Ok(map)
 }
 
 fn optional_uuid_from(bytes: Option<Vec<u8>>) -> Result<Option<Uuid>, CodecError> {
@@ -602,9 +581,13 @@ fn duration_from_micros(micros: i64) -> chrono::Duration {
 }
 
 /// A snapshot's body back as the state, under `rules` (the configured ones;
-/// [`DecodedSnapshot::rules`] says which the snapshot was taken under).
+/// [`DecodedSnapshot::rules`] says which the snapshot was taken under). Each
+/// entry is decoded and put in the state before the next: the body is never
+/// held as protobuf messages all at once.
 pub fn decode_snapshot(bytes: &[u8], rules: Rules) -> Result<DecodedSnapshot, CodecError> {
-    let snapshot = pb::Snapshot::decode(bytes)?;
+    use pb::snapshot_entry::Entry;
+    let mut body = bytes;
+    let snapshot = pb::Snapshot::decode_length_delimited(&mut body)?;
     let taken_under = SnapshotRules {
         idempotency_retention: duration_from_micros(snapshot.idempotency_retention_micros),
         duplicate_window: duration_from_micros(snapshot.duplicate_window_micros),
@@ -612,26 +595,34 @@ pub fn decode_snapshot(bytes: &[u8], rules: Rules) -> Result<DecodedSnapshot, Co
     let mut state = State::new(rules);
     state.position = snapshot.position;
     state.recorded_at_last = from_micros(snapshot.recorded_at_last_micros, "recorded_at_last")?;
-    state.tenants = index(snapshot.tenants.into_iter().map(|t| Ok((Text::from(t.tenant.as_str()), from_pb_tenant(t)?))), "tenants")?;
-    let mut answers = snapshot
-        .answers
-        .into_iter()
-        .map(|a| {
-            let response = a.response.ok_or_else(|| CodecError("an answer without its response".into()))?;
-            Ok((from_micros(a.recorded_at_micros, "recorded_at")?, Text::from(a.tenant), from_pb_response(response)?))
-        })
-        .collect::<Result<Vec<_>, CodecError>>()?;
-    // Recorded oldest first, as the writer recorded them: the table's expiry queue is in time order.
-    answers.sort_by_key(|(at, _, _)| *at);
-    let count = answers.len();
-    let mut table = IdempotencyTable::default();
-    for (at, tenant, response) in answers {
-        table.record(&tenant, response, at);
+    let mut tenant: Option<(Text, TenantState)> = None;
+    let mut answers = Vec::new();
+    for _ in 0..snapshot.entries {
+        let entry = pb::SnapshotEntry::decode_length_delimited(&mut body)?;
+        match entry.entry.ok_or_else(|| CodecError("an empty snapshot entry".into()))? {
+            Entry::Tenant(name) => {
+                if let Some((name, entries)) = tenant.take() {
+                    insert_new(&mut state.tenants, name, entries, "tenants")?;
+                }
+                tenant = Some((name.into(), TenantState::default()));
+            }
+            Entry::Answer(a) => {
+                let response = a.response.ok_or_else(|| CodecError("an answer without its response".into()))?;
+                answers.push((Text::from(a.tenant), from_pb_response(response)?, from_micros(a.recorded_at_micros, "recorded_at")?));
+            }
+            entry => {
+                let (_, entries) = tenant.as_mut().ok_or_else(|| CodecError("a snapshot entry before its tenant".into()))?;
+                add_entry(entries, entry)?;
+            }
+        }
     }
-    if table.len() != count {
-        return Err(CodecError("two answers for one idempotency key".into()));
+    if let Some((name, entries)) = tenant.take() {
+        insert_new(&mut state.tenants, name, entries, "tenants")?;
     }
-    state.idempotency = table;
+    if !body.is_empty() {
+        return Err(CodecError(format!("{} bytes after the last of {} entries", body.len(), snapshot.entries)));
+    }
+    state.idempotency = IdempotencyTable::from_answers(answers).ok_or_else(|| CodecError("two answers for one idempotency key".into()))?;
     Ok(DecodedSnapshot { state, responses_position: snapshot.responses_position, rules: taken_under })
 }
 
@@ -649,11 +640,12 @@ fn from_pb_call_state(state: i32) -> Result<CallState, CodecError> {
 fn from_pb_doctor(d: pb::SnapshotDoctor) -> Result<Doctor, CodecError> {
     let mut days = BTreeMap::new();
     for day in d.days {
-        let slots = index(day.slots.into_iter().map(|s| Ok((s.slot, uuid(&s.booking_id)?))), "bookings of a slot")?;
-        let tokens = Day { slots, tokens_issued_advance: day.tokens_issued_advance, tokens_issued_walk_in: day.tokens_issued_walk_in };
-        if days.insert(parse_date(&day.date)?, tokens).is_some() {
-            return Err(CodecError(format!("day {} of doctor {} twice", day.date, d.doctor)));
+        let mut slots = BTreeMap::new();
+        for s in day.slots {
+            insert_new(&mut slots, s.slot, uuid(&s.booking_id)?, "bookings of a slot")?;
         }
+        let tokens = Day { slots, tokens_issued_advance: day.tokens_issued_advance, tokens_issued_walk_in: day.tokens_issued_walk_in };
+        insert_new(&mut days, parse_date(&day.date)?, tokens, "days of a doctor")?;
     }
     Ok(Doctor {
         schedule: Schedule { slots_per_day: d.slots_per_day, first_slot_minute: d.first_slot_minute, slot_minutes: d.slot_minutes },
@@ -662,16 +654,16 @@ fn from_pb_doctor(d: pb::SnapshotDoctor) -> Result<Doctor, CodecError> {
     })
 }
 
-fn from_pb_tenant(t: pb::SnapshotTenant) -> Result<TenantState, CodecError> {
-    let mut clinics = BTreeMap::new();
-    for c in t.clinics {
-        let doctors = index(c.doctors.into_iter().map(|d| Ok((Text::from(d.doctor.as_str()), from_pb_doctor(d)?))), "doctors of a clinic")?;
-        if clinics.insert(Text::from(c.clinic), Clinic { doctors }).is_some() {
-            return Err(CodecError("two clinics under one key".into()));
+/// Puts one entry of one tenant's indexes in its place.
+fn add_entry(t: &mut TenantState, entry: pb::snapshot_entry::Entry) -> Result<(), CodecError> {
+    use pb::snapshot_entry::Entry;
+    match entry {
+        Entry::Doctor(d) => {
+            let (clinic, name) = (Text::from(d.clinic.as_str()), Text::from(d.doctor.as_str()));
+            let doctor = from_pb_doctor(d)?;
+            insert_new(&mut t.clinics.entry(clinic).or_default().doctors, name, doctor, "doctors of a clinic")
         }
-    }
-    let bookings = index(
-        t.bookings.into_iter().map(|b| {
+        Entry::Booking(b) => {
             let created = from_pb_booking(b.booking.ok_or_else(|| CodecError("a booking without its details".into()))?)?;
             let booking = Booking {
                 token_number: created.token_number,
@@ -681,14 +673,10 @@ fn from_pb_tenant(t: pb::SnapshotTenant) -> Result<TenantState, CodecError> {
                 cancel_reason: b.cancel_reason.map(Text::from),
                 details: created.details,
             };
-            Ok((booking.details.booking_id, Arc::new(booking)))
-        }),
-        "bookings",
-    )?;
-    let external_refs =
-        index(t.external_refs.into_iter().map(|r| Ok((Text::from(r.external_ref), uuid(&r.booking_id)?))), "external refs")?;
-    let businesses = index(
-        t.businesses.into_iter().map(|b| {
+            insert_new(&mut t.bookings, booking.details.booking_id, Arc::new(booking), "bookings")
+        }
+        Entry::ExternalRef(r) => insert_new(&mut t.external_refs, Text::from(r.external_ref), uuid(&r.booking_id)?, "external refs"),
+        Entry::Business(b) => {
             use pb::snapshot_business::Phone;
             let phone = match b.phone {
                 None => None,
@@ -702,13 +690,11 @@ fn from_pb_tenant(t: pb::SnapshotTenant) -> Result<TenantState, CodecError> {
                     provider_sid: a.provider_sid.into(),
                 }),
             };
-            Ok((Text::from(b.business), Business { phone, failed_claim: optional_uuid_from(b.failed_claim)? }))
-        }),
-        "businesses",
-    )?;
-    let phone_owners = index(t.phone_owners.into_iter().map(|o| Ok((Text::from(o.phone_number), Text::from(o.business)))), "phone owners")?;
-    let calls = index(
-        t.calls.into_iter().map(|c| {
+            let business = Business { phone, failed_claim: optional_uuid_from(b.failed_claim)? };
+            insert_new(&mut t.businesses, Text::from(b.business), business, "businesses")
+        }
+        Entry::PhoneOwner(o) => insert_new(&mut t.phone_owners, Text::from(o.phone_number), Text::from(o.business), "phone owners"),
+        Entry::Call(c) => {
             let call = Call {
                 call_id: uuid(&c.call_id)?,
                 campaign: c.campaign.into(),
@@ -717,39 +703,31 @@ fn from_pb_tenant(t: pb::SnapshotTenant) -> Result<TenantState, CodecError> {
                 started_at: from_micros(c.started_at_micros, "started_at")?,
                 position: c.position,
             };
-            Ok((call.call_id, Arc::new(call)))
-        }),
-        "calls",
-    )?;
-    let mut calling = BTreeSet::new();
-    for c in t.calling {
-        if !calling.insert((from_micros(c.started_at_micros, "started_at")?, uuid(&c.call_id)?)) {
-            return Err(CodecError("a call in progress twice".into()));
+            insert_new(&mut t.calls, call.call_id, Arc::new(call), "calls")
         }
-    }
-    let numbers = index(
-        t.numbers.into_iter().map(|n| {
+        Entry::Calling(c) => {
+            if t.calling.insert((from_micros(c.started_at_micros, "started_at")?, uuid(&c.call_id)?)) {
+                Ok(())
+            } else {
+                Err(CodecError("a call in progress twice".into()))
+            }
+        }
+        Entry::Number(n) => {
             let last_call = n.last_call.map(|l| Ok::<_, CodecError>((uuid(&l.call_id)?, from_micros(l.started_at_micros, "last_call")?)));
             let number = NumberCalls {
                 last_call: last_call.transpose()?,
                 in_progress: optional_uuid_from(n.in_progress)?,
                 blocked: n.blocked.map(Text::from),
             };
-            Ok((Text::from(n.number), number))
-        }),
-        "numbers",
-    )?;
-    let campaigns = index(
-        t.campaigns.into_iter().map(|c| {
+            insert_new(&mut t.numbers, Text::from(n.number), number, "numbers")
+        }
+        Entry::Campaign(c) => {
             let duplicates = c.duplicates_micros.into_iter().map(|m| from_micros(m, "duplicate")).collect::<Result<_, _>>()?;
             let campaign =
                 Campaign { halt_reason: c.halt_reason.map(Text::from), consecutive_failures: c.consecutive_failures, duplicates };
-            Ok((Text::from(c.campaign), campaign))
-        }),
-        "campaigns",
-    )?;
-    let communities = index(
-        t.communities.into_iter().map(|c| {
+            insert_new(&mut t.campaigns, Text::from(c.campaign), campaign, "campaigns")
+        }
+        Entry::Community(c) => {
             let community = Community {
                 community_id: uuid(&c.community_id)?,
                 slug: c.slug.into(),
@@ -759,22 +737,9 @@ fn from_pb_tenant(t: pb::SnapshotTenant) -> Result<TenantState, CodecError> {
                 created_at: from_micros(c.created_at_micros, "created_at")?,
                 position: c.position,
             };
-            Ok((community.slug.clone(), Arc::new(community)))
-        }),
-        "communities",
-    )?;
-    let slug_suffixes = index(t.slug_suffixes.into_iter().map(|s| Ok((Text::from(s.base), s.suffix))), "slug suffixes")?;
-    Ok(TenantState {
-        clinics,
-        bookings,
-        external_refs,
-        businesses,
-        phone_owners,
-        calls,
-        calling,
-        numbers,
-        campaigns,
-        communities,
-        slug_suffixes,
-    })
+            insert_new(&mut t.communities, community.slug.clone(), Arc::new(community), "communities")
+        }
+        Entry::SlugSuffix(s) => insert_new(&mut t.slug_suffixes, Text::from(s.base), s.suffix, "slug suffixes"),
+        Entry::Tenant(_) | Entry::Answer(_) => unreachable!("tenants and answers are not a tenant's entries"),
+    }
 }
