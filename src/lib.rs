@@ -5,13 +5,15 @@
 //! in-memory projection with the pure core ([`core`]), appends the resulting
 //! events to the checksummed, hash-chained log ([`log`]), makes them durable
 //! with one fdatasync per batch, and only then answers. At start the
-//! projection is recovered from the log.
+//! projection is recovered from the newest snapshot and the log after it.
 //!
 //! - [`core`]: commands, events, rejections, `decide` and `apply`. No I/O, no clock.
 //! - [`log`]: the segmented append-only file format and its in-memory twin.
 //! - [`writer`]: the single-writer actor, the only code that calls both.
 //! - [`http`]: the HTTP API of `shared/API.md`.
 //! - [`forensics`]: the read side for investigators (audit, clinic index, JSON, timeline).
+//! - [`snapshots`]: the state written beside the ledger every so many events, so
+//!   that start-up applies only the events after the newest snapshot.
 //! - [`cli`]: configuration, start-up, shutdown, and the offline commands.
 //! - [`metrics`]: Prometheus counters and histograms.
 //!
@@ -26,4 +28,5 @@ pub mod http;
 pub mod log;
 pub mod metrics;
 pub mod rejections;
+pub mod snapshots;
 pub mod writer;

@@ -13,6 +13,14 @@ pub struct Metrics {
     pub fsync_seconds: Histogram,
     pub queue_depth: IntGauge,
     pub recovered_events: IntGauge,
+    /// The position of the snapshot start-up recovered from (0: none, the whole log).
+    pub recovered_snapshot_position: IntGauge,
+    /// The position of the last snapshot the snapshot thread wrote.
+    pub snapshot_position: IntGauge,
+    /// Time to take one snapshot: load the last, apply the events after it, write it.
+    pub snapshot_seconds: Histogram,
+    /// Snapshots the snapshot thread failed to take.
+    pub snapshot_failures: IntCounter,
     /// Refused commands the rejection journal dropped (queue full, or it failed).
     pub rejections_dropped: IntGauge,
     /// Idempotency answers held, against `idempotency_keys_max`.
@@ -47,6 +55,23 @@ impl Metrics {
         .unwrap();
         let queue_depth = IntGauge::new("ledger_queue_depth", "Commands waiting for the writer when it last took a batch.").unwrap();
         let recovered_events = IntGauge::new("ledger_recovered_events", "Events applied by the start-up recovery.").unwrap();
+        let recovered_snapshot_position = IntGauge::new(
+            "ledger_recovered_snapshot_position",
+            "The position of the snapshot the start-up recovery started from (0: none, the whole log).",
+        )
+        .unwrap();
+        let snapshot_position =
+            IntGauge::new("ledger_snapshot_position", "The position of the last snapshot the snapshot thread wrote (0: none yet).")
+                .unwrap();
+        let snapshot_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "ledger_snapshot_seconds",
+                "Time to take one snapshot: load the last one, apply the events after it, write it.",
+            )
+            .buckets(prometheus::exponential_buckets(0.001, 4.0, 10).unwrap()),
+        )
+        .unwrap();
+        let snapshot_failures = IntCounter::new("ledger_snapshot_failures_total", "Snapshots the snapshot thread failed to take.").unwrap();
         let rejections_dropped = IntGauge::new(
             "ledger_rejections_dropped",
             "Refused commands the rejection journal dropped (its queue was full, or it failed).",
@@ -70,6 +95,10 @@ impl Metrics {
             Box::new(fsync_seconds.clone()),
             Box::new(queue_depth.clone()),
             Box::new(recovered_events.clone()),
+            Box::new(recovered_snapshot_position.clone()),
+            Box::new(snapshot_position.clone()),
+            Box::new(snapshot_seconds.clone()),
+            Box::new(snapshot_failures.clone()),
             Box::new(rejections_dropped.clone()),
             Box::new(idempotency_keys.clone()),
             Box::new(connections_open.clone()),
@@ -85,6 +114,10 @@ impl Metrics {
             fsync_seconds,
             queue_depth,
             recovered_events,
+            recovered_snapshot_position,
+            snapshot_position,
+            snapshot_seconds,
+            snapshot_failures,
             rejections_dropped,
             idempotency_keys,
             connections_open,

@@ -13,6 +13,7 @@ use crate::http::extract::valid_tenant;
 use crate::http::server::ConnectionLimits;
 use crate::log::FileLogOptions;
 use crate::rejections::JournalConfig;
+use crate::snapshots::SnapshotConfig;
 use crate::writer::WriterConfig;
 
 pub const DEFAULT_DATA_DIR: &str = "data";
@@ -67,6 +68,10 @@ pub struct LimitsSection {
     pub header_timeout_secs: u64,
     /// A whole request must arrive within this, or it is answered 408.
     pub request_timeout_secs: u64,
+    /// A snapshot of the state is written each time the ledger grows this many events.
+    pub snapshot_every_events: u64,
+    /// Snapshots beyond the newest this many are deleted.
+    pub snapshots_kept: usize,
 }
 
 impl Default for LimitsSection {
@@ -86,6 +91,8 @@ impl Default for LimitsSection {
             max_connections: connections.connections_max,
             header_timeout_secs: connections.header_timeout.as_secs(),
             request_timeout_secs: connections.request_timeout.as_secs(),
+            snapshot_every_events: SnapshotConfig::default().every_events,
+            snapshots_kept: SnapshotConfig::default().kept,
         }
     }
 }
@@ -143,6 +150,7 @@ pub struct Config {
     pub journal: JournalConfig,
     pub read: ReadLimits,
     pub connections: ConnectionLimits,
+    pub snapshots: SnapshotConfig,
     /// (secret, token); empty means "create an admin token in the data directory".
     pub tokens: Vec<(String, Token)>,
 }
@@ -208,6 +216,10 @@ impl Config {
             header_timeout: std::time::Duration::from_secs(header_timeout_secs),
             request_timeout: std::time::Duration::from_secs(request_timeout_secs),
         };
+        let snapshots = SnapshotConfig {
+            every_events: check_range("limits.snapshot_every_events", limits.snapshot_every_events, 1, 1 << 40)?,
+            kept: check_range("limits.snapshots_kept", limits.snapshots_kept, 1, 1000)?,
+        };
         let seconds = |field: &str, value: u64| -> Result<chrono::Duration, ConfigError> {
             Ok(chrono::Duration::seconds(check_range(field, value, 1, 365 * 86400)? as i64))
         };
@@ -258,6 +270,7 @@ impl Config {
             journal,
             read,
             connections,
+            snapshots,
             tokens,
         })
     }
@@ -291,6 +304,7 @@ mod tests {
             (config.connections.connections_max, config.connections.header_timeout.as_secs(), config.connections.request_timeout.as_secs()),
             (10_000, 10, 30)
         );
+        assert_eq!((config.snapshots.every_events, config.snapshots.kept), (1_000_000, 2));
         assert_eq!(config.listen.to_string(), DEFAULT_LISTEN);
         assert_eq!(config.tokens[0].1, Token { name: "kloqo-web".into(), tenants: vec!["kloqo".into()], role: Role::Client });
     }
@@ -306,6 +320,9 @@ mod tests {
             ("[limits]\nmax_connections = 0", "limits.max_connections"),
             ("[limits]\nrequest_timeout_secs = 0", "limits.request_timeout_secs"),
             ("[limits]\nheader_timeout_secs = 31", "limits.header_timeout_secs"),
+            ("[limits]\nsnapshot_every_events = 0", "limits.snapshot_every_events"),
+            ("[limits]\nsnapshots_kept = 0", "limits.snapshots_kept"),
+            ("[limits]\nsnapshots_kept = 1001", "limits.snapshots_kept"),
             ("[server]\nlisten = \"nowhere\"", "server.listen"),
             ("[rules]\nfreshness_window_secs = -1", "freshness_window_secs"),
             ("[[token]]\nname = \"a\"\nsecret = \" padded \"\ntenants = [\"x\"]\nrole = \"client\"", "token[0].secret"),

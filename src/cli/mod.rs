@@ -1,5 +1,5 @@
 //! The command line: `ledger serve` and the offline commands (`replay`,
-//! `export`, `slots`, `audit`, `verify`).
+//! `export`, `slots`, `audit`, `verify`, `snapshot`).
 //! Configuration, start-up and shutdown live here; `anyhow` only at this edge.
 
 pub mod audit;
@@ -7,6 +7,7 @@ pub mod config;
 pub mod replay;
 pub mod serve;
 pub mod slots;
+pub mod snapshot;
 pub mod verify;
 
 use std::path::PathBuf;
@@ -39,12 +40,14 @@ pub enum CommandLine {
     Replay(replay::ReplayArgs),
     /// Re-derive the ledger's invariants from its raw events; exit 1 listing any violation (offline).
     Audit(audit::AuditArgs),
-    /// Check every record's checksum and the hash chain, and the journals; exit 1 at the first bad record (offline).
+    /// Check every record's checksum and the hash chain, the journals and the snapshots; exit 1 at the first bad record or any bad snapshot (offline).
     Verify(verify::VerifyArgs),
     /// Print a clinic's slots on a date, now or as of a position, as a table (offline).
     Slots(slots::SlotsArgs),
     /// Print every event as JSON lines (offline).
     Export(replay::ExportArgs),
+    /// Write a snapshot of the state at the ledger's last position, which the next start loads (offline).
+    Snapshot(snapshot::SnapshotArgs),
 }
 
 /// Exit codes: 0 clean, 1 a runtime failure, 2 a configuration mistake.
@@ -81,6 +84,7 @@ pub fn main() -> std::process::ExitCode {
         CommandLine::Verify(args) => offline(verify::run(&args)),
         CommandLine::Slots(args) => offline(slots::run(&args)),
         CommandLine::Export(args) => offline(replay::export(&args)),
+        CommandLine::Snapshot(args) => offline(snapshot::run(&args)),
     }
 }
 

@@ -1,6 +1,7 @@
 //! `ledger serve`: start-up (lock the data directory, listen, rebuild the
-//! projections from the log, start the writer) and graceful shutdown (stop
-//! accepting, drain the writer's queue, exit).
+//! projections from the newest snapshot and the log, start the writer and the
+//! snapshot thread) and graceful shutdown (stop accepting, drain the writer's
+//! queue, stop the snapshot thread, exit).
 
 use std::fs::{self, File, OpenOptions};
 use std::future::Future;
@@ -20,13 +21,20 @@ use crate::http::auth::{Auth, Role, Token};
 use crate::http::{AppState, app, views};
 use crate::log::{FileLog, FileLogOptions, Log};
 use crate::metrics::Metrics;
-use crate::writer::{self, Clock, RecoverError, Writer};
+use crate::snapshots::{self, Dirs};
+use crate::writer::{Clock, RecoverError, Writer};
 
 pub const LEDGER_DIR: &str = "ledger";
 pub const RESPONSES_DIR: &str = "responses";
 pub const REJECTIONS_DIR: &str = "rejections";
+pub const SNAPSHOTS_DIR: &str = "snapshots";
 pub const ADMIN_TOKEN_FILE: &str = "admin.token";
 pub const LOCK_FILE: &str = "LOCK";
+
+/// Where the data directory keeps the logs snapshots are taken from, and its snapshots.
+pub fn snapshot_dirs(data_dir: &Path) -> Dirs {
+    Dirs { ledger: data_dir.join(LEDGER_DIR), responses: data_dir.join(RESPONSES_DIR), snapshots: data_dir.join(SNAPSHOTS_DIR) }
+}
 
 /// Holds the data directory for this process: a second server, or an offline
 /// command, on the same directory is refused.
@@ -124,12 +132,15 @@ pub async fn serve(
     };
     let server = tokio::spawn(crate::http::server::serve(listener, app(state.clone()), config.connections, metrics.clone(), stop));
 
-    let (rules, log_options, writer_config) = (config.rules, config.log, config.writer);
+    let (rules, log_options, writer_config, snapshot_config) = (config.rules, config.log, config.writer, config.snapshots);
     let ledger_dir_for_forensics = ledger_dir.clone();
+    let dirs = snapshot_dirs(&data_dir);
+    let dirs_for_snapshots = dirs.clone();
     let recovered = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
         let log = open_log(&ledger_dir, log_options)?;
-        let responses = open_log(&data_dir.join(RESPONSES_DIR), log_options)?;
-        let recovered = writer::recover(&log, &responses, rules, clock.now()).context("rebuilding the projections from the log")?;
+        let responses = open_log(&dirs.responses, log_options)?;
+        let recovered =
+            snapshots::recover(&log, &responses, &dirs, rules, clock.now()).context("rebuilding the projections from the log")?;
         Ok((log, responses, recovered, clock))
     })
     .await?;
@@ -151,26 +162,37 @@ pub async fn serve(
             return Err(error);
         }
     };
+    let (recovered, snapshot) = (recovered.recovered, recovered.snapshot);
+    let snapshot_position = snapshot.as_ref().map_or(0, |(position, _)| *position);
+    let from = match &snapshot {
+        Some((position, path)) => format!("snapshot {} (position {position}) and", path.display()),
+        None => "the whole log:".to_owned(),
+    };
     tracing::info!(
+        snapshot_position,
         events = recovered.events,
         stored_responses = recovered.responses,
         position = recovered.state.position,
         elapsed_ms = recovered.elapsed.as_millis() as u64,
-        "recovered {} events in {:.3} s; ready",
+        "recovered from {from} {} events in {:.3} s; ready",
         recovered.events,
         recovered.elapsed.as_secs_f64()
     );
     metrics.recovered_events.set(recovered.events as i64);
+    metrics.recovered_snapshot_position.set(snapshot_position as i64);
     let log: Box<dyn Log> = Box::new(log);
-    let writer = Writer::new(log, Box::new(responses), recovered.state, views::render, clock, writer_config, metrics).with_journal(journal);
+    let writer =
+        Writer::new(log, Box::new(responses), recovered.state, views::render, clock, writer_config, metrics.clone()).with_journal(journal);
     let (handle, thread) = writer.spawn();
     tokio::spawn(crate::forensics::follower::follow(indexes, handle.durable()));
+    let snapshot_thread = snapshots::spawn(dirs_for_snapshots, rules, snapshot_config, handle.durable(), snapshot_position, metrics);
     state.set_writer(handle);
 
     let served = server.await.context("the server task")?;
     // The last handle goes with the state: the writer drains its queue and stops.
     drop(state);
     tokio::task::spawn_blocking(move || thread.join()).await?.map_err(|_| anyhow::anyhow!("the writer thread panicked"))?;
+    tokio::task::spawn_blocking(move || snapshot_thread.stop()).await?.map_err(|_| anyhow::anyhow!("the snapshot thread panicked"))?;
     served.context("serving HTTP")?;
     tracing::info!("stopped cleanly");
     Ok(())

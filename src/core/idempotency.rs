@@ -46,12 +46,24 @@ pub enum IdempotencyCheck {
     Reused,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct IdempotencyTable {
     entries: BTreeMap<Scope, Entry>,
     /// Scopes in the order they were recorded, for expiry from the front.
     recorded: VecDeque<(DateTime<Utc>, Scope)>,
 }
+
+/// Two tables are equal when they hold the same answers. The expiry queue is
+/// an index derived from them whose order depends on the path taken (the
+/// writer records in time order; a recovery records the ledger's answers and
+/// then the responses journal's), so it is not compared.
+impl PartialEq for IdempotencyTable {
+    fn eq(&self, other: &IdempotencyTable) -> bool {
+        self.entries == other.entries
+    }
+}
+
+impl Eq for IdempotencyTable {}
 
 impl IdempotencyTable {
     pub fn check(&self, scope: &Scope, fingerprint: &Fingerprint, now: DateTime<Utc>, retention: chrono::Duration) -> IdempotencyCheck {
@@ -100,6 +112,55 @@ impl IdempotencyTable {
         expired
     }
 
+    /// Forgets every answer recorded at or before `now - retention`, whatever
+    /// the order answers were recorded in, and puts the expiry queue in time
+    /// order. For a recovery, which records the answers of two logs (and of a
+    /// snapshot) out of time order, so that it holds the same answers whichever
+    /// path it took. Costs a sort of the table: never for the writer's batches.
+    pub fn settle(&mut self, now: DateTime<Utc>, retention: chrono::Duration) {
+        self.entries.retain(|_, entry| now - entry.recorded_at < retention);
+        self.reindex();
+    }
+
+    /// A table holding `answers` (tenant, answer, when recorded), as a
+    /// snapshot kept them; None if two are for one scope. Built in one pass:
+    /// answers in scope order (a snapshot's) make the index at its right edge.
+    pub fn from_answers(answers: Vec<(Text, StoredResponse, DateTime<Utc>)>) -> Option<IdempotencyTable> {
+        let count = answers.len();
+        let entries: BTreeMap<Scope, Entry> = answers
+            .into_iter()
+            .map(|(tenant, response, recorded_at)| {
+                let scope = Scope { tenant, actor: response.actor.clone(), key: response.key.clone() };
+                (scope, Entry { response, recorded_at })
+            })
+            .collect();
+        if entries.len() != count {
+            return None;
+        }
+        let mut table = IdempotencyTable { entries, recorded: VecDeque::new() };
+        table.reindex();
+        Some(table)
+    }
+
+    /// Rebuilds the expiry queue from the answers held, in time order.
+    fn reindex(&mut self) {
+        let mut recorded: Vec<(DateTime<Utc>, Scope)> = self.entries.iter().map(|(scope, e)| (e.recorded_at, scope.clone())).collect();
+        // Stable: answers recorded at one instant stay in scope order.
+        recorded.sort_by_key(|(at, _)| *at);
+        self.recorded = recorded.into();
+    }
+
+    /// Every answer held, by scope: its tenant, the answer, when it was recorded.
+    pub fn answers(&self) -> impl Iterator<Item = (&Text, &StoredResponse, DateTime<Utc>)> {
+        self.entries.iter().map(|(scope, entry)| (&scope.tenant, &entry.response, entry.recorded_at))
+    }
+
+    /// The expiry queue, front first: which answer `expire` looks at next. For
+    /// tests that check two copies of the table record in the same order.
+    pub fn expiry_order(&self) -> impl Iterator<Item = &(DateTime<Utc>, Scope)> {
+        self.recorded.iter()
+    }
+
     /// True if an answer for `scope` is held, expired or not: recording one
     /// for it again replaces that answer rather than growing the table.
     pub fn holds(&self, scope: &Scope) -> bool {
@@ -145,5 +206,39 @@ mod tests {
         assert_eq!(table.expire(t0 + Duration::hours(1), day, 10), 0);
         assert_eq!(table.expire(t0 + day, day, 10), 1);
         assert!(table.is_empty());
+    }
+
+    /// Answers recorded out of time order (a recovery reads two logs): `expire`
+    /// stops at the first live answer in the queue, `settle` forgets every
+    /// expired one and leaves the queue in time order.
+    #[test]
+    fn settle_forgets_every_expired_answer_whatever_the_order_recorded() {
+        let t0 = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+        let day = Duration::hours(24);
+        let mut table = IdempotencyTable::default();
+        table.record(&"t".into(), response("late", 1), t0 + Duration::hours(20));
+        table.record(&"t".into(), response("early", 1), t0);
+        let mut expired = table.clone();
+        assert_eq!(expired.expire(t0 + day, day, usize::MAX), 0, "the queue's front is live");
+        assert_eq!(expired.len(), 2);
+        table.settle(t0 + day, day);
+        assert_eq!(table.answers().map(|(_, r, _)| r.key.to_string()).collect::<Vec<_>>(), ["late"]);
+        assert_eq!(table.expiry_order().map(|(at, _)| *at).collect::<Vec<_>>(), [t0 + Duration::hours(20)]);
+        assert_ne!(table, expired, "tables holding other answers differ");
+    }
+
+    #[test]
+    fn a_table_rebuilt_from_its_answers_is_the_same_table() {
+        let t0 = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+        let mut table = IdempotencyTable::default();
+        for (i, key) in ["b", "a", "c"].into_iter().enumerate() {
+            table.record(&"t".into(), response(key, 1), t0 + Duration::minutes(i as i64));
+        }
+        let answers: Vec<_> = table.answers().map(|(tenant, response, at)| (tenant.clone(), response.clone(), at)).collect();
+        let rebuilt = IdempotencyTable::from_answers(answers.clone()).unwrap();
+        assert_eq!(rebuilt, table);
+        assert!(rebuilt.expiry_order().eq(table.expiry_order()), "the expiry queue in time order");
+        let twice = [answers.clone(), answers].concat();
+        assert_eq!(IdempotencyTable::from_answers(twice), None, "two answers for one key");
     }
 }

@@ -1,7 +1,9 @@
-//! The encoding of ledger events and stored responses as the protobuf messages
-//! of `proto/ledger.proto`: the only place that knows both the core's types and
+//! The encoding of ledger events, stored responses, journaled rejections and
+//! snapshots of the whole state as the protobuf messages of
+//! `proto/ledger.proto`: the only place that knows both the core's types and
 //! the wire schema. Every decode validates what the schema cannot express.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate, Utc};
@@ -9,8 +11,9 @@ use prost::Message;
 use uuid::Uuid;
 
 use crate::core::{
-    BookingCreated, BookingDetails, BookingKind, CallState, Duplicate, Event, EventKind, Rejected, Schedule, StoredResponse, Text,
-    format_date,
+    Booking, BookingCreated, BookingDetails, BookingKind, BookingStatus, Business, Call, CallState, Campaign, Community, Day, Doctor,
+    Duplicate, Event, EventKind, IdempotencyTable, NumberCalls, PhoneState, Rejected, Rules, Schedule, State, StoredResponse, TenantState,
+    Text, format_date,
 };
 
 #[allow(clippy::all, clippy::pedantic)]
@@ -68,6 +71,53 @@ fn from_pb_response(response: pb::StoredResponse) -> Result<StoredResponse, Code
     })
 }
 
+/// A booking's details and token number: what `BookingCreated` records, and
+/// what a snapshot keeps of each booking.
+fn to_pb_booking(details: &BookingDetails, token_number: u32) -> pb::BookingCreated {
+    pb::BookingCreated {
+        booking_id: details.booking_id.as_bytes().to_vec(),
+        clinic: details.clinic.to_string(),
+        doctor: details.doctor.to_string(),
+        date: format_date(details.date),
+        slot: details.slot,
+        patient: details.patient.to_string(),
+        kind: match details.kind {
+            BookingKind::Advance => pb::BookingKind::Advance,
+            BookingKind::WalkIn => pb::BookingKind::WalkIn,
+        }
+        .into(),
+        token_number,
+        external_ref: details.external_ref.as_deref().unwrap_or_default().to_owned(),
+        correlation_id: details.correlation_id.as_deref().unwrap_or_default().to_owned(),
+        external_created_at_micros: details.external_created_at.map_or(0, micros),
+    }
+}
+
+fn from_pb_booking(b: pb::BookingCreated) -> Result<BookingCreated, CodecError> {
+    Ok(BookingCreated {
+        details: BookingDetails {
+            booking_id: uuid(&b.booking_id)?,
+            kind: match pb::BookingKind::try_from(b.kind) {
+                Ok(pb::BookingKind::Advance) => BookingKind::Advance,
+                Ok(pb::BookingKind::WalkIn) => BookingKind::WalkIn,
+                _ => return Err(CodecError(format!("unknown booking kind {}", b.kind))),
+            },
+            date: parse_date(&b.date)?,
+            clinic: b.clinic.into(),
+            doctor: b.doctor.into(),
+            slot: b.slot,
+            patient: b.patient.into(),
+            external_ref: optional(&b.external_ref),
+            correlation_id: optional(&b.correlation_id),
+            external_created_at: match b.external_created_at_micros {
+                0 => None,
+                m => Some(from_micros(m, "external_created_at")?),
+            },
+        },
+        token_number: b.token_number,
+    })
+}
+
 pub fn to_pb_event(event: &Event) -> pb::EventRecord {
     use pb::event_record::Event as E;
     let kind = match &event.kind {
@@ -78,23 +128,7 @@ pub fn to_pb_event(event: &Event) -> pb::EventRecord {
             first_slot_minute: schedule.first_slot_minute,
             slot_minutes: schedule.slot_minutes,
         }),
-        EventKind::BookingCreated(b) => E::BookingCreated(pb::BookingCreated {
-            booking_id: b.details.booking_id.as_bytes().to_vec(),
-            clinic: b.details.clinic.to_string(),
-            doctor: b.details.doctor.to_string(),
-            date: format_date(b.details.date),
-            slot: b.details.slot,
-            patient: b.details.patient.to_string(),
-            kind: match b.details.kind {
-                BookingKind::Advance => pb::BookingKind::Advance,
-                BookingKind::WalkIn => pb::BookingKind::WalkIn,
-            }
-            .into(),
-            token_number: b.token_number,
-            external_ref: b.details.external_ref.as_deref().unwrap_or_default().to_owned(),
-            correlation_id: b.details.correlation_id.as_deref().unwrap_or_default().to_owned(),
-            external_created_at_micros: b.details.external_created_at.map_or(0, micros),
-        }),
+        EventKind::BookingCreated(b) => E::BookingCreated(to_pb_booking(&b.details, b.token_number)),
         EventKind::BookingCancelled { booking_id, reason } => E::BookingCancelled(pb::BookingCancelled {
             booking_id: booking_id.as_bytes().to_vec(),
             reason: reason.as_deref().unwrap_or_default().to_owned(),
@@ -209,28 +243,7 @@ pub fn from_pb_event(record: pb::EventRecord) -> Result<Event, CodecError> {
             doctor: s.doctor.into(),
             schedule: Schedule { slots_per_day: s.slots_per_day, first_slot_minute: s.first_slot_minute, slot_minutes: s.slot_minutes },
         },
-        E::BookingCreated(b) => EventKind::BookingCreated(BookingCreated {
-            details: BookingDetails {
-                booking_id: uuid(&b.booking_id)?,
-                kind: match pb::BookingKind::try_from(b.kind) {
-                    Ok(pb::BookingKind::Advance) => BookingKind::Advance,
-                    Ok(pb::BookingKind::WalkIn) => BookingKind::WalkIn,
-                    _ => return Err(CodecError(format!("unknown booking kind {}", b.kind))),
-                },
-                date: parse_date(&b.date)?,
-                clinic: b.clinic.into(),
-                doctor: b.doctor.into(),
-                slot: b.slot,
-                patient: b.patient.into(),
-                external_ref: optional(&b.external_ref),
-                correlation_id: optional(&b.correlation_id),
-                external_created_at: match b.external_created_at_micros {
-                    0 => None,
-                    m => Some(from_micros(m, "external_created_at")?),
-                },
-            },
-            token_number: b.token_number,
-        }),
+        E::BookingCreated(b) => EventKind::BookingCreated(from_pb_booking(b)?),
         E::BookingCancelled(c) => EventKind::BookingCancelled { booking_id: uuid(&c.booking_id)?, reason: optional(&c.reason) },
         E::PhoneClaimed(p) => EventKind::PhoneClaimed {
             business: p.business.into(),
@@ -342,4 +355,404 @@ pub fn decode_rejection(bytes: &[u8]) -> Result<Rejected, CodecError> {
         path: r.path.into(),
         body: bytes::Bytes::from(r.body),
     })
+}
+
+/// The configured rules a snapshot's projection depends on: a snapshot taken
+/// under other values is not the state the log gives under these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotRules {
+    pub idempotency_retention: chrono::Duration,
+    pub duplicate_window: chrono::Duration,
+}
+
+impl SnapshotRules {
+    pub fn of(rules: &Rules) -> SnapshotRules {
+        SnapshotRules { idempotency_retention: rules.idempotency_retention, duplicate_window: rules.duplicate_window }
+    }
+}
+
+impl std::fmt::Display for SnapshotRules {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "idempotency_retention_secs = {}, duplicate_window_secs = {}",
+            self.idempotency_retention.num_seconds(),
+            self.duplicate_window.num_seconds()
+        )
+    }
+}
+
+/// A snapshot's body, decoded.
+#[derive(Debug)]
+pub struct DecodedSnapshot {
+    /// The state, with the rules it was decoded under.
+    pub state: State,
+    /// The responses journal position it includes.
+    pub responses_position: u64,
+    /// The rules it was taken under.
+    pub rules: SnapshotRules,
+}
+
+fn duration_micros(duration: chrono::Duration) -> i64 {
+    duration.num_microseconds().expect("configured durations are at most a year")
+}
+
+fn optional_text(text: &Option<Text>) -> Option<String> {
+    text.as_deref().map(str::to_owned)
+}
+
+fn optional_uuid(id: &Option<Uuid>) -> Option<Vec<u8>> {
+    id.map(|id| id.as_bytes().to_vec())
+}
+
+fn call_state(state: CallState) -> pb::CallState {
+    match state {
+        CallState::Calling => pb::CallState::Calling,
+        CallState::Completed => pb::CallState::Completed,
+        CallState::NoAnswer => pb::CallState::NoAnswer,
+        CallState::Failed => pb::CallState::Failed,
+        CallState::BadNumber => pb::CallState::BadNumber,
+    }
+}
+
+/// The whole state as a snapshot's body, with the responses journal position
+/// it includes: a `Snapshot`, then one `SnapshotEntry` per entry of each index,
+/// each length-delimited. One state always gives the same bytes: entries come
+/// in the order of the state's sorted indexes.
+pub fn encode_snapshot(state: &State, responses_position: u64) -> Vec<u8> {
+    use pb::snapshot_entry::Entry;
+    let entries = state.tenants.values().map(|tenant| 1 + entry_count(tenant)).sum::<usize>() + state.idempotency.len();
+    let mut out = Vec::new();
+    pb::Snapshot {
+        position: state.position,
+        recorded_at_last_micros: micros(state.recorded_at_last),
+        responses_position,
+        idempotency_retention_micros: duration_micros(state.rules.idempotency_retention),
+        duplicate_window_micros: duration_micros(state.rules.duplicate_window),
+        entries: entries as u64,
+    }
+    .encode_length_delimited(&mut out)
+    .expect("a Vec grows as needed");
+    let mut written = 0;
+    let mut put = |entry: Entry| {
+        pb::SnapshotEntry { entry: Some(entry) }.encode_length_delimited(&mut out).expect("a Vec grows as needed");
+        written += 1;
+    };
+    for (name, tenant) in &state.tenants {
+        put(Entry::Tenant(name.to_string()));
+        put_tenant(tenant, &mut put);
+    }
+    for (tenant, response, recorded_at) in state.idempotency.answers() {
+        put(Entry::Answer(pb::SnapshotAnswer {
+            tenant: tenant.to_string(),
+            response: Some(to_pb_response(response)),
+            recorded_at_micros: micros(recorded_at),
+        }));
+    }
+    assert_eq!(written, entries, "the header counts the entries written");
+    out
+}
+
+/// The entries of one tenant's indexes, doctors (with their days) first.
+fn entry_count(tenant: &TenantState) -> usize {
+    tenant.clinics.values().map(|clinic| clinic.doctors.len()).sum::<usize>()
+        + tenant.bookings.len()
+        + tenant.external_refs.len()
+        + tenant.businesses.len()
+        + tenant.phone_owners.len()
+        + tenant.calls.len()
+        + tenant.calling.len()
+        + tenant.numbers.len()
+        + tenant.campaigns.len()
+        + tenant.communities.len()
+        + tenant.slug_suffixes.len()
+}
+
+fn put_tenant(tenant: &TenantState, put: &mut impl FnMut(pb::snapshot_entry::Entry)) {
+    use pb::snapshot_entry::Entry;
+    for (clinic, c) in &tenant.clinics {
+        for (doctor, d) in &c.doctors {
+            put(Entry::Doctor(pb::SnapshotDoctor {
+                clinic: clinic.to_string(),
+                doctor: doctor.to_string(),
+                slots_per_day: d.schedule.slots_per_day,
+                first_slot_minute: d.schedule.first_slot_minute,
+                slot_minutes: d.schedule.slot_minutes,
+                schedule_position: d.schedule_position,
+                days: d
+                    .days
+                    .iter()
+                    .map(|(date, day)| pb::SnapshotDay {
+                        date: format_date(*date),
+                        slots: day
+                            .slots
+                            .iter()
+                            .map(|(slot, id)| pb::SnapshotSlot { slot: *slot, booking_id: id.as_bytes().to_vec() })
+                            .collect(),
+                        tokens_issued_advance: day.tokens_issued_advance,
+                        tokens_issued_walk_in: day.tokens_issued_walk_in,
+                    })
+                    .collect(),
+            }));
+        }
+    }
+    for (id, b) in &tenant.bookings {
+        assert_eq!(*id, b.details.booking_id, "bookings are indexed by their id");
+        put(Entry::Booking(pb::SnapshotBooking {
+            booking: Some(to_pb_booking(&b.details, b.token_number)),
+            cancelled: b.status == BookingStatus::Cancelled,
+            created_at_micros: micros(b.created_at),
+            position: b.position,
+            cancel_reason: optional_text(&b.cancel_reason),
+        }));
+    }
+    for (external_ref, id) in &tenant.external_refs {
+        put(Entry::ExternalRef(pb::SnapshotExternalRef { external_ref: external_ref.to_string(), booking_id: id.as_bytes().to_vec() }));
+    }
+    for (business, b) in &tenant.businesses {
+        let phone = b.phone.as_ref().map(|phone| match phone {
+            PhoneState::Pending { claim_id, lease_expires_at } => pb::snapshot_business::Phone::Pending(pb::SnapshotPhonePending {
+                claim_id: claim_id.as_bytes().to_vec(),
+                lease_expires_at_micros: micros(*lease_expires_at),
+            }),
+            PhoneState::Active { claim_id, phone_number, provider_sid } => pb::snapshot_business::Phone::Active(pb::SnapshotPhoneActive {
+                claim_id: claim_id.as_bytes().to_vec(),
+                phone_number: phone_number.to_string(),
+                provider_sid: provider_sid.to_string(),
+            }),
+        });
+        put(Entry::Business(pb::SnapshotBusiness { business: business.to_string(), phone, failed_claim: optional_uuid(&b.failed_claim) }));
+    }
+    for (number, business) in &tenant.phone_owners {
+        put(Entry::PhoneOwner(pb::SnapshotPhoneOwner { phone_number: number.to_string(), business: business.to_string() }));
+    }
+    for (id, call) in &tenant.calls {
+        assert_eq!(*id, call.call_id, "calls are indexed by their id");
+        put(Entry::Call(pb::SnapshotCall {
+            call_id: id.as_bytes().to_vec(),
+            campaign: call.campaign.to_string(),
+            to: call.to.to_string(),
+            state: call_state(call.state).into(),
+            started_at_micros: micros(call.started_at),
+            position: call.position,
+        }));
+    }
+    for (at, id) in &tenant.calling {
+        put(Entry::Calling(pb::SnapshotCalling { started_at_micros: micros(*at), call_id: id.as_bytes().to_vec() }));
+    }
+    for (number, n) in &tenant.numbers {
+        put(Entry::Number(pb::SnapshotNumber {
+            number: number.to_string(),
+            last_call: n.last_call.map(|(id, at)| pb::SnapshotLastCall { call_id: id.as_bytes().to_vec(), started_at_micros: micros(at) }),
+            in_progress: optional_uuid(&n.in_progress),
+            blocked: optional_text(&n.blocked),
+        }));
+    }
+    for (campaign, c) in &tenant.campaigns {
+        put(Entry::Campaign(pb::SnapshotCampaign {
+            campaign: campaign.to_string(),
+            halt_reason: optional_text(&c.halt_reason),
+            consecutive_failures: c.consecutive_failures,
+            duplicates_micros: c.duplicates.iter().copied().map(micros).collect(),
+        }));
+    }
+    for (slug, c) in &tenant.communities {
+        assert_eq!(*slug, c.slug, "communities are indexed by their slug");
+        put(Entry::Community(pb::SnapshotCommunity {
+            community_id: c.community_id.as_bytes().to_vec(),
+            slug: c.slug.to_string(),
+            name: c.name.to_string(),
+            owner: c.owner.to_string(),
+            plan: c.plan.to_string(),
+            created_at_micros: micros(c.created_at),
+            position: c.position,
+        }));
+    }
+    for (base, suffix) in &tenant.slug_suffixes {
+        put(Entry::SlugSuffix(pb::SnapshotSlugSuffix { base: base.to_string(), suffix: *suffix }));
+    }
+}
+
+/// Inserts into an index; a key given twice is an error naming `what` (a
+/// snapshot is one state, whose indexes have unique keys).
+fn insert_new<K: Ord, V>(index: &mut BTreeMap<K, V>, key: K, value: V, what: &str) -> Result<(), CodecError> {
+    match index.entry(key) {
+        std::collections::btree_map::Entry::Vacant(vacant) => {
+            vacant.insert(value);
+            Ok(())
+        }
+        std::collections::btree_map::Entry::Occupied(_) => Err(CodecError(format!("two {what} under one key"))),
+    }
+}
+
+fn optional_uuid_from(bytes: Option<Vec<u8>>) -> Result<Option<Uuid>, CodecError> {
+    bytes.as_deref().map(uuid).transpose()
+}
+
+fn duration_from_micros(micros: i64) -> chrono::Duration {
+    chrono::Duration::microseconds(micros)
+}
+
+/// A snapshot's body back as the state, under `rules` (the configured ones;
+/// [`DecodedSnapshot::rules`] says which the snapshot was taken under). Each
+/// entry is decoded and put in the state before the next: the body is never
+/// held as protobuf messages all at once.
+pub fn decode_snapshot(bytes: &[u8], rules: Rules) -> Result<DecodedSnapshot, CodecError> {
+    use pb::snapshot_entry::Entry;
+    let mut body = bytes;
+    let snapshot = pb::Snapshot::decode_length_delimited(&mut body)?;
+    let taken_under = SnapshotRules {
+        idempotency_retention: duration_from_micros(snapshot.idempotency_retention_micros),
+        duplicate_window: duration_from_micros(snapshot.duplicate_window_micros),
+    };
+    let mut state = State::new(rules);
+    state.position = snapshot.position;
+    state.recorded_at_last = from_micros(snapshot.recorded_at_last_micros, "recorded_at_last")?;
+    let mut tenant: Option<(Text, TenantState)> = None;
+    let mut answers = Vec::new();
+    for _ in 0..snapshot.entries {
+        let entry = pb::SnapshotEntry::decode_length_delimited(&mut body)?;
+        match entry.entry.ok_or_else(|| CodecError("an empty snapshot entry".into()))? {
+            Entry::Tenant(name) => {
+                if let Some((name, entries)) = tenant.take() {
+                    insert_new(&mut state.tenants, name, entries, "tenants")?;
+                }
+                tenant = Some((name.into(), TenantState::default()));
+            }
+            Entry::Answer(a) => {
+                let response = a.response.ok_or_else(|| CodecError("an answer without its response".into()))?;
+                answers.push((Text::from(a.tenant), from_pb_response(response)?, from_micros(a.recorded_at_micros, "recorded_at")?));
+            }
+            entry => {
+                let (_, entries) = tenant.as_mut().ok_or_else(|| CodecError("a snapshot entry before its tenant".into()))?;
+                add_entry(entries, entry)?;
+            }
+        }
+    }
+    if let Some((name, entries)) = tenant.take() {
+        insert_new(&mut state.tenants, name, entries, "tenants")?;
+    }
+    if !body.is_empty() {
+        return Err(CodecError(format!("{} bytes after the last of {} entries", body.len(), snapshot.entries)));
+    }
+    state.idempotency = IdempotencyTable::from_answers(answers).ok_or_else(|| CodecError("two answers for one idempotency key".into()))?;
+    Ok(DecodedSnapshot { state, responses_position: snapshot.responses_position, rules: taken_under })
+}
+
+fn from_pb_call_state(state: i32) -> Result<CallState, CodecError> {
+    Ok(match pb::CallState::try_from(state) {
+        Ok(pb::CallState::Calling) => CallState::Calling,
+        Ok(pb::CallState::Completed) => CallState::Completed,
+        Ok(pb::CallState::NoAnswer) => CallState::NoAnswer,
+        Ok(pb::CallState::Failed) => CallState::Failed,
+        Ok(pb::CallState::BadNumber) => CallState::BadNumber,
+        _ => return Err(CodecError(format!("unknown call state {state}"))),
+    })
+}
+
+fn from_pb_doctor(d: pb::SnapshotDoctor) -> Result<Doctor, CodecError> {
+    let mut days = BTreeMap::new();
+    for day in d.days {
+        let mut slots = BTreeMap::new();
+        for s in day.slots {
+            insert_new(&mut slots, s.slot, uuid(&s.booking_id)?, "bookings of a slot")?;
+        }
+        let tokens = Day { slots, tokens_issued_advance: day.tokens_issued_advance, tokens_issued_walk_in: day.tokens_issued_walk_in };
+        insert_new(&mut days, parse_date(&day.date)?, tokens, "days of a doctor")?;
+    }
+    Ok(Doctor {
+        schedule: Schedule { slots_per_day: d.slots_per_day, first_slot_minute: d.first_slot_minute, slot_minutes: d.slot_minutes },
+        schedule_position: d.schedule_position,
+        days,
+    })
+}
+
+/// Puts one entry of one tenant's indexes in its place.
+fn add_entry(t: &mut TenantState, entry: pb::snapshot_entry::Entry) -> Result<(), CodecError> {
+    use pb::snapshot_entry::Entry;
+    match entry {
+        Entry::Doctor(d) => {
+            let (clinic, name) = (Text::from(d.clinic.as_str()), Text::from(d.doctor.as_str()));
+            let doctor = from_pb_doctor(d)?;
+            insert_new(&mut t.clinics.entry(clinic).or_default().doctors, name, doctor, "doctors of a clinic")
+        }
+        Entry::Booking(b) => {
+            let created = from_pb_booking(b.booking.ok_or_else(|| CodecError("a booking without its details".into()))?)?;
+            let booking = Booking {
+                token_number: created.token_number,
+                status: if b.cancelled { BookingStatus::Cancelled } else { BookingStatus::Confirmed },
+                created_at: from_micros(b.created_at_micros, "created_at")?,
+                position: b.position,
+                cancel_reason: b.cancel_reason.map(Text::from),
+                details: created.details,
+            };
+            insert_new(&mut t.bookings, booking.details.booking_id, Arc::new(booking), "bookings")
+        }
+        Entry::ExternalRef(r) => insert_new(&mut t.external_refs, Text::from(r.external_ref), uuid(&r.booking_id)?, "external refs"),
+        Entry::Business(b) => {
+            use pb::snapshot_business::Phone;
+            let phone = match b.phone {
+                None => None,
+                Some(Phone::Pending(p)) => Some(PhoneState::Pending {
+                    claim_id: uuid(&p.claim_id)?,
+                    lease_expires_at: from_micros(p.lease_expires_at_micros, "lease_expires_at")?,
+                }),
+                Some(Phone::Active(a)) => Some(PhoneState::Active {
+                    claim_id: uuid(&a.claim_id)?,
+                    phone_number: a.phone_number.into(),
+                    provider_sid: a.provider_sid.into(),
+                }),
+            };
+            let business = Business { phone, failed_claim: optional_uuid_from(b.failed_claim)? };
+            insert_new(&mut t.businesses, Text::from(b.business), business, "businesses")
+        }
+        Entry::PhoneOwner(o) => insert_new(&mut t.phone_owners, Text::from(o.phone_number), Text::from(o.business), "phone owners"),
+        Entry::Call(c) => {
+            let call = Call {
+                call_id: uuid(&c.call_id)?,
+                campaign: c.campaign.into(),
+                to: c.to.into(),
+                state: from_pb_call_state(c.state)?,
+                started_at: from_micros(c.started_at_micros, "started_at")?,
+                position: c.position,
+            };
+            insert_new(&mut t.calls, call.call_id, Arc::new(call), "calls")
+        }
+        Entry::Calling(c) => {
+            if t.calling.insert((from_micros(c.started_at_micros, "started_at")?, uuid(&c.call_id)?)) {
+                Ok(())
+            } else {
+                Err(CodecError("a call in progress twice".into()))
+            }
+        }
+        Entry::Number(n) => {
+            let last_call = n.last_call.map(|l| Ok::<_, CodecError>((uuid(&l.call_id)?, from_micros(l.started_at_micros, "last_call")?)));
+            let number = NumberCalls {
+                last_call: last_call.transpose()?,
+                in_progress: optional_uuid_from(n.in_progress)?,
+                blocked: n.blocked.map(Text::from),
+            };
+            insert_new(&mut t.numbers, Text::from(n.number), number, "numbers")
+        }
+        Entry::Campaign(c) => {
+            let duplicates = c.duplicates_micros.into_iter().map(|m| from_micros(m, "duplicate")).collect::<Result<_, _>>()?;
+            let campaign =
+                Campaign { halt_reason: c.halt_reason.map(Text::from), consecutive_failures: c.consecutive_failures, duplicates };
+            insert_new(&mut t.campaigns, Text::from(c.campaign), campaign, "campaigns")
+        }
+        Entry::Community(c) => {
+            let community = Community {
+                community_id: uuid(&c.community_id)?,
+                slug: c.slug.into(),
+                name: c.name.into(),
+                owner: c.owner.into(),
+                plan: c.plan.into(),
+                created_at: from_micros(c.created_at_micros, "created_at")?,
+                position: c.position,
+            };
+            insert_new(&mut t.communities, community.slug.clone(), Arc::new(community), "communities")
+        }
+        Entry::SlugSuffix(s) => insert_new(&mut t.slug_suffixes, Text::from(s.base), s.suffix, "slug suffixes"),
+        Entry::Tenant(_) | Entry::Answer(_) => unreachable!("tenants and answers are not a tenant's entries"),
+    }
 }

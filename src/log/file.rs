@@ -87,7 +87,7 @@ pub(super) fn list_segments(dir: &Path) -> Result<Vec<(Position, PathBuf)>, LogE
 /// Records read per call into the [`super::Tail`], between checks for a stop.
 const READ_CHUNK_LEN: usize = 1 << 16;
 
-fn sync_dir(dir: &Path) -> Result<(), LogError> {
+pub(super) fn sync_dir(dir: &Path) -> Result<(), LogError> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(LogError::io(dir))
 }
 

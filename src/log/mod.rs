@@ -4,6 +4,8 @@
 //!
 //! [`FileLog`] is the segmented on-disk format described in `proto/FORMAT.md`;
 //! [`MemoryLog`] keeps records in memory and can be told to fail, for tests.
+//! [`snapshot`] is the file format of the state at a position, checked against
+//! the log it was taken from.
 
 pub mod codec;
 pub mod decode;
@@ -12,6 +14,7 @@ pub mod events;
 mod file;
 pub mod frame;
 mod memory;
+pub mod snapshot;
 mod tail;
 pub mod verify;
 
@@ -20,7 +23,7 @@ use std::path::PathBuf;
 
 pub use file::{FileLog, FileLogOptions, OpenReport, TornTail, first_position, last_position, remove_oldest_segments};
 pub use memory::{Faults, MemoryLog};
-pub use tail::{Location, RecordVisit, Tail, location_path, read_many};
+pub use tail::{Location, RecordVisit, Tail, location_path, read_many, record_hash_at};
 
 pub type Position = u64;
 

@@ -12,7 +12,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use super::file::{intact_record_after, list_segments, segment_path};
-use super::frame::{self, FRAME_HEADER_BYTES, FrameError, RECORD_BYTES_MAX, SEGMENT_HEADER_BYTES};
+use super::frame::{self, FRAME_HEADER_BYTES, FrameError, GENESIS_HASH, Hash, RECORD_BYTES_MAX, SEGMENT_HEADER_BYTES};
 use super::{LogError, Position};
 
 /// Bytes read from a segment at a time: a reader's memory is this plus one record.
@@ -44,8 +44,9 @@ pub fn location_path(dir: &Path, location: Location) -> PathBuf {
     segment_path(dir, location.segment)
 }
 
-/// A record read from a segment: its position, its offset, its payload.
-type RecordAt<'a> = (Position, u64, &'a [u8]);
+/// A record read from a segment: its position, its offset, its payload, and
+/// the bytes its CRC and hash cover.
+type RecordAt<'a> = (Position, u64, &'a [u8], &'a [u8]);
 
 struct Segment {
     first: Position,
@@ -149,7 +150,7 @@ impl Tail {
                 }
             };
             match frame {
-                Some((position, offset, payload)) => {
+                Some((position, offset, payload, _)) => {
                     if position != self.next {
                         let path = segment_path(&self.dir, first);
                         return Err(corrupt(&path, self.next, offset, format!("record carries position {position}")));
@@ -201,7 +202,7 @@ impl Tail {
         let mut segment = Segment { first, is_last, path, file, offset: SEGMENT_HEADER_BYTES as u64, buffer: Vec::new(), buffered_at: 0 };
         for skipped in first..position {
             match segment.next_frame() {
-                Ok(Some((found, offset, _))) if found != skipped => {
+                Ok(Some((found, offset, _, _))) if found != skipped => {
                     return Err(corrupt(&segment.path, skipped, offset, format!("record carries position {found}")));
                 }
                 Ok(Some(_)) => {}
@@ -255,7 +256,7 @@ impl Segment {
         let start = (offset - self.buffered_at) as usize;
         let frame = frame::decode_record(&self.buffer[start..]).map_err(|e| BadFrame::Frame(offset, e))?;
         self.offset += frame.len as u64;
-        Ok(Some((frame.position, offset, frame.payload)))
+        Ok(Some((frame.position, offset, frame.payload, frame.covered)))
     }
 
     /// Makes `len` bytes from `self.offset` available in the buffer, reading
@@ -281,6 +282,37 @@ impl Segment {
         }
         let start = (self.offset - self.buffered_at) as usize;
         Ok(Some(&self.buffer[start..start + len]))
+    }
+}
+
+/// The hash-chain link of the record at `position` of the log in `dir`, as
+/// `frame::record_hash` computes it (`GENESIS_HASH` for position 0), or None
+/// if the log ends before it (a torn record at the very end counts as absent).
+/// Reads the records of its segment up to it, checking each as a [`Tail`] does:
+/// what a snapshot's chain link is checked against.
+pub fn record_hash_at(dir: &Path, position: Position) -> Result<Option<Hash>, LogError> {
+    if position == 0 {
+        return Ok(Some(GENESIS_HASH));
+    }
+    let segments = list_segments(dir)?;
+    let Some(index) = segments.partition_point(|(first, _)| *first <= position).checked_sub(1) else { return Ok(None) };
+    let tail = Tail::new(dir, segments[index].0);
+    let mut segment = tail.open(segments[index].0)?;
+    let is_last = index + 1 == segments.len();
+    let mut expected = segment.first;
+    loop {
+        match segment.next_frame() {
+            Ok(Some((found, offset, _, _))) if found != expected => {
+                return Err(corrupt(&segment.path, expected, offset, format!("record carries position {found}")));
+            }
+            Ok(Some((found, _, _, covered))) if found == position => return Ok(Some(frame::record_hash(covered))),
+            Ok(Some(_)) => expected += 1,
+            // The segment ends before `position`: the next one starts after it,
+            // or the log ends there.
+            Ok(None) => return Ok(None),
+            Err(BadFrame::Frame(..)) if is_last => return Ok(None),
+            Err(bad) => return Err(bad.at(&segment.path, expected)),
+        }
     }
 }
 
@@ -397,6 +429,35 @@ mod tests {
         assert_eq!(tail.read_available(1000, &mut |_, _, _| ControlFlow::Continue(())).unwrap(), 0);
         assert_eq!(crate::log::last_position(dir.path()).unwrap(), Some(40));
         assert!(tail.read(41, 10, &mut |_, _, _| ControlFlow::Continue(())).is_err(), "a durable position that is not there is an error");
+    }
+
+    #[test]
+    fn record_hashes_are_the_chain_links_the_next_records_carry() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = FileLog::open(dir.path(), FileLogOptions { segment_bytes_max: 700 }).unwrap();
+        for i in 0..30u8 {
+            log.append(&[i; 40]).unwrap();
+        }
+        log.sync().unwrap();
+        assert_eq!(record_hash_at(dir.path(), 0).unwrap(), Some(GENESIS_HASH));
+        let segments = list_segments(dir.path()).unwrap();
+        assert!(segments.len() > 2);
+        let mut links = vec![GENESIS_HASH];
+        for (_, path) in &segments {
+            let bytes = std::fs::read(path).unwrap();
+            let mut offset = SEGMENT_HEADER_BYTES;
+            while offset < bytes.len() {
+                let record = frame::decode_record(&bytes[offset..]).unwrap();
+                assert_eq!(*record.prev_hash, links[record.position as usize - 1], "position {}", record.position);
+                links.push(frame::record_hash(record.covered));
+                offset += record.len;
+            }
+        }
+        for position in 1..=30 {
+            assert_eq!(record_hash_at(dir.path(), position).unwrap(), Some(links[position as usize]), "position {position}");
+        }
+        assert_eq!(record_hash_at(dir.path(), 31).unwrap(), None, "past the end");
+        assert_eq!(record_hash_at(tempfile::tempdir().unwrap().path(), 1).unwrap(), None, "an empty log");
     }
 
     #[test]

@@ -28,7 +28,7 @@ use crate::log::{Log, LogError, codec};
 use crate::metrics::Metrics;
 use crate::rejections;
 
-pub use recover::{RecoverError, Recovered, recover};
+pub use recover::{RecoverError, Recovered, Start, apply_checked, recover, recover_from};
 
 pub type Outcome = Result<Reply, Rejection>;
 

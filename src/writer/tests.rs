@@ -242,6 +242,8 @@ fn published_and_working_copies_agree_after_mixed_keyed_batches() {
         .commit(&[keyed(book(0), "refused"), keyed(book(1), "booked"), keyed(book(9), "out-of-range"), keyed(book(2), "booked-too")])
         .unwrap();
     assert_eq!(*writer.published.read(), writer.working);
+    // Table equality compares the answers; the expiry queues must agree too.
+    assert!(writer.published.read().idempotency.expiry_order().eq(writer.working.idempotency.expiry_order()));
 }
 
 #[test]

@@ -16,5 +16,6 @@ mod openapi;
 mod phones;
 mod read_limits;
 mod readers;
+mod snapshots;
 mod support;
 mod verify;

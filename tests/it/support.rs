@@ -42,6 +42,7 @@ pub fn config(dir: &Path) -> Config {
         journal: Default::default(),
         read: Default::default(),
         connections: Default::default(),
+        snapshots: Default::default(),
         tokens: vec![
             token(ADMIN, "admin", "*", Role::Admin),
             token(WEB, "kloqo-web", "kloqo", Role::Client),
@@ -238,30 +239,53 @@ pub struct Process {
     pub child: Child,
     pub client: Client,
     pub token: String,
+    /// Its log lines (stderr) so far.
+    pub log: Arc<parking_lot::Mutex<Vec<String>>>,
 }
 
 impl Process {
     pub async fn spawn(dir: &Path) -> Process {
+        Process::spawn_with(dir, &[]).await
+    }
+
+    /// With more arguments to `ledger serve`, such as `--config FILE`.
+    pub async fn spawn_with(dir: &Path, args: &[&std::ffi::OsStr]) -> Process {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ledger"))
             .args(["serve", "--listen", "127.0.0.1:0", "--data"])
             .arg(dir)
+            .args(args)
             .env("RUST_LOG", "info")
             .stderr(Stdio::piped())
             .spawn()
             .expect("starting ledger");
         let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let log = Arc::new(parking_lot::Mutex::new(Vec::new()));
         let addr: SocketAddr = loop {
             let line = lines.next().expect("ledger exited before listening").unwrap();
-            if let Some(rest) = line.split("listening on ").nth(1) {
-                break rest.split_whitespace().next().unwrap().parse().unwrap();
+            let addr = line.split("listening on ").nth(1).map(|rest| rest.split_whitespace().next().unwrap().parse().unwrap());
+            log.lock().push(line);
+            if let Some(addr) = addr {
+                break addr;
             }
         };
         // Keep draining stderr so the child never blocks on a full pipe.
-        std::thread::spawn(move || lines.for_each(drop));
+        let kept = log.clone();
+        std::thread::spawn(move || lines.map_while(Result::ok).for_each(|line| kept.lock().push(line)));
         let client = Client::new(addr);
         client.wait_ready().await;
         let token = std::fs::read_to_string(dir.join("admin.token")).unwrap().trim().to_owned();
-        Process { child, client, token }
+        Process { child, client, token, log }
+    }
+
+    /// Waits for a log line containing `text` and returns it.
+    pub async fn wait_for_line(&self, text: &str) -> String {
+        for _ in 0..3000 {
+            if let Some(line) = self.log.lock().iter().find(|line| line.contains(text)) {
+                return line.clone();
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("no log line contains {text:?}: {:#?}", self.log.lock());
     }
 
     pub fn kill(mut self) {

@@ -1,0 +1,375 @@
+//! Snapshots against the recovery they shortcut: a ledger with every event
+//! type and stored answers in both logs, written by the real writer to real
+//! files; a snapshot taken at every position, loaded and followed by the tail,
+//! gives the state a recovery from the whole log gives.
+
+use std::collections::BTreeSet;
+use std::ops::ControlFlow;
+use std::sync::atomic::AtomicBool;
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use parking_lot::Mutex;
+use uuid::Uuid;
+
+use super::*;
+use crate::core::{Action, BookingDetails, BookingKind, CallState, Command, IdempotencyKey, Schedule, Text};
+use crate::log::events::EventReader;
+use crate::log::{FileLog, FileLogOptions};
+use crate::writer::{Clock, Outcome, Writer, WriterConfig};
+
+/// A clock the test moves.
+struct SetClock(Mutex<DateTime<Utc>>);
+
+impl Clock for SetClock {
+    fn now(&self) -> DateTime<Utc> {
+        *self.0.lock()
+    }
+}
+
+fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 3, 1, 9, 0, 0).unwrap()
+}
+
+/// Every answer distinct per outcome, so that stored answers are told apart.
+fn render(outcome: &Outcome) -> (u16, Vec<u8>) {
+    let status = if outcome.is_ok() { 200 } else { 409 };
+    (status, format!("{outcome:?}").into_bytes())
+}
+
+fn dirs(root: &Path) -> Dirs {
+    Dirs { ledger: root.join("ledger"), responses: root.join("responses"), snapshots: root.join("snapshots") }
+}
+
+/// Small segments, so that snapshots end in every part of a segment.
+const LOG_OPTIONS: FileLogOptions = FileLogOptions { segment_bytes_max: 4096 };
+
+fn open(dir: &Path) -> FileLog {
+    FileLog::open(dir, LOG_OPTIONS).unwrap().0
+}
+
+/// A deterministic mix of every command, in two tenants, some keyed (so that
+/// answers are stored with events, in the responses journal, repeated and
+/// refused), the clock moving minutes to hours between batches.
+struct Script {
+    seed: u64,
+    next_id: u128,
+    /// Booking ids, claim ids (with their business), call ids, handed out so far.
+    bookings: Vec<(Text, Uuid)>,
+    claims: Vec<(Text, Text, Uuid)>,
+    calls: Vec<(Text, Uuid)>,
+}
+
+impl Script {
+    fn random(&mut self, below: u64) -> u64 {
+        self.seed = self.seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (self.seed >> 33) % below
+    }
+
+    fn id(&mut self) -> Uuid {
+        self.next_id += 1;
+        Uuid::from_u128(self.next_id)
+    }
+
+    fn command(&mut self, now: DateTime<Utc>) -> Command {
+        let tenant: Text = if self.random(4) == 0 { "other".into() } else { "kloqo".into() };
+        let pick = |s: &mut Script, items: usize| s.random(items.max(1) as u64) as usize;
+        let action = match self.random(16) {
+            0 => Action::SetSchedule {
+                clinic: format!("c{}", self.random(2)).into(),
+                doctor: format!("d{}", self.random(2)).into(),
+                schedule: Schedule { slots_per_day: 2 + self.random(3) as u32, first_slot_minute: Some(540), slot_minutes: Some(15) },
+            },
+            1..=4 => {
+                let id = self.id();
+                let external = self.random(3) == 0;
+                let details = BookingDetails {
+                    booking_id: id,
+                    clinic: format!("c{}", self.random(2)).into(),
+                    doctor: format!("d{}", self.random(2)).into(),
+                    date: chrono::NaiveDate::from_ymd_opt(2026, 3, 2 + self.random(2) as u32).unwrap(),
+                    slot: self.random(4) as u32,
+                    patient: format!("patient {id}").into(),
+                    kind: if self.random(2) == 0 { BookingKind::Advance } else { BookingKind::WalkIn },
+                    external_ref: external.then(|| format!("ext-{}", self.random(3)).into()),
+                    correlation_id: external.then(|| format!("corr-{}", self.random(2)).into()),
+                    external_created_at: external.then(|| now - Duration::seconds(self.random(40) as i64)),
+                };
+                self.bookings.push((tenant.clone(), id));
+                Action::Book(details)
+            }
+            5 => {
+                let index = pick(self, self.bookings.len());
+                let (_, booking_id) = self.bookings.get(index).cloned().unwrap_or(("".into(), Uuid::nil()));
+                Action::Cancel { booking_id, reason: (self.random(2) == 0).then(|| "moved".into()) }
+            }
+            6 => {
+                let business: Text = format!("b{}", self.random(3)).into();
+                let claim_id = self.id();
+                self.claims.push((tenant.clone(), business.clone(), claim_id));
+                Action::ClaimPhone { business, claim_id }
+            }
+            7 | 8 => {
+                let index = pick(self, self.claims.len());
+                let (_, business, claim_id) = self.claims.get(index).cloned().unwrap_or(("".into(), "b0".into(), Uuid::nil()));
+                if self.random(3) == 0 {
+                    Action::FailPhone { business, claim_id, reason: "carrier down".into() }
+                } else {
+                    let number = self.random(3);
+                    Action::CompletePhone {
+                        business,
+                        claim_id,
+                        phone_number: format!("+1424324211{number}").into(),
+                        provider_sid: format!("PN{number}").into(),
+                    }
+                }
+            }
+            9 => Action::ReleasePhone { business: format!("b{}", self.random(3)).into(), reason: None },
+            10 | 11 => {
+                let call_id = self.id();
+                self.calls.push((tenant.clone(), call_id));
+                Action::StartCall {
+                    call_id,
+                    campaign: format!("camp{}", self.random(2)).into(),
+                    to: format!("+1646555000{}", self.random(3)).into(),
+                }
+            }
+            12 => {
+                let index = pick(self, self.calls.len());
+                let (_, call_id) = self.calls.get(index).cloned().unwrap_or(("".into(), Uuid::nil()));
+                let outcome = [CallState::Failed, CallState::Failed, CallState::BadNumber, CallState::Completed, CallState::NoAnswer]
+                    [self.random(5) as usize];
+                Action::RecordOutcome { call_id, outcome }
+            }
+            13 => Action::ResumeCampaign { campaign: format!("camp{}", self.random(2)).into(), reason: "checked".into() },
+            14 => Action::BlockNumber { number: format!("+1646555000{}", self.random(4)).into(), reason: "asked".into() },
+            _ => {
+                let name = ["My Club", "my club!", "My Club 1", "Other"][self.random(4) as usize];
+                Action::CreateCommunity { community_id: self.id(), name: name.into(), owner: "asha".into(), plan: "pro".into() }
+            }
+        };
+        let idempotency = (self.random(3) == 0)
+            .then(|| IdempotencyKey { key: format!("key-{}", self.random(12)).into(), fingerprint: [self.random(2) as u8; 32] });
+        Command { tenant, actor: "web".into(), request_id: format!("req-{}", self.next_id).into(), idempotency, action }
+    }
+}
+
+/// Batches that make sure every event type is in the ledger, whatever the script does.
+fn prologue() -> Vec<Vec<Command>> {
+    let command = |action, key: Option<&str>| Command {
+        tenant: "kloqo".into(),
+        actor: "web".into(),
+        request_id: "prologue".into(),
+        idempotency: key.map(|key| IdempotencyKey { key: key.into(), fingerprint: [9; 32] }),
+        action,
+    };
+    let id = |n: u128| Uuid::from_u128(1 << 100 | n);
+    let booking = BookingDetails {
+        booking_id: id(1),
+        clinic: "c0".into(),
+        doctor: "d0".into(),
+        date: chrono::NaiveDate::from_ymd_opt(2026, 3, 2).unwrap(),
+        slot: 0,
+        patient: "Asha".into(),
+        kind: BookingKind::Advance,
+        external_ref: None,
+        correlation_id: None,
+        external_created_at: None,
+    };
+    let call = |n, to: &str| Action::StartCall { call_id: id(n), campaign: "prologue".into(), to: to.into() };
+    vec![
+        vec![command(
+            Action::SetSchedule {
+                clinic: "c0".into(),
+                doctor: "d0".into(),
+                schedule: Schedule { slots_per_day: 3, first_slot_minute: None, slot_minutes: None },
+            },
+            None,
+        )],
+        vec![command(Action::Book(booking.clone()), Some("prologue-book")), command(Action::Book(booking), Some("prologue-refused"))],
+        vec![command(Action::Cancel { booking_id: id(1), reason: Some("moved".into()) }, None)],
+        vec![
+            command(Action::ClaimPhone { business: "px".into(), claim_id: id(2) }, None),
+            command(Action::FailPhone { business: "px".into(), claim_id: id(2), reason: "carrier down".into() }, None),
+            command(Action::ClaimPhone { business: "py".into(), claim_id: id(3) }, None),
+            command(
+                Action::CompletePhone {
+                    business: "py".into(),
+                    claim_id: id(3),
+                    phone_number: "+15550001".into(),
+                    provider_sid: "PN1".into(),
+                },
+                None,
+            ),
+        ],
+        vec![command(Action::ReleasePhone { business: "py".into(), reason: None }, None)],
+        vec![command(call(4, "+15550002"), None), command(call(5, "+15550002"), None), command(call(6, "+15550002"), None)],
+        vec![
+            command(Action::ResumeCampaign { campaign: "prologue".into(), reason: "checked".into() }, None),
+            command(Action::RecordOutcome { call_id: id(4), outcome: CallState::BadNumber }, Some("prologue-outcome")),
+        ],
+        vec![command(
+            Action::CreateCommunity { community_id: id(7), name: "My Club".into(), owner: "asha".into(), plan: "pro".into() },
+            None,
+        )],
+    ]
+}
+
+/// Writes a ledger of `batches` batches through the real writer; returns, for
+/// each ledger position, the responses journal position as it stood when that
+/// position became durable.
+fn write_ledger(root: &Path, seed: u64, batches: usize) -> Vec<Position> {
+    let dirs = dirs(root);
+    let clock = Arc::new(SetClock(Mutex::new(t0())));
+    let rules = Rules::default();
+    let config = WriterConfig::default();
+    let mut writer = Writer::new(
+        Box::new(open(&dirs.ledger)),
+        Box::new(open(&dirs.responses)),
+        State::new(rules),
+        render,
+        clock.clone(),
+        config,
+        Arc::default(),
+    );
+    let mut script = Script { seed, next_id: 0, bookings: Vec::new(), claims: Vec::new(), calls: Vec::new() };
+    let mut responses_at = vec![0];
+    let mut prologue = prologue().into_iter();
+    for _ in 0..batches {
+        let now = clock.now();
+        let commands = match prologue.next() {
+            Some(commands) => commands,
+            None => (0..1 + script.random(3)).map(|_| script.command(now)).collect(),
+        };
+        writer.commit(&commands).unwrap();
+        let ledger_last = crate::log::last_position(&dirs.ledger).unwrap().unwrap_or(0);
+        let responses_last = crate::log::last_position(&dirs.responses).unwrap().unwrap_or(0);
+        responses_at.resize(ledger_last as usize + 1, responses_last);
+        *clock.0.lock() += Duration::minutes(5 + script.random(120) as i64);
+    }
+    responses_at
+}
+
+fn full_recovery(dirs: &Dirs, now: DateTime<Utc>) -> State {
+    crate::writer::recover(&open(&dirs.ledger), &open(&dirs.responses), Rules::default(), now).unwrap().state
+}
+
+fn start_up(dirs: &Dirs, now: DateTime<Utc>) -> StartUp {
+    recover(&open(&dirs.ledger), &open(&dirs.responses), dirs, Rules::default(), now).unwrap()
+}
+
+fn event_kinds(dirs: &Dirs) -> BTreeSet<&'static str> {
+    let mut kinds = BTreeSet::new();
+    EventReader::new(&dirs.ledger, 1)
+        .read_available(usize::MAX, &mut |event, _| {
+            kinds.insert(event.kind.name());
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+    kinds
+}
+
+#[test]
+fn a_snapshot_at_every_position_plus_the_tail_is_the_state_of_the_whole_log() {
+    for seed in [1] {
+        let root = tempfile::tempdir().unwrap();
+        let dirs = dirs(root.path());
+        let responses_at = write_ledger(root.path(), seed, 80);
+        let last = responses_at.len() as Position - 1;
+        assert_eq!(event_kinds(&dirs).len(), 14, "seed {seed}: every event type is in the ledger: {:?}", event_kinds(&dirs));
+        let responses_last = *responses_at.last().unwrap();
+        assert!(responses_last > 5, "seed {seed}: stored answers in the responses journal");
+        // Just after the last batch, and a month later: answers expire at
+        // different points of the ledger.
+        let end = full_recovery(&dirs, t0()).recorded_at_last;
+        let nows = [end + Duration::hours(1), end + Duration::days(30)];
+        let full: Vec<State> = nows.iter().map(|now| full_recovery(&dirs, *now)).collect();
+        assert!(!full[0].idempotency.is_empty() && full[1].idempotency.is_empty(), "seed {seed}: answers held, then expired");
+        let stop = AtomicBool::new(false);
+
+        // Each position on its own, with the responses journal as it stood then.
+        for position in 0..=last {
+            let responses = responses_at[position as usize];
+            let taken = take_with(&dirs, Rules::default(), Through::Durable(position), Some(responses), 2, &stop).unwrap();
+            assert_eq!((taken.base, taken.header.responses_position), (None, responses), "seed {seed}: position {position}");
+            for (now, full) in nows.iter().zip(&full) {
+                let started = start_up(&dirs, *now);
+                assert_eq!(started.snapshot.as_ref().map(|(p, _)| *p), Some(position), "seed {seed}: position {position}");
+                assert_eq!(started.recovered.events, last - position);
+                assert_eq!(&started.recovered.state, full, "seed {seed}: snapshot at {position} plus the tail");
+            }
+            std::fs::remove_file(&taken.path).unwrap();
+        }
+
+        // Each from the one before, with every answer there is.
+        for position in 0..=last {
+            let taken = take(&dirs, Rules::default(), Through::Durable(position), 2, &stop).unwrap();
+            assert_eq!(taken.base, position.checked_sub(1), "seed {seed}: built on the snapshot before");
+            assert_eq!(taken.header.responses_position, responses_last);
+            assert_eq!(snapshot::list_snapshots(&dirs.snapshots).unwrap().len(), (position as usize + 1).min(2), "two kept");
+            let started = start_up(&dirs, nows[0]);
+            assert_eq!(started.snapshot.map(|(p, _)| p), Some(position));
+            assert_eq!(started.recovered.state, full[0], "seed {seed}: chained snapshot at {position} plus the tail");
+        }
+    }
+}
+
+#[test]
+fn a_bad_snapshot_is_skipped_for_the_next_older_one() {
+    let root = tempfile::tempdir().unwrap();
+    let dirs = dirs(root.path());
+    let responses_at = write_ledger(root.path(), 3, 40);
+    let last = responses_at.len() as Position - 1;
+    let now = t0() + Duration::days(30);
+    let full = full_recovery(&dirs, now);
+    let stop = AtomicBool::new(false);
+    let older = take(&dirs, Rules::default(), Through::Durable(last / 2), 5, &stop).unwrap();
+    let newer = take(&dirs, Rules::default(), Through::Durable(last - 1), 5, &stop).unwrap();
+    let mut bytes = std::fs::read(&newer.path).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    std::fs::write(&newer.path, &bytes).unwrap();
+    let started = start_up(&dirs, now);
+    assert_eq!(started.snapshot.map(|(p, _)| p), Some(older.header.position));
+    assert_eq!(started.recovered.state, full);
+    let logs = Logs { ledger: &dirs.ledger, ledger_last: last, responses: &dirs.responses };
+    assert_eq!(snapshot::check(&newer.path, last - 1, &logs, None), Err(snapshot::Fault::BodyChecksum));
+
+    // Taken under another duplicate window: skipped, since `apply` counts refusals within it.
+    let other = Rules { duplicate_window: Duration::minutes(5), ..Rules::default() };
+    let state = recover(&open(&dirs.ledger), &open(&dirs.responses), &dirs, other, now).unwrap();
+    assert_eq!(state.snapshot, None);
+    assert_eq!(state.recovered.state, crate::writer::recover(&open(&dirs.ledger), &open(&dirs.responses), other, now).unwrap().state);
+}
+
+/// A snapshot that is not the state of its position (written by a bug) makes
+/// the events after it break an invariant: start-up recovers from the first
+/// event instead of refusing to serve a ledger that is fine.
+#[test]
+fn a_snapshot_that_is_not_its_positions_state_is_not_mistaken_for_a_bad_ledger() {
+    let root = tempfile::tempdir().unwrap();
+    let dirs = dirs(root.path());
+    write_ledger(root.path(), 4, 40);
+    let now = t0() + Duration::days(30);
+    let full = full_recovery(&dirs, now);
+    // An empty state under the position and links of the event before a
+    // booking or a cancellation, which an empty state cannot take.
+    let mut position = None;
+    EventReader::new(&dirs.ledger, 2)
+        .read_available(usize::MAX, &mut |event, _| {
+            if matches!(event.kind.name(), "booking_created" | "booking_cancelled") {
+                position = Some(event.position - 1);
+                return ControlFlow::Break(());
+            }
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+    let position = position.expect("a booking after the first event");
+    let mut empty = State::new(Rules::default());
+    empty.position = position;
+    let link = record_hash_at(&dirs.ledger, position).unwrap().unwrap();
+    let body = codec::encode_snapshot(&empty, 0);
+    snapshot::write_snapshot(&dirs.snapshots, position, link, 0, crate::log::frame::GENESIS_HASH, &body).unwrap();
+    let started = start_up(&dirs, now);
+    assert_eq!(started.snapshot, None);
+    assert_eq!(started.recovered.state, full);
+}
