@@ -48,8 +48,10 @@ use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 
 const TENANT: &str = "bench";
-const CLINIC: &str = "c1";
 const DOCTORS: u64 = 100;
+/// Doctors `d000` to `d049` work at clinic `c0`, `d050` to `d099` at `c1`: a clinic
+/// has at most 64 (`doctors_per_clinic_max`).
+const DOCTORS_PER_CLINIC: u64 = 50;
 const SLOTS_PER_DAY: u64 = 1000;
 const CONNECTIONS: [usize; 2] = [64, 256];
 /// The `hot` scenario books only these slots of doctor `d000` on `HOT_DATE`, a day
@@ -230,13 +232,14 @@ impl Target {
 fn booking_body(n: u64) -> String {
     let date = NaiveDate::from_ymd_opt(2030, 1, 1).unwrap() + Days::new(n / (DOCTORS * SLOTS_PER_DAY));
     let (doctor, slot) = (n % DOCTORS, (n / DOCTORS) % SLOTS_PER_DAY);
-    format!(r#"{{"clinic":"{CLINIC}","doctor":"d{doctor:03}","date":"{date}","slot":{slot},"patient":"Patient {n}"}}"#)
+    let clinic = doctor / DOCTORS_PER_CLINIC;
+    format!(r#"{{"clinic":"c{clinic}","doctor":"d{doctor:03}","date":"{date}","slot":{slot},"patient":"Patient {n}"}}"#)
 }
 
 /// The n-th booking of the `hot` scenario: slot `n % HOT_SLOTS` of doctor `d000` on `HOT_DATE`.
 fn hot_booking_body(n: u64) -> String {
     let slot = n % HOT_SLOTS;
-    format!(r#"{{"clinic":"{CLINIC}","doctor":"d000","date":"{HOT_DATE}","slot":{slot},"patient":"Patient {n}"}}"#)
+    format!(r#"{{"clinic":"c0","doctor":"d000","date":"{HOT_DATE}","slot":{slot},"patient":"Patient {n}"}}"#)
 }
 
 /// What one connection, or all of a run's, saw.
@@ -344,7 +347,7 @@ async fn batch_commands(client: &reqwest::Client, server: &Server) -> anyhow::Re
 async fn prepare(client: &reqwest::Client, server: &Server, ledger: &Path) -> anyhow::Result<()> {
     for doctor in 0..DOCTORS {
         client
-            .put(server.url(&format!("/v1/{TENANT}/clinics/{CLINIC}/doctors/d{doctor:03}/schedule")))
+            .put(server.url(&format!("/v1/{TENANT}/clinics/c{}/doctors/d{doctor:03}/schedule", doctor / DOCTORS_PER_CLINIC)))
             .bearer_auth(&server.token)
             .json(&serde_json::json!({ "slots_per_day": SLOTS_PER_DAY }))
             .send()
