@@ -23,6 +23,7 @@ bench:
 	$(CARGO) bench --locked --bench writer
 	$(CARGO) bench --locked --bench verify
 	$(CARGO) bench --locked --bench forensics
+	$(CARGO) bench --locked --bench memory
 
 # The ledger next to a booking server on PostgreSQL, in one run. Installs PostgreSQL
 # with apt if it is missing; its cluster lives in a temporary directory, always deleted.
