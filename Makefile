@@ -1,7 +1,7 @@
 # The two commands of README: `make run` serves on ./data, `make test` passes the tests.
 CARGO ?= cargo
 
-.PHONY: run test check bench build
+.PHONY: run test check bench bench-pg build
 
 run:
 	$(CARGO) run --release --locked --bin ledger -- serve
@@ -23,3 +23,9 @@ bench:
 	$(CARGO) bench --locked --bench writer
 	$(CARGO) bench --locked --bench verify
 	$(CARGO) bench --locked --bench forensics
+	$(CARGO) bench --locked --bench memory
+
+# The ledger next to a booking server on PostgreSQL, in one run. Installs PostgreSQL
+# with apt if it is missing; its cluster lives in a temporary directory, always deleted.
+bench-pg:
+	CARGO="$(CARGO)" bash benches/pg/run.sh

@@ -37,8 +37,10 @@ use tempfile::TempDir;
 use uuid::Uuid;
 
 const TENANT: &str = "bench";
-const CLINIC: &str = "c1";
 const DOCTORS: u64 = 100;
+/// Doctors `d000` to `d049` work at clinic `c0`, `d050` to `d099` at `c1`: a clinic
+/// has at most 64 (`doctors_per_clinic_max`).
+const DOCTORS_PER_CLINIC: u64 = 50;
 const SLOTS_PER_DAY: u32 = 1000;
 const BATCHES: [u64; 3] = [1, 64, 1024];
 const RECOVER_BOOKINGS: u64 = 1_000_000;
@@ -66,7 +68,7 @@ impl Bookings {
         let slots = u64::from(SLOTS_PER_DAY);
         let request = BookingDetails {
             booking_id: Uuid::now_v7(),
-            clinic: CLINIC.into(),
+            clinic: clinic_name(n % DOCTORS).into(),
             doctor: doctor_name(n % DOCTORS).into(),
             date: self.first_date + Days::new(n / (DOCTORS * slots)),
             slot: ((n / DOCTORS) % slots) as u32,
@@ -82,6 +84,10 @@ impl Bookings {
 
 fn doctor_name(doctor: u64) -> String {
     format!("d{doctor:03}")
+}
+
+fn clinic_name(doctor: u64) -> String {
+    format!("c{}", doctor / DOCTORS_PER_CLINIC)
 }
 
 /// A command as the HTTP layer builds it, without an Idempotency-Key.
@@ -105,8 +111,9 @@ fn open_writer(dir: &Path) -> Writer {
         Arc::new(Metrics::new()),
     );
     let schedule = Schedule { slots_per_day: SLOTS_PER_DAY, first_slot_minute: None, slot_minutes: None };
-    let schedules: Vec<Command> =
-        (0..DOCTORS).map(|d| command(Action::SetSchedule { clinic: CLINIC.into(), doctor: doctor_name(d).into(), schedule })).collect();
+    let schedules: Vec<Command> = (0..DOCTORS)
+        .map(|d| command(Action::SetSchedule { clinic: clinic_name(d).into(), doctor: doctor_name(d).into(), schedule }))
+        .collect();
     commit(&mut writer, &schedules);
     writer
 }

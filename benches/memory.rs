@@ -1,0 +1,338 @@
+//! Resident memory per booking: what the projections cost while the writer runs and
+//! right after a restart, and how long that restart's recovery takes.
+//!
+//! For each size (1,000,000 and 10,000,000 bookings; `MEMORY_BOOKINGS_MAX` caps the
+//! largest, default 10,000,000, which needs several GB of memory and minutes), on a
+//! temporary directory:
+//!
+//! 1. `write`: a child process opens a `Writer` on empty `FileLog`s, sets the
+//!    schedules of `TENANTS` × `CLINICS` × `DOCTORS` doctors, reads its resident set,
+//!    commits the bookings through `Writer::commit` in batches of `BATCH` (each one
+//!    fdatasynced), and reads its resident set again. The bookings are spread as
+//!    real traffic would be: one after another over every doctor, `SLOTS_PER_DAY` a
+//!    day, over as many days as it takes (2 at 1M, 20 at 10M). No Idempotency-Keys:
+//!    their table is bounded by its retention window, not by the ledger's size. The
+//!    writer holds two copies of the projections (the working and the published).
+//! 2. `recover`: a fresh child process, as after a restart, reads its resident set,
+//!    runs `writer::recover` (one copy, rebuilt from the log), reads it again, then
+//!    builds the `Writer` a restarted server runs (the published copy cloned from
+//!    it) and reads it a third time.
+//!
+//! Each step runs in a process of its own, so memory freed by one step and kept by the
+//! allocator does not hide what the next one takes. The resident set is `VmRSS` of
+//! `/proc/self/status` (`/proc/self/statm`'s resident pages, in bytes); `peak` is
+//! `VmHWM`. The baselines measured in the same run: the log's bytes per booking on
+//! disk (what the projections are rebuilt from), and for recovery, the same log
+//! read and CRC-checked by `log::Tail` without decoding or applying. Not counted:
+//! what `ledger serve` keeps beside the writer (the forensic clinic index, HTTP).
+
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::process::{Command as Process, ExitCode, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail, ensure};
+use booking_ledger::core::{Action, BookingDetails, BookingKind, Command, Rules, Schedule, State};
+use booking_ledger::http::views;
+use booking_ledger::log::{self, FileLog, FileLogOptions, Log};
+use booking_ledger::metrics::Metrics;
+use booking_ledger::writer::{self, Answer, SystemClock, Writer, WriterConfig};
+use chrono::{Days, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+use tempfile::TempDir;
+use uuid::Uuid;
+
+const SIZES: [u64; 2] = [1_000_000, 10_000_000];
+const TENANTS: u64 = 10;
+const CLINICS: u64 = 200;
+const DOCTORS: u64 = 8;
+const SLOTS_PER_DAY: u64 = 32;
+const BATCH: u64 = 1024;
+const BYTES_PER_BOOKING_TARGET: f64 = 200.0;
+
+/// What a `write` child measured.
+#[derive(Debug, Serialize, Deserialize)]
+struct Written {
+    /// After the schedules, before the first booking.
+    rss_before: u64,
+    rss_after: u64,
+    peak: u64,
+    commit_secs: f64,
+    events: u64,
+}
+
+/// What a `recover` child measured.
+#[derive(Debug, Serialize, Deserialize)]
+struct Restarted {
+    /// At start, before the logs are opened.
+    rss_before: u64,
+    /// After `writer::recover`: the projections, once.
+    rss_recovered: u64,
+    /// After `Writer::new`: the working and the published copy.
+    rss_writer: u64,
+    peak: u64,
+    recover_secs: f64,
+    events: u64,
+}
+
+/// `VmRSS` and `VmHWM` of this process, in bytes.
+fn resident() -> anyhow::Result<(u64, u64)> {
+    let status = std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
+    let kib = |name: &str| -> anyhow::Result<u64> {
+        let line = status.lines().find_map(|l| l.strip_prefix(name)).with_context(|| format!("/proc/self/status has no {name}"))?;
+        let kib = line.trim().strip_suffix("kB").with_context(|| format!("{name}{line}: not in kB"))?;
+        Ok(kib.trim().parse::<u64>()? * 1024)
+    };
+    Ok((kib("VmRSS:")?, kib("VmHWM:")?))
+}
+
+fn tenant_name(n: u64) -> String {
+    format!("tenant-{:02}", n % TENANTS)
+}
+
+/// The doctor `d` of all `TENANTS * CLINICS * DOCTORS`: its tenant, clinic and name.
+fn doctor(d: u64) -> (String, String, String) {
+    (tenant_name(d), format!("clinic-{:03}", (d / TENANTS) % CLINICS), format!("dr-{}", d / (TENANTS * CLINICS)))
+}
+
+fn command(tenant: String, action: Action) -> Command {
+    Command { tenant: tenant.into(), actor: "bench".into(), request_id: Uuid::new_v4().to_string().into(), idempotency: None, action }
+}
+
+/// The n-th booking: doctor `n % doctors`, then each slot of the day, then the next day.
+fn booking(n: u64) -> Command {
+    let doctors = TENANTS * CLINICS * DOCTORS;
+    let (tenant, clinic, doctor) = doctor(n % doctors);
+    let k = n / doctors;
+    let details = BookingDetails {
+        booking_id: Uuid::now_v7(),
+        clinic: clinic.into(),
+        doctor: doctor.into(),
+        date: NaiveDate::from_ymd_opt(2030, 1, 1).unwrap() + Days::new(k / SLOTS_PER_DAY),
+        slot: (k % SLOTS_PER_DAY) as u32,
+        patient: format!("Patient {n}").into(),
+        kind: BookingKind::Advance,
+        external_ref: None,
+        correlation_id: None,
+        external_created_at: None,
+    };
+    command(tenant, Action::Book(details))
+}
+
+fn schedules() -> Vec<Command> {
+    let schedule = Schedule { slots_per_day: SLOTS_PER_DAY as u32, first_slot_minute: None, slot_minutes: None };
+    (0..TENANTS * CLINICS * DOCTORS)
+        .map(|d| {
+            let (tenant, clinic, doctor) = doctor(d);
+            command(tenant, Action::SetSchedule { clinic: clinic.into(), doctor: doctor.into(), schedule })
+        })
+        .collect()
+}
+
+fn open_log(dir: &Path) -> anyhow::Result<FileLog> {
+    Ok(FileLog::open(dir, FileLogOptions::default()).with_context(|| format!("opening the log in {}", dir.display()))?.0)
+}
+
+fn new_writer(dir: &Path, state: State) -> anyhow::Result<Writer> {
+    Ok(Writer::new(
+        Box::new(open_log(&dir.join("ledger"))?),
+        Box::new(open_log(&dir.join("responses"))?),
+        state,
+        views::render,
+        Arc::new(SystemClock),
+        WriterConfig::default(),
+        Arc::new(Metrics::new()),
+    ))
+}
+
+fn commit(writer: &mut Writer, commands: &[Command]) -> anyhow::Result<()> {
+    let answers = writer.commit(commands)?;
+    ensure!(answers.iter().all(|a| matches!(a, Ok(Answer::Fresh(Ok(_))))), "a benchmark command was refused");
+    Ok(())
+}
+
+/// The `write` child: `bookings` bookings committed to a new ledger in `dir`.
+fn write(dir: &Path, bookings: u64) -> anyhow::Result<Written> {
+    let mut writer = new_writer(dir, State::new(Rules::default()))?;
+    for chunk in schedules().chunks(BATCH as usize) {
+        commit(&mut writer, chunk)?;
+    }
+    let (rss_before, _) = resident()?;
+    let started = Instant::now();
+    let mut next = 0;
+    while next < bookings {
+        let batch: Vec<Command> = (next..bookings.min(next + BATCH)).map(booking).collect();
+        commit(&mut writer, &batch)?;
+        next += batch.len() as u64;
+    }
+    let commit_secs = started.elapsed().as_secs_f64();
+    let (rss_after, peak) = resident()?;
+    drop(writer);
+    let events = open_log(&dir.join("ledger"))?.position_next() - 1;
+    Ok(Written { rss_before, rss_after, peak, commit_secs, events })
+}
+
+/// The `recover` child: the ledger in `dir` recovered, then a writer built on it.
+fn recover(dir: &Path) -> anyhow::Result<Restarted> {
+    let (rss_before, _) = resident()?;
+    let (log, responses) = (open_log(&dir.join("ledger"))?, open_log(&dir.join("responses"))?);
+    let recovered = writer::recover(&log, &responses, Rules::default(), Utc::now()).context("recovering")?;
+    let (rss_recovered, _) = resident()?;
+    drop((log, responses));
+    let writer = new_writer(dir, recovered.state)?;
+    let (rss_writer, peak) = resident()?;
+    drop(writer);
+    Ok(Restarted { rss_before, rss_recovered, rss_writer, peak, recover_secs: recovered.elapsed.as_secs_f64(), events: recovered.events })
+}
+
+// SNAPSHOT FIGURES GO HERE. Snapshots are being added in another change; once they
+// land, this should run a third child that restarts from the latest snapshot plus
+// the log after it (write one first, with the writer's own call), and return what
+// `recover` returns, so the table prints "with a snapshot" beside the full recovery.
+fn restart_from_snapshot(_dir: &Path, _bookings: u64) -> anyhow::Result<Option<Restarted>> {
+    Ok(None)
+}
+
+/// Runs this bench's own executable as a child for one step, and reads its answer.
+fn child<T: for<'de> Deserialize<'de>>(step: &str, dir: &Path, bookings: u64) -> anyhow::Result<T> {
+    let exe = std::env::current_exe()?;
+    let output = Process::new(exe)
+        .arg(format!("--{step}"))
+        .arg(dir)
+        .arg(bookings.to_string())
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("running the {step} child"))?;
+    ensure!(output.status.success(), "the {step} child failed: {}", output.status);
+    serde_json::from_slice(&output.stdout).with_context(|| format!("reading the {step} child's answer"))
+}
+
+/// Records read and CRC-checked by `log::Tail`, and the time it took.
+fn read_only(ledger_dir: &Path, events: u64) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let mut read = 0;
+    let mut tail = log::Tail::new(ledger_dir, 1);
+    while tail.read(events, 1 << 16, &mut |_, _, _| {
+        read += 1;
+        ControlFlow::Continue(())
+    })? > 0
+    {}
+    ensure!(read == events, "read {read} of {events} events");
+    Ok(started.elapsed())
+}
+
+fn log_bytes(dir: &Path) -> anyhow::Result<u64> {
+    let mut bytes = 0;
+    for entry in std::fs::read_dir(dir)? {
+        bytes += entry?.metadata()?.len();
+    }
+    Ok(bytes)
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+/// One line: the resident set grown from `before` to `after`, per booking, beside the target.
+fn row(label: &str, before: u64, after: u64, bookings: u64, note: &str) {
+    let grown = after.saturating_sub(before);
+    let bytes = grown as f64 / bookings as f64;
+    let verdict = if bytes <= BYTES_PER_BOOKING_TARGET { "met" } else { "missed" };
+    let line = format!(
+        "  {label:<40} {:>9.1} MiB {bytes:>7.0} B/booking   target <= {BYTES_PER_BOOKING_TARGET:.0}: {verdict:<6}   {note}",
+        mib(grown)
+    );
+    println!("{}", line.trim_end());
+}
+
+fn measure(bookings: u64) -> anyhow::Result<()> {
+    let dir = TempDir::new()?;
+    println!();
+    println!(
+        "{bookings} bookings over {} doctors in {TENANTS} tenants, batches of {BATCH}; resident set grown by them:",
+        TENANTS * CLINICS * DOCTORS
+    );
+
+    let written: Written = child("write", dir.path(), bookings)?;
+    let log_per_booking = log_bytes(&dir.path().join("ledger"))? as f64 / bookings as f64;
+    let note = format!("(the log on disk: {log_per_booking:.0} B/booking; peak {:.1} MiB)", mib(written.peak));
+    row("the writer that wrote them (2 copies)", written.rss_before, written.rss_after, bookings, &note);
+    println!("    committed in {:.1} s, {:.0} bookings/s", written.commit_secs, bookings as f64 / written.commit_secs);
+
+    let restarted: Restarted = child("recover", dir.path(), bookings)?;
+    ensure!(restarted.events == written.events, "recovered {} events of {}", restarted.events, written.events);
+    let show = |how: &str, restarted: &Restarted| {
+        let note = format!("(peak {:.1} MiB)", mib(restarted.peak));
+        row(&format!("{how}: recovered (1 copy)"), restarted.rss_before, restarted.rss_recovered, bookings, &note);
+        row(&format!("{how}: its writer (2 copies)"), restarted.rss_before, restarted.rss_writer, bookings, "");
+    };
+    show("after a restart", &restarted);
+    let read = read_only(&dir.path().join("ledger"), written.events)?;
+    let (recover_rate, read_rate) = (restarted.events as f64 / restarted.recover_secs, restarted.events as f64 / read.as_secs_f64());
+    println!(
+        "    recovery of {} events: {:.2} s, {recover_rate:.0} events/s   (read + CRC only: {:.2} s, {read_rate:.0} events/s; ratio {:.3})",
+        restarted.events,
+        restarted.recover_secs,
+        read.as_secs_f64(),
+        recover_rate / read_rate
+    );
+
+    // SNAPSHOT FIGURES ARE PRINTED HERE (see `restart_from_snapshot`).
+    match restart_from_snapshot(dir.path(), bookings)? {
+        Some(snapshot) => {
+            show("with a snapshot", &snapshot);
+            println!("    recovery from the snapshot: {:.2} s", snapshot.recover_secs);
+        }
+        None => println!("  {:<40} - (snapshots are not implemented yet)", "with a snapshot"),
+    }
+    Ok(())
+}
+
+fn sizes() -> anyhow::Result<Vec<u64>> {
+    let max = match std::env::var("MEMORY_BOOKINGS_MAX") {
+        Ok(text) => text.replace('_', "").parse::<u64>().with_context(|| format!("MEMORY_BOOKINGS_MAX={text:?}"))?,
+        Err(_) => *SIZES.last().unwrap(),
+    };
+    ensure!(max > 0, "MEMORY_BOOKINGS_MAX must be positive");
+    let mut sizes: Vec<u64> = SIZES.iter().map(|&size| size.min(max)).collect();
+    sizes.dedup();
+    Ok(sizes)
+}
+
+fn run(args: &[String]) -> anyhow::Result<()> {
+    match args {
+        [step, dir, bookings] if step == "--write" || step == "--recover" => {
+            let (dir, bookings) = (PathBuf::from(dir), bookings.parse::<u64>()?);
+            let answer =
+                if step == "--write" { serde_json::to_string(&write(&dir, bookings)?)? } else { serde_json::to_string(&recover(&dir)?)? };
+            println!("{answer}");
+            Ok(())
+        }
+        // What cargo passes to a benchmark.
+        [] | [_] if args.iter().all(|a| a == "--bench") => {
+            let started = Instant::now();
+            let sizes = sizes()?;
+            println!("resident memory per booking (MEMORY_BOOKINGS_MAX caps the largest size: {})", sizes.last().unwrap());
+            for bookings in sizes {
+                measure(bookings)?;
+            }
+            println!();
+            println!("memory bench: {:.0} s", started.elapsed().as_secs_f64());
+            Ok(())
+        }
+        _ => bail!("unexpected arguments {args:?}; usage: memory (MEMORY_BOOKINGS_MAX=N to cap the largest size)"),
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("memory bench: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
