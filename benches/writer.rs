@@ -104,7 +104,7 @@ fn open_writer(dir: &Path) -> Writer {
     let mut writer = Writer::new(
         Box::new(open_log(&dir.join("ledger"))),
         Box::new(open_log(&dir.join("responses"))),
-        State::new(Rules { doctors_per_clinic_max: DOCTORS as u32, ..Rules::default() }),
+        State::new(Rules::default()),
         views::render,
         Arc::new(SystemClock),
         WriterConfig::default(),
@@ -231,9 +231,7 @@ fn bench_recover(criterion: &mut Criterion) -> RecoverTallies {
             let mut elapsed = Duration::ZERO;
             for _ in 0..iters {
                 let started = Instant::now();
-                let recovered =
-                    writer::recover(&log, &responses, Rules { doctors_per_clinic_max: DOCTORS as u32, ..Rules::default() }, Utc::now())
-                        .expect("recovering the ledger");
+                let recovered = writer::recover(&log, &responses, Rules::default(), Utc::now()).expect("recovering the ledger");
                 elapsed += started.elapsed();
                 assert_eq!(recovered.events, events);
             }
