@@ -243,6 +243,19 @@ pub(super) fn booked(tenant: &TenantState, request: &BookingDetails, created: bo
     tenant.bookings[&booking_id].clone()
 }
 
+impl TenantState {
+    /// Makes a booking's clinic and doctor names the schedule's own: one
+    /// allocation per name, however many bookings carry it.
+    pub fn share_names(&self, details: &mut BookingDetails) {
+        if let Some((clinic, c)) = self.clinics.get_key_value(&details.clinic) {
+            details.clinic = clinic.clone();
+            if let Some((doctor, _)) = c.doctors.get_key_value(&details.doctor) {
+                details.doctor = doctor.clone();
+            }
+        }
+    }
+}
+
 pub(super) fn apply(tenant: &mut TenantState, kind: &EventKind, at: DateTime<Utc>, position: Position) {
     match kind {
         EventKind::ScheduleSet { clinic, doctor, schedule } => {
@@ -272,15 +285,8 @@ pub(super) fn apply(tenant: &mut TenantState, kind: &EventKind, at: DateTime<Utc
                 let previous = tenant.external_refs.insert(external_ref.clone(), details.booking_id);
                 assert_eq!(previous, None, "an external ref binds once");
             }
-            // The clinic's and doctor's names are the schedule's: one allocation
-            // per name, however many bookings carry it.
             let mut details = details.clone();
-            if let Some((clinic, c)) = tenant.clinics.get_key_value(&details.clinic) {
-                details.clinic = clinic.clone();
-                if let Some((doctor, _)) = c.doctors.get_key_value(&details.doctor) {
-                    details.doctor = doctor.clone();
-                }
-            }
+            tenant.share_names(&mut details);
             let booking = Booking {
                 details,
                 token_number: *token_number,

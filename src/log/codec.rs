@@ -677,7 +677,8 @@ fn add_entry(t: &mut TenantState, entry: pb::snapshot_entry::Entry) -> Result<()
             insert_new(&mut t.clinics.entry(clinic).or_default().doctors, name, doctor, "doctors of a clinic")
         }
         Entry::Booking(b) => {
-            let created = from_pb_booking(b.booking.ok_or_else(|| CodecError("a booking without its details".into()))?)?;
+            let mut created = from_pb_booking(b.booking.ok_or_else(|| CodecError("a booking without its details".into()))?)?;
+            t.share_names(&mut created.details);
             let booking = Booking {
                 token_number: created.token_number,
                 status: if b.cancelled { BookingStatus::Cancelled } else { BookingStatus::Confirmed },

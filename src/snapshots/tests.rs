@@ -310,6 +310,18 @@ fn a_snapshot_at_every_position_plus_the_tail_is_the_state_of_the_whole_log() {
             assert_eq!(started.snapshot.map(|(p, _)| p), Some(position));
             assert_eq!(started.recovered.state, full[0], "seed {seed}: chained snapshot at {position} plus the tail");
         }
+        // A state loaded from a snapshot shares each clinic's and doctor's name
+        // among its bookings, as one built by `apply` does.
+        let started = start_up(&dirs, nows[0]);
+        let shared = started.recovered.state.tenants.values().flat_map(|t| {
+            t.bookings.values().map(move |b| {
+                let (clinic, c) = t.clinics.get_key_value(&b.details.clinic).unwrap();
+                let (doctor, _) = c.doctors.get_key_value(&b.details.doctor).unwrap();
+                Arc::ptr_eq(clinic, &b.details.clinic) && Arc::ptr_eq(doctor, &b.details.doctor)
+            })
+        });
+        let (all, shared) = shared.fold((0, 0), |(all, shared), s| (all + 1, shared + usize::from(s)));
+        assert!(all > 0 && shared == all, "seed {seed}: {shared} of {all} bookings share their names");
     }
 }
 
