@@ -610,8 +610,28 @@ pub fn decode_snapshot(bytes: &[u8], rules: Rules) -> Result<DecodedSnapshot, Co
     state.recorded_at_last = from_micros(snapshot.recorded_at_last_micros, "recorded_at_last")?;
     let mut tenant: Option<(Text, TenantState)> = None;
     let mut answers = Vec::new();
+    let mut decoder = super::decode::Decoder::interning();
     for _ in 0..snapshot.entries {
-        let entry = pb::SnapshotEntry::decode_length_delimited(&mut body)?;
+        let len = usize::try_from(prost::encoding::decode_varint(&mut body)?).map_err(|_| CodecError("an entry too long".into()))?;
+        let bytes = body.get(..len).ok_or_else(|| CodecError("a snapshot entry cut short".into()))?;
+        body = &body[len..];
+        // Bookings, nearly all of a snapshot, are decoded in place.
+        if let Some(b) = decoder.snapshot_booking(bytes)? {
+            let (_, t) = tenant.as_mut().ok_or_else(|| CodecError("a snapshot entry before its tenant".into()))?;
+            let mut created = b.created;
+            t.share_names(&mut created.details);
+            let booking = Booking {
+                token_number: created.token_number,
+                status: if b.cancelled { BookingStatus::Cancelled } else { BookingStatus::Confirmed },
+                created_at: from_micros(b.created_at_micros, "created_at")?,
+                position: b.position,
+                cancel_reason: b.cancel_reason,
+                details: created.details,
+            };
+            insert_new(&mut t.bookings, booking.details.booking_id, Arc::new(booking), "bookings")?;
+            continue;
+        }
+        let entry = pb::SnapshotEntry::decode(bytes)?;
         match entry.entry.ok_or_else(|| CodecError("an empty snapshot entry".into()))? {
             Entry::Tenant(name) => {
                 if let Some((name, entries)) = tenant.take() {

@@ -188,6 +188,37 @@ impl Decoder {
         })
     }
 
+    /// A snapshot entry (`SnapshotEntry`) that holds only a booking, decoded in
+    /// place: bookings are nearly all of a snapshot. None for any other entry,
+    /// which the caller decodes with prost.
+    pub fn snapshot_booking(&mut self, entry: &[u8]) -> Result<Option<SnapshotBooking>, CodecError> {
+        let mut fields = Fields::new(entry);
+        let mut booking = None;
+        while let Some((number, value)) = fields.next_field()? {
+            match (number, value) {
+                (3, Value::Bytes(b)) => booking = Some(b),
+                _ => return Ok(None),
+            }
+        }
+        let Some(booking) = booking else { return Ok(None) };
+        let mut m = Message::read(booking)?;
+        let created = match self.kind(11, m.bytes(1))? {
+            EventKind::BookingCreated(created) => created,
+            _ => unreachable!("field 11 is a booking"),
+        };
+        let cancel_reason = match m.values[5] {
+            Some(Value::Bytes(b)) => Some(Text::from(utf8(b)?)),
+            _ => None,
+        };
+        Ok(Some(SnapshotBooking {
+            created,
+            cancelled: m.varint(2).unwrap_or(0) != 0,
+            created_at_micros: m.int64(3),
+            position: m.varint(4).unwrap_or(0),
+            cancel_reason,
+        }))
+    }
+
     fn response(&mut self, body: &[u8]) -> Result<StoredResponse, CodecError> {
         let mut m = Message::read(body)?;
         Ok(StoredResponse {
@@ -198,6 +229,16 @@ impl Decoder {
             body: Arc::from(m.bytes(5)),
         })
     }
+}
+
+/// A booking as a snapshot keeps it (`SnapshotBooking`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotBooking {
+    pub created: BookingCreated,
+    pub cancelled: bool,
+    pub created_at_micros: i64,
+    pub position: u64,
+    pub cancel_reason: Option<Text>,
 }
 
 /// A field's value, by wire type.
@@ -508,6 +549,40 @@ mod tests {
             crate::log::encode::encode_event(&event, &mut out, &mut scratch);
             assert_eq!(out, codec::encode_event_with_prost(&event), "{date}");
         }
+    }
+
+    /// Booking entries of a snapshot, written by prost, read in place.
+    #[test]
+    fn snapshot_bookings_decode_in_place_as_prost_wrote_them() {
+        use crate::log::codec::pb;
+        use prost::Message as _;
+        for event in events() {
+            let EventKind::BookingCreated(created) = &event.kind else { continue };
+            let booking = pb::EventRecord::decode(&*codec::encode_event(&event)).unwrap().event.unwrap();
+            let pb::event_record::Event::BookingCreated(booking) = booking else { unreachable!() };
+            for (cancelled, reason) in [(false, None), (true, None), (true, Some("")), (true, Some("feeling better"))] {
+                let entry = pb::SnapshotEntry {
+                    entry: Some(pb::snapshot_entry::Entry::Booking(pb::SnapshotBooking {
+                        booking: Some(booking.clone()),
+                        cancelled,
+                        created_at_micros: 1_700_000_000_000_001,
+                        position: 42,
+                        cancel_reason: reason.map(str::to_owned),
+                    })),
+                };
+                let decoded = Decoder::interning().snapshot_booking(&entry.encode_to_vec()).unwrap().unwrap();
+                let expected = SnapshotBooking {
+                    created: created.clone(),
+                    cancelled,
+                    created_at_micros: 1_700_000_000_000_001,
+                    position: 42,
+                    cancel_reason: reason.map(Text::from),
+                };
+                assert_eq!(decoded, expected);
+            }
+        }
+        let tenant = pb::SnapshotEntry { entry: Some(pb::snapshot_entry::Entry::Tenant("kloqo".into())) };
+        assert_eq!(Decoder::interning().snapshot_booking(&tenant.encode_to_vec()).unwrap(), None, "other entries are prost's");
     }
 
     #[test]
