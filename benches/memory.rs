@@ -180,12 +180,18 @@ fn recover(dir: &Path) -> anyhow::Result<Restarted> {
     let (rss_before, _) = resident()?;
     let (log, responses) = (open_log(&dir.join("ledger"))?, open_log(&dir.join("responses"))?);
     let recovered = writer::recover(&log, &responses, Rules::default(), Utc::now()).context("recovering")?;
-    let (rss_recovered, _) = resident()?;
     drop((log, responses));
+    restarted(dir, rss_before, recovered)
+}
+
+/// What a restart left resident: the recovered state, then with a writer built on it.
+fn restarted(dir: &Path, rss_before: u64, recovered: writer::Recovered) -> anyhow::Result<Restarted> {
+    let (rss_recovered, _) = resident()?;
+    let (recover_secs, events) = (recovered.elapsed.as_secs_f64(), recovered.events);
     let writer = new_writer(dir, recovered.state)?;
     let (rss_writer, peak) = resident()?;
     drop(writer);
-    Ok(Restarted { rss_before, rss_recovered, rss_writer, peak, recover_secs: recovered.elapsed.as_secs_f64(), events: recovered.events })
+    Ok(Restarted { rss_before, rss_recovered, rss_writer, peak, recover_secs, events })
 }
 
 /// A snapshot of the ledger in `dir` taken at its end (as the server's snapshot
@@ -215,13 +221,8 @@ fn recover_from_snapshot(dir: &Path) -> anyhow::Result<Restarted> {
     let (log, responses) = (open_log(&dir.join("ledger"))?, open_log(&dir.join("responses"))?);
     let start_up = snapshots::recover(&log, &responses, &dirs(dir), Rules::default(), Utc::now()).context("recovering")?;
     ensure!(start_up.snapshot.is_some(), "the start-up did not use the snapshot");
-    let recovered = start_up.recovered;
-    let (rss_recovered, _) = resident()?;
     drop((log, responses));
-    let writer = new_writer(dir, recovered.state)?;
-    let (rss_writer, peak) = resident()?;
-    drop(writer);
-    Ok(Restarted { rss_before, rss_recovered, rss_writer, peak, recover_secs: recovered.elapsed.as_secs_f64(), events: recovered.events })
+    restarted(dir, rss_before, start_up.recovered)
 }
 
 /// Runs this bench's own executable as a child for one step, and reads its answer.
