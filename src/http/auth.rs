@@ -45,16 +45,23 @@ impl Auth {
         Auth { by_secret_hash }
     }
 
-    pub fn authenticate(&self, authorization: Option<&HeaderValue>) -> Result<Arc<Token>, ApiError> {
+    /// The token of a request's `Authorization` headers: exactly one, `Bearer`
+    /// (any case), one space, the secret, nothing around it.
+    pub fn authenticate<'a>(&self, mut authorization: impl Iterator<Item = &'a HeaderValue>) -> Result<Arc<Token>, ApiError> {
         let unauthenticated = |detail: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", detail);
-        let header = authorization.ok_or_else(|| unauthenticated("an `Authorization: Bearer <secret>` header is required"))?;
+        let header = authorization.next().ok_or_else(|| unauthenticated("an `Authorization: Bearer <secret>` header is required"))?;
+        if authorization.next().is_some() {
+            return Err(unauthenticated("a request carries one Authorization header, not several"));
+        }
         let secret = header
             .to_str()
             .ok()
             .and_then(|h| h.split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .filter(|(scheme, secret)| {
+                scheme.eq_ignore_ascii_case("bearer") && !secret.is_empty() && secret.trim() == *secret && !secret.contains(' ')
+            })
             .map(|(_, secret)| secret)
-            .ok_or_else(|| unauthenticated("the Authorization header must be `Bearer <secret>`"))?;
-        self.by_secret_hash.get(blake3::hash(secret.trim().as_bytes()).as_bytes()).cloned().ok_or_else(|| unauthenticated("unknown token"))
+            .ok_or_else(|| unauthenticated("the Authorization header must be `Bearer <secret>`, one space between them"))?;
+        self.by_secret_hash.get(blake3::hash(secret.as_bytes()).as_bytes()).cloned().ok_or_else(|| unauthenticated("unknown token"))
     }
 }

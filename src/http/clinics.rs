@@ -41,7 +41,9 @@ fn check_optional_text(field: &str, value: &Option<String>, max: usize) -> Resul
 
 /// `YYYY-MM-DD`, strictly.
 pub fn parse_date(field: &str, value: &str) -> Result<NaiveDate, ApiError> {
-    let date = (value.len() == 10).then(|| NaiveDate::parse_from_str(value, "%Y-%m-%d").ok()).flatten();
+    // Four digits of year, 0001 to 9999: chrono alone takes "0000", "-001" and "+001".
+    let four_digit_year = value.len() == 10 && value.as_bytes()[..4].iter().all(u8::is_ascii_digit) && &value[..4] != "0000";
+    let date = four_digit_year.then(|| NaiveDate::parse_from_str(value, "%Y-%m-%d").ok()).flatten();
     date.ok_or_else(|| ApiError::field(field, format!("{value:?} is not a date (YYYY-MM-DD)")))
 }
 

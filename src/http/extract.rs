@@ -72,14 +72,14 @@ impl FromRequestParts<Shared> for TenantCall {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &Shared) -> Result<Self, ApiError> {
-        let token = app.auth.authenticate(parts.headers.get(header::AUTHORIZATION))?;
+        let token = app.auth.authenticate(parts.headers.get_all(header::AUTHORIZATION).iter())?;
         let params = RawPathParams::from_request_parts(parts, app).await.map_err(|e| ApiError::invalid(e.body_text()))?;
         let tenant = params.iter().find(|(name, _)| *name == "tenant").map_or("", |(_, value)| value).to_owned();
         if !valid_tenant(&tenant) {
             return Err(ApiError::field("tenant", "must match [a-z0-9][a-z0-9-]{0,62}"));
         }
         if !token.grants(&tenant) {
-            return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", format!("token {} is not granted tenant {tenant}", token.name)));
+            return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", format!("this token is not granted tenant {tenant}")));
         }
         let idempotency_key = if parts.method == Method::POST || parts.method == Method::PUT { idempotency_key(parts)? } else { None };
         let request_id = recorded_request_id(parts.extensions.get::<RequestId>().map(|id| id.header_value().as_bytes()));

@@ -189,6 +189,41 @@ async fn authentication_and_tenant_grants() {
     server.stop().await;
 }
 
+/// The Authorization header is exactly one `Bearer <secret>`: no doubled
+/// space, no second header; a refusal names nothing the caller did not send.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_authorization_header_is_one_bearer_and_one_space() {
+    let (server, _dir) = server().await;
+    let c = &server.client;
+    let path = "/v1/kloqo/clinics/c1/slots?date=2026-03-02";
+    let bearer = format!("Bearer {WEB}");
+    c.send_with_headers("GET", path, &[("authorization", &bearer)], None).await.expect(200);
+    c.send_with_headers("GET", path, &[("authorization", &format!("bearer {WEB}"))], None).await.expect(200);
+    let doubled = format!("Bearer  {WEB}");
+    c.send_with_headers("GET", path, &[("authorization", &doubled)], None).await.expect_problem(401, "unauthenticated");
+    let twice = [("authorization", bearer.as_str()), ("authorization", bearer.as_str())];
+    c.send_with_headers("GET", path, &twice, None).await.expect_problem(401, "unauthenticated");
+    let forbidden = c.get(path.replace("kloqo", "other").as_str(), WEB).await.expect_problem(403, "forbidden");
+    assert!(!forbidden.to_string().contains("kloqo-web"), "the 403 names no token: {forbidden}");
+    server.stop().await;
+}
+
+/// A date is four digits of year (0001 to 9999), then month and day.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dates_with_year_zero_or_a_sign_are_invalid() {
+    let (server, _dir) = server().await;
+    let c = &server.client;
+    c.put("/v1/kloqo/clinics/c1/doctors/d1/schedule", ADMIN, r#"{"slots_per_day": 4}"#).await.expect(200);
+    let before = c.position().await;
+    for date in ["0000-01-01", "-001-01-01", "+001-01-01", "2026-02-30", "2026-3-02"] {
+        c.post("/v1/kloqo/bookings", WEB, &booking("c1", "d1", date, 1, "Asha")).await.expect_problem(400, "invalid_request");
+        c.get(&format!("/v1/kloqo/clinics/c1/slots?date={date}"), WEB).await.expect_problem(400, "invalid_request");
+    }
+    c.post("/v1/kloqo/bookings", WEB, &booking("c1", "d1", "0001-01-01", 1, "Asha")).await.expect(201);
+    assert_eq!(c.position().await, before + 1, "nothing but the one valid booking was appended");
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelling_frees_the_slot_but_never_the_token() {
     let (server, _dir) = server().await;
