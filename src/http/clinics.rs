@@ -32,7 +32,24 @@ pub fn check_text(field: &str, value: &str, max: usize) -> Result<(), ApiError> 
     if value.chars().any(char::is_control) {
         return Err(ApiError::field(field, "must not contain control characters"));
     }
+    if value.chars().any(is_bidi_control) {
+        return Err(ApiError::field(field, "must not contain bidirectional overrides or isolates (U+202A-U+202E, U+2066-U+2069)"));
+    }
+    if value.chars().all(|c| c.is_whitespace() || is_invisible(c)) {
+        return Err(ApiError::field(field, "must contain a visible character"));
+    }
     Ok(())
+}
+
+/// Characters that reorder the text around them: a name holding one can show
+/// as something else (a right-to-left override turns "Asha" into "ahsA").
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+/// Characters that take no space of their own: a name made only of them reads as empty.
+fn is_invisible(c: char) -> bool {
+    matches!(c, '\u{00AD}' | '\u{034F}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{2060}'..='\u{2064}' | '\u{FEFF}')
 }
 
 fn check_optional_text(field: &str, value: &Option<String>, max: usize) -> Result<(), ApiError> {

@@ -224,6 +224,23 @@ async fn dates_with_year_zero_or_a_sign_are_invalid() {
     server.stop().await;
 }
 
+/// A name must read as what it is: not empty to the eye, not reordered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invisible_or_reordering_names_are_invalid() {
+    let (server, _dir) = server().await;
+    let c = &server.client;
+    c.put("/v1/kloqo/clinics/c1/doctors/d1/schedule", ADMIN, r#"{"slots_per_day": 4}"#).await.expect(200);
+    let before = c.position().await;
+    for patient in ["\u{200B}", " \u{200B} \u{FEFF}", "Asha\u{202E}gnp.exe", "\u{2067}Ben", "   "] {
+        let body = serde_json::json!({ "clinic": "c1", "doctor": "d1", "date": DATE, "slot": 1, "patient": patient }).to_string();
+        let problem = c.post("/v1/kloqo/bookings", WEB, &body).await.expect_problem(400, "invalid_request");
+        assert_eq!(problem["field"], "patient", "{patient:?}: {problem}");
+    }
+    assert_eq!(c.position().await, before, "nothing appended");
+    c.post("/v1/kloqo/bookings", WEB, &booking("c1", "d1", DATE, 1, "Ásha ✓ \u{200D}")).await.expect(201);
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelling_frees_the_slot_but_never_the_token() {
     let (server, _dir) = server().await;
