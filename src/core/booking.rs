@@ -212,6 +212,12 @@ pub(super) fn decide_book(
         if age > rules.freshness_window {
             return Err(Rejection::StaleExternalBooking { age_secs: age.num_seconds(), window_secs: rules.freshness_window.num_seconds() });
         }
+        // A timestamp from the future would pass the freshness check forever:
+        // the external clock may be ahead of ours by the window, no more.
+        if -age > rules.freshness_window {
+            let window_secs = rules.freshness_window.num_seconds();
+            return Err(Rejection::ExternalCreatedInFuture { ahead_secs: (-age).num_seconds(), window_secs });
+        }
     }
     let day = doctor.days.get(&request.date);
     if let Some(booking_id) = day.and_then(|d| d.slots.get(&request.slot)) {

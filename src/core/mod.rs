@@ -255,6 +255,10 @@ pub enum Rejection {
     ExternalRefBound { external_ref: Text, booking_id: Uuid, correlation_id: Option<Text> },
     #[error("the external booking was created {age_secs} s ago, beyond the {window_secs} s freshness window")]
     StaleExternalBooking { age_secs: i64, window_secs: i64 },
+    /// An external calendar's clock ahead of ours by more than the freshness
+    /// window: its timestamp cannot be trusted to say the booking is fresh.
+    #[error("the external booking says it was created {ahead_secs} s in the future, beyond the {window_secs} s allowed for clock skew")]
+    ExternalCreatedInFuture { ahead_secs: i64, window_secs: i64 },
     #[error("the Idempotency-Key was already used with a different request")]
     IdempotencyKeyReused,
     #[error("claim {claim_id} is buying a number until {lease_expires_at}")]
@@ -310,6 +314,7 @@ impl Rejection {
             Rejection::BookingNotFound { .. } => "not_found",
             Rejection::ExternalRefBound { .. } => "external_ref_bound",
             Rejection::StaleExternalBooking { .. } => "stale_external_booking",
+            Rejection::ExternalCreatedInFuture { .. } => "external_created_in_future",
             Rejection::IdempotencyKeyReused => "idempotency_key_reused",
             Rejection::PurchaseInProgress { .. } => "purchase_in_progress",
             Rejection::ClaimSuperseded { .. } => "claim_superseded",

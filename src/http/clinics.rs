@@ -194,7 +194,7 @@ impl BookingRequest {
         (status = 404, description = "unknown_doctor: no schedule", body = Problem),
         (status = 409, description = "slot_taken (with booking_id), external_ref_bound (with booking_id, correlation_id)", body = Problem),
         (status = 413, description = "payload_too_large", body = Problem),
-        (status = 422, description = "slot_out_of_range, stale_external_booking (with age_secs), idempotency_key_reused", body = Problem),
+        (status = 422, description = "slot_out_of_range, stale_external_booking (with age_secs), external_created_in_future (with ahead_secs), idempotency_key_reused", body = Problem),
         (status = 503, description = "overloaded, unavailable", body = Problem),
     ),
     security(("bearer" = []))

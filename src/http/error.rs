@@ -107,6 +107,9 @@ impl From<&Rejection> for ApiError {
             Rejection::StaleExternalBooking { age_secs, window_secs } => {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, detail).with("age_secs", *age_secs).with("window_secs", *window_secs)
             }
+            Rejection::ExternalCreatedInFuture { ahead_secs, window_secs } => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, detail)
+                .with("ahead_secs", *ahead_secs)
+                .with("window_secs", *window_secs),
             Rejection::IdempotencyKeyReused => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, detail),
             Rejection::PurchaseInProgress { claim_id, lease_expires_at } => ApiError::new(StatusCode::CONFLICT, code, detail)
                 .with("claim_id", claim_id.to_string())

@@ -330,8 +330,10 @@ pub struct Problem {
     pub correlation_id: Option<String>,
     /// `stale_external_booking`.
     pub age_secs: Option<i64>,
-    /// `stale_external_booking`.
+    /// `stale_external_booking`, `external_created_in_future`.
     pub window_secs: Option<i64>,
+    /// `external_created_in_future`: how far ahead of the ledger's clock the timestamp is.
+    pub ahead_secs: Option<i64>,
     /// `purchase_in_progress`, `claim_superseded`.
     pub claim_id: Option<Uuid>,
     /// `purchase_in_progress`.

@@ -327,6 +327,17 @@ async fn external_refs_bind_once_and_stale_answers_are_refused() {
     let stale = c.post("/v1/kloqo/bookings", WEB, &external(0, Some("call-1"), now - chrono::Duration::minutes(35))).await;
     let stale = stale.expect_problem(422, "stale_external_booking");
     assert!((35 * 60..35 * 60 + 60).contains(&stale["age_secs"].as_i64().unwrap()), "{stale}");
+    // A timestamp from the future would pass the freshness check forever.
+    let position = c.position().await;
+    for ahead in [chrono::Duration::days(365), chrono::Duration::minutes(35)] {
+        let future = c.post("/v1/kloqo/bookings", WEB, &external(0, Some("call-f"), now + ahead)).await;
+        let future = future.expect_problem(422, "external_created_in_future");
+        assert!(future["ahead_secs"].as_i64().unwrap() >= ahead.num_seconds() - 60, "{future}");
+    }
+    let year_9999 = json!({"clinic":"c1","doctor":"d1","date":DATE,"slot":0,"patient":"Asha","external_ref":"cal-77",
+        "correlation_id":"call-f","external_created_at":"9999-12-31T23:59:59Z"});
+    c.post("/v1/kloqo/bookings", WEB, &year_9999.to_string()).await.expect_problem(422, "external_created_in_future");
+    assert_eq!(c.position().await, position, "nothing appended");
 
     let bound = c.post("/v1/kloqo/bookings", WEB, &external(0, Some("call-1"), now)).await.expect(201);
     assert_eq!((bound["external_ref"].as_str(), bound["correlation_id"].as_str()), (Some("cal-77"), Some("call-1")));
