@@ -142,6 +142,17 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        // A declared length over the limit is refused before a byte of it is
+        // read: waiting for 10 GB that will never come would hold the
+        // connection until the request's deadline.
+        let declared = request.headers().get(axum::http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if declared.is_some_and(|len| len > BODY_BYTES_MAX as u64) {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("bodies are limited to {BODY_BYTES_MAX} bytes"),
+            ));
+        }
         let raw = Bytes::from_request(request, state).await.map_err(|e| {
             if let Some(timed_out) = RequestTimedOut::cause_of(&e) {
                 timed_out.problem()

@@ -165,6 +165,23 @@ async fn request_headers_over_16_kib_are_431_problems() {
     server.stop().await;
 }
 
+/// A body declared larger than the limit is refused at once, not awaited
+/// until the request's deadline (an hour here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_declared_length_over_the_limit_is_413_before_the_body_arrives() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, addr) = server_with(dir.path(), |c| seconds(c, 10, 3600)).await;
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST /v1/kloqo/bookings HTTP/1.1\r\nhost: ledger\r\nauthorization: Bearer {WEB}\r\ncontent-type: application/json\r\ncontent-length: 10000000000\r\n\r\n"
+    );
+    stream.write_all(format!("{head}{{\"clinic\":\"c1\"}}").as_bytes()).await.unwrap();
+    let reply = expect_reply(&mut stream).await;
+    assert_eq!((reply.status, reply.problem()["code"].as_str()), (413, Some("payload_too_large")));
+    assert_eq!(server.client.position().await, 0, "nothing was booked");
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_that_never_completes_is_a_408_problem_and_so_is_one_that_drips() {
     let dir = tempfile::tempdir().unwrap();
