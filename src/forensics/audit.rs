@@ -402,6 +402,9 @@ impl TenantFacts {
                 format!("{} is held by {} and booked again by booking {id} (position {p})", describe_slot(&key), held_by.join(" and ")),
             );
         }
+        // Almost every slot has one holder: room for exactly one, not the four
+        // a first push reserves (the live audit keeps this for every booking).
+        holders.reserve_exact(1);
         holders.push((id, p));
         let token_key: TokenKey = (key.0.clone(), key.1.clone(), key.2, created.details.kind, created.token_number);
         match self.tokens.get(&token_key) {
