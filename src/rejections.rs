@@ -146,8 +146,3 @@ impl Journal {
         self.log = None;
     }
 }
-
-/// Decodes one journal record.
-pub fn decode(bytes: &[u8]) -> Result<Rejected, codec::CodecError> {
-    codec::decode_rejection(bytes)
-}
