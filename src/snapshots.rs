@@ -128,7 +128,7 @@ fn take_with(
         None => (State::new(rules), None, 0),
     };
 
-    let mut reader = EventReader::new(&dirs.ledger, state.position + 1);
+    let mut reader = EventReader::for_recovery(&dirs.ledger, state.position + 1);
     let mut failure = None;
     let mut events = 0;
     while reader.next_position() <= last {

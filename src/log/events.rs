@@ -65,6 +65,12 @@ impl EventReader {
         EventReader { tail: Tail::new(dir, from), dir: dir.to_owned(), decoder: Decoder::interning() }
     }
 
+    /// A reader for code that applies events and drops them (the snapshot
+    /// thread): their request id and Idempotency-Key are not decoded.
+    pub fn for_recovery(dir: &Path, from: Position) -> EventReader {
+        EventReader { decoder: Decoder::for_recovery(), ..EventReader::new(dir, from) }
+    }
+
     /// The position the next read starts at.
     pub fn next_position(&self) -> Position {
         self.tail.next_position()
