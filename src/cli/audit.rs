@@ -30,14 +30,24 @@ pub struct AuditArgs {
 }
 
 pub fn run(args: &AuditArgs) -> anyhow::Result<Finding> {
-    let _lock = open_offline(&args.data)?;
     let rules = rules(args)?;
-    let dir = args.data.join(LEDGER_DIR);
+    if let Some(path) = &args.config {
+        let config = super::config::Config::load(Some(path), None, None)?;
+        if let Some(cluster) = &config.cluster {
+            return super::for_each_partition(cluster, config.log, |data| audit(data, rules, args.tenant.as_deref()));
+        }
+    }
+    audit(&args.data, rules, args.tenant.as_deref())
+}
+
+fn audit(data: &std::path::Path, rules: Rules, tenant: Option<&str>) -> anyhow::Result<Finding> {
+    let _lock = open_offline(data)?;
+    let dir = data.join(LEDGER_DIR);
     // A torn record at the very end was never acknowledged: the audit stops
     // before it (`ledger verify` tells torn writes from damage).
     let last = crate::log::last_position(&dir)?.unwrap_or(0);
     let mut progress = Progress::new(last, "auditing");
-    let report = audit_dir(&dir, last, rules, args.tenant.as_deref(), &mut |n| progress.inc(n))
+    let report = audit_dir(&dir, last, rules, tenant, &mut |n| progress.inc(n))
         .map_err(|e| anyhow::anyhow!("{e}: the log cannot be audited (`ledger verify` checks it record by record)"))?;
     progress.finish();
     for violation in &report.violations {

@@ -32,6 +32,22 @@ pub struct ConfigFile {
     pub rules: RulesSection,
     #[serde(default)]
     pub token: Vec<TokenSection>,
+    pub cluster: Option<ClusterSection>,
+}
+
+/// `[cluster]`: API.md's cluster mode on NATS JetStream.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSection {
+    pub nats: Vec<String>,
+    pub node: String,
+    pub advertise: String,
+    #[serde(default = "ClusterConfig::default_partitions")]
+    pub partitions: u32,
+    #[serde(default = "ClusterConfig::default_replicas")]
+    pub replicas: usize,
+    #[serde(default = "ClusterConfig::default_lease_secs")]
+    pub lease_secs: u64,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -153,6 +169,8 @@ pub struct Config {
     pub snapshots: SnapshotConfig,
     /// (secret, token); empty means "create an admin token in the data directory".
     pub tokens: Vec<(String, Token)>,
+    /// Set with a `[cluster]` section: the ledger runs as one node of a cluster.
+    pub cluster: Option<ClusterConfig>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -261,7 +279,9 @@ impl Config {
             }
             tokens.push((token.secret, Token { name: token.name.into(), tenants: token.tenants, role: token.role }));
         }
+        let cluster = file.cluster.map(|c| ClusterConfig::check(c, &tokens)).transpose()?;
         Ok(Config {
+            cluster,
             data_dir: data_dir.or(file.server.data_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
             listen,
             writer,
@@ -272,6 +292,45 @@ impl Config {
             connections,
             snapshots,
             tokens,
+        })
+    }
+}
+
+pub use crate::cluster::ClusterConfig;
+
+impl ClusterConfig {
+    fn default_partitions() -> u32 {
+        8
+    }
+    fn default_replicas() -> usize {
+        3
+    }
+    fn default_lease_secs() -> u64 {
+        5
+    }
+
+    fn check(c: ClusterSection, tokens: &[(String, Token)]) -> Result<ClusterConfig, ConfigError> {
+        if c.nats.is_empty() {
+            return Err(field_error("cluster.nats", "must name at least one NATS server"));
+        }
+        if c.node.is_empty() || !c.node.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_') {
+            return Err(field_error("cluster.node", format!("{:?} must be letters, digits, '-' or '_'", c.node)));
+        }
+        let advertise = c.advertise.trim_end_matches('/').to_owned();
+        if !advertise.starts_with("http://") || advertise.parse::<axum::http::Uri>().is_err() {
+            return Err(field_error("cluster.advertise", format!("{:?} is not an http:// URL", c.advertise)));
+        }
+        // Any node forwards any request with the caller's token: every node must know the same tokens.
+        if tokens.is_empty() {
+            return Err(field_error("cluster", "cluster mode needs [[token]]s, the same on every node (no per-node admin.token)"));
+        }
+        Ok(ClusterConfig {
+            nats: c.nats,
+            node: c.node,
+            advertise,
+            partitions: check_range("cluster.partitions", c.partitions, 1, 1024)?,
+            replicas: check_range("cluster.replicas", c.replicas, 1, 5)?,
+            lease_secs: check_range("cluster.lease_secs", c.lease_secs, 1, 3600)?,
         })
     }
 }

@@ -102,6 +102,32 @@ fn offline(result: anyhow::Result<Finding>) -> std::process::ExitCode {
     }
 }
 
+/// Runs an offline check on a copy of every partition of a cluster, each
+/// under a `partition N` heading; a stream that cannot be read is a finding.
+fn for_each_partition(
+    cluster: &crate::cluster::ClusterConfig,
+    options: crate::log::FileLogOptions,
+    mut check: impl FnMut(&std::path::Path) -> anyhow::Result<Finding>,
+) -> anyhow::Result<Finding> {
+    let downloaded = crate::cluster::download(cluster, options)?;
+    let mut finding = Finding::Clean;
+    for (partition, data) in &downloaded.partitions {
+        println!("partition {partition} (stream {}):", crate::cluster::stream::stream_name(*partition));
+        match data {
+            Ok(data) => {
+                if check(data)? == Finding::Found {
+                    finding = Finding::Found;
+                }
+            }
+            Err(reason) => {
+                println!("CORRUPT: {reason}");
+                finding = Finding::Found;
+            }
+        }
+    }
+    Ok(finding)
+}
+
 /// What an offline check found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Finding {

@@ -21,8 +21,10 @@ use crate::http::auth::{Auth, Role, Token};
 use crate::http::{AppState, app, views};
 use crate::log::{FileLog, FileLogOptions, Log};
 use crate::metrics::Metrics;
+use crate::rejections::Journal;
+use crate::snapshots::SnapshotThread;
 use crate::snapshots::{self, Dirs};
-use crate::writer::{Clock, RecoverError, Writer};
+use crate::writer::{Clock, RecoverError, Recovered, Writer, WriterHandle};
 
 pub const LEDGER_DIR: &str = "ledger";
 pub const RESPONSES_DIR: &str = "responses";
@@ -75,7 +77,7 @@ fn admin_token(data_dir: &Path) -> anyhow::Result<(String, Token, PathBuf)> {
     Ok((secret, token, path))
 }
 
-fn open_log(dir: &Path, options: FileLogOptions) -> anyhow::Result<FileLog> {
+pub fn open_log(dir: &Path, options: FileLogOptions) -> anyhow::Result<FileLog> {
     let (log, report) = FileLog::open(dir, options).with_context(|| format!("opening the log in {}", dir.display()))?;
     if let Some(t) = &report.truncated {
         tracing::warn!(
@@ -89,30 +91,25 @@ fn open_log(dir: &Path, options: FileLogOptions) -> anyhow::Result<FileLog> {
 /// Runs the server until `shutdown` completes. `on_listening` learns the bound
 /// address as soon as the port is open (before the projections are rebuilt).
 pub async fn serve(
-    config: Config,
+    mut config: Config,
     clock: Arc<dyn Clock>,
     shutdown: impl Future<Output = ()> + Send + 'static,
     on_listening: impl FnOnce(SocketAddr),
 ) -> anyhow::Result<()> {
     let data_dir = config.data_dir.clone();
     let _lock = lock_data_dir(&data_dir)?;
-    let mut tokens = config.tokens;
+    let mut tokens = std::mem::take(&mut config.tokens);
     if tokens.is_empty() {
         let (secret, token, path) = admin_token(&data_dir)?;
         tracing::info!(path = %path.display(), "no tokens configured: the admin token for all tenants is in {}", path.display());
         tokens.push((secret, token));
     }
+    if let Some(cluster) = config.cluster.take() {
+        return crate::cluster::serve(cluster, config, Auth::new(tokens), clock, shutdown, on_listening).await;
+    }
     let metrics = Arc::new(Metrics::new());
     let ledger_dir = data_dir.join(LEDGER_DIR);
-    let journal_dir = data_dir.join(REJECTIONS_DIR);
-    let journal_log = open_log(&journal_dir, FileLogOptions { segment_bytes_max: config.journal.segment_bytes_max })?;
-    let (journal, journal_handle) = crate::rejections::Journal::new(journal_log, &journal_dir, config.journal);
-    let mut state = AppState::new(Auth::new(tokens), metrics.clone(), Some(ledger_dir.clone()), clock.clone());
-    state.journal = Some(journal_handle);
-    state.rules = config.rules;
-    let indexes = Indexes::new(&ledger_dir, config.rules);
-    state.indexes = Some(indexes.clone());
-    let state = state.with_read_limits(config.read);
+    let (state, journal, indexes) = prepare(&data_dir, Auth::new(tokens), metrics.clone(), clock.clone(), &config)?;
     let state = Arc::new(state);
 
     let listener = TcpListener::bind(config.listen).await.with_context(|| format!("listening on {}", config.listen))?;
@@ -132,7 +129,7 @@ pub async fn serve(
     };
     let server = tokio::spawn(crate::http::server::serve(listener, app(state.clone()), config.connections, metrics.clone(), stop));
 
-    let (rules, log_options, writer_config, snapshot_config) = (config.rules, config.log, config.writer, config.snapshots);
+    let (rules, log_options) = (config.rules, config.log);
     let ledger_dir_for_forensics = ledger_dir.clone();
     let dirs = snapshot_dirs(&data_dir);
     let dirs_for_snapshots = dirs.clone();
@@ -178,14 +175,14 @@ pub async fn serve(
         recovered.events,
         recovered.elapsed.as_secs_f64()
     );
-    metrics.recovered_events.set(recovered.events as i64);
-    metrics.recovered_snapshot_position.set(snapshot_position as i64);
-    let log: Box<dyn Log> = Box::new(log);
-    let writer =
-        Writer::new(log, Box::new(responses), recovered.state, views::render, clock, writer_config, metrics.clone()).with_journal(journal);
-    let (handle, thread) = writer.spawn();
-    tokio::spawn(crate::forensics::follower::follow(indexes, handle.durable()));
-    let snapshot_thread = snapshots::spawn(dirs_for_snapshots, rules, snapshot_config, handle.durable(), snapshot_position, metrics);
+    let (handle, thread, snapshot_thread) = start(
+        Box::new(log),
+        Box::new(responses),
+        recovered,
+        snapshot_position,
+        Started { journal, indexes, dirs: dirs_for_snapshots, clock, metrics },
+        &config,
+    );
     state.set_writer(handle);
 
     let served = server.await.context("the server task")?;
@@ -196,6 +193,57 @@ pub async fn serve(
     served.context("serving HTTP")?;
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+/// The state the routes of one ledger share, its rejection journal (in
+/// `<root>/rejections`) and its read side's indexes (of `<root>/ledger`), before
+/// the projections are rebuilt.
+pub fn prepare(
+    root: &Path,
+    auth: Auth,
+    metrics: Arc<Metrics>,
+    clock: Arc<dyn Clock>,
+    config: &Config,
+) -> anyhow::Result<(AppState, Journal, Arc<Indexes>)> {
+    let ledger_dir = root.join(LEDGER_DIR);
+    let journal_dir = root.join(REJECTIONS_DIR);
+    let journal_log = open_log(&journal_dir, FileLogOptions { segment_bytes_max: config.journal.segment_bytes_max })?;
+    let (journal, journal_handle) = crate::rejections::Journal::new(journal_log, &journal_dir, config.journal);
+    let mut state = AppState::new(auth, metrics, Some(ledger_dir.clone()), clock);
+    state.journal = Some(journal_handle);
+    state.rules = config.rules;
+    let indexes = Indexes::new(&ledger_dir, config.rules);
+    state.indexes = Some(indexes.clone());
+    Ok((state.with_read_limits(config.read), journal, indexes))
+}
+
+/// What a ledger's writer starts with besides its logs and state.
+pub struct Started {
+    pub journal: Journal,
+    pub indexes: Arc<Indexes>,
+    pub dirs: Dirs,
+    pub clock: Arc<dyn Clock>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Starts a recovered ledger: its writer, the follower feeding the read side's
+/// indexes, and the snapshot thread. Within a tokio runtime.
+pub fn start(
+    log: Box<dyn Log>,
+    responses: Box<dyn Log>,
+    recovered: Recovered,
+    snapshot_position: u64,
+    started: Started,
+    config: &Config,
+) -> (WriterHandle, std::thread::JoinHandle<()>, SnapshotThread) {
+    let Started { journal, indexes, dirs, clock, metrics } = started;
+    metrics.recovered_events.set(recovered.events as i64);
+    metrics.recovered_snapshot_position.set(snapshot_position as i64);
+    let writer = Writer::new(log, responses, recovered.state, views::render, clock, config.writer, metrics.clone()).with_journal(journal);
+    let (handle, thread) = writer.spawn();
+    tokio::spawn(crate::forensics::follower::follow(indexes, handle.durable()));
+    let snapshot_thread = snapshots::spawn(dirs, config.rules, config.snapshots, handle.durable(), snapshot_position, metrics);
+    (handle, thread, snapshot_thread)
 }
 
 /// Completes on SIGTERM or SIGINT.

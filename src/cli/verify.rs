@@ -18,6 +18,10 @@ pub struct VerifyArgs {
     /// The data directory [default: data].
     #[arg(long, default_value = "data")]
     pub data: std::path::PathBuf,
+    /// A node's configuration file: with a `[cluster]` section, every
+    /// partition's JetStream stream is read and verified instead of `--data`.
+    #[arg(long)]
+    pub config: Option<std::path::PathBuf>,
 }
 
 /// The logs of a data directory, in the order they are checked. The rejection
@@ -28,6 +32,12 @@ const LOGS: [(&str, Origin); 3] = [(LEDGER_DIR, Origin::Genesis), (RESPONSES_DIR
 /// any snapshot bad. Everything is checked even after a problem is found,
 /// since each is evidence on its own.
 pub fn run(args: &VerifyArgs) -> anyhow::Result<Finding> {
+    if let Some(path) = &args.config {
+        let config = super::config::Config::load(Some(path), None, None)?;
+        if let Some(cluster) = &config.cluster {
+            return super::for_each_partition(cluster, config.log, |data| run(&VerifyArgs { data: data.to_owned(), config: None }));
+        }
+    }
     let _lock = open_offline(&args.data)?;
     let mut finding = Finding::Clean;
     let mut ledger_last = 0;

@@ -33,7 +33,7 @@ impl Token {
 
 /// The configured tokens, found by the BLAKE3 hash of their secret, so that a
 /// lookup's timing says nothing about how much of a guessed secret was right.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Auth {
     by_secret_hash: HashMap<[u8; 32], Arc<Token>>,
 }

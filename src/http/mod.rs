@@ -11,7 +11,7 @@ mod communities;
 pub mod error;
 pub mod extract;
 mod forensics;
-mod ops;
+pub mod ops;
 mod phones;
 pub mod server;
 pub mod views;

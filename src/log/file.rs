@@ -216,6 +216,11 @@ impl FileLog {
         Ok(self.position_next - 1)
     }
 
+    /// The hash of the last record appended: the next record's `prev_hash`.
+    pub fn last_hash(&self) -> Hash {
+        self.last_hash
+    }
+
     /// Closes the current segment (durably) and starts the next one.
     fn roll(&mut self) -> Result<(), LogError> {
         self.write_pending()?;

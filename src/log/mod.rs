@@ -66,6 +66,14 @@ pub enum LogError {
     Poisoned,
     #[error("injected failure: {0}")]
     Injected(&'static str),
+    /// A replicated log refused the append because another writer appended
+    /// first: this writer lost its partition and must stop writing it.
+    #[error("fenced: {0}")]
+    Fenced(String),
+    /// A replicated log did not acknowledge the append (no quorum, timeout,
+    /// connection lost): the records may or may not be stored.
+    #[error("not replicated: {0}")]
+    Unreplicated(String),
 }
 
 impl LogError {

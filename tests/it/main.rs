@@ -4,6 +4,7 @@
 mod audit;
 mod calls;
 mod clinics;
+mod cluster;
 mod communities;
 mod concurrency;
 mod crash;

@@ -43,6 +43,7 @@ pub fn config(dir: &Path) -> Config {
         read: Default::default(),
         connections: Default::default(),
         snapshots: Default::default(),
+        cluster: None,
         tokens: vec![
             token(ADMIN, "admin", "*", Role::Admin),
             token(WEB, "kloqo-web", "kloqo", Role::Client),
@@ -122,6 +123,16 @@ impl Client {
         Client { base: format!("http://{addr}"), http }
     }
 
+    pub fn addr(&self) -> SocketAddr {
+        self.base.trim_start_matches("http://").parse().unwrap()
+    }
+
+    /// A request whose transport failure is returned, not a panic.
+    pub async fn try_send(&self, method: &str, path: &str, token: &str, body: &str) -> reqwest::Result<Reply> {
+        let authorization = format!("Bearer {token}");
+        self.try_send_with_headers(method, path, &[("authorization", &authorization)], Some(body)).await
+    }
+
     pub async fn send(&self, method: &str, path: &str, token: Option<&str>, body: Option<&str>, key: Option<&str>) -> Reply {
         let authorization = token.map(|token| format!("Bearer {token}"));
         let headers: Vec<(&str, &str)> = [("authorization", authorization.as_deref()), ("Idempotency-Key", key)]
@@ -133,6 +144,16 @@ impl Client {
 
     /// A request with exactly these headers (besides what the client adds itself).
     pub async fn send_with_headers(&self, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&str>) -> Reply {
+        self.try_send_with_headers(method, path, headers, body).await.expect("the server answers")
+    }
+
+    async fn try_send_with_headers(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&str>,
+    ) -> reqwest::Result<Reply> {
         let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
         let mut request = self.http.request(method, format!("{}{path}", self.base));
         for (name, value) in headers {
@@ -141,11 +162,11 @@ impl Client {
         if let Some(body) = body {
             request = request.header("content-type", "application/json").body(body.to_owned());
         }
-        let response = request.send().await.expect("the server answers");
+        let response = request.send().await?;
         let status = response.status().as_u16();
         let headers = response.headers().clone();
-        let body = response.bytes().await.unwrap().to_vec();
-        Reply { status, headers, body }
+        let body = response.bytes().await?.to_vec();
+        Ok(Reply { status, headers, body })
     }
 
     pub async fn get(&self, path: &str, token: &str) -> Reply {

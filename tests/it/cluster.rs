@@ -1,0 +1,511 @@
+//! Cluster mode against real NATS servers (JetStream, R3, `sync_interval:
+//! always`) and real `ledger serve` processes: forwarding, failover by SIGKILL,
+//! fencing by SIGSTOP, idempotency across failover, a corrupt message, a NATS
+//! server killed. The NATS binary is `make nats`'s (`.venv/bin/nats-server`)
+//! or `$NATS_SERVER`; without it these tests say so and pass, except where
+//! `LEDGER_REQUIRE_NATS` is set (CI), where a missing server is a failure.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use booking_ledger::cluster::partition_of;
+use serde_json::Value;
+
+use crate::support::{Client, Reply, booking};
+
+const PARTITIONS: u32 = 4;
+const LEASE_SECS: u64 = 2;
+const DATE: &str = "2026-03-02";
+
+fn nats_binary() -> Option<PathBuf> {
+    let path = std::env::var_os("NATS_SERVER")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/nats-server"));
+    if path.is_file() {
+        return Some(path);
+    }
+    assert!(
+        std::env::var_os("LEDGER_REQUIRE_NATS").is_none(),
+        "LEDGER_REQUIRE_NATS is set (CI): install nats-server with `make nats`; none at {}",
+        path.display()
+    );
+    eprintln!("skipped: no nats-server at {} (run `make nats`)", path.display());
+    None
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn signal(child: &Child, name: &str) {
+    let status = Command::new("kill").arg(format!("-{name}")).arg(child.id().to_string()).status().unwrap();
+    assert!(status.success(), "kill -{name}");
+}
+
+struct NatsServer {
+    child: Option<Child>,
+    port: u16,
+    name: String,
+}
+
+struct Node {
+    child: Option<Child>,
+    name: String,
+    client: Client,
+    config: PathBuf,
+}
+
+pub struct Cluster {
+    dir: tempfile::TempDir,
+    nats: Vec<NatsServer>,
+    nodes: Vec<Node>,
+    pub secret: String,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for child in self.nodes.iter_mut().filter_map(|n| n.child.as_mut()).chain(self.nats.iter_mut().filter_map(|n| n.child.as_mut())) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Cluster {
+    /// Three NATS servers and `nodes` ledger nodes; `None` when there is no NATS server here.
+    pub async fn start(nodes: usize) -> Option<Cluster> {
+        let binary = nats_binary()?;
+        let dir = tempfile::tempdir().unwrap();
+        let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
+        let routes: Vec<String> = ports.iter().map(|(_, route)| format!("nats-route://127.0.0.1:{route}")).collect();
+        let mut nats = Vec::new();
+        for (i, (port, route)) in ports.iter().enumerate() {
+            let name = format!("nats-{}", i + 1);
+            let config = dir.path().join(format!("{name}.conf"));
+            std::fs::write(
+                &config,
+                format!(
+                    "server_name: {name}\nlisten: 127.0.0.1:{port}\njetstream {{ store_dir: \"{}\", sync_interval: always }}\ncluster {{ name: ledger, listen: 127.0.0.1:{route}, routes: [{}] }}\n",
+                    dir.path().join(&name).display(),
+                    routes.join(", ")
+                ),
+            )
+            .unwrap();
+            let log = std::fs::File::create(dir.path().join(format!("{name}.log"))).unwrap();
+            let child = Command::new(&binary).arg("-c").arg(&config).stdout(Stdio::null()).stderr(log).spawn().unwrap();
+            nats.push(NatsServer { child: Some(child), port: *port, name });
+        }
+        let secret = format!("{}", uuid::Uuid::new_v4().simple());
+        let mut cluster = Cluster { dir, nats, nodes: Vec::new(), secret };
+        for i in 0..nodes {
+            let port = free_port();
+            let name = format!("n{}", i + 1);
+            let config = cluster.dir.path().join(format!("{name}.toml"));
+            let servers: Vec<String> = cluster.nats.iter().map(|n| format!("\"nats://127.0.0.1:{}\"", n.port)).collect();
+            std::fs::write(
+                &config,
+                format!(
+                    "[server]\ndata_dir = \"{data}\"\nlisten = \"127.0.0.1:{port}\"\n\n[[token]]\nname = \"admin\"\nsecret = \"{secret}\"\ntenants = [\"*\"]\nrole = \"admin\"\n\n[cluster]\nnats = [{servers}]\nnode = \"{name}\"\nadvertise = \"http://127.0.0.1:{port}\"\npartitions = {PARTITIONS}\nreplicas = 3\nlease_secs = {LEASE_SECS}\n",
+                    data = cluster.dir.path().join(&name).display(),
+                    secret = cluster.secret,
+                    servers = servers.join(", "),
+                ),
+            )
+            .unwrap();
+            let client = Client::new(format!("127.0.0.1:{port}").parse().unwrap());
+            cluster.nodes.push(Node { child: None, name, client, config });
+            cluster.spawn(i);
+        }
+        for i in 0..nodes {
+            cluster.nodes[i].client.wait_ready().await;
+        }
+        Some(cluster)
+    }
+
+    fn spawn(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join(format!("{}.log", node.name))).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_ledger"))
+            .args(["serve", "--config"])
+            .arg(&node.config)
+            .env("RUST_LOG", "info,async_nats=warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        node.child = Some(child);
+    }
+
+    pub async fn restart(&mut self, i: usize) {
+        self.spawn(i);
+        self.nodes[i].client.wait_ready().await;
+    }
+
+    pub fn client(&self, i: usize) -> &Client {
+        &self.nodes[i].client
+    }
+
+    pub fn node_index(&self, name: &str) -> usize {
+        self.nodes.iter().position(|n| n.name == name).unwrap()
+    }
+
+    pub fn kill(&mut self, i: usize) {
+        let mut child = self.nodes[i].child.take().expect("a running node");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    pub fn pause(&self, i: usize) {
+        signal(self.nodes[i].child.as_ref().unwrap(), "STOP");
+    }
+
+    pub fn resume(&self, i: usize) {
+        signal(self.nodes[i].child.as_ref().unwrap(), "CONT");
+    }
+
+    pub fn kill_nats(&mut self, name: &str) {
+        let server = self.nats.iter_mut().find(|n| n.name == name).unwrap();
+        let mut child = server.child.take().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    pub fn nats_url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.nats[0].port)
+    }
+
+    fn live(&self) -> impl Iterator<Item = (usize, &Node)> {
+        self.nodes.iter().enumerate().filter(|(_, n)| n.child.is_some())
+    }
+
+    pub async fn view(&self) -> Value {
+        for (_, node) in self.live() {
+            let reply = node.client.get("/cluster", &self.secret).await;
+            if reply.status == 200 {
+                return reply.json();
+            }
+        }
+        panic!("no live node answers GET /cluster");
+    }
+
+    /// Waits until the tenant's partition is led by a live node other than
+    /// `not`, serving; returns that node's name and the time it took.
+    pub async fn wait_leader(&self, tenant: &str, not: Option<&str>) -> (String, Duration) {
+        let started = Instant::now();
+        let partition = partition_of(tenant, PARTITIONS);
+        loop {
+            assert!(started.elapsed() < Duration::from_secs(60), "no new leader for partition {partition}: {}", self.logs());
+            let (_, node) = self.live().find(|(_, n)| Some(n.name.as_str()) != not).unwrap();
+            let reply = node.client.get(&format!("/v1/{tenant}/clinics/kochi/slots?date={DATE}"), &self.secret).await;
+            if let Some(leader) = reply.header("ledger-node")
+                && reply.status != 503
+                && Some(leader) != not
+            {
+                return (leader.to_owned(), started.elapsed());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        for node in &self.nodes {
+            let log = std::fs::read_to_string(self.dir.path().join(format!("{}.log", node.name))).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(30).collect();
+            out += &format!("\n--- {} ---\n{}", node.name, tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
+        }
+        out
+    }
+}
+
+/// The acknowledged bookings of a run: booking id -> (slot, token).
+type Acknowledged = BTreeMap<String, (u64, String)>;
+
+/// Books `slots` distinct slots (several clients per slot) through every node in turn.
+async fn book_through_all(cluster: &Cluster, tenant: &str, doctor: &str, slots: std::ops::Range<u32>, acknowledged: &mut Acknowledged) {
+    let clients: Vec<Client> = cluster.live().map(|(_, n)| n.client.clone()).collect();
+    let secret = Arc::new(cluster.secret.clone());
+    let mut tasks = Vec::new();
+    for slot in slots {
+        for attempt in 0..2 {
+            let client = clients[(slot as usize + attempt) % clients.len()].clone();
+            let (secret, tenant, doctor) = (secret.clone(), tenant.to_owned(), doctor.to_owned());
+            tasks.push(tokio::spawn(async move {
+                let body = booking("kochi", &doctor, DATE, slot, &format!("p{slot}-{attempt}"));
+                client.post(&format!("/v1/{tenant}/bookings"), &secret, &body).await
+            }));
+        }
+    }
+    for task in tasks {
+        let reply: Reply = task.await.unwrap();
+        match reply.status {
+            201 => {
+                let json = reply.json();
+                let id = json["booking_id"].as_str().unwrap().to_owned();
+                acknowledged.insert(id, (json["slot"].as_u64().unwrap(), json["token"].as_str().unwrap().to_owned()));
+            }
+            // Refused (the slot is taken), or caught in a failover: neither is acknowledged.
+            409 | 503 => {}
+            500 if reply.code() == "storage_failure" => {}
+            status => panic!("unexpected {status}: {}", String::from_utf8_lossy(&reply.body)),
+        }
+    }
+}
+
+/// A read, retried while the partition fails over (503).
+async fn settled_get(cluster: &Cluster, client: &Client, path: &str) -> Reply {
+    let started = Instant::now();
+    loop {
+        let reply = client.get(path, &cluster.secret).await;
+        if reply.status != 503 || started.elapsed() > Duration::from_secs(30) {
+            return reply;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Every acknowledged booking is there with its token, exactly one active booking per slot, tokens unique.
+async fn check(cluster: &Cluster, tenant: &str, doctor: &str, acknowledged: &Acknowledged) {
+    let (_, node) = cluster.live().next().unwrap();
+    for (id, (slot, token)) in acknowledged {
+        let reply = settled_get(cluster, &node.client, &format!("/v1/{tenant}/bookings/{id}")).await;
+        let json = reply.expect(200);
+        assert_eq!((json["slot"].as_u64().unwrap(), json["token"].as_str().unwrap()), (*slot, token.as_str()), "booking {id}");
+    }
+    let slots =
+        node.client.get(&format!("/v1/{tenant}/clinics/kochi/slots?date={DATE}&doctor={doctor}"), &cluster.secret).await.expect(200);
+    let mut held = BTreeSet::new();
+    let mut tokens = BTreeSet::new();
+    for doctor_view in slots["doctors"].as_array().unwrap() {
+        for slot in doctor_view["slots"].as_array().unwrap() {
+            if slot["state"] == "booked" {
+                assert!(held.insert(slot["slot"].as_u64().unwrap()), "slot held twice: {slot}");
+                assert!(tokens.insert(slot["token"].as_str().unwrap().to_owned()), "token repeated: {slot}");
+            }
+        }
+    }
+    let acknowledged_slots: BTreeSet<u64> = acknowledged.values().map(|(slot, _)| *slot).collect();
+    assert_eq!(acknowledged_slots.len(), acknowledged.len(), "two acknowledged bookings of one slot");
+    assert!(acknowledged_slots.is_subset(&held), "an acknowledged booking's slot is free");
+}
+
+async fn schedule(cluster: &Cluster, tenant: &str, doctor: &str) {
+    let body = r#"{"slots_per_day": 400, "first_slot": "09:00", "slot_minutes": 1}"#;
+    cluster.client(0).put(&format!("/v1/{tenant}/clinics/kochi/doctors/{doctor}/schedule"), &cluster.secret, body).await.expect(200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn any_node_answers_with_the_leaders_decision_and_a_sigkilled_leader_loses_nothing() {
+    let Some(mut cluster) = Cluster::start(3).await else { return };
+    let tenant = "kloqo";
+    let (leader, _) = cluster.wait_leader(tenant, None).await;
+    schedule(&cluster, tenant, "rao").await;
+
+    // Forwarding: every node answers with the leader's decision, naming it.
+    for i in 0..3 {
+        let reply = cluster.client(i).get(&format!("/v1/{tenant}/clinics/kochi/slots?date={DATE}"), &cluster.secret).await;
+        reply.expect(200);
+        assert_eq!(reply.header("ledger-node"), Some(leader.as_str()), "node {i}");
+    }
+    let view = cluster.view().await;
+    assert_eq!(view["partitions"].as_array().unwrap().len(), PARTITIONS as usize);
+    assert_eq!(view["nodes"].as_array().unwrap().iter().filter(|n| n["alive"] == true).count(), 3);
+
+    let mut acknowledged = Acknowledged::new();
+    let mut failovers = Vec::new();
+    let mut next_slot = 1;
+    for round in 0..3 {
+        let (leader, _) = cluster.wait_leader(tenant, None).await;
+        let during = {
+            let slots = next_slot..next_slot + 40;
+            next_slot += 40;
+            book_through_all(&cluster, tenant, "rao", slots, &mut acknowledged)
+        };
+        during.await;
+        let i = cluster.node_index(&leader);
+        cluster.kill(i);
+        // Booking while the partition fails over: answers are 201, 409 or 503, never lost.
+        let slots = next_slot..next_slot + 20;
+        next_slot += 20;
+        book_through_all(&cluster, tenant, "rao", slots, &mut acknowledged).await;
+        let (new_leader, took) = cluster.wait_leader(tenant, Some(&leader)).await;
+        failovers.push(took);
+        assert_ne!(new_leader, leader, "round {round}");
+        check(&cluster, tenant, "rao", &acknowledged).await;
+        cluster.restart(i).await;
+    }
+    eprintln!("failover times: {failovers:?}; acknowledged bookings: {}", acknowledged.len());
+    assert!(acknowledged.len() >= 100, "too few bookings acknowledged to mean anything: {}", acknowledged.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_paused_leader_is_fenced_and_never_acknowledges_what_it_decided_on_stale_state() {
+    let Some(cluster) = Cluster::start(3).await else { return };
+    let tenant = "fence";
+    let (leader, _) = cluster.wait_leader(tenant, None).await;
+    schedule(&cluster, tenant, "rao").await;
+    let old = cluster.node_index(&leader);
+    let path = format!("/v1/{tenant}/bookings");
+    let first = cluster.client(old).post(&path, &cluster.secret, &booking("kochi", "rao", DATE, 1, "first")).await.expect(201);
+
+    cluster.pause(old);
+    // Sent to the paused leader: it sits in the socket until the leader runs again,
+    // and then meets a writer whose state is stale.
+    let pending = {
+        let (client, secret, path) = (Client::new(cluster.client(old).addr()), cluster.secret.clone(), path.clone());
+        tokio::spawn(async move { client.try_send("POST", &path, &secret, &booking("kochi", "rao", DATE, 2, "stale")).await })
+    };
+    let (new_leader, _) = cluster.wait_leader(tenant, Some(&leader)).await;
+    let new = cluster.node_index(&new_leader);
+    let fresh = cluster.client(new).post(&path, &cluster.secret, &booking("kochi", "rao", DATE, 2, "fresh")).await.expect(201);
+    cluster.resume(old);
+
+    let stale = match pending.await.unwrap() {
+        Ok(reply) => reply,
+        Err(error) => panic!("the paused leader did not answer: {error}{}", cluster.logs()),
+    };
+    eprintln!(
+        "the paused leader's request: {} from {:?}: {}",
+        stale.status,
+        stale.header("ledger-node"),
+        String::from_utf8_lossy(&stale.body)
+    );
+    assert_ne!(
+        stale.status,
+        201,
+        "the paused leader acknowledged a booking of a slot its successor gave: {}",
+        String::from_utf8_lossy(&stale.body)
+    );
+    if stale.header("ledger-node") == Some(leader.as_str()) {
+        assert!(stale.status >= 500, "the old leader decided on stale state: {}", String::from_utf8_lossy(&stale.body));
+    }
+    // The old leader stops writing the partition: it forwards to the new one.
+    let started = Instant::now();
+    loop {
+        let reply = cluster.client(old).get(&format!("/v1/{tenant}/clinics/kochi/slots?date={DATE}"), &cluster.secret).await;
+        if reply.status == 200 && reply.header("ledger-node") == Some(new_leader.as_str()) {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "the old leader still serves the partition: {}", cluster.logs());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut acknowledged = Acknowledged::new();
+    for reply in [&first, &fresh] {
+        let id = reply["booking_id"].as_str().unwrap().to_owned();
+        acknowledged.insert(id, (reply["slot"].as_u64().unwrap(), reply["token"].as_str().unwrap().to_owned()));
+    }
+    check(&cluster, tenant, "rao", &acknowledged).await;
+    let slots = cluster.client(old).get(&format!("/v1/{tenant}/clinics/kochi/slots?date={DATE}"), &cluster.secret).await.expect(200);
+    let slot2 = &slots["doctors"][0]["slots"][2];
+    assert_eq!(slot2["booking_id"], fresh["booking_id"], "slot 2 belongs to the successor's booking");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_keyed_answer_from_the_old_leader_is_repeated_byte_for_byte_by_the_new_one() {
+    let Some(mut cluster) = Cluster::start(3).await else { return };
+    let tenant = "keys";
+    let (leader, _) = cluster.wait_leader(tenant, None).await;
+    schedule(&cluster, tenant, "rao").await;
+    let old = cluster.node_index(&leader);
+    let path = format!("/v1/{tenant}/bookings");
+    let (secret, body, taken) = (cluster.secret.clone(), booking("kochi", "rao", DATE, 7, "Asha"), booking("kochi", "rao", DATE, 7, "Ben"));
+    let booked = cluster.client(old).post_keyed(&path, &secret, &body, "asha-1").await;
+    booked.expect(201);
+    // A keyed refusal appends no event: its answer travels on the answers subject.
+    let refused = cluster.client(old).post_keyed(&path, &secret, &taken, "ben-1").await;
+    refused.expect_problem(409, "slot_taken");
+
+    cluster.kill(old);
+    let (new_leader, _) = cluster.wait_leader(tenant, Some(&leader)).await;
+    let other = (0..3).find(|i| *i != old).unwrap();
+    for (reply, request, key) in [(&booked, &body, "asha-1"), (&refused, &taken, "ben-1")] {
+        let again = cluster.client(other).post_keyed(&path, &secret, request, key).await;
+        assert_eq!((again.status, &again.body), (reply.status, &reply.body), "{key}: not the stored answer");
+        assert_eq!(again.header("idempotent-replayed"), Some("true"), "{key}");
+        assert_eq!(again.header("ledger-node"), Some(new_leader.as_str()), "{key}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_corrupt_message_on_the_stream_is_reported_with_its_sequence_never_served() {
+    let Some(cluster) = Cluster::start(2).await else { return };
+    let tenant = "rot";
+    cluster.wait_leader(tenant, None).await;
+    schedule(&cluster, tenant, "rao").await;
+    let path = format!("/v1/{tenant}/bookings");
+    cluster.client(0).post(&path, &cluster.secret, &booking("kochi", "rao", DATE, 1, "Asha")).await.expect(201);
+
+    // Published past the ledger: a record whose CRC does not match.
+    let partition = partition_of(tenant, PARTITIONS);
+    let client = async_nats::connect(cluster.nats_url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let mut record = Vec::new();
+    booking_ledger::log::frame::encode_record(&mut record, 3, &[7; 32], b"forged");
+    record[20] ^= 1;
+    let ack = js.publish(format!("ledger.p{partition}.events"), record.into()).await.unwrap().await.unwrap();
+    let sequence = ack.sequence;
+
+    // The leader's next append is refused (the stream moved), it reloads, and
+    // meets the bad record: every node reports it with its sequence.
+    let refused = cluster.client(1).post(&path, &cluster.secret, &booking("kochi", "rao", DATE, 2, "Ben")).await;
+    assert_ne!(refused.status, 201, "a booking acknowledged on top of a corrupt stream");
+    let started = Instant::now();
+    // (Until it reloads, the old writer's published state, all of it
+    // acknowledged, may still answer reads.)
+    'nodes: for i in 0..2 {
+        loop {
+            let reply = cluster.client(i).get(&format!("/v1/{tenant}/clinics/kochi/slots?date={DATE}"), &cluster.secret).await;
+            if reply.status == 503 && reply.code() == "unavailable" {
+                let detail = reply.json()["detail"].as_str().unwrap().to_owned();
+                assert!(detail.contains(&format!("sequence {sequence}")), "{detail}");
+                continue 'nodes;
+            }
+            assert!(started.elapsed() < Duration::from_secs(30), "node {i}: {} {}", reply.status, String::from_utf8_lossy(&reply.body));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    // `ledger verify` against the cluster's streams names it too.
+    let output = Command::new(env!("CARGO_BIN_EXE_ledger")).args(["verify", "--config"]).arg(&cluster.nodes[0].config).output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains(&format!("sequence {sequence}")), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn writes_go_on_when_the_nats_server_leading_the_stream_is_killed() {
+    let Some(mut cluster) = Cluster::start(3).await else { return };
+    let tenant = "natskill";
+    cluster.wait_leader(tenant, None).await;
+    schedule(&cluster, tenant, "rao").await;
+    let mut acknowledged = Acknowledged::new();
+    book_through_all(&cluster, tenant, "rao", 1..41, &mut acknowledged).await;
+
+    let client = async_nats::connect(cluster.nats_url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let stream_name = booking_ledger::cluster::stream::stream_name(partition_of(tenant, PARTITIONS));
+    let info = js.get_stream(&stream_name).await.unwrap().get_info().await.unwrap();
+    let stream_leader = info.cluster.and_then(|c| c.leader).expect("a replicated stream has a leader");
+    drop(js);
+    cluster.kill_nats(&stream_leader);
+
+    let started = Instant::now();
+    let mut next = 41;
+    let before = acknowledged.len();
+    while acknowledged.len() < before + 40 {
+        assert!(started.elapsed() < Duration::from_secs(60), "no writes after killing {stream_leader}: {}", cluster.logs());
+        let had = acknowledged.len();
+        book_through_all(&cluster, tenant, "rao", next..next + 10, &mut acknowledged).await;
+        // The same slots again until they are taken (a refused or unknown outcome takes none for sure).
+        if acknowledged.len() > had {
+            next += 10;
+        } else {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    eprintln!("writes resumed {:?} after killing {stream_leader}", started.elapsed());
+    check(&cluster, tenant, "rao", &acknowledged).await;
+}
