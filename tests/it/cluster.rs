@@ -6,220 +6,14 @@
 //! `LEDGER_REQUIRE_NATS` is set (CI), where a missing server is a failure.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use booking_ledger::cluster::partition_of;
-use serde_json::Value;
 
+use crate::cluster_harness::{Cluster, DATE};
 use crate::support::{Client, Reply, booking};
-
-const PARTITIONS: u32 = 4;
-const LEASE_SECS: u64 = 2;
-const DATE: &str = "2026-03-02";
-
-fn nats_binary() -> Option<PathBuf> {
-    let path = std::env::var_os("NATS_SERVER")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/nats-server"));
-    if path.is_file() {
-        return Some(path);
-    }
-    assert!(
-        std::env::var_os("LEDGER_REQUIRE_NATS").is_none(),
-        "LEDGER_REQUIRE_NATS is set (CI): install nats-server with `make nats`; none at {}",
-        path.display()
-    );
-    eprintln!("skipped: no nats-server at {} (run `make nats`)", path.display());
-    None
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn signal(child: &Child, name: &str) {
-    let status = Command::new("kill").arg(format!("-{name}")).arg(child.id().to_string()).status().unwrap();
-    assert!(status.success(), "kill -{name}");
-}
-
-struct NatsServer {
-    child: Option<Child>,
-    port: u16,
-    name: String,
-}
-
-struct Node {
-    child: Option<Child>,
-    name: String,
-    client: Client,
-    config: PathBuf,
-}
-
-pub struct Cluster {
-    dir: tempfile::TempDir,
-    nats: Vec<NatsServer>,
-    nodes: Vec<Node>,
-    pub secret: String,
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for child in self.nodes.iter_mut().filter_map(|n| n.child.as_mut()).chain(self.nats.iter_mut().filter_map(|n| n.child.as_mut())) {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Cluster {
-    /// Three NATS servers and `nodes` ledger nodes; `None` when there is no NATS server here.
-    pub async fn start(nodes: usize) -> Option<Cluster> {
-        let binary = nats_binary()?;
-        let dir = tempfile::tempdir().unwrap();
-        let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
-        let routes: Vec<String> = ports.iter().map(|(_, route)| format!("nats-route://127.0.0.1:{route}")).collect();
-        let mut nats = Vec::new();
-        for (i, (port, route)) in ports.iter().enumerate() {
-            let name = format!("nats-{}", i + 1);
-            let config = dir.path().join(format!("{name}.conf"));
-            std::fs::write(
-                &config,
-                format!(
-                    "server_name: {name}\nlisten: 127.0.0.1:{port}\njetstream {{ store_dir: \"{}\", sync_interval: always }}\ncluster {{ name: ledger, listen: 127.0.0.1:{route}, routes: [{}] }}\n",
-                    dir.path().join(&name).display(),
-                    routes.join(", ")
-                ),
-            )
-            .unwrap();
-            let log = std::fs::File::create(dir.path().join(format!("{name}.log"))).unwrap();
-            let child = Command::new(&binary).arg("-c").arg(&config).stdout(Stdio::null()).stderr(log).spawn().unwrap();
-            nats.push(NatsServer { child: Some(child), port: *port, name });
-        }
-        let secret = format!("{}", uuid::Uuid::new_v4().simple());
-        let mut cluster = Cluster { dir, nats, nodes: Vec::new(), secret };
-        for i in 0..nodes {
-            let port = free_port();
-            let name = format!("n{}", i + 1);
-            let config = cluster.dir.path().join(format!("{name}.toml"));
-            let servers: Vec<String> = cluster.nats.iter().map(|n| format!("\"nats://127.0.0.1:{}\"", n.port)).collect();
-            std::fs::write(
-                &config,
-                format!(
-                    "[server]\ndata_dir = \"{data}\"\nlisten = \"127.0.0.1:{port}\"\n\n[[token]]\nname = \"admin\"\nsecret = \"{secret}\"\ntenants = [\"*\"]\nrole = \"admin\"\n\n[cluster]\nnats = [{servers}]\nnode = \"{name}\"\nadvertise = \"http://127.0.0.1:{port}\"\npartitions = {PARTITIONS}\nreplicas = 3\nlease_secs = {LEASE_SECS}\n",
-                    data = cluster.dir.path().join(&name).display(),
-                    secret = cluster.secret,
-                    servers = servers.join(", "),
-                ),
-            )
-            .unwrap();
-            let client = Client::new(format!("127.0.0.1:{port}").parse().unwrap());
-            cluster.nodes.push(Node { child: None, name, client, config });
-            cluster.spawn(i);
-        }
-        for i in 0..nodes {
-            cluster.nodes[i].client.wait_ready().await;
-        }
-        Some(cluster)
-    }
-
-    fn spawn(&mut self, i: usize) {
-        let node = &mut self.nodes[i];
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join(format!("{}.log", node.name))).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_ledger"))
-            .args(["serve", "--config"])
-            .arg(&node.config)
-            .env("RUST_LOG", "info,async_nats=warn")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        node.child = Some(child);
-    }
-
-    pub async fn restart(&mut self, i: usize) {
-        self.spawn(i);
-        self.nodes[i].client.wait_ready().await;
-    }
-
-    pub fn client(&self, i: usize) -> &Client {
-        &self.nodes[i].client
-    }
-
-    pub fn node_index(&self, name: &str) -> usize {
-        self.nodes.iter().position(|n| n.name == name).unwrap()
-    }
-
-    pub fn kill(&mut self, i: usize) {
-        let mut child = self.nodes[i].child.take().expect("a running node");
-        child.kill().unwrap();
-        child.wait().unwrap();
-    }
-
-    pub fn pause(&self, i: usize) {
-        signal(self.nodes[i].child.as_ref().unwrap(), "STOP");
-    }
-
-    pub fn resume(&self, i: usize) {
-        signal(self.nodes[i].child.as_ref().unwrap(), "CONT");
-    }
-
-    pub fn kill_nats(&mut self, name: &str) {
-        let server = self.nats.iter_mut().find(|n| n.name == name).unwrap();
-        let mut child = server.child.take().unwrap();
-        child.kill().unwrap();
-        child.wait().unwrap();
-    }
-
-    pub fn nats_url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.nats[0].port)
-    }
-
-    fn live(&self) -> impl Iterator<Item = (usize, &Node)> {
-        self.nodes.iter().enumerate().filter(|(_, n)| n.child.is_some())
-    }
-
-    pub async fn view(&self) -> Value {
-        for (_, node) in self.live() {
-            let reply = node.client.get("/cluster", &self.secret).await;
-            if reply.status == 200 {
-                return reply.json();
-            }
-        }
-        panic!("no live node answers GET /cluster");
-    }
-
-    /// Waits until the tenant's partition is led by a live node other than
-    /// `not`, serving; returns that node's name and the time it took.
-    pub async fn wait_leader(&self, tenant: &str, not: Option<&str>) -> (String, Duration) {
-        let started = Instant::now();
-        let partition = partition_of(tenant, PARTITIONS);
-        loop {
-            assert!(started.elapsed() < Duration::from_secs(60), "no new leader for partition {partition}: {}", self.logs());
-            let (_, node) = self.live().find(|(_, n)| Some(n.name.as_str()) != not).unwrap();
-            let reply = node.client.get(&format!("/v1/{tenant}/clinics/kochi/slots?date={DATE}"), &self.secret).await;
-            if let Some(leader) = reply.header("ledger-node")
-                && reply.status != 503
-                && Some(leader) != not
-            {
-                return (leader.to_owned(), started.elapsed());
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    pub fn logs(&self) -> String {
-        let mut out = String::new();
-        for node in &self.nodes {
-            let log = std::fs::read_to_string(self.dir.path().join(format!("{}.log", node.name))).unwrap_or_default();
-            let tail: Vec<&str> = log.lines().rev().take(30).collect();
-            out += &format!("\n--- {} ---\n{}", node.name, tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
-        }
-        out
-    }
-}
 
 /// The acknowledged bookings of a run: booking id -> (slot, token).
 type Acknowledged = BTreeMap<String, (u64, String)>;
@@ -311,7 +105,7 @@ async fn any_node_answers_with_the_leaders_decision_and_a_sigkilled_leader_loses
         assert_eq!(reply.header("ledger-node"), Some(leader.as_str()), "node {i}");
     }
     let view = cluster.view().await;
-    assert_eq!(view["partitions"].as_array().unwrap().len(), PARTITIONS as usize);
+    assert_eq!(view["partitions"].as_array().unwrap().len(), cluster.partitions as usize);
     assert_eq!(view["nodes"].as_array().unwrap().iter().filter(|n| n["alive"] == true).count(), 3);
 
     let mut acknowledged = Acknowledged::new();
@@ -439,7 +233,7 @@ async fn a_corrupt_message_on_the_stream_is_reported_with_its_sequence_never_ser
     cluster.client(0).post(&path, &cluster.secret, &booking("kochi", "rao", DATE, 1, "Asha")).await.expect(201);
 
     // Published past the ledger: a record whose CRC does not match.
-    let partition = partition_of(tenant, PARTITIONS);
+    let partition = partition_of(tenant, cluster.partitions);
     let client = async_nats::connect(cluster.nats_url()).await.unwrap();
     let js = async_nats::jetstream::new(client);
     let mut record = Vec::new();
@@ -469,7 +263,7 @@ async fn a_corrupt_message_on_the_stream_is_reported_with_its_sequence_never_ser
     }
 
     // `ledger verify` against the cluster's streams names it too.
-    let output = Command::new(env!("CARGO_BIN_EXE_ledger")).args(["verify", "--config"]).arg(&cluster.nodes[0].config).output().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_ledger")).args(["verify", "--config"]).arg(cluster.config(0)).output().unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(output.status.code(), Some(1), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
     assert!(stdout.contains(&format!("sequence {sequence}")), "{stdout}");
@@ -486,7 +280,7 @@ async fn writes_go_on_when_the_nats_server_leading_the_stream_is_killed() {
 
     let client = async_nats::connect(cluster.nats_url()).await.unwrap();
     let js = async_nats::jetstream::new(client);
-    let stream_name = booking_ledger::cluster::stream::stream_name(partition_of(tenant, PARTITIONS));
+    let stream_name = booking_ledger::cluster::stream::stream_name(partition_of(tenant, cluster.partitions));
     let info = js.get_stream(&stream_name).await.unwrap().get_info().await.unwrap();
     let stream_leader = info.cluster.and_then(|c| c.leader).expect("a replicated stream has a leader");
     drop(js);

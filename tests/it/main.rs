@@ -5,6 +5,7 @@ mod audit;
 mod calls;
 mod clinics;
 mod cluster;
+mod cluster_harness;
 mod communities;
 mod concurrency;
 mod crash;

@@ -1,0 +1,228 @@
+//! A cluster on loopback for tests and `make bench-cluster`: three NATS
+//! servers (JetStream, R3, `sync_interval: always`) and `ledger serve`
+//! processes in cluster mode, each on a port of its own, in a temporary
+//! directory. The NATS binary is `make nats`'s (`.venv/bin/nats-server`) or
+//! `$NATS_SERVER`; without it `Cluster::start` says so and returns `None`,
+//! except where `LEDGER_REQUIRE_NATS` is set (CI), where that is a failure.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use booking_ledger::cluster::partition_of;
+use serde_json::Value;
+
+use crate::support::Client;
+
+pub const DATE: &str = "2026-03-02";
+
+pub fn nats_binary() -> Option<PathBuf> {
+    let path = std::env::var_os("NATS_SERVER")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/nats-server"));
+    if path.is_file() {
+        return Some(path);
+    }
+    assert!(
+        std::env::var_os("LEDGER_REQUIRE_NATS").is_none(),
+        "LEDGER_REQUIRE_NATS is set (CI): install nats-server with `make nats`; none at {}",
+        path.display()
+    );
+    eprintln!("skipped: no nats-server at {} (run `make nats`)", path.display());
+    None
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn signal(child: &Child, name: &str) {
+    let status = Command::new("kill").arg(format!("-{name}")).arg(child.id().to_string()).status().unwrap();
+    assert!(status.success(), "kill -{name}");
+}
+
+pub struct NatsServer {
+    child: Option<Child>,
+    port: u16,
+    name: String,
+}
+
+pub struct Node {
+    child: Option<Child>,
+    pub name: String,
+    pub client: Client,
+    config: PathBuf,
+}
+
+pub struct Cluster {
+    dir: tempfile::TempDir,
+    nats: Vec<NatsServer>,
+    nodes: Vec<Node>,
+    pub secret: String,
+    pub partitions: u32,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for child in self.nodes.iter_mut().filter_map(|n| n.child.as_mut()).chain(self.nats.iter_mut().filter_map(|n| n.child.as_mut())) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Cluster {
+    /// Three NATS servers and `nodes` ledger nodes; `None` when there is no NATS server here.
+    pub async fn start(nodes: usize) -> Option<Cluster> {
+        Cluster::start_with(nodes, 4, 2).await
+    }
+
+    /// `nodes` ledger nodes over `partitions` partitions with leases of `lease_secs`.
+    pub async fn start_with(nodes: usize, partitions: u32, lease_secs: u64) -> Option<Cluster> {
+        let binary = nats_binary()?;
+        let dir = tempfile::tempdir().unwrap();
+        let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
+        let routes: Vec<String> = ports.iter().map(|(_, route)| format!("nats-route://127.0.0.1:{route}")).collect();
+        let mut nats = Vec::new();
+        for (i, (port, route)) in ports.iter().enumerate() {
+            let name = format!("nats-{}", i + 1);
+            let config = dir.path().join(format!("{name}.conf"));
+            std::fs::write(
+                &config,
+                format!(
+                    "server_name: {name}\nlisten: 127.0.0.1:{port}\njetstream {{ store_dir: \"{}\", sync_interval: always }}\ncluster {{ name: ledger, listen: 127.0.0.1:{route}, routes: [{}] }}\n",
+                    dir.path().join(&name).display(),
+                    routes.join(", ")
+                ),
+            )
+            .unwrap();
+            let log = std::fs::File::create(dir.path().join(format!("{name}.log"))).unwrap();
+            let child = Command::new(&binary).arg("-c").arg(&config).stdout(Stdio::null()).stderr(log).spawn().unwrap();
+            nats.push(NatsServer { child: Some(child), port: *port, name });
+        }
+        let secret = format!("{}", uuid::Uuid::new_v4().simple());
+        let mut cluster = Cluster { dir, nats, nodes: Vec::new(), secret, partitions };
+        for i in 0..nodes {
+            let port = free_port();
+            let name = format!("n{}", i + 1);
+            let config = cluster.dir.path().join(format!("{name}.toml"));
+            let servers: Vec<String> = cluster.nats.iter().map(|n| format!("\"nats://127.0.0.1:{}\"", n.port)).collect();
+            std::fs::write(
+                &config,
+                format!(
+                    "[server]\ndata_dir = \"{data}\"\nlisten = \"127.0.0.1:{port}\"\n\n[[token]]\nname = \"admin\"\nsecret = \"{secret}\"\ntenants = [\"*\"]\nrole = \"admin\"\n\n[cluster]\nnats = [{servers}]\nnode = \"{name}\"\nadvertise = \"http://127.0.0.1:{port}\"\npartitions = {partitions}\nreplicas = 3\nlease_secs = {lease_secs}\n",
+                    data = cluster.dir.path().join(&name).display(),
+                    secret = cluster.secret,
+                    servers = servers.join(", "),
+                ),
+            )
+            .unwrap();
+            let client = Client::new(format!("127.0.0.1:{port}").parse().unwrap());
+            cluster.nodes.push(Node { child: None, name, client, config });
+            cluster.spawn(i);
+        }
+        for i in 0..nodes {
+            cluster.nodes[i].client.wait_ready().await;
+        }
+        Some(cluster)
+    }
+
+    fn spawn(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join(format!("{}.log", node.name))).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_ledger"))
+            .args(["serve", "--config"])
+            .arg(&node.config)
+            .env("RUST_LOG", "info,async_nats=warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        node.child = Some(child);
+    }
+
+    pub async fn restart(&mut self, i: usize) {
+        self.spawn(i);
+        self.nodes[i].client.wait_ready().await;
+    }
+
+    pub fn client(&self, i: usize) -> &Client {
+        &self.nodes[i].client
+    }
+
+    pub fn config(&self, i: usize) -> &Path {
+        &self.nodes[i].config
+    }
+
+    pub fn node_index(&self, name: &str) -> usize {
+        self.nodes.iter().position(|n| n.name == name).unwrap()
+    }
+
+    pub fn kill(&mut self, i: usize) {
+        let mut child = self.nodes[i].child.take().expect("a running node");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    pub fn pause(&self, i: usize) {
+        signal(self.nodes[i].child.as_ref().unwrap(), "STOP");
+    }
+
+    pub fn resume(&self, i: usize) {
+        signal(self.nodes[i].child.as_ref().unwrap(), "CONT");
+    }
+
+    pub fn kill_nats(&mut self, name: &str) {
+        let server = self.nats.iter_mut().find(|n| n.name == name).unwrap();
+        let mut child = server.child.take().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    pub fn nats_url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.nats[0].port)
+    }
+
+    pub fn live(&self) -> impl Iterator<Item = (usize, &Node)> {
+        self.nodes.iter().enumerate().filter(|(_, n)| n.child.is_some())
+    }
+
+    pub async fn view(&self) -> Value {
+        for (_, node) in self.live() {
+            let reply = node.client.get("/cluster", &self.secret).await;
+            if reply.status == 200 {
+                return reply.json();
+            }
+        }
+        panic!("no live node answers GET /cluster");
+    }
+
+    /// Waits until the tenant's partition is led by a live node other than
+    /// `not`, serving; returns that node's name and the time it took.
+    pub async fn wait_leader(&self, tenant: &str, not: Option<&str>) -> (String, Duration) {
+        let started = Instant::now();
+        let partition = partition_of(tenant, self.partitions);
+        loop {
+            assert!(started.elapsed() < Duration::from_secs(60), "no new leader for partition {partition}: {}", self.logs());
+            let (_, node) = self.live().find(|(_, n)| Some(n.name.as_str()) != not).unwrap();
+            let reply = node.client.get(&format!("/v1/{tenant}/clinics/kochi/slots?date={DATE}"), &self.secret).await;
+            if let Some(leader) = reply.header("ledger-node")
+                && reply.status != 503
+                && Some(leader) != not
+            {
+                return (leader.to_owned(), started.elapsed());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        for node in &self.nodes {
+            let log = std::fs::read_to_string(self.dir.path().join(format!("{}.log", node.name))).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(30).collect();
+            out += &format!("\n--- {} ---\n{}", node.name, tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
+        }
+        out
+    }
+}
