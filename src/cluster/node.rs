@@ -165,8 +165,8 @@ pub struct Node {
     slots: Vec<Mutex<SlotEntry>>,
     /// Lease revisions this node holds, by partition.
     held: Mutex<BTreeMap<u32, u64>>,
-    /// Every partition's leader as last read from `ledger_leases`.
-    leaders: RwLock<Vec<Option<String>>>,
+    /// Every partition's leader as last read from `ledger_leases`, with the lease's revision.
+    leaders: RwLock<Vec<Option<(String, u64)>>>,
     /// Live nodes as last read from `ledger_nodes`, and every node seen since start.
     members: RwLock<BTreeMap<String, Member>>,
     seen: RwLock<BTreeSet<String>>,
@@ -252,7 +252,7 @@ impl Node {
 
     /// The leader of `partition` and its address, as last read.
     pub fn leader_of(&self, partition: u32) -> Option<(String, Option<String>)> {
-        let leader = self.leaders.read()[partition as usize].clone()?;
+        let (leader, _) = self.leaders.read()[partition as usize].clone()?;
         let advertise = self.members.read().get(&leader).map(|m| m.advertise.clone());
         Some((leader, advertise))
     }
@@ -264,7 +264,7 @@ impl Node {
     }
 
     pub fn leaders(&self) -> Vec<Option<String>> {
-        self.leaders.read().clone()
+        self.leaders.read().iter().map(|leader| leader.as_ref().map(|(name, _)| name.clone())).collect()
     }
 
     /// Whether at least one membership round completed since start.
@@ -331,7 +331,7 @@ impl Node {
             if let Some(entry) = self.leases.entry(partition.to_string()).await.context("reading a lease")?
                 && entry.operation == kv::Operation::Put
             {
-                *leader = Some(String::from_utf8_lossy(&entry.value).into_owned());
+                *leader = Some((String::from_utf8_lossy(&entry.value).into_owned(), entry.revision));
             }
         }
         *self.leaders.write() = leaders;
@@ -360,17 +360,22 @@ impl Node {
                         _ => {}
                     }
                 }
-                Err(error) => {
+                // The lease moved on (renewed by another node, or aged out): lost.
+                Err(error) if error.kind() == kv::UpdateErrorKind::WrongLastRevision => {
                     tracing::warn!(partition, %error, "lost the lease of partition {partition}; another node leads it");
                     self.held.lock().remove(&partition);
                     self.stop(partition);
                 }
+                // NATS did not answer: keep serving (the fence keeps that safe) and try again next round.
+                Err(error) => tracing::warn!(partition, %error, "could not renew the lease of partition {partition}; trying again"),
             }
         }
     }
 
     /// Takes up to `wanted` partitions that nobody leads, starting from a
-    /// node-specific offset so that nodes starting together pick different ones.
+    /// node-specific offset so that nodes starting together pick different
+    /// ones. A lease still naming this node (held before a restart) is taken
+    /// back at once rather than left to age out.
     async fn take_free(self: &Arc<Self>, mut wanted: usize) {
         let partitions = self.config.partitions;
         let offset = super::partition_of(&self.config.node, partitions);
@@ -379,14 +384,21 @@ impl Node {
                 break;
             }
             let partition = (offset + i) % partitions;
-            if self.leaders.read()[partition as usize].is_some() {
-                continue;
-            }
-            match self.leases.create(partition.to_string(), Bytes::from(self.config.node.clone())).await {
+            let value = Bytes::from(self.config.node.clone());
+            let current = self.leaders.read()[partition as usize].clone();
+            let held = self.held.lock().contains_key(&partition);
+            let taken = match current {
+                None => self.leases.create(partition.to_string(), value).await.map_err(|e| e.to_string()),
+                Some((leader, revision)) if leader == self.config.node && !held => {
+                    self.leases.update(partition.to_string(), value, revision).await.map_err(|e| e.to_string())
+                }
+                Some(_) => continue,
+            };
+            match taken {
                 Ok(revision) => {
                     tracing::info!(partition, "took the lease of partition {partition}; loading it");
                     self.held.lock().insert(partition, revision);
-                    self.leaders.write()[partition as usize] = Some(self.config.node.clone());
+                    self.leaders.write()[partition as usize] = Some((self.config.node.clone(), revision));
                     self.spawn_load(partition);
                     wanted -= 1;
                 }
