@@ -17,5 +17,6 @@ mod phones;
 mod read_limits;
 mod readers;
 mod snapshots;
+mod storage;
 mod support;
 mod verify;
