@@ -173,7 +173,8 @@ pub(super) fn intact_record_after(bytes: &[u8], offset: usize, expected: Positio
 
 impl FileLog {
     /// Opens (or creates) the log in `dir`. A torn record at the very end of the
-    /// last segment is cut off; damage anywhere else is an error naming its position.
+    /// last segment is cut off; damage anywhere else is an error naming its
+    /// position. The last segment is fsynced: every record it counts is durable.
     pub fn open(dir: &Path, options: FileLogOptions) -> Result<(FileLog, OpenReport), LogError> {
         FileLog::open_inner(dir, options, None, None)
     }
@@ -262,11 +263,15 @@ impl FileLog {
                 TornTail { path: path.clone(), offset: offset as u64, bytes: (bytes.len() - offset) as u64, position: expected };
             let file = OpenOptions::new().write(true).open(&path).map_err(LogError::io(&path))?;
             file.set_len(offset as u64).map_err(LogError::io(&path))?;
-            sync_segment(&io, &file, &path, true)?;
             report.truncated = Some(truncation);
             break;
         }
         let file = OpenOptions::new().append(true).open(&path).map_err(LogError::io(&path))?;
+        // What was read is counted from now on (replayed, answered, built on),
+        // so it must be durable first: a crash before an fdatasync returned
+        // leaves its records in the page cache, where a power loss after this
+        // start-up would take them back. (Also the truncation, if any.)
+        sync_segment(&io, &file, &path, true)?;
         let log = FileLog {
             dir: dir.to_owned(),
             options,
@@ -356,8 +361,8 @@ impl Log for FileLog {
     }
 
     /// A new descriptor on the last segment, opened the way start-up opens it
-    /// (the tail re-verified, a torn tail cut), with what it read back made
-    /// durable through the new descriptor. Records past the last successful
+    /// (the tail re-verified, a torn tail cut, what it read back made durable
+    /// through the new descriptor). Records past the last successful
     /// sync were never acknowledged, so damage among them is cut too. The
     /// failed descriptor is never synced again.
     fn reopen(&self) -> Result<Box<dyn Log>, ReopenError> {
@@ -374,7 +379,6 @@ impl Log for FileLog {
                 "re-opening the log cut a torn record off its end: it was never acknowledged"
             );
         }
-        sync_segment(&log.io, &log.file, &log.file_path, true).map_err(ReopenError::Later)?;
         sync_dir(&log.dir).map_err(ReopenError::Later)?;
         Ok(Box::new(log))
     }
@@ -613,6 +617,29 @@ mod tests {
         let reopened = log.reopen().unwrap();
         assert_eq!(reopened.position_next(), 4, "records 4 and 5 were never acknowledged: cut");
         assert_eq!(fs::read(&path).unwrap().len(), SEGMENT_HEADER_BYTES + 3 * record_len);
+    }
+
+    /// A crash before fdatasync returned leaves the batch in the page cache;
+    /// start-up reads it and builds on it, so it syncs it first: a power loss
+    /// after start-up cannot take back what start-up counted. (Found by the
+    /// writer's simulation: a keyed repeat was replayed from an answer that a
+    /// later power loss removed.)
+    #[test]
+    fn what_start_up_counts_is_durable_before_it_is_served() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = Arc::new(super::super::FaultyDisk::new());
+        let (mut log, _) = FileLog::open_on(dir.path(), FileLogOptions::default(), disk.clone()).unwrap();
+        log.append(&payload(1)).unwrap();
+        log.sync().unwrap();
+        log.append(&payload(2)).unwrap();
+        disk.arm(super::super::Fault::FailSync { errno: 5, kept: None }, 0);
+        assert!(log.sync().is_err());
+        drop(log); // the crash
+        let (log, _) = FileLog::open_on(dir.path(), FileLogOptions::default(), disk.clone()).unwrap();
+        assert_eq!(log.position_next(), 3, "start-up counts record 2, which was in the file");
+        disk.lose_unsynced(|_, _| 0); // a power loss
+        let (log, _) = FileLog::open(dir.path(), FileLogOptions::default()).unwrap();
+        assert_eq!(read_all(&log).len(), 2, "record 2 was made durable by the start-up that counted it");
     }
 
     /// Damage among acknowledged records is no reason to wait: the re-open gives up for good.
