@@ -153,7 +153,7 @@ impl SegmentIo for FaultyDisk {
         }
         let (mut len, mut error) = (bytes.len(), None);
         match fires(&mut state.write) {
-            Some(Fault::ShortWrite { bytes }) => len = bytes.min(len),
+            Some(Fault::ShortWrite { bytes }) => len = bytes.clamp(1, len.max(1)),
             Some(Fault::FailWrite { bytes, errno }) => (len, error) = (bytes.min(len), Some(errno)),
             _ => {}
         }

@@ -19,6 +19,8 @@
 
 mod recover;
 #[cfg(test)]
+mod simulation;
+#[cfg(test)]
 mod tests;
 
 use std::sync::Arc;
