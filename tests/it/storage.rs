@@ -145,3 +145,126 @@ async fn a_full_disk_is_503_until_space_returns() {
     assert_eq!(booked["slot"], 9);
     verify(dir.path());
 }
+
+/// A small tmpfs mounted over a directory, unmounted when dropped.
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    /// Mounts one of `size` (as `mount -o size=` takes it), or says why it cannot.
+    fn mount(size: &str) -> Result<Tmpfs, String> {
+        let uid = Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+        if uid.as_deref().ok() != Some("0") {
+            return Err(format!("not running as root (id -u: {uid:?})"));
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let output = Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"]).arg(dir.path()).output();
+        match output {
+            Ok(output) if output.status.success() => Ok(Tmpfs { dir }),
+            Ok(output) => Err(format!("mount -t tmpfs failed: {}", String::from_utf8_lossy(&output.stderr).trim())),
+            Err(error) => Err(format!("mount could not run: {error}")),
+        }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(self.dir.path()).status();
+    }
+}
+
+/// Fills the file system at `dir` with `path` until a write fails, then gives
+/// back `free` bytes of it.
+fn ballast(path: &Path, free: u64) {
+    use std::io::Write;
+    let mut file = std::fs::File::create(path).unwrap();
+    let chunk = vec![0xAB; 64 * 1024];
+    let mut len = 0u64;
+    loop {
+        match file.write(&chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(written) => len += written as u64,
+        }
+    }
+    file.set_len(len.saturating_sub(free)).unwrap();
+    file.sync_all().unwrap();
+}
+
+/// A real full disk (issue 9, item 3): a real server on a 4 MiB tmpfs, most
+/// of it taken by a ballast file, books until the disk is full. Every answer
+/// is 201 or 503 `storage_unavailable` (never a 500), `/readyz` names ENOSPC,
+/// and no 201 is lost. Deleting the ballast frees space: the server books
+/// again without a restart, the bookings whose outcome was unknown resolve on
+/// repeat, and `ledger verify` passes. Skipped, saying why, where a tmpfs
+/// cannot be mounted (not root, no CAP_SYS_ADMIN).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_full_disk_refuses_with_503_and_resumes_when_space_returns() {
+    let tmpfs = match Tmpfs::mount("4m") {
+        Ok(tmpfs) => tmpfs,
+        Err(reason) => {
+            eprintln!("skipping the real full-disk test: {reason}");
+            return;
+        }
+    };
+    let data = tmpfs.path().join("data");
+    let mut config = crate::support::config(&data);
+    config.writer.reopen_interval_max = Duration::from_millis(200);
+    let server = crate::support::Server::start_with(config).await;
+    let c = server.client.clone();
+    c.put("/v1/kloqo/clinics/c1/doctors/d1/schedule", ADMIN, r#"{"slots_per_day":1000}"#).await.expect(200);
+    let ballast_path = tmpfs.path().join("ballast");
+    ballast(&ballast_path, 96 * 1024);
+
+    let book =
+        |n: u32| format!(r#"{{"clinic":"c1","doctor":"d1","date":"2026-{:02}-01","slot":{},"patient":"p{n}"}}"#, 1 + n / 1000, n % 1000);
+    let mut acknowledged = Vec::new();
+    let mut unknown = Vec::new();
+    let mut full = 0;
+    let mut n = 0;
+    while full < 20 {
+        assert!(n < 20_000, "the disk never filled");
+        let reply = c.post_keyed("/v1/kloqo/bookings", WEB, &book(n), &format!("key-{n}")).await;
+        match reply.status {
+            201 => acknowledged.push(reply.json()),
+            503 => {
+                let problem = reply.expect_problem(503, "storage_unavailable");
+                assert!(reply.header("retry-after").is_some());
+                if problem["outcome"] == "unknown" {
+                    unknown.push(n);
+                    let ready = readyz(&c).await;
+                    if ready.status == 503 {
+                        let cause = ready.expect_problem(503, "storage_unavailable")["cause"].as_str().unwrap().to_owned();
+                        assert!(cause.contains("os error 28"), "readiness names ENOSPC: {cause}");
+                    }
+                }
+                full += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            status => panic!("booking {n}: {status} {}", String::from_utf8_lossy(&reply.body)),
+        }
+        n += 1;
+    }
+    assert!(!acknowledged.is_empty() && !unknown.is_empty(), "{} booked, {} unknown", acknowledged.len(), unknown.len());
+
+    std::fs::remove_file(&ballast_path).unwrap();
+    c.wait_ready().await;
+    c.post("/v1/kloqo/bookings", WEB, &book(n)).await.expect(201);
+    for m in unknown {
+        let reply = c.post_keyed("/v1/kloqo/bookings", WEB, &book(m), &format!("key-{m}")).await;
+        acknowledged.push(reply.expect(201));
+    }
+    let mut slots = std::collections::BTreeSet::new();
+    for booking in &acknowledged {
+        let id = booking["booking_id"].as_str().unwrap();
+        assert_eq!(&c.get(&format!("/v1/kloqo/bookings/{id}"), WEB).await.expect(200), booking, "an acknowledged booking changed");
+        assert!(slots.insert((booking["date"].to_string(), booking["slot"].to_string())), "a slot booked twice");
+    }
+    server.stop().await;
+    verify(&data);
+    eprintln!("full disk: {} bookings acknowledged, {full} refused while full", acknowledged.len());
+}
