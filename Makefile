@@ -1,7 +1,7 @@
 # The two commands of README: `make run` serves on ./data, `make test` passes the tests.
 CARGO ?= cargo
 
-.PHONY: run test check bench bench-pg build
+.PHONY: run test check bench bench-pg build torture
 
 run:
 	$(CARGO) run --release --locked --bin ledger -- serve
@@ -29,3 +29,10 @@ bench:
 # with apt if it is missing; its cluster lives in a temporary directory, always deleted.
 bench-pg:
 	CARGO="$(CARGO)" bash benches/pg/run.sh
+
+# The crash loop: the release server SIGKILLed under 16 clients CYCLES times,
+# every acknowledged command checked after each restart (examples/torture.rs).
+CYCLES ?= 25
+torture:
+	$(CARGO) build --release --locked --bin ledger --example torture
+	target/release/examples/torture --ledger target/release/ledger --cycles $(CYCLES)
