@@ -289,6 +289,26 @@ impl FileLog {
         Ok((log, report))
     }
 
+    /// [`Log::reopen`], as a `FileLog` (the rejection journal writes with
+    /// [`FileLog::write_without_sync`], which other logs lack).
+    pub fn reopen_file(&self) -> Result<FileLog, ReopenError> {
+        forget_cached_pages(&self.file_path);
+        let reopened = FileLog::open_inner(&self.dir, self.options, self.io.clone(), Some(self.position_synced));
+        let (log, report) = reopened.map_err(|error| match error {
+            // Acknowledged records are damaged: not something waiting fixes.
+            LogError::Corrupt { .. } => ReopenError::Never(error),
+            error => ReopenError::Later(error),
+        })?;
+        if let Some(t) = &report.truncated {
+            tracing::warn!(
+                path = %t.path.display(), offset = t.offset, bytes = t.bytes, position = t.position,
+                "re-opening the log cut a torn record off its end: it was never acknowledged"
+            );
+        }
+        sync_dir(&log.dir).map_err(ReopenError::Later)?;
+        Ok(log)
+    }
+
     /// Writes the appended records to the file without waiting for the disk,
     /// and returns the last position written. A process crash keeps them (the
     /// page cache survives it), a power loss may not: for the rejection
@@ -366,21 +386,7 @@ impl Log for FileLog {
     /// sync were never acknowledged, so damage among them is cut too. The
     /// failed descriptor is never synced again.
     fn reopen(&self) -> Result<Box<dyn Log>, ReopenError> {
-        forget_cached_pages(&self.file_path);
-        let reopened = FileLog::open_inner(&self.dir, self.options, self.io.clone(), Some(self.position_synced));
-        let (log, report) = reopened.map_err(|error| match error {
-            // Acknowledged records are damaged: not something waiting fixes.
-            LogError::Corrupt { .. } => ReopenError::Never(error),
-            error => ReopenError::Later(error),
-        })?;
-        if let Some(t) = &report.truncated {
-            tracing::warn!(
-                path = %t.path.display(), offset = t.offset, bytes = t.bytes, position = t.position,
-                "re-opening the log cut a torn record off its end: it was never acknowledged"
-            );
-        }
-        sync_dir(&log.dir).map_err(ReopenError::Later)?;
-        Ok(Box::new(log))
+        Ok(Box::new(self.reopen_file()?))
     }
 
     fn position_next(&self) -> Position {

@@ -112,7 +112,8 @@ struct Status {
 }
 
 impl Status {
-    fn set(&self, health: Health) {
+    fn set(&self, health: Health, metrics: &Metrics) {
+        metrics.storage_down.set(matches!(health, Health::StorageDown { .. }) as i64);
         let mut held = self.health.lock();
         self.writable.store(health == Health::Writing, Ordering::Release);
         *held = health;
@@ -359,6 +360,7 @@ impl Writer {
         self.failed = result.is_err();
         if self.failed {
             self.failures_in_a_row += 1;
+            self.metrics.storage_failures.inc();
         } else {
             self.failures_in_a_row = 0;
         }
@@ -373,9 +375,23 @@ impl Writer {
     pub fn reopen(&mut self) -> Result<(), ReopenFailure> {
         assert!(self.failed, "only a failed writer re-opens");
         let result = self.reopen_logs();
-        if let Err(failure) = &result {
-            self.failures_in_a_row += 1;
-            tracing::warn!(cause = %failure.cause, permanent = failure.permanent, "re-opening the logs failed");
+        let outcome = match &result {
+            Ok(()) => "ok",
+            Err(failure) if failure.permanent => "never",
+            Err(_) => "later",
+        };
+        self.metrics.storage_reopens.with_label_values(&[outcome]).inc();
+        match &result {
+            // The rejection journal, given up if the disk failed it too, is tried again.
+            Ok(()) => {
+                if let Some(journal) = &mut self.journal {
+                    journal.revive();
+                }
+            }
+            Err(failure) => {
+                self.failures_in_a_row += 1;
+                tracing::warn!(cause = %failure.cause, permanent = failure.permanent, "re-opening the logs failed");
+            }
         }
         result
     }
@@ -649,7 +665,7 @@ impl Writer {
                     tracing::error!(%cause, "a write or sync of the log failed: the batch's outcome is unknown; refusing commands until the logs re-open");
                     let retry_after_secs = self.retry_after_secs();
                     status.retry_after_secs.store(retry_after_secs, Ordering::Relaxed);
-                    status.set(Health::StorageDown { cause: cause.clone(), since: self.clock.now(), retrying: true });
+                    status.set(Health::StorageDown { cause: cause.clone(), since: self.clock.now(), retrying: true }, &self.metrics);
                     let unknown = SubmitError::OutcomeUnknown { cause, retry_after_secs };
                     for reply in replies.drain(..) {
                         let _ = reply.send(Err(unknown.clone()));
@@ -697,7 +713,7 @@ impl Writer {
             }
             match self.reopen() {
                 Ok(()) => {
-                    status.set(Health::Writing);
+                    status.set(Health::Writing, &self.metrics);
                     return true;
                 }
                 Err(failure) => {
@@ -707,7 +723,7 @@ impl Writer {
                         _ => self.clock.now(),
                     };
                     status.retry_after_secs.store(self.retry_after_secs(), Ordering::Relaxed);
-                    status.set(Health::StorageDown { cause: failure.cause, since, retrying });
+                    status.set(Health::StorageDown { cause: failure.cause, since, retrying }, &self.metrics);
                     if !retrying {
                         tracing::error!("the logs cannot be re-opened: commands are refused until a restart");
                         return false;

@@ -626,3 +626,35 @@ async fn a_log_that_can_never_reopen_stops_the_writer_for_good() {
     }
     assert!(matches!(handle.submit(book(0)).await, Err(SubmitError::StorageDown { .. })));
 }
+
+/// The rejection journal on a disk that filled up is given up (its losses
+/// counted) and re-opened with the ledger once space returns: refusals are
+/// journaled again without a restart.
+#[test]
+fn a_journal_failed_by_a_full_disk_revives_when_the_ledger_reopens() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = Arc::new(crate::log::FaultyDisk::new());
+    let (journal_log, _) = crate::log::FileLog::open_on(dir.path(), crate::log::FileLogOptions::default(), disk.clone()).unwrap();
+    let (journal, handle) = crate::rejections::Journal::new(journal_log, dir.path(), Default::default());
+    let ledger = MemoryLog::new();
+    let faults = ledger.faults.clone();
+    let mut writer = writer(Box::new(ledger), WriterConfig::default()).with_journal(journal);
+    let commit = |writer: &mut Writer, commands: &[Command]| {
+        let answers = writer.commit(commands)?;
+        writer.journal_refused(commands, &mut vec![None; commands.len()]);
+        Ok::<_, LogError>(answers)
+    };
+    commit(&mut writer, &[schedule(), book(0)]).unwrap();
+    disk.set_space(Some(0));
+    commit(&mut writer, &[book(0)]).unwrap();
+    assert_eq!((handle.dropped(), handle.written()), (1, 0), "the refusal could not be journaled: the journal gave up");
+
+    disk.set_space(None);
+    faults.lock().fail_sync_at = 1;
+    assert!(commit(&mut writer, &[book(1)]).is_err());
+    writer.reopen().unwrap();
+    commit(&mut writer, &[book(0)]).unwrap();
+    assert_eq!((handle.dropped(), handle.written()), (1, 1), "the journal re-opened with the ledger and took the next refusal");
+    let page = crate::forensics::feed::rejections_page(&handle.dir, "t", 1, handle.written(), 10).unwrap();
+    assert_eq!(page.items.len(), 1);
+}

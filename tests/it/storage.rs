@@ -88,6 +88,10 @@ async fn a_failing_fsync_is_503_storage_unavailable_reads_go_on_and_the_server_r
     assert_eq!(resolved["token"], "A002");
     assert_eq!(c.position().await, position + 1, "the caught booking is published, once");
     c.post("/v1/kloqo/bookings", WEB, &book(2)).await.expect(201);
+    let metrics = String::from_utf8(c.send("GET", "/metrics", None, None, None).await.body).unwrap();
+    for line in ["ledger_storage_failures_total 1", "ledger_storage_reopens_total{result=\"ok\"} 1", "ledger_storage_down 0"] {
+        assert!(metrics.lines().any(|l| l == line), "/metrics lacks {line:?}");
+    }
     verify(dir.path());
 }
 
