@@ -29,7 +29,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::core::{self, Command, Context, IdempotencyCheck, Rejection, Reply, Scope, State, StoredResponse};
@@ -37,7 +37,6 @@ use crate::log::decode::Decoder;
 use crate::log::{Log, LogError, Position, ReopenError, codec, events};
 use crate::metrics::Metrics;
 use crate::rejections;
-use parking_lot::Mutex;
 
 pub use recover::{RecoverError, Recovered, Start, apply_checked, recover, recover_from};
 
