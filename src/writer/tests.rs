@@ -576,7 +576,7 @@ async fn the_writer_thread_refuses_while_storage_is_down_and_resumes_by_itself()
         let mut faults = faults.lock();
         faults.fail_sync_at = 1;
         faults.sync_keeps = 1;
-        faults.reopen_fails = 3;
+        faults.reopen_fails = 5;
     }
     let caught = keyed(book(0), "caught");
     let answer = handle.submit(caught.clone()).await;
@@ -593,7 +593,7 @@ async fn the_writer_thread_refuses_while_storage_is_down_and_resumes_by_itself()
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert_eq!(handle.health(), Health::Writing, "the writer re-opened by itself after three failed attempts");
+    assert_eq!(handle.health(), Health::Writing, "the writer re-opened by itself after five failed attempts");
     assert_eq!(handle.read(|s| s.position), 2, "the caught booking reached the disk and is published");
     let repeated = handle.submit(caught).await;
     assert_eq!(repeated, Ok(Answer::Stored { status: 200, body: Arc::from(&b"ok"[..]), repeated: true }));

@@ -17,8 +17,13 @@ use crate::support::{ADMIN, Client, Reply, WEB, assemble_on, booking};
 
 const EIO: i32 = 5;
 
-async fn server(dir: &Path, disk: &Arc<FaultyDisk>) -> Client {
-    let config = WriterConfig { reopen_interval_min: Duration::from_millis(20), ..WriterConfig::default() };
+/// A server whose writer re-opens its logs `reopen_ms` after a failure (and at most a second apart).
+async fn server(dir: &Path, disk: &Arc<FaultyDisk>, reopen_ms: u64) -> Client {
+    let config = WriterConfig {
+        reopen_interval_min: Duration::from_millis(reopen_ms),
+        reopen_interval_max: Duration::from_secs(1),
+        ..WriterConfig::default()
+    };
     let assembled = assemble_on(dir, &dir.join("ledger"), Default::default(), Some(disk.clone()), config).await;
     let c = assembled.client;
     c.schedule("kloqo", "c1", "d1", 10).await;
@@ -51,7 +56,7 @@ fn verify(dir: &Path) {
 async fn a_failing_fsync_is_503_storage_unavailable_reads_go_on_and_the_server_resumes_without_restart() {
     let dir = tempfile::tempdir().unwrap();
     let disk = Arc::new(FaultyDisk::new());
-    let c = server(dir.path(), &disk).await;
+    let c = server(dir.path(), &disk, 20).await;
     let first = c.post("/v1/kloqo/bookings", WEB, &book(0)).await.expect(201);
     let position = c.position().await;
 
@@ -101,7 +106,7 @@ async fn a_failing_fsync_is_503_storage_unavailable_reads_go_on_and_the_server_r
 async fn a_keyed_command_lost_with_its_batch_executes_once_on_repeat() {
     let dir = tempfile::tempdir().unwrap();
     let disk = Arc::new(FaultyDisk::new());
-    let c = server(dir.path(), &disk).await;
+    let c = server(dir.path(), &disk, 20).await;
     let position = c.position().await;
     disk.arm(Fault::FailSync { errno: EIO, kept: Some(0) }, 0);
     expect_unavailable(&c.post_keyed("/v1/kloqo/bookings", WEB, &book(3), "lost").await, "unknown");
@@ -125,7 +130,8 @@ async fn a_keyed_command_lost_with_its_batch_executes_once_on_repeat() {
 async fn a_full_disk_is_503_until_space_returns() {
     let dir = tempfile::tempdir().unwrap();
     let disk = Arc::new(FaultyDisk::new());
-    let c = server(dir.path(), &disk).await;
+    // Readiness is read right after the failure, well before the first re-open.
+    let c = server(dir.path(), &disk, 500).await;
     disk.set_space(Some(0));
     expect_unavailable(&c.post("/v1/kloqo/bookings", WEB, &book(0)).await, "unknown");
     let ready = readyz(&c).await;
