@@ -1,7 +1,7 @@
 # The two commands of README: `make run` serves on ./data, `make test` passes the tests.
 CARGO ?= cargo
 
-.PHONY: run test check bench bench-pg bench-cluster build nats cluster
+.PHONY: run test check bench bench-pg bench-cluster build nats cluster torture
 
 run:
 	$(CARGO) run --release --locked --bin ledger -- serve
@@ -47,3 +47,10 @@ bench-cluster: nats
 # Three NATS servers and three ledger nodes on loopback; Ctrl-C stops them all.
 cluster: nats build
 	bash scripts/cluster.sh
+
+# The crash loop: the release server SIGKILLed under 16 clients CYCLES times,
+# every acknowledged command checked after each restart (examples/torture.rs).
+CYCLES ?= 25
+torture:
+	$(CARGO) build --release --locked --bin ledger --example torture
+	target/release/examples/torture --ledger target/release/ledger --cycles $(CYCLES)

@@ -29,6 +29,12 @@ pub struct Metrics {
     pub connections_open: IntGauge,
     /// Accepts that failed for want of resources (EMFILE and the like), each followed by a pause.
     pub accept_errors: IntCounter,
+    /// Batches whose write or sync failed (their commands' outcome unknown).
+    pub storage_failures: IntCounter,
+    /// Re-opens of the logs after a storage failure, by result (`ok`, `later`, `never`).
+    pub storage_reopens: IntCounterVec,
+    /// 1 while storage is down (commands refused), else 0.
+    pub storage_down: IntGauge,
 }
 
 impl Metrics {
@@ -88,6 +94,15 @@ impl Metrics {
             "Accepts that failed for want of resources (such as too many open files); each is followed by a pause.",
         )
         .unwrap();
+        let storage_failures =
+            IntCounter::new("ledger_storage_failures_total", "Batches whose write or sync of the log failed (their outcome unknown).")
+                .unwrap();
+        let storage_reopens = IntCounterVec::new(
+            Opts::new("ledger_storage_reopens_total", "Re-opens of the logs after a storage failure, by result (ok, later, never)."),
+            &["result"],
+        )
+        .unwrap();
+        let storage_down = IntGauge::new("ledger_storage_down", "1 while storage is down and commands are refused, else 0.").unwrap();
         for collector in [
             Box::new(commands.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(events_appended.clone()),
@@ -103,6 +118,9 @@ impl Metrics {
             Box::new(idempotency_keys.clone()),
             Box::new(connections_open.clone()),
             Box::new(accept_errors.clone()),
+            Box::new(storage_failures.clone()),
+            Box::new(storage_reopens.clone()),
+            Box::new(storage_down.clone()),
         ] {
             registry.register(collector).unwrap();
         }
@@ -122,6 +140,9 @@ impl Metrics {
             idempotency_keys,
             connections_open,
             accept_errors,
+            storage_failures,
+            storage_reopens,
+            storage_down,
         }
     }
 

@@ -9,8 +9,9 @@
 //! it); a power loss can lose what was written since the last sync, which
 //! happens every [`SYNC_EVERY_RECORDS`] records, when a segment closes and at
 //! shutdown. Old segments are deleted beyond a configured number, so its size
-//! is bounded. A journal that fails is given up (and its losses counted); the
-//! ledger goes on without it.
+//! is bounded. A journal that fails is given up (and its losses counted) and
+//! re-opened later (when the ledger re-opens, or a few seconds on); the
+//! ledger goes on without it meanwhile.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -45,6 +46,8 @@ impl Default for JournalConfig {
 
 /// Records written between two fsyncs of the journal, at most.
 pub const SYNC_EVERY_RECORDS: u64 = 65_536;
+/// A journal that failed tries to re-open at most this often.
+const REVIVE_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 /// Records written between two checks for segments to delete.
 const ROTATE_EVERY_RECORDS: u64 = 4096;
 
@@ -73,6 +76,10 @@ impl JournalHandle {
 pub struct Journal {
     /// None once it failed.
     log: Option<FileLog>,
+    /// The log that failed, until [`Journal::revive`] re-opens it.
+    broken: Option<FileLog>,
+    /// When the journal last tried to revive itself.
+    revived_at: Option<std::time::Instant>,
     dir: PathBuf,
     config: JournalConfig,
     written: Arc<AtomicU64>,
@@ -87,12 +94,25 @@ impl Journal {
         let written = Arc::new(AtomicU64::new(log.position_next() - 1));
         let dropped = Arc::new(AtomicU64::new(0));
         let handle = JournalHandle { dir: dir.to_owned(), written: written.clone(), dropped: dropped.clone() };
-        let journal = Journal { log: Some(log), dir: dir.to_owned(), config, written, dropped, unsynced_records: 0, unrotated_records: 0 };
+        let journal = Journal {
+            log: Some(log),
+            broken: None,
+            revived_at: None,
+            dir: dir.to_owned(),
+            config,
+            written,
+            dropped,
+            unsynced_records: 0,
+            unrotated_records: 0,
+        };
         (journal, handle)
     }
 
     /// Appends `records` and writes them in one `write`, without waiting for the disk.
     pub fn write(&mut self, records: impl IntoIterator<Item = Rejected>) {
+        if self.log.is_none() && self.revived_at.is_none_or(|at| at.elapsed() >= REVIVE_EVERY) {
+            self.revive();
+        }
         let Some(log) = &mut self.log else {
             self.dropped.fetch_add(records.into_iter().count() as u64, Ordering::Relaxed);
             return;
@@ -140,9 +160,27 @@ impl Journal {
     }
 
     fn fail(&mut self, error: &log::LogError, lost: u64) {
-        // Evidence, not truth: the ledger goes on without it.
-        tracing::error!(%error, "the rejection journal failed; refused commands are no longer journaled");
+        // Evidence, not truth: the ledger goes on without it, until it re-opens.
+        tracing::error!(%error, "the rejection journal failed; refused commands are not journaled until it re-opens");
         self.dropped.fetch_add(lost, Ordering::Relaxed);
-        self.log = None;
+        self.broken = self.log.take();
+        self.revived_at = Some(std::time::Instant::now());
+    }
+
+    /// Re-opens a journal that failed (a new descriptor, its tail re-verified):
+    /// after the ledger re-opens, and every [`REVIVE_EVERY`] while refusals come.
+    pub fn revive(&mut self) {
+        let Some(broken) = &self.broken else { return };
+        self.revived_at = Some(std::time::Instant::now());
+        match broken.reopen_file() {
+            Ok(log) => {
+                tracing::info!("the rejection journal re-opened; refused commands are journaled again");
+                self.written.store(log.position_next() - 1, Ordering::Release);
+                self.log = Some(log);
+                self.broken = None;
+                self.unsynced_records = 0;
+            }
+            Err(error) => tracing::warn!(%error, "the rejection journal could not re-open yet"),
+        }
     }
 }

@@ -209,6 +209,7 @@ impl Config {
             queue_len_max: check_range("limits.queue_len_max", limits.queue_len_max, 1, 1 << 20)?,
             batch_len_max: check_range("limits.batch_len_max", limits.batch_len_max, 1, 1 << 16)?,
             idempotency_keys_max: check_range("limits.idempotency_keys_max", limits.idempotency_keys_max, 1, 1 << 32)?,
+            ..WriterConfig::default()
         };
         let journal = JournalConfig {
             segments_max: check_range("limits.rejections_segments_max", limits.rejections_segments_max, 2, 1 << 20)?,

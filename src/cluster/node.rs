@@ -37,7 +37,7 @@ use crate::http::auth::Auth;
 use crate::http::{Shared, app};
 use crate::metrics::Metrics;
 use crate::snapshots::{self, Dirs, SnapshotThread};
-use crate::writer::Clock;
+use crate::writer::{Clock, Health};
 
 pub const NODES_BUCKET: &str = "ledger_nodes";
 pub const LEASES_BUCKET: &str = "ledger_leases";
@@ -349,7 +349,7 @@ impl Node {
                     self.held.lock().insert(partition, revision);
                     self.cluster_metrics.lease_renewals.inc();
                     match self.slot(partition) {
-                        Slot::Leading(leading) if leading.state.writer().is_ok_and(|w| !w.is_writable()) => {
+                        Slot::Leading(leading) if leading.state.writer().is_ok_and(|w| writer_gave_up(&w.health())) => {
                             tracing::warn!(partition, "the writer of partition {partition} stopped; loading it again from its stream");
                             self.cluster_metrics.append_refusals.inc();
                             self.stop(partition);
@@ -508,6 +508,12 @@ impl Node {
         let state = Arc::new(state);
         Ok(Arc::new(Leading { router: app(state.clone()), state, threads: Mutex::new(Some((writer, snapshot_thread))) }))
     }
+}
+
+/// Whether a partition's writer stopped for good: its append was fenced or
+/// not acknowledged (a stream log never re-opens), or its thread ended.
+fn writer_gave_up(health: &Health) -> bool {
+    matches!(health, Health::StorageDown { retrying: false, .. } | Health::Stopped)
 }
 
 /// The node's membership and lease loop, until `stop` turns true; then it

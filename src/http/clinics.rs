@@ -111,7 +111,7 @@ impl ScheduleRequest {
         (status = 409, description = "schedule_conflict: an active booking holds a slot beyond the new schedule", body = Problem),
         (status = 413, description = "payload_too_large", body = Problem),
         (status = 422, description = "too_many_doctors (with limit): a new doctor for a clinic at its limit, idempotency_key_reused", body = Problem),
-        (status = 503, description = "overloaded, unavailable", body = Problem),
+        (status = 503, description = "overloaded, storage_unavailable, unavailable", body = Problem),
     ),
     security(("bearer" = []))
 )]
@@ -195,7 +195,7 @@ impl BookingRequest {
         (status = 409, description = "slot_taken (with booking_id), external_ref_bound (with booking_id, correlation_id)", body = Problem),
         (status = 413, description = "payload_too_large", body = Problem),
         (status = 422, description = "slot_out_of_range, stale_external_booking (with age_secs), external_created_in_future (with ahead_secs), idempotency_key_reused", body = Problem),
-        (status = 503, description = "overloaded, unavailable", body = Problem),
+        (status = 503, description = "overloaded, storage_unavailable, unavailable", body = Problem),
     ),
     security(("bearer" = []))
 )]
@@ -226,7 +226,7 @@ fn parse_booking_id(text: &str) -> Result<Uuid, ApiError> {
         (status = 403, description = "forbidden", body = Problem),
         (status = 404, description = "not_found", body = Problem),
         (status = 422, description = "idempotency_key_reused", body = Problem),
-        (status = 503, description = "overloaded, unavailable", body = Problem),
+        (status = 503, description = "overloaded, storage_unavailable, unavailable", body = Problem),
     ),
     security(("bearer" = []))
 )]

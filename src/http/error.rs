@@ -151,12 +151,10 @@ impl From<SubmitError> for ApiError {
             SubmitError::Overloaded => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", "the ledger is at capacity; retry shortly").retry_after(1)
             }
-            SubmitError::Stopped => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                "the ledger is not accepting commands (shutting down or stopped after a storage failure)",
-            )
-            .retry_after(5),
+            SubmitError::Stopped => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the ledger is not accepting commands (shutting down)")
+                    .retry_after(5)
+            }
             SubmitError::IdempotencyFull { retry_after_secs } => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "overloaded",
@@ -164,11 +162,23 @@ impl From<SubmitError> for ApiError {
                  a new key is accepted once the oldest answer expires",
             )
             .retry_after(retry_after_secs),
-            SubmitError::Storage(reason) => ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "storage_failure",
-                format!("the ledger could not make the command durable, so its outcome is unknown: {reason}"),
-            ),
+            SubmitError::OutcomeUnknown { cause, retry_after_secs } => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "storage_unavailable",
+                format!(
+                    "a write or sync of the ledger failed while this command was being made durable ({cause}): it may or may not \
+                     have taken effect; repeat it with the same Idempotency-Key once the ledger is ready to get its real answer"
+                ),
+            )
+            .with("outcome", "unknown")
+            .retry_after(retry_after_secs),
+            SubmitError::StorageDown { cause, retry_after_secs } => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "storage_unavailable",
+                format!("the ledger's storage is unavailable ({cause}); the command was not executed"),
+            )
+            .with("outcome", "not_executed")
+            .retry_after(retry_after_secs),
         }
     }
 }
@@ -185,5 +195,21 @@ mod tests {
         assert_eq!(response.headers()[header::CONTENT_TYPE], PROBLEM_JSON);
         let body: Value = serde_json::from_slice(&ApiError::from(SubmitError::Overloaded).body()).unwrap();
         assert_eq!((body["code"].as_str(), body["status"].as_u64()), (Some("overloaded"), Some(503)));
+    }
+
+    /// API.md, Storage: a command of the failed batch is 503 storage_unavailable
+    /// with `"outcome": "unknown"`; one refused while storage is down was not executed.
+    #[test]
+    fn storage_failures_are_503_storage_unavailable_with_retry_after_and_the_outcome() {
+        for (error, outcome) in [
+            (SubmitError::OutcomeUnknown { cause: "EIO".into(), retry_after_secs: 2 }, "unknown"),
+            (SubmitError::StorageDown { cause: "EIO".into(), retry_after_secs: 2 }, "not_executed"),
+        ] {
+            let body: Value = serde_json::from_slice(&ApiError::from(error.clone()).body()).unwrap();
+            let response = ApiError::from(error).into_response();
+            assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(response.headers()[header::RETRY_AFTER], "2");
+            assert_eq!((body["code"].as_str(), body["outcome"].as_str()), (Some("storage_unavailable"), Some(outcome)));
+        }
     }
 }

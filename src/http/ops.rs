@@ -7,8 +7,10 @@ use axum::response::IntoResponse;
 use serde_json::json;
 use utoipa::OpenApi;
 
-use super::error::ApiError;
+use super::error::{ApiError, rfc3339};
+use super::views::Problem;
 use super::{ApiDoc, Shared};
+use crate::writer::Health;
 
 /// 200 while the process runs.
 #[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "Alive")))]
@@ -16,12 +18,29 @@ pub async fn healthz() -> impl IntoResponse {
     Json(json!({ "status": "ok" }))
 }
 
-/// 200 once the projections are rebuilt and the writer accepts commands; 503 before, and after a storage failure.
-#[utoipa::path(get, path = "/readyz", tag = "operations", responses((status = 200, description = "Ready"), (status = 503, description = "not_ready")))]
+/// 200 once the projections are rebuilt and the writer accepts commands; 503 before, while storage is
+/// down (`storage_unavailable`, naming the cause, with `retrying`), and once the writer stopped.
+#[utoipa::path(get, path = "/readyz", tag = "operations", responses(
+    (status = 200, description = "Ready"),
+    (status = 503, description = "not_ready, storage_unavailable, unavailable", body = Problem),
+))]
 pub async fn readyz(State(app): State<Shared>) -> Result<impl IntoResponse, ApiError> {
     let writer = app.writer()?;
-    if !writer.is_writable() {
-        return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the writer stopped after a storage failure"));
+    match writer.health() {
+        Health::Writing => {}
+        Health::StorageDown { cause, since, retrying } => {
+            let detail = if retrying {
+                format!("a write or sync of the log failed: {cause}; commands are refused while the log is re-opened")
+            } else {
+                format!("a write or sync of the log failed and the log cannot be re-opened: {cause}; restart the server to recover")
+            };
+            let error = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable", detail)
+                .with("cause", cause)
+                .with("since", rfc3339(&since))
+                .with("retrying", retrying);
+            return Err(if retrying { error.retry_after(1) } else { error });
+        }
+        Health::Stopped => return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the writer has stopped")),
     }
     let position = writer.read(|state| state.position);
     Ok(Json(json!({ "status": "ready", "position": position })))

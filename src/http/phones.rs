@@ -59,7 +59,7 @@ pub struct ClaimRequest {}
         (status = 400, description = "invalid_request", body = Problem),
         (status = 401, description = "unauthenticated", body = Problem),
         (status = 403, description = "forbidden", body = Problem),
-        (status = 503, description = "overloaded", body = Problem),
+        (status = 503, description = "overloaded, storage_unavailable", body = Problem),
     ),
     security(("bearer" = []))
 )]

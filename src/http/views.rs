@@ -353,8 +353,17 @@ pub struct Problem {
     pub retry_after: Option<DateTime<Utc>>,
     /// `campaign_halted`.
     pub campaign: Option<String>,
-    /// `outcome_already_recorded`: the outcome on record.
+    /// `outcome_already_recorded`: the outcome on record. `storage_unavailable`:
+    /// `unknown` (the command was in a batch whose write or sync failed: it may
+    /// or may not have taken effect; repeat it with its Idempotency-Key once
+    /// the ledger is ready) or `not_executed`.
     pub outcome: Option<String>,
+    /// `storage_unavailable` on `/readyz`: the failure that took storage down...
+    pub cause: Option<String>,
+    /// ...when...
+    pub since: Option<DateTime<Utc>>,
+    /// ...and whether the server is re-opening its logs (false: a restart is needed).
+    pub retrying: Option<bool>,
     /// `not_found` of a community.
     pub slug: Option<String>,
 }

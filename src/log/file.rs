@@ -3,13 +3,17 @@
 //!
 //! Only the last segment is ever written. A batch is one `write` and one
 //! `fdatasync`; a new segment is fsynced and so is the directory that names it.
+//! Segment writes and syncs go through a [`SegmentIo`] when one is given
+//! (tests inject faults there), else straight to the file.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use super::disk::SegmentIo;
 use super::frame::{self, FRAME_HEADER_BYTES, GENESIS_HASH, Hash, SEGMENT_HEADER_BYTES, SegmentHeader};
-use super::{Log, LogError, Position, Visit};
+use super::{Log, LogError, Position, ReopenError, Visit};
 
 #[derive(Debug, Clone, Copy)]
 pub struct FileLogOptions {
@@ -61,6 +65,46 @@ pub struct FileLog {
     position_synced: Position,
     last_hash: Hash,
     poisoned: bool,
+    /// The seam segment writes and syncs go through; `None` in production.
+    io: Option<Arc<dyn SegmentIo>>,
+}
+
+/// Writes all of `bytes` to the segment, through `io` if there is one.
+fn write_segment(io: &Option<Arc<dyn SegmentIo>>, file: &mut File, path: &Path, mut bytes: &[u8]) -> Result<(), LogError> {
+    let Some(io) = io else {
+        return file.write_all(bytes).map_err(LogError::io(path));
+    };
+    while !bytes.is_empty() {
+        match io.write(file, path, bytes) {
+            Ok(0) => return Err(LogError::Io { path: path.to_owned(), source: io::ErrorKind::WriteZero.into() }),
+            Ok(written) => bytes = &bytes[written..],
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            Err(error) => return Err(LogError::Io { path: path.to_owned(), source: error }),
+        }
+    }
+    Ok(())
+}
+
+/// fdatasync of the segment (fsync with `all`), through `io` if there is one.
+fn sync_segment(io: &Option<Arc<dyn SegmentIo>>, file: &File, path: &Path, all: bool) -> Result<(), LogError> {
+    let synced = match io {
+        Some(io) => io.sync(file, path, all),
+        None if all => file.sync_all(),
+        None => file.sync_data(),
+    };
+    synced.map_err(LogError::io(path))
+}
+
+/// Asks the kernel to forget the cached pages of `path` that are clean. After
+/// a failed fsync the pages it could not write back may be marked clean and
+/// still be read from the cache (PostgreSQL's "fsyncgate"): without this, a
+/// re-opened log would read back, and then count as durable, records the disk
+/// never got. Best effort: dirty pages stay, and a file system without a
+/// backing device (tmpfs) has nothing else to read.
+fn forget_cached_pages(path: &Path) {
+    if let Ok(file) = File::open(path) {
+        let _ = rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed);
+    }
 }
 
 pub(super) fn segment_path(dir: &Path, first_position: Position) -> PathBuf {
@@ -91,12 +135,25 @@ pub(super) fn sync_dir(dir: &Path) -> Result<(), LogError> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(LogError::io(dir))
 }
 
-fn create_segment(dir: &Path, header: &SegmentHeader) -> Result<(File, PathBuf), LogError> {
+fn create_segment(dir: &Path, header: &SegmentHeader, io: &Option<Arc<dyn SegmentIo>>) -> Result<(File, PathBuf), LogError> {
     let path = segment_path(dir, header.first_position);
     let mut file = OpenOptions::new().create_new(true).append(true).open(&path).map_err(LogError::io(&path))?;
-    file.write_all(&frame::encode_segment_header(header)).and_then(|()| file.sync_all()).map_err(LogError::io(&path))?;
+    write_segment(io, &mut file, &path, &frame::encode_segment_header(header))?;
+    sync_segment(io, &file, &path, true)?;
     sync_dir(dir)?;
     Ok((file, path))
+}
+
+/// Whether the segment at `path` starts with a header that does not decode or
+/// names another first position.
+fn header_is_bad(path: &Path, first_position: Position) -> Result<bool, LogError> {
+    let mut header = [0; SEGMENT_HEADER_BYTES];
+    let read = File::open(path).and_then(|mut file| io::Read::read_exact(&mut file, &mut header));
+    match read {
+        Ok(()) => Ok(frame::decode_segment_header(&header).map_or(true, |h| h.first_position != first_position)),
+        Err(error) if error.kind() == io::ErrorKind::UnexpectedEof => Ok(true),
+        Err(error) => Err(LogError::Io { path: path.to_owned(), source: error }),
+    }
 }
 
 fn corrupt(path: &Path, position: Position, offset: usize, reason: impl Into<String>) -> LogError {
@@ -116,16 +173,37 @@ pub(super) fn intact_record_after(bytes: &[u8], offset: usize, expected: Positio
 
 impl FileLog {
     /// Opens (or creates) the log in `dir`. A torn record at the very end of the
-    /// last segment is cut off; damage anywhere else is an error naming its position.
+    /// last segment is cut off; damage anywhere else is an error naming its
+    /// position. The last segment is fsynced: every record it counts is durable.
     pub fn open(dir: &Path, options: FileLogOptions) -> Result<(FileLog, OpenReport), LogError> {
+        FileLog::open_inner(dir, options, None, None)
+    }
+
+    /// Like [`FileLog::open`], with every segment write and sync going through `io`
+    /// (also in the logs [`Log::reopen`] makes of it): for tests that inject faults.
+    pub fn open_on(dir: &Path, options: FileLogOptions, io: Arc<dyn SegmentIo>) -> Result<(FileLog, OpenReport), LogError> {
+        FileLog::open_inner(dir, options, Some(io), None)
+    }
+
+    /// With `acknowledged`, the records after that position are known never to
+    /// have been acknowledged (a re-open after a failure knows its last sync):
+    /// any damage among them is cut off like a torn tail, and a last segment
+    /// that holds only such records and whose header is damaged is removed.
+    fn open_inner(
+        dir: &Path,
+        options: FileLogOptions,
+        io: Option<Arc<dyn SegmentIo>>,
+        acknowledged: Option<Position>,
+    ) -> Result<(FileLog, OpenReport), LogError> {
         fs::create_dir_all(dir).map_err(LogError::io(dir))?;
+        let unacknowledged = |position: Position| acknowledged.is_some_and(|a| position > a);
         let mut report = OpenReport::default();
         let mut segments = list_segments(dir)?;
         // A crash while creating a segment can leave its header unwritten: the
         // segment holds nothing, so it goes.
-        while let Some((_, path)) = segments.last() {
+        while let Some((first, path)) = segments.last() {
             let len = fs::metadata(path).map_err(LogError::io(path))?.len();
-            if len >= SEGMENT_HEADER_BYTES as u64 {
+            if len >= SEGMENT_HEADER_BYTES as u64 && !(unacknowledged(*first) && header_is_bad(path, *first)?) {
                 break;
             }
             tracing::warn!(path = %path.display(), len, "removing a segment whose creation was interrupted");
@@ -135,7 +213,7 @@ impl FileLog {
         }
         let Some((first_position, path)) = segments.last().cloned() else {
             let header = SegmentHeader { first_position: 1, prev_hash: GENESIS_HASH };
-            let (file, file_path) = create_segment(dir, &header)?;
+            let (file, file_path) = create_segment(dir, &header, &io)?;
             report.segments = 1;
             let log = FileLog {
                 dir: dir.to_owned(),
@@ -149,6 +227,7 @@ impl FileLog {
                 position_synced: 0,
                 last_hash: GENESIS_HASH,
                 poisoned: false,
+                io,
             };
             return Ok((log, report));
         };
@@ -163,30 +242,36 @@ impl FileLog {
         let mut expected = first_position;
         let mut last_hash = header.prev_hash;
         while offset < bytes.len() {
-            match frame::decode_record(&bytes[offset..]) {
+            let damage = match frame::decode_record(&bytes[offset..]) {
                 Ok(f) if f.position == expected && *f.prev_hash == last_hash => {
                     last_hash = frame::record_hash(f.covered);
                     expected += 1;
                     offset += f.len;
+                    continue;
                 }
-                Ok(f) if f.position != expected => {
-                    return Err(corrupt(&path, expected, offset, format!("record carries position {}", f.position)));
-                }
-                Ok(_) => return Err(corrupt(&path, expected, offset, "hash chain broken")),
-                Err(e) if intact_record_after(&bytes, offset, expected) => {
-                    return Err(corrupt(&path, expected, offset, e.describe()));
-                }
-                Err(_) => {
-                    let truncation =
-                        TornTail { path: path.clone(), offset: offset as u64, bytes: (bytes.len() - offset) as u64, position: expected };
-                    let file = OpenOptions::new().write(true).open(&path).map_err(LogError::io(&path))?;
-                    file.set_len(offset as u64).and_then(|()| file.sync_all()).map_err(LogError::io(&path))?;
-                    report.truncated = Some(truncation);
-                    break;
-                }
+                Ok(f) if f.position != expected => Some(format!("record carries position {}", f.position)),
+                Ok(_) => Some("hash chain broken".to_owned()),
+                Err(e) if intact_record_after(&bytes, offset, expected) => Some(e.describe().to_string()),
+                Err(_) => None,
+            };
+            if let Some(reason) = damage
+                && !unacknowledged(expected)
+            {
+                return Err(corrupt(&path, expected, offset, reason));
             }
+            let truncation =
+                TornTail { path: path.clone(), offset: offset as u64, bytes: (bytes.len() - offset) as u64, position: expected };
+            let file = OpenOptions::new().write(true).open(&path).map_err(LogError::io(&path))?;
+            file.set_len(offset as u64).map_err(LogError::io(&path))?;
+            report.truncated = Some(truncation);
+            break;
         }
         let file = OpenOptions::new().append(true).open(&path).map_err(LogError::io(&path))?;
+        // What was read is counted from now on (replayed, answered, built on),
+        // so it must be durable first: a crash before an fdatasync returned
+        // leaves its records in the page cache, where a power loss after this
+        // start-up would take them back. (Also the truncation, if any.)
+        sync_segment(&io, &file, &path, true)?;
         let log = FileLog {
             dir: dir.to_owned(),
             options,
@@ -199,8 +284,29 @@ impl FileLog {
             position_synced: expected - 1,
             last_hash,
             poisoned: false,
+            io,
         };
         Ok((log, report))
+    }
+
+    /// [`Log::reopen`], as a `FileLog` (the rejection journal writes with
+    /// [`FileLog::write_without_sync`], which other logs lack).
+    pub fn reopen_file(&self) -> Result<FileLog, ReopenError> {
+        forget_cached_pages(&self.file_path);
+        let reopened = FileLog::open_inner(&self.dir, self.options, self.io.clone(), Some(self.position_synced));
+        let (log, report) = reopened.map_err(|error| match error {
+            // Acknowledged records are damaged: not something waiting fixes.
+            LogError::Corrupt { .. } => ReopenError::Never(error),
+            error => ReopenError::Later(error),
+        })?;
+        if let Some(t) = &report.truncated {
+            tracing::warn!(
+                path = %t.path.display(), offset = t.offset, bytes = t.bytes, position = t.position,
+                "re-opening the log cut a torn record off its end: it was never acknowledged"
+            );
+        }
+        sync_dir(&log.dir).map_err(ReopenError::Later)?;
+        Ok(log)
     }
 
     /// Writes the appended records to the file without waiting for the disk,
@@ -224,9 +330,9 @@ impl FileLog {
     /// Closes the current segment (durably) and starts the next one.
     fn roll(&mut self) -> Result<(), LogError> {
         self.write_pending()?;
-        self.file.sync_data().map_err(LogError::io(&self.file_path))?;
+        sync_segment(&self.io, &self.file, &self.file_path, false)?;
         let header = SegmentHeader { first_position: self.position_next, prev_hash: self.last_hash };
-        let (file, path) = create_segment(&self.dir, &header)?;
+        let (file, path) = create_segment(&self.dir, &header, &self.io)?;
         self.file = file;
         self.file_path = path;
         self.file_bytes = SEGMENT_HEADER_BYTES as u64;
@@ -235,7 +341,7 @@ impl FileLog {
     }
 
     fn write_pending(&mut self) -> Result<(), LogError> {
-        self.file.write_all(&self.pending).map_err(LogError::io(&self.file_path))?;
+        write_segment(&self.io, &mut self.file, &self.file_path, &self.pending)?;
         self.file_bytes += self.pending.len() as u64;
         self.pending.clear();
         Ok(())
@@ -273,10 +379,19 @@ impl Log for FileLog {
         }
         let written = self.write_pending();
         self.poison_on_error(written)?;
-        let synced = self.file.sync_data().map_err(LogError::io(&self.file_path));
+        let synced = sync_segment(&self.io, &self.file, &self.file_path, false);
         self.poison_on_error(synced)?;
         self.position_synced = self.position_next - 1;
         Ok(())
+    }
+
+    /// A new descriptor on the last segment, opened the way start-up opens it
+    /// (the tail re-verified, a torn tail cut, what it read back made durable
+    /// through the new descriptor). Records past the last successful
+    /// sync were never acknowledged, so damage among them is cut too. The
+    /// failed descriptor is never synced again.
+    fn reopen(&self) -> Result<Box<dyn Log>, ReopenError> {
+        Ok(Box::new(self.reopen_file()?))
     }
 
     fn position_next(&self) -> Position {
@@ -484,6 +599,74 @@ mod tests {
         let err = log.read_from(1, &mut |_, _| ControlFlow::Continue(())).unwrap_err();
         assert!(matches!(err, LogError::Corrupt { position: 2, .. }), "{err}");
         assert!(err.to_string().contains("00000000000000000001.seg"), "{err}");
+    }
+
+    /// A re-open after a failed sync knows which records were never
+    /// acknowledged: damage among them (a record lost in the middle of the
+    /// failed batch) is cut like a torn tail, where start-up, knowing
+    /// nothing, must refuse it as corruption.
+    #[test]
+    fn a_reopen_cuts_damage_among_records_never_synced() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = Arc::new(super::super::FaultyDisk::new());
+        let (mut log, _) = FileLog::open_on(dir.path(), FileLogOptions::default(), disk.clone()).unwrap();
+        for i in 1..=3 {
+            log.append(&payload(i)).unwrap();
+        }
+        log.sync().unwrap();
+        log.append(&payload(4)).unwrap();
+        log.append(&payload(5)).unwrap();
+        disk.arm(super::super::Fault::FailSync { errno: 5, kept: None }, 0);
+        assert!(log.sync().is_err());
+        let path = segment_files(dir.path()).pop().unwrap();
+        let mut bytes = fs::read(&path).unwrap();
+        let record_len = FRAME_HEADER_BYTES + payload(1).len();
+        bytes[SEGMENT_HEADER_BYTES + 3 * record_len + 20] ^= 0x01; // record 4; record 5 intact after it
+        fs::write(&path, &bytes).unwrap();
+
+        assert!(matches!(FileLog::open(dir.path(), FileLogOptions::default()), Err(LogError::Corrupt { position: 4, .. })));
+        let reopened = log.reopen().unwrap();
+        assert_eq!(reopened.position_next(), 4, "records 4 and 5 were never acknowledged: cut");
+        assert_eq!(fs::read(&path).unwrap().len(), SEGMENT_HEADER_BYTES + 3 * record_len);
+    }
+
+    /// A crash before fdatasync returned leaves the batch in the page cache;
+    /// start-up reads it and builds on it, so it syncs it first: a power loss
+    /// after start-up cannot take back what start-up counted. (Found by the
+    /// writer's simulation: a keyed repeat was replayed from an answer that a
+    /// later power loss removed.)
+    #[test]
+    fn what_start_up_counts_is_durable_before_it_is_served() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = Arc::new(super::super::FaultyDisk::new());
+        let (mut log, _) = FileLog::open_on(dir.path(), FileLogOptions::default(), disk.clone()).unwrap();
+        log.append(&payload(1)).unwrap();
+        log.sync().unwrap();
+        log.append(&payload(2)).unwrap();
+        disk.arm(super::super::Fault::FailSync { errno: 5, kept: None }, 0);
+        assert!(log.sync().is_err());
+        drop(log); // the crash
+        let (log, _) = FileLog::open_on(dir.path(), FileLogOptions::default(), disk.clone()).unwrap();
+        assert_eq!(log.position_next(), 3, "start-up counts record 2, which was in the file");
+        disk.lose_unsynced(|_, _| 0); // a power loss
+        let (log, _) = FileLog::open(dir.path(), FileLogOptions::default()).unwrap();
+        assert_eq!(read_all(&log).len(), 2, "record 2 was made durable by the start-up that counted it");
+    }
+
+    /// Damage among acknowledged records is no reason to wait: the re-open gives up for good.
+    #[test]
+    fn a_reopen_refuses_damage_among_acknowledged_records_for_good() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = FileLog::open(dir.path(), FileLogOptions::default()).unwrap();
+        for i in 1..=3 {
+            log.append(&payload(i)).unwrap();
+        }
+        log.sync().unwrap();
+        let path = segment_files(dir.path()).pop().unwrap();
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[SEGMENT_HEADER_BYTES + 20] ^= 0x01; // record 1
+        fs::write(&path, &bytes).unwrap();
+        assert!(matches!(log.reopen(), Err(ReopenError::Never(LogError::Corrupt { position: 1, .. }))));
     }
 
     #[test]

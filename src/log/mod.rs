@@ -3,12 +3,15 @@
 //! not know what the payloads mean.
 //!
 //! [`FileLog`] is the segmented on-disk format described in `proto/FORMAT.md`;
-//! [`MemoryLog`] keeps records in memory and can be told to fail, for tests.
+//! its file operations can be put behind a [`SegmentIo`] ([`FaultyDisk`] fails
+//! them on demand, for tests). [`MemoryLog`] keeps records in memory and can be
+//! told to fail, for tests.
 //! [`snapshot`] is the file format of the state at a position, checked against
 //! the log it was taken from.
 
 pub mod codec;
 pub mod decode;
+mod disk;
 pub mod encode;
 pub mod events;
 mod file;
@@ -21,6 +24,7 @@ pub mod verify;
 use std::ops::ControlFlow;
 use std::path::PathBuf;
 
+pub use disk::{Fault, FaultyDisk, SegmentIo};
 pub use file::{FileLog, FileLogOptions, OpenReport, TornTail, first_position, last_position, remove_oldest_segments};
 pub use memory::{Faults, MemoryLog};
 pub use tail::{Location, RecordVisit, Tail, location_path, read_many, record_hash_at};
@@ -45,6 +49,17 @@ pub trait Log: Send {
 
     /// Reads the durable records from `from` on, in order.
     fn read_from(&self, from: Position, visit: &mut Visit<'_>) -> Result<(), LogError>;
+
+    /// A fresh handle on the same log after an append or sync failed, for the
+    /// writer to go on with: a new file descriptor (a failed fsync is never
+    /// retried on the one that failed), the tail re-verified, a torn tail cut,
+    /// and everything it holds durable. Records the failed handle appended may
+    /// or may not be in it. `ReopenError::Never` means this log will not be
+    /// written again by this process (a replica fenced off by its successor,
+    /// say); the default, for logs that cannot re-open.
+    fn reopen(&self) -> Result<Box<dyn Log>, ReopenError> {
+        Err(ReopenError::Never(LogError::Poisoned))
+    }
 
     /// Where the record at `position` is kept, to name it in an error.
     fn path_of(&self, position: Position) -> PathBuf {
@@ -74,6 +89,17 @@ pub enum LogError {
     /// connection lost): the records may or may not be stored.
     #[error("not replicated: {0}")]
     Unreplicated(String),
+}
+
+/// Why [`Log::reopen`] gave no log.
+#[derive(Debug, thiserror::Error)]
+pub enum ReopenError {
+    /// Not now (the disk still fails): try again later.
+    #[error("{0}")]
+    Later(LogError),
+    /// Never, in this process: stop writing; a restart recovers, or an operator must.
+    #[error("{0}")]
+    Never(LogError),
 }
 
 impl LogError {

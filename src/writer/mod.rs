@@ -9,22 +9,32 @@
 //! nothing becomes visible to readers, before it is durable.
 //!
 //! It runs on its own OS thread, not a tokio task: it blocks in fdatasync.
+//!
+//! When a write or sync fails, the batch's commands are answered "outcome
+//! unknown" and later ones are refused (storage down) while the writer
+//! re-opens its logs every so often ([`Log::reopen`]: new descriptors, the
+//! tails re-verified). Once that works it publishes what of the failed batch
+//! reached the disk, rebuilds the working copy from the published one (it held
+//! the failed batch's events), and resumes.
 
 mod recover;
+#[cfg(test)]
+mod simulation;
 #[cfg(test)]
 mod tests;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::core::{self, Command, Context, IdempotencyCheck, Rejection, Reply, Scope, State, StoredResponse};
-use crate::log::{Log, LogError, codec};
+use crate::log::decode::Decoder;
+use crate::log::{Log, LogError, Position, ReopenError, codec, events};
 use crate::metrics::Metrics;
 use crate::rejections;
 
@@ -51,8 +61,14 @@ pub enum SubmitError {
     Overloaded,
     #[error("the writer is not accepting commands")]
     Stopped,
-    #[error("the ledger could not make the batch durable; the outcome is unknown: {0}")]
-    Storage(String),
+    /// The command was in a batch whose write or sync failed: it may or may
+    /// not be on disk. A repeat with its Idempotency-Key after recovery
+    /// returns its stored answer, or executes it if it was lost.
+    #[error("the ledger could not make the batch durable, so its outcome is unknown: {cause}")]
+    OutcomeUnknown { cause: String, retry_after_secs: u32 },
+    /// Storage is down since a write or sync failed: the command was not executed.
+    #[error("the ledger's storage is unavailable; the command was not executed: {cause}")]
+    StorageDown { cause: String, retry_after_secs: u32 },
     /// A command with a new Idempotency-Key met a full idempotency table: it was
     /// not executed. The oldest answer held expires in about `retry_after_secs`.
     #[error("the idempotency table holds its maximum of keys")]
@@ -71,6 +87,72 @@ impl Clock for SystemClock {
     }
 }
 
+/// The writer as readiness reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Health {
+    /// Accepting commands.
+    Writing,
+    /// A write or sync failed with `cause`. Commands are refused; with
+    /// `retrying` the writer re-opens its logs every few seconds and resumes
+    /// once that works, without it a restart is needed.
+    StorageDown { cause: String, since: DateTime<Utc>, retrying: bool },
+    /// The writer thread ended: shut down, or a bug stopped it.
+    Stopped,
+}
+
+/// What the writer tells its handles about itself.
+#[derive(Debug)]
+struct Status {
+    /// `health == Writing`, read on every submission without a lock.
+    writable: AtomicBool,
+    health: Mutex<Health>,
+    /// What a refused command's `Retry-After` says: the writer's next re-open.
+    retry_after_secs: AtomicU32,
+}
+
+impl Status {
+    fn set(&self, health: Health, metrics: &Metrics) {
+        metrics.storage_down.set(matches!(health, Health::StorageDown { .. }) as i64);
+        let mut held = self.health.lock();
+        self.writable.store(health == Health::Writing, Ordering::Release);
+        *held = health;
+    }
+
+    /// Why a command is refused now that the writer does not take it.
+    fn refusal(&self) -> SubmitError {
+        match &*self.health.lock() {
+            Health::StorageDown { cause, .. } => {
+                SubmitError::StorageDown { cause: cause.clone(), retry_after_secs: self.retry_after_secs.load(Ordering::Relaxed) }
+            }
+            Health::Writing | Health::Stopped => SubmitError::Stopped,
+        }
+    }
+}
+
+/// Why [`Writer::reopen`] could not resume.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{cause}")]
+pub struct ReopenFailure {
+    pub cause: String,
+    /// Not worth trying again in this process: a restart (or an operator) must.
+    pub permanent: bool,
+}
+
+impl ReopenFailure {
+    fn permanent(cause: impl Into<String>) -> ReopenFailure {
+        ReopenFailure { cause: cause.into(), permanent: true }
+    }
+}
+
+impl From<ReopenError> for ReopenFailure {
+    fn from(error: ReopenError) -> ReopenFailure {
+        match error {
+            ReopenError::Later(error) => ReopenFailure { cause: error.to_string(), permanent: false },
+            ReopenError::Never(error) => ReopenFailure::permanent(error.to_string()),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 pub struct WriterConfig {
     /// Commands waiting beyond this are refused as overloaded.
@@ -81,11 +163,23 @@ pub struct WriterConfig {
     /// refused (503 overloaded) rather than evicting an answer inside its
     /// retention window: each key costs about 1 KB for the whole window.
     pub idempotency_keys_max: usize,
+    /// After a storage failure the logs are re-opened this long after it,
+    /// twice as long after each failure in a row (a disk still full fails the
+    /// next batch too)...
+    pub reopen_interval_min: Duration,
+    /// ...but never longer than this apart.
+    pub reopen_interval_max: Duration,
 }
 
 impl Default for WriterConfig {
     fn default() -> Self {
-        WriterConfig { queue_len_max: 4096, batch_len_max: 1024, idempotency_keys_max: 10_000_000 }
+        WriterConfig {
+            queue_len_max: 4096,
+            batch_len_max: 1024,
+            idempotency_keys_max: 10_000_000,
+            reopen_interval_min: Duration::from_millis(250),
+            reopen_interval_max: Duration::from_secs(5),
+        }
     }
 }
 
@@ -97,6 +191,12 @@ impl WriterConfig {
     /// retention window without bound.)
     pub fn expire_len_max(&self) -> usize {
         2 * self.batch_len_max
+    }
+
+    /// How long to wait before re-opening after `failures` failures in a row.
+    fn reopen_interval(&self, failures: u32) -> Duration {
+        let doubled = self.reopen_interval_min.saturating_mul(1 << failures.saturating_sub(1).min(16));
+        doubled.min(self.reopen_interval_max)
     }
 }
 
@@ -112,7 +212,7 @@ struct Submission {
 pub struct WriterHandle {
     queue: mpsc::Sender<Submission>,
     published: Arc<RwLock<State>>,
-    writable: Arc<AtomicBool>,
+    status: Arc<Status>,
     /// The last durable ledger position, for readers that follow the log.
     durable: watch::Receiver<u64>,
 }
@@ -125,12 +225,15 @@ impl WriterHandle {
 
     /// Like `submit`, with the request it came from, for the rejection journal.
     pub async fn submit_from(&self, command: Command, origin: Option<rejections::Origin>) -> Result<Answer, SubmitError> {
+        if !self.is_writable() {
+            return Err(self.status.refusal());
+        }
         let (reply, answer) = oneshot::channel();
         self.queue.try_send(Submission { command, origin, reply }).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => SubmitError::Overloaded,
-            mpsc::error::TrySendError::Closed(_) => SubmitError::Stopped,
+            mpsc::error::TrySendError::Closed(_) => self.status.refusal(),
         })?;
-        answer.await.map_err(|_| SubmitError::Stopped)?
+        answer.await.map_err(|_| self.status.refusal())?
     }
 
     /// Runs `read` against the published state: every acknowledged command, and
@@ -140,9 +243,13 @@ impl WriterHandle {
         read(&self.published.read())
     }
 
-    /// False once a write failed: the writer has stopped.
+    /// False while storage is down, and once the writer has stopped.
     pub fn is_writable(&self) -> bool {
-        self.writable.load(Ordering::Acquire)
+        self.status.writable.load(Ordering::Acquire)
+    }
+
+    pub fn health(&self) -> Health {
+        self.status.health.lock().clone()
     }
 
     /// Follows the last durable position: changes after every batch that appended.
@@ -178,8 +285,13 @@ pub struct Writer {
     /// The last `now` handed to the core; the writer's time never runs backwards,
     /// not even across a restart (it starts at the last event's time).
     now_last: DateTime<Utc>,
-    /// Set when a batch failed: its events may or may not be on disk.
+    /// Set when a batch failed: its events may or may not be on disk, and the
+    /// working copy holds them. Cleared by a successful [`Writer::reopen`].
     failed: bool,
+    /// Storage failures (of batches or re-opens) since the last batch that committed.
+    failures_in_a_row: u32,
+    /// The responses journal's last position published.
+    responses_published: Position,
     /// The commands of the last batch that were refused, by index, for the journal.
     refused: Vec<(usize, Rejection)>,
     /// Refused commands are appended here after they are answered.
@@ -203,6 +315,7 @@ impl Writer {
         assert_eq!(log.position_next(), state.position + 1, "the state must be the log recovered");
         metrics.idempotency_keys.set(state.idempotency.len() as i64);
         Writer {
+            responses_published: responses.position_next() - 1,
             log,
             responses,
             now_last: state.recorded_at_last,
@@ -214,6 +327,7 @@ impl Writer {
             config,
             metrics,
             failed: false,
+            failures_in_a_row: 0,
             refused: Vec::new(),
             journal: None,
             encoded: Vec::with_capacity(1024),
@@ -237,13 +351,120 @@ impl Writer {
 
     /// Decides, appends, makes durable and publishes one batch. Returns one
     /// answer per command, in order: decided, or refused undecided (a full
-    /// idempotency table). On a storage error nothing is published and the
-    /// writer must not be used again.
+    /// idempotency table). On a storage error nothing is published, and the
+    /// writer must [`Writer::reopen`] before it commits again.
     pub fn commit(&mut self, commands: &[Command]) -> Result<Vec<Result<Answer, SubmitError>>, LogError> {
-        assert!(!self.failed, "a writer whose log failed must not commit again");
+        assert!(!self.failed, "a writer whose log failed must reopen before it commits again");
         let result = self.commit_batch(commands);
         self.failed = result.is_err();
+        if self.failed {
+            self.failures_in_a_row += 1;
+            self.metrics.storage_failures.inc();
+        } else {
+            self.failures_in_a_row = 0;
+        }
         result
+    }
+
+    /// After a failed batch: re-opens both logs (new descriptors, tails
+    /// re-verified, torn tails cut), publishes what of the failed batch reached
+    /// the disk (it is durable now, and a keyed repeat must find its answer),
+    /// and rebuilds the working copy from the published one, since it holds
+    /// the failed batch's events. On failure the writer stays failed.
+    pub fn reopen(&mut self) -> Result<(), ReopenFailure> {
+        assert!(self.failed, "only a failed writer re-opens");
+        let result = self.reopen_logs();
+        let outcome = match &result {
+            Ok(()) => "ok",
+            Err(failure) if failure.permanent => "never",
+            Err(_) => "later",
+        };
+        self.metrics.storage_reopens.with_label_values(&[outcome]).inc();
+        match &result {
+            // The rejection journal, given up if the disk failed it too, is tried again.
+            Ok(()) => {
+                if let Some(journal) = &mut self.journal {
+                    journal.revive();
+                }
+            }
+            Err(failure) => {
+                self.failures_in_a_row += 1;
+                tracing::warn!(cause = %failure.cause, permanent = failure.permanent, "re-opening the logs failed");
+            }
+        }
+        result
+    }
+
+    fn reopen_logs(&mut self) -> Result<(), ReopenFailure> {
+        let log = self.log.reopen()?;
+        let responses = self.responses.reopen()?;
+        let published_position = self.published.read().position;
+        if log.position_next() <= published_position {
+            return Err(ReopenFailure::permanent(format!(
+                "the re-opened ledger ends at position {} but position {published_position} was acknowledged",
+                log.position_next() - 1
+            )));
+        }
+        if responses.position_next() <= self.responses_published {
+            return Err(ReopenFailure::permanent(format!(
+                "the re-opened responses journal ends at position {} but position {} was acknowledged",
+                responses.position_next() - 1,
+                self.responses_published
+            )));
+        }
+        // Read what got there before taking the lock: readers go on meanwhile.
+        let mut arrived = Vec::new();
+        let mut failure = None;
+        let mut decoder = Decoder::for_recovery();
+        log.read_from(published_position + 1, &mut |position, payload| match events::decode_at(&mut decoder, position, payload) {
+            Ok(event) => {
+                arrived.push(event);
+                std::ops::ControlFlow::Continue(())
+            }
+            Err(fault) => {
+                failure = Some(format!("{}: position {position}: {fault}", log.path_of(position).display()));
+                std::ops::ControlFlow::Break(())
+            }
+        })
+        .map_err(|error| ReopenFailure { cause: error.to_string(), permanent: false })?;
+        let mut answers = Vec::new();
+        responses
+            .read_from(self.responses_published + 1, &mut |position, payload| match codec::decode_rejected_response(payload) {
+                Ok(answer) => {
+                    answers.push(answer);
+                    std::ops::ControlFlow::Continue(())
+                }
+                Err(error) => {
+                    failure = Some(format!("responses journal position {position}: {error}"));
+                    std::ops::ControlFlow::Break(())
+                }
+            })
+            .map_err(|error| ReopenFailure { cause: error.to_string(), permanent: false })?;
+        if let Some(failure) = failure {
+            return Err(ReopenFailure::permanent(failure));
+        }
+
+        let mut published = self.published.write();
+        for event in &arrived {
+            apply_checked(&mut published, event).map_err(|error| ReopenFailure::permanent(error.to_string()))?;
+        }
+        for (tenant, response, recorded_at) in answers {
+            published.idempotency.record(&tenant, response, recorded_at);
+        }
+        let position = published.position;
+        drop(published);
+        // The working copy goes first, so the two copies never coexist with a third.
+        self.working = State::new(self.working.rules);
+        self.working = self.published.read().clone();
+        self.log = log;
+        self.responses = responses;
+        self.responses_published = self.responses.position_next() - 1;
+        self.failed = false;
+        self.metrics.idempotency_keys.set(self.working.idempotency.len() as i64);
+        self.metrics.events_appended.inc_by(arrived.len() as u64);
+        self.durable.send_replace(position);
+        tracing::info!(position, recovered_events = arrived.len(), "re-opened the logs after a storage failure; writing again");
+        Ok(())
     }
 
     fn commit_batch(&mut self, commands: &[Command]) -> Result<Vec<Result<Answer, SubmitError>>, LogError> {
@@ -292,6 +513,7 @@ impl Writer {
         }
         let position = published.position;
         drop(published);
+        self.responses_published = self.responses.position_next() - 1;
         self.metrics.idempotency_keys.set(self.working.idempotency.len() as i64);
         self.durable.send_replace(position);
         self.metrics.batch_len.observe(commands.len() as f64);
@@ -392,26 +614,30 @@ impl Writer {
     /// Starts the writer thread. Dropping every handle stops it once the queue is drained.
     pub fn spawn(self) -> (WriterHandle, JoinHandle<()>) {
         let (queue, receiver) = mpsc::channel(self.config.queue_len_max);
-        let writable = Arc::new(AtomicBool::new(true));
-        let handle =
-            WriterHandle { queue, published: self.published.clone(), writable: writable.clone(), durable: self.durable.subscribe() };
+        let status =
+            Arc::new(Status { writable: AtomicBool::new(true), health: Mutex::new(Health::Writing), retry_after_secs: AtomicU32::new(1) });
+        let handle = WriterHandle { queue, published: self.published.clone(), status: status.clone(), durable: self.durable.subscribe() };
         let thread = std::thread::Builder::new()
             .name("ledger-writer".into())
-            .spawn(move || self.run(receiver, &writable))
+            .spawn(move || self.run(receiver, &status))
             .expect("spawning the writer thread");
         (handle, thread)
     }
 
-    fn run(mut self, mut receiver: mpsc::Receiver<Submission>, writable: &AtomicBool) {
-        // However the thread ends (a failed write, or a panic in an assertion),
-        // readiness must say the writer is gone.
-        struct Unwritable<'a>(&'a AtomicBool);
-        impl Drop for Unwritable<'_> {
+    fn run(mut self, mut receiver: mpsc::Receiver<Submission>, status: &Status) {
+        // However the thread ends (drained, given up on its storage, or a
+        // panic in an assertion), readiness must say the writer is gone.
+        struct Ended<'a>(&'a Status);
+        impl Drop for Ended<'_> {
             fn drop(&mut self) {
-                self.0.store(false, Ordering::Release);
+                let mut health = self.0.health.lock();
+                self.0.writable.store(false, Ordering::Release);
+                if *health == Health::Writing {
+                    *health = Health::Stopped;
+                }
             }
         }
-        let _unwritable = Unwritable(writable);
+        let _ended = Ended(status);
         let mut commands = Vec::with_capacity(self.config.batch_len_max);
         let mut origins = Vec::with_capacity(self.config.batch_len_max);
         let mut replies = Vec::with_capacity(self.config.batch_len_max);
@@ -434,13 +660,18 @@ impl Writer {
                     self.journal_refused(&commands, &mut origins);
                 }
                 Err(error) => {
-                    tracing::error!(%error, "the log failed; the writer stops accepting commands");
-                    writable.store(false, Ordering::Release);
-                    let error = SubmitError::Storage(error.to_string());
+                    let cause = error.to_string();
+                    tracing::error!(%cause, "a write or sync of the log failed: the batch's outcome is unknown; refusing commands until the logs re-open");
+                    let retry_after_secs = self.retry_after_secs();
+                    status.retry_after_secs.store(retry_after_secs, Ordering::Relaxed);
+                    status.set(Health::StorageDown { cause: cause.clone(), since: self.clock.now(), retrying: true }, &self.metrics);
+                    let unknown = SubmitError::OutcomeUnknown { cause, retry_after_secs };
                     for reply in replies.drain(..) {
-                        let _ = reply.send(Err(error.clone()));
+                        let _ = reply.send(Err(unknown.clone()));
                     }
-                    return;
+                    if !self.wait_for_storage(&mut receiver, status) {
+                        break;
+                    }
                 }
             }
             commands.clear();
@@ -450,6 +681,56 @@ impl Writer {
             journal.sync();
         }
         tracing::info!(position = self.working.position, "writer drained its queue and stopped");
+    }
+
+    /// The next re-open's delay, in whole seconds for `Retry-After`.
+    fn retry_after_secs(&self) -> u32 {
+        self.config.reopen_interval(self.failures_in_a_row).as_secs_f64().ceil().max(1.0) as u32
+    }
+
+    /// While storage is down: refuses every command that arrives (not
+    /// executed) and re-opens the logs every so often. True once the writer
+    /// writes again; false when it gives up for good or every handle is gone.
+    fn wait_for_storage(&mut self, receiver: &mut mpsc::Receiver<Submission>, status: &Status) -> bool {
+        /// How often commands that slipped into the queue are refused.
+        const REFUSE_EVERY: Duration = Duration::from_millis(10);
+        let mut reopen_at = Instant::now() + self.config.reopen_interval(self.failures_in_a_row);
+        loop {
+            loop {
+                match receiver.try_recv() {
+                    Ok(submission) => {
+                        let _ = submission.reply.send(Err(status.refusal()));
+                    }
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => return false,
+                }
+            }
+            let now = Instant::now();
+            if now < reopen_at {
+                std::thread::sleep(REFUSE_EVERY.min(reopen_at - now));
+                continue;
+            }
+            match self.reopen() {
+                Ok(()) => {
+                    status.set(Health::Writing, &self.metrics);
+                    return true;
+                }
+                Err(failure) => {
+                    let retrying = !failure.permanent;
+                    let since = match &*status.health.lock() {
+                        Health::StorageDown { since, .. } => *since,
+                        _ => self.clock.now(),
+                    };
+                    status.retry_after_secs.store(self.retry_after_secs(), Ordering::Relaxed);
+                    status.set(Health::StorageDown { cause: failure.cause, since, retrying }, &self.metrics);
+                    if !retrying {
+                        tracing::error!("the logs cannot be re-opened: commands are refused until a restart");
+                        return false;
+                    }
+                    reopen_at = Instant::now() + self.config.reopen_interval(self.failures_in_a_row);
+                }
+            }
+        }
     }
 }
 

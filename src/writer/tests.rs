@@ -195,20 +195,6 @@ fn a_failed_sync_fails_the_whole_batch_and_publishes_nothing() {
     assert_eq!(writer.published.read().position, 1, "nothing of the failed batch was published");
 }
 
-#[tokio::test]
-async fn after_a_failed_sync_the_writer_answers_an_error_and_stops() {
-    let log = MemoryLog::new();
-    let faults = log.faults.clone();
-    let (handle, thread) = writer(Box::new(log), WriterConfig::default()).spawn();
-    assert_eq!(code(&handle.submit(schedule()).await), "accepted");
-    faults.lock().fail_sync_at = 1;
-    assert!(matches!(handle.submit(book(0)).await, Err(SubmitError::Storage(_))));
-    assert!(!handle.is_writable());
-    assert_eq!(handle.submit(book(1)).await, Err(SubmitError::Stopped));
-    assert_eq!(handle.read(|s| s.position), 1);
-    thread.join().unwrap();
-}
-
 #[test]
 fn keyed_commands_store_the_rendered_answer_with_the_event_or_in_the_responses_journal() {
     let mut writer = writer(Box::new(MemoryLog::new()), WriterConfig::default());
@@ -247,7 +233,7 @@ fn published_and_working_copies_agree_after_mixed_keyed_batches() {
 }
 
 #[test]
-#[should_panic(expected = "must not commit again")]
+#[should_panic(expected = "must reopen before it commits again")]
 fn a_failed_writer_refuses_to_commit_again() {
     let log = MemoryLog::new();
     let faults = log.faults.clone();
@@ -398,4 +384,277 @@ fn working_and_published_copies_share_each_bookings_data() {
     assert_eq!(*published, writer.working, "and the copies still agree");
     let (clinic, _) = published.tenants["t"].clinics.get_key_value("c").unwrap();
     assert!(ours.values().all(|b| Arc::ptr_eq(&b.details.clinic, clinic)), "every booking shares its clinic's name");
+}
+
+// Storage faults (API.md, "Limits and hostile clients" -> Storage).
+
+/// A writer on two file logs (the ledger and the responses journal) whose
+/// writes and syncs go through `disk`.
+fn file_writer(dir: &std::path::Path, disk: &Arc<crate::log::FaultyDisk>, config: WriterConfig) -> Writer {
+    let options = crate::log::FileLogOptions { segment_bytes_max: 4096 };
+    let (log, _) = crate::log::FileLog::open_on(&dir.join("ledger"), options, disk.clone()).unwrap();
+    let (responses, _) = crate::log::FileLog::open_on(&dir.join("responses"), options, disk.clone()).unwrap();
+    Writer::new(Box::new(log), Box::new(responses), State::default(), render, Arc::new(FixedClock), config, Arc::new(Metrics::new()))
+}
+
+/// The state a restart on `dir` would recover, from the files alone.
+fn recovered_from(dir: &std::path::Path) -> State {
+    let options = crate::log::FileLogOptions { segment_bytes_max: 4096 };
+    let (log, _) = crate::log::FileLog::open(&dir.join("ledger"), options).unwrap();
+    let (responses, _) = crate::log::FileLog::open(&dir.join("responses"), options).unwrap();
+    recover(&log, &responses, Rules::default(), FixedClock.now()).unwrap().state
+}
+
+fn booking_ids(state: &State) -> Vec<Uuid> {
+    state.tenants.get("t").map(|t| t.bookings.keys().copied().collect()).unwrap_or_default()
+}
+
+fn booking_id(command: &Command) -> Uuid {
+    match &command.action {
+        Action::Book(details) => details.booking_id,
+        _ => unreachable!(),
+    }
+}
+
+/// After a re-open the writer is whole again: both copies agree with each
+/// other and with what a restart would recover from the files.
+fn assert_consistent(writer: &Writer, dir: &std::path::Path, case: &str) {
+    assert!(!writer.failed, "{case}: the writer re-opened");
+    assert_eq!(*writer.published.read(), writer.working, "{case}: the working copy is rebuilt from the published one");
+    assert_eq!(recovered_from(dir), *writer.published.read(), "{case}: published is exactly what reached the disk");
+}
+
+/// Each kind of fault at the file boundary fails the batch (a short write
+/// alone does not: the log writes the rest), publishes nothing of it, and a
+/// re-open publishes exactly what reached the disk; the writer then commits
+/// again, and keyed commands caught in the batch resolve on repeat: their
+/// stored answer if they got there, one execution if not.
+#[test]
+fn each_fault_at_the_file_boundary_is_survived_without_a_restart() {
+    use crate::log::Fault;
+    const EIO: i32 = 5;
+    const ENOSPC: i32 = 28;
+    let faults = [
+        ("failed write", Fault::FailWrite { bytes: 0, errno: EIO }),
+        ("torn write", Fault::FailWrite { bytes: 150, errno: EIO }),
+        ("ENOSPC mid-write", Fault::FailWrite { bytes: 300, errno: ENOSPC }),
+        ("EIO on fdatasync, all data there", Fault::FailSync { errno: EIO, kept: None }),
+        ("EIO on fdatasync, pages lost", Fault::FailSync { errno: EIO, kept: Some(0) }),
+        ("EIO on fdatasync, some pages kept", Fault::FailSync { errno: EIO, kept: Some(200) }),
+        ("ENOSPC on fdatasync", Fault::FailSync { errno: ENOSPC, kept: Some(90) }),
+    ];
+    for (case, fault) in faults {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = Arc::new(crate::log::FaultyDisk::new());
+        let mut writer = file_writer(dir.path(), &disk, WriterConfig::default());
+        writer.commit(&[schedule(), keyed(book(0), "before")]).unwrap();
+        let before = writer.published.read().clone();
+        let batch: Vec<Command> = (1..4).map(|slot| keyed(book(slot), &format!("caught-{slot}"))).collect();
+        disk.arm(fault, 0);
+        assert!(writer.commit(&batch).is_err(), "{case}: the batch fails");
+        assert_eq!(disk.fired(), 1, "{case}");
+        assert_eq!(*writer.published.read(), before, "{case}: nothing of the failed batch is published");
+
+        writer.reopen().unwrap_or_else(|e| panic!("{case}: {e}"));
+        assert_consistent(&writer, dir.path(), case);
+        let arrived = writer.published.read().position - before.position;
+        assert!(arrived <= 3, "{case}");
+        if matches!(fault, Fault::FailSync { kept: None, .. }) {
+            assert_eq!(arrived, 3, "{case}: everything written was kept");
+        }
+        if matches!(fault, Fault::FailWrite { bytes: 0, .. } | Fault::FailSync { kept: Some(0), .. }) {
+            assert_eq!(arrived, 0, "{case}: nothing reached the disk");
+        }
+
+        // The same requests again, with their keys: what got there is answered
+        // from its stored answer, the rest executes now, once.
+        let answers = writer.commit(&batch).unwrap();
+        for (index, answer) in answers.iter().enumerate() {
+            let repeated = (index as u64) < arrived;
+            assert_eq!(answer, &Ok(Answer::Stored { status: 200, body: Arc::from(&b"ok"[..]), repeated }), "{case}: command {index}");
+        }
+        let ids = booking_ids(&writer.published.read());
+        assert!(batch.iter().all(|c| ids.contains(&booking_id(c))), "{case}: every caught booking exists once resolved");
+        assert_eq!(writer.published.read().position, before.position + 3, "{case}: each booking was appended exactly once");
+        assert_consistent(&writer, dir.path(), case);
+    }
+}
+
+/// A short write is not a failure: the log writes the rest, and nothing is lost.
+#[test]
+fn a_short_write_is_completed() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = Arc::new(crate::log::FaultyDisk::new());
+    let mut writer = file_writer(dir.path(), &disk, WriterConfig::default());
+    disk.arm(crate::log::Fault::ShortWrite { bytes: 7 }, 0);
+    let answers = writer.commit(&[schedule(), book(0), book(1)]).unwrap();
+    assert_eq!(answers.iter().map(code).collect::<Vec<_>>(), ["accepted", "accepted", "accepted"]);
+    assert_eq!(disk.fired(), 0, "a short write is not a fault the log reports");
+    assert_eq!(recovered_from(dir.path()), *writer.published.read());
+}
+
+/// The ledger's fdatasync succeeds and the responses journal's fails: the
+/// events are durable and a re-open publishes them with whatever stored
+/// answers got to the journal.
+#[test]
+fn a_failed_responses_journal_after_a_durable_ledger_publishes_the_ledger() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = Arc::new(crate::log::FaultyDisk::new());
+    let mut writer = file_writer(dir.path(), &disk, WriterConfig::default());
+    writer.commit(&[schedule(), book(0)]).unwrap();
+    // The second sync of the batch is the responses journal's.
+    disk.arm(crate::log::Fault::FailSync { errno: 5, kept: Some(0) }, 1);
+    let batch = [keyed(book(1), "booked"), keyed(book(0), "refused")];
+    assert!(writer.commit(&batch).is_err());
+    writer.reopen().unwrap();
+    assert_consistent(&writer, dir.path(), "responses failed");
+    let answers = writer.commit(&batch).unwrap();
+    assert_eq!(answers[0], Ok(Answer::Stored { status: 200, body: Arc::from(&b"ok"[..]), repeated: true }), "the booking was durable");
+    assert_eq!(
+        answers[1],
+        Ok(Answer::Stored { status: 409, body: Arc::from(&b"slot_taken"[..]), repeated: false }),
+        "the refusal's stored answer was lost with the journal's pages: decided again, the same way"
+    );
+}
+
+/// A failed fdatasync is never retried on the descriptor it failed on: the
+/// failed log refuses to sync again, and the writer goes on with a re-opened one.
+#[test]
+fn a_failed_fsync_is_never_retried_on_the_same_descriptor() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = Arc::new(crate::log::FaultyDisk::new());
+    let options = crate::log::FileLogOptions::default();
+    let (mut log, _) = crate::log::FileLog::open_on(dir.path(), options, disk.clone()).unwrap();
+    log.append(b"one").unwrap();
+    disk.arm(crate::log::Fault::FailSync { errno: 5, kept: None }, 0);
+    assert!(log.sync().is_err());
+    disk.arm(crate::log::Fault::FailSync { errno: 5, kept: None }, 0);
+    assert!(matches!(log.sync(), Err(LogError::Poisoned)), "the failed log does not sync again");
+    assert!(matches!(log.append(b"two"), Err(LogError::Poisoned)));
+    assert_eq!(disk.fired(), 1, "no sync reached the disk after the failed one");
+    disk.disarm();
+    let mut reopened = log.reopen().unwrap();
+    assert_eq!(reopened.position_next(), 2, "the record whose sync failed got there (kept: None) and is now durable");
+    reopened.append(b"two").unwrap();
+    reopened.sync().unwrap();
+}
+
+/// A full disk: the batch fails; while the disk stays full each re-open
+/// works but the next batch fails again; once space returns the writer goes on.
+#[test]
+fn a_full_disk_fails_batches_until_space_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = Arc::new(crate::log::FaultyDisk::new());
+    let mut writer = file_writer(dir.path(), &disk, WriterConfig::default());
+    writer.commit(&[schedule()]).unwrap();
+    disk.set_space(Some(100));
+    assert!(writer.commit(&[book(0), book(1), book(2)]).is_err(), "a batch larger than the space left fails");
+    for _ in 0..3 {
+        writer.reopen().unwrap();
+        assert!(writer.commit(&[book(3)]).is_err(), "the disk is still full");
+    }
+    disk.set_space(None);
+    writer.reopen().unwrap();
+    assert_consistent(&writer, dir.path(), "after the full disk");
+    let answers = writer.commit(&[book(3)]).unwrap();
+    assert_eq!(code(&answers[0]), "accepted");
+    assert!(writer.failures_in_a_row == 0);
+}
+
+/// The writer thread: the failed batch is "outcome unknown", commands while
+/// storage is down are refused (not executed), readiness names the cause; the
+/// thread re-opens by itself and writes again, and a keyed command of the
+/// failed batch resolves on repeat.
+#[tokio::test]
+async fn the_writer_thread_refuses_while_storage_is_down_and_resumes_by_itself() {
+    let log = MemoryLog::new();
+    let faults = log.faults.clone();
+    let config = WriterConfig { reopen_interval_min: Duration::from_millis(20), ..WriterConfig::default() };
+    let (handle, thread) = writer(Box::new(log), config).spawn();
+    assert_eq!(code(&handle.submit(schedule()).await), "accepted");
+    {
+        let mut faults = faults.lock();
+        faults.fail_sync_at = 1;
+        faults.sync_keeps = 1;
+        faults.reopen_fails = 5;
+    }
+    let caught = keyed(book(0), "caught");
+    let answer = handle.submit(caught.clone()).await;
+    assert!(matches!(&answer, Err(SubmitError::OutcomeUnknown { retry_after_secs: 1, .. })), "{answer:?}");
+    assert!(matches!(handle.health(), Health::StorageDown { retrying: true, .. }), "{:?}", handle.health());
+    assert!(!handle.is_writable());
+    let refused = handle.submit(book(1)).await;
+    assert!(matches!(&refused, Err(SubmitError::StorageDown { .. })), "{refused:?}");
+    assert_eq!(handle.read(|s| s.position), 1, "nothing of the failed batch is published while storage is down");
+
+    for _ in 0..500 {
+        if handle.is_writable() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(handle.health(), Health::Writing, "the writer re-opened by itself after five failed attempts");
+    assert_eq!(handle.read(|s| s.position), 2, "the caught booking reached the disk and is published");
+    let repeated = handle.submit(caught).await;
+    assert_eq!(repeated, Ok(Answer::Stored { status: 200, body: Arc::from(&b"ok"[..]), repeated: true }));
+    assert_eq!(code(&handle.submit(book(1)).await), "accepted");
+    drop(handle);
+    thread.join().unwrap();
+}
+
+/// A log that cannot re-open for good: the writer stops, readiness says a
+/// restart is needed, and commands are refused as storage unavailable.
+#[tokio::test]
+async fn a_log_that_can_never_reopen_stops_the_writer_for_good() {
+    let log = MemoryLog::new();
+    let faults = log.faults.clone();
+    let config = WriterConfig { reopen_interval_min: Duration::from_millis(5), ..WriterConfig::default() };
+    let (handle, thread) = writer(Box::new(log), config).spawn();
+    {
+        let mut faults = faults.lock();
+        faults.fail_sync_at = 1;
+        faults.reopen_never = true;
+    }
+    assert!(matches!(handle.submit(schedule()).await, Err(SubmitError::OutcomeUnknown { .. })));
+    thread.join().unwrap();
+    match handle.health() {
+        Health::StorageDown { retrying, cause, .. } => {
+            assert!(!retrying);
+            assert!(cause.contains("reopen for good"), "{cause}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(handle.submit(book(0)).await, Err(SubmitError::StorageDown { .. })));
+}
+
+/// The rejection journal on a disk that filled up is given up (its losses
+/// counted) and re-opened with the ledger once space returns: refusals are
+/// journaled again without a restart.
+#[test]
+fn a_journal_failed_by_a_full_disk_revives_when_the_ledger_reopens() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = Arc::new(crate::log::FaultyDisk::new());
+    let (journal_log, _) = crate::log::FileLog::open_on(dir.path(), crate::log::FileLogOptions::default(), disk.clone()).unwrap();
+    let (journal, handle) = crate::rejections::Journal::new(journal_log, dir.path(), Default::default());
+    let ledger = MemoryLog::new();
+    let faults = ledger.faults.clone();
+    let mut writer = writer(Box::new(ledger), WriterConfig::default()).with_journal(journal);
+    let commit = |writer: &mut Writer, commands: &[Command]| {
+        let answers = writer.commit(commands)?;
+        writer.journal_refused(commands, &mut vec![None; commands.len()]);
+        Ok::<_, LogError>(answers)
+    };
+    commit(&mut writer, &[schedule(), book(0)]).unwrap();
+    disk.set_space(Some(0));
+    commit(&mut writer, &[book(0)]).unwrap();
+    assert_eq!((handle.dropped(), handle.written()), (1, 0), "the refusal could not be journaled: the journal gave up");
+
+    disk.set_space(None);
+    faults.lock().fail_sync_at = 1;
+    assert!(commit(&mut writer, &[book(1)]).is_err());
+    writer.reopen().unwrap();
+    commit(&mut writer, &[book(0)]).unwrap();
+    assert_eq!((handle.dropped(), handle.written()), (1, 1), "the journal re-opened with the ledger and took the next refusal");
+    let page = crate::forensics::feed::rejections_page(&handle.dir, "t", 1, handle.written(), 10).unwrap();
+    assert_eq!(page.items.len(), 1);
 }

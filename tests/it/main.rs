@@ -19,5 +19,6 @@ mod phones;
 mod read_limits;
 mod readers;
 mod snapshots;
+mod storage;
 mod support;
 mod verify;

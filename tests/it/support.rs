@@ -394,6 +394,18 @@ pub struct Assembled {
 /// readers (pages, streams, the follower's index and audit, time travel) read
 /// the ledger directory `read_ledger`.
 pub async fn assemble(data: &Path, read_ledger: &Path, read: booking_ledger::http::ReadLimits) -> Assembled {
+    assemble_on(data, read_ledger, read, None, WriterConfig::default()).await
+}
+
+/// Like [`assemble`], with the writer's two logs (the ledger and the responses
+/// journal) on `disk`, which fails on demand, and the writer configured.
+pub async fn assemble_on(
+    data: &Path,
+    read_ledger: &Path,
+    read: booking_ledger::http::ReadLimits,
+    disk: Option<Arc<booking_ledger::log::FaultyDisk>>,
+    writer_config: WriterConfig,
+) -> Assembled {
     use booking_ledger::forensics::follower::{Indexes, follow};
     use booking_ledger::http::{AppState, app, auth::Auth, views};
     use booking_ledger::log::FileLog;
@@ -402,8 +414,11 @@ pub async fn assemble(data: &Path, read_ledger: &Path, read: booking_ledger::htt
     use booking_ledger::writer::{Writer, recover};
 
     let options = FileLogOptions::default();
-    let (log, _) = FileLog::open(&data.join("ledger"), options).unwrap();
-    let (responses, _) = FileLog::open(&data.join("responses"), options).unwrap();
+    let open = |dir: &Path| match &disk {
+        Some(disk) => FileLog::open_on(dir, options, disk.clone()).unwrap().0,
+        None => FileLog::open(dir, options).unwrap().0,
+    };
+    let (log, responses) = (open(&data.join("ledger")), open(&data.join("responses")));
     let (journal_log, _) = FileLog::open(&data.join("rejections"), options).unwrap();
     let rules = Rules::default();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
@@ -411,16 +426,9 @@ pub async fn assemble(data: &Path, read_ledger: &Path, read: booking_ledger::htt
     let metrics = Arc::new(Metrics::new());
     let (journal, journal_handle) =
         booking_ledger::rejections::Journal::new(journal_log, &data.join("rejections"), JournalConfig::default());
-    let writer = Writer::new(
-        Box::new(log),
-        Box::new(responses),
-        recovered.state,
-        views::render,
-        clock.clone(),
-        WriterConfig::default(),
-        metrics.clone(),
-    )
-    .with_journal(journal);
+    let writer =
+        Writer::new(Box::new(log), Box::new(responses), recovered.state, views::render, clock.clone(), writer_config, metrics.clone())
+            .with_journal(journal);
     let (handle, _) = writer.spawn();
     let mut state = AppState::new(Auth::new(config(data).tokens), metrics, Some(read_ledger.to_owned()), clock);
     state.rules = rules;
