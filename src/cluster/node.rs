@@ -97,6 +97,7 @@ pub struct Member {
 pub struct Leading {
     pub router: Router,
     pub state: Shared,
+    fence: Arc<stream::Fence>,
     threads: Mutex<Option<(std::thread::JoinHandle<()>, SnapshotThread)>>,
 }
 
@@ -349,6 +350,12 @@ impl Node {
                     self.held.lock().insert(partition, revision);
                     self.cluster_metrics.lease_renewals.inc();
                     match self.slot(partition) {
+                        Slot::Leading(leading) if self.foreign_append(&leading).await => {
+                            tracing::warn!(partition, "the stream of partition {partition} holds a message this node did not append; loading it again");
+                            self.cluster_metrics.append_refusals.inc();
+                            self.stop(partition);
+                            self.spawn_load(partition);
+                        }
                         Slot::Leading(leading) if leading.state.writer().is_ok_and(|w| writer_gave_up(&w.health())) => {
                             tracing::warn!(partition, "the writer of partition {partition} stopped; loading it again from its stream");
                             self.cluster_metrics.append_refusals.inc();
@@ -369,6 +376,21 @@ impl Node {
                 // NATS did not answer: keep serving (the fence keeps that safe) and try again next round.
                 Err(error) => tracing::warn!(partition, %error, "could not renew the lease of partition {partition}; trying again"),
             }
+        }
+    }
+
+    /// Whether the stream of a partition led here moved past what its writer
+    /// appended (checked once a round, so that a foreign message is noticed
+    /// even while no command comes, and reads stop being served from a state
+    /// that is no longer the stream's).
+    async fn foreign_append(&self, leading: &Leading) -> bool {
+        let stream = match self.js.get_stream(leading.fence.stream()).await {
+            Ok(stream) => stream,
+            Err(_) => return false,
+        };
+        match stream.get_info().await {
+            Ok(info) => leading.fence.moved_past(info.state.last_sequence),
+            Err(_) => false,
         }
     }
 
@@ -483,6 +505,7 @@ impl Node {
     async fn load_blocking(self: Arc<Self>, partition: u32) -> anyhow::Result<Arc<Leading>> {
         let dirs = PartitionDirs::new(&self.data_dir, partition);
         let loaded = stream::load(&self.js, partition, &dirs, self.server.log, &self.config.node).await?;
+        let fence = loaded.fence.clone();
         tracing::info!(
             partition,
             fetched = loaded.fetched,
@@ -506,7 +529,7 @@ impl Node {
         );
         state.set_writer(handle);
         let state = Arc::new(state);
-        Ok(Arc::new(Leading { router: app(state.clone()), state, threads: Mutex::new(Some((writer, snapshot_thread))) }))
+        Ok(Arc::new(Leading { router: app(state.clone()), state, fence, threads: Mutex::new(Some((writer, snapshot_thread))) }))
     }
 }
 

@@ -150,6 +150,24 @@ impl Fence {
         }
     }
 
+    /// Whether the stream holds a message this writer did not append: its
+    /// last sequence is `stream_last`, read just before, and no append of ours
+    /// is in flight (else it cannot tell, and says no). Another writer, or a
+    /// message published past the ledger: either way this writer's state is
+    /// no longer the stream's, and the fence is broken.
+    pub fn moved_past(&self, stream_last: u64) -> bool {
+        let Some(mut state) = self.state.try_lock() else { return false };
+        if state.broken.is_none() && stream_last > state.progress.seq {
+            state.broken = Some(format!("the stream reached sequence {stream_last}, past this writer's {}", state.progress.seq));
+        }
+        state.broken.is_some()
+    }
+
+    /// The stream this fence guards.
+    pub fn stream(&self) -> String {
+        stream_name(self.partition)
+    }
+
     /// Records that the local `kind` log now ends at `last`, as of the fence's sequence.
     fn mirrored(&self, kind: Kind, last: Position) {
         let mut state = self.state.lock();
@@ -249,6 +267,7 @@ impl Log for StreamLog {
 
 /// A partition loaded and fenced: its two logs, ready for a writer.
 pub struct Loaded {
+    pub fence: Arc<Fence>,
     pub events: StreamLog,
     pub answers: StreamLog,
     /// Messages fetched from the stream into the local mirror.
@@ -328,6 +347,7 @@ pub async fn load(
                     state: Mutex::new(FenceState { progress: Progress { seq: marker_seq, ..progress }, broken: None }),
                 });
                 return Ok(Loaded {
+                    fence: fence.clone(),
                     events: StreamLog::new(fence.clone(), Kind::Events, events),
                     answers: StreamLog::new(fence, Kind::Answers, answers),
                     fetched,
