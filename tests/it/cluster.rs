@@ -65,7 +65,10 @@ async fn check(cluster: &Cluster, tenant: &str, doctor: &str, acknowledged: &Ack
     let (_, node) = cluster.live().next().unwrap();
     for (id, (slot, token)) in acknowledged {
         let reply = settled_get(cluster, &node.client, &format!("/v1/{tenant}/bookings/{id}")).await;
-        let json = reply.expect(200);
+        if reply.status != 200 {
+            panic!("acknowledged booking {id}: {} {}{}", reply.status, String::from_utf8_lossy(&reply.body), cluster.logs());
+        }
+        let json = reply.json();
         assert_eq!((json["slot"].as_u64().unwrap(), json["token"].as_str().unwrap()), (*slot, token.as_str()), "booking {id}");
     }
     let slots =
