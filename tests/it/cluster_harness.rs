@@ -55,6 +55,9 @@ pub struct Node {
 }
 
 pub struct Cluster {
+    /// One cluster at a time: six servers per cluster on two cores already
+    /// make leases and timeouts tight; several at once made tests time out.
+    _one_at_a_time: std::sync::MutexGuard<'static, ()>,
     dir: tempfile::TempDir,
     nats: Vec<NatsServer>,
     nodes: Vec<Node>,
@@ -80,6 +83,9 @@ impl Cluster {
     /// `nodes` ledger nodes over `partitions` partitions with leases of `lease_secs`.
     pub async fn start_with(nodes: usize, partitions: u32, lease_secs: u64) -> Option<Cluster> {
         let binary = nats_binary()?;
+        static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        // A test that failed while holding it poisons it; the next cluster is fine.
+        let one_at_a_time = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let dir = tempfile::tempdir().unwrap();
         let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
         let routes: Vec<String> = ports.iter().map(|(_, route)| format!("nats-route://127.0.0.1:{route}")).collect();
@@ -101,7 +107,7 @@ impl Cluster {
             nats.push(NatsServer { child: Some(child), port: *port, name });
         }
         let secret = format!("{}", uuid::Uuid::new_v4().simple());
-        let mut cluster = Cluster { dir, nats, nodes: Vec::new(), secret, partitions };
+        let mut cluster = Cluster { _one_at_a_time: one_at_a_time, dir, nats, nodes: Vec::new(), secret, partitions };
         for i in 0..nodes {
             let port = free_port();
             let name = format!("n{}", i + 1);
