@@ -165,7 +165,7 @@ impl AppState {
     paths(
         clinics::put_schedule, clinics::create_booking, clinics::cancel_booking, clinics::get_booking, clinics::get_slots, clinics::stream_slots, clinics::slots_history,
         phones::claim, phones::complete, phones::fail, phones::release, phones::get,
-        calls::start, calls::outcome, calls::list, calls::get_campaign, calls::resume, calls::block,
+        calls::start, calls::outcome, calls::list, calls::list_campaigns, calls::get_campaign, calls::resume, calls::block,
         communities::create, communities::get,
         forensics::events, forensics::stream, forensics::rejections, forensics::audit,
         ops::healthz, ops::readyz, ops::metrics, ops::openapi,
@@ -212,6 +212,7 @@ pub fn app(state: Shared) -> Router {
         .route("/businesses/{business}/phone-number/release", post(phones::release))
         .route("/calls", post(calls::start).get(calls::list))
         .route("/calls/{call_id}/outcome", post(calls::outcome))
+        .route("/campaigns", get(calls::list_campaigns))
         .route("/campaigns/{campaign}", get(calls::get_campaign))
         .route("/campaigns/{campaign}/resume", post(calls::resume))
         .route("/blocked-numbers", post(calls::block))

@@ -304,6 +304,15 @@ impl CampaignView {
     }
 }
 
+/// A page of the tenant's campaigns, by name.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CampaignsView {
+    pub campaigns: Vec<CampaignView>,
+    /// The last name listed, for `after`, when more campaigns remain.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+}
+
 /// A number on the tenant's block list.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct BlockedView {
