@@ -14,6 +14,7 @@ mod forensics;
 pub mod ops;
 mod phones;
 pub mod server;
+pub mod ui;
 pub mod views;
 
 use std::path::PathBuf;
@@ -227,7 +228,10 @@ pub fn app(state: Shared) -> Router {
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
-        .route("/openapi.json", get(ops::openapi));
+        .route("/openapi.json", get(ops::openapi))
+        .route("/ui", get(ui::redirect))
+        .route("/ui/", get(ui::index))
+        .route("/ui/{file}", get(ui::file));
     #[cfg(feature = "bench")]
     let router = router.route("/bench/echo", post(ops::echo));
     router

@@ -247,3 +247,36 @@ async fn a_days_history_lists_its_changes_for_time_travel() {
     c.get(&format!("/v1/kloqo/clinics/c1/slots/history?date={DATE}&limit=0"), WEB).await.expect_problem(400, "invalid_request");
     server.stop().await;
 }
+
+/// The dashboard is served from the binary, with a policy that keeps the page
+/// to its own origin; anything else under `/ui/` is a 404 problem.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_is_served_from_the_binary_with_a_same_origin_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path()).await;
+    let c = &server.client;
+    let page = c.send("GET", "/ui/", None, None, None).await;
+    assert_eq!(page.status, 200);
+    assert_eq!(page.header("content-type"), Some("text/html; charset=utf-8"));
+    let policy = page.header("content-security-policy").expect("a Content-Security-Policy").to_owned();
+    for directive in ["default-src 'none'", "script-src 'self'", "connect-src 'self'", "frame-ancestors 'none'"] {
+        assert!(policy.contains(directive), "{policy} lacks {directive}");
+    }
+    assert!(!policy.contains("unsafe-inline") && !policy.contains("http"), "{policy}");
+    let html = String::from_utf8(page.body).unwrap();
+    assert!(html.contains(r#"<script type="module" src="app.js">"#), "{html}");
+    assert!(!html.contains("://"), "the page names no other origin");
+    for (file, kind) in
+        [("app.js", "text/javascript"), ("api.js", "text/javascript"), ("style.css", "text/css"), ("icon.svg", "image/svg+xml")]
+    {
+        let asset = c.send("GET", &format!("/ui/{file}"), None, None, None).await;
+        assert_eq!(asset.status, 200, "{file}");
+        assert!(asset.header("content-type").unwrap().starts_with(kind), "{file}");
+        assert_eq!(asset.header("x-content-type-options"), Some("nosniff"));
+    }
+    c.send("GET", "/ui/secrets.txt", None, None, None).await.expect_problem(404, "not_found");
+    let bare = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let redirect = bare.get(format!("{}/ui", c.base)).send().await.unwrap();
+    assert_eq!((redirect.status().as_u16(), redirect.headers()["location"].to_str().unwrap()), (308, "/ui/"));
+    server.stop().await;
+}
