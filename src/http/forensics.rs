@@ -13,14 +13,13 @@ use axum::response::IntoResponse;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use utoipa::IntoParams;
 
 use super::auth::Role;
 use super::error::ApiError;
 use super::extract::{QueryParams, TenantCall};
 use super::views::Problem;
-use tokio::sync::{OwnedSemaphorePermit, mpsc};
-
 use crate::core::Event;
 use crate::forensics::{feed, feed::EventFilter, json};
 use crate::log::events::ReadError;
