@@ -1,7 +1,7 @@
 # The two commands of README: `make run` serves on ./data, `make test` passes the tests.
 CARGO ?= cargo
 
-.PHONY: run test check bench bench-pg bench-cluster build nats cluster torture
+.PHONY: run test check bench bench-pg bench-cluster build nats cluster torture ui-test
 
 run:
 	$(CARGO) run --release --locked --bin ledger -- serve
@@ -9,6 +9,15 @@ run:
 # The cluster tests run against the pinned nats-server, installed on first use.
 test: nats
 	$(CARGO) test --locked
+
+# The clinic dashboard in a real browser: Debian's chromium (/usr/bin/chromium,
+# `apt-get install chromium`) driven by playwright-core, pinned with axe-core in
+# ui-tests/package-lock.json (npm ci downloads no browser), each test against its
+# own `ledger serve`. Screenshots go to target/ui-screenshots/.
+ui-test:
+	$(CARGO) build --locked --bin ledger
+	cd ui-tests && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund
+	cd ui-tests && npm test
 
 # What CI runs besides the tests.
 check:

@@ -115,6 +115,7 @@ pub async fn serve(
     let listener = TcpListener::bind(config.listen).await.with_context(|| format!("listening on {}", config.listen))?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "listening on {addr}");
+    tracing::info!("the clinic dashboard: http://{addr}/ui/ (sign in with a token)");
     on_listening(addr);
     let abort = Arc::new(Notify::new());
     let stop = {

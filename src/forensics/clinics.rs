@@ -6,6 +6,10 @@
 //! It is fed events in log order by the follower (`forensics::follower`) or,
 //! offline, by `ledger slots`; it never reads the log itself except the day's
 //! records a query asks for.
+//!
+//! [`LiveDay`] is one clinic day folded event by event, saying what each
+//! event changed: the state of the live slots stream, of a time-travel read
+//! and of a day's history.
 
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
@@ -21,8 +25,8 @@ use crate::log::{Location, Position, read_many};
 
 /// A clinic day: (tenant, clinic, date).
 type DayKey = (Text, Text, NaiveDate);
-/// Each doctor's schedules, in position order.
-type Schedules = BTreeMap<Text, Vec<(Position, Schedule)>>;
+/// Each doctor's schedules, in position order, with where each was set.
+type Schedules = BTreeMap<Text, Vec<(Position, Location, Schedule)>>;
 
 #[derive(Default)]
 pub struct ClinicIndex {
@@ -49,8 +53,16 @@ pub struct ClinicDay {
 pub struct DoctorDay {
     pub doctor: Text,
     pub schedule: Schedule,
-    /// The booked slots: the active booking holding each, and its token.
-    pub booked: BTreeMap<u32, (Uuid, String)>,
+    /// The booked slots: the active booking holding each.
+    pub booked: BTreeMap<u32, Held>,
+}
+
+/// The active booking holding a slot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Held {
+    pub booking_id: Uuid,
+    pub token: String,
+    pub patient: Text,
 }
 
 impl ClinicDay {
@@ -68,8 +80,10 @@ impl ClinicDay {
                     .into_iter()
                     .flatten()
                     .map(|(slot, id)| {
-                        let token = tenant_state.and_then(|t| t.bookings.get(id)).map(|b| b.token()).unwrap_or_default();
-                        (*slot, (*id, token))
+                        let booking = tenant_state.and_then(|t| t.bookings.get(id));
+                        let token = booking.map(|b| b.token()).unwrap_or_default();
+                        let patient = booking.map_or_else(|| Text::from(""), |b| b.details.patient.clone());
+                        (*slot, Held { booking_id: *id, token, patient })
                     })
                     .collect();
                 DoctorDay { doctor: name.clone(), schedule: d.schedule, booked }
@@ -85,7 +99,7 @@ impl ClinicIndex {
         match &event.kind {
             EventKind::ScheduleSet { clinic, doctor, schedule } => {
                 let doctors = self.schedules.entry((event.tenant.clone(), clinic.clone())).or_default();
-                doctors.entry(doctor.clone()).or_default().push((event.position, *schedule));
+                doctors.entry(doctor.clone()).or_default().push((event.position, location, *schedule));
             }
             EventKind::BookingCreated(created) => {
                 let key = (event.tenant.clone(), created.details.clinic.clone(), created.details.date);
@@ -118,8 +132,8 @@ impl ClinicIndex {
             .flatten()
             .filter(|(name, _)| doctor.is_none_or(|d| name.as_ref() == d))
             .filter_map(|(name, history)| {
-                let upto = history.partition_point(|(position, _)| *position <= as_of);
-                upto.checked_sub(1).map(|i| (name.clone(), history[i].1))
+                let upto = history.partition_point(|(position, _, _)| *position <= as_of);
+                upto.checked_sub(1).map(|i| (name.clone(), history[i].2))
             })
             .collect();
         let day = self.day_numbers.get(&(clinic_key.0, clinic_key.1, date)).map(|n| &self.days[*n as usize]);
@@ -139,40 +153,186 @@ pub struct DayPlan {
 impl DayPlan {
     /// Reads the day's events from the log in `dir` and folds them into the day.
     pub fn run(self, dir: &Path) -> Result<ClinicDay, ReadError> {
-        let mut doctors: BTreeMap<Text, DoctorDay> = self
-            .schedules
-            .into_iter()
-            .map(|(doctor, schedule)| (doctor.clone(), DoctorDay { doctor, schedule, booked: BTreeMap::new() }))
-            .collect();
-        // Where each active booking of the day is, to free its slot on cancellation.
-        let mut holding: BTreeMap<Uuid, (Text, u32)> = BTreeMap::new();
-        let mut decoder = Decoder::interning();
-        read_many(dir, &self.locations, &mut |position, location, payload| {
-            let event = events::decode_at(&mut decoder, position, payload).map_err(|fault| ReadError::Event {
-                path: crate::log::location_path(dir, location),
-                position,
-                fault,
-            })?;
-            match event.kind {
-                EventKind::BookingCreated(created) => {
-                    let b = &created.details;
-                    if let Some(doctor) = doctors.get_mut(&b.doctor) {
-                        doctor.booked.insert(b.slot, (b.booking_id, token(b.kind, created.token_number)));
-                    }
-                    holding.insert(b.booking_id, (b.doctor.clone(), b.slot));
-                }
-                EventKind::BookingCancelled { booking_id, .. } => {
-                    if let Some((doctor, slot)) = holding.remove(&booking_id)
-                        && let Some(doctor) = doctors.get_mut(&doctor)
-                    {
-                        doctor.booked.remove(&slot);
-                    }
-                }
-                _ => {}
-            }
-            Ok::<(), ReadError>(())
+        let doctors =
+            self.schedules.into_iter().map(|(doctor, schedule)| DoctorDay { doctor, schedule, booked: BTreeMap::new() }).collect();
+        let mut live = LiveDay::new(ClinicDay { position: 0, doctors });
+        read_day(dir, &self.locations, &mut |event| {
+            live.apply(&event);
         })?;
-        Ok(ClinicDay { position: self.as_of, doctors: doctors.into_values().collect() })
+        live.day.position = self.as_of;
+        Ok(live.day)
+    }
+}
+
+/// Reads the records at `locations` (in position order) as events.
+fn read_day(dir: &Path, locations: &[(Position, Location)], visit: &mut dyn FnMut(Event)) -> Result<(), ReadError> {
+    let mut decoder = Decoder::interning();
+    read_many(dir, locations, &mut |position, location, payload| {
+        let event = events::decode_at(&mut decoder, position, payload).map_err(|fault| ReadError::Event {
+            path: crate::log::location_path(dir, location),
+            position,
+            fault,
+        })?;
+        visit(event);
+        Ok::<(), ReadError>(())
+    })
+}
+
+/// What one event changed in a clinic day.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DayChange {
+    pub position: Position,
+    pub recorded_at: chrono::DateTime<chrono::Utc>,
+    /// The event's type (`schedule_set`, `booking_created`, `booking_cancelled`).
+    pub kind: &'static str,
+    pub doctor: Text,
+    /// The doctor's slots whose state changed (every slot, for a new schedule).
+    pub slots: Vec<u32>,
+    /// The event in one line, for people.
+    pub summary: String,
+}
+
+/// One clinic day (of one doctor, or of all), kept up to date event by event.
+/// It is bounded by the day: doctors × slots, and the day's active bookings.
+pub struct LiveDay {
+    pub day: ClinicDay,
+    /// Where each active booking of the day is, to free its slot on cancellation.
+    holding: BTreeMap<Uuid, (Text, u32)>,
+}
+
+impl LiveDay {
+    /// Starts from `day` as it stands at `day.position`.
+    pub fn new(day: ClinicDay) -> LiveDay {
+        let holding =
+            day.doctors.iter().flat_map(|d| d.booked.iter().map(|(slot, held)| (held.booking_id, (d.doctor.clone(), *slot)))).collect();
+        LiveDay { day, holding }
+    }
+
+    /// Folds the next event of the day's tenant in; `Some` when it changed the
+    /// day. `clinic`, `date` and `doctor` say which day (and doctor) this is.
+    pub fn apply_for(&mut self, event: &Event, clinic: &str, date: NaiveDate, doctor: Option<&str>) -> Option<DayChange> {
+        let relevant = match &event.kind {
+            EventKind::ScheduleSet { clinic: c, doctor: d, .. } => **c == *clinic && doctor.is_none_or(|x| **d == *x),
+            EventKind::BookingCreated(created) => {
+                let b = &created.details;
+                *b.clinic == *clinic && b.date == date && doctor.is_none_or(|x| *b.doctor == *x)
+            }
+            EventKind::BookingCancelled { .. } => true,
+            _ => false,
+        };
+        if relevant { self.apply(event) } else { None }
+    }
+
+    /// Folds in an event already known to concern this day (a cancellation of
+    /// a booking of another day changes nothing).
+    pub fn apply(&mut self, event: &Event) -> Option<DayChange> {
+        let change = |doctor: &Text, slots: Vec<u32>, summary: String| DayChange {
+            position: event.position,
+            recorded_at: event.recorded_at,
+            kind: event.kind.name(),
+            doctor: doctor.clone(),
+            slots,
+            summary,
+        };
+        let result = match &event.kind {
+            EventKind::ScheduleSet { doctor, schedule, .. } => {
+                let at = self.day.doctors.partition_point(|d| d.doctor < *doctor);
+                if self.day.doctors.get(at).is_none_or(|d| d.doctor != *doctor) {
+                    self.day.doctors.insert(at, DoctorDay { doctor: doctor.clone(), schedule: *schedule, booked: BTreeMap::new() });
+                }
+                self.day.doctors[at].schedule = *schedule;
+                let times = match (schedule.first_slot_minute, schedule.slot_minutes) {
+                    (Some(first), Some(minutes)) => format!(" from {}, {minutes} min each", minute_text(first)),
+                    _ => String::new(),
+                };
+                let summary = format!("schedule of {doctor}: {} slots a day{times}", schedule.slots_per_day);
+                Some(change(doctor, (0..schedule.slots_per_day).collect(), summary))
+            }
+            EventKind::BookingCreated(created) => {
+                let b = &created.details;
+                let at = self.day.doctors.iter().position(|d| d.doctor == b.doctor)?;
+                let doctor = &mut self.day.doctors[at];
+                let held = Held { booking_id: b.booking_id, token: token(b.kind, created.token_number), patient: b.patient.clone() };
+                let summary =
+                    format!("{} {} booked for {}: token {}", b.doctor, slot_text(&doctor.schedule, b.slot), b.patient, held.token);
+                doctor.booked.insert(b.slot, held);
+                self.holding.insert(b.booking_id, (b.doctor.clone(), b.slot));
+                Some(change(&b.doctor, vec![b.slot], summary))
+            }
+            EventKind::BookingCancelled { booking_id, reason } => {
+                let (doctor_name, slot) = self.holding.remove(booking_id)?;
+                let doctor = self.day.doctors.iter_mut().find(|d| d.doctor == doctor_name)?;
+                let held = doctor.booked.remove(&slot)?;
+                let reason = reason.as_ref().map(|r| format!(" ({r})")).unwrap_or_default();
+                let summary = format!(
+                    "{doctor_name} {} freed: {} for {} cancelled{reason}",
+                    slot_text(&doctor.schedule, slot),
+                    held.token,
+                    held.patient
+                );
+                Some(change(&doctor_name, vec![slot], summary))
+            }
+            _ => None,
+        };
+        if result.is_some() {
+            self.day.position = event.position;
+        }
+        result
+    }
+}
+
+fn minute_text(minute: u32) -> String {
+    format!("{:02}:{:02}", minute / 60, minute % 60)
+}
+
+/// "slot 3 (09:45)", or "slot 3" when the schedule has no times.
+fn slot_text(schedule: &Schedule, slot: u32) -> String {
+    match schedule.slot_minute(slot) {
+        Some(minute) => format!("slot {slot} ({})", minute_text(minute)),
+        None => format!("slot {slot}"),
+    }
+}
+
+impl ClinicIndex {
+    /// What a day's history through `upto` needs: where the clinic's schedule
+    /// events and the day's booking events are, in position order.
+    pub fn history_plan(&self, tenant: &str, clinic: &str, date: NaiveDate, doctor: Option<&str>, upto: Position) -> HistoryPlan {
+        let clinic_key = (Text::from(tenant), Text::from(clinic));
+        let mut locations: Vec<(Position, Location)> = self
+            .schedules
+            .get(&clinic_key)
+            .into_iter()
+            .flatten()
+            .filter(|(name, _)| doctor.is_none_or(|d| name.as_ref() == d))
+            .flat_map(|(_, history)| history.iter().map(|(position, location, _)| (*position, *location)))
+            .chain(
+                self.day_numbers.get(&(clinic_key.0, clinic_key.1, date)).into_iter().flat_map(|n| self.days[*n as usize].iter().copied()),
+            )
+            .filter(|(position, _)| *position <= upto)
+            .collect();
+        locations.sort_unstable_by_key(|(position, _)| *position);
+        HistoryPlan { clinic: clinic.into(), date, doctor: doctor.map(Text::from), locations }
+    }
+}
+
+/// A read of one clinic day's history, planned against the index.
+pub struct HistoryPlan {
+    clinic: Text,
+    date: NaiveDate,
+    doctor: Option<Text>,
+    locations: Vec<(Position, Location)>,
+}
+
+impl HistoryPlan {
+    /// Every change of the day, in order: each schedule of the clinic's doctors
+    /// and each booking and cancellation of the day.
+    pub fn run(self, dir: &Path) -> Result<Vec<DayChange>, ReadError> {
+        let mut live = LiveDay::new(ClinicDay { position: 0, doctors: Vec::new() });
+        let mut changes = Vec::new();
+        read_day(dir, &self.locations, &mut |event| {
+            changes.extend(live.apply_for(&event, &self.clinic, self.date, self.doctor.as_deref()));
+        })?;
+        Ok(changes)
     }
 }
 

@@ -17,7 +17,7 @@ use tokio::sync::watch;
 
 use super::READ_CHUNK_LEN;
 use super::audit::{AuditReport, Auditor};
-use super::clinics::{ClinicDay, ClinicIndex};
+use super::clinics::{ClinicDay, ClinicIndex, DayChange};
 use crate::core::Rules;
 use crate::log::events::{EventReader, ReadError};
 use crate::log::{Durable, Position};
@@ -121,6 +121,20 @@ impl Indexes {
     ) -> Result<ClinicDay, ReadError> {
         assert!(as_of <= self.indexed(), "query position {as_of} is not indexed yet");
         let plan = self.clinics.read().plan(tenant, clinic, date, doctor, as_of);
+        plan.run(&self.dir)
+    }
+
+    /// Every change of one clinic day through `upto` (which must be indexed).
+    pub fn clinic_history(
+        &self,
+        tenant: &str,
+        clinic: &str,
+        date: NaiveDate,
+        doctor: Option<&str>,
+        upto: Position,
+    ) -> Result<Vec<DayChange>, ReadError> {
+        assert!(upto <= self.indexed(), "history position {upto} is not indexed yet");
+        let plan = self.clinics.read().history_plan(tenant, clinic, date, doctor, upto);
         plan.run(&self.dir)
     }
 

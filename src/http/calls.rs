@@ -13,11 +13,13 @@ use super::clinics::{NAME_CHARS_MAX, REASON_CHARS_MAX, check_text};
 use super::error::ApiError;
 use super::extract::{JsonBody, PathParams, QueryParams, TenantCall};
 use super::phones::e164;
-use super::views::{BlockedView, CallView, CallsView, CampaignView, Problem};
+use super::views::{BlockedView, CallView, CallsView, CampaignView, CampaignsView, Problem};
 use crate::core::{Action, CallState, Campaign};
 
 /// At most this many calls are listed by one `GET /calls`.
 pub const CALLS_LISTED_MAX: usize = 1000;
+/// At most this many campaigns are listed by one `GET /campaigns`.
+pub const CAMPAIGNS_LISTED_MAX: usize = 1000;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -135,6 +137,53 @@ fn campaign(path: PathParams<(String, String)>) -> Result<String, ApiError> {
     let PathParams((_, campaign)) = path;
     check_text("campaign", &campaign, NAME_CHARS_MAX)?;
     Ok(campaign)
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct CampaignsQuery {
+    /// List the campaigns named after this one (the `next` of the previous page).
+    pub after: Option<String>,
+    /// 1 to 1000 (default 1000).
+    pub limit: Option<usize>,
+}
+
+/// The tenant's campaigns, by name: each one's state and kill-switch counters.
+#[utoipa::path(
+    get, path = "/v1/{tenant}/campaigns", tag = "calls",
+    params(("tenant" = String, Path), CampaignsQuery),
+    responses(
+        (status = 200, description = "`{\"campaigns\": [CampaignView], \"next\"?}`: `next` (a name, for `after`) when more remain", body = CampaignsView),
+        (status = 400, description = "invalid_request", body = Problem),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn list_campaigns(call: TenantCall, query: QueryParams<CampaignsQuery>) -> Result<Json<CampaignsView>, ApiError> {
+    let QueryParams(query) = query;
+    let limit = query.limit.unwrap_or(CAMPAIGNS_LISTED_MAX);
+    if !(1..=CAMPAIGNS_LISTED_MAX).contains(&limit) {
+        return Err(ApiError::field("limit", format!("must be 1 to {CAMPAIGNS_LISTED_MAX}")));
+    }
+    let now = call.app().clock.now();
+    // The read lock is held for at most `limit` + 1 campaigns.
+    let (campaigns, more) = call.writer()?.read(|state| {
+        let Some(tenant) = state.tenant(&call.tenant) else { return (Vec::new(), false) };
+        let after = query.after.as_deref().map(crate::core::Text::from);
+        let range = match &after {
+            Some(after) => tenant.campaigns.range::<crate::core::Text, _>((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded)),
+            None => tenant.campaigns.range::<crate::core::Text, _>(..),
+        };
+        let mut listed = range.take(limit + 1);
+        let campaigns: Vec<CampaignView> = listed
+            .by_ref()
+            .take(limit)
+            .map(|(name, c)| CampaignView::new(name, c, c.duplicates_within(now, state.rules.duplicate_window)))
+            .collect();
+        (campaigns, listed.next().is_some())
+    });
+    let next = more.then(|| campaigns.last().map(|c| c.campaign.clone())).flatten();
+    Ok(Json(CampaignsView { campaigns, next }))
 }
 
 /// A campaign's state and kill-switch counters.

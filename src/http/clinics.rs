@@ -1,7 +1,8 @@
 //! Clinics and bookings: schedules, bookings, cancellations, the slot projection.
 
 use axum::Json;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event as SseEvent, Sse};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, NaiveDate, NaiveTime, Timelike, Utc};
 use serde::Deserialize;
@@ -10,9 +11,15 @@ use uuid::Uuid;
 
 use super::error::ApiError;
 use super::extract::{JsonBody, PathParams, QueryParams, TenantCall};
-use super::views::{BookingView, DoctorSlotsView, Problem, ScheduleView, SlotState, SlotView, SlotsView, format_minute};
+use super::views::{
+    BookingView, DayChangeView, DoctorChangeView, DoctorSlotsView, Problem, ScheduleView, SlotState, SlotView, SlotsChangeView,
+    SlotsHistoryView, SlotsView, format_minute,
+};
 use crate::core::{Action, BookingDetails, BookingKind, Schedule};
-use crate::forensics::clinics::ClinicDay;
+use crate::forensics::clinics::{ClinicDay, DayChange, DoctorDay, LiveDay};
+use crate::forensics::feed;
+use crate::forensics::follower::Indexes;
+use crate::log::events::ReadError;
 
 pub const NAME_CHARS_MAX: usize = 128;
 pub const PATIENT_CHARS_MAX: usize = 200;
@@ -20,6 +27,8 @@ pub const REF_CHARS_MAX: usize = 255;
 pub const REASON_CHARS_MAX: usize = 1000;
 pub const SLOTS_PER_DAY_MAX: u32 = 1000;
 pub const SLOT_MINUTES_MAX: u32 = 480;
+/// Changes of a day listed per page of its history, at most.
+pub const HISTORY_LEN_MAX: usize = 1000;
 /// How long a time-travel query waits for the clinic index to reach its position.
 pub const AS_OF_INDEX_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -274,25 +283,23 @@ pub struct SlotsQuery {
     pub as_of: Option<u64>,
 }
 
+fn slot_view(doctor: &DoctorDay, slot: u32) -> SlotView {
+    let held = doctor.booked.get(&slot);
+    SlotView {
+        slot,
+        time: doctor.schedule.slot_minute(slot).map(format_minute),
+        state: if held.is_some() { SlotState::Booked } else { SlotState::Free },
+        booking_id: held.map(|h| h.booking_id),
+        token: held.map(|h| h.token.clone()),
+        patient: held.map(|h| h.patient.to_string()),
+    }
+}
+
 fn slots_view(clinic: &str, date: NaiveDate, day: &ClinicDay) -> SlotsView {
     let doctors = day
         .doctors
         .iter()
-        .map(|d| {
-            let slots = (0..d.schedule.slots_per_day)
-                .map(|slot| {
-                    let booked = d.booked.get(&slot);
-                    SlotView {
-                        slot,
-                        time: d.schedule.slot_minute(slot).map(format_minute),
-                        state: if booked.is_some() { SlotState::Booked } else { SlotState::Free },
-                        booking_id: booked.map(|(id, _)| *id),
-                        token: booked.map(|(_, token)| token.clone()),
-                    }
-                })
-                .collect();
-            DoctorSlotsView { doctor: d.doctor.to_string(), slots }
-        })
+        .map(|d| DoctorSlotsView { doctor: d.doctor.to_string(), slots: (0..d.schedule.slots_per_day).map(|s| slot_view(d, s)).collect() })
         .collect();
     SlotsView { clinic: clinic.to_owned(), date, as_of: day.position, doctors }
 }
@@ -307,6 +314,7 @@ fn slots_view(clinic: &str, date: NaiveDate, day: &ClinicDay) -> SlotsView {
         (status = 400, description = "invalid_request", body = Problem),
         (status = 401, description = "unauthenticated", body = Problem),
         (status = 403, description = "forbidden", body = Problem),
+        (status = 503, description = "busy (with as_of: scans_max reads of the log are running), not_ready", body = Problem),
     ),
     security(("bearer" = []))
 )]
@@ -317,10 +325,7 @@ pub async fn get_slots(
 ) -> Result<impl IntoResponse, ApiError> {
     let (PathParams((_, clinic)), QueryParams(query)) = (path, query);
     let date = parse_date("date", &query.date)?;
-    let writer = call.writer()?;
-    // The read lock is held only to copy the day out (bounded by doctors ×
-    // slots); the answer is rendered without it.
-    let current = writer.read(|state| ClinicDay::from_state(state, &call.tenant, &clinic, date, query.doctor.as_deref()));
+    let current = current_day(&call, &clinic, date, query.doctor.as_deref())?;
     let position = current.position;
     let Some(as_of) = query.as_of.filter(|&as_of| as_of != position) else {
         return Ok(Json(slots_view(&clinic, date, &current)));
@@ -328,34 +333,200 @@ pub async fn get_slots(
     if as_of > position {
         return Err(ApiError::field("as_of", format!("the ledger's last position is {position}")));
     }
-    let indexes = call.app().indexes.clone().ok_or_else(|| ApiError::field("as_of", "this server keeps no clinic index"))?;
-    let permit = call.app().scan_permit()?;
-    match tokio::time::timeout(AS_OF_INDEX_WAIT, indexes.wait_for(as_of)).await {
-        Err(_) => {
-            return Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "not_ready",
-                "the clinic index is still catching up with the ledger",
-            )
-            .retry_after(1));
-        }
+    let day = day_as_of(&call, &clinic, date, query.doctor.as_deref(), as_of).await?;
+    Ok(Json(slots_view(&clinic, date, &day)))
+}
+
+/// The day as the published projection has it now.
+fn current_day(call: &TenantCall, clinic: &str, date: NaiveDate, doctor: Option<&str>) -> Result<ClinicDay, ApiError> {
+    // The read lock is held only to copy the day out (bounded by doctors ×
+    // slots); the answer is rendered without it.
+    Ok(call.writer()?.read(|state| ClinicDay::from_state(state, &call.tenant, clinic, date, doctor)))
+}
+
+/// Waits (at most `AS_OF_INDEX_WAIT`) until the clinic index reaches `position`.
+async fn index_through(call: &TenantCall, position: u64) -> Result<std::sync::Arc<Indexes>, ApiError> {
+    let indexes = call.app().indexes.clone().ok_or_else(|| ApiError::invalid("this server keeps no clinic index"))?;
+    match tokio::time::timeout(AS_OF_INDEX_WAIT, indexes.wait_for(position)).await {
+        Err(_) => Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "the clinic index is still catching up with the ledger")
+            .retry_after(1)),
         Ok(Err(error)) => {
             let position = error.position();
-            return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage_failure", error.to_string()).with("position", position));
+            Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage_failure", error.to_string()).with("position", position))
         }
-        Ok(Ok(())) => {}
+        Ok(Ok(())) => Ok(indexes),
     }
-    let (tenant, clinic_name, doctor) = (call.tenant.clone(), clinic.clone(), query.doctor.clone());
-    let day = tokio::task::spawn_blocking(move || {
+}
+
+fn unreadable(error: ReadError) -> ApiError {
+    tracing::error!(%error, "reading a clinic day from the ledger failed");
+    let position = error.position();
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage_failure", error.to_string()).with("position", position)
+}
+
+/// The day as it stood right after `as_of` (at most the ledger's last
+/// position), read from the clinic index under a scan permit.
+async fn day_as_of(call: &TenantCall, clinic: &str, date: NaiveDate, doctor: Option<&str>, as_of: u64) -> Result<ClinicDay, ApiError> {
+    let permit = call.app().scan_permit()?;
+    let indexes = index_through(call, as_of).await?;
+    let (tenant, clinic, doctor) = (call.tenant.clone(), clinic.to_owned(), doctor.map(str::to_owned));
+    tokio::task::spawn_blocking(move || {
         let _permit = permit;
-        indexes.clinic_day(&tenant, &clinic_name, date, doctor.as_deref(), as_of)
+        indexes.clinic_day(&tenant, &clinic, date, doctor.as_deref(), as_of)
     })
     .await
     .expect("the time-travel read panicked")
-    .map_err(|error| {
-        tracing::error!(%error, as_of, "reading the ledger for a time-travel query failed");
-        let position = error.position();
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage_failure", error.to_string()).with("position", position)
-    })?;
-    Ok(Json(slots_view(&clinic, date, &day)))
+    .map_err(unreadable)
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct SlotsStreamQuery {
+    /// `YYYY-MM-DD`.
+    pub date: String,
+    /// Only this doctor.
+    pub doctor: Option<String>,
+}
+
+/// The first message of the slots stream: the whole day.
+fn day_message(clinic: &str, date: NaiveDate, day: &ClinicDay) -> SseEvent {
+    let data = serde_json::to_string(&slots_view(clinic, date, day)).expect("a view serializes");
+    SseEvent::default().id(day.position.to_string()).event("day").data(data)
+}
+
+/// A message for what one event changed in the day.
+fn change_message(day: &ClinicDay, change: &DayChange) -> SseEvent {
+    let doctors = day
+        .doctors
+        .iter()
+        .filter(|d| d.doctor == change.doctor)
+        .map(|d| DoctorChangeView {
+            doctor: d.doctor.to_string(),
+            slots_per_day: d.schedule.slots_per_day,
+            slots: change.slots.iter().map(|slot| slot_view(d, *slot)).collect(),
+        })
+        .collect();
+    let view = SlotsChangeView {
+        as_of: change.position,
+        kind: change.kind,
+        recorded_at: change.recorded_at,
+        summary: change.summary.clone(),
+        doctors,
+    };
+    let data = serde_json::to_string(&view).expect("a view serializes");
+    SseEvent::default().id(change.position.to_string()).event("change").data(data)
+}
+
+/// A clinic day, live: the whole day, then what each change of it changed.
+#[utoipa::path(
+    get, path = "/v1/{tenant}/clinics/{clinic}/slots/stream", tag = "clinics",
+    params(("tenant" = String, Path), ("clinic" = String, Path), SlotsStreamQuery, ("Last-Event-ID" = Option<u64>, Header, description = "The last position seen: the stream resumes with the changes after it, without the `day` message")),
+    responses(
+        (status = 200, description = "text/event-stream. The first message (`event: day`, `id:` the position) is the whole day as GET /clinics/{clinic}/slots answers it (SlotsView); then one message per change of that day (`event: change`, `id:` its position, `data:` a SlotsChangeView: the changed slots with their doctor). A record that cannot be read ends the stream with `event: error` naming it.", content_type = "text/event-stream", body = SlotsChangeView),
+        (status = 400, description = "invalid_request (a Last-Event-ID beyond the ledger's last position)", body = Problem),
+        (status = 401, description = "unauthenticated", body = Problem),
+        (status = 403, description = "forbidden", body = Problem),
+        (status = 503, description = "too_many_streams (streams_max streams are open), busy (a resume reads the log: scans_max), not_ready", body = Problem),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn stream_slots(
+    call: TenantCall,
+    headers: HeaderMap,
+    path: PathParams<(String, String)>,
+    query: QueryParams<SlotsStreamQuery>,
+) -> Result<Sse<impl futures_util::Stream<Item = Result<SseEvent, std::convert::Infallible>>>, ApiError> {
+    let (PathParams((_, clinic)), QueryParams(query)) = (path, query);
+    let date = parse_date("date", &query.date)?;
+    let seen = super::forensics::last_event_id(&headers)?;
+    let dir = call.app().ledger_dir.clone().ok_or_else(|| super::forensics::storage("this server keeps no log on disk"))?;
+    let durable = call.writer()?.durable();
+    let permit = call.app().stream_permit()?;
+    let current = current_day(&call, &clinic, date, query.doctor.as_deref())?;
+    let (day, first) = match seen {
+        None => {
+            let first = day_message(&clinic, date, &current);
+            (current, Some(first))
+        }
+        Some(seen) if seen == current.position => (current, None),
+        Some(seen) if seen > current.position => {
+            return Err(ApiError::field("Last-Event-ID", format!("the ledger's last position is {}", current.position)));
+        }
+        Some(seen) => (day_as_of(&call, &clinic, date, query.doctor.as_deref(), seen).await?, None),
+    };
+    let stopping = call.app().stopping.subscribe();
+    let events = feed::follow_events(dir, call.tenant.clone(), day.position + 1, durable, stopping, super::forensics::STREAM_BUFFER_LEN);
+    let doctor = query.doctor;
+    Ok(super::forensics::live(first, events, permit, LiveDay::new(day), move |live, event| {
+        let change = live.apply_for(&event, &clinic, date, doctor.as_deref())?;
+        Some(change_message(&live.day, &change))
+    }))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct SlotsHistoryQuery {
+    /// `YYYY-MM-DD`.
+    pub date: String,
+    /// Only this doctor.
+    pub doctor: Option<String>,
+    /// The first position to list, inclusive (default 1).
+    pub from: Option<u64>,
+    /// 1 to 1000 (default 1000).
+    pub limit: Option<u64>,
+}
+
+/// Every change of a clinic day, in order (its doctors' schedules, its bookings
+/// and cancellations), each in one line: the positions time travel can show.
+#[utoipa::path(
+    get, path = "/v1/{tenant}/clinics/{clinic}/slots/history", tag = "clinics",
+    params(("tenant" = String, Path), ("clinic" = String, Path), SlotsHistoryQuery),
+    responses(
+        (status = 200, description = "The day's changes through the ledger's last position; GET /clinics/{clinic}/slots?as_of=POSITION shows the day at each", body = SlotsHistoryView),
+        (status = 400, description = "invalid_request", body = Problem),
+        (status = 401, description = "unauthenticated", body = Problem),
+        (status = 403, description = "forbidden", body = Problem),
+        (status = 503, description = "busy (scans_max reads of the log are running), not_ready", body = Problem),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn slots_history(
+    call: TenantCall,
+    path: PathParams<(String, String)>,
+    query: QueryParams<SlotsHistoryQuery>,
+) -> Result<Json<SlotsHistoryView>, ApiError> {
+    let (PathParams((_, clinic)), QueryParams(query)) = (path, query);
+    let date = parse_date("date", &query.date)?;
+    let limit = query.limit.unwrap_or(HISTORY_LEN_MAX as u64);
+    if !(1..=HISTORY_LEN_MAX as u64).contains(&limit) {
+        return Err(ApiError::field("limit", format!("must be 1 to {HISTORY_LEN_MAX}")));
+    }
+    let from = query.from.unwrap_or(1);
+    let last = call.app().durable_position()?;
+    let permit = call.app().scan_permit()?;
+    let indexes = index_through(&call, last).await?;
+    let (tenant, clinic_name, doctor) = (call.tenant.clone(), clinic.clone(), query.doctor.clone());
+    let changes = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        indexes.clinic_history(&tenant, &clinic_name, date, doctor.as_deref(), last)
+    })
+    .await
+    .expect("the history read panicked")
+    .map_err(unreadable)?;
+    let mut page = changes.into_iter().filter(|c| c.position >= from).take(limit as usize + 1);
+    let changes: Vec<DayChangeView> = page
+        .by_ref()
+        .take(limit as usize)
+        .map(|c| DayChangeView {
+            position: c.position,
+            recorded_at: c.recorded_at,
+            kind: c.kind,
+            doctor: c.doctor.to_string(),
+            summary: c.summary,
+        })
+        .collect();
+    let next = page.next().map(|c| c.position);
+    Ok(Json(SlotsHistoryView { clinic, date, as_of: last, changes, next }))
 }

@@ -13,12 +13,14 @@ use axum::response::IntoResponse;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use utoipa::IntoParams;
 
 use super::auth::Role;
 use super::error::ApiError;
 use super::extract::{QueryParams, TenantCall};
 use super::views::Problem;
+use crate::core::Event;
 use crate::forensics::{feed, feed::EventFilter, json};
 use crate::log::events::ReadError;
 
@@ -26,7 +28,7 @@ use crate::log::events::ReadError;
 pub const PAGE_LEN_MAX: u64 = 1000;
 pub const PAGE_LEN_DEFAULT: u64 = 100;
 /// Events waiting to be sent to one stream's client, at most.
-const STREAM_BUFFER_LEN: usize = 64;
+pub(super) const STREAM_BUFFER_LEN: usize = 64;
 /// How long `/audit` waits for the live audit to reach the durable position.
 const AUDIT_WAIT: Duration = Duration::from_secs(5);
 
@@ -37,7 +39,7 @@ fn admin(call: &TenantCall) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn storage(error: impl std::fmt::Display) -> ApiError {
+pub(super) fn storage(error: impl std::fmt::Display) -> ApiError {
     ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage_failure", error.to_string())
 }
 
@@ -154,10 +156,8 @@ pub async fn stream(
 ) -> Result<Sse<impl futures_util::Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
     admin(&call)?;
     let QueryParams(query) = query;
-    let resume = headers.get("last-event-id").map(|id| id.to_str().ok().and_then(|id| id.trim().parse::<u64>().ok()));
-    let from = match resume {
-        Some(Some(id)) => id.checked_add(1).ok_or_else(|| ApiError::field("Last-Event-ID", "is beyond any position"))?,
-        Some(None) => return Err(ApiError::field("Last-Event-ID", "must be an event position")),
+    let from = match last_event_id(&headers)? {
+        Some(id) => id.checked_add(1).ok_or_else(|| ApiError::field("Last-Event-ID", "is beyond any position"))?,
         None => query.from.unwrap_or(1).max(1),
     };
     let durable = call.app().durable_watch()?;
@@ -165,27 +165,58 @@ pub async fn stream(
     let permit = call.app().stream_permit()?;
     let stopping = call.app().stopping.subscribe();
     let events = feed::follow_events(dir, call.tenant.clone(), from, durable, stopping, STREAM_BUFFER_LEN);
+    Ok(live(None, events, permit, (), |(), event| {
+        let mut data = Vec::with_capacity(512);
+        json::write_event(&mut data, &event, false);
+        let data = String::from_utf8(data).expect("JSON text is UTF-8");
+        Some(SseEvent::default().id(event.position.to_string()).event(event.kind.name()).data(data))
+    }))
+}
+
+/// The position in a `Last-Event-ID` header (the last one a client saw), if any.
+pub(super) fn last_event_id(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
+    match headers.get("last-event-id").map(|id| id.to_str().ok().and_then(|id| id.trim().parse::<u64>().ok())) {
+        None => Ok(None),
+        Some(Some(id)) => Ok(Some(id)),
+        Some(None) => Err(ApiError::field("Last-Event-ID", "must be an event position")),
+    }
+}
+
+/// A live Server-Sent Events response over `events` (a `feed::follow_events`
+/// feed): `first` if given, then what `render` makes of each event, which may
+/// be nothing (an event the client does not follow). The stream holds
+/// `permit` (`streams_max`) as long as it is open; a record that cannot be
+/// read ends it with an `error` message naming it, so a client never silently
+/// misses an event.
+pub(super) fn live<S: Send + 'static>(
+    first: Option<SseEvent>,
+    events: mpsc::Receiver<Result<Event, ReadError>>,
+    permit: OwnedSemaphorePermit,
+    state: S,
+    render: impl FnMut(&mut S, Event) -> Option<SseEvent> + Send + 'static,
+) -> Sse<impl futures_util::Stream<Item = Result<SseEvent, Infallible>>> {
     // The permit lives as long as the stream: dropping the stream frees it.
-    let messages = futures_util::stream::unfold(Some((events, permit)), |state| async move {
-        let (mut events, permit) = state?;
-        match events.recv().await? {
-            Ok(event) => {
-                let mut data = Vec::with_capacity(512);
-                json::write_event(&mut data, &event, false);
-                let data = String::from_utf8(data).expect("JSON text is UTF-8");
-                let message = SseEvent::default().id(event.position.to_string()).event(event.kind.name()).data(data);
-                Some((Ok(message), Some((events, permit))))
-            }
-            // A record that cannot be read ends the stream, saying which: the
-            // client never silently misses an event.
-            Err(error) => {
-                tracing::error!(%error, "the event stream could not read the log");
-                let data = json!({ "code": "storage_failure", "position": error.position(), "detail": error.to_string() }).to_string();
-                Some((Ok(SseEvent::default().event("error").data(data)), None))
+    let messages = futures_util::stream::unfold(Some((first, events, permit, state, render)), |open| async move {
+        let (mut first, mut events, permit, mut state, mut render) = open?;
+        if let Some(message) = first.take() {
+            return Some((Ok(message), Some((None, events, permit, state, render))));
+        }
+        loop {
+            match events.recv().await? {
+                Ok(event) => {
+                    if let Some(message) = render(&mut state, event) {
+                        return Some((Ok(message), Some((None, events, permit, state, render))));
+                    }
+                }
+                Err(error) => {
+                    tracing::error!(%error, "a live stream could not read the log");
+                    let data = json!({ "code": "storage_failure", "position": error.position(), "detail": error.to_string() }).to_string();
+                    return Some((Ok(SseEvent::default().event("error").data(data)), None));
+                }
             }
         }
     });
-    Ok(Sse::new(messages).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+    Sse::new(messages).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }
 
 /// The ledger's invariants re-derived from the tenant's raw events, by code

@@ -14,6 +14,7 @@ mod forensics;
 pub mod ops;
 mod phones;
 pub mod server;
+pub mod ui;
 pub mod views;
 
 use std::path::PathBuf;
@@ -163,9 +164,9 @@ impl AppState {
 #[openapi(
     info(title = "booking-ledger", version = "1", description = "The HTTP contract of shared/API.md. Errors are RFC 9457 problem documents with a machine-readable `code`. Any request may also be answered 408 request_timeout (with request_timeout_secs) when it does not arrive in full in time, or 431 request_header_fields_too_large when its headers exceed 16 KiB."),
     paths(
-        clinics::put_schedule, clinics::create_booking, clinics::cancel_booking, clinics::get_booking, clinics::get_slots,
+        clinics::put_schedule, clinics::create_booking, clinics::cancel_booking, clinics::get_booking, clinics::get_slots, clinics::stream_slots, clinics::slots_history,
         phones::claim, phones::complete, phones::fail, phones::release, phones::get,
-        calls::start, calls::outcome, calls::list, calls::get_campaign, calls::resume, calls::block,
+        calls::start, calls::outcome, calls::list, calls::list_campaigns, calls::get_campaign, calls::resume, calls::block,
         communities::create, communities::get,
         forensics::events, forensics::stream, forensics::rejections, forensics::audit,
         ops::healthz, ops::readyz, ops::metrics, ops::openapi,
@@ -203,6 +204,8 @@ pub fn app(state: Shared) -> Router {
         .route("/bookings/{booking_id}", get(clinics::get_booking))
         .route("/bookings/{booking_id}/cancel", post(clinics::cancel_booking))
         .route("/clinics/{clinic}/slots", get(clinics::get_slots))
+        .route("/clinics/{clinic}/slots/stream", get(clinics::stream_slots))
+        .route("/clinics/{clinic}/slots/history", get(clinics::slots_history))
         .route("/businesses/{business}/phone-number", get(phones::get))
         .route("/businesses/{business}/phone-number/claim", post(phones::claim))
         .route("/businesses/{business}/phone-number/complete", post(phones::complete))
@@ -210,6 +213,7 @@ pub fn app(state: Shared) -> Router {
         .route("/businesses/{business}/phone-number/release", post(phones::release))
         .route("/calls", post(calls::start).get(calls::list))
         .route("/calls/{call_id}/outcome", post(calls::outcome))
+        .route("/campaigns", get(calls::list_campaigns))
         .route("/campaigns/{campaign}", get(calls::get_campaign))
         .route("/campaigns/{campaign}/resume", post(calls::resume))
         .route("/blocked-numbers", post(calls::block))
@@ -224,7 +228,10 @@ pub fn app(state: Shared) -> Router {
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
-        .route("/openapi.json", get(ops::openapi));
+        .route("/openapi.json", get(ops::openapi))
+        .route("/ui", get(ui::redirect))
+        .route("/ui/", get(ui::index))
+        .route("/ui/{file}", get(ui::file));
     #[cfg(feature = "bench")]
     let router = router.route("/bench/echo", post(ops::echo));
     router

@@ -131,6 +131,9 @@ pub struct SlotView {
     pub booking_id: Option<Uuid>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
+    /// The patient of the booking holding the slot.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub patient: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -147,6 +150,57 @@ pub struct SlotsView {
     /// The position the projection stands at.
     pub as_of: u64,
     pub doctors: Vec<DoctorSlotsView>,
+}
+
+/// One message of the live slots stream after the first: what one event
+/// changed in the day. A client sets the doctor's row to `slots_per_day` slots
+/// and replaces the slots listed (a new schedule lists every slot).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SlotsChangeView {
+    /// The position of the event: the day now stands as of it (also the message's `id:`).
+    pub as_of: u64,
+    /// `schedule_set`, `booking_created` or `booking_cancelled`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub recorded_at: DateTime<Utc>,
+    /// The event in one line.
+    pub summary: String,
+    pub doctors: Vec<DoctorChangeView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DoctorChangeView {
+    pub doctor: String,
+    /// The doctor's slots that day, after the change.
+    pub slots_per_day: u32,
+    /// The slots that changed, as they now stand.
+    pub slots: Vec<SlotView>,
+}
+
+/// A clinic day's changes, for time travel: each position `as_of` can show.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SlotsHistoryView {
+    pub clinic: String,
+    pub date: NaiveDate,
+    /// The history is read through this position (the ledger's last).
+    pub as_of: u64,
+    pub changes: Vec<DayChangeView>,
+    /// The `from` of the next page, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next: Option<u64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DayChangeView {
+    pub position: u64,
+    pub recorded_at: DateTime<Utc>,
+    /// `schedule_set`, `booking_created` or `booking_cancelled`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub doctor: String,
+    /// The event in one line, for people.
+    #[schema(example = "d1 slot 2 (09:30) booked for Asha: token A003")]
+    pub summary: String,
 }
 
 /// A business's phone number: `none`, `pending` (a claim is buying one) or `active`.
@@ -248,6 +302,15 @@ impl CampaignView {
             duplicate_attempts: duplicate_attempts as u32,
         }
     }
+}
+
+/// A page of the tenant's campaigns, by name.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CampaignsView {
+    pub campaigns: Vec<CampaignView>,
+    /// The last name listed, for `after`, when more campaigns remain.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
 }
 
 /// A number on the tenant's block list.

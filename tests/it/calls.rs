@@ -8,7 +8,7 @@ use futures::future::join_all;
 use serde_json::json;
 use tokio::sync::Barrier;
 
-use crate::support::{ADMIN, Server, TestClock, WEB, clocked_server, config};
+use crate::support::{ADMIN, OTHER, Server, TestClock, WEB, clocked_server, config};
 
 const NUMBER: &str = "+14243242113";
 
@@ -155,6 +155,16 @@ async fn three_failures_halt_a_campaign_and_only_an_admin_resumes_it() {
 
     let resume = json!({"reason": "carrier outage fixed"}).to_string();
     c.post("/v1/kloqo/campaigns/spring/resume", WEB, &resume).await.expect_problem(403, "forbidden");
+    // The list shows every campaign of the tenant by name, halted or running, in pages.
+    let listed = c.get("/v1/kloqo/campaigns", WEB).await.expect(200);
+    let states: Vec<(&str, &str)> =
+        listed["campaigns"].as_array().unwrap().iter().map(|c| (c["campaign"].as_str().unwrap(), c["state"].as_str().unwrap())).collect();
+    assert_eq!(states, [("spring", "halted"), ("summer", "running")], "{listed}");
+    let first = c.get("/v1/kloqo/campaigns?limit=1", WEB).await.expect(200);
+    assert_eq!((first["campaigns"].as_array().unwrap().len(), first["next"].as_str()), (1, Some("spring")));
+    let second = c.get("/v1/kloqo/campaigns?limit=1&after=spring", WEB).await.expect(200);
+    assert_eq!((second["campaigns"][0]["campaign"].as_str(), second.get("next")), (Some("summer"), None));
+    assert_eq!(c.get("/v1/other/campaigns", OTHER).await.expect(200), json!({"campaigns": []}), "tenants never see each other's");
     let resumed = c.post("/v1/kloqo/campaigns/spring/resume", ADMIN, &resume).await.expect(200);
     assert_eq!(resumed, json!({"campaign": "spring", "state": "running", "consecutive_failures": 0, "duplicate_attempts": 0}));
     c.post("/v1/kloqo/calls", WEB, &call("spring", "+14243242118")).await.expect(201);

@@ -292,7 +292,10 @@ async fn the_slot_projection_now_and_as_of_earlier_positions() {
     assert_eq!(slot(&now, 0, 0), &json!({"slot": 0, "state": "free"}), "no times without first_slot and slot_minutes");
     assert_eq!(slot(&now, 1, 0), &json!({"slot": 0, "time": "09:00", "state": "free"}));
     assert_eq!(slot(&now, 1, 1), &json!({"slot": 1, "time": "09:15", "state": "free"}));
-    assert_eq!(slot(&now, 1, 3), &json!({"slot": 3, "time": "09:45", "state": "booked", "booking_id": ben["booking_id"], "token": "A002"}));
+    assert_eq!(
+        slot(&now, 1, 3),
+        &json!({"slot": 3, "time": "09:45", "state": "booked", "booking_id": ben["booking_id"], "token": "A002", "patient": "Ben"})
+    );
     assert_eq!(now["doctors"][1]["slots"].as_array().unwrap().len(), 4);
 
     let only = c.get("/v1/kloqo/clinics/c1/slots?date=2026-03-02&doctor=d1", WEB).await.expect(200);

@@ -9,6 +9,7 @@ mod cluster_harness;
 mod communities;
 mod concurrency;
 mod crash;
+mod dashboard;
 mod durability;
 mod forensics;
 mod format;

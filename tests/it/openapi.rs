@@ -25,6 +25,8 @@ fn proto_openapi_json_is_the_generated_document() {
         "/v1/{tenant}/bookings/{booking_id}",
         "/v1/{tenant}/bookings/{booking_id}/cancel",
         "/v1/{tenant}/clinics/{clinic}/slots",
+        "/v1/{tenant}/clinics/{clinic}/slots/stream",
+        "/v1/{tenant}/clinics/{clinic}/slots/history",
         "/healthz",
         "/readyz",
         "/metrics",

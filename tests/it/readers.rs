@@ -234,8 +234,14 @@ async fn as_of(c: Client) -> Value {
 /// Reads the live stream from position 1 to its end: every event before the
 /// damage, then an `event: error`, then the end of the stream.
 async fn stream(c: Client) -> Value {
-    let mut response = reqwest::Client::new().get(format!("{}/v1/kloqo/events/stream", c.base)).bearer_auth(ADMIN).send().await.unwrap();
+    let response = reqwest::Client::new().get(format!("{}/v1/kloqo/events/stream", c.base)).bearer_auth(ADMIN).send().await.unwrap();
     assert_eq!(response.status(), 200);
+    read_to_the_error(response, 1).await
+}
+
+/// Reads an SSE response to its end, which must be: messages with ids `first`
+/// up to the damaged position, then an `event: error`, whose data it returns.
+async fn read_to_the_error(mut response: reqwest::Response, first: u64) -> Value {
     let mut text = String::new();
     let read_to_the_end = async {
         while let Some(chunk) = response.chunk().await.unwrap() {
@@ -249,25 +255,45 @@ async fn stream(c: Client) -> Value {
         match field("event:") {
             Some("error") => error = Some(serde_json::from_str::<Value>(field("data:").unwrap()).unwrap()),
             Some(_) => {
-                assert!(error.is_none(), "an event after the error: {text}");
+                assert!(error.is_none(), "a message after the error: {text}");
                 ids.push(field("id:").unwrap().parse::<u64>().unwrap());
             }
             None => {}
         }
     }
-    assert_eq!(ids, (1..DAMAGED).collect::<Vec<_>>(), "every event before the damage, and none after: {text}");
+    assert_eq!(ids, (first..DAMAGED).collect::<Vec<_>>(), "every message before the damage, and none after: {text}");
     error.unwrap_or_else(|| panic!("the stream ended without an error: {text}"))
+}
+
+async fn slots_history(c: Client) -> Value {
+    c.get(&format!("/v1/kloqo/clinics/c1/slots/history?date={DATE}"), ADMIN).await.expect_problem(500, "storage_failure")
+}
+
+/// A slots stream resumed after position 1 reads the day as of 1 and then the
+/// log from 2: either the day cannot be read (a 500 problem), or it sends the
+/// changes before the damage, then an `event: error`, then ends.
+async fn slots_stream(c: Client) -> Value {
+    let url = format!("{}/v1/kloqo/clinics/c1/slots/stream?date={DATE}", c.base);
+    let response = reqwest::Client::new().get(url).bearer_auth(ADMIN).header("Last-Event-ID", "1").send().await.unwrap();
+    if response.status() != 200 {
+        let (status, headers) = (response.status().as_u16(), response.headers().clone());
+        let reply = crate::support::Reply { status, headers, body: response.bytes().await.unwrap().to_vec() };
+        return reply.expect_problem(500, "storage_failure");
+    }
+    read_to_the_error(response, 2).await
 }
 
 /// Every reader of the ledger over HTTP. `reads_records_per_request` is false
 /// for the audit, which folds each record once as the follower reads it and
 /// answers from that: it meets damage only when the follower does.
-fn http_readers() -> [(&'static str, bool, HttpReader); 4] {
+fn http_readers() -> [(&'static str, bool, HttpReader); 6] {
     [
         ("GET /events", true, |c| Box::pin(events_page(c))),
         ("GET /events/stream", true, |c| Box::pin(stream(c))),
         ("GET /audit", false, |c| Box::pin(audit(c))),
         ("GET .../slots?as_of", true, |c| Box::pin(as_of(c))),
+        ("GET .../slots/history", true, |c| Box::pin(slots_history(c))),
+        ("GET .../slots/stream after Last-Event-ID 1", true, |c| Box::pin(slots_stream(c))),
     ]
 }
 
