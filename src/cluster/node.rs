@@ -351,7 +351,10 @@ impl Node {
                     self.cluster_metrics.lease_renewals.inc();
                     match self.slot(partition) {
                         Slot::Leading(leading) if self.foreign_append(&leading).await => {
-                            tracing::warn!(partition, "the stream of partition {partition} holds a message this node did not append; loading it again");
+                            tracing::warn!(
+                                partition,
+                                "the stream of partition {partition} holds a message this node did not append; loading it again"
+                            );
                             self.cluster_metrics.append_refusals.inc();
                             self.stop(partition);
                             self.spawn_load(partition);

@@ -1,7 +1,8 @@
 //! A cluster node's HTTP surface: `/v1/{tenant}/...` served by the ledger of
 //! the tenant's partition when this node leads it, else forwarded to the node
-//! that does; `GET /cluster`; health, readiness, metrics and the OpenAPI
-//! document. Every answer carries `Ledger-Node`, naming the node that decided it.
+//! that does; `GET /cluster`; health, readiness, metrics, the OpenAPI
+//! document and the dashboard (whose API calls are then served or forwarded
+//! like any other). Every answer carries `Ledger-Node`, naming the node that decided it.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -54,6 +55,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(crate::http::ops::openapi))
         .route("/cluster", get(cluster))
+        .merge(crate::http::ui::routes())
         .fallback(dispatch)
         .layer(middleware::from_fn_with_state(node.clone(), name_the_node))
         .with_state(node)

@@ -229,9 +229,7 @@ pub fn app(state: Shared) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(ops::openapi))
-        .route("/ui", get(ui::redirect))
-        .route("/ui/", get(ui::index))
-        .route("/ui/{file}", get(ui::file));
+        .merge(ui::routes());
     #[cfg(feature = "bench")]
     let router = router.route("/bench/echo", post(ops::echo));
     router

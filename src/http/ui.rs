@@ -41,6 +41,12 @@ fn asset(name: &str) -> Response {
 }
 
 /// The dashboard's page.
+/// The dashboard's routes (stateless), for a single node's router and a cluster node's.
+pub fn routes<S: Clone + Send + Sync + 'static>() -> axum::Router<S> {
+    use axum::routing::get;
+    axum::Router::new().route("/ui", get(redirect)).route("/ui/", get(index)).route("/ui/{file}", get(file))
+}
+
 pub async fn index() -> Response {
     asset("index.html")
 }

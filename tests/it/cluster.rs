@@ -88,6 +88,23 @@ async fn check(cluster: &Cluster, tenant: &str, doctor: &str, acknowledged: &Ack
     assert!(acknowledged_slots.is_subset(&held), "an acknowledged booking's slot is free");
 }
 
+/// The first message of a Server-Sent Events stream (up to its blank line).
+async fn first_message(client: &Client, path: &str, token: &str) -> String {
+    let mut response = reqwest::Client::new()
+        .get(format!("{}{path}", client.base))
+        .header("authorization", format!("Bearer {token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut text = String::new();
+    while !text.contains("\n\n") {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), response.chunk()).await.expect("a message within 10 s").unwrap();
+        text += &String::from_utf8_lossy(&chunk.expect("the stream stays open"));
+    }
+    text
+}
+
 async fn schedule(cluster: &Cluster, tenant: &str, doctor: &str) {
     let body = r#"{"slots_per_day": 400, "first_slot": "09:00", "slot_minutes": 1}"#;
     cluster.client(0).put(&format!("/v1/{tenant}/clinics/kochi/doctors/{doctor}/schedule"), &cluster.secret, body).await.expect(200);
@@ -106,6 +123,17 @@ async fn any_node_answers_with_the_leaders_decision_and_a_sigkilled_leader_loses
         reply.expect(200);
         assert_eq!(reply.header("ledger-node"), Some(leader.as_str()), "node {i}");
     }
+    // The dashboard is served by every node; its calls are served or forwarded like any other.
+    for i in 0..3 {
+        let page = cluster.client(i).send("GET", "/ui/", None, None, None).await;
+        assert_eq!(page.status, 200, "node {i}");
+    }
+    // A live slots stream through a node that does not lead the partition: forwarded, and it carries the day.
+    let follower = (0..3).find(|i| cluster.node_index(&leader) != *i).unwrap();
+    let stream =
+        first_message(cluster.client(follower), &format!("/v1/{tenant}/clinics/kochi/slots/stream?date={DATE}"), &cluster.secret).await;
+    assert!(stream.contains("event: day"), "{stream}");
+
     // Every node alive in the view once each has seen the others' heartbeats.
     let started = Instant::now();
     loop {
