@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use crate::core::Rules;
 use crate::http::ReadLimits;
-use crate::http::auth::{Role, Token};
+use crate::http::auth::{Rate, Role, Secret, Token};
 use crate::http::extract::valid_tenant;
 use crate::http::server::ConnectionLimits;
 use crate::log::FileLogOptions;
@@ -150,9 +150,17 @@ impl Default for RulesSection {
 #[serde(deny_unknown_fields)]
 pub struct TokenSection {
     pub name: String,
-    pub secret: String,
+    /// The secret itself, or...
+    pub secret: Option<String>,
+    /// ...the hex SHA-256 of it (exactly one of the two), so that the file
+    /// need not hold a secret.
+    pub secret_sha256: Option<String>,
     pub tenants: Vec<String>,
     pub role: Role,
+    /// Requests per second on average, beyond which 429 `rate_limited`...
+    pub rate_per_sec: Option<u32>,
+    /// ...allowing this many at once (default: `rate_per_sec`).
+    pub burst: Option<u32>,
 }
 
 /// The checked configuration the server runs with.
@@ -168,7 +176,7 @@ pub struct Config {
     pub connections: ConnectionLimits,
     pub snapshots: SnapshotConfig,
     /// (secret, token); empty means "create an admin token in the data directory".
-    pub tokens: Vec<(String, Token)>,
+    pub tokens: Vec<(Secret, Token)>,
     /// Set with a `[cluster]` section: the ledger runs as one node of a cluster.
     pub cluster: Option<ClusterConfig>,
 }
@@ -253,23 +261,36 @@ impl Config {
             duplicate_window: seconds("rules.duplicate_window_secs", r.duplicate_window_secs)?,
             doctors_per_clinic_max: check_range("limits.doctors_per_clinic_max", limits.doctors_per_clinic_max, 1, 10_000)?,
         };
-        let mut tokens: Vec<(String, Token)> = Vec::new();
+        let mut tokens: Vec<(Secret, Token)> = Vec::new();
         for (i, token) in file.token.into_iter().enumerate() {
             let field = |name: &str| format!("token[{i}].{name}");
             if token.name.trim().is_empty() {
                 return Err(field_error(&field("name"), "must not be empty"));
             }
-            if token.secret.is_empty() || token.secret.trim() != token.secret {
-                return Err(field_error(&field("secret"), "must not be empty or have surrounding spaces"));
-            }
-            if token.secret.len() < SECRET_LEN_RECOMMENDED {
-                tracing::warn!("token {:?}: a secret of fewer than {SECRET_LEN_RECOMMENDED} characters is easy to guess", token.name);
-            }
+            // Errors name the field, never echo a secret's value.
+            let secret = match (token.secret, token.secret_sha256) {
+                (Some(_), Some(_)) => return Err(field_error(&field("secret"), "give `secret` or `secret_sha256`, not both")),
+                (None, None) => return Err(field_error(&field("secret"), "one of `secret` and `secret_sha256` is required")),
+                (Some(secret), None) => {
+                    if secret.is_empty() || secret.trim() != secret {
+                        return Err(field_error(&field("secret"), "must not be empty or have surrounding spaces"));
+                    }
+                    if secret.len() < SECRET_LEN_RECOMMENDED {
+                        tracing::warn!(
+                            "token {:?}: a secret of fewer than {SECRET_LEN_RECOMMENDED} characters is easy to guess",
+                            token.name
+                        );
+                    }
+                    Secret::Plain(secret)
+                }
+                (None, Some(hex)) => Secret::from_hex(&hex.to_ascii_lowercase())
+                    .ok_or_else(|| field_error(&field("secret_sha256"), "must be 64 hex digits (the SHA-256 of the secret)"))?,
+            };
             // Idempotency keys are scoped by token name, so names must be unique.
             if tokens.iter().any(|(_, t)| *t.name == *token.name) {
                 return Err(field_error(&field("name"), format!("{:?} is the name of another token", token.name)));
             }
-            if tokens.iter().any(|(secret, _)| *secret == token.secret) {
+            if tokens.iter().any(|(other, _)| other.digest() == secret.digest()) {
                 return Err(field_error(&field("secret"), "is the secret of another token"));
             }
             if token.tenants.is_empty() {
@@ -278,7 +299,16 @@ impl Config {
             if let Some(bad) = token.tenants.iter().find(|t| *t != "*" && !valid_tenant(t)) {
                 return Err(field_error(&field("tenants"), format!("{bad:?} does not match [a-z0-9][a-z0-9-]{{0,62}}")));
             }
-            tokens.push((token.secret, Token { name: token.name.into(), tenants: token.tenants, role: token.role }));
+            let rate = match (token.rate_per_sec, token.burst) {
+                (None, None) => None,
+                (None, Some(_)) => return Err(field_error(&field("burst"), "needs rate_per_sec")),
+                (Some(per_sec), burst) => {
+                    let per_sec = check_range(&field("rate_per_sec"), per_sec, 1, 1_000_000)?;
+                    let burst = check_range(&field("burst"), burst.unwrap_or(per_sec), 1, 1_000_000)?;
+                    Some(Rate { per_sec: per_sec.try_into().expect("checked"), burst: burst.try_into().expect("checked") })
+                }
+            };
+            tokens.push((secret, Token { name: token.name.into(), tenants: token.tenants, role: token.role, rate }));
         }
         let cluster = file.cluster.map(|c| ClusterConfig::check(c, &tokens)).transpose()?;
         Ok(Config {
@@ -310,7 +340,7 @@ impl ClusterConfig {
         5
     }
 
-    fn check(c: ClusterSection, tokens: &[(String, Token)]) -> Result<ClusterConfig, ConfigError> {
+    fn check(c: ClusterSection, tokens: &[(Secret, Token)]) -> Result<ClusterConfig, ConfigError> {
         if c.nats.is_empty() {
             return Err(field_error("cluster.nats", "must name at least one NATS server"));
         }
@@ -366,11 +396,39 @@ mod tests {
         );
         assert_eq!((config.snapshots.every_events, config.snapshots.kept), (1_000_000, 2));
         assert_eq!(config.listen.to_string(), DEFAULT_LISTEN);
-        assert_eq!(config.tokens[0].1, Token { name: "kloqo-web".into(), tenants: vec!["kloqo".into()], role: Role::Client });
+        assert_eq!(config.tokens[0].1, Token { name: "kloqo-web".into(), tenants: vec!["kloqo".into()], role: Role::Client, rate: None });
+    }
+
+    #[test]
+    fn secret_sha256_and_rates() {
+        let config = parse(
+            r#"
+            [[token]]
+            name = "hashed"
+            secret_sha256 = "9F86D081884C7D659A2FEAA0C55AD015A3BF4F1B2B0B822CD15D6C15B0F00A08"
+            tenants = ["kloqo"]
+            role = "client"
+            rate_per_sec = 5
+            [[token]]
+            name = "bursty"
+            secret = "0123456789abcdef"
+            tenants = ["kloqo"]
+            role = "client"
+            rate_per_sec = 5
+            burst = 20
+            "#,
+        )
+        .unwrap();
+        // 9f86...: the SHA-256 of "test".
+        assert_eq!(config.tokens[0].0, Secret::Sha256(Secret::from("test").digest()));
+        let rate = |per_sec: u32, burst: u32| Some(Rate { per_sec: per_sec.try_into().unwrap(), burst: burst.try_into().unwrap() });
+        assert_eq!((config.tokens[0].1.rate, config.tokens[1].1.rate), (rate(5, 5), rate(5, 20)));
     }
 
     #[test]
     fn mistakes_are_named() {
+        const TOKEN_A: &str = "[[token]]\nname = \"a\"\ntenants = [\"x\"]\nrole = \"client\"\n";
+        const SHA: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
         for (text, named) in [
             ("[limits]\nbatch_len_max = 0", "limits.batch_len_max"),
             ("[limits]\nqueue_len_maximum = 3", "queue_len_maximum"),
@@ -392,9 +450,16 @@ mod tests {
             ),
             ("[[token]]\nname = \"a\"\nsecret = \"0123456789abcdef\"\ntenants = [\"Bad\"]\nrole = \"client\"", "token[0].tenants"),
             ("[[token]]\nname = \"a\"\nsecret = \"0123456789abcdef\"\ntenants = [\"x\"]\nrole = \"root\"", "role"),
+            (format!("{TOKEN_A}secret = \"0123456789abcdef\"\nsecret_sha256 = \"{SHA}\"").as_str(), "token[0].secret"),
+            (TOKEN_A, "token[0].secret"),
+            (format!("{TOKEN_A}secret_sha256 = \"{}\"", &SHA[1..]).as_str(), "token[0].secret_sha256"),
+            (format!("{TOKEN_A}secret_sha256 = \"{}xy\"", &SHA[2..]).as_str(), "token[0].secret_sha256"),
+            (format!("{TOKEN_A}secret = \"0123456789abcdef\"\nburst = 5").as_str(), "token[0].burst"),
+            (format!("{TOKEN_A}secret = \"0123456789abcdef\"\nrate_per_sec = 0").as_str(), "token[0].rate_per_sec"),
         ] {
             let error = parse(text).unwrap_err().to_string();
             assert!(error.contains(named), "{text:?} gave {error:?}, which does not name {named}");
+            assert!(!error.contains("0123456789abcdef"), "{error:?} echoes a secret");
         }
     }
 }

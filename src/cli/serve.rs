@@ -73,7 +73,7 @@ fn admin_token(data_dir: &Path) -> anyhow::Result<(String, Token, PathBuf)> {
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     };
     anyhow::ensure!(!secret.is_empty(), "{} is empty", path.display());
-    let token = Token { name: "admin".into(), tenants: vec!["*".into()], role: Role::Admin };
+    let token = Token { name: "admin".into(), tenants: vec!["*".into()], role: Role::Admin, rate: None };
     Ok((secret, token, path))
 }
 
@@ -102,7 +102,7 @@ pub async fn serve(
     if tokens.is_empty() {
         let (secret, token, path) = admin_token(&data_dir)?;
         tracing::info!(path = %path.display(), "no tokens configured: the admin token for all tenants is in {}", path.display());
-        tokens.push((secret, token));
+        tokens.push((secret.into(), token));
     }
     if let Some(cluster) = config.cluster.take() {
         return crate::cluster::serve(cluster, config, Auth::new(tokens), clock, shutdown, on_listening).await;

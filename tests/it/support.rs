@@ -31,8 +31,9 @@ pub const KLOQO_ADMIN: &str = "kloqo-admin-secret-0000";
 pub const OTHER: &str = "other-web-secret-000000";
 
 pub fn config(dir: &Path) -> Config {
-    let token =
-        |secret: &str, name: &str, tenant: &str, role| (secret.to_owned(), Token { name: name.into(), tenants: vec![tenant.into()], role });
+    let token = |secret: &str, name: &str, tenant: &str, role| {
+        (secret.into(), Token { name: name.into(), tenants: vec![tenant.into()], role, rate: None })
+    };
     Config {
         data_dir: dir.to_owned(),
         listen: "127.0.0.1:0".parse().unwrap(),
