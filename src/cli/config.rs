@@ -80,6 +80,8 @@ pub struct LimitsSection {
     pub idempotency_keys_max: usize,
     /// HTTP connections open at once, at most (API.md's name); more wait unaccepted.
     pub max_connections: usize,
+    /// Requests being answered at once, at most; more are answered 503 `overloaded`.
+    pub requests_in_flight_max: usize,
     /// A request's headers must arrive within this, or the connection is closed.
     pub header_timeout_secs: u64,
     /// A whole request must arrive within this, or it is answered 408.
@@ -105,6 +107,7 @@ impl Default for LimitsSection {
             doctors_per_clinic_max: Rules::default().doctors_per_clinic_max,
             idempotency_keys_max: writer.idempotency_keys_max,
             max_connections: connections.connections_max,
+            requests_in_flight_max: connections.requests_in_flight_max,
             header_timeout_secs: connections.header_timeout.as_secs(),
             request_timeout_secs: connections.request_timeout.as_secs(),
             snapshot_every_events: SnapshotConfig::default().every_events,
@@ -240,6 +243,7 @@ impl Config {
         }
         let connections = ConnectionLimits {
             connections_max: check_range("limits.max_connections", limits.max_connections, 1, 1 << 20)?,
+            requests_in_flight_max: check_range("limits.requests_in_flight_max", limits.requests_in_flight_max, 1, 1 << 20)?,
             header_timeout: std::time::Duration::from_secs(header_timeout_secs),
             request_timeout: std::time::Duration::from_secs(request_timeout_secs),
         };
@@ -436,6 +440,7 @@ mod tests {
             ("[limits]\ndoctors_per_clinic_max = 10001", "limits.doctors_per_clinic_max"),
             ("[limits]\nidempotency_keys_max = 0", "limits.idempotency_keys_max"),
             ("[limits]\nmax_connections = 0", "limits.max_connections"),
+            ("[limits]\nrequests_in_flight_max = 0", "limits.requests_in_flight_max"),
             ("[limits]\nrequest_timeout_secs = 0", "limits.request_timeout_secs"),
             ("[limits]\nheader_timeout_secs = 31", "limits.header_timeout_secs"),
             ("[limits]\nsnapshot_every_events = 0", "limits.snapshot_every_events"),

@@ -9,7 +9,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::auth::Role;
-use super::clinics::{NAME_CHARS_MAX, REASON_CHARS_MAX, check_text};
+use super::clinics::{REASON_CHARS_MAX, check_name, check_text};
 use super::error::ApiError;
 use super::extract::{JsonBody, PathParams, QueryParams, TenantCall};
 use super::phones::e164;
@@ -46,7 +46,7 @@ pub struct StartCallRequest {
 )]
 pub async fn start(call: TenantCall, body: JsonBody<StartCallRequest>) -> Result<Response, ApiError> {
     let request = &body.value;
-    check_text("campaign", &request.campaign, NAME_CHARS_MAX)?;
+    check_name("campaign", &request.campaign)?;
     let to = e164("to", &request.to, request.default_region.as_deref())?;
     let action = Action::StartCall { call_id: Uuid::now_v7(), campaign: request.campaign.as_str().into(), to };
     call.execute(action, &body.raw).await
@@ -135,7 +135,7 @@ pub async fn list(call: TenantCall, query: QueryParams<CallsQuery>) -> Result<Js
 
 fn campaign(path: PathParams<(String, String)>) -> Result<String, ApiError> {
     let PathParams((_, campaign)) = path;
-    check_text("campaign", &campaign, NAME_CHARS_MAX)?;
+    check_name("campaign", &campaign)?;
     Ok(campaign)
 }
 

@@ -50,6 +50,18 @@ pub fn check_text(field: &str, value: &str, max: usize) -> Result<(), ApiError> 
     Ok(())
 }
 
+/// A name that is also a path segment (clinic, doctor, business, campaign): a
+/// text field that is not `.` or `..` and holds no `/` or `\\`, so that a
+/// name sent in a body can always be addressed in a path, and a path (`%2F`
+/// decodes to `/`) never reads as another route or a relative reference.
+pub fn check_name(field: &str, value: &str) -> Result<(), ApiError> {
+    check_text(field, value, NAME_CHARS_MAX)?;
+    if value == "." || value == ".." || value.contains(['/', '\\']) {
+        return Err(ApiError::field(field, "must not be `.` or `..`, nor contain `/` or `\\`"));
+    }
+    Ok(())
+}
+
 /// Characters that reorder the text around them: a name holding one can show
 /// as something else (a right-to-left override turns "Asha" into "ahsA").
 fn is_bidi_control(c: char) -> bool {
@@ -130,8 +142,8 @@ pub async fn put_schedule(
     body: JsonBody<ScheduleRequest>,
 ) -> Result<Response, ApiError> {
     let PathParams((_, clinic, doctor)) = path;
-    check_text("clinic", &clinic, NAME_CHARS_MAX)?;
-    check_text("doctor", &doctor, NAME_CHARS_MAX)?;
+    check_name("clinic", &clinic)?;
+    check_name("doctor", &doctor)?;
     let schedule = body.value.validate()?;
     call.execute(Action::SetSchedule { clinic: clinic.into(), doctor: doctor.into(), schedule }, &body.raw).await
 }
@@ -165,8 +177,8 @@ pub struct BookingRequest {
 
 impl BookingRequest {
     fn validate(self) -> Result<BookingDetails, ApiError> {
-        check_text("clinic", &self.clinic, NAME_CHARS_MAX)?;
-        check_text("doctor", &self.doctor, NAME_CHARS_MAX)?;
+        check_name("clinic", &self.clinic)?;
+        check_name("doctor", &self.doctor)?;
         let date = parse_date("date", &self.date)?;
         check_text("patient", &self.patient, PATIENT_CHARS_MAX)?;
         check_optional_text("external_ref", &self.external_ref, REF_CHARS_MAX)?;

@@ -9,6 +9,7 @@ use axum::extract::{FromRequest, FromRequestParts, OriginalUri, Path, Query, Raw
 use axum::http::request::Parts;
 use axum::http::{Method, StatusCode, header};
 use serde::de::DeserializeOwned;
+use serde_json::Value;
 use tower_http::request_id::RequestId;
 
 use super::auth::Token;
@@ -132,7 +133,10 @@ impl TenantCall {
 /// A JSON body: the parsed value and the raw bytes (for the request fingerprint).
 /// Malformed JSON, missing, mistyped or unknown fields are 400 naming the field;
 /// a body over `BODY_BYTES_MAX` is 413, one still incomplete at the request's
-/// deadline (`request_timeout_secs`) 408. An empty body reads as `{}`.
+/// deadline (`request_timeout_secs`) 408. An empty body reads as `{}`; a
+/// non-empty one sent as anything but JSON (`text/plain`, a form, no
+/// `Content-Type` at all) is 415, since parsing it anyway would accept what
+/// the client did not mean as JSON.
 pub struct JsonBody<T> {
     pub value: T,
     pub raw: Bytes,
@@ -153,6 +157,9 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
                 format!("bodies are limited to {BODY_BYTES_MAX} bytes"),
             ));
         }
+        // Kept to at most 100 characters: it is echoed in the refusal.
+        let content_type =
+            request.headers().get(header::CONTENT_TYPE).map(|v| String::from_utf8_lossy(&v.as_bytes()[..v.len().min(100)]).into_owned());
         let raw = Bytes::from_request(request, state).await.map_err(|e| {
             if let Some(timed_out) = RequestTimedOut::cause_of(&e) {
                 timed_out.problem()
@@ -162,10 +169,26 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
                 ApiError::invalid(e.body_text())
             }
         })?;
-        let source: &[u8] = if raw.iter().all(u8::is_ascii_whitespace) { b"{}" } else { &raw };
+        let empty = raw.iter().all(u8::is_ascii_whitespace);
+        if !empty && !is_json(content_type.as_deref()) {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "a request body must be sent as `Content-Type: application/json`",
+            )
+            .with("content_type", content_type.map_or(Value::Null, Value::from)));
+        }
+        let source: &[u8] = if empty { b"{}" } else { &raw };
         let value = parse_json(source)?;
         Ok(JsonBody { value, raw })
     }
+}
+
+/// `application/json`, or a `+json` type, with any parameters (`; charset=utf-8`).
+fn is_json(content_type: Option<&str>) -> bool {
+    let Some(content_type) = content_type else { return false };
+    let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
 pub fn parse_json<T: DeserializeOwned>(source: &[u8]) -> Result<T, ApiError> {
@@ -211,6 +234,16 @@ mod tests {
         for bad in [&b""[..], &[b'x'; 129][..], b"has space", "é".as_bytes()] {
             let recorded = recorded_request_id(Some(bad));
             assert!(uuid::Uuid::parse_str(&recorded).is_ok(), "{bad:?} recorded as {recorded}");
+        }
+    }
+
+    #[test]
+    fn json_content_types() {
+        for good in ["application/json", "application/json; charset=utf-8", "Application/JSON", "application/merge-patch+json"] {
+            assert!(is_json(Some(good)), "{good}");
+        }
+        for bad in [None, Some("text/plain"), Some("application/x-www-form-urlencoded"), Some("application/jsonx"), Some("")] {
+            assert!(!is_json(bad), "{bad:?}");
         }
     }
 

@@ -6,7 +6,7 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::clinics::{NAME_CHARS_MAX, REASON_CHARS_MAX, check_text};
+use super::clinics::{NAME_CHARS_MAX, REASON_CHARS_MAX, check_name, check_text};
 use super::error::ApiError;
 use super::extract::{JsonBody, PathParams, TenantCall};
 use super::views::{PhoneView, Problem};
@@ -39,7 +39,7 @@ pub fn e164(field: &str, text: &str, default_region: Option<&str>) -> Result<Tex
 
 fn business(path: PathParams<(String, String)>) -> Result<Text, ApiError> {
     let PathParams((_, business)) = path;
-    check_text("business", &business, NAME_CHARS_MAX)?;
+    check_name("business", &business)?;
     Ok(business.into())
 }
 

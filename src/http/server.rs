@@ -1,5 +1,6 @@
-//! The accept loop: at most `max_connections` connections open at once, a
-//! deadline for each request's headers and for the whole request, a bound on
+//! The accept loop: at most `max_connections` connections open at once, at
+//! most `requests_in_flight_max` requests being answered at once (503 beyond),
+//! a deadline for each request's headers and for the whole request, a bound on
 //! request heads, backoff on accept errors, and graceful shutdown. It serves
 //! `app`'s router over HTTP/1.1 and decides nothing about the requests itself.
 
@@ -20,7 +21,8 @@ use hyper::body::{Frame, Incoming, SizeHint};
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
 use tower::ServiceExt;
@@ -33,14 +35,14 @@ pub const HEAD_BYTES_MAX: usize = 16 * 1024;
 
 /// Hyper keeps at most this much of an unfinished head before it refuses the
 /// request itself. It answers that refusal with a bare 431 (no body: hyper
-/// writes the status line from inside its parser and takes no body for it), so
-/// hyper's cap sits above `HEAD_BYTES_MAX`: heads between the two reach us and
-/// get a problem document; only larger ones get hyper's bare 431. It also bounds
-/// what a connection can make us buffer before its headers are done.
+/// writes the status line from inside its parser and takes no body for it),
+/// which `Answering` turns into a problem document on its way out. Heads
+/// between the two limits reach the router and are refused there. It also
+/// bounds what a connection can make us buffer before its headers are done.
 pub const HEAD_BYTES_BUFFERED_MAX: usize = 2 * HEAD_BYTES_MAX;
 
 /// Header lines per request, at most (hyper's own default, named here). More
-/// is refused by hyper's parser, with a bare 431 as above.
+/// is refused by hyper's parser, with a 431 as above.
 pub const HEADERS_LEN_MAX: usize = 100;
 
 /// File descriptors kept for the logs, journals, listener and the runtime on
@@ -54,13 +56,30 @@ const FILES_RESERVED: u64 = 256;
 const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
+/// After refusing a request it could not parse, the server reads and discards
+/// what the client still sends for at most this long and this many bytes
+/// before closing, so that the refusal is read rather than lost to the reset
+/// that closing a socket with unread input sends (nginx's "lingering close").
+const LINGER_TIME_MAX: Duration = Duration::from_secs(2);
+const LINGER_BYTES_MAX: u64 = 4 << 20;
+
+/// Routes answered whatever the load, so that probes and scrapes see an
+/// overloaded server as overloaded rather than dead.
+const PATHS_NEVER_SHED: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
+
 /// API.md's connection limits, the `[limits]` keys `max_connections`,
-/// `header_timeout_secs` and `request_timeout_secs`.
+/// `requests_in_flight_max`, `header_timeout_secs` and `request_timeout_secs`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnectionLimits {
     /// Connections open at once, at most; more wait in the kernel's backlog,
     /// unaccepted, until one closes.
     pub connections_max: usize,
+    /// Requests being answered at once, at most; beyond it a request is
+    /// answered 503 `overloaded` at once rather than queued, so that those
+    /// admitted keep a bounded latency and the memory they hold stays bounded.
+    /// Counted from the request's head to the router's response (a live
+    /// stream's open body does not count).
+    pub requests_in_flight_max: usize,
     /// A request's headers must all arrive within this of the connection
     /// becoming ready for it (accepted, or its previous response sent), or the
     /// connection is closed. It is also how long a kept-alive connection may idle.
@@ -72,7 +91,12 @@ pub struct ConnectionLimits {
 
 impl Default for ConnectionLimits {
     fn default() -> Self {
-        ConnectionLimits { connections_max: 10_000, header_timeout: Duration::from_secs(10), request_timeout: Duration::from_secs(30) }
+        ConnectionLimits {
+            connections_max: 10_000,
+            requests_in_flight_max: 1024,
+            header_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+        }
     }
 }
 
@@ -95,6 +119,7 @@ pub async fn serve(
         .max_header_size(HEAD_BYTES_BUFFERED_MAX)
         .max_headers(HEADERS_LEN_MAX);
     let permits = Arc::new(Semaphore::new(limits.connections_max));
+    let in_flight = Arc::new(Semaphore::new(limits.requests_in_flight_max));
     let graceful = GracefulShutdown::new();
     let mut shutdown = pin!(shutdown);
     let mut backoff = ACCEPT_BACKOFF_MIN;
@@ -137,17 +162,24 @@ pub async fn serve(
         };
         let ready = Arc::new(Ready::new());
         let service = hyper::service::service_fn({
-            let router = router.clone();
+            let (router, in_flight) = (router.clone(), in_flight.clone());
             move |request: Request<Incoming>| {
                 let deadline = ready.since() + limits.request_timeout;
-                let (router, ready) = (router.clone(), ready.clone());
+                let (router, ready, in_flight) = (router.clone(), ready.clone(), in_flight.clone());
                 async move {
-                    let response = respond(router, request, deadline, limits.request_timeout).await;
+                    let response = match admit(&in_flight, &request, limits.requests_in_flight_max) {
+                        Ok(permit) => {
+                            let response = respond(router, request, deadline, limits.request_timeout).await;
+                            drop(permit);
+                            response
+                        }
+                        Err(shed) => shed.into_response(),
+                    };
                     Ok::<_, Infallible>(response.map(|body| Body::new(Sending { body, ready })))
                 }
             }
         });
-        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        let connection = graceful.watch(builder.serve_connection(TokioIo::new(Answering::new(stream)), service));
         let open = Open::new(permit, metrics.clone());
         tokio::spawn(async move {
             if let Err(error) = connection.await {
@@ -159,6 +191,23 @@ pub async fn serve(
     drop(listener);
     graceful.shutdown().await;
     Ok(())
+}
+
+/// A permit to answer `request`, or 503 `overloaded` when
+/// `requests_in_flight_max` requests are already being answered. Probes and
+/// metrics are never shed.
+fn admit(in_flight: &Arc<Semaphore>, request: &Request<Incoming>, in_flight_max: usize) -> Result<Option<OwnedSemaphorePermit>, ApiError> {
+    if PATHS_NEVER_SHED.contains(&request.uri().path()) {
+        return Ok(None);
+    }
+    in_flight.clone().try_acquire_owned().map(Some).map_err(|_| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            format!("the server is answering as many requests as it allows at once ({in_flight_max}); retry shortly"),
+        )
+        .retry_after(1)
+    })
 }
 
 /// Errors of one connection that vanished between the kernel's accept queue
@@ -352,5 +401,131 @@ fn warn_if_files_run_out(connections_max: usize) {
             "limits.max_connections ({connections_max}) and {FILES_RESERVED} files for the ledger exceed the open-files limit \
              ({files_max}, ulimit -n): accepts will fail before the connection limit is reached"
         );
+    }
+}
+
+/// A connection's socket as hyper sees it. Hyper answers a request it cannot
+/// parse (a malformed request line or header, a head over its cap) itself,
+/// from inside its parser, with a bare status line and no body; this wrapper
+/// recognises such an answer as it is written and sends a problem document in
+/// its place, so that every refusal is `application/problem+json`. It then
+/// lingers on close (`LINGER_TIME_MAX`): the client is usually still sending.
+struct Answering {
+    /// None only once dropped.
+    stream: Option<TcpStream>,
+    /// A replacement being written: its bytes, how many are out, and how many
+    /// bytes of hyper's answer it stands for.
+    replacing: Option<(Vec<u8>, usize, usize)>,
+    replaced: bool,
+}
+
+impl Answering {
+    fn new(stream: TcpStream) -> Answering {
+        Answering { stream: Some(stream), replacing: None, replaced: false }
+    }
+
+    fn stream(&mut self) -> Pin<&mut TcpStream> {
+        Pin::new(self.stream.as_mut().expect("the stream is there until dropped"))
+    }
+}
+
+/// The problem document to send instead of `written`, if it is one of hyper's
+/// own bare answers: a whole head alone, status 400, 414 or 431, no
+/// Content-Type. Every answer of the router carries a Content-Type.
+fn replacement_for(written: &[u8]) -> Option<Vec<u8>> {
+    let head = written.strip_prefix(b"HTTP/1.1 ")?;
+    if !head.ends_with(b"\r\n\r\n") || head.windows(13).any(|w| w.eq_ignore_ascii_case(b"content-type:")) {
+        return None;
+    }
+    let problem = match head.get(..4)? {
+        b"400 " => ApiError::invalid("the request is not well-formed HTTP/1.1 (request line or header syntax)"),
+        b"414 " => ApiError::new(StatusCode::URI_TOO_LONG, "uri_too_long", "the request target is too long"),
+        b"431 " => ApiError::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "request_header_fields_too_large",
+            format!("request headers are limited to {HEAD_BYTES_MAX} bytes and {HEADERS_LEN_MAX} lines"),
+        ),
+        _ => return None,
+    };
+    let body = problem.body();
+    let mut answer = format!(
+        "HTTP/1.1 {} {}\r\ncontent-type: {}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        problem.status.as_u16(),
+        problem.status.canonical_reason().unwrap_or("Error"),
+        super::error::PROBLEM_JSON,
+        body.len()
+    )
+    .into_bytes();
+    answer.extend_from_slice(&body);
+    Some(answer)
+}
+
+impl AsyncRead for Answering {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        self.stream().poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Answering {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        if self.replacing.is_none()
+            && let Some(answer) = replacement_for(buf)
+        {
+            self.replacing = Some((answer, 0, buf.len()));
+            self.replaced = true;
+        }
+        let Some((answer, mut out, stands_for)) = self.replacing.take() else {
+            return self.stream().poll_write(cx, buf);
+        };
+        while out < answer.len() {
+            match self.stream().poll_write(cx, &answer[out..]) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => out += n,
+                Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
+                Poll::Pending => {
+                    self.replacing = Some((answer, out, stands_for));
+                    return Poll::Pending;
+                }
+            }
+        }
+        Poll::Ready(Ok(stands_for))
+    }
+
+    fn poll_write_vectored(mut self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+        // Hyper's own answers are a head alone, the first slice.
+        match bufs.first() {
+            Some(first) if self.replacing.is_some() || replacement_for(first).is_some() => self.poll_write(cx, first),
+            _ => self.stream().poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.as_ref().is_some_and(|stream| stream.is_write_vectored())
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.stream().poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.stream().poll_shutdown(cx)
+    }
+}
+
+impl Drop for Answering {
+    fn drop(&mut self) {
+        let Some(mut stream) = self.stream.take() else { return };
+        if !self.replaced {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        runtime.spawn(async move {
+            let _ = stream.shutdown().await;
+            let drain = async {
+                let mut sink = tokio::io::sink();
+                let _ = tokio::io::copy(&mut (&mut stream).take(LINGER_BYTES_MAX), &mut sink).await;
+            };
+            let _ = tokio::time::timeout(LINGER_TIME_MAX, drain).await;
+        });
     }
 }
