@@ -188,6 +188,24 @@ pub struct Config {
 #[error("{0}")]
 pub struct ConfigError(pub String);
 
+/// A TOML error by line and column, without the quoted source line toml's own
+/// message carries: that line may be a `secret = "..."`.
+fn toml_error(text: &str, error: &toml::de::Error) -> String {
+    match error.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let line_start = before.rfind('\n').map_or(0, |at| at + 1);
+            let column = before.len() - line_start + 1;
+            // The key of that line, which names the field; never its value.
+            let key = text[line_start..].lines().next().and_then(|l| l.split_once('=')).map(|(key, _)| key.trim()).unwrap_or("");
+            let key = if key.is_empty() || key.len() > 64 { String::new() } else { format!(" (`{key}`)") };
+            format!("line {line}, column {column}{key}: {}", error.message().trim_end())
+        }
+        None => error.message().trim_end().to_owned(),
+    }
+}
+
 fn field_error(field: &str, problem: impl std::fmt::Display) -> ConfigError {
     ConfigError(format!("field `{field}`: {problem}"))
 }
@@ -206,7 +224,7 @@ impl Config {
             None => ConfigFile::default(),
             Some(path) => {
                 let text = std::fs::read_to_string(path).map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
-                toml::from_str(&text).map_err(|e| ConfigError(format!("{}: {e}", path.display())))?
+                toml::from_str(&text).map_err(|e| ConfigError(format!("{}: {}", path.display(), toml_error(&text, &e))))?
             }
         };
         Config::from_file(file, data_dir, listen)
@@ -375,7 +393,7 @@ mod tests {
     use super::*;
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
-        let file: ConfigFile = toml::from_str(text).map_err(|e| ConfigError(e.to_string()))?;
+        let file: ConfigFile = toml::from_str(text).map_err(|e| ConfigError(toml_error(text, &e)))?;
         Config::from_file(file, None, None)
     }
 

@@ -221,4 +221,12 @@ burst = 1
     assert_eq!(status.code(), Some(2), "{output}");
     assert!(output.contains("token[0].secret"), "{output}");
     assert!(!output.contains(PLAIN), "the configuration error echoes the secret: {output}");
+
+    // Nor does a syntax error on the very line of a secret (toml quotes the line it fails on).
+    std::fs::write(&config, format!("[[token]]\nname = \"broken\"\nsecret = \"{PLAIN}\" trailing\n")).unwrap();
+    let run = Run::start(&data, &config);
+    let (output, status) = run.finish();
+    assert_eq!(status.code(), Some(2), "{output}");
+    assert!(output.contains("line 3"), "the error names the line: {output}");
+    assert!(!output.contains(PLAIN), "the syntax error echoes the secret: {output}");
 }
