@@ -166,6 +166,12 @@ pub struct Node {
     slots: Vec<Mutex<SlotEntry>>,
     /// Lease revisions this node holds, by partition.
     held: Mutex<BTreeMap<u32, u64>>,
+    /// Until when (milliseconds since `started`) each partition's lease is
+    /// surely this node's: three quarters of a lease after the start of its
+    /// last successful renewal. Past it this node serves nothing of the
+    /// partition (another node may lead it by then), not even a read.
+    confirmed_until: Vec<AtomicU64>,
+    started: Instant,
     /// Every partition's leader as last read from `ledger_leases`, with the lease's revision.
     leaders: RwLock<Vec<Option<(String, u64)>>>,
     /// Live nodes as last read from `ledger_nodes`, and every node seen since start.
@@ -223,6 +229,7 @@ impl Node {
         let forwarder = super::routes::Forwarder::new(server.connections.request_timeout);
         Ok(Arc::new(Node {
             leaders: RwLock::new(vec![None; config.partitions as usize]),
+            confirmed_until: (0..config.partitions).map(|_| AtomicU64::new(0)).collect(),
             data_dir: server.data_dir.clone(),
             config,
             server,
@@ -236,6 +243,7 @@ impl Node {
             leases,
             slots,
             held: Mutex::new(BTreeMap::new()),
+            started: Instant::now(),
             members: RwLock::new(BTreeMap::new()),
             seen: RwLock::new(BTreeSet::new()),
             forwarder,
@@ -345,9 +353,11 @@ impl Node {
     async fn renew(self: &Arc<Self>) {
         let held: Vec<(u32, u64)> = self.held.lock().iter().map(|(p, r)| (*p, *r)).collect();
         for (partition, revision) in held {
+            let asked = Instant::now();
             match self.leases.update(partition.to_string(), Bytes::from(self.config.node.clone()), revision).await {
                 Ok(revision) => {
                     self.held.lock().insert(partition, revision);
+                    self.confirm(partition, asked);
                     self.cluster_metrics.lease_renewals.inc();
                     match self.slot(partition) {
                         Slot::Leading(leading) if self.foreign_append(&leading).await => {
@@ -376,10 +386,25 @@ impl Node {
                     self.held.lock().remove(&partition);
                     self.stop(partition);
                 }
-                // NATS did not answer: keep serving (the fence keeps that safe) and try again next round.
+                // NATS did not answer: keep the lease (the fence keeps writes safe) and try again next
+                // round; `confirmed_until` stops reads once another node may lead.
                 Err(error) => tracing::warn!(partition, %error, "could not renew the lease of partition {partition}; trying again"),
             }
         }
+    }
+
+    /// Records a lease renewal (or take) that started at `asked`.
+    fn confirm(&self, partition: u32, asked: Instant) {
+        let until = asked.duration_since(self.started) + Duration::from_millis(self.config.lease_secs * 750);
+        self.confirmed_until[partition as usize].store(until.as_millis() as u64, Ordering::Release);
+    }
+
+    /// Whether this node surely still holds `partition`'s lease: renewed less
+    /// than three quarters of a lease ago (by this node's monotonic clock;
+    /// the lease ages out a whole lease after the renewal reached NATS).
+    pub fn lease_confirmed(&self, partition: u32) -> bool {
+        let now = self.started.elapsed().as_millis() as u64;
+        now < self.confirmed_until[partition as usize].load(Ordering::Acquire)
     }
 
     /// Whether the stream of a partition led here moved past what its writer
@@ -412,6 +437,7 @@ impl Node {
             let value = Bytes::from(self.config.node.clone());
             let current = self.leaders.read()[partition as usize].clone();
             let held = self.held.lock().contains_key(&partition);
+            let asked = Instant::now();
             let taken = match current {
                 None => self.leases.create(partition.to_string(), value).await.map_err(|e| e.to_string()),
                 Some((leader, revision)) if leader == self.config.node && !held => {
@@ -423,6 +449,7 @@ impl Node {
                 Ok(revision) => {
                     tracing::info!(partition, "took the lease of partition {partition}; loading it");
                     self.held.lock().insert(partition, revision);
+                    self.confirm(partition, asked);
                     self.leaders.write()[partition as usize] = Some((self.config.node.clone(), revision));
                     self.spawn_load(partition);
                     wanted -= 1;

@@ -84,6 +84,9 @@ async fn dispatch(State(node): State<Arc<Node>>, request: Request) -> Response {
     let Some(tenant) = tenant else { return ApiError::not_found("no such route").into_response() };
     let partition = super::partition_of(tenant, node.config.partitions);
     match node.slot(partition) {
+        Slot::Leading(_) if !node.lease_confirmed(partition) => {
+            return no_leader(partition, "cannot confirm its lease on this node (NATS unreachable?)").into_response();
+        }
         Slot::Leading(leading) => return leading.router.clone().oneshot(request).await.into_response(),
         Slot::Loading => return no_leader(partition, "is being loaded by this node").into_response(),
         Slot::Failed(reason) => {

@@ -213,9 +213,13 @@ async fn a_paused_leader_is_fenced_and_never_acknowledges_what_it_decided_on_sta
         String::from_utf8_lossy(&stale.body)
     );
     if stale.header("ledger-node") == Some(leader.as_str()) {
-        // Its append was refused: 503 with the outcome unknown (it was not stored), never a decision.
-        let problem = stale.expect_problem(503, "storage_unavailable");
-        assert_eq!(problem["outcome"], "unknown", "{problem}");
+        // Either it knew its lease was no longer confirmed (503 no_leader), or its
+        // append was refused by the fence (503, outcome unknown: it was not stored).
+        // Never a decision.
+        match stale.code().as_str() {
+            "no_leader" => {}
+            _ => assert_eq!(stale.expect_problem(503, "storage_unavailable")["outcome"], "unknown"),
+        }
     }
     // The old leader stops writing the partition: it forwards to the new one.
     let started = Instant::now();
@@ -343,4 +347,56 @@ async fn writes_go_on_when_the_nats_server_leading_the_stream_is_killed() {
     }
     eprintln!("writes resumed {:?} after killing {stream_leader}", started.elapsed());
     check(&cluster, tenant, "rao", &acknowledged).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_writer_whose_partition_was_loaded_by_another_has_its_append_refused() {
+    use booking_ledger::cluster::{ClusterConfig, connect, stream};
+    use booking_ledger::log::{FileLogOptions, Log, LogError};
+    let Some(cluster) = Cluster::start_with(0, 1, 2).await else { return };
+    let config = ClusterConfig {
+        nats: vec![cluster.nats_url()],
+        node: "test".into(),
+        advertise: "http://127.0.0.1:1".into(),
+        partitions: 1,
+        replicas: 3,
+        lease_secs: 2,
+    };
+    let (_client, js) = connect(&config).await.unwrap();
+    let started = Instant::now();
+    while stream::ensure_stream(&js, 0, 3).await.is_err() {
+        assert!(started.elapsed() < Duration::from_secs(60), "no JetStream");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let load = |name: &'static str| {
+        let (js, dirs) = (js.clone(), stream::PartitionDirs::new(&cluster.path().join(name), 0));
+        tokio::task::spawn_blocking(move || {
+            tokio::runtime::Handle::current().block_on(stream::load(&js, 0, &dirs, FileLogOptions::default(), name))
+        })
+    };
+    let mut first = load("first").await.unwrap().unwrap();
+    // The writer's thread calls sync; a blocking thread stands in for it.
+    let mut first = tokio::task::spawn_blocking(move || {
+        first.events.append(b"first's record").unwrap();
+        first.events.sync().unwrap();
+        first
+    })
+    .await
+    .unwrap();
+    // A successor loads the partition (fetching first's record) and fences it.
+    let mut second = load("second").await.unwrap().unwrap();
+    let refused = tokio::task::spawn_blocking(move || {
+        first.events.append(b"a stale record").unwrap();
+        first.events.sync()
+    })
+    .await
+    .unwrap();
+    assert!(matches!(refused, Err(LogError::Fenced(_))), "{refused:?}");
+    tokio::task::spawn_blocking(move || {
+        second.events.append(b"second's record").unwrap();
+        second.events.sync().unwrap();
+        assert_eq!(second.events.position_next(), 3, "the successor's record follows first's");
+    })
+    .await
+    .unwrap();
 }

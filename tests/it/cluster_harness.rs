@@ -133,6 +133,10 @@ impl Cluster {
         Some(cluster)
     }
 
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
     fn spawn(&mut self, i: usize) {
         let node = &mut self.nodes[i];
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join(format!("{}.log", node.name))).unwrap();
