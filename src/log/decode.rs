@@ -88,7 +88,7 @@ impl Decoder {
                     response = Some(b);
                     responses += 1;
                 }
-                (1..=24, _) => return Err(wire_type(number)),
+                (1..=6 | 10..=24, _) => return Err(wire_type(number)),
                 _ => {}
             }
         }
@@ -435,6 +435,14 @@ mod tests {
 
     fn id(n: u128) -> Uuid {
         Uuid::from_u128(n)
+    }
+
+    /// Found by the `event` fuzz target: field 7 is not in the schema, so prost
+    /// skips it whatever its wire type; this decoder refused it.
+    #[test]
+    fn an_unknown_field_between_known_ones_is_skipped_as_prost_skips_it() {
+        let bytes = include_bytes!("../../fuzz/seeds/event/regression-unknown-field-7");
+        assert_eq!(Decoder::default().decode_event(bytes).unwrap(), codec::decode_event_with_prost(bytes).unwrap());
     }
 
     /// Found by the `event` fuzz target: a record with two event members, the
