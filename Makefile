@@ -63,3 +63,48 @@ CYCLES ?= 25
 torture:
 	$(CARGO) build --release --locked --bin ledger --example torture
 	target/release/examples/torture --ledger target/release/ledger --cycles $(CYCLES)
+
+# Fuzzing: cargo fuzz (libFuzzer) on the stable toolchain, which cargo fuzz
+# needs nightly flags for: RUSTC_BOOTSTRAP=1 lets stable take them. Built
+# without a sanitizer (safe Rust; libFuzzer finds panics and failed
+# assertions) and with debug assertions, so an overflow is a crash. Each
+# target runs SECS seconds from its committed seeds (fuzz/seeds/T, small);
+# what it finds goes to fuzz/corpus/T (not committed) and crashes to
+# fuzz/artifacts/T.
+CARGO_FUZZ_VERSION = 0.13.1
+FUZZ_TARGETS = frame segment event snapshot commands
+SECS ?= 60
+FUZZ = RUSTC_BOOTSTRAP=1 $(CARGO) fuzz
+FUZZ_FLAGS = --sanitizer none --debug-assertions
+
+.PHONY: fuzz fuzz-tools fuzz-build
+fuzz-tools:
+	$(CARGO) fuzz --version 2>/dev/null | grep -q " $(CARGO_FUZZ_VERSION)" || $(CARGO) install --locked cargo-fuzz --version $(CARGO_FUZZ_VERSION)
+
+fuzz-build: fuzz-tools
+	$(FUZZ) build $(FUZZ_FLAGS)
+
+fuzz: fuzz-build
+	for target in $(FUZZ_TARGETS); do \
+	  mkdir -p fuzz/corpus/$$target && \
+	  $(FUZZ) run $(FUZZ_FLAGS) $$target fuzz/corpus/$$target fuzz/seeds/$$target -- -max_total_time=$(SECS) -print_final_stats=1 || exit 1; \
+	done
+
+# The contract fuzzed: schemathesis (pinned) against a `ledger serve` on a
+# temporary directory, its own /openapi.json, every check, once with an admin
+# token and once with a client token; and the document checked by
+# openapi-spec-validator. Both from PyPI into ./.venv-api.
+SCHEMATHESIS_VERSION = 4.32.5
+OPENAPI_SPEC_VALIDATOR_VERSION = 0.7.2
+EXAMPLES ?= 50
+.PHONY: openapi-check schemathesis
+.venv-api/bin/schemathesis:
+	python3 -m venv .venv-api
+	.venv-api/bin/pip install --quiet schemathesis==$(SCHEMATHESIS_VERSION) openapi-spec-validator==$(OPENAPI_SPEC_VALIDATOR_VERSION)
+
+openapi-check: .venv-api/bin/schemathesis
+	.venv-api/bin/openapi-spec-validator proto/openapi.json
+
+schemathesis: .venv-api/bin/schemathesis
+	$(CARGO) build --locked --bin ledger
+	bash scripts/schemathesis.sh target/debug/ledger $(EXAMPLES)

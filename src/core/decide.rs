@@ -110,7 +110,17 @@ pub enum Reply {
 
 /// The answer to an accepted `command` whose `events` have been applied to `state`.
 pub fn reply(state: &State, command: &Command, events: &[Event]) -> Reply {
-    let tenant = state.tenant(&command.tenant).expect("an accepted command's tenant has state");
+    // A command accepted with no events (releasing a number never claimed,
+    // resuming a campaign never halted) may be the tenant's first: it has no
+    // state yet, and reads as empty.
+    let empty;
+    let tenant = match state.tenant(&command.tenant) {
+        Some(tenant) => tenant,
+        None => {
+            empty = super::TenantState::default();
+            &empty
+        }
+    };
     match &command.action {
         Action::SetSchedule { clinic, doctor, .. } => {
             let current = &tenant.clinics[clinic].doctors[doctor];

@@ -491,3 +491,21 @@ fn exhaustive_communities() {
         }
     });
 }
+
+/// Found by schemathesis: a command accepted with no events as a tenant's very
+/// first (releasing a number never claimed, resuming a campaign never halted)
+/// panicked the writer, which then refused every command of every tenant.
+#[test]
+fn a_tenants_first_command_may_be_accepted_with_no_events() {
+    for action in
+        [Action::ReleasePhone { business: "b".into(), reason: None }, Action::ResumeCampaign { campaign: "c".into(), reason: "r".into() }]
+    {
+        let (mut state, mut log) = (State::default(), Vec::new());
+        match run(&mut state, &mut log, action, t0()) {
+            Ok(Reply::Phone { phone: None, reply: PhoneReply::Current, .. }) => {}
+            Ok(Reply::Campaign { state, .. }) => assert!(state.halt_reason.is_none()),
+            other => panic!("{other:?}"),
+        }
+        assert!(log.is_empty());
+    }
+}

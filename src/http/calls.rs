@@ -33,7 +33,7 @@ pub struct StartCallRequest {
 
 /// Records a call as started, before the caller dials.
 #[utoipa::path(
-    post, path = "/v1/{tenant}/calls", tag = "calls",
+    post, path = "/v1/{tenant}/calls", operation_id = "startCall", tag = "calls",
     params(("tenant" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
     request_body = StartCallRequest,
     responses(
@@ -74,7 +74,7 @@ fn call_id(path: PathParams<(String, String)>) -> Result<Uuid, ApiError> {
 
 /// Records a call's outcome, once.
 #[utoipa::path(
-    post, path = "/v1/{tenant}/calls/{call_id}/outcome", tag = "calls",
+    post, path = "/v1/{tenant}/calls/{call_id}/outcome", operation_id = "recordCallOutcome", tag = "calls",
     params(("tenant" = String, Path), ("call_id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header)),
     request_body = OutcomeBody,
     responses(
@@ -108,7 +108,7 @@ pub struct CallsQuery {
 
 /// Calls still in progress, oldest first: the ones whose outcome never arrived.
 #[utoipa::path(
-    get, path = "/v1/{tenant}/calls", tag = "calls",
+    get, path = "/v1/{tenant}/calls", operation_id = "listCalls", tag = "calls",
     params(("tenant" = String, Path), CallsQuery),
     responses((status = 200, description = "At most 1000 calls, oldest first", body = CallsView), (status = 400, description = "invalid_request", body = Problem)),
     security(("bearer" = []))
@@ -151,7 +151,7 @@ pub struct CampaignsQuery {
 
 /// The tenant's campaigns, by name: each one's state and kill-switch counters.
 #[utoipa::path(
-    get, path = "/v1/{tenant}/campaigns", tag = "calls",
+    get, path = "/v1/{tenant}/campaigns", operation_id = "listCampaigns", tag = "calls",
     params(("tenant" = String, Path), CampaignsQuery),
     responses(
         (status = 200, description = "`{\"campaigns\": [CampaignView], \"next\"?}`: `next` (a name, for `after`) when more remain", body = CampaignsView),
@@ -188,7 +188,7 @@ pub async fn list_campaigns(call: TenantCall, query: QueryParams<CampaignsQuery>
 
 /// A campaign's state and kill-switch counters.
 #[utoipa::path(
-    get, path = "/v1/{tenant}/campaigns/{campaign}", tag = "calls",
+    get, path = "/v1/{tenant}/campaigns/{campaign}", operation_id = "getCampaign", tag = "calls",
     params(("tenant" = String, Path), ("campaign" = String, Path)),
     responses((status = 200, description = "running or halted", body = CampaignView)),
     security(("bearer" = []))
@@ -213,7 +213,7 @@ pub struct ResumeRequest {
 
 /// Resumes a halted campaign (admin tokens only); the reason is recorded.
 #[utoipa::path(
-    post, path = "/v1/{tenant}/campaigns/{campaign}/resume", tag = "calls",
+    post, path = "/v1/{tenant}/campaigns/{campaign}/resume", operation_id = "resumeCampaign", tag = "calls",
     params(("tenant" = String, Path), ("campaign" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
     request_body = ResumeRequest,
     responses(
@@ -243,7 +243,7 @@ pub struct BlockRequest {
 
 /// Puts a number on the tenant's block list, permanently.
 #[utoipa::path(
-    post, path = "/v1/{tenant}/blocked-numbers", tag = "calls",
+    post, path = "/v1/{tenant}/blocked-numbers", operation_id = "blockNumber", tag = "calls",
     params(("tenant" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
     request_body = BlockRequest,
     responses(

@@ -89,16 +89,18 @@ pub fn parse_date(field: &str, value: &str) -> Result<NaiveDate, ApiError> {
 #[serde(deny_unknown_fields)]
 pub struct ScheduleRequest {
     /// 1 to 1000.
+    #[serde(deserialize_with = "super::extract::whole_u32")]
     pub slots_per_day: u32,
     /// `HH:MM`, the start of slot 0.
     #[schema(example = "09:00")]
     pub first_slot: Option<String>,
     /// 1 to 480.
+    #[serde(default, deserialize_with = "super::extract::whole_u32_opt")]
     pub slot_minutes: Option<u32>,
 }
 
 impl ScheduleRequest {
-    fn validate(&self) -> Result<Schedule, ApiError> {
+    pub(super) fn validate(&self) -> Result<Schedule, ApiError> {
         if !(1..=SLOTS_PER_DAY_MAX).contains(&self.slots_per_day) {
             return Err(ApiError::field("slots_per_day", format!("must be 1 to {SLOTS_PER_DAY_MAX}")));
         }
@@ -121,7 +123,7 @@ impl ScheduleRequest {
 
 /// Sets or changes a doctor's daily schedule.
 #[utoipa::path(
-    put, path = "/v1/{tenant}/clinics/{clinic}/doctors/{doctor}/schedule", tag = "clinics",
+    put, path = "/v1/{tenant}/clinics/{clinic}/doctors/{doctor}/schedule", operation_id = "putDoctorSchedule", tag = "clinics",
     params(("tenant" = String, Path), ("clinic" = String, Path), ("doctor" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
     request_body = ScheduleRequest,
     responses(
@@ -163,6 +165,7 @@ pub struct BookingRequest {
     pub doctor: String,
     #[schema(value_type = String, format = Date, example = "2026-03-02")]
     pub date: String,
+    #[serde(deserialize_with = "super::extract::whole_u32")]
     pub slot: u32,
     /// 1 to 200 characters.
     pub patient: String,
@@ -176,7 +179,7 @@ pub struct BookingRequest {
 }
 
 impl BookingRequest {
-    fn validate(self) -> Result<BookingDetails, ApiError> {
+    pub(super) fn validate(self) -> Result<BookingDetails, ApiError> {
         check_name("clinic", &self.clinic)?;
         check_name("doctor", &self.doctor)?;
         let date = parse_date("date", &self.date)?;
@@ -203,7 +206,7 @@ impl BookingRequest {
 
 /// Books a slot and allocates its token.
 #[utoipa::path(
-    post, path = "/v1/{tenant}/bookings", tag = "clinics",
+    post, path = "/v1/{tenant}/bookings", operation_id = "createBooking", tag = "clinics",
     params(("tenant" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
     request_body = BookingRequest,
     responses(
@@ -237,7 +240,7 @@ fn parse_booking_id(text: &str) -> Result<Uuid, ApiError> {
 
 /// Cancels a booking; its slot becomes free, its token is not reused.
 #[utoipa::path(
-    post, path = "/v1/{tenant}/bookings/{booking_id}/cancel", tag = "clinics",
+    post, path = "/v1/{tenant}/bookings/{booking_id}/cancel", operation_id = "cancelBooking", tag = "clinics",
     params(("tenant" = String, Path), ("booking_id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header)),
     request_body = CancelRequest,
     responses(
@@ -265,7 +268,7 @@ pub async fn cancel_booking(
 
 /// A booking as it stands.
 #[utoipa::path(
-    get, path = "/v1/{tenant}/bookings/{booking_id}", tag = "clinics",
+    get, path = "/v1/{tenant}/bookings/{booking_id}", operation_id = "getBooking", tag = "clinics",
     params(("tenant" = String, Path), ("booking_id" = Uuid, Path)),
     responses(
         (status = 200, description = "The booking", body = BookingView),
@@ -319,7 +322,7 @@ fn slots_view(clinic: &str, date: NaiveDate, day: &ClinicDay) -> SlotsView {
 /// A clinic's slots on one date: the current projection, or with `as_of` the
 /// projection as it stood right after that position.
 #[utoipa::path(
-    get, path = "/v1/{tenant}/clinics/{clinic}/slots", tag = "clinics",
+    get, path = "/v1/{tenant}/clinics/{clinic}/slots", operation_id = "getClinicSlots", tag = "clinics",
     params(("tenant" = String, Path), ("clinic" = String, Path), SlotsQuery),
     responses(
         (status = 200, description = "The slots of every scheduled doctor of the clinic", body = SlotsView),
@@ -432,7 +435,7 @@ fn change_message(day: &ClinicDay, change: &DayChange) -> SseEvent {
 
 /// A clinic day, live: the whole day, then what each change of it changed.
 #[utoipa::path(
-    get, path = "/v1/{tenant}/clinics/{clinic}/slots/stream", tag = "clinics",
+    get, path = "/v1/{tenant}/clinics/{clinic}/slots/stream", operation_id = "streamClinicSlots", tag = "clinics",
     params(("tenant" = String, Path), ("clinic" = String, Path), SlotsStreamQuery, ("Last-Event-ID" = Option<u64>, Header, description = "The last position seen: the stream resumes with the changes after it, without the `day` message")),
     responses(
         (status = 200, description = "text/event-stream. The first message (`event: day`, `id:` the position) is the whole day as GET /clinics/{clinic}/slots answers it (SlotsView); then one message per change of that day (`event: change`, `id:` its position, `data:` a SlotsChangeView: the changed slots with their doctor). A record that cannot be read ends the stream with `event: error` naming it.", content_type = "text/event-stream", body = SlotsChangeView),
@@ -493,7 +496,7 @@ pub struct SlotsHistoryQuery {
 /// Every change of a clinic day, in order (its doctors' schedules, its bookings
 /// and cancellations), each in one line: the positions time travel can show.
 #[utoipa::path(
-    get, path = "/v1/{tenant}/clinics/{clinic}/slots/history", tag = "clinics",
+    get, path = "/v1/{tenant}/clinics/{clinic}/slots/history", operation_id = "getClinicSlotsHistory", tag = "clinics",
     params(("tenant" = String, Path), ("clinic" = String, Path), SlotsHistoryQuery),
     responses(
         (status = 200, description = "The day's changes through the ledger's last position; GET /clinics/{clinic}/slots?as_of=POSITION shows the day at each", body = SlotsHistoryView),

@@ -25,7 +25,7 @@ pub struct CommunityRequest {
 
 /// Creates a community; its slug is the name transliterated, with the smallest free `-N` suffix if taken.
 #[utoipa::path(
-    post, path = "/v1/{tenant}/communities", tag = "communities",
+    post, path = "/v1/{tenant}/communities", operation_id = "createCommunity", tag = "communities",
     params(("tenant" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
     request_body = CommunityRequest,
     responses(
@@ -51,7 +51,7 @@ pub async fn create(call: TenantCall, body: JsonBody<CommunityRequest>) -> Resul
 
 /// A community by its slug.
 #[utoipa::path(
-    get, path = "/v1/{tenant}/communities/{slug}", tag = "communities",
+    get, path = "/v1/{tenant}/communities/{slug}", operation_id = "getCommunity", tag = "communities",
     params(("tenant" = String, Path), ("slug" = String, Path)),
     responses((status = 200, description = "The community", body = CommunityView), (status = 404, description = "not_found", body = Problem)),
     security(("bearer" = []))

@@ -8,6 +8,7 @@ use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, OriginalUri, Path, Query, RawPathParams, Request};
 use axum::http::request::Parts;
 use axum::http::{Method, StatusCode, header};
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tower_http::request_id::RequestId;
@@ -254,6 +255,53 @@ mod tests {
         }
         for bad in ["", "-a", "Kloqo", "a_b", &"a".repeat(64), "a/b"] {
             assert!(!valid_tenant(bad), "{bad}");
+        }
+    }
+}
+
+/// A JSON number that is a whole number from 0 to `u32::MAX`, written as an
+/// integer or not (`8`, `8.0`, `8e0`): what JSON Schema's `integer` means,
+/// which the OpenAPI document promises for these fields.
+pub fn whole_u32<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
+    let number = serde_json::Number::deserialize(deserializer)?;
+    let whole = match number.as_u64() {
+        Some(n) => u32::try_from(n).ok(),
+        None => number.as_f64().filter(|f| f.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(f)).map(|f| f as u32),
+    };
+    whole.ok_or_else(|| serde::de::Error::custom(format!("invalid value: {number}, expected a whole number from 0 to {}", u32::MAX)))
+}
+
+/// [`whole_u32`], for an optional field (`null` or absent is `None`).
+pub fn whole_u32_opt<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<u32>, D::Error> {
+    #[derive(Deserialize)]
+    struct Whole(#[serde(deserialize_with = "whole_u32")] u32);
+    Ok(Option::<Whole>::deserialize(deserializer)?.map(|Whole(n)| n))
+}
+
+#[cfg(test)]
+mod whole_number_tests {
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    struct Body {
+        #[serde(deserialize_with = "whole_u32")]
+        n: u32,
+        #[serde(default, deserialize_with = "whole_u32_opt")]
+        m: Option<u32>,
+    }
+
+    /// Found by schemathesis: `{"slot": 8388608.0}` is an integer to JSON Schema.
+    #[test]
+    fn whole_numbers_are_integers_however_written() {
+        for (text, n, m) in
+            [(r#"{"n": 8}"#, 8, None), (r#"{"n": 8.0, "m": 2e0}"#, 8, Some(2)), (r#"{"n": 4294967295, "m": null}"#, u32::MAX, None)]
+        {
+            let body: Body = parse_json(text.as_bytes()).unwrap();
+            assert_eq!((body.n, body.m), (n, m), "{text}");
+        }
+        for text in [r#"{"n": 8.5}"#, r#"{"n": -1}"#, r#"{"n": 4294967296}"#, r#"{"n": 1e300}"#, r#"{"n": "8"}"#, r#"{"n": 1, "m": 0.5}"#] {
+            let error = parse_json::<Body>(text.as_bytes()).unwrap_err();
+            assert_eq!(error.status, StatusCode::BAD_REQUEST, "{text}");
         }
     }
 }

@@ -71,7 +71,7 @@ impl PageQuery {
 
 /// The tenant's events in order, each with its provenance.
 #[utoipa::path(
-    get, path = "/v1/{tenant}/events", tag = "forensics",
+    get, path = "/v1/{tenant}/events", operation_id = "listEvents", tag = "forensics",
     params(("tenant" = String, Path), PageQuery),
     responses(
         (status = 200, description = "`{\"events\": [{\"position\", \"recorded_at\", \"type\", \"data\", \"actor\", \"correlation_id\"?, \"idempotency_key\"?}], \"next\"}`"),
@@ -105,7 +105,7 @@ fn json_body(body: Vec<u8>) -> impl IntoResponse {
 
 /// The refused commands of the tenant, from the rejection journal.
 #[utoipa::path(
-    get, path = "/v1/{tenant}/rejections", tag = "forensics",
+    get, path = "/v1/{tenant}/rejections", operation_id = "listRejections", tag = "forensics",
     params(("tenant" = String, Path), PageQuery),
     responses(
         (status = 200, description = "`{\"rejections\": [{\"seq\", \"recorded_at\", \"code\", \"command\", \"actor\", \"conflicts_with\"?}], \"next\"}`"),
@@ -141,7 +141,7 @@ pub struct StreamQuery {
 
 /// The tenant's events as Server-Sent Events: catching up from `from`, then live.
 #[utoipa::path(
-    get, path = "/v1/{tenant}/events/stream", tag = "forensics",
+    get, path = "/v1/{tenant}/events/stream", operation_id = "streamEvents", tag = "forensics",
     params(("tenant" = String, Path), StreamQuery, ("Last-Event-ID" = Option<u64>, Header)),
     responses(
         (status = 200, description = "text/event-stream: `id:` the position, `event:` the type, `data:` the event as in GET /events", content_type = "text/event-stream"),
@@ -222,7 +222,7 @@ pub(super) fn live<S: Send + 'static>(
 /// The ledger's invariants re-derived from the tenant's raw events, by code
 /// written apart from the projections.
 #[utoipa::path(
-    get, path = "/v1/{tenant}/audit", tag = "forensics",
+    get, path = "/v1/{tenant}/audit", operation_id = "getAudit", tag = "forensics",
     params(("tenant" = String, Path)),
     responses(
         (status = 200, description = "`{\"checked_events\", \"violations\": [{\"rule\", \"detail\", \"positions\"}]}`; a clean ledger has `violations: []`"),

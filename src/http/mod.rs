@@ -10,7 +10,10 @@ mod clinics;
 mod communities;
 pub mod error;
 pub mod extract;
-mod forensics;
+pub(crate) mod forensics;
+#[doc(hidden)]
+pub mod fuzzing;
+pub mod openapi;
 pub mod ops;
 mod phones;
 pub mod server;
@@ -38,6 +41,7 @@ use crate::rejections::JournalHandle;
 use crate::writer::{Clock, WriterHandle};
 use auth::Auth;
 use error::ApiError;
+use openapi::Contract;
 
 pub struct AppState {
     /// Set once the projections are rebuilt; until then tenant routes answer 503.
@@ -171,7 +175,7 @@ impl AppState {
         forensics::events, forensics::stream, forensics::rejections, forensics::audit,
         ops::healthz, ops::readyz, ops::metrics, ops::openapi,
     ),
-    modifiers(&BearerAuth)
+    modifiers(&BearerAuth, &Contract)
 )]
 pub struct ApiDoc;
 

@@ -13,14 +13,14 @@ use super::{ApiDoc, Shared};
 use crate::writer::Health;
 
 /// 200 while the process runs.
-#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "Alive")))]
+#[utoipa::path(get, path = "/healthz", operation_id = "getHealth", tag = "operations", responses((status = 200, description = "Alive")))]
 pub async fn healthz() -> impl IntoResponse {
     Json(json!({ "status": "ok" }))
 }
 
 /// 200 once the projections are rebuilt and the writer accepts commands; 503 before, while storage is
 /// down (`storage_unavailable`, naming the cause, with `retrying`), and once the writer stopped.
-#[utoipa::path(get, path = "/readyz", tag = "operations", responses(
+#[utoipa::path(get, path = "/readyz", operation_id = "getReadiness", tag = "operations", responses(
     (status = 200, description = "Ready"),
     (status = 503, description = "not_ready, storage_unavailable, unavailable", body = Problem),
 ))]
@@ -47,7 +47,7 @@ pub async fn readyz(State(app): State<Shared>) -> Result<impl IntoResponse, ApiE
 }
 
 /// Prometheus text exposition.
-#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus metrics", content_type = "text/plain")))]
+#[utoipa::path(get, path = "/metrics", operation_id = "getMetrics", tag = "operations", responses((status = 200, description = "Prometheus metrics", content_type = "text/plain")))]
 pub async fn metrics(State(app): State<Shared>) -> impl IntoResponse {
     if let Ok(writer) = app.writer() {
         app.metrics.queue_depth.set(writer.queue_depth() as i64);
@@ -59,7 +59,7 @@ pub async fn metrics(State(app): State<Shared>) -> impl IntoResponse {
 }
 
 /// This document.
-#[utoipa::path(get, path = "/openapi.json", tag = "operations", responses((status = 200, description = "The OpenAPI document")))]
+#[utoipa::path(get, path = "/openapi.json", operation_id = "getOpenApiDocument", tag = "operations", responses((status = 200, description = "The OpenAPI document")))]
 pub async fn openapi() -> impl IntoResponse {
     Json(ApiDoc::openapi())
 }

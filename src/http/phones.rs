@@ -49,7 +49,7 @@ pub struct ClaimRequest {}
 
 /// Claims the right to buy the business's number. Exactly one concurrent caller gets a pending claim.
 #[utoipa::path(
-    post, path = "/v1/{tenant}/businesses/{business}/phone-number/claim", tag = "phone numbers",
+    post, path = "/v1/{tenant}/businesses/{business}/phone-number/claim", operation_id = "claimPhoneNumber", tag = "phone numbers",
     params(("tenant" = String, Path), ("business" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
     request_body = ClaimRequest,
     responses(
@@ -78,7 +78,7 @@ pub struct CompleteRequest {
 
 /// Records the number the claim bought.
 #[utoipa::path(
-    post, path = "/v1/{tenant}/businesses/{business}/phone-number/complete", tag = "phone numbers",
+    post, path = "/v1/{tenant}/businesses/{business}/phone-number/complete", operation_id = "completePhoneNumber", tag = "phone numbers",
     params(("tenant" = String, Path), ("business" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
     request_body = CompleteRequest,
     responses(
@@ -108,7 +108,7 @@ pub struct FailRequest {
 
 /// Releases a claim whose purchase failed.
 #[utoipa::path(
-    post, path = "/v1/{tenant}/businesses/{business}/phone-number/fail", tag = "phone numbers",
+    post, path = "/v1/{tenant}/businesses/{business}/phone-number/fail", operation_id = "failPhoneNumber", tag = "phone numbers",
     params(("tenant" = String, Path), ("business" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
     request_body = FailRequest,
     responses(
@@ -133,7 +133,7 @@ pub struct ReleaseRequest {
 
 /// Gives the business's number up.
 #[utoipa::path(
-    post, path = "/v1/{tenant}/businesses/{business}/phone-number/release", tag = "phone numbers",
+    post, path = "/v1/{tenant}/businesses/{business}/phone-number/release", operation_id = "releasePhoneNumber", tag = "phone numbers",
     params(("tenant" = String, Path), ("business" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
     request_body = ReleaseRequest,
     responses(
@@ -154,7 +154,7 @@ pub async fn release(call: TenantCall, path: PathParams<(String, String)>, body:
 
 /// The business's number as it stands.
 #[utoipa::path(
-    get, path = "/v1/{tenant}/businesses/{business}/phone-number", tag = "phone numbers",
+    get, path = "/v1/{tenant}/businesses/{business}/phone-number", operation_id = "getPhoneNumber", tag = "phone numbers",
     params(("tenant" = String, Path), ("business" = String, Path)),
     responses((status = 200, description = "none, pending or active", body = PhoneView), (status = 401, description = "unauthenticated", body = Problem)),
     security(("bearer" = []))

@@ -67,6 +67,10 @@ impl Decoder {
         let (mut tenant, mut actor, mut request_id, mut idempotency_key) = ("", "", "", "");
         let mut kind: Option<(u32, &[u8])> = None;
         let mut response: Option<&[u8]> = None;
+        // Messages are never written with a member twice (two events, two
+        // responses); protobuf merges or replaces such members, and decodes
+        // each one. That rare case is left to prost (`decode_duplicated`).
+        let (mut kinds, mut responses) = (0, 0);
         let mut fields = Fields::new(bytes);
         while let Some((number, value)) = fields.next_field()? {
             match (number, value) {
@@ -76,11 +80,20 @@ impl Decoder {
                 (4, Value::Bytes(b)) => actor = utf8(b)?,
                 (5, Value::Bytes(b)) => request_id = utf8(b)?,
                 (6, Value::Bytes(b)) => idempotency_key = utf8(b)?,
-                (10..=19 | 21..=24, Value::Bytes(b)) => kind = Some((number, b)),
-                (20, Value::Bytes(b)) => response = Some(b),
-                (1..=24, _) => return Err(wire_type(number)),
+                (10..=19 | 21..=24, Value::Bytes(b)) => {
+                    kind = Some((number, b));
+                    kinds += 1;
+                }
+                (20, Value::Bytes(b)) => {
+                    response = Some(b);
+                    responses += 1;
+                }
+                (1..=6 | 10..=24, _) => return Err(wire_type(number)),
                 _ => {}
             }
+        }
+        if kinds > 1 || responses > 1 {
+            return self.decode_duplicated(bytes);
         }
         let (number, body) = kind.ok_or_else(|| CodecError("no event in the record".into()))?;
         let kind = self.kind(number, body)?;
@@ -97,6 +110,18 @@ impl Decoder {
             kind,
             response: response.map(|b| self.response(b)).transpose()?,
         })
+    }
+
+    /// A record with an event or response member more than once, decoded as
+    /// prost decodes it (found by the `event` fuzz target: an earlier,
+    /// replaced member that did not decode went unnoticed here).
+    fn decode_duplicated(&mut self, bytes: &[u8]) -> Result<Event, CodecError> {
+        let mut event = super::codec::decode_event_with_prost(bytes)?;
+        if self.without_provenance {
+            event.request_id = self.empty.clone().unwrap_or_default();
+            event.idempotency_key = None;
+        }
+        Ok(event)
     }
 
     fn kind(&mut self, number: u32, body: &[u8]) -> Result<EventKind, CodecError> {
@@ -410,6 +435,25 @@ mod tests {
 
     fn id(n: u128) -> Uuid {
         Uuid::from_u128(n)
+    }
+
+    /// Found by the `event` fuzz target: field 7 is not in the schema, so prost
+    /// skips it whatever its wire type; this decoder refused it.
+    #[test]
+    fn an_unknown_field_between_known_ones_is_skipped_as_prost_skips_it() {
+        let bytes = include_bytes!("../../fuzz/seeds/event/regression-unknown-field-7");
+        assert_eq!(Decoder::default().decode_event(bytes).unwrap(), codec::decode_event_with_prost(bytes).unwrap());
+    }
+
+    /// Found by the `event` fuzz target: a record with two event members, the
+    /// first (replaced by the second) with a field longer than itself. prost
+    /// refuses it; this decoder used to decode the second and accept it.
+    #[test]
+    fn a_replaced_member_that_does_not_decode_is_refused_as_prost_refuses_it() {
+        let bytes = include_bytes!("../../fuzz/seeds/event/regression-replaced-member-undecodable");
+        assert!(codec::decode_event_with_prost(bytes).is_err());
+        assert!(Decoder::default().decode_event(bytes).is_err());
+        assert!(Decoder::for_recovery().decode_event(bytes).is_err());
     }
 
     /// One event of every kind, with optional fields both set and unset.
