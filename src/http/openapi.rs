@@ -21,6 +21,14 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
 /// `{tenant}`, as `extract::valid_tenant` checks it.
 pub const TENANT_PATTERN: &str = "^[a-z0-9][a-z0-9-]{0,62}$";
 
+/// A name as `clinics::check_name` takes it (clinic, doctor, business,
+/// campaign): a text field that is not `.` or `..` and holds no `/` or `\`.
+const NAME_PATTERN: &str = concat!(
+    "^(?!\\.{1,2}$)[^\\u0000-\\u001f\\u007f-\\u009f\\u202a-\\u202e\\u2066-\\u2069/\\\\]*",
+    "[^\\u0000-\\u001f\\u007f-\\u009f\\u202a-\\u202e\\u2066-\\u2069\\s\\u00ad\\u034f\\u180e\\u200b-\\u200f\\u2060-\\u2064\\ufeff/\\\\]",
+    "[^\\u0000-\\u001f\\u007f-\\u009f\\u202a-\\u202e\\u2066-\\u2069/\\\\]*$"
+);
+
 /// A text field as `clinics::check_text` takes it: no control characters, no
 /// bidirectional overrides or isolates, and at least one character that is
 /// neither white space nor invisible.
@@ -171,14 +179,14 @@ fn constrain_parameters(operation: &mut Value, command: bool) {
     let Some(parameters) = operation.get_mut("parameters").and_then(Value::as_array_mut) else {
         return;
     };
-    let text = |max: usize| json!({ "type": "string", "minLength": 1, "maxLength": max, "pattern": TEXT_PATTERN });
+    let name_schema = || json!({ "type": "string", "minLength": 1, "maxLength": NAME_CHARS_MAX, "pattern": NAME_PATTERN });
     for parameter in parameters {
         let name = parameter["name"].as_str().unwrap_or_default().to_owned();
         let location = parameter["in"].as_str().unwrap_or_default().to_owned();
         let schema = match (location.as_str(), name.as_str()) {
             ("path", "tenant") => json!({ "type": "string", "pattern": TENANT_PATTERN }),
-            ("path", "clinic" | "doctor") if command => text(NAME_CHARS_MAX),
-            ("path", "business" | "campaign") => text(NAME_CHARS_MAX),
+            ("path", "clinic" | "doctor") if command => name_schema(),
+            ("path", "business" | "campaign") => name_schema(),
             ("query", "limit") => json!({ "type": "integer", "minimum": 1, "maximum": LIST_LEN_MAX }),
             ("query", "date") => json!({ "type": "string", "format": "date", "pattern": DATE_PATTERN }),
             ("query", "from" | "as_of" | "older_than_secs") => json!({ "type": "integer", "minimum": 0, "maximum": u64::MAX }),
@@ -195,12 +203,13 @@ fn constrain_parameters(operation: &mut Value, command: bool) {
 /// The request bodies' constraints, as the handlers check them.
 fn constrain_schemas(schemas: &mut Map<String, Value>) {
     let text = |max: usize| json!({ "minLength": 1, "maxLength": max, "pattern": TEXT_PATTERN });
+    let name = || json!({ "minLength": 1, "maxLength": NAME_CHARS_MAX, "pattern": NAME_PATTERN });
     let rules: &[(&str, &str, Value)] = &[
         ("ScheduleRequest", "slots_per_day", json!({ "minimum": 1, "maximum": SLOTS_PER_DAY_MAX })),
         ("ScheduleRequest", "slot_minutes", json!({ "minimum": 1, "maximum": SLOT_MINUTES_MAX })),
         ("ScheduleRequest", "first_slot", json!({ "pattern": "^([01][0-9]|2[0-3]):[0-5][0-9]$" })),
-        ("BookingRequest", "clinic", text(NAME_CHARS_MAX)),
-        ("BookingRequest", "doctor", text(NAME_CHARS_MAX)),
+        ("BookingRequest", "clinic", name()),
+        ("BookingRequest", "doctor", name()),
         ("BookingRequest", "patient", text(PATIENT_CHARS_MAX)),
         ("BookingRequest", "external_ref", text(REF_CHARS_MAX)),
         ("BookingRequest", "correlation_id", text(REF_CHARS_MAX)),
@@ -209,7 +218,7 @@ fn constrain_schemas(schemas: &mut Map<String, Value>) {
         ("CompleteRequest", "provider_sid", text(NAME_CHARS_MAX)),
         ("FailRequest", "reason", text(REASON_CHARS_MAX)),
         ("ReleaseRequest", "reason", text(REASON_CHARS_MAX)),
-        ("StartCallRequest", "campaign", text(NAME_CHARS_MAX)),
+        ("StartCallRequest", "campaign", name()),
         ("StartCallRequest", "default_region", json!({ "enum": regions() })),
         ("BlockRequest", "reason", text(REASON_CHARS_MAX)),
         ("BlockRequest", "default_region", json!({ "enum": regions() })),
