@@ -307,9 +307,16 @@ impl Server {
         Server { child, base: format!("http://{addr}"), token }
     }
 
-    fn kill(mut self) {
-        self.child.kill().unwrap(); // SIGKILL
-        self.child.wait().unwrap();
+    fn kill(self) {
+        drop(self); // SIGKILL
+    }
+}
+
+impl Drop for Server {
+    /// However the run ends (a panic too), the server does not outlive it.
+    fn drop(&mut self) {
+        let _ = self.child.kill(); // SIGKILL
+        let _ = self.child.wait();
     }
 }
 
@@ -600,9 +607,15 @@ async fn check_effect(client: &Client, model: &Arc<Mutex<Model>>, effect: &Effec
             // Calls are read back through their outcome: the same outcome again
             // appends nothing and answers the call; an unknown call is 404.
             let path = format!("/calls/{call_id}/outcome");
+            let mut tries = 0;
             let reply = loop {
-                if let Some(reply) = client.send("POST", &path, Some(r#"{"outcome":"completed"}"#), None).await {
-                    break reply;
+                // A 503 is no answer (storage down, overloaded): the check waits, as `get` does.
+                match client.send("POST", &path, Some(r#"{"outcome":"completed"}"#), None).await {
+                    Some(reply) if reply.status != 503 || tries == 600 => break reply,
+                    _ => {
+                        tries += 1;
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
                 }
             };
             let mut started = reply.json();
