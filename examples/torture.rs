@@ -166,6 +166,8 @@ struct Model {
     slugs: HashMap<String, String>,
     numbers: HashMap<String, String>,
     call_ids: HashSet<String>,
+    /// Acknowledged bookings no client has tried to cancel yet.
+    active: Vec<String>,
     /// Every acknowledged effect, in order: the rotating sample reads it.
     effects: Vec<Effect>,
     /// Effects acknowledged in the current cycle.
@@ -228,6 +230,7 @@ impl Model {
             self.duplicated(format!("token {token} of {} {} issued to {holder} and {id}", slot.0, slot.1));
         }
         self.bookings.insert(id.clone(), Booking { slot, token, digest, cancel: Cancel::No });
+        self.active.push(id.clone());
         self.fresh.push(Effect::Booking(id));
         self.counts.bookings += 1;
     }
@@ -304,9 +307,16 @@ impl Server {
         Server { child, base: format!("http://{addr}"), token }
     }
 
-    fn kill(mut self) {
-        self.child.kill().unwrap(); // SIGKILL
-        self.child.wait().unwrap();
+    fn kill(self) {
+        drop(self); // SIGKILL
+    }
+}
+
+impl Drop for Server {
+    /// However the run ends (a panic too), the server does not outlive it.
+    fn drop(&mut self) {
+        let _ = self.child.kill(); // SIGKILL
+        let _ = self.child.wait();
     }
 }
 
@@ -399,7 +409,6 @@ struct Load {
 async fn load(client: Client, load: Load) {
     let Load { who, cycle, seed, pause, model, keyed, counter } = load;
     let mut rng = Rng(seed);
-    let mut mine: Vec<String> = Vec::new();
     for n in 0u64.. {
         tokio::time::sleep(pause).await;
         let key = (rng.below(2) == 0).then(|| format!("c{cycle}-w{who}-n{n}"));
@@ -411,11 +420,17 @@ async fn load(client: Client, load: Load) {
                 let body = json!({"clinic": "c1", "doctor": doctor, "date": date, "slot": rng.below(SLOTS), "patient": format!("p{who}-{n}"), "kind": kind});
                 ("/bookings".into(), body.to_string())
             }
-            35..50 if !mine.is_empty() => {
-                let id = mine.swap_remove(rng.below(mine.len() as u64) as usize);
+            35..55 => {
+                // Any acknowledged booking not cancelled yet, of any client and cycle.
+                let picked = {
+                    let mut model = model.lock();
+                    let len = model.active.len() as u64;
+                    (len > 0).then(|| model.active.swap_remove(rng.below(len) as usize))
+                };
+                let Some(id) = picked else { continue };
                 (format!("/bookings/{id}/cancel"), json!({"reason": "torture"}).to_string())
             }
-            35..65 => {
+            55..70 => {
                 let repeat = {
                     let keyed = keyed.lock();
                     (!keyed.is_empty()).then(|| keyed[rng.below(keyed.len() as u64) as usize].clone())
@@ -438,7 +453,7 @@ async fn load(client: Client, load: Load) {
                 }
                 continue;
             }
-            65..75 => {
+            70..78 => {
                 let business = format!("biz-c{cycle}-w{who}-n{n}");
                 let Some(claim) = client.send("POST", &format!("/businesses/{business}/phone-number/claim"), Some("{}"), None).await else {
                     return;
@@ -462,7 +477,7 @@ async fn load(client: Client, load: Load) {
                 let complete = json!({"claim_id": claim.json()["claim_id"], "phone_number": number, "provider_sid": "PN"});
                 (format!("/businesses/{business}/phone-number/complete"), complete.to_string())
             }
-            75..88 => {
+            78..89 => {
                 let to = {
                     let mut counter = counter.lock();
                     *counter += 1;
@@ -504,20 +519,18 @@ async fn load(client: Client, load: Load) {
                 answer: reply.body.clone(),
             });
         }
-        if let Some(id) = record(&mut model, &path, &reply) {
-            mine.push(id);
-        }
+        record(&mut model, &path, &reply);
     }
 }
 
-/// Records one answer in the model; returns the id of a booking it created.
-fn record(model: &mut Model, path: &str, reply: &Reply) -> Option<String> {
+/// Records one answer in the model.
+fn record(model: &mut Model, path: &str, reply: &Reply) {
     let body = reply.json();
     match (path, reply.status) {
         ("/bookings", 201) => {
             model.counts.acknowledged += 1;
             model.booked(&body);
-            return body["booking_id"].as_str().map(str::to_owned);
+            return;
         }
         ("/bookings", 409) if body["code"] == "slot_taken" => model.counts.refusals += 1,
         (path, 200) if path.ends_with("/cancel") => {
@@ -539,11 +552,10 @@ fn record(model: &mut Model, path: &str, reply: &Reply) -> Option<String> {
         ("/communities", 201) => model.community(&body),
         (path, status) => {
             model.unexpected(format!("POST {path}: {status} {}", reply.text()));
-            return None;
+            return;
         }
     }
     model.counts.acknowledged += 1;
-    None
 }
 
 /// Checks that an acknowledged effect is there, with the same answer.
@@ -595,9 +607,15 @@ async fn check_effect(client: &Client, model: &Arc<Mutex<Model>>, effect: &Effec
             // Calls are read back through their outcome: the same outcome again
             // appends nothing and answers the call; an unknown call is 404.
             let path = format!("/calls/{call_id}/outcome");
+            let mut tries = 0;
             let reply = loop {
-                if let Some(reply) = client.send("POST", &path, Some(r#"{"outcome":"completed"}"#), None).await {
-                    break reply;
+                // A 503 is no answer (storage down, overloaded): the check waits, as `get` does.
+                match client.send("POST", &path, Some(r#"{"outcome":"completed"}"#), None).await {
+                    Some(reply) if reply.status != 503 || tries == 600 => break reply,
+                    _ => {
+                        tries += 1;
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
                 }
             };
             let mut started = reply.json();
