@@ -25,8 +25,6 @@ export const DATE = '2026-03-02';
 
 /** Waits for what a person would not wait for; failing only after this. */
 export const PATIENCE_MS = 15_000;
-/** The issue's bound on a change reaching an open dashboard. */
-export const LIVE_MS = 1_000;
 
 const CONFIG = `
 [[token]]

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use booking_ledger::cluster::partition_of;
 
-use crate::cluster_harness::{Cluster, DATE};
+use crate::cluster_harness::{Cluster, DATE, Patience};
 use crate::support::{Client, Reply, booking};
 
 /// The acknowledged bookings of a run: booking id -> (slot, token).
@@ -50,13 +50,12 @@ async fn book_through_all(cluster: &Cluster, tenant: &str, doctor: &str, slots: 
 
 /// A read, retried while the partition fails over (503).
 async fn settled_get(cluster: &Cluster, client: &Client, path: &str) -> Reply {
-    let started = Instant::now();
+    let mut patience = Patience::new(300, Duration::from_millis(100));
     loop {
         let reply = client.get(path, &cluster.secret).await;
-        if reply.status != 503 || started.elapsed() > Duration::from_secs(30) {
+        if reply.status != 503 || !patience.next().await {
             return reply;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -135,7 +134,7 @@ async fn any_node_answers_with_the_leaders_decision_and_a_sigkilled_leader_loses
     assert!(stream.contains("event: day"), "{stream}");
 
     // Every node alive in the view once each has seen the others' heartbeats.
-    let started = Instant::now();
+    let mut patience = Patience::new(200, Duration::from_millis(100));
     loop {
         let view = cluster.view().await;
         assert_eq!(view["partitions"].as_array().unwrap().len(), cluster.partitions as usize);
@@ -143,8 +142,7 @@ async fn any_node_answers_with_the_leaders_decision_and_a_sigkilled_leader_loses
         if alive == 3 {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(20), "{view}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(patience.next().await, "{view}");
     }
 
     let mut acknowledged = Acknowledged::new();
@@ -222,14 +220,13 @@ async fn a_paused_leader_is_fenced_and_never_acknowledges_what_it_decided_on_sta
         }
     }
     // The old leader stops writing the partition: it forwards to the new one.
-    let started = Instant::now();
+    let mut patience = Patience::new(300, Duration::from_millis(100));
     loop {
         let reply = cluster.client(old).get(&format!("/v1/{tenant}/clinics/kochi/slots?date={DATE}"), &cluster.secret).await;
         if reply.status == 200 && reply.header("ledger-node") == Some(new_leader.as_str()) {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(30), "the old leader still serves the partition: {}", cluster.logs());
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(patience.next().await, "the old leader still serves the partition: {}", cluster.logs());
     }
     let mut acknowledged = Acknowledged::new();
     for reply in [&first, &fresh] {
@@ -291,7 +288,7 @@ async fn a_corrupt_message_on_the_stream_is_reported_with_its_sequence_never_ser
     // meets the bad record: every node reports it with its sequence.
     let refused = cluster.client(1).post(&path, &cluster.secret, &booking("kochi", "rao", DATE, 2, "Ben")).await;
     assert_ne!(refused.status, 201, "a booking acknowledged on top of a corrupt stream");
-    let started = Instant::now();
+    let mut patience = Patience::new(300, Duration::from_millis(100));
     // (Until it reloads, the old writer's published state, all of it
     // acknowledged, may still answer reads.)
     'nodes: for i in 0..2 {
@@ -302,8 +299,7 @@ async fn a_corrupt_message_on_the_stream_is_reported_with_its_sequence_never_ser
                 assert!(detail.contains(&format!("sequence {sequence}")), "{detail}");
                 continue 'nodes;
             }
-            assert!(started.elapsed() < Duration::from_secs(30), "node {i}: {} {}", reply.status, String::from_utf8_lossy(&reply.body));
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            assert!(patience.next().await, "node {i}: {} {}", reply.status, String::from_utf8_lossy(&reply.body));
         }
     }
 
@@ -332,17 +328,17 @@ async fn writes_go_on_when_the_nats_server_leading_the_stream_is_killed() {
     cluster.kill_nats(&stream_leader);
 
     let started = Instant::now();
+    let mut patience = Patience::new(300, Duration::from_millis(200));
     let mut next = 41;
     let before = acknowledged.len();
     while acknowledged.len() < before + 40 {
-        assert!(started.elapsed() < Duration::from_secs(60), "no writes after killing {stream_leader}: {}", cluster.logs());
         let had = acknowledged.len();
         book_through_all(&cluster, tenant, "rao", next..next + 10, &mut acknowledged).await;
         // The same slots again until they are taken (a refused or unknown outcome takes none for sure).
         if acknowledged.len() > had {
             next += 10;
         } else {
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            assert!(patience.next().await, "no writes after killing {stream_leader}: {}", cluster.logs());
         }
     }
     eprintln!("writes resumed {:?} after killing {stream_leader}", started.elapsed());
@@ -363,10 +359,9 @@ async fn a_writer_whose_partition_was_loaded_by_another_has_its_append_refused()
         lease_secs: 2,
     };
     let (_client, js) = connect(&config).await.unwrap();
-    let started = Instant::now();
+    let mut patience = Patience::new(300, Duration::from_millis(200));
     while stream::ensure_stream(&js, 0, 3).await.is_err() {
-        assert!(started.elapsed() < Duration::from_secs(60), "no JetStream");
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(patience.next().await, "no JetStream");
     }
     let load = |name: &'static str| {
         let (js, dirs) = (js.clone(), stream::PartitionDirs::new(&cluster.path().join(name), 0));

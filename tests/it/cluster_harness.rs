@@ -16,6 +16,29 @@ use crate::support::Client;
 
 pub const DATE: &str = "2026-03-02";
 
+/// Polling with a bounded number of attempts, a pause apart: a test gives up
+/// after so many tries, it never asserts on how long something took.
+pub struct Patience {
+    attempts_left: u32,
+    pause: Duration,
+}
+
+impl Patience {
+    pub fn new(attempts: u32, pause: Duration) -> Patience {
+        Patience { attempts_left: attempts, pause }
+    }
+
+    /// Pauses before the next attempt; false once every attempt is spent.
+    pub async fn next(&mut self) -> bool {
+        if self.attempts_left == 0 {
+            return false;
+        }
+        self.attempts_left -= 1;
+        tokio::time::sleep(self.pause).await;
+        true
+    }
+}
+
 pub fn nats_binary() -> Option<PathBuf> {
     let path = std::env::var_os("NATS_SERVER")
         .map(PathBuf::from)
@@ -212,8 +235,8 @@ impl Cluster {
     pub async fn wait_leader(&self, tenant: &str, not: Option<&str>) -> (String, Duration) {
         let started = Instant::now();
         let partition = partition_of(tenant, self.partitions);
+        let mut patience = Patience::new(1200, Duration::from_millis(50));
         loop {
-            assert!(started.elapsed() < Duration::from_secs(60), "no new leader for partition {partition}: {}", self.logs());
             let (_, node) = self.live().find(|(_, n)| Some(n.name.as_str()) != not).unwrap();
             let reply = node.client.get(&format!("/v1/{tenant}/clinics/kochi/slots?date={DATE}"), &self.secret).await;
             if let Some(leader) = reply.header("ledger-node")
@@ -222,7 +245,7 @@ impl Cluster {
             {
                 return (leader.to_owned(), started.elapsed());
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            assert!(patience.next().await, "no new leader for partition {partition}: {}", self.logs());
         }
     }
 
