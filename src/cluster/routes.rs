@@ -133,26 +133,20 @@ async fn forward(node: &Node, leader: &str, advertise: &str, request: Request) -
     }
     let started = Instant::now();
     let sent = tokio::time::timeout(forwarder.timeout, forwarder.client.request(Request::from_parts(parts, body))).await;
+    // The leader may have executed the command before it failed to answer.
+    let unanswered = |why: String| {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no_leader", format!("{leader}, the partition's leader, {why}"))
+            .with("outcome", "unknown")
+            .retry_after(1)
+            .into_response()
+    };
     match sent {
         Ok(Ok(response)) => {
             node.cluster_metrics.forward_seconds.observe(started.elapsed().as_secs_f64());
             response.map(Body::new)
         }
-        // The leader may have executed the command before it failed to answer.
-        Ok(Err(error)) => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no_leader",
-            format!("{leader}, the partition's leader, did not answer: {error}"),
-        )
-        .with("outcome", "unknown")
-        .retry_after(1)
-        .into_response(),
-        Err(_) => {
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no_leader", format!("{leader}, the partition's leader, did not answer in time"))
-                .with("outcome", "unknown")
-                .retry_after(1)
-                .into_response()
-        }
+        Ok(Err(error)) => unanswered(format!("did not answer: {error}")),
+        Err(_) => unanswered("did not answer in time".to_owned()),
     }
 }
 

@@ -362,6 +362,11 @@ pub async fn load(
     bail!("the stream {} kept moving while this node loaded it", stream_name(partition))
 }
 
+/// One of a partition's local logs.
+fn open_local(dir: &Path, options: FileLogOptions) -> anyhow::Result<FileLog> {
+    FileLog::open(dir, options).map(|(log, _)| log).with_context(|| format!("opening {}", dir.display()))
+}
+
 /// The local mirror, if it is a prefix of the stream; else an empty one.
 async fn open_mirror(
     stream: &stream::Stream,
@@ -369,7 +374,7 @@ async fn open_mirror(
     dirs: &PartitionDirs,
     options: FileLogOptions,
 ) -> anyhow::Result<(FileLog, FileLog, Progress)> {
-    let open = |dir: &Path| FileLog::open(dir, options).map(|(log, _)| log).with_context(|| format!("opening {}", dir.display()));
+    let open = |dir: &Path| open_local(dir, options);
     let (events, answers) = (open(&dirs.ledger)?, open(&dirs.responses)?);
     let progress = Progress::read(&dirs.root);
     let matches = match progress {
@@ -488,7 +493,7 @@ fn check_frame(payload: &[u8], local: &FileLog) -> Result<(), String> {
 /// audit` against a cluster): every message checked as on load.
 pub async fn download(js: &jetstream::Context, partition: u32, dirs: &PartitionDirs, options: FileLogOptions) -> anyhow::Result<u64> {
     let stream = js.get_stream(stream_name(partition)).await.with_context(|| format!("opening the stream {}", stream_name(partition)))?;
-    let open = |dir: &Path| FileLog::open(dir, options).map(|(log, _)| log).with_context(|| format!("opening {}", dir.display()));
+    let open = |dir: &Path| open_local(dir, options);
     std::fs::create_dir_all(&dirs.root).with_context(|| format!("creating {}", dirs.root.display()))?;
     let (mut events, mut answers) = (open(&dirs.ledger)?, open(&dirs.responses)?);
     let last = stream.get_info().await.context("reading the stream's last sequence")?.state.last_sequence;
