@@ -50,9 +50,19 @@ async fn book_through_all(cluster: &Cluster, tenant: &str, doctor: &str, slots: 
 
 /// A read, retried while the partition fails over (503).
 async fn settled_get(cluster: &Cluster, client: &Client, path: &str) -> Reply {
+    settled(cluster, client, "GET", path, None, None).await
+}
+
+/// A request retried on 503 (a lease not confirmed in time on a loaded
+/// machine, a partition failing over), as a client honouring `Retry-After`
+/// would. A write carries an `Idempotency-Key` (`key`, or a fresh one), so a
+/// retry of a command whose outcome was unknown executes it at most once.
+async fn settled(cluster: &Cluster, client: &Client, method: &str, path: &str, body: Option<&str>, key: Option<&str>) -> Reply {
+    let fresh = uuid::Uuid::new_v4().to_string();
+    let key = if method == "GET" { None } else { Some(key.unwrap_or(&fresh)) };
     let mut patience = Patience::new(300, Duration::from_millis(100));
     loop {
-        let reply = client.get(path, &cluster.secret).await;
+        let reply = client.send(method, path, Some(&cluster.secret), body, key).await;
         if reply.status != 503 || !patience.next().await {
             return reply;
         }
@@ -70,8 +80,9 @@ async fn check(cluster: &Cluster, tenant: &str, doctor: &str, acknowledged: &Ack
         let json = reply.json();
         assert_eq!((json["slot"].as_u64().unwrap(), json["token"].as_str().unwrap()), (*slot, token.as_str()), "booking {id}");
     }
-    let slots =
-        node.client.get(&format!("/v1/{tenant}/clinics/kochi/slots?date={DATE}&doctor={doctor}"), &cluster.secret).await.expect(200);
+    let slots = settled_get(cluster, &node.client, &format!("/v1/{tenant}/clinics/kochi/slots?date={DATE}&doctor={doctor}")).await;
+    assert_eq!(slots.status, 200, "{}", String::from_utf8_lossy(&slots.body));
+    let slots = slots.json();
     let mut held = BTreeSet::new();
     let mut tokens = BTreeSet::new();
     for doctor_view in slots["doctors"].as_array().unwrap() {
@@ -88,14 +99,24 @@ async fn check(cluster: &Cluster, tenant: &str, doctor: &str, acknowledged: &Ack
 }
 
 /// The first message of a Server-Sent Events stream (up to its blank line).
+/// A 503 (a lease not confirmed in time on a loaded machine, a leader moving)
+/// is retried as a client following `Retry-After` would.
 async fn first_message(client: &Client, path: &str, token: &str) -> String {
-    let mut response = reqwest::Client::new()
-        .get(format!("{}{path}", client.base))
-        .header("authorization", format!("Bearer {token}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
+    let mut patience = Patience::new(300, Duration::from_millis(100));
+    let mut response = loop {
+        let response = reqwest::Client::new()
+            .get(format!("{}{path}", client.base))
+            .header("authorization", format!("Bearer {token}"))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        if status == 200 {
+            break response;
+        }
+        let body = response.text().await.unwrap_or_default();
+        assert!(status == 503 && patience.next().await, "{status} {body}");
+    };
     let mut text = String::new();
     while !text.contains("\n\n") {
         let chunk = tokio::time::timeout(Duration::from_secs(10), response.chunk()).await.expect("a message within 10 s").unwrap();
@@ -106,7 +127,8 @@ async fn first_message(client: &Client, path: &str, token: &str) -> String {
 
 async fn schedule(cluster: &Cluster, tenant: &str, doctor: &str) {
     let body = r#"{"slots_per_day": 400, "first_slot": "09:00", "slot_minutes": 1}"#;
-    cluster.client(0).put(&format!("/v1/{tenant}/clinics/kochi/doctors/{doctor}/schedule"), &cluster.secret, body).await.expect(200);
+    let path = format!("/v1/{tenant}/clinics/kochi/doctors/{doctor}/schedule");
+    settled(cluster, cluster.client(0), "PUT", &path, Some(body), None).await.expect(200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -118,8 +140,8 @@ async fn any_node_answers_with_the_leaders_decision_and_a_sigkilled_leader_loses
 
     // Forwarding: every node answers with the leader's decision, naming it.
     for i in 0..3 {
-        let reply = cluster.client(i).get(&format!("/v1/{tenant}/clinics/kochi/slots?date={DATE}"), &cluster.secret).await;
-        reply.expect(200);
+        let reply = settled_get(&cluster, cluster.client(i), &format!("/v1/{tenant}/clinics/kochi/slots?date={DATE}")).await;
+        assert_eq!(reply.status, 200, "node {i}: {}", String::from_utf8_lossy(&reply.body));
         assert_eq!(reply.header("ledger-node"), Some(leader.as_str()), "node {i}");
     }
     // The dashboard is served by every node; its calls are served or forwarded like any other.
@@ -180,7 +202,8 @@ async fn a_paused_leader_is_fenced_and_never_acknowledges_what_it_decided_on_sta
     schedule(&cluster, tenant, "rao").await;
     let old = cluster.node_index(&leader);
     let path = format!("/v1/{tenant}/bookings");
-    let first = cluster.client(old).post(&path, &cluster.secret, &booking("kochi", "rao", DATE, 1, "first")).await.expect(201);
+    let first =
+        settled(&cluster, cluster.client(old), "POST", &path, Some(&booking("kochi", "rao", DATE, 1, "first")), None).await.expect(201);
 
     cluster.pause(old);
     // Sent to the paused leader: it sits in the socket until the leader runs again,
@@ -191,7 +214,8 @@ async fn a_paused_leader_is_fenced_and_never_acknowledges_what_it_decided_on_sta
     };
     let (new_leader, _) = cluster.wait_leader(tenant, Some(&leader)).await;
     let new = cluster.node_index(&new_leader);
-    let fresh = cluster.client(new).post(&path, &cluster.secret, &booking("kochi", "rao", DATE, 2, "fresh")).await.expect(201);
+    let fresh =
+        settled(&cluster, cluster.client(new), "POST", &path, Some(&booking("kochi", "rao", DATE, 2, "fresh")), None).await.expect(201);
     cluster.resume(old);
 
     let stale = match pending.await.unwrap() {
@@ -234,7 +258,7 @@ async fn a_paused_leader_is_fenced_and_never_acknowledges_what_it_decided_on_sta
         acknowledged.insert(id, (reply["slot"].as_u64().unwrap(), reply["token"].as_str().unwrap().to_owned()));
     }
     check(&cluster, tenant, "rao", &acknowledged).await;
-    let slots = cluster.client(old).get(&format!("/v1/{tenant}/clinics/kochi/slots?date={DATE}"), &cluster.secret).await.expect(200);
+    let slots = settled_get(&cluster, cluster.client(old), &format!("/v1/{tenant}/clinics/kochi/slots?date={DATE}")).await.expect(200);
     let slot2 = &slots["doctors"][0]["slots"][2];
     assert_eq!(slot2["booking_id"], fresh["booking_id"], "slot 2 belongs to the successor's booking");
 }
@@ -247,18 +271,18 @@ async fn a_keyed_answer_from_the_old_leader_is_repeated_byte_for_byte_by_the_new
     schedule(&cluster, tenant, "rao").await;
     let old = cluster.node_index(&leader);
     let path = format!("/v1/{tenant}/bookings");
-    let (secret, body, taken) = (cluster.secret.clone(), booking("kochi", "rao", DATE, 7, "Asha"), booking("kochi", "rao", DATE, 7, "Ben"));
-    let booked = cluster.client(old).post_keyed(&path, &secret, &body, "asha-1").await;
+    let (body, taken) = (booking("kochi", "rao", DATE, 7, "Asha"), booking("kochi", "rao", DATE, 7, "Ben"));
+    let booked = settled(&cluster, cluster.client(old), "POST", &path, Some(&body), Some("asha-1")).await;
     booked.expect(201);
     // A keyed refusal appends no event: its answer travels on the answers subject.
-    let refused = cluster.client(old).post_keyed(&path, &secret, &taken, "ben-1").await;
+    let refused = settled(&cluster, cluster.client(old), "POST", &path, Some(&taken), Some("ben-1")).await;
     refused.expect_problem(409, "slot_taken");
 
     cluster.kill(old);
     let (new_leader, _) = cluster.wait_leader(tenant, Some(&leader)).await;
     let other = (0..3).find(|i| *i != old).unwrap();
     for (reply, request, key) in [(&booked, &body, "asha-1"), (&refused, &taken, "ben-1")] {
-        let again = cluster.client(other).post_keyed(&path, &secret, request, key).await;
+        let again = settled(&cluster, cluster.client(other), "POST", &path, Some(request), Some(key)).await;
         assert_eq!((again.status, &again.body), (reply.status, &reply.body), "{key}: not the stored answer");
         assert_eq!(again.header("idempotent-replayed"), Some("true"), "{key}");
         assert_eq!(again.header("ledger-node"), Some(new_leader.as_str()), "{key}");
@@ -272,7 +296,7 @@ async fn a_corrupt_message_on_the_stream_is_reported_with_its_sequence_never_ser
     cluster.wait_leader(tenant, None).await;
     schedule(&cluster, tenant, "rao").await;
     let path = format!("/v1/{tenant}/bookings");
-    cluster.client(0).post(&path, &cluster.secret, &booking("kochi", "rao", DATE, 1, "Asha")).await.expect(201);
+    settled(&cluster, cluster.client(0), "POST", &path, Some(&booking("kochi", "rao", DATE, 1, "Asha")), None).await.expect(201);
 
     // Published past the ledger: a record whose CRC does not match.
     let partition = partition_of(tenant, cluster.partitions);
