@@ -55,11 +55,14 @@ fn run(state: &mut State, log: &mut Vec<Event>, action: Action, now: DateTime<Ut
     Ok(reply(state, &command, &events))
 }
 
+/// The state replayed from `log` and compacted, as a start-up recovers it:
+/// compacting must not change what the state says.
 fn recover_log(rules: Rules, log: &[Event]) -> State {
     let mut state = State::new(rules);
     for event in log {
         apply(&mut state, event);
     }
+    state.compact();
     state
 }
 

@@ -585,6 +585,19 @@ fn insert_new<K: Ord, V>(index: &mut BTreeMap<K, V>, key: K, value: V, what: &st
     }
 }
 
+/// An index built at once from its entries, as a snapshot lists them (in key
+/// order): a sorted run is bulk-loaded into full B-tree nodes, in linear time,
+/// where inserting one key after another leaves nodes about half full. A key
+/// given twice is an error naming `what`, as with [`insert_new`].
+fn index_from<K: Ord, V>(entries: Vec<(K, V)>, what: &str) -> Result<BTreeMap<K, V>, CodecError> {
+    let len = entries.len();
+    let index = BTreeMap::from_iter(entries);
+    if index.len() != len {
+        return Err(CodecError(format!("two {what} under one key")));
+    }
+    Ok(index)
+}
+
 fn optional_uuid_from(bytes: Option<Vec<u8>>) -> Result<Option<Uuid>, CodecError> {
     bytes.as_deref().map(uuid).transpose()
 }
@@ -609,6 +622,8 @@ pub fn decode_snapshot(bytes: &[u8], rules: Rules) -> Result<DecodedSnapshot, Co
     state.position = snapshot.position;
     state.recorded_at_last = from_micros(snapshot.recorded_at_last_micros, "recorded_at_last")?;
     let mut tenant: Option<(Text, TenantState)> = None;
+    // The current tenant's bookings, indexed at once when its entries end.
+    let mut bookings = Vec::new();
     let mut answers = Vec::new();
     let mut decoder = super::decode::Decoder::interning();
     for _ in 0..snapshot.entries {
@@ -628,20 +643,25 @@ pub fn decode_snapshot(bytes: &[u8], rules: Rules) -> Result<DecodedSnapshot, Co
                 cancel_reason: b.cancel_reason,
                 details: created.details,
             };
-            insert_new(&mut t.bookings, booking.details.booking_id, Arc::new(booking), "bookings")?;
+            bookings.push((booking.details.booking_id, Arc::new(booking)));
             continue;
         }
         let entry = pb::SnapshotEntry::decode(bytes)?;
         match entry.entry.ok_or_else(|| CodecError("an empty snapshot entry".into()))? {
             Entry::Tenant(name) => {
                 if let Some((name, entries)) = tenant.take() {
-                    insert_new(&mut state.tenants, name, entries, "tenants")?;
+                    insert_new(&mut state.tenants, name, with_bookings(entries, &mut bookings)?, "tenants")?;
                 }
                 tenant = Some((name.into(), TenantState::default()));
             }
             Entry::Answer(a) => {
                 let response = a.response.ok_or_else(|| CodecError("an answer without its response".into()))?;
                 answers.push((Text::from(a.tenant), from_pb_response(response)?, from_micros(a.recorded_at_micros, "recorded_at")?));
+            }
+            Entry::Booking(b) => {
+                let (_, entries) = tenant.as_ref().ok_or_else(|| CodecError("a snapshot entry before its tenant".into()))?;
+                let booking = from_pb_snapshot_booking(entries, b)?;
+                bookings.push((booking.details.booking_id, Arc::new(booking)));
             }
             entry => {
                 let (_, entries) = tenant.as_mut().ok_or_else(|| CodecError("a snapshot entry before its tenant".into()))?;
@@ -650,13 +670,32 @@ pub fn decode_snapshot(bytes: &[u8], rules: Rules) -> Result<DecodedSnapshot, Co
         }
     }
     if let Some((name, entries)) = tenant.take() {
-        insert_new(&mut state.tenants, name, entries, "tenants")?;
+        insert_new(&mut state.tenants, name, with_bookings(entries, &mut bookings)?, "tenants")?;
     }
     if !body.is_empty() {
         return Err(CodecError(format!("{} bytes after the last of {} entries", body.len(), snapshot.entries)));
     }
     state.idempotency = IdempotencyTable::from_answers(answers).ok_or_else(|| CodecError("two answers for one idempotency key".into()))?;
     Ok(DecodedSnapshot { state, responses_position: snapshot.responses_position, rules: taken_under })
+}
+
+/// A tenant's state with the bookings its entries listed (taken from `bookings`).
+fn with_bookings(mut tenant: TenantState, bookings: &mut Vec<(Uuid, Arc<Booking>)>) -> Result<TenantState, CodecError> {
+    tenant.bookings = index_from(std::mem::take(bookings), "bookings")?;
+    Ok(tenant)
+}
+
+fn from_pb_snapshot_booking(tenant: &TenantState, b: pb::SnapshotBooking) -> Result<Booking, CodecError> {
+    let mut created = from_pb_booking(b.booking.ok_or_else(|| CodecError("a booking without its details".into()))?)?;
+    tenant.share_names(&mut created.details);
+    Ok(Booking {
+        token_number: created.token_number,
+        status: if b.cancelled { BookingStatus::Cancelled } else { BookingStatus::Confirmed },
+        created_at: from_micros(b.created_at_micros, "created_at")?,
+        position: b.position,
+        cancel_reason: b.cancel_reason.map(Text::from),
+        details: created.details,
+    })
 }
 
 fn from_pb_call_state(state: i32) -> Result<CallState, CodecError> {
@@ -671,15 +710,14 @@ fn from_pb_call_state(state: i32) -> Result<CallState, CodecError> {
 }
 
 fn from_pb_doctor(d: pb::SnapshotDoctor) -> Result<Doctor, CodecError> {
-    let mut days = BTreeMap::new();
+    let mut days = Vec::with_capacity(d.days.len());
     for day in d.days {
-        let mut slots = BTreeMap::new();
-        for s in day.slots {
-            insert_new(&mut slots, s.slot, uuid(&s.booking_id)?, "bookings of a slot")?;
-        }
+        let slots = day.slots.iter().map(|s| Ok((s.slot, uuid(&s.booking_id)?))).collect::<Result<Vec<_>, CodecError>>()?;
+        let slots = index_from(slots, "bookings of a slot")?;
         let tokens = Day { slots, tokens_issued_advance: day.tokens_issued_advance, tokens_issued_walk_in: day.tokens_issued_walk_in };
-        insert_new(&mut days, parse_date(&day.date)?, tokens, "days of a doctor")?;
+        days.push((parse_date(&day.date)?, tokens));
     }
+    let days = index_from(days, "days of a doctor")?;
     Ok(Doctor {
         schedule: Schedule { slots_per_day: d.slots_per_day, first_slot_minute: d.first_slot_minute, slot_minutes: d.slot_minutes },
         schedule_position: d.schedule_position,
@@ -696,19 +734,7 @@ fn add_entry(t: &mut TenantState, entry: pb::snapshot_entry::Entry) -> Result<()
             let doctor = from_pb_doctor(d)?;
             insert_new(&mut t.clinics.entry(clinic).or_default().doctors, name, doctor, "doctors of a clinic")
         }
-        Entry::Booking(b) => {
-            let mut created = from_pb_booking(b.booking.ok_or_else(|| CodecError("a booking without its details".into()))?)?;
-            t.share_names(&mut created.details);
-            let booking = Booking {
-                token_number: created.token_number,
-                status: if b.cancelled { BookingStatus::Cancelled } else { BookingStatus::Confirmed },
-                created_at: from_micros(b.created_at_micros, "created_at")?,
-                position: b.position,
-                cancel_reason: b.cancel_reason.map(Text::from),
-                details: created.details,
-            };
-            insert_new(&mut t.bookings, booking.details.booking_id, Arc::new(booking), "bookings")
-        }
+        Entry::Booking(_) => unreachable!("bookings are indexed at once, by decode_snapshot"),
         Entry::ExternalRef(r) => insert_new(&mut t.external_refs, Text::from(r.external_ref), uuid(&r.booking_id)?, "external refs"),
         Entry::Business(b) => {
             use pb::snapshot_business::Phone;
@@ -775,5 +801,77 @@ fn add_entry(t: &mut TenantState, entry: pb::snapshot_entry::Entry) -> Result<()
         }
         Entry::SlugSuffix(s) => insert_new(&mut t.slug_suffixes, Text::from(s.base), s.suffix, "slug suffixes"),
         Entry::Tenant(_) | Entry::Answer(_) => unreachable!("tenants and answers are not a tenant's entries"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pb::snapshot_entry::Entry;
+
+    /// A snapshot body of these entries, as `encode_snapshot` lays one out.
+    fn body(entries: Vec<Entry>) -> Vec<u8> {
+        let mut out = Vec::new();
+        pb::Snapshot { position: 1, entries: entries.len() as u64, ..Default::default() }.encode_length_delimited(&mut out).unwrap();
+        for entry in entries {
+            pb::SnapshotEntry { entry: Some(entry) }.encode_length_delimited(&mut out).unwrap();
+        }
+        out
+    }
+
+    fn booking(id: u128, slot: u32) -> Entry {
+        let details = BookingDetails {
+            booking_id: Uuid::from_u128(id),
+            clinic: "kochi".into(),
+            doctor: "rao".into(),
+            date: NaiveDate::from_ymd_opt(2026, 3, 2).unwrap(),
+            slot,
+            patient: "Asha".into(),
+            kind: BookingKind::Advance,
+            external_ref: None,
+            correlation_id: None,
+            external_created_at: None,
+        };
+        Entry::Booking(pb::SnapshotBooking { booking: Some(to_pb_booking(&details, slot)), ..Default::default() })
+    }
+
+    fn doctor(slots: &[(u32, u128)]) -> Entry {
+        let slots = slots.iter().map(|(slot, id)| pb::SnapshotSlot { slot: *slot, booking_id: Uuid::from_u128(*id).as_bytes().to_vec() });
+        Entry::Doctor(pb::SnapshotDoctor {
+            clinic: "kochi".into(),
+            doctor: "rao".into(),
+            slots_per_day: 10,
+            days: vec![pb::SnapshotDay { date: "2026-03-02".into(), slots: slots.collect(), ..Default::default() }],
+            ..Default::default()
+        })
+    }
+
+    fn decode(entries: Vec<Entry>) -> Result<State, CodecError> {
+        decode_snapshot(&body(entries), Rules::default()).map(|decoded| decoded.state)
+    }
+
+    /// Indexes are bulk-loaded from the snapshot's entries; a key given twice
+    /// is still refused, whatever the order the entries come in.
+    #[test]
+    fn a_snapshot_giving_one_key_twice_is_refused_in_any_order() {
+        let tenant = || Entry::Tenant("kloqo".into());
+        let state = decode(vec![tenant(), doctor(&[(1, 7), (2, 9)]), booking(7, 1), booking(9, 2)]).unwrap();
+        let kloqo = state.tenant("kloqo").unwrap();
+        assert_eq!(kloqo.bookings.keys().copied().collect::<Vec<_>>(), [Uuid::from_u128(7), Uuid::from_u128(9)]);
+        let day = kloqo.clinics["kochi"].doctors["rao"].days.values().next().unwrap();
+        assert_eq!(day.slots.iter().map(|(slot, id)| (*slot, *id)).collect::<Vec<_>>(), [(1, Uuid::from_u128(7)), (2, Uuid::from_u128(9))]);
+        // Out of order: still the same state.
+        let unsorted = decode(vec![tenant(), doctor(&[(2, 9), (1, 7)]), booking(9, 2), booking(7, 1)]).unwrap();
+        assert_eq!(unsorted, state);
+
+        for entries in [vec![tenant(), booking(7, 1), booking(7, 1)], vec![tenant(), booking(7, 1), booking(9, 2), booking(7, 1)]] {
+            let error = decode(entries).unwrap_err();
+            assert!(error.0.contains("two bookings under one key"), "{error:?}");
+        }
+        let error = decode(vec![tenant(), doctor(&[(1, 7), (1, 9)])]).unwrap_err();
+        assert!(error.0.contains("two bookings of a slot under one key"), "{error:?}");
+        // The same booking id in two tenants is two bookings.
+        let two = decode(vec![tenant(), booking(7, 1), Entry::Tenant("other".into()), booking(7, 1)]).unwrap();
+        assert_eq!(two.tenants.values().map(|t| t.bookings.len()).sum::<usize>(), 2);
     }
 }

@@ -85,6 +85,9 @@ pub fn recover_from(log: &dyn Log, responses: &dyn Log, start: Start, now: DateT
     if let Some(failure) = failure {
         return Err(failure);
     }
+    if events > 0 {
+        state.compact();
+    }
     // The writer's clock never runs behind the last event's time, so neither
     // does the retention's.
     let now = now.max(state.recorded_at_last);
