@@ -10,7 +10,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use uuid::Uuid;
 
 use super::state::{State, TenantState};
-use super::{Context, EventKind, Position, Rejection, Rules, Text};
+use super::{Context, EventKind, Patient, Position, Rejection, Rules, Text};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Schedule {
@@ -64,7 +64,8 @@ pub struct BookingDetails {
     pub doctor: Text,
     pub date: NaiveDate,
     pub slot: u32,
-    pub patient: Text,
+    /// Inline up to 24 bytes (most names): no allocation of its own.
+    pub patient: Patient,
     pub kind: BookingKind,
     pub external_ref: Option<Text>,
     pub correlation_id: Option<Text>,

@@ -37,6 +37,9 @@ pub type Position = u64;
 /// Immutable text shared by the command, its events and the projection: a
 /// clone is a reference-count increment, not an allocation.
 pub type Text = std::sync::Arc<str>;
+/// A patient's name: kept inline in the booking when it fits in 24 bytes, as
+/// nearly all do, so that a booking costs no allocation for it.
+pub type Patient = compact_str::CompactString;
 
 /// What the writer hands `decide` besides the state and the command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -18,7 +18,7 @@ use std::path::Path;
 use chrono::NaiveDate;
 use uuid::Uuid;
 
-use crate::core::{Event, EventKind, Schedule, State, Text, token};
+use crate::core::{Event, EventKind, Patient, Schedule, State, Text, token};
 use crate::log::decode::Decoder;
 use crate::log::events::{self, ReadError};
 use crate::log::{Location, Position, read_many};
@@ -62,7 +62,7 @@ pub struct DoctorDay {
 pub struct Held {
     pub booking_id: Uuid,
     pub token: String,
-    pub patient: Text,
+    pub patient: Patient,
 }
 
 impl ClinicDay {
@@ -82,7 +82,7 @@ impl ClinicDay {
                     .map(|(slot, id)| {
                         let booking = tenant_state.and_then(|t| t.bookings.get(id));
                         let token = booking.map(|b| b.token()).unwrap_or_default();
-                        let patient = booking.map_or_else(|| Text::from(""), |b| b.details.patient.clone());
+                        let patient = booking.map_or_else(Patient::default, |b| b.details.patient.clone());
                         (*slot, Held { booking_id: *id, token, patient })
                     })
                     .collect();

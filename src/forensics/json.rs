@@ -99,7 +99,7 @@ impl Json for Data<'_> {
                 .entry("external_created_at", &b.external_created_at.map(Rfc3339))
                 .entry("external_ref", &b.external_ref)
                 .entry("kind", kind_name(b.kind))
-                .entry("patient", &b.patient)
+                .entry("patient", b.patient.as_str())
                 .entry("slot", &b.slot)
                 .entry("token", &Token(b.kind, *token_number)),
             EventKind::BookingCancelled { booking_id, reason } => object.entry("booking_id", booking_id).entry("reason", reason),

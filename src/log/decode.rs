@@ -16,7 +16,9 @@ use chrono::{DateTime, NaiveDate, Utc};
 use uuid::Uuid;
 
 use super::codec::CodecError;
-use crate::core::{BookingCreated, BookingDetails, BookingKind, CallState, Duplicate, Event, EventKind, Schedule, StoredResponse, Text};
+use crate::core::{
+    BookingCreated, BookingDetails, BookingKind, CallState, Duplicate, Event, EventKind, Patient, Schedule, StoredResponse, Text,
+};
 
 /// Slots of an interner: a direct-mapped table, so its memory is bounded
 /// whatever the ledger holds (a collision replaces the older name).
@@ -143,7 +145,7 @@ impl Decoder {
                     doctor: self.name(m.text(3)?),
                     date: parse_date(m.text(4)?)?,
                     slot: m.uint32(5),
-                    patient: Text::from(m.text(6)?),
+                    patient: Patient::from(m.text(6)?),
                     kind: match m.int32(7) {
                         1 => BookingKind::Advance,
                         2 => BookingKind::WalkIn,
