@@ -84,13 +84,19 @@ impl State {
     /// Makes this state hold `other`'s copy of a booking when both copies are
     /// the same, so the writer's working and published states share one
     /// allocation per booking instead of two.
+    ///
+    /// Both copies are the same when both were last changed by the event at
+    /// the same position: `apply` is deterministic and each copy applied the
+    /// same events up to it. So positions are compared, not whole bookings
+    /// (their strings and options); debug builds compare both.
     pub fn share_booking(&mut self, other: &State, tenant: &str, booking_id: &Uuid) {
         let theirs = other.tenant(tenant).and_then(|t| t.bookings.get(booking_id));
         let ours = self.tenants.get_mut(tenant).and_then(|t| t.bookings.get_mut(booking_id));
         if let (Some(theirs), Some(ours)) = (theirs, ours)
             && !Arc::ptr_eq(theirs, ours)
-            && theirs == ours
+            && theirs.position == ours.position
         {
+            debug_assert_eq!(theirs, ours, "two copies of a booking last changed at one position differ");
             *ours = theirs.clone();
         }
     }
