@@ -20,6 +20,8 @@ pub const DEFAULT_DATA_DIR: &str = "data";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 /// Shorter secrets are accepted (API.md's example is 12 characters) with a warning.
 pub const SECRET_LEN_RECOMMENDED: usize = 16;
+/// The name of the generated admin token, the actor of what it causes.
+pub const ADMIN_TOKEN_NAME: &str = "admin";
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -55,6 +57,9 @@ pub struct ClusterSection {
 pub struct ServerSection {
     pub data_dir: Option<PathBuf>,
     pub listen: Option<String>,
+    /// Whether the generated admin token (`<data_dir>/admin.token`) is served
+    /// beside the `[[token]]`s; default true.
+    pub admin_token: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -178,8 +183,12 @@ pub struct Config {
     pub read: ReadLimits,
     pub connections: ConnectionLimits,
     pub snapshots: SnapshotConfig,
-    /// (secret, token); empty means "create an admin token in the data directory".
+    /// The configured `[[token]]`s: (secret, token).
     pub tokens: Vec<(Secret, Token)>,
+    /// Serve the generated admin token of `<data_dir>/admin.token` too
+    /// (created on first start), named [`ADMIN_TOKEN_NAME`]. Single node only:
+    /// a cluster's nodes must share every token.
+    pub admin_token: bool,
     /// Set with a `[cluster]` section: the ledger runs as one node of a cluster.
     pub cluster: Option<ClusterConfig>,
 }
@@ -204,6 +213,12 @@ fn toml_error(text: &str, error: &toml::de::Error) -> String {
         }
         None => error.message().trim_end().to_owned(),
     }
+}
+
+/// The server's check of a configured `secret`: shorter than
+/// [`SECRET_LEN_RECOMMENDED`] is easy to guess (and warned about at start-up).
+pub fn easy_to_guess(secret: &str) -> bool {
+    secret.len() < SECRET_LEN_RECOMMENDED
 }
 
 fn field_error(field: &str, problem: impl std::fmt::Display) -> ConfigError {
@@ -297,7 +312,7 @@ impl Config {
                     if secret.is_empty() || secret.trim() != secret {
                         return Err(field_error(&field("secret"), "must not be empty or have surrounding spaces"));
                     }
-                    if secret.len() < SECRET_LEN_RECOMMENDED {
+                    if easy_to_guess(&secret) {
                         tracing::warn!(
                             "token {:?}: a secret of fewer than {SECRET_LEN_RECOMMENDED} characters is easy to guess",
                             token.name
@@ -333,6 +348,19 @@ impl Config {
             tokens.push((secret, Token { name: token.name.into(), tenants: token.tenants, role: token.role, rate }));
         }
         let cluster = file.cluster.map(|c| ClusterConfig::check(c, &tokens)).transpose()?;
+        let admin_token = file.server.admin_token.unwrap_or(true) && cluster.is_none();
+        if file.server.admin_token == Some(false) && tokens.is_empty() {
+            return Err(field_error("server.admin_token", "false with no [[token]]: no request could authenticate"));
+        }
+        if admin_token && let Some(i) = tokens.iter().position(|(_, t)| &*t.name == ADMIN_TOKEN_NAME) {
+            return Err(field_error(
+                &format!("token[{i}].name"),
+                format!(
+                    "{ADMIN_TOKEN_NAME:?} is the generated admin token's name (<data_dir>/admin.token): rename this token, \
+                     or set server.admin_token = false"
+                ),
+            ));
+        }
         Ok(Config {
             cluster,
             data_dir: data_dir.or(file.server.data_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
@@ -345,6 +373,7 @@ impl Config {
             connections,
             snapshots,
             tokens,
+            admin_token,
         })
     }
 }
@@ -447,6 +476,21 @@ mod tests {
         assert_eq!((config.tokens[0].1.rate, config.tokens[1].1.rate), (rate(5, 5), rate(5, 20)));
     }
 
+    /// README's sample configuration parses, and its secrets pass the server's own check.
+    #[test]
+    fn the_readme_sample_config_parses_and_its_secrets_are_not_easy_to_guess() {
+        let readme = include_str!("../../README.md");
+        let start = readme.find("```toml\n[server]\n").expect("README's sample config") + "```toml\n".len();
+        let text = &readme[start..start + readme[start..].find("```").unwrap()];
+        let config = parse(text).unwrap();
+        assert_eq!(config.tokens.len(), 2);
+        assert!(config.admin_token);
+        let file: ConfigFile = toml::from_str(text).unwrap();
+        for secret in file.token.iter().filter_map(|t| t.secret.as_deref()) {
+            assert!(!easy_to_guess(secret), "README's sample secret {secret:?} is easy to guess by the server's own check");
+        }
+    }
+
     #[test]
     fn mistakes_are_named() {
         const TOKEN_A: &str = "[[token]]\nname = \"a\"\ntenants = [\"x\"]\nrole = \"client\"\n";
@@ -465,6 +509,8 @@ mod tests {
             ("[limits]\nsnapshots_kept = 0", "limits.snapshots_kept"),
             ("[limits]\nsnapshots_kept = 1001", "limits.snapshots_kept"),
             ("[server]\nlisten = \"nowhere\"", "server.listen"),
+            ("[server]\nadmin_token = false", "server.admin_token"),
+            ("[[token]]\nname = \"admin\"\nsecret = \"0123456789abcdef\"\ntenants = [\"x\"]\nrole = \"admin\"", "token[0].name"),
             ("[rules]\nfreshness_window_secs = -1", "freshness_window_secs"),
             ("[[token]]\nname = \"a\"\nsecret = \" padded \"\ntenants = [\"x\"]\nrole = \"client\"", "token[0].secret"),
             (

@@ -1,5 +1,5 @@
 //! The command line: `ledger serve` and the offline commands (`replay`,
-//! `export`, `slots`, `audit`, `verify`, `snapshot`).
+//! `export`, `slots`, `audit`, `verify`, `snapshot`), and `token new`.
 //! Configuration, start-up and shutdown live here; `anyhow` only at this edge.
 
 pub mod audit;
@@ -8,6 +8,7 @@ pub mod replay;
 pub mod serve;
 pub mod slots;
 pub mod snapshot;
+pub mod token;
 pub mod verify;
 
 use std::path::PathBuf;
@@ -48,6 +49,9 @@ pub enum CommandLine {
     Export(replay::ExportArgs),
     /// Write a snapshot of the state at the ledger's last position, which the next start loads (offline).
     Snapshot(snapshot::SnapshotArgs),
+    /// Tokens for the config file: `ledger token new --name N --tenants a,b --role client`.
+    #[command(subcommand)]
+    Token(token::TokenCommand),
 }
 
 /// Exit codes: 0 clean, 1 a runtime failure, 2 a configuration mistake.
@@ -85,6 +89,13 @@ pub fn main() -> std::process::ExitCode {
         CommandLine::Slots(args) => offline(slots::run(&args)),
         CommandLine::Export(args) => offline(replay::export(&args)),
         CommandLine::Snapshot(args) => offline(snapshot::run(&args)),
+        CommandLine::Token(command) => match token::run(&command) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("ledger: {error:#}");
+                ExitCode::from(2)
+            }
+        },
     }
 }
 

@@ -71,13 +71,13 @@ pub async fn connect(config: &ClusterConfig) -> anyhow::Result<(async_nats::Clie
 /// partitions over (their leases deleted, so that others take them at once).
 pub async fn serve(
     cluster: ClusterConfig,
+    listener: TcpListener,
     config: Config,
     auth: Auth,
     clock: Arc<dyn Clock>,
     shutdown: impl Future<Output = ()> + Send + 'static,
     on_listening: impl FnOnce(SocketAddr),
 ) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(config.listen).await.with_context(|| format!("listening on {}", config.listen))?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, node = %cluster.node, "cluster node {} listening on {addr}", cluster.node);
     let connections = config.connections;

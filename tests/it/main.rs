@@ -24,4 +24,5 @@ mod readers;
 mod snapshots;
 mod storage;
 mod support;
+mod tokens;
 mod verify;
