@@ -3,8 +3,10 @@ CARGO ?= cargo
 
 .PHONY: run test check bench bench-pg bench-cluster build nats cluster torture ui-test
 
+# `make run ARGS="--listen localhost:9090 --config ledger.toml"` passes flags to `ledger serve`.
+ARGS ?=
 run:
-	$(CARGO) run --release --locked --bin ledger -- serve
+	$(CARGO) run --release --locked --bin ledger -- serve $(ARGS)
 
 # The cluster tests run against the pinned nats-server, installed on first use.
 test: nats

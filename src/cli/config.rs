@@ -60,6 +60,9 @@ pub struct ServerSection {
     /// Whether the generated admin token (`<data_dir>/admin.token`) is served
     /// beside the `[[token]]`s; default true.
     pub admin_token: Option<bool>,
+    /// Origins whose browser pages may call the API (CORS); none by default.
+    #[serde(default)]
+    pub cors_origins: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -183,6 +186,8 @@ pub struct Config {
     pub read: ReadLimits,
     pub connections: ConnectionLimits,
     pub snapshots: SnapshotConfig,
+    /// Origins allowed to call the API from a browser (`[server] cors_origins`).
+    pub cors_origins: Vec<axum::http::HeaderValue>,
     /// The configured `[[token]]`s: (secret, token).
     pub tokens: Vec<(Secret, Token)>,
     /// Serve the generated admin token of `<data_dir>/admin.token` too
@@ -215,10 +220,37 @@ fn toml_error(text: &str, error: &toml::de::Error) -> String {
     }
 }
 
+/// A CORS origin as browsers send it: `scheme://host[:port]`, nothing after.
+fn check_origin(origin: &str) -> Result<axum::http::HeaderValue, ConfigError> {
+    let bad = |why: &str| field_error("server.cors_origins", format!("{origin:?} {why}"));
+    let uri: axum::http::Uri = origin.parse().map_err(|_| bad("is not an origin such as https://app.example"))?;
+    if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
+        return Err(bad("is not an origin such as https://app.example (http or https, then the host)"));
+    }
+    if origin.ends_with('/') || uri.path_and_query().is_some_and(|p| p.as_str() != "/") {
+        return Err(bad("has a path: an origin is scheme://host[:port] only"));
+    }
+    axum::http::HeaderValue::from_str(origin).map_err(|_| bad("is not a valid header value"))
+}
+
 /// The server's check of a configured `secret`: shorter than
 /// [`SECRET_LEN_RECOMMENDED`] is easy to guess (and warned about at start-up).
 pub fn easy_to_guess(secret: &str) -> bool {
     secret.len() < SECRET_LEN_RECOMMENDED
+}
+
+/// `host:port`, the host an IP address or a name (`localhost:9090`), resolved
+/// now: the server listens on the first address the name resolves to.
+fn resolve_listen(listen: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = listen.parse() {
+        return Ok(addr);
+    }
+    let (host, port) = listen.rsplit_once(':').ok_or("expected host:port, such as 127.0.0.1:8080 or localhost:8080")?;
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return Err("expected host:port, such as 127.0.0.1:8080 or localhost:8080".to_owned());
+    }
+    let mut addrs = std::net::ToSocketAddrs::to_socket_addrs(listen).map_err(|e| format!("cannot resolve {host:?}: {e}"))?;
+    addrs.next().ok_or_else(|| format!("{host:?} resolves to no address"))
 }
 
 fn field_error(field: &str, problem: impl std::fmt::Display) -> ConfigError {
@@ -246,8 +278,13 @@ impl Config {
     }
 
     pub fn from_file(file: ConfigFile, data_dir: Option<PathBuf>, listen: Option<String>) -> Result<Config, ConfigError> {
-        let listen = listen.or(file.server.listen).unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
-        let listen = listen.parse().map_err(|e| field_error("server.listen", format!("{listen:?}: {e}")))?;
+        // A mistake names where the value came from: the flag, or the file.
+        let (listen, origin) = match (listen, file.server.listen) {
+            (Some(listen), _) => (listen, "--listen"),
+            (None, Some(listen)) => (listen, "server.listen"),
+            (None, None) => (DEFAULT_LISTEN.to_owned(), "server.listen"),
+        };
+        let listen = resolve_listen(&listen).map_err(|problem| ConfigError(format!("{origin}: {listen:?}: {problem}")))?;
         let limits = &file.limits;
         let writer = WriterConfig {
             queue_len_max: check_range("limits.queue_len_max", limits.queue_len_max, 1, 1 << 20)?,
@@ -349,6 +386,7 @@ impl Config {
         }
         let cluster = file.cluster.map(|c| ClusterConfig::check(c, &tokens)).transpose()?;
         let admin_token = file.server.admin_token.unwrap_or(true) && cluster.is_none();
+        let cors_origins = file.server.cors_origins.iter().map(|origin| check_origin(origin)).collect::<Result<_, _>>()?;
         if file.server.admin_token == Some(false) && tokens.is_empty() {
             return Err(field_error("server.admin_token", "false with no [[token]]: no request could authenticate"));
         }
@@ -374,6 +412,7 @@ impl Config {
             snapshots,
             tokens,
             admin_token,
+            cors_origins,
         })
     }
 }
@@ -492,6 +531,17 @@ mod tests {
     }
 
     #[test]
+    fn the_listen_address_may_be_a_name_and_a_mistake_names_where_it_came_from() {
+        let config = Config::from_file(ConfigFile::default(), None, Some("localhost:9090".into())).unwrap();
+        assert!(config.listen.ip().is_loopback() && config.listen.port() == 9090, "{}", config.listen);
+        let flag = Config::from_file(ConfigFile::default(), None, Some("localhost".into())).unwrap_err().to_string();
+        assert!(flag.starts_with("--listen: "), "{flag}");
+        let file: ConfigFile = toml::from_str("[server]\nlisten = \"localhost:99999\"").unwrap();
+        let from_file = Config::from_file(file, None, None).unwrap_err().to_string();
+        assert!(from_file.starts_with("server.listen: "), "{from_file}");
+    }
+
+    #[test]
     fn mistakes_are_named() {
         const TOKEN_A: &str = "[[token]]\nname = \"a\"\ntenants = [\"x\"]\nrole = \"client\"\n";
         const SHA: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
@@ -510,6 +560,9 @@ mod tests {
             ("[limits]\nsnapshots_kept = 1001", "limits.snapshots_kept"),
             ("[server]\nlisten = \"nowhere\"", "server.listen"),
             ("[server]\nadmin_token = false", "server.admin_token"),
+            ("[server]\ncors_origins = [\"app.example\"]", "server.cors_origins"),
+            ("[server]\ncors_origins = [\"https://app.example/\"]", "server.cors_origins"),
+            ("[server]\ncors_origins = [\"ftp://app.example\"]", "server.cors_origins"),
             ("[[token]]\nname = \"admin\"\nsecret = \"0123456789abcdef\"\ntenants = [\"x\"]\nrole = \"admin\"", "token[0].name"),
             ("[rules]\nfreshness_window_secs = -1", "freshness_window_secs"),
             ("[[token]]\nname = \"a\"\nsecret = \" padded \"\ntenants = [\"x\"]\nrole = \"client\"", "token[0].secret"),

@@ -162,7 +162,8 @@ pub async fn serve(
             state.stopping.send_replace(true);
         }
     };
-    let server = tokio::spawn(crate::http::server::serve(listener, app(state.clone()), config.connections, metrics.clone(), stop));
+    let router = crate::http::layers::cors(app(state.clone()), &config.cors_origins);
+    let server = tokio::spawn(crate::http::server::serve(listener, router, config.connections, metrics.clone(), stop));
 
     let (rules, log_options) = (config.rules, config.log);
     let ledger_dir_for_forensics = ledger_dir.clone();

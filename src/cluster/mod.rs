@@ -81,6 +81,7 @@ pub async fn serve(
     let addr = listener.local_addr()?;
     tracing::info!(%addr, node = %cluster.node, "cluster node {} listening on {addr}", cluster.node);
     let connections = config.connections;
+    let cors_origins = config.cors_origins.clone();
     let node = node::Node::start(cluster, config, auth, clock).await?;
     on_listening(addr);
     let (stop_sender, stop) = tokio::sync::watch::channel(false);
@@ -89,7 +90,8 @@ pub async fn serve(
         shutdown.await;
         tracing::info!("shutting down: no new requests; handing the partitions over");
     };
-    let served = crate::http::server::serve(listener, routes::router(node.clone()), connections, node.metrics.clone(), stopping).await;
+    let router = crate::http::layers::cors(routes::router(node.clone()), &cors_origins);
+    let served = crate::http::server::serve(listener, router, connections, node.metrics.clone(), stopping).await;
     stop_sender.send_replace(true);
     leases.await.context("the lease task")?;
     served.context("serving HTTP")?;

@@ -128,6 +128,8 @@ async fn forward(node: &Node, leader: &str, advertise: &str, request: Request) -
     };
     parts.headers.remove(header::HOST);
     parts.headers.remove(header::CONNECTION);
+    // CORS is answered by the node the browser called (its own layer), not again by the leader.
+    parts.headers.remove(header::ORIGIN);
     if let Ok(value) = HeaderValue::from_str(&node.config.node) {
         parts.headers.insert(FORWARDED_BY, value);
     }

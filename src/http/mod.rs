@@ -13,6 +13,7 @@ pub mod extract;
 pub(crate) mod forensics;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod layers;
 pub mod openapi;
 pub mod ops;
 mod phones;

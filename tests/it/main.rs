@@ -13,6 +13,7 @@ mod dashboard;
 mod durability;
 mod forensics;
 mod format;
+mod frontends;
 mod hostile;
 mod idempotency;
 mod isolation;

@@ -47,6 +47,7 @@ pub fn config(dir: &Path) -> Config {
         cluster: None,
         // The tests' own "admin" token below stands for the generated one.
         admin_token: false,
+        cors_origins: Vec::new(),
         tokens: vec![
             token(ADMIN, "admin", "*", Role::Admin),
             token(WEB, "kloqo-web", "kloqo", Role::Client),
