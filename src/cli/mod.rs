@@ -19,8 +19,17 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "ledger", version, about = "An event-sourced booking ledger that makes duplicate side effects impossible.")]
 pub struct Cli {
+    /// How log lines are written to stderr: `text` for people, `json` (one JSON object a line) for log collectors.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: CommandLine,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -57,18 +66,24 @@ pub enum CommandLine {
 /// Exit codes: 0 clean, 1 a runtime failure, 2 a configuration mistake.
 pub fn main() -> std::process::ExitCode {
     use std::process::ExitCode;
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
+        LogFormat::Json => logs.json().with_current_span(false).init(),
+    }
+    // A failure is said once: as a log line where stderr is JSON, else as one plain line.
+    let failed = |what: &str, error: &dyn std::fmt::Display| match cli.log_format {
+        LogFormat::Json => tracing::error!("{what}{error}"),
+        LogFormat::Text => eprintln!("ledger: {what}{error}"),
+    };
     match cli.command {
         CommandLine::Serve { config, data, listen } => {
             let config = match config::Config::load(config.as_deref(), data, listen) {
                 Ok(config) => config,
                 Err(error) => {
-                    eprintln!("ledger: configuration error: {error}");
+                    failed("configuration error: ", &error);
                     return ExitCode::from(2);
                 }
             };
@@ -77,8 +92,7 @@ pub fn main() -> std::process::ExitCode {
             match runtime.block_on(serve::serve(config, clock, serve::signals(), |_| {})) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {
-                    tracing::error!("{error:#}");
-                    eprintln!("ledger: {error:#}");
+                    failed("", &format_args!("{error:#}"));
                     ExitCode::from(1)
                 }
             }

@@ -19,6 +19,7 @@ mod idempotency;
 mod isolation;
 mod limits;
 mod openapi;
+mod operating;
 mod phones;
 mod read_limits;
 mod readers;

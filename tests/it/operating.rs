@@ -1,0 +1,83 @@
+//! Running it as a service: a server that cannot listen leaves its data
+//! directory as it found it and says why once; `--log-format json` writes
+//! nothing but JSON lines; the help texts name each default once.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use serde_json::Value;
+
+fn ledger() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_ledger"))
+}
+
+#[test]
+fn a_busy_port_leaves_the_data_directory_as_it_was_and_the_error_is_said_once() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let (absent, empty) = (dir.path().join("absent"), dir.path().join("empty"));
+    std::fs::create_dir(&empty).unwrap();
+    for (data, format) in [(&absent, "text"), (&empty, "text"), (&empty, "json")] {
+        let output = ledger().args(["serve", "--log-format", format, "--listen", &port, "--data"]).arg(data).output().unwrap();
+        assert_eq!(output.status.code(), Some(1), "{output:?}");
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert_eq!(stderr.matches(&format!("listening on {port}")).count(), 1, "the error once:\n{stderr}");
+        assert!(stderr.contains("Address already in use") || stderr.contains("address in use"), "{stderr}");
+        if format == "json" {
+            for line in stderr.lines() {
+                serde_json::from_str::<Value>(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+            }
+        }
+        if data == &absent {
+            assert!(!absent.exists(), "the data directory was created");
+        } else {
+            let left: Vec<_> = std::fs::read_dir(&empty).unwrap().map(|e| e.unwrap().file_name()).collect();
+            assert!(left.is_empty(), "written before listening: {left:?}");
+        }
+    }
+}
+
+#[test]
+fn json_logs_are_one_json_object_a_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = ledger()
+        .args(["serve", "--log-format", "json", "--listen", "127.0.0.1:0", "--data"])
+        .arg(dir.path())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = Vec::new();
+    for line in BufReader::new(child.stderr.take().unwrap()).lines() {
+        let line = line.unwrap();
+        let ready = line.contains("; ready");
+        lines.push(line);
+        if ready {
+            break;
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(lines.len() >= 3, "{lines:#?}");
+    for line in &lines {
+        let object: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(object["level"].is_string() && object["fields"]["message"].is_string(), "{line}");
+    }
+    assert!(lines.iter().any(|line| line.contains("\"addr\"")), "fields are JSON fields: {lines:#?}");
+}
+
+#[test]
+fn help_names_each_default_once_and_describes_every_option() {
+    for command in ["serve", "replay", "audit", "verify", "slots", "export", "snapshot"] {
+        let output = ledger().args([command, "--help"]).output().unwrap();
+        let help = String::from_utf8(output.stdout).unwrap();
+        assert!(help.matches("[default: data]").count() <= 1, "ledger {command} --help:\n{help}");
+        // Every option has a description: in the short help, its line says more than its name.
+        let output = ledger().args([command, "-h"]).output().unwrap();
+        let help = String::from_utf8(output.stdout).unwrap();
+        for line in help.lines().filter(|line| line.trim_start().starts_with("--")) {
+            let words = line.split_whitespace().filter(|w| !w.starts_with('-') && !w.starts_with('<')).count();
+            assert!(words > 0, "ledger {command} --help leaves {:?} undescribed:\n{help}", line.trim());
+        }
+    }
+}
