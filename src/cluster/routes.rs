@@ -49,13 +49,16 @@ impl Forwarder {
 }
 
 pub fn router(node: Arc<Node>) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/healthz", get(crate::http::ops::healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(crate::http::ops::openapi))
         .route("/cluster", get(cluster))
-        .merge(crate::http::ui::routes())
+        .merge(crate::http::ui::routes());
+    // This node's own routes are counted here; a tenant's request, by the
+    // partition's router that answers it (here, or on the leader it is forwarded to).
+    crate::http::layers::count_routes(routes, node.metrics.clone())
         .fallback(dispatch)
         .layer(middleware::from_fn_with_state(node.clone(), name_the_node))
         .with_state(node)

@@ -1,16 +1,19 @@
 //! Layers around the routers that decide nothing about a request: CORS for
 //! browser frontends on other origins (`[server] cors_origins`, off by
-//! default). A single node and a cluster node put them around their routers
-//! the same way.
+//! default) and per-route HTTP metrics. A single node and a cluster node put
+//! them around their routers the same way.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::Request;
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use tower_http::cors::{AllowOrigin, CorsLayer};
+
+use crate::metrics::Metrics;
 
 /// Request headers a browser page may send: the token, JSON bodies, the
 /// idempotency key, and a live stream's resume point.
@@ -60,4 +63,47 @@ async fn preflight_no_content(request: Request, next: Next) -> Response {
         *response.status_mut() = StatusCode::NO_CONTENT;
     }
     response
+}
+
+/// The route label of requests no route matched: the raw path would let any
+/// client add a time series per path it makes up.
+const UNMATCHED: &str = "unmatched";
+
+/// `router` counting each request in `ledger_http_requests_total{route,
+/// method, status}` and timing it in `ledger_http_request_duration_seconds
+/// {route, method}` (until the response's head: a live stream counts the
+/// time to open it). The route is the template (`/v1/{tenant}/bookings`),
+/// never the path, so tenants and ids add no series. Requests the accept loop
+/// refuses before the router (503 `overloaded`, 408, 431) are not counted here.
+pub fn count(router: Router, metrics: Arc<Metrics>) -> Router {
+    router.layer(middleware::from_fn_with_state(metrics, observe))
+}
+
+/// The same for a router's own routes only, not its fallback (a cluster node
+/// hands its fallback's requests to a partition's router, which counts them).
+pub fn count_routes<S: Clone + Send + Sync + 'static>(router: Router<S>, metrics: Arc<Metrics>) -> Router<S> {
+    router.route_layer(middleware::from_fn_with_state(metrics, observe))
+}
+
+async fn observe(State(metrics): State<Arc<Metrics>>, matched: Option<MatchedPath>, request: Request, next: Next) -> Response {
+    let method = method_label(request.method());
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let route = matched.as_ref().map_or(UNMATCHED, |m| m.as_str());
+    metrics.http_request(route, method, response.status(), started.elapsed());
+    response
+}
+
+/// The method as a label, from a fixed set: a made-up method adds no series.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        _ => "other",
+    }
 }

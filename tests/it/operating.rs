@@ -81,3 +81,40 @@ fn help_names_each_default_once_and_describes_every_option() {
         }
     }
 }
+
+/// The value of the one sample of `name` whose labels include all of `labels`.
+fn sample(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    text.lines()
+        .filter(|line| line.starts_with(&format!("{name}{{")))
+        .find(|line| labels.iter().all(|label| line.contains(label)))
+        .map(|line| line.rsplit(' ').next().unwrap().parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_metrics_count_each_route_by_its_template_not_its_path() {
+    use crate::support::{ADMIN, Server, booking};
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path()).await;
+    let c = &server.client;
+    c.schedule("kloqo", "c1", "d1", 4).await;
+    c.post("/v1/kloqo/bookings", ADMIN, &booking("c1", "d1", "2026-05-01", 1, "Asha")).await.expect(201);
+    c.post("/v1/acme-3f9a/bookings", ADMIN, &booking("c1", "d1", "2026-05-01", 1, "Ben")).await.expect(404);
+    c.post("/v1/kloqo/bookings", ADMIN, &booking("c1", "d1", "2026-05-01", 1, "Ben")).await.expect(409);
+    c.get("/no/such/route-7c1e", ADMIN).await.expect(404);
+    let text = String::from_utf8(c.send("GET", "/metrics", None, None, None).await.body).unwrap();
+
+    let bookings = ["route=\"/v1/{tenant}/bookings\"", "method=\"POST\""];
+    assert_eq!(sample(&text, "ledger_http_requests_total", &[bookings[0], bookings[1], "status=\"201\""]), Some(1.0), "{text}");
+    assert_eq!(sample(&text, "ledger_http_requests_total", &[bookings[0], bookings[1], "status=\"409\""]), Some(1.0), "{text}");
+    assert_eq!(sample(&text, "ledger_http_requests_total", &[bookings[0], bookings[1], "status=\"404\""]), Some(1.0), "{text}");
+    assert_eq!(sample(&text, "ledger_http_request_duration_seconds_count", &bookings), Some(3.0), "{text}");
+    let schedule = "route=\"/v1/{tenant}/clinics/{clinic}/doctors/{doctor}/schedule\"";
+    assert_eq!(sample(&text, "ledger_http_requests_total", &[schedule, "method=\"PUT\"", "status=\"200\""]), Some(1.0), "{text}");
+    assert_eq!(sample(&text, "ledger_http_requests_total", &["route=\"unmatched\"", "status=\"404\""]), Some(1.0), "{text}");
+    // Tenants, names and made-up paths add no series.
+    for raw in ["kloqo", "acme-3f9a", "route-7c1e", "/no/such"] {
+        assert!(!text.lines().any(|line| line.starts_with("ledger_http") && line.contains(raw)), "{raw} is a label:\n{text}");
+    }
+    assert!(text.contains("# TYPE ledger_rejections_dropped_total counter"), "{text}");
+    server.stop().await;
+}
