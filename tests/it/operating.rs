@@ -118,3 +118,14 @@ async fn http_metrics_count_each_route_by_its_template_not_its_path() {
     assert!(text.contains("# TYPE ledger_rejections_dropped_total counter"), "{text}");
     server.stop().await;
 }
+
+#[test]
+fn the_changelog_names_this_version_and_the_license_is_cargo_tomls() {
+    let changelog = include_str!("../../CHANGELOG.md");
+    let version = env!("CARGO_PKG_VERSION");
+    assert!(changelog.contains(&format!("## [{version}] - ")), "CHANGELOG.md has no entry for {version}");
+    assert!(changelog.contains("## [Unreleased]"));
+    let license = include_str!("../../LICENSE");
+    assert!(license.starts_with("MIT License") && license.contains("the booking-ledger authors"));
+    assert!(include_str!("../../Cargo.toml").contains("license = \"MIT\""));
+}
