@@ -129,3 +129,18 @@ fn the_changelog_names_this_version_and_the_license_is_cargo_tomls() {
     assert!(license.starts_with("MIT License") && license.contains("the booking-ledger authors"));
     assert!(include_str!("../../Cargo.toml").contains("license = \"MIT\""));
 }
+
+#[test]
+fn listen_takes_a_host_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = ledger().args(["serve", "--listen", "localhost:0", "--data"]).arg(dir.path()).stderr(Stdio::piped()).spawn().unwrap();
+    let line = BufReader::new(child.stderr.take().unwrap())
+        .lines()
+        .map(Result::unwrap)
+        .find(|line| line.contains("listening on "))
+        .expect("it listens");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let addr: std::net::SocketAddr = line.split("listening on ").nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap();
+    assert!(addr.ip().is_loopback(), "{line}");
+}
