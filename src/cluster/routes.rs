@@ -55,13 +55,12 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(crate::http::ops::openapi))
         .route("/cluster", get(cluster))
-        .merge(crate::http::ui::routes());
-    // This node's own routes are counted here; a tenant's request, by the
-    // partition's router that answers it (here, or on the leader it is forwarded to).
-    crate::http::layers::count_routes(routes, node.metrics.clone())
+        .merge(crate::http::ui::routes())
         .fallback(dispatch)
-        .layer(middleware::from_fn_with_state(node.clone(), name_the_node))
-        .with_state(node)
+        .layer(middleware::from_fn_with_state(node.clone(), name_the_node));
+    // A tenant's request served here is counted by its partition's router;
+    // the rest (this node's routes, forwarded and refused requests) here.
+    crate::http::layers::count(routes, node.metrics.clone()).with_state(node)
 }
 
 /// Adds `Ledger-Node` to answers decided here (forwarded answers carry the leader's).

@@ -75,22 +75,39 @@ const UNMATCHED: &str = "unmatched";
 /// time to open it). The route is the template (`/v1/{tenant}/bookings`),
 /// never the path, so tenants and ids add no series. Requests the accept loop
 /// refuses before the router (503 `overloaded`, 408, 431) are not counted here.
-pub fn count(router: Router, metrics: Arc<Metrics>) -> Router {
+///
+/// Around a cluster node's router as around a partition's: a request a
+/// partition's router answered is counted there, with its template, once; a
+/// tenant's request the node forwarded or refused itself is counted as
+/// `/v1/{tenant}/*` (the leader counts a forwarded one by its template too).
+pub fn count<S: Clone + Send + Sync + 'static>(router: Router<S>, metrics: Arc<Metrics>) -> Router<S> {
     router.layer(middleware::from_fn_with_state(metrics, observe))
 }
 
-/// The same for a router's own routes only, not its fallback (a cluster node
-/// hands its fallback's requests to a partition's router, which counts them).
-pub fn count_routes<S: Clone + Send + Sync + 'static>(router: Router<S>, metrics: Arc<Metrics>) -> Router<S> {
-    router.route_layer(middleware::from_fn_with_state(metrics, observe))
-}
+/// A tenant's request no route of the router matched: on a cluster node, one
+/// it forwarded to the leader or refused (`no_leader`) rather than answered
+/// with a partition's router; on a single node, a path of no route (404).
+const TENANT_ELSEWHERE: &str = "/v1/{tenant}/*";
+
+/// On a response: a router nearer the handler counted it already (a
+/// partition's router inside a cluster node's), so an outer one does not.
+#[derive(Debug, Clone, Copy)]
+struct Counted;
 
 async fn observe(State(metrics): State<Arc<Metrics>>, matched: Option<MatchedPath>, request: Request, next: Next) -> Response {
     let method = method_label(request.method());
+    let tenant_request = request.uri().path().starts_with("/v1/");
     let started = Instant::now();
-    let response = next.run(request).await;
-    let route = matched.as_ref().map_or(UNMATCHED, |m| m.as_str());
-    metrics.http_request(route, method, response.status(), started.elapsed());
+    let mut response = next.run(request).await;
+    if response.extensions().get::<Counted>().is_none() {
+        let route = match &matched {
+            Some(matched) => matched.as_str(),
+            None if tenant_request => TENANT_ELSEWHERE,
+            None => UNMATCHED,
+        };
+        metrics.http_request(route, method, response.status(), started.elapsed());
+        response.extensions_mut().insert(Counted);
+    }
     response
 }
 
@@ -105,5 +122,41 @@ fn method_label(method: &Method) -> &'static str {
         Method::OPTIONS => "OPTIONS",
         Method::PATCH => "PATCH",
         _ => "other",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::routing::get;
+    use tower::ServiceExt;
+
+    /// A cluster node's shape: its own route, and a fallback that hands some
+    /// tenants to a partition's (counted) router and refuses the others.
+    #[tokio::test]
+    async fn a_request_is_counted_once_by_the_router_nearest_its_handler() {
+        let metrics = Arc::new(Metrics::new());
+        let partition = count(Router::new().route("/v1/{tenant}/bookings", get(|| async { "ok" })), metrics.clone());
+        let node = Router::new().route("/healthz", get(|| async { "ok" })).fallback(move |request: Request| {
+            let partition = partition.clone();
+            async move {
+                if request.uri().path().starts_with("/v1/here/") {
+                    partition.oneshot(request).await.unwrap()
+                } else {
+                    Response::builder().status(StatusCode::SERVICE_UNAVAILABLE).body(Body::empty()).unwrap()
+                }
+            }
+        });
+        let node = count(node, metrics.clone());
+        for path in ["/v1/here/bookings", "/v1/here/bookings", "/v1/elsewhere/bookings", "/healthz", "/nowhere"] {
+            node.clone().oneshot(Request::get(path).body(Body::empty()).unwrap()).await.unwrap();
+        }
+        let counted = |route: &str, status: &str| metrics.http_requests.with_label_values(&[route, "GET", status]).get();
+        assert_eq!(counted("/v1/{tenant}/bookings", "200"), 2, "counted by the partition's router only");
+        assert_eq!(counted(TENANT_ELSEWHERE, "503"), 1);
+        assert_eq!(counted(TENANT_ELSEWHERE, "200"), 0);
+        assert_eq!(counted("/healthz", "200"), 1);
+        assert_eq!(counted(UNMATCHED, "503"), 1);
     }
 }
