@@ -1,10 +1,12 @@
 # The two commands of README: `make run` serves on ./data, `make test` passes the tests.
 CARGO ?= cargo
 
-.PHONY: run test check bench bench-pg bench-cluster build nats cluster torture ui-test
+.PHONY: run test check bench bench-pg bench-cluster build nats cluster torture ui-test install unit-check
 
+# `make run ARGS="--listen localhost:9090 --config ledger.toml"` passes flags to `ledger serve`.
+ARGS ?=
 run:
-	$(CARGO) run --release --locked --bin ledger -- serve
+	$(CARGO) run --release --locked --bin ledger -- serve $(ARGS)
 
 # The cluster tests run against the pinned nats-server, installed on first use.
 test: nats
@@ -18,6 +20,18 @@ ui-test:
 	$(CARGO) build --locked --bin ledger
 	cd ui-tests && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund
 	cd ui-tests && npm test
+
+# `cargo install` into PREFIX/bin (default ~/.cargo/bin): `ledger`, and
+# `booking-ledger` beside it (the same binary; Debian's ledger package owns
+# /usr/bin/ledger). `make install PREFIX=/usr/local` for the systemd unit.
+PREFIX ?= $(HOME)/.cargo
+install:
+	$(CARGO) install --locked --path . --root $(PREFIX)
+	ln -sf ledger $(PREFIX)/bin/booking-ledger
+
+# contrib/booking-ledger.service checked by systemd-analyze verify (scripts/verify-unit.sh).
+unit-check:
+	bash scripts/verify-unit.sh
 
 # What CI runs besides the tests.
 check:

@@ -156,7 +156,7 @@ impl Single {
         std::fs::write(
             &config,
             format!(
-                "[server]\ndata_dir = \"{}\"\nlisten = \"127.0.0.1:{port}\"\n\n[[token]]\nname = \"admin\"\nsecret = \"{secret}\"\ntenants = [\"*\"]\nrole = \"admin\"\n",
+                "[server]\ndata_dir = \"{}\"\nlisten = \"127.0.0.1:{port}\"\nadmin_token = false\n\n[[token]]\nname = \"admin\"\nsecret = \"{secret}\"\ntenants = [\"*\"]\nrole = \"admin\"\n",
                 dir.path().join("data").display()
             ),
         )

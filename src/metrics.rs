@@ -1,7 +1,7 @@
 //! Prometheus metrics: what the writer and the server count, and the text
 //! exposition served at `/metrics`.
 
-use prometheus::{Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 
 pub struct Metrics {
     registry: Registry,
@@ -21,8 +21,12 @@ pub struct Metrics {
     pub snapshot_seconds: Histogram,
     /// Snapshots the snapshot thread failed to take.
     pub snapshot_failures: IntCounter,
-    /// Refused commands the rejection journal dropped (queue full, or it failed).
-    pub rejections_dropped: IntGauge,
+    /// Refused commands the rejection journal dropped (it failed), counted by the writer.
+    pub rejections_dropped: IntCounter,
+    /// HTTP requests answered by the router, by route template, method and status.
+    pub http_requests: IntCounterVec,
+    /// Time from a request's head to its response's head, by route template and method.
+    pub http_request_seconds: HistogramVec,
     /// Idempotency answers held, against `idempotency_keys_max`.
     pub idempotency_keys: IntGauge,
     /// HTTP connections open, against `max_connections`.
@@ -78,9 +82,26 @@ impl Metrics {
         )
         .unwrap();
         let snapshot_failures = IntCounter::new("ledger_snapshot_failures_total", "Snapshots the snapshot thread failed to take.").unwrap();
-        let rejections_dropped = IntGauge::new(
-            "ledger_rejections_dropped",
-            "Refused commands the rejection journal dropped (its queue was full, or it failed).",
+        let rejections_dropped = IntCounter::new(
+            "ledger_rejections_dropped_total",
+            "Refused commands the rejection journal dropped (it had failed and not re-opened yet).",
+        )
+        .unwrap();
+        let http_requests = IntCounterVec::new(
+            Opts::new(
+                "ledger_http_requests_total",
+                "HTTP requests answered by the router, by route template (not the path), method and status.",
+            ),
+            &["route", "method", "status"],
+        )
+        .unwrap();
+        let http_request_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "ledger_http_request_duration_seconds",
+                "Time from a request's head to its response's head (a live stream: to opening it), by route template and method.",
+            )
+            .buckets(vec![0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
+            &["route", "method"],
         )
         .unwrap();
         let idempotency_keys = IntGauge::new(
@@ -115,6 +136,8 @@ impl Metrics {
             Box::new(snapshot_seconds.clone()),
             Box::new(snapshot_failures.clone()),
             Box::new(rejections_dropped.clone()),
+            Box::new(http_requests.clone()),
+            Box::new(http_request_seconds.clone()),
             Box::new(idempotency_keys.clone()),
             Box::new(connections_open.clone()),
             Box::new(accept_errors.clone()),
@@ -137,6 +160,8 @@ impl Metrics {
             snapshot_seconds,
             snapshot_failures,
             rejections_dropped,
+            http_requests,
+            http_request_seconds,
             idempotency_keys,
             connections_open,
             accept_errors,
@@ -153,6 +178,12 @@ impl Metrics {
 
     pub fn command(&self, outcome: &str) {
         self.commands.with_label_values(&[outcome]).inc();
+    }
+
+    /// One HTTP request answered: `route` is the route's template, never the raw path.
+    pub fn http_request(&self, route: &str, method: &str, status: axum::http::StatusCode, elapsed: std::time::Duration) {
+        self.http_requests.with_label_values(&[route, method, status.as_str()]).inc();
+        self.http_request_seconds.with_label_values(&[route, method]).observe(elapsed.as_secs_f64());
     }
 
     pub fn render(&self) -> String {

@@ -108,6 +108,11 @@ impl Journal {
         (journal, handle)
     }
 
+    /// Records lost because the journal failed, so far.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
     /// Appends `records` and writes them in one `write`, without waiting for the disk.
     pub fn write(&mut self, records: impl IntoIterator<Item = Rejected>) {
         if self.log.is_none() && self.revived_at.is_none_or(|at| at.elapsed() >= REVIVE_EVERY) {

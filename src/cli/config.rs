@@ -20,6 +20,8 @@ pub const DEFAULT_DATA_DIR: &str = "data";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 /// Shorter secrets are accepted (API.md's example is 12 characters) with a warning.
 pub const SECRET_LEN_RECOMMENDED: usize = 16;
+/// The name of the generated admin token, the actor of what it causes.
+pub const ADMIN_TOKEN_NAME: &str = "admin";
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -55,6 +57,12 @@ pub struct ClusterSection {
 pub struct ServerSection {
     pub data_dir: Option<PathBuf>,
     pub listen: Option<String>,
+    /// Whether the generated admin token (`<data_dir>/admin.token`) is served
+    /// beside the `[[token]]`s; default true.
+    pub admin_token: Option<bool>,
+    /// Origins whose browser pages may call the API (CORS); none by default.
+    #[serde(default)]
+    pub cors_origins: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -178,8 +186,14 @@ pub struct Config {
     pub read: ReadLimits,
     pub connections: ConnectionLimits,
     pub snapshots: SnapshotConfig,
-    /// (secret, token); empty means "create an admin token in the data directory".
+    /// Origins allowed to call the API from a browser (`[server] cors_origins`).
+    pub cors_origins: Vec<axum::http::HeaderValue>,
+    /// The configured `[[token]]`s: (secret, token).
     pub tokens: Vec<(Secret, Token)>,
+    /// Serve the generated admin token of `<data_dir>/admin.token` too
+    /// (created on first start), named [`ADMIN_TOKEN_NAME`]. Single node only:
+    /// a cluster's nodes must share every token.
+    pub admin_token: bool,
     /// Set with a `[cluster]` section: the ledger runs as one node of a cluster.
     pub cluster: Option<ClusterConfig>,
 }
@@ -204,6 +218,39 @@ fn toml_error(text: &str, error: &toml::de::Error) -> String {
         }
         None => error.message().trim_end().to_owned(),
     }
+}
+
+/// A CORS origin as browsers send it: `scheme://host[:port]`, nothing after.
+fn check_origin(origin: &str) -> Result<axum::http::HeaderValue, ConfigError> {
+    let bad = |why: &str| field_error("server.cors_origins", format!("{origin:?} {why}"));
+    let uri: axum::http::Uri = origin.parse().map_err(|_| bad("is not an origin such as https://app.example"))?;
+    if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
+        return Err(bad("is not an origin such as https://app.example (http or https, then the host)"));
+    }
+    if origin.ends_with('/') || uri.path_and_query().is_some_and(|p| p.as_str() != "/") {
+        return Err(bad("has a path: an origin is scheme://host[:port] only"));
+    }
+    axum::http::HeaderValue::from_str(origin).map_err(|_| bad("is not a valid header value"))
+}
+
+/// The server's check of a configured `secret`: shorter than
+/// [`SECRET_LEN_RECOMMENDED`] is easy to guess (and warned about at start-up).
+pub fn easy_to_guess(secret: &str) -> bool {
+    secret.len() < SECRET_LEN_RECOMMENDED
+}
+
+/// `host:port`, the host an IP address or a name (`localhost:9090`), resolved
+/// now: the server listens on the first address the name resolves to.
+fn resolve_listen(listen: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = listen.parse() {
+        return Ok(addr);
+    }
+    let (host, port) = listen.rsplit_once(':').ok_or("expected host:port, such as 127.0.0.1:8080 or localhost:8080")?;
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return Err("expected host:port, such as 127.0.0.1:8080 or localhost:8080".to_owned());
+    }
+    let mut addrs = std::net::ToSocketAddrs::to_socket_addrs(listen).map_err(|e| format!("cannot resolve {host:?}: {e}"))?;
+    addrs.next().ok_or_else(|| format!("{host:?} resolves to no address"))
 }
 
 fn field_error(field: &str, problem: impl std::fmt::Display) -> ConfigError {
@@ -231,8 +278,13 @@ impl Config {
     }
 
     pub fn from_file(file: ConfigFile, data_dir: Option<PathBuf>, listen: Option<String>) -> Result<Config, ConfigError> {
-        let listen = listen.or(file.server.listen).unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
-        let listen = listen.parse().map_err(|e| field_error("server.listen", format!("{listen:?}: {e}")))?;
+        // A mistake names where the value came from: the flag, or the file.
+        let (listen, origin) = match (listen, file.server.listen) {
+            (Some(listen), _) => (listen, "--listen"),
+            (None, Some(listen)) => (listen, "server.listen"),
+            (None, None) => (DEFAULT_LISTEN.to_owned(), "server.listen"),
+        };
+        let listen = resolve_listen(&listen).map_err(|problem| ConfigError(format!("{origin}: {listen:?}: {problem}")))?;
         let limits = &file.limits;
         let writer = WriterConfig {
             queue_len_max: check_range("limits.queue_len_max", limits.queue_len_max, 1, 1 << 20)?,
@@ -297,7 +349,7 @@ impl Config {
                     if secret.is_empty() || secret.trim() != secret {
                         return Err(field_error(&field("secret"), "must not be empty or have surrounding spaces"));
                     }
-                    if secret.len() < SECRET_LEN_RECOMMENDED {
+                    if easy_to_guess(&secret) {
                         tracing::warn!(
                             "token {:?}: a secret of fewer than {SECRET_LEN_RECOMMENDED} characters is easy to guess",
                             token.name
@@ -333,6 +385,20 @@ impl Config {
             tokens.push((secret, Token { name: token.name.into(), tenants: token.tenants, role: token.role, rate }));
         }
         let cluster = file.cluster.map(|c| ClusterConfig::check(c, &tokens)).transpose()?;
+        let admin_token = file.server.admin_token.unwrap_or(true) && cluster.is_none();
+        let cors_origins = file.server.cors_origins.iter().map(|origin| check_origin(origin)).collect::<Result<_, _>>()?;
+        if file.server.admin_token == Some(false) && tokens.is_empty() {
+            return Err(field_error("server.admin_token", "false with no [[token]]: no request could authenticate"));
+        }
+        if admin_token && let Some(i) = tokens.iter().position(|(_, t)| &*t.name == ADMIN_TOKEN_NAME) {
+            return Err(field_error(
+                &format!("token[{i}].name"),
+                format!(
+                    "{ADMIN_TOKEN_NAME:?} is the generated admin token's name (<data_dir>/admin.token): rename this token, \
+                     or set server.admin_token = false"
+                ),
+            ));
+        }
         Ok(Config {
             cluster,
             data_dir: data_dir.or(file.server.data_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
@@ -345,6 +411,8 @@ impl Config {
             connections,
             snapshots,
             tokens,
+            admin_token,
+            cors_origins,
         })
     }
 }
@@ -447,6 +515,32 @@ mod tests {
         assert_eq!((config.tokens[0].1.rate, config.tokens[1].1.rate), (rate(5, 5), rate(5, 20)));
     }
 
+    /// README's sample configuration parses, and its secrets pass the server's own check.
+    #[test]
+    fn the_readme_sample_config_parses_and_its_secrets_are_not_easy_to_guess() {
+        let readme = include_str!("../../README.md");
+        let start = readme.find("```toml\n[server]\n").expect("README's sample config") + "```toml\n".len();
+        let text = &readme[start..start + readme[start..].find("```").unwrap()];
+        let config = parse(text).unwrap();
+        assert_eq!(config.tokens.len(), 2);
+        assert!(config.admin_token);
+        let file: ConfigFile = toml::from_str(text).unwrap();
+        for secret in file.token.iter().filter_map(|t| t.secret.as_deref()) {
+            assert!(!easy_to_guess(secret), "README's sample secret {secret:?} is easy to guess by the server's own check");
+        }
+    }
+
+    #[test]
+    fn the_listen_address_may_be_a_name_and_a_mistake_names_where_it_came_from() {
+        let config = Config::from_file(ConfigFile::default(), None, Some("localhost:9090".into())).unwrap();
+        assert!(config.listen.ip().is_loopback() && config.listen.port() == 9090, "{}", config.listen);
+        let flag = Config::from_file(ConfigFile::default(), None, Some("localhost".into())).unwrap_err().to_string();
+        assert!(flag.starts_with("--listen: "), "{flag}");
+        let file: ConfigFile = toml::from_str("[server]\nlisten = \"localhost:99999\"").unwrap();
+        let from_file = Config::from_file(file, None, None).unwrap_err().to_string();
+        assert!(from_file.starts_with("server.listen: "), "{from_file}");
+    }
+
     #[test]
     fn mistakes_are_named() {
         const TOKEN_A: &str = "[[token]]\nname = \"a\"\ntenants = [\"x\"]\nrole = \"client\"\n";
@@ -465,6 +559,11 @@ mod tests {
             ("[limits]\nsnapshots_kept = 0", "limits.snapshots_kept"),
             ("[limits]\nsnapshots_kept = 1001", "limits.snapshots_kept"),
             ("[server]\nlisten = \"nowhere\"", "server.listen"),
+            ("[server]\nadmin_token = false", "server.admin_token"),
+            ("[server]\ncors_origins = [\"app.example\"]", "server.cors_origins"),
+            ("[server]\ncors_origins = [\"https://app.example/\"]", "server.cors_origins"),
+            ("[server]\ncors_origins = [\"ftp://app.example\"]", "server.cors_origins"),
+            ("[[token]]\nname = \"admin\"\nsecret = \"0123456789abcdef\"\ntenants = [\"x\"]\nrole = \"admin\"", "token[0].name"),
             ("[rules]\nfreshness_window_secs = -1", "freshness_window_secs"),
             ("[[token]]\nname = \"a\"\nsecret = \" padded \"\ntenants = [\"x\"]\nrole = \"client\"", "token[0].secret"),
             (

@@ -1,5 +1,5 @@
 //! The command line: `ledger serve` and the offline commands (`replay`,
-//! `export`, `slots`, `audit`, `verify`, `snapshot`).
+//! `export`, `slots`, `audit`, `verify`, `snapshot`), and `token new`.
 //! Configuration, start-up and shutdown live here; `anyhow` only at this edge.
 
 pub mod audit;
@@ -8,6 +8,7 @@ pub mod replay;
 pub mod serve;
 pub mod slots;
 pub mod snapshot;
+pub mod token;
 pub mod verify;
 
 use std::path::PathBuf;
@@ -18,8 +19,17 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "ledger", version, about = "An event-sourced booking ledger that makes duplicate side effects impossible.")]
 pub struct Cli {
+    /// How log lines are written to stderr: `text` for people, `json` (one JSON object a line) for log collectors.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: CommandLine,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -48,23 +58,32 @@ pub enum CommandLine {
     Export(replay::ExportArgs),
     /// Write a snapshot of the state at the ledger's last position, which the next start loads (offline).
     Snapshot(snapshot::SnapshotArgs),
+    /// Tokens for the config file: `ledger token new --name N --tenants a,b --role client`.
+    #[command(subcommand)]
+    Token(token::TokenCommand),
 }
 
 /// Exit codes: 0 clean, 1 a runtime failure, 2 a configuration mistake.
 pub fn main() -> std::process::ExitCode {
     use std::process::ExitCode;
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
+        LogFormat::Json => logs.json().with_current_span(false).init(),
+    }
+    // A failure is said once: as a log line where stderr is JSON, else as one plain line.
+    let failed = |what: &str, error: &dyn std::fmt::Display| match cli.log_format {
+        LogFormat::Json => tracing::error!("{what}{error}"),
+        LogFormat::Text => eprintln!("ledger: {what}{error}"),
+    };
     match cli.command {
         CommandLine::Serve { config, data, listen } => {
             let config = match config::Config::load(config.as_deref(), data, listen) {
                 Ok(config) => config,
                 Err(error) => {
-                    eprintln!("ledger: configuration error: {error}");
+                    failed("configuration error: ", &error);
                     return ExitCode::from(2);
                 }
             };
@@ -73,8 +92,7 @@ pub fn main() -> std::process::ExitCode {
             match runtime.block_on(serve::serve(config, clock, serve::signals(), |_| {})) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {
-                    tracing::error!("{error:#}");
-                    eprintln!("ledger: {error:#}");
+                    failed("", &format_args!("{error:#}"));
                     ExitCode::from(1)
                 }
             }
@@ -85,6 +103,13 @@ pub fn main() -> std::process::ExitCode {
         CommandLine::Slots(args) => offline(slots::run(&args)),
         CommandLine::Export(args) => offline(replay::export(&args)),
         CommandLine::Snapshot(args) => offline(snapshot::run(&args)),
+        CommandLine::Token(command) => match token::run(&command) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("ledger: {error:#}");
+                ExitCode::from(2)
+            }
+        },
     }
 }
 

@@ -15,9 +15,9 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
-use super::config::Config;
+use super::config::{ADMIN_TOKEN_NAME, Config};
 use crate::forensics::follower::Indexes;
-use crate::http::auth::{Auth, Role, Token};
+use crate::http::auth::{Auth, Role, Secret, Token};
 use crate::http::{AppState, app, views};
 use crate::log::{FileLog, FileLogOptions, Log};
 use crate::metrics::Metrics;
@@ -57,14 +57,14 @@ pub fn lock_data_dir(data_dir: &Path) -> anyhow::Result<File> {
     Ok(file)
 }
 
-/// With no tokens configured: the admin token for all tenants in
-/// `<data_dir>/admin.token` (mode 0600), created on first start.
+/// The generated admin token for all tenants, `<data_dir>/admin.token` (mode
+/// 0600), created on first start.
 fn admin_token(data_dir: &Path) -> anyhow::Result<(String, Token, PathBuf)> {
     let path = data_dir.join(ADMIN_TOKEN_FILE);
     let secret = match fs::read_to_string(&path) {
         Ok(secret) => secret.trim().to_owned(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let secret = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+            let secret = new_secret();
             let mut file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path)?;
             writeln!(file, "{secret}")?;
             file.sync_all()?;
@@ -73,8 +73,34 @@ fn admin_token(data_dir: &Path) -> anyhow::Result<(String, Token, PathBuf)> {
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     };
     anyhow::ensure!(!secret.is_empty(), "{} is empty", path.display());
-    let token = Token { name: "admin".into(), tenants: vec!["*".into()], role: Role::Admin, rate: None };
+    let token = Token { name: ADMIN_TOKEN_NAME.into(), tenants: vec!["*".into()], role: Role::Admin, rate: None };
     Ok((secret, token, path))
+}
+
+/// A new token secret: 64 hex digits, 244 random bits (two UUIDv4s).
+pub fn new_secret() -> String {
+    format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple())
+}
+
+/// The tokens a server answers to, as its start-up log names them: name,
+/// role, tenants; never a secret.
+fn describe_tokens(tokens: &[(Secret, Token)], admin_token: Option<&Path>) -> String {
+    tokens
+        .iter()
+        .map(|(_, token)| {
+            let role = match token.role {
+                Role::Admin => "admin",
+                Role::Client => "client",
+            };
+            let tenants = if token.tenants.iter().any(|t| t == "*") { "all tenants".to_owned() } else { token.tenants.join(", ") };
+            let file = match admin_token {
+                Some(path) if &*token.name == ADMIN_TOKEN_NAME => format!(", secret in {}", path.display()),
+                _ => String::new(),
+            };
+            format!("{} ({role}: {tenants}{file})", token.name)
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 pub fn open_log(dir: &Path, options: FileLogOptions) -> anyhow::Result<FileLog> {
@@ -97,22 +123,30 @@ pub async fn serve(
     on_listening: impl FnOnce(SocketAddr),
 ) -> anyhow::Result<()> {
     let data_dir = config.data_dir.clone();
+    // The port first: a server that cannot listen (the port is taken) leaves
+    // the data directory as it found it, no lock file, token or journal.
+    let listener = TcpListener::bind(config.listen).await.with_context(|| format!("listening on {}", config.listen))?;
     let _lock = lock_data_dir(&data_dir)?;
     let mut tokens = std::mem::take(&mut config.tokens);
-    if tokens.is_empty() {
+    let mut admin_token_path = None;
+    if config.admin_token {
+        anyhow::ensure!(
+            tokens.iter().all(|(_, t)| &*t.name != ADMIN_TOKEN_NAME),
+            "a configured token is named {ADMIN_TOKEN_NAME:?}, the generated admin token's name"
+        );
         let (secret, token, path) = admin_token(&data_dir)?;
-        tracing::info!(path = %path.display(), "no tokens configured: the admin token for all tenants is in {}", path.display());
         tokens.push((secret.into(), token));
+        admin_token_path = Some(path);
     }
+    tracing::info!(tokens = tokens.len(), "tokens active: {}", describe_tokens(&tokens, admin_token_path.as_deref()));
     if let Some(cluster) = config.cluster.take() {
-        return crate::cluster::serve(cluster, config, Auth::new(tokens), clock, shutdown, on_listening).await;
+        return crate::cluster::serve(cluster, listener, config, Auth::new(tokens), clock, shutdown, on_listening).await;
     }
     let metrics = Arc::new(Metrics::new());
     let ledger_dir = data_dir.join(LEDGER_DIR);
     let (state, journal, indexes) = prepare(&data_dir, Auth::new(tokens), metrics.clone(), clock.clone(), &config)?;
     let state = Arc::new(state);
 
-    let listener = TcpListener::bind(config.listen).await.with_context(|| format!("listening on {}", config.listen))?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "listening on {addr}");
     tracing::info!("the clinic dashboard: http://{addr}/ui/ (sign in with a token)");
@@ -128,7 +162,8 @@ pub async fn serve(
             state.stopping.send_replace(true);
         }
     };
-    let server = tokio::spawn(crate::http::server::serve(listener, app(state.clone()), config.connections, metrics.clone(), stop));
+    let router = crate::http::layers::cors(app(state.clone()), &config.cors_origins);
+    let server = tokio::spawn(crate::http::server::serve(listener, router, config.connections, metrics.clone(), stop));
 
     let (rules, log_options) = (config.rules, config.log);
     let ledger_dir_for_forensics = ledger_dir.clone();

@@ -16,8 +16,10 @@ pub struct SlotsArgs {
     /// The data directory.
     #[arg(long, default_value = "data")]
     pub data: PathBuf,
+    /// The tenant whose clinic it is (the `{tenant}` of `/v1/{tenant}/...`).
     #[arg(long)]
     pub tenant: String,
+    /// The clinic, as named in its doctors' schedules.
     #[arg(long)]
     pub clinic: String,
     /// YYYY-MM-DD.

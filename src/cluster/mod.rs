@@ -71,16 +71,17 @@ pub async fn connect(config: &ClusterConfig) -> anyhow::Result<(async_nats::Clie
 /// partitions over (their leases deleted, so that others take them at once).
 pub async fn serve(
     cluster: ClusterConfig,
+    listener: TcpListener,
     config: Config,
     auth: Auth,
     clock: Arc<dyn Clock>,
     shutdown: impl Future<Output = ()> + Send + 'static,
     on_listening: impl FnOnce(SocketAddr),
 ) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(config.listen).await.with_context(|| format!("listening on {}", config.listen))?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, node = %cluster.node, "cluster node {} listening on {addr}", cluster.node);
     let connections = config.connections;
+    let cors_origins = config.cors_origins.clone();
     let node = node::Node::start(cluster, config, auth, clock).await?;
     on_listening(addr);
     let (stop_sender, stop) = tokio::sync::watch::channel(false);
@@ -89,7 +90,8 @@ pub async fn serve(
         shutdown.await;
         tracing::info!("shutting down: no new requests; handing the partitions over");
     };
-    let served = crate::http::server::serve(listener, routes::router(node.clone()), connections, node.metrics.clone(), stopping).await;
+    let router = crate::http::layers::cors(routes::router(node.clone()), &cors_origins);
+    let served = crate::http::server::serve(listener, router, connections, node.metrics.clone(), stopping).await;
     stop_sender.send_replace(true);
     leases.await.context("the lease task")?;
     served.context("serving HTTP")?;

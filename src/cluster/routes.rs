@@ -49,7 +49,7 @@ impl Forwarder {
 }
 
 pub fn router(node: Arc<Node>) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/healthz", get(crate::http::ops::healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -57,8 +57,10 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/cluster", get(cluster))
         .merge(crate::http::ui::routes())
         .fallback(dispatch)
-        .layer(middleware::from_fn_with_state(node.clone(), name_the_node))
-        .with_state(node)
+        .layer(middleware::from_fn_with_state(node.clone(), name_the_node));
+    // A tenant's request served here is counted by its partition's router;
+    // the rest (this node's routes, forwarded and refused requests) here.
+    crate::http::layers::count(routes, node.metrics.clone()).with_state(node)
 }
 
 /// Adds `Ledger-Node` to answers decided here (forwarded answers carry the leader's).
@@ -128,6 +130,8 @@ async fn forward(node: &Node, leader: &str, advertise: &str, request: Request) -
     };
     parts.headers.remove(header::HOST);
     parts.headers.remove(header::CONNECTION);
+    // CORS is answered by the node the browser called (its own layer), not again by the leader.
+    parts.headers.remove(header::ORIGIN);
     if let Ok(value) = HeaderValue::from_str(&node.config.node) {
         parts.headers.insert(FORWARDED_BY, value);
     }

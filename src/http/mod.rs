@@ -13,6 +13,7 @@ pub mod extract;
 pub(crate) mod forensics;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod layers;
 pub mod openapi;
 pub mod ops;
 mod phones;
@@ -202,6 +203,7 @@ fn panic_response(_: Box<dyn std::any::Any + Send>) -> Response {
 
 /// The router with every route and layer; tests drive it on a real port.
 pub fn app(state: Shared) -> Router {
+    let metrics = state.metrics.clone();
     let tenant = Router::new()
         .route("/clinics/{clinic}/doctors/{doctor}/schedule", put(clinics::put_schedule))
         .route("/bookings", post(clinics::create_booking))
@@ -236,7 +238,7 @@ pub fn app(state: Shared) -> Router {
         .merge(ui::routes());
     #[cfg(feature = "bench")]
     let router = router.route("/bench/echo", post(ops::echo));
-    router
+    let router = router
         .fallback(fallback)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(extract::BODY_BYTES_MAX))
@@ -246,5 +248,6 @@ pub fn app(state: Shared) -> Router {
                 .layer(PropagateRequestIdLayer::x_request_id())
                 .layer(CatchPanicLayer::custom(panic_response)),
         )
-        .with_state(state)
+        .with_state(state);
+    layers::count(router, metrics)
 }

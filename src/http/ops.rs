@@ -52,9 +52,6 @@ pub async fn metrics(State(app): State<Shared>) -> impl IntoResponse {
     if let Ok(writer) = app.writer() {
         app.metrics.queue_depth.set(writer.queue_depth() as i64);
     }
-    if let Some(journal) = &app.journal {
-        app.metrics.rejections_dropped.set(journal.dropped() as i64);
-    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], app.metrics.render())
 }
 

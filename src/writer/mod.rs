@@ -757,6 +757,8 @@ impl Writer {
                 body: origin.map(|o| o.body).unwrap_or_default(),
             }
         });
+        let dropped = journal.dropped();
         journal.write(records);
+        self.metrics.rejections_dropped.inc_by(journal.dropped() - dropped);
     }
 }

@@ -648,6 +648,7 @@ fn a_journal_failed_by_a_full_disk_revives_when_the_ledger_reopens() {
     disk.set_space(Some(0));
     commit(&mut writer, &[book(0)]).unwrap();
     assert_eq!((handle.dropped(), handle.written()), (1, 0), "the refusal could not be journaled: the journal gave up");
+    assert_eq!(writer.metrics.rejections_dropped.get(), 1, "ledger_rejections_dropped_total counts it");
 
     disk.set_space(None);
     faults.lock().fail_sync_at = 1;
@@ -655,6 +656,7 @@ fn a_journal_failed_by_a_full_disk_revives_when_the_ledger_reopens() {
     writer.reopen().unwrap();
     commit(&mut writer, &[book(0)]).unwrap();
     assert_eq!((handle.dropped(), handle.written()), (1, 1), "the journal re-opened with the ledger and took the next refusal");
+    assert_eq!(writer.metrics.rejections_dropped.get(), 1);
     let page = crate::forensics::feed::rejections_page(&handle.dir, "t", 1, handle.written(), 10).unwrap();
     assert_eq!(page.items.len(), 1);
 }

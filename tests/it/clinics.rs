@@ -384,7 +384,7 @@ async fn operations_routes() {
         "ledger_batch_commands_count",
         "ledger_fsync_seconds_count",
         "ledger_queue_depth",
-        "ledger_rejections_dropped 0",
+        "ledger_rejections_dropped_total 0",
     ] {
         assert!(text.contains(line), "/metrics lacks {line}:\n{text}");
     }
