@@ -21,6 +21,15 @@ ui-test:
 	cd ui-tests && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund
 	cd ui-tests && npm test
 
+# A TypeScript client generated from the committed OpenAPI document
+# (openapi-typescript, pinned with tsc in clients/typescript/package-lock.json)
+# and an integration written against it (clients/typescript/integration.ts),
+# compiled with tsc --strict.
+.PHONY: ts-client-check
+ts-client-check:
+	cd clients/typescript && npm ci --no-audit --no-fund
+	cd clients/typescript && npm run --silent generate && npm run --silent check
+
 # `cargo install` into PREFIX/bin (default ~/.cargo/bin): `ledger`, and
 # `booking-ledger` beside it (the same binary; Debian's ledger package owns
 # /usr/bin/ledger). `make install PREFIX=/usr/local` for the systemd unit.
