@@ -15,7 +15,7 @@ pub(crate) mod forensics;
 pub mod fuzzing;
 pub mod openapi;
 pub mod ops;
-mod phones;
+pub(crate) mod phones;
 pub mod server;
 pub mod ui;
 pub mod views;

@@ -17,6 +17,7 @@ mod hostile;
 mod idempotency;
 mod isolation;
 mod limits;
+mod offline;
 mod openapi;
 mod phones;
 mod read_limits;
