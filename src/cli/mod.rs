@@ -1,11 +1,12 @@
 //! The command line: `ledger serve` and the offline commands (`replay`,
-//! `export`, `slots`, `rejections`, `audit`, `verify`, `snapshot`).
+//! `export`, `slots`, `rejections`, `audit`, `verify`, `snapshot`, `backup`).
 //! Configuration, start-up and shutdown live here; `anyhow` only at this edge.
 //! The offline commands that only read open the data directory read-only
 //! ([`open_read_only`]): they create nothing in it, so they work on an
 //! evidence copy nobody may write.
 
 pub mod audit;
+pub mod backup;
 pub mod config;
 pub mod rejections;
 pub mod replay;
@@ -53,6 +54,8 @@ pub enum CommandLine {
     Export(replay::ExportArgs),
     /// Print the rejection journal: every refused command, who sent it and what it hit (offline).
     Rejections(rejections::RejectionsArgs),
+    /// Copy a data directory consistently, even while a server runs on it (no lock taken; `ledger verify` checks the copy).
+    Backup(backup::BackupArgs),
     /// Write a snapshot of the state at the ledger's last position, which the next start loads (offline).
     Snapshot(snapshot::SnapshotArgs),
 }
@@ -93,6 +96,7 @@ pub fn main() -> std::process::ExitCode {
         CommandLine::Export(args) => offline(replay::export(&args)),
         CommandLine::Rejections(args) => offline(rejections::run(&args)),
         CommandLine::Snapshot(args) => offline(snapshot::run(&args)),
+        CommandLine::Backup(args) => offline(backup::run(&args)),
     }
 }
 

@@ -2,6 +2,7 @@
 //! "Delete Cargo Integration Tests").
 
 mod audit;
+mod backup;
 mod calls;
 mod clinics;
 mod cluster;
