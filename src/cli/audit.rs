@@ -13,7 +13,7 @@ use crate::forensics::audit::audit_dir;
 
 #[derive(Debug, clap::Args)]
 pub struct AuditArgs {
-    /// The data directory [default: data].
+    /// The data directory.
     #[arg(long, default_value = "data")]
     pub data: PathBuf,
     /// Audit this tenant only (the positions of the others still count for the gap check).

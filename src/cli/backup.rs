@@ -87,7 +87,10 @@ pub fn run(args: &BackupArgs) -> anyhow::Result<Finding> {
 
 fn describe(copied: &Copied) -> String {
     match copied.positions {
-        Some((first, last)) => format!("positions {first} to {last} ({} segments, {} bytes)", copied.segments, copied.bytes),
+        Some((first, last)) => {
+            let segments = if copied.segments == 1 { "1 segment".to_owned() } else { format!("{} segments", copied.segments) };
+            format!("positions {first} to {last} ({segments}, {} bytes)", copied.bytes)
+        }
         None => "empty".to_owned(),
     }
 }

@@ -15,7 +15,7 @@ use crate::snapshots::{self, SnapshotConfig, Through};
 
 #[derive(Debug, clap::Args)]
 pub struct SnapshotArgs {
-    /// The data directory [default: data].
+    /// The data directory.
     #[arg(long, default_value = "data")]
     pub data: PathBuf,
     /// The server's configuration file: a snapshot is used only under the rules

@@ -15,7 +15,7 @@ use crate::log::verify::{self, Origin, Verdict, VerifyReport};
 
 #[derive(Debug, clap::Args)]
 pub struct VerifyArgs {
-    /// The data directory [default: data].
+    /// The data directory.
     #[arg(long, default_value = "data")]
     pub data: std::path::PathBuf,
     /// A node's configuration file: with a `[cluster]` section, every

@@ -77,3 +77,72 @@ pub fn copy_log(src: &Path, dest: &Path, rotated: bool) -> Result<Copied, LogErr
     sync_dir(dest)?;
     Ok(Copied { positions: first_position.zip(last.map(|(position, _, _)| position)), segments: kept, bytes })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::{FileLog, FileLogOptions, Log};
+    use std::io::Write;
+
+    fn positions(dir: &Path) -> Vec<Position> {
+        let mut found = Vec::new();
+        let mut tail = Tail::new(dir, 1);
+        while tail
+            .read_available(1024, &mut |position, _, _| {
+                found.push(position);
+                std::ops::ControlFlow::Continue(())
+            })
+            .unwrap()
+            > 0
+        {}
+        found
+    }
+
+    #[test]
+    fn the_copy_ends_after_the_last_whole_record_and_drops_empty_segments() {
+        let scratch = tempfile::tempdir().unwrap();
+        let (src, dest) = (scratch.path().join("src"), scratch.path().join("dest"));
+        let options = FileLogOptions { segment_bytes_max: 400 };
+        let (mut log, _) = FileLog::open(&src, options).unwrap();
+        for i in 0..20u32 {
+            log.append(format!("record {i:>40}").as_bytes()).unwrap();
+        }
+        log.sync().unwrap();
+        drop(log);
+        let segments = list_segments(&src).unwrap();
+        assert!(segments.len() > 3, "several segments: {segments:?}");
+        // A record half written at the end of the last segment, as a reader
+        // racing the writer sees it.
+        let (_, last) = segments.last().unwrap();
+        let whole = fs::metadata(last).unwrap().len();
+        fs::OpenOptions::new().append(true).open(last).unwrap().write_all(&[7; 30]).unwrap();
+
+        let copied = copy_log(&src, &dest, false).unwrap();
+        assert_eq!(copied.positions, Some((1, 20)));
+        assert_eq!(positions(&dest), (1..=20).collect::<Vec<_>>());
+        let (first, _) = segments.last().unwrap();
+        assert_eq!(fs::metadata(segment_path(&dest, *first)).unwrap().len(), whole, "cut after the last whole record");
+        assert_eq!(copied.segments, segments.len());
+        // The copy opens as a log with nothing to cut, and goes on at 21.
+        let (mut log, report) = FileLog::open(&dest, options).unwrap();
+        assert!(report.truncated.is_none());
+        assert_eq!(log.append(b"next").unwrap(), 21);
+
+        // A log whose newest segment holds only its header: that segment is left out.
+        let (src2, dest2) = (scratch.path().join("src2"), scratch.path().join("dest2"));
+        fs::create_dir_all(&src2).unwrap();
+        for (first, path) in &segments {
+            fs::copy(path, segment_path(&src2, *first)).unwrap();
+        }
+        fs::OpenOptions::new().write(true).open(segment_path(&src2, *first)).unwrap().set_len(whole).unwrap();
+        let prev_hash = crate::log::record_hash_at(&src2, 20).unwrap().unwrap();
+        let header = crate::log::frame::encode_segment_header(&crate::log::frame::SegmentHeader { first_position: 21, prev_hash });
+        fs::write(segment_path(&src2, 21), header).unwrap();
+        assert_eq!(positions(&src2), (1..=20).collect::<Vec<_>>());
+        let copied = copy_log(&src2, &dest2, false).unwrap();
+        assert_eq!(copied.positions, Some((1, 20)));
+        assert!(!segment_path(&dest2, 21).exists());
+        assert!(fs::read_dir(&dest).unwrap().count() >= 1);
+        assert!(copy_log(&src, &dest, false).is_err(), "a copy never writes over segments already there");
+    }
+}
