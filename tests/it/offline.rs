@@ -173,10 +173,17 @@ async fn read_only_commands_refuse_a_directory_a_live_server_holds() {
     }
     assert_eq!(std::fs::read(dir.path().join("LOCK")).unwrap(), lock, "the server's LOCK is untouched");
     server.stop().await;
-    // Once it stopped, they read it; and while one reads, no server starts on it
-    // (the shared lock): checked by the server's own refusal of a held directory.
+    // Once it stopped, they read it.
     let (code, _, stderr) = ledger(&["verify"], dir.path());
     assert_eq!(code, 0, "{stderr}");
+    // While readers hold it (shared, any number at once), no server starts on it.
+    let first = booking_ledger::cli::open_read_only(dir.path()).unwrap();
+    let second = booking_ledger::cli::open_read_only(dir.path()).unwrap();
+    assert!(first.is_some() && second.is_some());
+    let refused = booking_ledger::cli::serve::lock_data_dir(dir.path()).unwrap_err();
+    assert!(format!("{refused:#}").contains("held by another ledger process"), "{refused:#}");
+    drop((first, second));
+    drop(booking_ledger::cli::serve::lock_data_dir(dir.path()).unwrap());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
