@@ -7,7 +7,7 @@ use std::fs::{self, File};
 use std::path::Path;
 
 use super::file::{list_segments, segment_path, sync_dir};
-use super::frame::FRAME_HEADER_BYTES;
+use super::frame::{FRAME_HEADER_BYTES, SEGMENT_HEADER_BYTES};
 use super::{LogError, Position, Tail};
 
 /// What [`copy_log`] copied.
@@ -35,13 +35,24 @@ pub fn copy_log(src: &Path, dest: &Path, rotated: bool) -> Result<Copied, LogErr
     for (first, path) in list_segments(src)? {
         let mut from = match File::open(&path) {
             Ok(file) => file,
-            Err(e) if rotated && e.kind() == std::io::ErrorKind::NotFound && copied.is_empty() => continue,
+            Err(e) if rotated && e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => return Err(LogError::io(&path)(e)),
         };
         let target = segment_path(dest, first);
         let mut to = fs::OpenOptions::new().write(true).create_new(true).open(&target).map_err(LogError::io(&target))?;
         std::io::copy(&mut from, &mut to).map_err(LogError::io(&target))?;
         copied.push((first, from, to));
+    }
+
+    // A segment the writer was creating as it was listed may not have its whole
+    // header yet: it holds no record, and a reader would call it damage.
+    while let Some((first, _, to)) = copied.last() {
+        let target = segment_path(dest, *first);
+        if to.metadata().map_err(LogError::io(&target))?.len() >= SEGMENT_HEADER_BYTES as u64 {
+            break;
+        }
+        copied.pop();
+        fs::remove_file(&target).map_err(LogError::io(&target))?;
     }
 
     // The last whole record of the copy, read as every reader reads a log.
@@ -142,6 +153,18 @@ mod tests {
         let copied = copy_log(&src2, &dest2, false).unwrap();
         assert_eq!(copied.positions, Some((1, 20)));
         assert!(!segment_path(&dest2, 21).exists());
+        // ... and one caught before its header was whole.
+        let (src3, dest3) = (scratch.path().join("src3"), scratch.path().join("dest3"));
+        fs::create_dir_all(&src3).unwrap();
+        for entry in fs::read_dir(&src2).unwrap() {
+            let path = entry.unwrap().path();
+            fs::copy(&path, src3.join(path.file_name().unwrap())).unwrap();
+        }
+        let partial = fs::read(segment_path(&src3, 21)).unwrap();
+        fs::write(segment_path(&src3, 21), &partial[..20]).unwrap();
+        let copied = copy_log(&src3, &dest3, false).unwrap();
+        assert_eq!(copied.positions, Some((1, 20)));
+        assert!(!segment_path(&dest3, 21).exists());
         assert!(fs::read_dir(&dest).unwrap().count() >= 1);
         assert!(copy_log(&src, &dest, false).is_err(), "a copy never writes over segments already there");
     }
