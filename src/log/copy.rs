@@ -59,11 +59,22 @@ pub fn copy_log(src: &Path, dest: &Path, rotated: bool) -> Result<Copied, LogErr
     let mut tail = if rotated { Tail::rotated(dest, 1) } else { Tail::new(dest, 1) };
     let mut first_position = None;
     let mut last = None;
-    while tail.read_available(1 << 16, &mut |position, location, payload| {
-        first_position.get_or_insert(position);
-        last = Some((position, location.segment, location.offset + (FRAME_HEADER_BYTES + payload.len()) as u64));
-        std::ops::ControlFlow::Continue(())
-    })? > 0
+    // Damage is reported in the source's file, which the copy's mirrors.
+    let in_source = |error: LogError| match error {
+        LogError::Corrupt { path, position, offset, reason } => {
+            let path = path.file_name().map_or(path.clone(), |name| src.join(name));
+            LogError::Corrupt { path, position, offset, reason }
+        }
+        other => other,
+    };
+    while tail
+        .read_available(1 << 16, &mut |position, location, payload| {
+            first_position.get_or_insert(position);
+            last = Some((position, location.segment, location.offset + (FRAME_HEADER_BYTES + payload.len()) as u64));
+            std::ops::ControlFlow::Continue(())
+        })
+        .map_err(in_source)?
+        > 0
     {}
 
     let mut kept = 0;
@@ -167,5 +178,20 @@ mod tests {
         assert!(!segment_path(&dest3, 21).exists());
         assert!(fs::read_dir(&dest).unwrap().count() >= 1);
         assert!(copy_log(&src, &dest, false).is_err(), "a copy never writes over segments already there");
+
+        // Damage (a flipped byte with whole records after it) stops the copy, named in the source.
+        let (src4, dest4) = (scratch.path().join("src4"), scratch.path().join("dest4"));
+        fs::create_dir_all(&src4).unwrap();
+        for (first, path) in &segments {
+            fs::copy(path, segment_path(&src4, *first)).unwrap();
+        }
+        let damaged = segment_path(&src4, segments[1].0);
+        let mut bytes = fs::read(&damaged).unwrap();
+        bytes[crate::log::frame::SEGMENT_HEADER_BYTES + FRAME_HEADER_BYTES + 2] ^= 0xff;
+        fs::write(&damaged, bytes).unwrap();
+        match copy_log(&src4, &dest4, false) {
+            Err(LogError::Corrupt { path, position, .. }) => assert_eq!((path, position), (damaged, segments[1].0)),
+            other => panic!("the damage was copied: {other:?}"),
+        }
     }
 }
