@@ -1,7 +1,7 @@
 # The two commands of README: `make run` serves on ./data, `make test` passes the tests.
 CARGO ?= cargo
 
-.PHONY: run test check bench bench-pg bench-cluster build nats cluster torture ui-test install unit-check
+.PHONY: run test check bench bench-pg bench-cluster build nats cluster torture ui-test install unit-check readme-test
 
 # `make run ARGS="--listen localhost:9090 --config ledger.toml"` passes flags to `ledger serve`.
 ARGS ?=
@@ -11,6 +11,14 @@ run:
 # The cluster tests run against the pinned nats-server, installed on first use.
 test: nats
 	$(CARGO) test --locked
+
+# README as a test: every ```sh block of README.md, in order, in one bash
+# session against the release server on a temporary directory and port; the
+# HTTP statuses README promises (`# -> 201`) are compared (scripts/readme-test.py).
+# Needs curl and jq (Debian packages).
+readme-test:
+	$(CARGO) build --release --locked --bin ledger
+	python3 scripts/readme-test.py --ledger target/release/ledger
 
 # The clinic dashboard in a real browser: Debian's chromium (/usr/bin/chromium,
 # `apt-get install chromium`) driven by playwright-core, pinned with axe-core in

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 
 use super::serve::LEDGER_DIR;
-use super::{Finding, Progress, open_offline};
+use super::{Finding, Progress, open_read_only};
 use crate::core::Rules;
 use crate::forensics::audit::audit_dir;
 
@@ -41,7 +41,7 @@ pub fn run(args: &AuditArgs) -> anyhow::Result<Finding> {
 }
 
 fn audit(data: &std::path::Path, rules: Rules, tenant: Option<&str>) -> anyhow::Result<Finding> {
-    let _lock = open_offline(data)?;
+    let _lock = open_read_only(data)?;
     let dir = data.join(LEDGER_DIR);
     // A torn record at the very end was never acknowledged: the audit stops
     // before it (`ledger verify` tells torn writes from damage).

@@ -1,9 +1,14 @@
 //! The command line: `ledger serve` and the offline commands (`replay`,
-//! `export`, `slots`, `audit`, `verify`, `snapshot`), and `token new`.
+//! `export`, `slots`, `rejections`, `audit`, `verify`, `snapshot`, `backup`), and `token new`.
 //! Configuration, start-up and shutdown live here; `anyhow` only at this edge.
+//! The offline commands that only read open the data directory read-only
+//! ([`open_read_only`]): they create nothing in it, so they work on an
+//! evidence copy nobody may write.
 
 pub mod audit;
+pub mod backup;
 pub mod config;
+pub mod rejections;
 pub mod replay;
 pub mod serve;
 pub mod slots;
@@ -14,6 +19,7 @@ pub mod verify;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
@@ -56,6 +62,10 @@ pub enum CommandLine {
     Slots(slots::SlotsArgs),
     /// Print every event as JSON lines (offline).
     Export(replay::ExportArgs),
+    /// Print the rejection journal: every refused command, who sent it and what it hit (offline).
+    Rejections(rejections::RejectionsArgs),
+    /// Copy a data directory consistently, even while a server runs on it (no lock taken; `ledger verify` checks the copy).
+    Backup(backup::BackupArgs),
     /// Write a snapshot of the state at the ledger's last position, which the next start loads (offline).
     Snapshot(snapshot::SnapshotArgs),
     /// Tokens for the config file: `ledger token new --name N --tenants a,b --role client`.
@@ -102,6 +112,7 @@ pub fn main() -> std::process::ExitCode {
         CommandLine::Verify(args) => offline(verify::run(&args)),
         CommandLine::Slots(args) => offline(slots::run(&args)),
         CommandLine::Export(args) => offline(replay::export(&args)),
+        CommandLine::Rejections(args) => offline(rejections::run(&args)),
         CommandLine::Snapshot(args) => offline(snapshot::run(&args)),
         CommandLine::Token(command) => match token::run(&command) {
             Ok(()) => ExitCode::SUCCESS,
@@ -110,6 +121,7 @@ pub fn main() -> std::process::ExitCode {
                 ExitCode::from(2)
             }
         },
+        CommandLine::Backup(args) => offline(backup::run(&args)),
     }
 }
 
@@ -160,11 +172,69 @@ pub enum Finding {
     Found,
 }
 
-/// The data directory for an offline command, locked so that no server starts
-/// on it meanwhile; a directory a server holds is refused.
+/// The data directory for an offline command that writes (`snapshot`),
+/// locked so that no server starts on it meanwhile; a directory a server holds
+/// is refused.
 pub fn open_offline(data: &std::path::Path) -> anyhow::Result<std::fs::File> {
     anyhow::ensure!(data.join(serve::LEDGER_DIR).is_dir(), "{} holds no ledger (no {} directory)", data.display(), serve::LEDGER_DIR);
     serve::lock_data_dir(data).map_err(|e| anyhow::anyhow!("{e:#}: stop the server first, or run this on a copy of the directory"))
+}
+
+/// The data directory for an offline command that only reads: nothing in it is
+/// created or written, so it works on a copy the user cannot write. A
+/// directory a live server holds is still refused: its `LOCK`, if it has one,
+/// is opened read-only (never created) and locked shared, which fails while a
+/// server holds it. The shared lock lasts as long as the returned file, so no
+/// server starts on the directory meanwhile. A directory without `LOCK` is one
+/// no server ever ran on, or a copy made without it: no server holds it.
+pub fn open_read_only(data: &std::path::Path) -> anyhow::Result<Option<std::fs::File>> {
+    use std::fs::TryLockError;
+    anyhow::ensure!(data.join(serve::LEDGER_DIR).is_dir(), "{} holds no ledger (no {} directory)", data.display(), serve::LEDGER_DIR);
+    let path = data.join(serve::LOCK_FILE);
+    let file = match std::fs::File::open(&path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(e).with_context(|| format!("opening {} read-only, to check that no server holds the directory", path.display()));
+        }
+    };
+    match file.try_lock_shared() {
+        Ok(()) => Ok(Some(file)),
+        Err(TryLockError::WouldBlock) => anyhow::bail!(
+            "the data directory {} is held by another ledger process: stop the server first, or run this on a copy \
+             of the directory (`ledger backup` makes one while the server runs)",
+            data.display()
+        ),
+        Err(TryLockError::Error(e)) => Err(e).with_context(|| format!("testing the lock {}", path.display())),
+    }
+}
+
+/// Refuses a tenant the data directory never saw (no event of it in the
+/// ledger, and no refusal of it in the rejection journal when `journal`), so
+/// that a misspelt tenant is an error, not an empty success.
+pub fn require_tenant(data: &std::path::Path, tenant: &str, journal: bool) -> anyhow::Result<()> {
+    use std::ops::ControlFlow;
+    let mut seen = false;
+    let mut reader = crate::log::events::EventReader::new(&data.join(serve::LEDGER_DIR), 1);
+    while !seen
+        && reader.read_available(crate::forensics::READ_CHUNK_LEN, &mut |event, _| {
+            seen = *event.tenant == *tenant;
+            if seen { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
+        })? > 0
+    {}
+    if !seen && journal && data.join(serve::REJECTIONS_DIR).is_dir() {
+        seen = rejections::each(&data.join(serve::REJECTIONS_DIR), &mut |_, rejected| {
+            if *rejected.tenant == *tenant { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
+        })?
+        .is_break();
+    }
+    let place = if journal { "in the ledger or the rejection journal" } else { "in the ledger" };
+    anyhow::ensure!(
+        seen,
+        "unknown tenant {tenant:?}: {} holds no event of it {place} (tenants are named in each event: `ledger export` lists them)",
+        data.display()
+    );
+    Ok(())
 }
 
 /// A progress bar on stderr for runs that last over a second on a terminal;

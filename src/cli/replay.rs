@@ -1,6 +1,6 @@
 //! `ledger replay` and `ledger export`: the events of a data directory that no
-//! server holds, as a timeline or as JSON lines, through the same reader and
-//! filter as `GET /events`.
+//! server holds (opened read-only), as a timeline or as JSON lines, through
+//! the same reader and filter as `GET /events`.
 
 use std::io::Write;
 use std::ops::ControlFlow;
@@ -10,7 +10,7 @@ use anyhow::Context;
 use chrono::{DateTime, Utc};
 
 use super::serve::LEDGER_DIR;
-use super::{Finding, Progress, open_offline};
+use super::{Finding, Progress, open_read_only, require_tenant};
 use crate::core::Event;
 use crate::forensics::READ_CHUNK_LEN;
 use crate::forensics::feed::EventFilter;
@@ -42,6 +42,18 @@ pub struct ReplayArgs {
     /// Only events about this clinic (its schedules, bookings and their cancellations).
     #[arg(long)]
     pub clinic: Option<String>,
+    /// Only events about this campaign (its calls, their outcomes and refusals, its halts and resumptions).
+    #[arg(long)]
+    pub campaign: Option<String>,
+    /// Only events about this phone number (calls to it and their outcomes, its blocking, its purchase and release).
+    #[arg(long)]
+    pub number: Option<String>,
+    /// Only events about this business's phone number (claims, purchase, failure, release).
+    #[arg(long)]
+    pub business: Option<String>,
+    /// Only events caused by this token name.
+    #[arg(long)]
+    pub actor: Option<String>,
     #[arg(long, value_enum, default_value = "text")]
     pub format: Format,
 }
@@ -101,9 +113,17 @@ fn each_event(data: &Path, from: u64, visit: &mut dyn FnMut(&Event) -> ControlFl
 }
 
 pub fn replay(args: &ReplayArgs) -> anyhow::Result<Finding> {
-    let _lock = open_offline(&args.data)?;
+    let _lock = open_read_only(&args.data)?;
     let until = args.until.as_deref().map(Until::parse).transpose()?;
+    if let Some(tenant) = &args.tenant {
+        require_tenant(&args.data, tenant, false)?;
+    }
     let mut filter = EventFilter::new(args.tenant.as_deref(), args.clinic.as_deref());
+    filter.campaign = args.campaign.as_deref().map(Into::into);
+    // Numbers are kept in E.164: one written as a person would is normalized as the API does.
+    filter.number = args.number.as_deref().map(|n| crate::http::phones::e164("--number", n, None).unwrap_or_else(|_| n.into()));
+    filter.business = args.business.as_deref().map(Into::into);
+    filter.actor = args.actor.as_deref().map(Into::into);
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut write_failure = None;
     let mut line = Vec::new();
@@ -125,7 +145,10 @@ pub fn replay(args: &ReplayArgs) -> anyhow::Result<Finding> {
 }
 
 pub fn export(args: &ExportArgs) -> anyhow::Result<Finding> {
-    let _lock = open_offline(&args.data)?;
+    let _lock = open_read_only(&args.data)?;
+    if let Some(tenant) = &args.tenant {
+        require_tenant(&args.data, tenant, false)?;
+    }
     let mut filter = EventFilter::new(args.tenant.as_deref(), None);
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut write_failure = None;
@@ -153,7 +176,7 @@ fn write(out: &mut impl Write, line: &[u8], failure: &mut Option<std::io::Error>
 }
 
 /// Flushes; a closed pipe (`| head`) is a normal end, not a failure.
-fn finish_output(mut out: impl Write, failure: Option<std::io::Error>) -> anyhow::Result<Finding> {
+pub(super) fn finish_output(mut out: impl Write, failure: Option<std::io::Error>) -> anyhow::Result<Finding> {
     match failure.map_or_else(|| out.flush(), Err) {
         Err(error) if error.kind() != std::io::ErrorKind::BrokenPipe => Err(error.into()),
         _ => Ok(Finding::Clean),

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 
 use super::serve::LEDGER_DIR;
-use super::{Finding, open_offline};
+use super::{Finding, open_read_only, require_tenant};
 use crate::forensics::clinics;
 
 #[derive(Debug, clap::Args)]
@@ -31,7 +31,8 @@ pub struct SlotsArgs {
 }
 
 pub fn run(args: &SlotsArgs) -> anyhow::Result<Finding> {
-    let _lock = open_offline(&args.data)?;
+    let _lock = open_read_only(&args.data)?;
+    require_tenant(&args.data, &args.tenant, false)?;
     let date =
         chrono::NaiveDate::parse_from_str(&args.date, "%Y-%m-%d").with_context(|| format!("--date {:?} is not YYYY-MM-DD", args.date))?;
     let dir = args.data.join(LEDGER_DIR);

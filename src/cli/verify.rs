@@ -8,7 +8,7 @@ use std::path::Path;
 use anyhow::Context;
 
 use super::serve::{LEDGER_DIR, REJECTIONS_DIR, RESPONSES_DIR, snapshot_dirs};
-use super::{Finding, Progress, open_offline};
+use super::{Finding, Progress, open_read_only};
 use crate::log::Position;
 use crate::log::snapshot::{self, Logs};
 use crate::log::verify::{self, Origin, Verdict, VerifyReport};
@@ -38,7 +38,7 @@ pub fn run(args: &VerifyArgs) -> anyhow::Result<Finding> {
             return super::for_each_partition(cluster, config.log, |data| run(&VerifyArgs { data: data.to_owned(), config: None }));
         }
     }
-    let _lock = open_offline(&args.data)?;
+    let _lock = open_read_only(&args.data)?;
     let mut finding = Finding::Clean;
     let mut ledger_last = 0;
     for (name, origin) in LOGS {

@@ -24,15 +24,28 @@ pub const PAGE_SCAN_MAX: u64 = 100_000;
 /// Records read per disk visit while following.
 const FEED_CHUNK_LEN: usize = 256;
 
-/// Which events a reader wants.
+/// Which events a reader wants: every filter given must pass.
 #[derive(Debug, Default)]
 pub struct EventFilter {
     /// Only this tenant's events.
     pub tenant: Option<Text>,
     /// Only events about this clinic: its schedules, bookings and their cancellations.
     pub clinic: Option<Text>,
+    /// Only events about this campaign: its calls (started, refused, their
+    /// outcomes), its halts and resumptions.
+    pub campaign: Option<Text>,
+    /// Only events about this phone number (E.164): calls to it (and their
+    /// outcomes), its blocking, its purchase and release by a business.
+    pub number: Option<Text>,
+    /// Only events about this business's phone number: claims, purchase, failure, release.
+    pub business: Option<Text>,
+    /// Only events caused by this token name.
+    pub actor: Option<Text>,
     /// The bookings of `clinic` seen so far, to recognize their cancellations.
     clinic_bookings: BTreeSet<Uuid>,
+    /// The calls of `campaign` and to `number` seen so far, to recognize their outcomes.
+    campaign_calls: BTreeSet<Uuid>,
+    number_calls: BTreeSet<Uuid>,
 }
 
 impl EventFilter {
@@ -41,7 +54,7 @@ impl EventFilter {
     }
 
     pub fn new(tenant: Option<&str>, clinic: Option<&str>) -> EventFilter {
-        EventFilter { tenant: tenant.map(Text::from), clinic: clinic.map(Text::from), clinic_bookings: BTreeSet::new() }
+        EventFilter { tenant: tenant.map(Text::from), clinic: clinic.map(Text::from), ..EventFilter::default() }
     }
 
     /// Whether `event` passes; events must come in log order.
@@ -49,14 +62,62 @@ impl EventFilter {
         if self.tenant.as_ref().is_some_and(|t| *t != event.tenant) {
             return false;
         }
+        // Every subject filter is asked, so each one learns the bookings and
+        // calls it follows even from events another filter leaves out.
+        let clinic = self.about_clinic(&event.kind);
+        let campaign = self.about_campaign(&event.kind);
+        let number = self.about_number(&event.kind);
+        let business = self.business.as_ref().is_none_or(|business| match &event.kind {
+            EventKind::PhoneClaimed { business: b, .. }
+            | EventKind::PhoneCompleted { business: b, .. }
+            | EventKind::PhoneClaimFailed { business: b, .. }
+            | EventKind::PhoneReleased { business: b, .. } => b == business,
+            _ => false,
+        });
+        let actor = self.actor.as_ref().is_none_or(|actor| *actor == event.actor);
+        clinic && campaign && number && business && actor
+    }
+
+    fn about_clinic(&mut self, kind: &EventKind) -> bool {
         let Some(clinic) = &self.clinic else { return true };
-        match &event.kind {
+        match kind {
             EventKind::ScheduleSet { clinic: c, .. } => c == clinic,
             EventKind::BookingCreated(b) if b.details.clinic == *clinic => {
                 self.clinic_bookings.insert(b.details.booking_id);
                 true
             }
             EventKind::BookingCancelled { booking_id, .. } => self.clinic_bookings.contains(booking_id),
+            _ => false,
+        }
+    }
+
+    fn about_campaign(&mut self, kind: &EventKind) -> bool {
+        let Some(campaign) = &self.campaign else { return true };
+        match kind {
+            EventKind::CallStarted { call_id, campaign: c, .. } if c == campaign => {
+                self.campaign_calls.insert(*call_id);
+                true
+            }
+            EventKind::CallRefused { campaign: c, .. }
+            | EventKind::CampaignHalted { campaign: c, .. }
+            | EventKind::CampaignResumed { campaign: c, .. } => c == campaign,
+            EventKind::CallOutcomeRecorded { call_id, .. } => self.campaign_calls.contains(call_id),
+            _ => false,
+        }
+    }
+
+    fn about_number(&mut self, kind: &EventKind) -> bool {
+        let Some(number) = &self.number else { return true };
+        match kind {
+            EventKind::CallStarted { call_id, to, .. } if to == number => {
+                self.number_calls.insert(*call_id);
+                true
+            }
+            EventKind::CallRefused { to: n, .. }
+            | EventKind::NumberBlocked { number: n, .. }
+            | EventKind::PhoneCompleted { phone_number: n, .. }
+            | EventKind::PhoneReleased { phone_number: n, .. } => n == number,
+            EventKind::CallOutcomeRecorded { call_id, .. } => self.number_calls.contains(call_id),
             _ => false,
         }
     }

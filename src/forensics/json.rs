@@ -48,8 +48,9 @@ pub fn events_page(events: &[Event], next: Position) -> Vec<u8> {
     out
 }
 
-/// Appends the journaled rejection `seq` to `out`, as `GET /rejections` lists it.
-pub fn write_rejection(out: &mut Vec<u8>, seq: u64, rejected: &Rejected) {
+/// Appends the journaled rejection `seq` to `out`, as `GET /rejections` lists
+/// it; with `with_tenant`, its tenant too (for `ledger rejections` across tenants).
+pub fn write_rejection(out: &mut Vec<u8>, seq: u64, rejected: &Rejected, with_tenant: bool) {
     // The request body goes through a `Value` on purpose: it is the client's
     // bytes, and printing them parsed (keys sorted, no whitespace, invalid JSON
     // as a string) is what the journal has always shown. One per rejection, a
@@ -66,13 +67,17 @@ pub fn write_rejection(out: &mut Vec<u8>, seq: u64, rejected: &Rejected) {
     if let Some(key) = &rejected.idempotency_key {
         object.entry("idempotency_key", key);
     }
-    object.entry("recorded_at", &Rfc3339(rejected.recorded_at)).entry("seq", &seq).end();
+    object.entry("recorded_at", &Rfc3339(rejected.recorded_at)).entry("seq", &seq);
+    if with_tenant {
+        object.entry("tenant", &rejected.tenant);
+    }
+    object.end();
 }
 
 /// `GET /rejections`'s body: `{"next": next, "rejections": [...]}`.
 pub fn rejections_page(rejections: &[(u64, Rejected)], next: u64) -> Vec<u8> {
     let mut out = Vec::with_capacity(64 + 512 * rejections.len());
-    let write = |out: &mut Vec<u8>, (seq, rejected): &(u64, Rejected)| write_rejection(out, *seq, rejected);
+    let write = |out: &mut Vec<u8>, (seq, rejected): &(u64, Rejected)| write_rejection(out, *seq, rejected, false);
     Object::new(&mut out).entry("next", &next).entry("rejections", &Array(rejections, write)).end();
     out
 }
@@ -631,13 +636,13 @@ mod tests {
     fn a_rejection_shows_its_body_parsed_or_as_text_and_its_optional_fields_only_when_present() {
         let json_body = rejected(br#"{ "slot": 3, "clinic": "c1", "n": [1.5, null, true] }"#, true);
         let mut out = Vec::new();
-        write_rejection(&mut out, 9, &json_body);
+        write_rejection(&mut out, 9, &json_body, false);
         assert_eq!(
             String::from_utf8(out).unwrap(),
             r#"{"actor":"kloqo-web","code":"slot_taken","command":{"body":{"clinic":"c1","n":[1.5,null,true],"slot":3},"method":"POST","path":"/v1/kloqo/bookings"},"conflicts_with":"0190a3c4-5e6f-7a8b-9c0d-1e2f3a4b5c6d","correlation_id":"req-1","detail":"slot 3 is \"taken\"","idempotency_key":"click-1","recorded_at":"2026-03-01T09:05:07.000001Z","seq":9}"#
         );
         let mut out = Vec::new();
-        write_rejection(&mut out, 9, &rejected(b"not json \xff", false));
+        write_rejection(&mut out, 9, &rejected(b"not json \xff", false), false);
         assert_eq!(
             String::from_utf8(out).unwrap(),
             r#"{"actor":"kloqo-web","code":"slot_taken","command":{"body":"not json �","method":"POST","path":"/v1/kloqo/bookings"},"correlation_id":"","detail":"slot 3 is \"taken\"","recorded_at":"2026-03-01T09:05:07.000001Z","seq":9}"#
@@ -656,7 +661,7 @@ mod tests {
             .iter()
             .map(|(seq, rejected)| {
                 let mut out = Vec::new();
-                write_rejection(&mut out, *seq, rejected);
+                write_rejection(&mut out, *seq, rejected, false);
                 String::from_utf8(out).unwrap()
             })
             .collect();

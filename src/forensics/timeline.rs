@@ -48,10 +48,12 @@ pub fn describe(kind: &EventKind) -> String {
     }
 }
 
-/// One timeline line: position, time, tenant/actor, what happened.
+/// One timeline line: position, time, tenant/actor, the request's correlation
+/// id in brackets (when it had one), what happened.
 pub fn line(event: &Event) -> String {
+    let correlation = if event.request_id.is_empty() { String::new() } else { format!("  [{}]", event.request_id) };
     format!(
-        "{:>8}  {}  {}/{}  {}",
+        "{:>8}  {}  {}/{}{correlation}  {}",
         event.position,
         event.recorded_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         event.tenant,

@@ -10,6 +10,7 @@
 //! the log it was taken from.
 
 pub mod codec;
+pub mod copy;
 pub mod decode;
 mod disk;
 pub mod encode;

@@ -2,6 +2,7 @@
 //! "Delete Cargo Integration Tests").
 
 mod audit;
+mod backup;
 mod calls;
 mod clinics;
 mod cluster;
@@ -18,6 +19,7 @@ mod hostile;
 mod idempotency;
 mod isolation;
 mod limits;
+mod offline;
 mod openapi;
 mod operating;
 mod phones;

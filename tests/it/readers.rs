@@ -174,6 +174,7 @@ const CLI_READERS: &[(&str, &[&str])] = &[
     ("ledger replay", &["replay"]),
     ("ledger replay --format json", &["replay", "--format", "json"]),
     ("ledger replay --clinic", &["replay", "--tenant", "kloqo", "--clinic", "c1"]),
+    ("ledger replay --campaign --actor", &["replay", "--tenant", "kloqo", "--campaign", "a", "--actor", "b"]),
     ("ledger export", &["export"]),
     ("ledger slots", &["slots", "--tenant", "kloqo", "--clinic", "c1", "--date", DATE]),
     ("ledger slots --as-of", &["slots", "--tenant", "kloqo", "--clinic", "c1", "--date", DATE, "--as-of", "5"]),
