@@ -64,6 +64,7 @@ const TENANT_ANSWERS: &[(u16, &str)] = &[
     (401, "unauthenticated: no token, or an unknown one"),
     (403, "forbidden: the token is not granted this tenant"),
     (408, "request_timeout: the request did not arrive in full in time"),
+    (429, "rate_limited: the token is over its configured rate_per_sec, with Retry-After"),
     (431, "request_header_fields_too_large: headers over 16 KiB"),
     (500, "internal_error"),
     (502, "no_leader (cluster mode): the node leading the tenant's partition cannot be reached"),
@@ -77,6 +78,7 @@ const TENANT_ANSWERS: &[(u16, &str)] = &[
 const COMMAND_ANSWERS: &[(u16, &str)] = &[
     (400, "invalid_request (naming the field), invalid_idempotency_key"),
     (413, "payload_too_large: bodies are limited to 64 KiB"),
+    (415, "unsupported_media_type: the body is not sent as application/json"),
     (422, "idempotency_key_reused: the key was used with another request"),
 ];
 
@@ -150,7 +152,7 @@ fn complete(document: &mut Value) {
                         header("Cluster mode only: the node that decided the answer.", json!({ "type": "string" })),
                     );
                 }
-                if command && status < 500 && ![400, 401, 403, 408, 413, 431].contains(&status) {
+                if command && status < 500 && ![400, 401, 403, 408, 413, 415, 429, 431].contains(&status) {
                     headers.insert(
                         "Idempotent-Replayed".into(),
                         header(
@@ -249,10 +251,23 @@ mod tests {
             for (method, operation) in item.as_object().unwrap() {
                 let id = operation["operationId"].as_str().unwrap_or_else(|| panic!("{method} {path} has no operationId"));
                 assert!(ids.insert(id.to_owned()), "operationId {id} twice");
-                for (status, response) in operation["responses"].as_object().unwrap() {
+                let responses = operation["responses"].as_object().unwrap();
+                for (status, response) in responses {
                     if status.as_str() >= "400" {
                         assert!(response["content"].get(PROBLEM_JSON).is_some(), "{method} {path} {status} is not a problem");
                     }
+                }
+                // A token's rate limit applies to every tenant route, the JSON-only body to every command.
+                let expected: &[&str] = match (path.starts_with("/v1/{tenant}"), method == "post" || method == "put") {
+                    (true, true) => &["401", "403", "413", "415", "429", "503"],
+                    (true, false) => &["401", "403", "429", "503"],
+                    (false, _) => &["408", "431", "500"],
+                };
+                for status in expected {
+                    assert!(responses.contains_key(*status), "{method} {path} does not declare {status}");
+                }
+                if responses.contains_key("429") {
+                    assert!(responses["429"]["headers"].get("Retry-After").is_some(), "{method} {path}: 429 without Retry-After");
                 }
             }
         }
