@@ -512,3 +512,35 @@ fn a_tenants_first_command_may_be_accepted_with_no_events() {
         assert!(log.is_empty());
     }
 }
+
+/// A day's slot map behaves as the ordered map it replaced, over every
+/// insertion and removal order of a few slots.
+#[test]
+fn a_days_slot_map_is_an_ordered_map() {
+    use super::SlotMap;
+    let slots = [3u32, 0, 7, 1, 999];
+    let mut map = SlotMap::default();
+    let mut model = BTreeMap::new();
+    // Each step inserts or removes one slot, chosen by a small deterministic sequence.
+    let mut x = 1u64;
+    for step in 0..2_000u64 {
+        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let slot = slots[(x >> 33) as usize % slots.len()];
+        if (x >> 40).is_multiple_of(3) {
+            assert_eq!(map.remove(&slot), model.remove(&slot), "step {step}");
+        } else {
+            let id = Uuid::from_u128(u128::from(step));
+            assert_eq!(map.insert(slot, id), model.insert(slot, id), "step {step}");
+        }
+        assert_eq!(map.iter().collect::<Vec<_>>(), model.iter().collect::<Vec<_>>(), "step {step}");
+        assert_eq!(map.len(), model.len());
+        for probe in [0, 2, 3, 8, 999, 1000] {
+            assert_eq!(map.get(&probe), model.get(&probe));
+            assert_eq!(map.first_from(probe), model.range(probe..).next(), "first from {probe}");
+        }
+    }
+    let entries = vec![(5, Uuid::from_u128(5)), (1, Uuid::from_u128(1))];
+    let built = SlotMap::from_entries(entries).unwrap();
+    assert_eq!(built.iter().map(|(s, _)| *s).collect::<Vec<_>>(), [1, 5]);
+    assert!(SlotMap::from_entries(vec![(1, Uuid::nil()), (1, Uuid::max())]).is_none(), "a slot given twice");
+}

@@ -12,8 +12,8 @@ use uuid::Uuid;
 
 use crate::core::{
     Booking, BookingCreated, BookingDetails, BookingKind, BookingStatus, Business, Call, CallState, Campaign, Community, Day, Doctor,
-    Duplicate, Event, EventKind, IdempotencyTable, NumberCalls, PhoneState, Rejected, Rules, Schedule, State, StoredResponse, TenantState,
-    Text, format_date,
+    Duplicate, Event, EventKind, IdempotencyTable, NumberCalls, PhoneState, Rejected, Rules, Schedule, SlotMap, State, StoredResponse,
+    TenantState, Text, format_date,
 };
 
 #[allow(clippy::all, clippy::pedantic)]
@@ -713,7 +713,7 @@ fn from_pb_doctor(d: pb::SnapshotDoctor) -> Result<Doctor, CodecError> {
     let mut days = Vec::with_capacity(d.days.len());
     for day in d.days {
         let slots = day.slots.iter().map(|s| Ok((s.slot, uuid(&s.booking_id)?))).collect::<Result<Vec<_>, CodecError>>()?;
-        let slots = index_from(slots, "bookings of a slot")?;
+        let slots = SlotMap::from_entries(slots).ok_or_else(|| CodecError("two bookings of a slot under one key".into()))?;
         let tokens = Day { slots, tokens_issued_advance: day.tokens_issued_advance, tokens_issued_walk_in: day.tokens_issued_walk_in };
         days.push((parse_date(&day.date)?, tokens));
     }
