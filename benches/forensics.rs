@@ -47,9 +47,7 @@ fn event(position: u64, clinic: String, slot: u64) -> Event {
                 slot: (slot % 1000) as u32,
                 patient: format!("Patient {position}").into(),
                 kind: BookingKind::Advance,
-                external_ref: None,
-                correlation_id: None,
-                external_created_at: None,
+                external: booking_ledger::core::External::boxed(None, None, None),
             },
             token_number: (slot % 1000) as u32 + 1,
         })

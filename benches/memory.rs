@@ -115,9 +115,7 @@ fn booking(n: u64) -> Command {
         slot: (k % SLOTS_PER_DAY) as u32,
         patient: format!("Patient {n}").into(),
         kind: BookingKind::Advance,
-        external_ref: None,
-        correlation_id: None,
-        external_created_at: None,
+        external: booking_ledger::core::External::boxed(None, None, None),
     };
     command(tenant, Action::Book(details))
 }

@@ -152,9 +152,7 @@ fn event(position: u64, recorded_at_first: DateTime<Utc>, date_first: NaiveDate)
             slot: ((n / 100) % 1000) as u32,
             patient: format!("Patient {n}").into(),
             kind: if n.is_multiple_of(3) { BookingKind::WalkIn } else { BookingKind::Advance },
-            external_ref: None,
-            correlation_id: None,
-            external_created_at: None,
+            external: booking_ledger::core::External::boxed(None, None, None),
         },
         token_number: ((n / 100) % 1000) as u32 + 1,
     };

@@ -74,9 +74,7 @@ impl Bookings {
             slot: ((n / DOCTORS) % slots) as u32,
             patient: format!("Patient {n}").into(),
             kind: BookingKind::Advance,
-            external_ref: None,
-            correlation_id: None,
-            external_created_at: None,
+            external: booking_ledger::core::External::boxed(None, None, None),
         };
         command(Action::Book(request))
     }

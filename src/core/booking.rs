@@ -67,9 +67,45 @@ pub struct BookingDetails {
     /// Inline up to 24 bytes (most names): no allocation of its own.
     pub patient: Patient,
     pub kind: BookingKind,
+    /// What an external calendar sent with the booking (incident 04), boxed:
+    /// most bookings carry none of it and pay 8 bytes instead of 48.
+    pub external: Option<Box<External>>,
+}
+
+/// The fields of a booking an external calendar sets. Never all absent: a
+/// booking without any of them has no `External` (see [`External::boxed`]),
+/// so that two equal bookings are equal field by field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct External {
     pub external_ref: Option<Text>,
     pub correlation_id: Option<Text>,
     pub external_created_at: Option<DateTime<Utc>>,
+}
+
+impl External {
+    /// The box for these fields, or `None` when none is given.
+    pub fn boxed(
+        external_ref: Option<Text>,
+        correlation_id: Option<Text>,
+        external_created_at: Option<DateTime<Utc>>,
+    ) -> Option<Box<External>> {
+        (external_ref.is_some() || correlation_id.is_some() || external_created_at.is_some())
+            .then(|| Box::new(External { external_ref, correlation_id, external_created_at }))
+    }
+}
+
+impl BookingDetails {
+    pub fn external_ref(&self) -> Option<&Text> {
+        self.external.as_ref()?.external_ref.as_ref()
+    }
+
+    pub fn correlation_id(&self) -> Option<&Text> {
+        self.external.as_ref()?.correlation_id.as_ref()
+    }
+
+    pub fn external_created_at(&self) -> Option<DateTime<Utc>> {
+        self.external.as_ref()?.external_created_at
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -277,20 +313,20 @@ pub(super) fn decide_book(
     if request.slot >= slots_per_day {
         return Err(Rejection::SlotOutOfRange { slot: request.slot, slots_per_day });
     }
-    if let Some(external_ref) = &request.external_ref
+    if let Some(external_ref) = request.external_ref()
         && let Some(booking_id) = tenant.external_refs.get(external_ref)
     {
         let bound = &tenant.bookings[booking_id];
-        if request.correlation_id.is_some() && bound.details.correlation_id == request.correlation_id {
+        if request.correlation_id().is_some() && bound.details.correlation_id() == request.correlation_id() {
             return Ok(vec![]);
         }
         return Err(Rejection::ExternalRefBound {
             external_ref: external_ref.clone(),
             booking_id: *booking_id,
-            correlation_id: bound.details.correlation_id.clone(),
+            correlation_id: bound.details.correlation_id().cloned(),
         });
     }
-    if let Some(created_at) = request.external_created_at {
+    if let Some(created_at) = request.external_created_at() {
         let age = context.now - created_at;
         if age > rules.freshness_window {
             return Err(Rejection::StaleExternalBooking { age_secs: age.num_seconds(), window_secs: rules.freshness_window.num_seconds() });
@@ -326,7 +362,7 @@ pub(super) fn booked(tenant: &TenantState, request: &BookingDetails, created: bo
     let booking_id = if created {
         request.booking_id
     } else {
-        let external_ref = request.external_ref.as_ref().expect("only an external ref repeat books nothing");
+        let external_ref = request.external_ref().expect("only an external ref repeat books nothing");
         tenant.external_refs[external_ref]
     };
     tenant.bookings[&booking_id].clone()
@@ -370,7 +406,7 @@ pub(super) fn apply(tenant: &mut TenantState, kind: &EventKind, at: DateTime<Utc
             *issued = *token_number;
             let previous = day.slots.insert(details.slot, details.booking_id);
             assert_eq!(previous, None, "one active booking per slot");
-            if let Some(external_ref) = &details.external_ref {
+            if let Some(external_ref) = details.external_ref() {
                 let previous = tenant.external_refs.insert(external_ref.clone(), details.booking_id);
                 assert_eq!(previous, None, "an external ref binds once");
             }

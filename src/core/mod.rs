@@ -23,7 +23,9 @@ use chrono::{DateTime, NaiveDate, Utc};
 use uuid::Uuid;
 
 pub use apply::apply;
-pub use booking::{Booking, BookingCreated, BookingDetails, BookingKind, BookingStatus, Clinic, Day, Doctor, Schedule, SlotMap, token};
+pub use booking::{
+    Booking, BookingCreated, BookingDetails, BookingKind, BookingStatus, Clinic, Day, Doctor, External, Schedule, SlotMap, token,
+};
 pub use calls::{Call, CallState, Campaign, Duplicate, NumberCalls};
 pub use community::Community;
 pub use decide::{PhoneReply, Reply, decide, decide_refusal, reply};

@@ -37,9 +37,7 @@ fn book(id: u128, slot: u32, kind: BookingKind) -> BookingDetails {
         slot,
         patient: format!("patient {id}").into(),
         kind,
-        external_ref: None,
-        correlation_id: None,
-        external_created_at: None,
+        external: crate::core::External::boxed(None, None, None),
     }
 }
 
@@ -146,9 +144,7 @@ fn external_refs_bind_once_and_stale_answers_are_refused() {
     run(&mut state, &mut log, schedule(5), t0()).unwrap();
     let external = |id, slot, correlation: Option<&str>, created: DateTime<Utc>| {
         Action::Book(BookingDetails {
-            external_ref: Some("cal-1".into()),
-            correlation_id: correlation.map(Into::into),
-            external_created_at: Some(created),
+            external: crate::core::External::boxed(Some("cal-1".into()), correlation.map(Into::into), Some(created)),
             ..book(id, slot, BookingKind::Advance)
         })
     };
@@ -208,9 +204,9 @@ fn check_invariants(state: &State) {
         }
         assert_eq!(indexed, active, "the slot index agrees with the bookings");
         for (external_ref, id) in &tenant.external_refs {
-            assert_eq!(tenant.bookings[id].details.external_ref.as_ref(), Some(external_ref));
+            assert_eq!(tenant.bookings[id].details.external_ref(), Some(external_ref));
         }
-        let with_refs = tenant.bookings.values().filter(|b| b.details.external_ref.is_some()).count();
+        let with_refs = tenant.bookings.values().filter(|b| b.details.external_ref().is_some()).count();
         assert_eq!(with_refs, tenant.external_refs.len(), "each external ref bound once");
     }
 }
@@ -229,8 +225,7 @@ fn exhaustive_small_world() {
         Box::new(|id| Action::Book(book(id, 1, BookingKind::Advance))),
         Box::new(|id| {
             Action::Book(BookingDetails {
-                external_ref: Some("ext".into()),
-                correlation_id: Some("corr".into()),
+                external: crate::core::External::boxed(Some("ext".into()), Some("corr".into()), None),
                 ..book(id, 1, BookingKind::WalkIn)
             })
         }),

@@ -423,7 +423,7 @@ impl TenantFacts {
                 self.tokens.insert(token_key, (id, p));
             }
         }
-        if let Some(external_ref) = &created.details.external_ref {
+        if let Some(external_ref) = created.details.external_ref() {
             match self.external_refs.get(external_ref) {
                 Some((first, at)) => found.add(
                     rule::EXTERNAL_REF_BOUND_ONCE,
@@ -754,9 +754,7 @@ mod tests {
             slot,
             patient: format!("patient {n}").into(),
             kind,
-            external_ref: None,
-            correlation_id: None,
-            external_created_at: None,
+            external: crate::core::External::boxed(None, None, None),
         })
     }
 
@@ -797,7 +795,10 @@ mod tests {
             &|_, n| book(n, 1, BookingKind::Advance),
             &|_, n| {
                 let Action::Book(request) = book(n, 1, BookingKind::WalkIn) else { unreachable!() };
-                Action::Book(BookingDetails { external_ref: Some("ext".into()), correlation_id: Some("corr".into()), ..request })
+                Action::Book(BookingDetails {
+                    external: crate::core::External::boxed(Some("ext".into()), Some("corr".into()), None),
+                    ..request
+                })
             },
             // The bookings the first two steps may have made.
             &|_, _| Action::Cancel { booking_id: id(1000), reason: None },
@@ -965,9 +966,7 @@ mod tests {
                 slot,
                 patient: "p".into(),
                 kind: BookingKind::Advance,
-                external_ref: None,
-                correlation_id: None,
-                external_created_at: None,
+                external: crate::core::External::boxed(None, None, None),
             },
             token_number,
         }
@@ -1044,7 +1043,7 @@ mod tests {
     fn an_external_ref_bound_twice_is_named() {
         let with_ref = |n, slot, token| {
             let mut created = created(n, slot, token);
-            created.details.external_ref = Some("cal-7".into());
+            created.details.external = crate::core::External::boxed(Some("cal-7".into()), None, None);
             EventKind::BookingCreated(created)
         };
         let events = history(vec![schedule_set(2), with_ref(1, 0, 1), cancel(1), with_ref(2, 1, 2)]);

@@ -98,11 +98,11 @@ impl Json for Data<'_> {
             EventKind::BookingCreated(BookingCreated { details: b, token_number }) => object
                 .entry("booking_id", &b.booking_id)
                 .entry("clinic", &b.clinic)
-                .entry("correlation_id", &b.correlation_id)
+                .entry("correlation_id", &b.correlation_id().cloned())
                 .entry("date", &Date(b.date))
                 .entry("doctor", &b.doctor)
-                .entry("external_created_at", &b.external_created_at.map(Rfc3339))
-                .entry("external_ref", &b.external_ref)
+                .entry("external_created_at", &b.external_created_at().map(Rfc3339))
+                .entry("external_ref", &b.external_ref().cloned())
                 .entry("kind", kind_name(b.kind))
                 .entry("patient", b.patient.as_str())
                 .entry("slot", &b.slot)
@@ -494,9 +494,11 @@ mod tests {
                     slot: 7,
                     patient: "Ásha \"A\" \\ Rao\n\u{1}".into(),
                     kind,
-                    external_ref: optional.then(|| "cal-1".into()),
-                    correlation_id: optional.then(|| "corr-1".into()),
-                    external_created_at: optional.then(|| at(123_456_789)),
+                    external: crate::core::External::boxed(
+                        optional.then(|| "cal-1".into()),
+                        optional.then(|| "corr-1".into()),
+                        optional.then(|| at(123_456_789)),
+                    ),
                 },
                 token_number,
             })

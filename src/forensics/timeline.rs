@@ -17,7 +17,7 @@ pub fn describe(kind: &EventKind) -> String {
             b.patient,
             token(b.kind, *token_number),
             b.booking_id,
-            b.external_ref.as_ref().map(|r| format!(", external {r}")).unwrap_or_default()
+            b.external_ref().map(|r| format!(", external {r}")).unwrap_or_default()
         ),
         EventKind::BookingCancelled { booking_id, reason } => {
             format!("cancelled booking {booking_id}{}", reason.as_ref().map(|r| format!(": {r}")).unwrap_or_default())

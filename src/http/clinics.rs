@@ -15,7 +15,7 @@ use super::views::{
     BookingView, DayChangeView, DoctorChangeView, DoctorSlotsView, Problem, ScheduleView, SlotState, SlotView, SlotsChangeView,
     SlotsHistoryView, SlotsView, format_minute,
 };
-use crate::core::{Action, BookingDetails, BookingKind, Schedule};
+use crate::core::{Action, BookingDetails, BookingKind, External, Schedule};
 use crate::forensics::clinics::{ClinicDay, DayChange, DoctorDay, LiveDay};
 use crate::forensics::feed;
 use crate::forensics::follower::Indexes;
@@ -197,9 +197,7 @@ impl BookingRequest {
                 KindRequest::Advance => BookingKind::Advance,
                 KindRequest::WalkIn => BookingKind::WalkIn,
             },
-            external_ref: self.external_ref.map(Into::into),
-            correlation_id: self.correlation_id.map(Into::into),
-            external_created_at: self.external_created_at,
+            external: External::boxed(self.external_ref.map(Into::into), self.correlation_id.map(Into::into), self.external_created_at),
         })
     }
 }

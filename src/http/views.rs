@@ -73,8 +73,8 @@ impl From<&Booking> for BookingView {
             slot: b.details.slot,
             patient: b.details.patient.to_string(),
             kind: b.details.kind.into(),
-            external_ref: b.details.external_ref.as_deref().map(str::to_owned),
-            correlation_id: b.details.correlation_id.as_deref().map(str::to_owned),
+            external_ref: b.details.external_ref().map(|r| r.to_string()),
+            correlation_id: b.details.correlation_id().map(|c| c.to_string()),
             position: b.position,
             created_at: b.created_at,
         }

@@ -12,8 +12,8 @@ use uuid::Uuid;
 
 use crate::core::{
     Booking, BookingCreated, BookingDetails, BookingKind, BookingStatus, Business, Call, CallState, Campaign, Community, Day, Doctor,
-    Duplicate, Event, EventKind, IdempotencyTable, NumberCalls, PhoneState, Rejected, Rules, Schedule, SlotMap, State, StoredResponse,
-    TenantState, Text, format_date,
+    Duplicate, Event, EventKind, External, IdempotencyTable, NumberCalls, PhoneState, Rejected, Rules, Schedule, SlotMap, State,
+    StoredResponse, TenantState, Text, format_date,
 };
 
 #[allow(clippy::all, clippy::pedantic)]
@@ -87,9 +87,9 @@ fn to_pb_booking(details: &BookingDetails, token_number: u32) -> pb::BookingCrea
         }
         .into(),
         token_number,
-        external_ref: details.external_ref.as_deref().unwrap_or_default().to_owned(),
-        correlation_id: details.correlation_id.as_deref().unwrap_or_default().to_owned(),
-        external_created_at_micros: details.external_created_at.map_or(0, micros),
+        external_ref: details.external_ref().map(|r| r.to_string()).unwrap_or_default(),
+        correlation_id: details.correlation_id().map(|c| c.to_string()).unwrap_or_default(),
+        external_created_at_micros: details.external_created_at().map_or(0, micros),
     }
 }
 
@@ -107,12 +107,14 @@ fn from_pb_booking(b: pb::BookingCreated) -> Result<BookingCreated, CodecError> 
             doctor: b.doctor.into(),
             slot: b.slot,
             patient: b.patient.into(),
-            external_ref: optional(&b.external_ref),
-            correlation_id: optional(&b.correlation_id),
-            external_created_at: match b.external_created_at_micros {
-                0 => None,
-                m => Some(from_micros(m, "external_created_at")?),
-            },
+            external: External::boxed(
+                optional(&b.external_ref),
+                optional(&b.correlation_id),
+                match b.external_created_at_micros {
+                    0 => None,
+                    m => Some(from_micros(m, "external_created_at")?),
+                },
+            ),
         },
         token_number: b.token_number,
     })
@@ -828,9 +830,7 @@ mod tests {
             slot,
             patient: "Asha".into(),
             kind: BookingKind::Advance,
-            external_ref: None,
-            correlation_id: None,
-            external_created_at: None,
+            external: crate::core::External::boxed(None, None, None),
         };
         Entry::Booking(pb::SnapshotBooking { booking: Some(to_pb_booking(&details, slot)), ..Default::default() })
     }

@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use super::codec::CodecError;
 use crate::core::{
-    BookingCreated, BookingDetails, BookingKind, CallState, Duplicate, Event, EventKind, Patient, Schedule, StoredResponse, Text,
+    BookingCreated, BookingDetails, BookingKind, CallState, Duplicate, Event, EventKind, External, Patient, Schedule, StoredResponse, Text,
 };
 
 /// Slots of an interner: a direct-mapped table, so its memory is bounded
@@ -151,12 +151,14 @@ impl Decoder {
                         2 => BookingKind::WalkIn,
                         other => return Err(CodecError(format!("unknown booking kind {other}"))),
                     },
-                    external_ref: optional(m.text(9)?),
-                    correlation_id: optional(m.text(10)?),
-                    external_created_at: match m.int64(11) {
-                        0 => None,
-                        micros => Some(from_micros(micros, "external_created_at")?),
-                    },
+                    external: External::boxed(
+                        optional(m.text(9)?),
+                        optional(m.text(10)?),
+                        match m.int64(11) {
+                            0 => None,
+                            micros => Some(from_micros(micros, "external_created_at")?),
+                        },
+                    ),
                 },
                 token_number: m.uint32(8),
             }),
@@ -469,9 +471,11 @@ mod tests {
             slot: 999,
             patient: "Ásha ✓".into(),
             kind,
-            external_ref: external.then(|| "cal-8Fxv".into()),
-            correlation_id: external.then(|| "call-687".into()),
-            external_created_at: external.then_some(at),
+            external: crate::core::External::boxed(
+                external.then(|| "cal-8Fxv".into()),
+                external.then(|| "call-687".into()),
+                external.then_some(at),
+            ),
         };
         vec![
             EventKind::ScheduleSet {

@@ -61,9 +61,9 @@ fn kind(m: &mut Vec<u8>, kind: &EventKind) -> u32 {
                 },
             );
             uint64(m, 8, created.token_number.into());
-            string(m, 9, b.external_ref.as_deref().unwrap_or_default());
-            string(m, 10, b.correlation_id.as_deref().unwrap_or_default());
-            int64(m, 11, b.external_created_at.map_or(0, micros));
+            string(m, 9, b.external_ref().map_or("", |r| r));
+            string(m, 10, b.correlation_id().map_or("", |c| c));
+            int64(m, 11, b.external_created_at().map_or(0, micros));
             11
         }
         EventKind::BookingCancelled { booking_id, reason } => {

@@ -90,9 +90,11 @@ impl Script {
                     slot: self.random(4) as u32,
                     patient: format!("patient {id}").into(),
                     kind: if self.random(2) == 0 { BookingKind::Advance } else { BookingKind::WalkIn },
-                    external_ref: external.then(|| format!("ext-{}", self.random(3)).into()),
-                    correlation_id: external.then(|| format!("corr-{}", self.random(2)).into()),
-                    external_created_at: external.then(|| now - Duration::seconds(self.random(40) as i64)),
+                    external: crate::core::External::boxed(
+                        external.then(|| format!("ext-{}", self.random(3)).into()),
+                        external.then(|| format!("corr-{}", self.random(2)).into()),
+                        external.then(|| now - Duration::seconds(self.random(40) as i64)),
+                    ),
                 };
                 self.bookings.push((tenant.clone(), id));
                 Action::Book(details)
@@ -171,9 +173,7 @@ fn prologue() -> Vec<Vec<Command>> {
         slot: 0,
         patient: "Asha".into(),
         kind: BookingKind::Advance,
-        external_ref: None,
-        correlation_id: None,
-        external_created_at: None,
+        external: crate::core::External::boxed(None, None, None),
     };
     let call = |n, to: &str| Action::StartCall { call_id: id(n), campaign: "prologue".into(), to: to.into() };
     vec![

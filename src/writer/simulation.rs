@@ -348,9 +348,7 @@ impl<D: Disk> Sim<D> {
                     slot: rng.below(6) as u32,
                     patient: "p".into(),
                     kind,
-                    external_ref: None,
-                    correlation_id: None,
-                    external_created_at: None,
+                    external: crate::core::External::boxed(None, None, None),
                 };
                 self.command(Action::Book(details))
             }

@@ -103,9 +103,7 @@ fn book(slot: u32) -> Command {
         slot,
         patient: "p".into(),
         kind: BookingKind::Advance,
-        external_ref: None,
-        correlation_id: None,
-        external_created_at: None,
+        external: crate::core::External::boxed(None, None, None),
     }))
 }
 

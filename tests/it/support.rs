@@ -362,9 +362,7 @@ pub fn forged_booking(booking_id: uuid::Uuid, token_number: u32) -> booking_ledg
             slot: 0,
             patient: "p".into(),
             kind: BookingKind::Advance,
-            external_ref: None,
-            correlation_id: None,
-            external_created_at: None,
+            external: booking_ledger::core::External::boxed(None, None, None),
         },
         token_number,
     })
