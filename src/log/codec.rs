@@ -93,7 +93,7 @@ fn to_pb_booking(details: &BookingDetails, token_number: u32) -> pb::BookingCrea
     }
 }
 
-fn from_pb_booking(b: pb::BookingCreated) -> Result<BookingCreated, CodecError> {
+pub(super) fn from_pb_booking(b: pb::BookingCreated) -> Result<BookingCreated, CodecError> {
     Ok(BookingCreated {
         details: BookingDetails {
             booking_id: uuid(&b.booking_id)?,

@@ -7,8 +7,10 @@
 //! one is tested against (`tests` below); the encoder is still prost's.
 //!
 //! Semantics are proto3's, as prost implements them: unknown fields are
-//! skipped, a repeated scalar or oneof field keeps its last value, a missing
-//! field is its default.
+//! skipped (groups too), a repeated scalar or oneof field keeps its last
+//! value, a missing field is its default; a declared field of another wire
+//! type, a string that is not UTF-8 (in any occurrence, even one a later one
+//! replaces) and a key beyond 32 bits are refused, as prost refuses them.
 
 use std::sync::Arc;
 
@@ -73,7 +75,7 @@ impl Decoder {
         // responses); protobuf merges or replaces such members, and decodes
         // each one. That rare case is left to prost (`decode_duplicated`).
         let (mut kinds, mut responses) = (0, 0);
-        let mut fields = Fields::new(bytes);
+        let mut fields = Fields::new(bytes, RECURSION_LIMIT);
         while let Some((number, value)) = fields.next_field()? {
             match (number, value) {
                 (1, Value::Varint(v)) => position = v,
@@ -98,7 +100,7 @@ impl Decoder {
             return self.decode_duplicated(bytes);
         }
         let (number, body) = kind.ok_or_else(|| CodecError("no event in the record".into()))?;
-        let kind = self.kind(number, body)?;
+        let kind = self.kind(number, body, RECURSION_LIMIT - 1)?;
         Ok(Event {
             position,
             recorded_at: from_micros(recorded_at_micros, "recorded_at")?,
@@ -126,12 +128,14 @@ impl Decoder {
         Ok(event)
     }
 
-    fn kind(&mut self, number: u32, body: &[u8]) -> Result<EventKind, CodecError> {
-        let mut m = Message::read(body)?;
+    /// The event in `EventRecord`'s field `number`, its message read at
+    /// recursion count `limit`.
+    fn kind(&mut self, number: u32, body: &[u8], limit: u32) -> Result<EventKind, CodecError> {
+        let mut m = Message::read(body, event_schema(number), limit)?;
         Ok(match number {
             10 => EventKind::ScheduleSet {
-                clinic: self.name(m.text(1)?),
-                doctor: self.name(m.text(2)?),
+                clinic: self.name(m.text(1)),
+                doctor: self.name(m.text(2)),
                 schedule: Schedule {
                     slots_per_day: m.uint32(3),
                     first_slot_minute: m.optional_uint32(4),
@@ -141,19 +145,19 @@ impl Decoder {
             11 => EventKind::BookingCreated(BookingCreated {
                 details: BookingDetails {
                     booking_id: uuid(m.bytes(1))?,
-                    clinic: self.name(m.text(2)?),
-                    doctor: self.name(m.text(3)?),
-                    date: parse_date(m.text(4)?)?,
+                    clinic: self.name(m.text(2)),
+                    doctor: self.name(m.text(3)),
+                    date: parse_date(m.text(4))?,
                     slot: m.uint32(5),
-                    patient: Patient::from(m.text(6)?),
+                    patient: Patient::from(m.text(6)),
                     kind: match m.int32(7) {
                         1 => BookingKind::Advance,
                         2 => BookingKind::WalkIn,
                         other => return Err(CodecError(format!("unknown booking kind {other}"))),
                     },
                     external: External::boxed(
-                        optional(m.text(9)?),
-                        optional(m.text(10)?),
+                        optional(m.text(9)),
+                        optional(m.text(10)),
                         match m.int64(11) {
                             0 => None,
                             micros => Some(from_micros(micros, "external_created_at")?),
@@ -162,27 +166,27 @@ impl Decoder {
                 },
                 token_number: m.uint32(8),
             }),
-            12 => EventKind::BookingCancelled { booking_id: uuid(m.bytes(1))?, reason: optional(m.text(2)?) },
+            12 => EventKind::BookingCancelled { booking_id: uuid(m.bytes(1))?, reason: optional(m.text(2)) },
             13 => EventKind::PhoneClaimed {
-                business: self.name(m.text(1)?),
+                business: self.name(m.text(1)),
                 claim_id: uuid(m.bytes(2))?,
                 lease_expires_at: from_micros(m.int64(3), "lease_expires_at")?,
             },
             14 => EventKind::PhoneCompleted {
-                business: self.name(m.text(1)?),
+                business: self.name(m.text(1)),
                 claim_id: uuid(m.bytes(2))?,
-                phone_number: Text::from(m.text(3)?),
-                provider_sid: Text::from(m.text(4)?),
+                phone_number: Text::from(m.text(3)),
+                provider_sid: Text::from(m.text(4)),
             },
             15 => {
-                EventKind::PhoneClaimFailed { business: self.name(m.text(1)?), claim_id: uuid(m.bytes(2))?, reason: Text::from(m.text(3)?) }
+                EventKind::PhoneClaimFailed { business: self.name(m.text(1)), claim_id: uuid(m.bytes(2))?, reason: Text::from(m.text(3)) }
             }
             16 => EventKind::PhoneReleased {
-                business: self.name(m.text(1)?),
-                phone_number: Text::from(m.text(2)?),
-                reason: optional(m.text(3)?),
+                business: self.name(m.text(1)),
+                phone_number: Text::from(m.text(2)),
+                reason: optional(m.text(3)),
             },
-            17 => EventKind::CallStarted { call_id: uuid(m.bytes(1))?, campaign: self.name(m.text(2)?), to: Text::from(m.text(3)?) },
+            17 => EventKind::CallStarted { call_id: uuid(m.bytes(1))?, campaign: self.name(m.text(2)), to: Text::from(m.text(3)) },
             18 => EventKind::CallOutcomeRecorded {
                 call_id: uuid(m.bytes(1))?,
                 outcome: match m.int32(2) {
@@ -194,8 +198,8 @@ impl Decoder {
                 },
             },
             19 => EventKind::CallRefused {
-                campaign: self.name(m.text(1)?),
-                to: Text::from(m.text(2)?),
+                campaign: self.name(m.text(1)),
+                to: Text::from(m.text(2)),
                 duplicate: match m.int32(3) {
                     1 => Duplicate::InProgress,
                     2 => Duplicate::RecentlyCalled,
@@ -203,15 +207,15 @@ impl Decoder {
                 },
                 call_id: uuid(m.bytes(4))?,
             },
-            21 => EventKind::CampaignHalted { campaign: self.name(m.text(1)?), reason: Text::from(m.text(2)?) },
-            22 => EventKind::CampaignResumed { campaign: self.name(m.text(1)?), reason: Text::from(m.text(2)?) },
-            23 => EventKind::NumberBlocked { number: Text::from(m.text(1)?), reason: Text::from(m.text(2)?) },
+            21 => EventKind::CampaignHalted { campaign: self.name(m.text(1)), reason: Text::from(m.text(2)) },
+            22 => EventKind::CampaignResumed { campaign: self.name(m.text(1)), reason: Text::from(m.text(2)) },
+            23 => EventKind::NumberBlocked { number: Text::from(m.text(1)), reason: Text::from(m.text(2)) },
             24 => EventKind::CommunityCreated {
                 community_id: uuid(m.bytes(1))?,
-                slug: Text::from(m.text(2)?),
-                name: Text::from(m.text(3)?),
-                owner: self.name(m.text(4)?),
-                plan: self.name(m.text(5)?),
+                slug: Text::from(m.text(2)),
+                name: Text::from(m.text(3)),
+                owner: self.name(m.text(4)),
+                plan: self.name(m.text(5)),
             },
             _ => unreachable!("event field numbers are matched by the caller"),
         })
@@ -221,22 +225,26 @@ impl Decoder {
     /// place: bookings are nearly all of a snapshot. None for any other entry,
     /// which the caller decodes with prost.
     pub fn snapshot_booking(&mut self, entry: &[u8]) -> Result<Option<SnapshotBooking>, CodecError> {
-        let mut fields = Fields::new(entry);
+        let mut fields = Fields::new(entry, RECURSION_LIMIT);
         let mut booking = None;
         while let Some((number, value)) = fields.next_field()? {
-            match (number, value) {
-                (3, Value::Bytes(b)) => booking = Some(b),
+            match (number, value, booking) {
+                // A member twice is merged by protobuf: prost's to decode.
+                (3, Value::Bytes(b), None) => booking = Some(b),
                 _ => return Ok(None),
             }
         }
         let Some(booking) = booking else { return Ok(None) };
-        let mut m = Message::read(booking)?;
-        let created = match self.kind(11, m.bytes(1))? {
+        let mut m = Message::read(booking, &SNAPSHOT_BOOKING, RECURSION_LIMIT - 1)?;
+        if m.merged {
+            return Ok(None);
+        }
+        let created = match self.kind(11, m.bytes(1), RECURSION_LIMIT - 2)? {
             EventKind::BookingCreated(created) => created,
             _ => unreachable!("field 11 is a booking"),
         };
         let cancel_reason = match m.values[5] {
-            Some(Value::Bytes(b)) => Some(Text::from(utf8(b)?)),
+            Some(Value::Text(text)) => Some(Text::from(text)),
             _ => None,
         };
         Ok(Some(SnapshotBooking {
@@ -249,10 +257,10 @@ impl Decoder {
     }
 
     fn response(&mut self, body: &[u8]) -> Result<StoredResponse, CodecError> {
-        let mut m = Message::read(body)?;
+        let mut m = Message::read(body, &STORED_RESPONSE, RECURSION_LIMIT - 1)?;
         Ok(StoredResponse {
-            actor: self.name(m.text(1)?),
-            key: Text::from(m.text(2)?),
+            actor: self.name(m.text(1)),
+            key: Text::from(m.text(2)),
             fingerprint: m.bytes(3).try_into().map_err(|_| CodecError("fingerprint is not 32 bytes".into()))?,
             status: u16::try_from(m.uint32(4)).map_err(|_| CodecError("status out of range".into()))?,
             body: Arc::from(m.bytes(5)),
@@ -270,23 +278,95 @@ pub struct SnapshotBooking {
     pub cancel_reason: Option<Text>,
 }
 
+/// prost's limit on nesting (`DecodeContext`): a record is read at this depth,
+/// each message inside it one deeper, and an unknown field nested in groups
+/// deeper than what is left is refused.
+const RECURSION_LIMIT: u32 = 100;
+
+/// What a field of a message is, as `proto/ledger.proto` declares it. prost
+/// refuses a declared field of another wire type, and a string field that is
+/// not UTF-8, in every occurrence of it (even one a later occurrence
+/// replaces); fields not declared are skipped whatever their wire type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Field {
+    Undeclared,
+    Varint,
+    Bytes,
+    Text,
+    /// A message: protobuf merges two occurrences, which is left to prost.
+    Message,
+}
+
+/// The fields of a message by number (1 to 15; none of ours is higher).
+type Schema = [Field; 16];
+
+const fn schema(fields: &[(usize, Field)]) -> Schema {
+    let mut schema = [Field::Undeclared; 16];
+    let mut i = 0;
+    while i < fields.len() {
+        schema[fields[i].0] = fields[i].1;
+        i += 1;
+    }
+    schema
+}
+
+use Field::{Bytes as B, Message as M, Text as T, Varint as V};
+const SCHEDULE_SET: Schema = schema(&[(1, T), (2, T), (3, V), (4, V), (5, V)]);
+const BOOKING_CREATED: Schema = schema(&[(1, B), (2, T), (3, T), (4, T), (5, V), (6, T), (7, V), (8, V), (9, T), (10, T), (11, V)]);
+const BOOKING_CANCELLED: Schema = schema(&[(1, B), (2, T)]);
+const PHONE_CLAIMED: Schema = schema(&[(1, T), (2, B), (3, V)]);
+const PHONE_COMPLETED: Schema = schema(&[(1, T), (2, B), (3, T), (4, T)]);
+const PHONE_CLAIM_FAILED: Schema = schema(&[(1, T), (2, B), (3, T)]);
+const PHONE_RELEASED: Schema = schema(&[(1, T), (2, T), (3, T)]);
+const CALL_STARTED: Schema = schema(&[(1, B), (2, T), (3, T)]);
+const CALL_OUTCOME_RECORDED: Schema = schema(&[(1, B), (2, V)]);
+const CALL_REFUSED: Schema = schema(&[(1, T), (2, T), (3, V), (4, B)]);
+/// CampaignHalted, CampaignResumed, NumberBlocked.
+const TWO_STRINGS: Schema = schema(&[(1, T), (2, T)]);
+const COMMUNITY_CREATED: Schema = schema(&[(1, B), (2, T), (3, T), (4, T), (5, T)]);
+const STORED_RESPONSE: Schema = schema(&[(1, T), (2, T), (3, B), (4, V), (5, B)]);
+const SNAPSHOT_BOOKING: Schema = schema(&[(1, M), (2, V), (3, V), (4, V), (5, T)]);
+
+/// The schema of the event in `EventRecord`'s field `number`.
+fn event_schema(number: u32) -> &'static Schema {
+    match number {
+        10 => &SCHEDULE_SET,
+        11 => &BOOKING_CREATED,
+        12 => &BOOKING_CANCELLED,
+        13 => &PHONE_CLAIMED,
+        14 => &PHONE_COMPLETED,
+        15 => &PHONE_CLAIM_FAILED,
+        16 => &PHONE_RELEASED,
+        17 => &CALL_STARTED,
+        18 => &CALL_OUTCOME_RECORDED,
+        19 => &CALL_REFUSED,
+        21..=23 => &TWO_STRINGS,
+        24 => &COMMUNITY_CREATED,
+        _ => unreachable!("event field numbers are matched by the caller"),
+    }
+}
+
 /// A field's value, by wire type.
 #[derive(Debug, Clone, Copy)]
 enum Value<'a> {
     Varint(u64),
     Bytes(&'a [u8]),
-    /// A fixed-width value: no field of ours has one, so it is skipped.
-    Fixed,
+    /// A length-delimited value its message declares a string, checked UTF-8.
+    Text(&'a str),
+    /// A fixed-width value or a group: no field of ours is one, so it is skipped.
+    Skipped,
 }
 
 /// The fields of one message, in the order they are written.
 struct Fields<'a> {
     bytes: &'a [u8],
+    /// prost's recursion count at this message (`RECURSION_LIMIT` at a record).
+    limit: u32,
 }
 
 impl<'a> Fields<'a> {
-    fn new(bytes: &'a [u8]) -> Fields<'a> {
-        Fields { bytes }
+    fn new(bytes: &'a [u8], limit: u32) -> Fields<'a> {
+        Fields { bytes, limit }
     }
 
     fn varint(&mut self) -> Result<u64, CodecError> {
@@ -314,50 +394,107 @@ impl<'a> Fields<'a> {
         Ok(taken)
     }
 
+    fn length_delimited(&mut self) -> Result<&'a [u8], CodecError> {
+        let len = usize::try_from(self.varint()?).map_err(|_| CodecError("buffer underflow".into()))?;
+        self.take(len)
+    }
+
+    /// A field's number and wire type, refused as prost refuses them: a key
+    /// beyond 32 bits, field number 0, wire types 6 and 7.
+    fn key(&mut self) -> Result<(u32, u64), CodecError> {
+        let key = self.varint()?;
+        let key = u32::try_from(key).map_err(|_| CodecError(format!("invalid key value {key}")))?;
+        let number = key >> 3;
+        if number == 0 {
+            return Err(CodecError("invalid field number 0".into()));
+        }
+        match key & 7 {
+            6 | 7 => Err(CodecError(format!("invalid wire type {}", key & 7))),
+            wire_type => Ok((number, u64::from(wire_type))),
+        }
+    }
+
     fn next_field(&mut self) -> Result<Option<(u32, Value<'a>)>, CodecError> {
         if self.bytes.is_empty() {
             return Ok(None);
         }
-        let key = self.varint()?;
-        let number = u32::try_from(key >> 3).map_err(|_| CodecError("invalid field number".into()))?;
-        if number == 0 {
-            return Err(CodecError("invalid field number 0".into()));
-        }
-        let value = match key & 7 {
+        let (number, wire_type) = self.key()?;
+        let value = match wire_type {
             0 => Value::Varint(self.varint()?),
+            2 => Value::Bytes(self.length_delimited()?),
             1 => {
                 self.take(8)?;
-                Value::Fixed
-            }
-            2 => {
-                let len = usize::try_from(self.varint()?).map_err(|_| CodecError("buffer underflow".into()))?;
-                Value::Bytes(self.take(len)?)
+                Value::Skipped
             }
             5 => {
                 self.take(4)?;
-                Value::Fixed
+                Value::Skipped
             }
-            other => return Err(CodecError(format!("unsupported wire type {other}"))),
+            3 => {
+                self.skip_group(number, self.limit)?;
+                Value::Skipped
+            }
+            _ => return Err(end_group()),
         };
         Ok(Some((number, value)))
     }
+
+    /// Skips a group field `number` up to its end (prost's `skip_field`, at
+    /// recursion count `limit`), each field inside it one level deeper.
+    fn skip_group(&mut self, number: u32, limit: u32) -> Result<(), CodecError> {
+        loop {
+            let (inner, wire_type) = self.key()?;
+            if limit <= 1 && wire_type != 4 {
+                return Err(CodecError("recursion limit reached".into()));
+            }
+            match wire_type {
+                4 if inner == number => return Ok(()),
+                4 => return Err(end_group()),
+                0 => {
+                    self.varint()?;
+                }
+                1 => {
+                    self.take(8)?;
+                }
+                2 => {
+                    self.length_delimited()?;
+                }
+                5 => {
+                    self.take(4)?;
+                }
+                _ => self.skip_group(inner, limit - 1)?,
+            }
+        }
+    }
 }
 
-/// The last value of each of a small message's fields (numbers 1 to 15).
+/// The last value of each of a small message's declared fields, every
+/// occurrence checked against the message's schema as prost checks it.
 struct Message<'a> {
     values: [Option<Value<'a>>; 16],
+    /// A message field occurred more than once (protobuf merges them).
+    merged: bool,
 }
 
 impl<'a> Message<'a> {
-    fn read(bytes: &'a [u8]) -> Result<Message<'a>, CodecError> {
-        let mut values = [None; 16];
-        let mut fields = Fields::new(bytes);
+    fn read(bytes: &'a [u8], schema: &Schema, limit: u32) -> Result<Message<'a>, CodecError> {
+        let mut m = Message { values: [None; 16], merged: false };
+        let mut fields = Fields::new(bytes, limit);
         while let Some((number, value)) = fields.next_field()? {
-            if let Some(slot) = values.get_mut(number as usize) {
-                *slot = Some(value);
-            }
+            let Some(&field) = schema.get(number as usize) else { continue };
+            let slot = &mut m.values[number as usize];
+            *slot = Some(match (field, value) {
+                (Field::Undeclared, _) => continue,
+                (Field::Varint, Value::Varint(_)) | (Field::Bytes, Value::Bytes(_)) => value,
+                (Field::Text, Value::Bytes(b)) => Value::Text(utf8(b)?),
+                (Field::Message, Value::Bytes(_)) => {
+                    m.merged |= slot.is_some();
+                    value
+                }
+                _ => return Err(wire_type(number)),
+            });
         }
-        Ok(Message { values })
+        Ok(m)
     }
 
     fn varint(&self, number: usize) -> Option<u64> {
@@ -390,9 +527,16 @@ impl<'a> Message<'a> {
         }
     }
 
-    fn text(&mut self, number: usize) -> Result<&'a str, CodecError> {
-        utf8(self.bytes(number))
+    fn text(&mut self, number: usize) -> &'a str {
+        match self.values[number] {
+            Some(Value::Text(text)) => text,
+            _ => "",
+        }
     }
+}
+
+fn end_group() -> CodecError {
+    CodecError("unexpected end group tag".into())
 }
 
 fn wire_type(number: u32) -> CodecError {
@@ -458,6 +602,245 @@ mod tests {
         assert!(codec::decode_event_with_prost(bytes).is_err());
         assert!(Decoder::default().decode_event(bytes).is_err());
         assert!(Decoder::for_recovery().decode_event(bytes).is_err());
+    }
+
+    /// A field's key and a value of its wire type, as written on the wire.
+    fn field(number: u32, wire_type: u32, value: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        prost::encoding::encode_varint(u64::from(number << 3 | wire_type), &mut out);
+        if wire_type == 2 {
+            prost::encoding::encode_varint(value.len() as u64, &mut out);
+        }
+        out.extend_from_slice(value);
+        out
+    }
+
+    /// Field `number` in every wire type: strings of valid and invalid UTF-8,
+    /// groups closed and not.
+    fn extras(number: u32) -> Vec<Vec<u8>> {
+        vec![
+            field(number, 0, &[0x05]),
+            field(number, 0, &[0xff, 0xff, 0xff, 0xff, 0x0f]),
+            field(number, 1, &[1; 8]),
+            field(number, 2, b""),
+            field(number, 2, b"kochi"),
+            field(number, 2, &[0xff]),
+            field(number, 2, &[0xc3, 0x28]),
+            field(number, 2, &[7; 16]),
+            field(number, 2, &[7; 32]),
+            [field(number, 3, b""), field(number, 4, b"")].concat(),
+            [field(number, 3, b""), field(number + 1, 4, b"")].concat(),
+            field(number, 3, b""),
+            field(number, 4, b""),
+            field(number, 5, &[1; 4]),
+        ]
+    }
+
+    /// `record` with `extra` written into its member `member` (the event, or
+    /// the stored response, 20): before the member's own fields, or after.
+    fn with_member_field(record: &[u8], member: u32, extra: &[u8], before: bool) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut fields = Fields::new(record, RECURSION_LIMIT);
+        loop {
+            let rest = fields.bytes;
+            match fields.next_field().unwrap() {
+                None => return out,
+                Some((number, Value::Bytes(body))) if number == member => {
+                    let body = if before { [extra, body].concat() } else { [body, extra].concat() };
+                    out.extend(field(member, 2, &body));
+                }
+                Some(_) => out.extend_from_slice(&rest[..rest.len() - fields.bytes.len()]),
+            }
+        }
+    }
+
+    /// Both decoders (and the one for recovery) decode `bytes` to the same
+    /// event, or all refuse it, as the `event` fuzz target checks.
+    fn assert_decoded_as_prost_decodes(bytes: &[u8], what: &str) {
+        let prost = codec::decode_event_with_prost(bytes);
+        let ours = Decoder::default().decode_event(bytes);
+        match (&ours, &prost) {
+            (Ok(a), Ok(b)) => assert_eq!(a, b, "{what}: {bytes:02x?}"),
+            (Err(_), Err(_)) => {}
+            _ => panic!("{what}: ours {ours:?}, prost {prost:?}: {bytes:02x?}"),
+        }
+        assert_eq!(Decoder::for_recovery().decode_event(bytes).is_ok(), prost.is_ok(), "{what}: {bytes:02x?}");
+    }
+
+    fn assert_refused_as_prost_refuses_it(bytes: &[u8]) {
+        assert!(codec::decode_event_with_prost(bytes).is_err());
+        assert!(Decoder::default().decode_event(bytes).is_err());
+        assert!(Decoder::interning().decode_event(bytes).is_err());
+        assert!(Decoder::for_recovery().decode_event(bytes).is_err());
+    }
+
+    /// Found by the `event` fuzz target: a field a member's message declares,
+    /// written with another wire type (a schedule's `doctor`, a string, as a
+    /// varint). prost refuses the record; this decoder took the field as
+    /// absent and accepted it.
+    #[test]
+    fn a_member_field_of_the_wrong_wire_type_is_refused_as_prost_refuses_it() {
+        assert_refused_as_prost_refuses_it(include_bytes!("../../fuzz/seeds/event/regression-member-field-wire-type"));
+    }
+
+    /// A string field of a member that is not UTF-8, replaced by a later
+    /// occurrence of the same field: prost checks every occurrence, this
+    /// decoder checked only the one it kept. (Written by hand: the fuzz runs
+    /// found the wrong wire types first.)
+    #[test]
+    fn a_member_string_that_is_not_utf8_is_refused_as_prost_refuses_it() {
+        assert_refused_as_prost_refuses_it(include_bytes!("../../fuzz/seeds/event/regression-member-string-not-utf8"));
+    }
+
+    /// Found by the `event` fuzz target: a field key beyond 32 bits (`ea 89 89
+    /// 89 52`), whose field number still fitted a u32 here. prost refuses it.
+    #[test]
+    fn a_key_beyond_32_bits_is_refused_as_prost_refuses_it() {
+        assert_refused_as_prost_refuses_it(include_bytes!("../../fuzz/seeds/event/regression-key-beyond-32-bits"));
+    }
+
+    /// An undeclared field written as a group (wire types 3 and 4), in the
+    /// record and in its event: prost skips it, this decoder refused the
+    /// record. (Written by hand, from reading prost's `skip_field`.)
+    #[test]
+    fn an_undeclared_group_is_skipped_as_prost_skips_it() {
+        for bytes in [
+            &include_bytes!("../../fuzz/seeds/event/regression-undeclared-group")[..],
+            &include_bytes!("../../fuzz/seeds/event/regression-undeclared-group-in-record")[..],
+        ] {
+            let event = codec::decode_event_with_prost(bytes).unwrap();
+            assert_eq!(Decoder::default().decode_event(bytes).unwrap(), event);
+            assert_eq!(Decoder::interning().decode_event(bytes).unwrap(), event);
+        }
+    }
+
+    /// Every field number from 1 to 16 in each member of every kind of event
+    /// and in the stored response, in every wire type (with strings of valid
+    /// and invalid UTF-8, groups closed and not), before or after the member's
+    /// own fields: decoded as prost decodes it, or refused as prost refuses it.
+    #[test]
+    fn any_field_in_any_member_is_decoded_or_refused_as_prost_does() {
+        let mut cases = 0;
+        for event in events() {
+            let record = codec::encode_event(&event);
+            let (mut fields, mut member) = (Fields::new(&record, RECURSION_LIMIT), 0);
+            while let Some((number, _)) = fields.next_field().unwrap() {
+                if matches!(number, 10..=19 | 21..=24) {
+                    member = number;
+                }
+            }
+            let members = if event.response.is_some() { vec![member, 20] } else { vec![member] };
+            for member in members {
+                for number in 1..=16 {
+                    let extras = extras(number);
+                    for extra in &extras {
+                        for before in [true, false] {
+                            let bytes = with_member_field(&record, member, extra, before);
+                            assert_decoded_as_prost_decodes(&bytes, &format!("field {number} in member {member}"));
+                            cases += 1;
+                        }
+                    }
+                }
+            }
+        }
+        assert!(cases > 10_000, "{cases} cases");
+    }
+
+    /// The record's own framing, as prost reads it: a key beyond 32 bits, wire
+    /// types 6 and 7, field number 0, undeclared groups (skipped when closed
+    /// by their own number, within prost's recursion limit of 100).
+    #[test]
+    fn keys_wire_types_and_groups_are_read_as_prost_reads_them() {
+        let record = codec::encode_event(&events()[2]);
+        let group = |depth: usize, number: u32| {
+            let mut out = Vec::new();
+            for _ in 0..depth {
+                out.extend(field(number, 3, b""));
+            }
+            out.extend(field(number, 0, &[1]));
+            for _ in 0..depth {
+                out.extend(field(number, 4, b""));
+            }
+            out
+        };
+        let mut extras = vec![
+            vec![0x80, 0x80, 0x80, 0x80, 0x10, 0x00],
+            vec![0xfa, 0xff, 0xff, 0xff, 0x0f, 0x00],
+            field(7, 6, b""),
+            field(7, 7, b""),
+            vec![0x00, 0x01],
+            field(7, 4, b""),
+        ];
+        for depth in [1, 2, 97, 98, 99, 100, 101] {
+            extras.push(group(depth, 7));
+            extras.push(group(depth, 30));
+        }
+        for extra in extras {
+            for bytes in [[&record[..], &extra].concat(), [&extra[..], &record].concat()] {
+                assert_decoded_as_prost_decodes(&bytes, &format!("{extra:02x?} in the record"));
+            }
+            assert_decoded_as_prost_decodes(&with_member_field(&record, 11, &extra, false), &format!("{extra:02x?} in the event"));
+        }
+    }
+
+    /// Snapshot booking entries with any field added to the booking or to its
+    /// details, or in a second booking member: read in place as prost reads them, refused where prost refuses
+    /// them, or left to prost.
+    #[test]
+    fn snapshot_bookings_with_any_field_are_read_as_prost_reads_them() {
+        use crate::log::codec::pb;
+        use prost::Message as _;
+        let record = pb::EventRecord::decode(&*codec::encode_event(&events()[3])).unwrap();
+        let Some(pb::event_record::Event::BookingCreated(booking)) = record.event else { unreachable!() };
+        let entry = pb::SnapshotEntry {
+            entry: Some(pb::snapshot_entry::Entry::Booking(pb::SnapshotBooking {
+                booking: Some(booking),
+                cancelled: true,
+                created_at_micros: 1_700_000_000_000_001,
+                position: 42,
+                cancel_reason: Some("feeling better".into()),
+            })),
+        }
+        .encode_to_vec();
+        let Some((3, Value::Bytes(snapshot_booking))) = Fields::new(&entry, RECURSION_LIMIT).next_field().unwrap() else { unreachable!() };
+        let (mut read_in_place, mut cases) = (0, 0);
+        for number in 1..=16 {
+            for extra in extras(number) {
+                for before in [true, false] {
+                    let in_details = field(3, 2, &with_member_field(snapshot_booking, 1, &extra, before));
+                    // The booking twice, the second holding only the field: protobuf merges them.
+                    let twice =
+                        if before { [field(3, 2, &extra), entry.clone()].concat() } else { [entry.clone(), field(3, 2, &extra)].concat() };
+                    for bytes in [with_member_field(&entry, 3, &extra, before), in_details, twice] {
+                        cases += 1;
+                        let ours = Decoder::interning().snapshot_booking(&bytes);
+                        let prost = pb::SnapshotEntry::decode(&*bytes).map_err(CodecError::from).and_then(|entry| match entry.entry {
+                            Some(pb::snapshot_entry::Entry::Booking(b)) => {
+                                let created = codec::from_pb_booking(b.booking.unwrap_or_default())?;
+                                Ok(Some(SnapshotBooking {
+                                    created,
+                                    cancelled: b.cancelled,
+                                    created_at_micros: b.created_at_micros,
+                                    position: b.position,
+                                    cancel_reason: b.cancel_reason.map(Text::from),
+                                }))
+                            }
+                            _ => Ok(None),
+                        });
+                        match (ours, prost) {
+                            (Ok(None), _) => {}
+                            (Ok(Some(a)), Ok(Some(b))) => {
+                                assert_eq!(a, b, "{bytes:02x?}");
+                                read_in_place += 1;
+                            }
+                            (Err(_), Err(_)) => {}
+                            (ours, prost) => panic!("ours {ours:?}, prost {prost:?}: {bytes:02x?}"),
+                        }
+                    }
+                }
+            }
+        }
+        assert!(read_in_place > cases / 4, "{read_in_place} of {cases} read in place");
     }
 
     /// One event of every kind, with optional fields both set and unset.
