@@ -539,3 +539,11 @@ fn a_days_slot_map_is_an_ordered_map() {
     assert_eq!(built.iter().map(|(s, _)| *s).collect::<Vec<_>>(), [1, 5]);
     assert!(SlotMap::from_entries(vec![(1, Uuid::nil()), (1, Uuid::max())]).is_none(), "a slot given twice");
 }
+/// The projection's booking record stays compact: with its `Arc` header it
+/// is one 160-byte allocation (the memory bench's per-booking figure rests on
+/// it). A field added to it must earn its bytes, or go in a box.
+#[test]
+fn a_booking_record_stays_compact() {
+    assert!(std::mem::size_of::<super::Booking>() <= 136, "Booking is {} bytes", std::mem::size_of::<super::Booking>());
+    assert!(std::mem::size_of::<super::BookingDetails>() <= 96, "BookingDetails is {} bytes", std::mem::size_of::<super::BookingDetails>());
+}

@@ -505,7 +505,7 @@ fn put_tenant(tenant: &TenantState, put: &mut impl FnMut(pb::snapshot_entry::Ent
             cancelled: b.status == BookingStatus::Cancelled,
             created_at_micros: micros(b.created_at),
             position: b.position,
-            cancel_reason: b.cancel_reason.as_deref().map(str::to_owned),
+            cancel_reason: b.cancel_reason.as_deref().map(|r| r.to_string()),
         }));
     }
     for (external_ref, id) in &tenant.external_refs {
@@ -642,7 +642,7 @@ pub fn decode_snapshot(bytes: &[u8], rules: Rules) -> Result<DecodedSnapshot, Co
                 status: if b.cancelled { BookingStatus::Cancelled } else { BookingStatus::Confirmed },
                 created_at: from_micros(b.created_at_micros, "created_at")?,
                 position: b.position,
-                cancel_reason: b.cancel_reason.as_deref().map(Box::from),
+                cancel_reason: b.cancel_reason.map(Box::new),
                 details: created.details,
             };
             bookings.push((booking.details.booking_id, Arc::new(booking)));
@@ -695,7 +695,7 @@ fn from_pb_snapshot_booking(tenant: &TenantState, b: pb::SnapshotBooking) -> Res
         status: if b.cancelled { BookingStatus::Cancelled } else { BookingStatus::Confirmed },
         created_at: from_micros(b.created_at_micros, "created_at")?,
         position: b.position,
-        cancel_reason: b.cancel_reason.map(String::into_boxed_str),
+        cancel_reason: b.cancel_reason.map(|r| Box::new(Text::from(r))),
         details: created.details,
     })
 }
