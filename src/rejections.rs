@@ -4,8 +4,9 @@
 //!
 //! It is evidence, not the source of truth, and it must cost a refusal next to
 //! nothing: the writer itself appends a batch's refusals after it has answered
-//! them, with one `write` and no fsync of its own (no thread, no queue, no
-//! wake-up). A process crash loses nothing written (the page cache survives
+//! them, and those answered on sight by `WriterHandle::submit_from` when it
+//! takes them from its queue, with one `write` and no fsync of its own (no
+//! thread of its own, no client waiting on it). A process crash loses nothing written (the page cache survives
 //! it); a power loss can lose what was written since the last sync, which
 //! happens every [`SYNC_EVERY_RECORDS`] records, when a segment closes and at
 //! shutdown. Old segments are deleted beyond a configured number, so its size

@@ -42,6 +42,27 @@ pub fn decide_refusal(state: &State, command: &Command, rejection: &Rejection, c
     events(command, context, kinds)
 }
 
+/// A refusal the state alone gives, with no clock and no writer: a `Book`
+/// without an Idempotency-Key and without an external timestamp refused for
+/// what the state holds (unknown doctor, slot out of range, external reference
+/// bound, slot taken). `decide_book` reads its context only for
+/// `external_created_at`, so for such a command `decide` answers the same with
+/// any context (a test holds it to that). Asked of the published state, which
+/// holds every acknowledged command and nothing that is not durable, the
+/// answer is the writer's had it decided the command right after the
+/// published position, a moment within the request: the refusal is
+/// linearizable without the hand-off to the writer. A keyed command is never
+/// refused here (its answer is stored durably, by the writer), nor a call
+/// (a refused call is recorded, for the kill switch).
+pub fn refusal_on_sight(state: &State, command: &Command) -> Option<Rejection> {
+    let Action::Book(request) = &command.action else { return None };
+    if command.idempotency.is_some() || request.external_created_at().is_some() {
+        return None;
+    }
+    let context = Context { now: state.recorded_at_last, position_next: state.position + 1 };
+    booking::decide_book(state.tenant(&command.tenant), request, &state.rules, &context).err()
+}
+
 /// Wraps event kinds in the command's provenance, at consecutive positions.
 fn events(command: &Command, context: &Context, kinds: Vec<EventKind>) -> Vec<Event> {
     kinds

@@ -28,7 +28,7 @@ pub use booking::{
 };
 pub use calls::{Call, CallState, Campaign, Duplicate, NumberCalls};
 pub use community::Community;
-pub use decide::{PhoneReply, Reply, decide, decide_refusal, reply};
+pub use decide::{PhoneReply, Reply, decide, decide_refusal, refusal_on_sight, reply};
 pub use idempotency::{Fingerprint, IdempotencyCheck, IdempotencyTable, Scope, StoredResponse};
 pub use phone::{Business, PhoneState};
 pub use rejected::Rejected;

@@ -150,6 +150,8 @@ fn external_refs_bind_once_and_stale_answers_are_refused() {
     };
     let stale = run(&mut state, &mut log, external(1, 0, Some("call-1"), t0() - Duration::minutes(35)), t0());
     assert_eq!(stale, Err(Rejection::StaleExternalBooking { age_secs: 35 * 60, window_secs: 30 }));
+    let timed = command(external(1, 0, Some("call-1"), t0() - Duration::minutes(35)));
+    assert_eq!(refusal_on_sight(&state, &timed), None, "a refusal that needs the clock is the writer's");
     let first = run(&mut state, &mut log, external(1, 0, Some("call-1"), t0()), t0());
     assert!(matches!(first, Ok(Reply::Booking { created: true, .. })));
     // The same ref and correlation: the existing booking, even for another slot.
@@ -214,7 +216,9 @@ fn check_invariants(state: &State) {
 /// Every ordering of up to four commands drawn (with repetition) from a pool
 /// over two slots: the invariants hold after every step, rejections append
 /// nothing, and recovering from the log (also through the on-disk codec) gives the
-/// state that incremental application built.
+/// state that incremental application built. Before every step, a refusal on
+/// sight is exactly `decide`'s rejection, for a booking with or without an
+/// Idempotency-Key, at any time; and a keyed command is never refused on sight.
 #[test]
 fn exhaustive_small_world() {
     let pool: Vec<Box<dyn Fn(u128) -> Action>> = vec![
@@ -251,7 +255,22 @@ fn exhaustive_small_world() {
             for (step, &c) in sequence.iter().enumerate() {
                 let before = log.len();
                 let now = t0() + Duration::seconds(step as i64);
-                match run(&mut state, &mut log, pool[c](next_id), now) {
+                let action = pool[c](next_id);
+                let on_sight = refusal_on_sight(&state, &command(action.clone()));
+                let mut keyed = command(action.clone());
+                keyed.idempotency = Some(IdempotencyKey { key: "k".into(), fingerprint: [0; 32] });
+                assert_eq!(refusal_on_sight(&state, &keyed), None, "{sequence:?}: a keyed command's answer is stored by the writer");
+                let much_later = Context { now: now + Duration::days(400), position_next: state.position + 1 };
+                let later = decide(&state, &command(action.clone()), &much_later).err();
+                let result = run(&mut state, &mut log, action.clone(), now);
+                let refused = result.as_ref().err().cloned();
+                if let Action::Book(_) = action {
+                    assert_eq!(on_sight, refused, "{sequence:?}: refused on sight exactly when the writer refuses");
+                    assert_eq!(later, refused, "{sequence:?}: a booking without an external timestamp is decided without the clock");
+                } else {
+                    assert_eq!(on_sight, None, "{sequence:?}: only bookings are refused on sight");
+                }
+                match result {
                     Ok(Reply::Booking { created: true, .. }) => next_id += 1,
                     Ok(_) => {}
                     Err(_) => assert_eq!(log.len(), before, "{sequence:?}: a rejection appended"),

@@ -10,6 +10,10 @@
 //!
 //! It runs on its own OS thread, not a tokio task: it blocks in fdatasync.
 //!
+//! A booking the published state alone refuses is answered by the handle on
+//! the caller's task, and only journaled by the writer
+//! ([`WriterHandle::submit_from`], [`core::refusal_on_sight`]).
+//!
 //! When a write or sync fails, the batch's commands are answered "outcome
 //! unknown" and later ones are refused (storage down) while the writer
 //! re-opens its logs every so often ([`Log::reopen`]: new descriptors, the
@@ -200,19 +204,27 @@ impl WriterConfig {
     }
 }
 
-struct Submission {
-    command: Command,
-    /// The request, journaled if the command is refused.
-    origin: Option<rejections::Origin>,
-    reply: oneshot::Sender<Result<Answer, SubmitError>>,
+/// What the writer's queue carries.
+enum Work {
+    /// A command to decide, and where its answer goes.
+    Command {
+        command: Command,
+        /// The request, journaled if the command is refused.
+        origin: Option<rejections::Origin>,
+        reply: oneshot::Sender<Result<Answer, SubmitError>>,
+    },
+    /// A command already refused on sight ([`core::refusal_on_sight`]) and
+    /// answered: the writer only journals it.
+    Refused { command: Command, origin: Option<rejections::Origin>, rejection: Rejection },
 }
 
 /// What HTTP handlers hold: a way to submit commands and to read the published state.
 #[derive(Clone)]
 pub struct WriterHandle {
-    queue: mpsc::Sender<Submission>,
+    queue: mpsc::Sender<Work>,
     published: Arc<RwLock<State>>,
     status: Arc<Status>,
+    metrics: Arc<Metrics>,
     /// The last durable ledger position, for readers that follow the log.
     durable: watch::Receiver<u64>,
 }
@@ -224,15 +236,30 @@ impl WriterHandle {
     }
 
     /// Like `submit`, with the request it came from, for the rejection journal.
+    ///
+    /// A command the published state alone refuses ([`core::refusal_on_sight`])
+    /// is answered here, on the caller's task, without waiting for the writer:
+    /// the writer is handed it only to journal it, and nobody waits for that.
+    /// It still takes a place in the queue, so a full queue answers
+    /// `Overloaded` as it would for any command.
     pub async fn submit_from(&self, command: Command, origin: Option<rejections::Origin>) -> Result<Answer, SubmitError> {
         if !self.is_writable() {
             return Err(self.status.refusal());
         }
-        let (reply, answer) = oneshot::channel();
-        self.queue.try_send(Submission { command, origin, reply }).map_err(|e| match e {
+        let full = |e: mpsc::error::TrySendError<()>| match e {
             mpsc::error::TrySendError::Full(_) => SubmitError::Overloaded,
             mpsc::error::TrySendError::Closed(_) => self.status.refusal(),
-        })?;
+        };
+        if let Some(rejection) = self.read(|state| core::refusal_on_sight(state, &command)) {
+            let place = self.queue.try_reserve().map_err(full)?;
+            self.metrics.command(rejection.code());
+            let answer = Answer::Fresh(Err(rejection.clone()));
+            place.send(Work::Refused { command, origin, rejection });
+            return Ok(answer);
+        }
+        let (reply, answer) = oneshot::channel();
+        let place = self.queue.try_reserve().map_err(full)?;
+        place.send(Work::Command { command, origin, reply });
         answer.await.map_err(|_| self.status.refusal())?
     }
 
@@ -616,7 +643,13 @@ impl Writer {
         let (queue, receiver) = mpsc::channel(self.config.queue_len_max);
         let status =
             Arc::new(Status { writable: AtomicBool::new(true), health: Mutex::new(Health::Writing), retry_after_secs: AtomicU32::new(1) });
-        let handle = WriterHandle { queue, published: self.published.clone(), status: status.clone(), durable: self.durable.subscribe() };
+        let handle = WriterHandle {
+            queue,
+            published: self.published.clone(),
+            status: status.clone(),
+            metrics: self.metrics.clone(),
+            durable: self.durable.subscribe(),
+        };
         let thread = std::thread::Builder::new()
             .name("ledger-writer".into())
             .spawn(move || self.run(receiver, &status))
@@ -624,7 +657,7 @@ impl Writer {
         (handle, thread)
     }
 
-    fn run(mut self, mut receiver: mpsc::Receiver<Submission>, status: &Status) {
+    fn run(mut self, mut receiver: mpsc::Receiver<Work>, status: &Status) {
         // However the thread ends (drained, given up on its storage, or a
         // panic in an assertion), readiness must say the writer is gone.
         struct Ended<'a>(&'a Status);
@@ -641,17 +674,28 @@ impl Writer {
         let mut commands = Vec::with_capacity(self.config.batch_len_max);
         let mut origins = Vec::with_capacity(self.config.batch_len_max);
         let mut replies = Vec::with_capacity(self.config.batch_len_max);
+        let mut refused_on_sight = Vec::new();
         while let Some(first) = receiver.blocking_recv() {
             let mut next = Some(first);
-            while let Some(submission) = next.take() {
-                commands.push(submission.command);
-                origins.push(submission.origin);
-                replies.push(submission.reply);
+            while let Some(work) = next.take() {
+                match work {
+                    Work::Command { command, origin, reply } => {
+                        commands.push(command);
+                        origins.push(origin);
+                        replies.push(reply);
+                    }
+                    Work::Refused { command, origin, rejection } => refused_on_sight.push((command, origin, rejection)),
+                }
                 if commands.len() < self.config.batch_len_max {
                     next = receiver.try_recv().ok();
                 }
             }
             self.metrics.queue_depth.set(receiver.len() as i64);
+            // Answered already, and before this batch's commands arrived: journaled first.
+            self.journal_refused_on_sight(&mut refused_on_sight);
+            if commands.is_empty() {
+                continue;
+            }
             match self.commit(&commands) {
                 Ok(answers) => {
                     for (reply, answer) in replies.drain(..).zip(answers) {
@@ -691,15 +735,20 @@ impl Writer {
     /// While storage is down: refuses every command that arrives (not
     /// executed) and re-opens the logs every so often. True once the writer
     /// writes again; false when it gives up for good or every handle is gone.
-    fn wait_for_storage(&mut self, receiver: &mut mpsc::Receiver<Submission>, status: &Status) -> bool {
+    fn wait_for_storage(&mut self, receiver: &mut mpsc::Receiver<Work>, status: &Status) -> bool {
         /// How often commands that slipped into the queue are refused.
         const REFUSE_EVERY: Duration = Duration::from_millis(10);
         let mut reopen_at = Instant::now() + self.config.reopen_interval(self.failures_in_a_row);
         loop {
             loop {
                 match receiver.try_recv() {
-                    Ok(submission) => {
-                        let _ = submission.reply.send(Err(status.refusal()));
+                    Ok(Work::Command { reply, .. }) => {
+                        let _ = reply.send(Err(status.refusal()));
+                    }
+                    // Storage is down, so nothing is refused on sight: only
+                    // what was queued before it failed, journaled as usual.
+                    Ok(Work::Refused { command, origin, rejection }) => {
+                        self.journal_refused_on_sight(&mut vec![(command, origin, rejection)]);
                     }
                     Err(mpsc::error::TryRecvError::Empty) => break,
                     Err(mpsc::error::TryRecvError::Disconnected) => return false,
@@ -740,25 +789,49 @@ impl Writer {
     fn journal_refused(&mut self, commands: &[Command], origins: &mut [Option<rejections::Origin>]) {
         let Some(journal) = &mut self.journal else { return };
         let recorded_at = self.now_last;
-        let records = self.refused.drain(..).map(|(index, rejection)| {
-            let command = &commands[index];
-            let origin = origins[index].take();
-            rejections::Rejected {
-                recorded_at,
-                tenant: command.tenant.clone(),
-                actor: command.actor.clone(),
-                request_id: command.request_id.clone(),
-                idempotency_key: command.idempotency.as_ref().map(|k| k.key.clone()),
-                code: rejection.code().into(),
-                detail: rejection.to_string(),
-                conflicts_with: rejection.conflicts_with(),
-                method: origin.as_ref().map_or_else(|| "".into(), |o| o.method.clone()),
-                path: origin.as_ref().map_or_else(|| "".into(), |o| o.path.clone()),
-                body: origin.map(|o| o.body).unwrap_or_default(),
-            }
-        });
+        let records =
+            self.refused.drain(..).map(|(index, rejection)| rejected(recorded_at, &commands[index], origins[index].take(), &rejection));
         let dropped = journal.dropped();
         journal.write(records);
         self.metrics.rejections_dropped.inc_by(journal.dropped() - dropped);
+    }
+
+    /// Appends the commands refused on sight since the last call to the
+    /// journal, stamped with the writer's time now.
+    fn journal_refused_on_sight(&mut self, refused: &mut Vec<(Command, Option<rejections::Origin>, Rejection)>) {
+        if refused.is_empty() {
+            return;
+        }
+        if self.journal.is_none() {
+            refused.clear();
+            return;
+        }
+        let recorded_at = self.now();
+        let journal = self.journal.as_mut().expect("checked above");
+        let dropped = journal.dropped();
+        journal.write(refused.drain(..).map(|(command, origin, rejection)| rejected(recorded_at, &command, origin, &rejection)));
+        self.metrics.rejections_dropped.inc_by(journal.dropped() - dropped);
+    }
+}
+
+/// A refused command as the rejection journal keeps it.
+fn rejected(
+    recorded_at: DateTime<Utc>,
+    command: &Command,
+    origin: Option<rejections::Origin>,
+    rejection: &Rejection,
+) -> rejections::Rejected {
+    rejections::Rejected {
+        recorded_at,
+        tenant: command.tenant.clone(),
+        actor: command.actor.clone(),
+        request_id: command.request_id.clone(),
+        idempotency_key: command.idempotency.as_ref().map(|k| k.key.clone()),
+        code: rejection.code().into(),
+        detail: rejection.to_string(),
+        conflicts_with: rejection.conflicts_with(),
+        method: origin.as_ref().map_or_else(|| "".into(), |o| o.method.clone()),
+        path: origin.as_ref().map_or_else(|| "".into(), |o| o.path.clone()),
+        body: origin.map(|o| o.body).unwrap_or_default(),
     }
 }

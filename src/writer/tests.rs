@@ -34,9 +34,18 @@ impl Gate {
         self.open.1.notify_all();
     }
 
+    fn close(&self) {
+        *self.open.0.lock() = false;
+    }
+
     /// Returns once the writer is inside `sync`, held by the closed gate.
     async fn syncing(&self) {
-        while self.syncing.load(Ordering::Acquire) == 0 {
+        self.syncing_at_least(1).await;
+    }
+
+    /// Returns once the writer has entered `sync` `times` times.
+    async fn syncing_at_least(&self, times: u32) {
+        while self.syncing.load(Ordering::Acquire) < times {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
     }
@@ -160,24 +169,29 @@ async fn a_full_queue_is_overloaded_and_appends_nothing() {
     let gate = Gate::default();
     let config = WriterConfig { queue_len_max: 1, batch_len_max: 1, ..WriterConfig::default() };
     let (handle, thread) = writer(Box::new(GatedLog { inner: MemoryLog::new(), gate: gate.clone() }), config).spawn();
+    gate.open();
+    handle.submit(schedule()).await.unwrap();
+    gate.close();
     // The first command holds the writer in its sync, the second fills the queue.
     let first = tokio::spawn({
         let handle = handle.clone();
-        async move { handle.submit(schedule()).await }
+        async move { handle.submit(book(0)).await }
     });
-    gate.syncing().await;
+    gate.syncing_at_least(2).await;
     let second = tokio::spawn({
         let handle = handle.clone();
-        async move { handle.submit(book(0)).await }
+        async move { handle.submit(book(1)).await }
     });
     while handle.queue_depth() < 1 {
         tokio::task::yield_now().await;
     }
-    assert_eq!(handle.submit(book(1)).await, Err(SubmitError::Overloaded));
+    assert_eq!(handle.submit(book(2)).await, Err(SubmitError::Overloaded));
+    // A refusal on sight needs its place in the queue too (to be journaled).
+    assert_eq!(handle.submit(book(9)).await, Err(SubmitError::Overloaded));
     gate.open();
     assert_eq!(code(&first.await.unwrap()), "accepted");
     assert_eq!(code(&second.await.unwrap()), "accepted");
-    assert_eq!(handle.read(|s| s.position), 2, "the overloaded command appended nothing");
+    assert_eq!(handle.read(|s| s.position), 3, "the overloaded commands appended nothing");
     drop(handle);
     thread.join().unwrap();
 }
@@ -341,8 +355,10 @@ async fn refusals_are_journaled_by_the_writer_after_their_answers() {
     writer_handle.submit(book(0)).await.unwrap();
     let refused = writer_handle.submit(book(0)).await.unwrap();
     assert!(matches!(refused, Answer::Fresh(Err(Rejection::SlotTaken { .. }))), "{refused:?}");
-    // A later batch's answer means the writer has finished the earlier one's journal write.
     writer_handle.submit(book(9)).await.unwrap();
+    // Both refused on sight; a later command's answer means the writer has
+    // taken them from its queue and journaled them before deciding it.
+    writer_handle.submit(book(1)).await.unwrap();
     let written = handle.written();
     assert!(written >= 1, "the refusal was written before the next batch was answered");
     let page = crate::forensics::feed::rejections_page(&handle.dir, "t", 1, written, 10).unwrap();
@@ -359,6 +375,70 @@ async fn refusals_are_journaled_by_the_writer_after_their_answers() {
     .unwrap();
     assert_eq!(reopened, 2, "both refusals (slot_taken, slot_out_of_range) are durable after the writer stopped");
     assert_eq!(handle.dropped(), 0);
+}
+
+/// A booking the published state already refuses is answered on the caller's
+/// task, while the writer is held in a sync, and the writer journals it after;
+/// a slot held by a batch not yet durable is the writer's to refuse.
+#[tokio::test]
+async fn a_refusal_on_sight_does_not_wait_for_the_writer_and_is_journaled_by_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = crate::log::FileLog::open(dir.path(), crate::log::FileLogOptions::default()).unwrap();
+    let (journal, journal_handle) = crate::rejections::Journal::new(log, dir.path(), Default::default());
+    let gate = Gate::default();
+    gate.open();
+    let metrics = Arc::new(Metrics::new());
+    let ledger = GatedLog { inner: MemoryLog::new(), gate: gate.clone() };
+    let writer = Writer::new(
+        Box::new(ledger),
+        Box::new(MemoryLog::new()),
+        State::default(),
+        render,
+        Arc::new(FixedClock),
+        WriterConfig::default(),
+        metrics.clone(),
+    );
+    let (handle, thread) = writer.with_journal(journal).spawn();
+    handle.submit(schedule()).await.unwrap();
+    let (first, second) = (book(0), book(1));
+    let id = |command: &Command| match &command.action {
+        Action::Book(details) => details.booking_id,
+        _ => unreachable!(),
+    };
+    let (first_id, second_id) = (id(&first), id(&second));
+    handle.submit(first).await.unwrap();
+
+    gate.close();
+    let held = tokio::spawn({
+        let handle = handle.clone();
+        async move { handle.submit(second).await }
+    });
+    gate.syncing_at_least(3).await;
+    // The writer is inside the sync of slot 1's booking: only an answer that
+    // does not wait for it can come back (a hang here is the failure).
+    let on_sight = tokio::time::timeout(Duration::from_secs(60), handle.submit(book(0))).await.expect("answered without the writer");
+    assert!(
+        matches!(&on_sight, Ok(Answer::Fresh(Err(Rejection::SlotTaken { booking_id, .. }))) if *booking_id == first_id),
+        "{on_sight:?}"
+    );
+    let behind = tokio::spawn({
+        let handle = handle.clone();
+        async move { handle.submit(book(1)).await }
+    });
+    gate.open();
+    assert_eq!(code(&held.await.unwrap()), "accepted");
+    let behind = behind.await.unwrap();
+    assert!(matches!(&behind, Ok(Answer::Fresh(Err(Rejection::SlotTaken { booking_id, .. }))) if *booking_id == second_id), "{behind:?}");
+    assert_eq!(metrics.commands.with_label_values(&["slot_taken"]).get(), 2, "each refusal counted once");
+    drop(handle);
+    thread.join().unwrap();
+    let page = crate::forensics::feed::rejections_page(&journal_handle.dir, "t", 1, journal_handle.written(), 10).unwrap();
+    let conflicts: Vec<String> = page.items.iter().map(|(_, r)| r.conflicts_with.clone().unwrap_or_default()).collect();
+    assert_eq!(
+        conflicts,
+        [format!("booking:{first_id}"), format!("booking:{second_id}")],
+        "both journaled, in the order they were answered"
+    );
 }
 
 /// The working and published copies hold one allocation per booking, not two;
