@@ -34,8 +34,12 @@
 //! connections; `avg batch` is how many commands shared each fdatasync during that
 //! run (from the ledger's `ledger_batch_commands`). The load generator (a two-worker
 //! tokio runtime) and the servers share this machine's cores, so figures compare
-//! with each other, not with a server on a machine of its own. Exits non-zero if
-//! any request failed.
+//! with each other, not with a server on a machine of its own. `cpu µs/req` is
+//! the CPU time the ledger's process spent (user and system, from
+//! `/proc/PID/stat`) over the whole run, warm-up included, per expected answer in
+//! that run: what a request costs the server, which this VM's noise moves far
+//! less than requests per second; `hot/echo` and `bookings/echo` are also printed
+//! as ratios of it. Exits non-zero if any request failed.
 
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::path::{Path, PathBuf};
@@ -263,6 +267,8 @@ struct Load {
     refused: u64,
     /// Unexpected answers and failed requests, warm-up included.
     errors: u64,
+    /// Expected answers over the whole run, warm-up included.
+    answered: u64,
     first_error: Option<String>,
 }
 
@@ -272,6 +278,7 @@ impl Load {
             latencies: Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds"),
             refused: 0,
             errors: 0,
+            answered: 0,
             first_error: None,
         }
     }
@@ -285,6 +292,7 @@ impl Load {
         self.latencies.add(&other.latencies).expect("histograms of the same bounds");
         self.refused += other.refused;
         self.errors += other.errors;
+        self.answered += other.answered;
         if self.first_error.is_none() {
             self.first_error = other.first_error;
         }
@@ -319,7 +327,10 @@ async fn drive_into(target: &Run, load: &mut Load) -> anyhow::Result<()> {
         let verdict = target.scenario.judge(status, &body);
         if verdict == Verdict::Unexpected {
             load.error(format!("{status}: {}", String::from_utf8_lossy(&body)));
-        } else if started >= target.measured_from && done <= target.end {
+            continue;
+        }
+        load.answered += 1;
+        if started >= target.measured_from && done <= target.end {
             load.latencies.saturating_record((done - started).as_micros() as u64);
             load.refused += u64::from(verdict == Verdict::Refused);
         }
@@ -398,6 +409,19 @@ struct Row {
     load: Load,
     /// Commands per fdatasync during the run, for the ledger's scenarios.
     batch: Option<f64>,
+    /// The ledger's CPU time per expected answer over the whole run, in microseconds.
+    cpu_per_request: Option<f64>,
+}
+
+/// The CPU time (user and system) a process has used so far, from `/proc/PID/stat`.
+fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The fields after the command name (which may hold spaces) in parentheses:
+    // state is the 3rd field of the line, utime and stime the 14th and 15th.
+    let fields: Vec<&str> = stat.rsplit_once(')').context("a /proc stat line")?.1.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).context("utime and stime in /proc stat");
+    // Linux reports these in USER_HZ, 100 a second on every architecture it runs on.
+    Ok(Duration::from_millis((ticks(11)? + ticks(12)?) * 10))
 }
 
 fn print_table(endpoints: &[Endpoint], rows: &[Row]) {
@@ -408,14 +432,15 @@ fn print_table(endpoints: &[Endpoint], rows: &[Row]) {
     );
     println!();
     println!(
-        "{:<9} {:<9} {:>5} {:>10} {:>9} {:>9} {:>9} {:>7} {:>10}",
-        "server", "scenario", "conns", "req/s", "p50 ms", "p99 ms", "refused", "errors", "avg batch"
+        "{:<9} {:<9} {:>5} {:>10} {:>9} {:>9} {:>9} {:>7} {:>10} {:>11}",
+        "server", "scenario", "conns", "req/s", "p50 ms", "p99 ms", "refused", "errors", "avg batch", "cpu µs/req"
     );
     for row in rows {
         let ms = |q: f64| row.load.latencies.value_at_quantile(q) as f64 / 1000.0;
         let batch = row.batch.map_or("-".into(), |b| format!("{b:.1}"));
+        let cpu = row.cpu_per_request.map_or("-".into(), |c| format!("{c:.1}"));
         println!(
-            "{:<9} {:<9} {:>5} {:>10.0} {:>9.2} {:>9.2} {:>9} {:>7} {:>10}",
+            "{:<9} {:<9} {:>5} {:>10.0} {:>9.2} {:>9.2} {:>9} {:>7} {:>10} {:>11}",
             endpoints[row.endpoint].name,
             row.scenario.name(),
             row.connections,
@@ -424,7 +449,8 @@ fn print_table(endpoints: &[Endpoint], rows: &[Row]) {
             ms(0.99),
             row.load.refused,
             row.load.errors,
-            batch
+            batch,
+            cpu
         );
     }
     let per_second = |endpoint: usize, scenario, connections| {
@@ -444,6 +470,23 @@ fn print_table(endpoints: &[Endpoint], rows: &[Row]) {
                 };
                 let name = format!("{} {}/echo", server.name, scenario.name());
                 println!("{name:<22} req/s at {connections:>3} connections: {:.3}{target}", figure / echo);
+            }
+        }
+        // What each request costs the server against what an echo costs it.
+        let cpu = |scenario, connections| {
+            rows.iter()
+                .find(|r| r.endpoint == endpoint && r.scenario == scenario && r.connections == connections)
+                .and_then(|r| r.cpu_per_request)
+        };
+        for connections in CONNECTIONS {
+            let Some(echo) = cpu(Scenario::Echo, connections) else { continue };
+            for scenario in [Scenario::Bookings, Scenario::Hot, Scenario::Mixed] {
+                let Some(figure) = cpu(scenario, connections) else { continue };
+                let name = format!("{} {}/echo", server.name, scenario.name());
+                println!(
+                    "{name:<22} server CPU per request at {connections:>3} connections: {:.2}x ({figure:.1} / {echo:.1} µs)",
+                    figure / echo
+                );
             }
         }
     }
@@ -510,7 +553,13 @@ async fn bench(options: Options) -> anyhow::Result<bool> {
                     Some(server) => Some(batch_commands(&client, server).await?),
                     None => None,
                 };
+                let pid = endpoint.ledger.as_ref().map(|server| server.child.id());
+                let cpu_before = pid.map(cpu_time).transpose()?;
                 let load = run(endpoint, scenario, connections).await;
+                let cpu_per_request = match (pid, cpu_before) {
+                    (Some(pid), Some(before)) => Some((cpu_time(pid)? - before).as_secs_f64() * 1e6 / load.answered.max(1) as f64),
+                    _ => None,
+                };
                 let batch = match (ledger, before) {
                     (Some(server), Some(before)) => {
                         let after = batch_commands(&client, server).await?;
@@ -527,7 +576,7 @@ async fn bench(options: Options) -> anyhow::Result<bool> {
                         load.errors
                     );
                 }
-                rows.push(Row { endpoint: index, scenario, connections, per_second, load, batch });
+                rows.push(Row { endpoint: index, scenario, connections, per_second, load, batch, cpu_per_request });
             }
         }
     }

@@ -116,6 +116,11 @@ impl Journal {
 
     /// Appends `records` and writes them in one `write`, without waiting for the disk.
     pub fn write(&mut self, records: impl IntoIterator<Item = Rejected>) {
+        self.write_encoded(records.into_iter().map(|record| codec::encode_rejection(&record)));
+    }
+
+    /// Like [`Journal::write`], with records already encoded (`codec::encode_rejection`).
+    pub fn write_encoded(&mut self, records: impl IntoIterator<Item = Vec<u8>>) {
         if self.log.is_none() && self.revived_at.is_none_or(|at| at.elapsed() >= REVIVE_EVERY) {
             self.revive();
         }
@@ -128,7 +133,7 @@ impl Journal {
         for record in records {
             count += 1;
             if result.is_ok() {
-                result = log.append(&codec::encode_rejection(&record)).map(drop);
+                result = log.append(&record).map(drop);
             }
         }
         if count == 0 {

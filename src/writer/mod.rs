@@ -205,6 +205,9 @@ impl WriterConfig {
 }
 
 /// What the writer's queue carries.
+// Commands are the common case: boxing them to shrink the rare `Refused` would
+// cost an allocation per command.
+#[allow(clippy::large_enum_variant)]
 enum Work {
     /// A command to decide, and where its answer goes.
     Command {
@@ -214,8 +217,8 @@ enum Work {
         reply: oneshot::Sender<Result<Answer, SubmitError>>,
     },
     /// A command already refused on sight ([`core::refusal_on_sight`]) and
-    /// answered: the writer only journals it.
-    Refused { command: Command, origin: Option<rejections::Origin>, rejection: Rejection },
+    /// answered: its journal record, encoded by the caller; the writer only appends it.
+    Refused(Vec<u8>),
 }
 
 /// What HTTP handlers hold: a way to submit commands and to read the published state.
@@ -225,6 +228,8 @@ pub struct WriterHandle {
     published: Arc<RwLock<State>>,
     status: Arc<Status>,
     metrics: Arc<Metrics>,
+    /// The writer's clock, for the time a refusal on sight is journaled with.
+    clock: Arc<dyn Clock>,
     /// The last durable ledger position, for readers that follow the log.
     durable: watch::Receiver<u64>,
 }
@@ -253,9 +258,11 @@ impl WriterHandle {
         if let Some(rejection) = self.read(|state| core::refusal_on_sight(state, &command)) {
             let place = self.queue.try_reserve().map_err(full)?;
             self.metrics.command(rejection.code());
-            let answer = Answer::Fresh(Err(rejection.clone()));
-            place.send(Work::Refused { command, origin, rejection });
-            return Ok(answer);
+            // Encoded here, so the writer only appends bytes (and the request's
+            // buffer is let go of on this thread, as soon as it is copied).
+            let record = codec::encode_rejection(&rejected(in_micros(self.clock.now()), &command, origin, &rejection));
+            place.send(Work::Refused(record));
+            return Ok(Answer::Fresh(Err(rejection)));
         }
         let (reply, answer) = oneshot::channel();
         let place = self.queue.try_reserve().map_err(full)?;
@@ -369,10 +376,7 @@ impl Writer {
     }
 
     fn now(&mut self) -> DateTime<Utc> {
-        let now = self.clock.now();
-        // Microseconds: the precision the log keeps, so recovery sees the same instants.
-        let now = DateTime::from_timestamp_micros(now.timestamp_micros()).expect("a representable clock");
-        self.now_last = self.now_last.max(now);
+        self.now_last = self.now_last.max(in_micros(self.clock.now()));
         self.now_last
     }
 
@@ -648,6 +652,7 @@ impl Writer {
             published: self.published.clone(),
             status: status.clone(),
             metrics: self.metrics.clone(),
+            clock: self.clock.clone(),
             durable: self.durable.subscribe(),
         };
         let thread = std::thread::Builder::new()
@@ -684,7 +689,7 @@ impl Writer {
                         origins.push(origin);
                         replies.push(reply);
                     }
-                    Work::Refused { command, origin, rejection } => refused_on_sight.push((command, origin, rejection)),
+                    Work::Refused(record) => refused_on_sight.push(record),
                 }
                 if commands.len() < self.config.batch_len_max {
                     next = receiver.try_recv().ok();
@@ -747,9 +752,7 @@ impl Writer {
                     }
                     // Storage is down, so nothing is refused on sight: only
                     // what was queued before it failed, journaled as usual.
-                    Ok(Work::Refused { command, origin, rejection }) => {
-                        self.journal_refused_on_sight(&mut vec![(command, origin, rejection)]);
-                    }
+                    Ok(Work::Refused(record)) => self.journal_refused_on_sight(&mut vec![record]),
                     Err(mpsc::error::TryRecvError::Empty) => break,
                     Err(mpsc::error::TryRecvError::Disconnected) => return false,
                 }
@@ -796,22 +799,21 @@ impl Writer {
         self.metrics.rejections_dropped.inc_by(journal.dropped() - dropped);
     }
 
-    /// Appends the commands refused on sight since the last call to the
-    /// journal, stamped with the writer's time now.
-    fn journal_refused_on_sight(&mut self, refused: &mut Vec<(Command, Option<rejections::Origin>, Rejection)>) {
-        if refused.is_empty() {
+    /// Appends the journal records of the commands refused on sight since the last call.
+    fn journal_refused_on_sight(&mut self, records: &mut Vec<Vec<u8>>) {
+        let Some(journal) = &mut self.journal else {
+            records.clear();
             return;
-        }
-        if self.journal.is_none() {
-            refused.clear();
-            return;
-        }
-        let recorded_at = self.now();
-        let journal = self.journal.as_mut().expect("checked above");
+        };
         let dropped = journal.dropped();
-        journal.write(refused.drain(..).map(|(command, origin, rejection)| rejected(recorded_at, &command, origin, &rejection)));
+        journal.write_encoded(records.drain(..));
         self.metrics.rejections_dropped.inc_by(journal.dropped() - dropped);
     }
+}
+
+/// `time` to the microsecond: the precision the logs keep, so recovery sees the same instants.
+fn in_micros(time: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(time.timestamp_micros()).expect("a representable clock")
 }
 
 /// A refused command as the rejection journal keeps it.
