@@ -4,10 +4,12 @@
 //!
 //! It is evidence, not the source of truth, and it must cost a refusal next to
 //! nothing: the writer itself appends a batch's refusals after it has answered
-//! them, and those answered on sight by `WriterHandle::submit_from` when it
-//! takes them from its queue, with one `write` and no fsync of its own (no
-//! thread of its own, no client waiting on it). A process crash loses nothing written (the page cache survives
-//! it); a power loss can lose what was written since the last sync, which
+//! them, and those answered on sight by `WriterHandle::submit_from` (encoded
+//! by the caller, gathered for at most 5 ms), with one `write` and no fsync of
+//! its own (no thread of its own, no client waiting on it). A process crash
+//! loses nothing written (the page cache survives it), only refusals answered
+//! in the moments before it and not yet written (as before: a refusal is
+//! answered first); a power loss can lose what was written since the last sync, which
 //! happens every [`SYNC_EVERY_RECORDS`] records, when a segment closes and at
 //! shutdown. Old segments are deleted beyond a configured number, so its size
 //! is bounded. A journal that fails is given up (and its losses counted) and

@@ -11,8 +11,8 @@
 //! It runs on its own OS thread, not a tokio task: it blocks in fdatasync.
 //!
 //! A booking the published state alone refuses is answered by the handle on
-//! the caller's task, and only journaled by the writer
-//! ([`WriterHandle::submit_from`], [`core::refusal_on_sight`]).
+//! the caller's task, and only journaled by the writer, in bulk
+//! ([`WriterHandle::submit_from`], [`core::refusal_on_sight`], [`JOURNAL_DELAY`]).
 //!
 //! When a write or sync fails, the batch's commands are answered "outcome
 //! unknown" and later ones are refused (storage down) while the writer
@@ -205,8 +205,8 @@ impl WriterConfig {
 }
 
 /// What the writer's queue carries.
-// Commands are the common case: boxing them to shrink the rare `Refused` would
-// cost an allocation per command.
+// Commands are the common case: boxing them to shrink the wake-up would cost
+// an allocation per command.
 #[allow(clippy::large_enum_variant)]
 enum Work {
     /// A command to decide, and where its answer goes.
@@ -216,10 +216,19 @@ enum Work {
         origin: Option<rejections::Origin>,
         reply: oneshot::Sender<Result<Answer, SubmitError>>,
     },
-    /// A command already refused on sight ([`core::refusal_on_sight`]) and
-    /// answered: its journal record, encoded by the caller; the writer only appends it.
-    Refused(Vec<u8>),
+    /// Refusals on sight wait in [`RefusedOnSight`]: sent by the one that found it empty.
+    Journal,
 }
+
+/// How long refusals on sight may wait for the writer to journal them when no
+/// command comes to wake it: one wake-up of the writer per this long at most,
+/// not one per refusal (a wake-up per refusal cost a third of a refusal's CPU).
+const JOURNAL_DELAY: Duration = Duration::from_millis(5);
+
+/// The journal records of commands refused on sight, encoded by the callers
+/// that answered them, waiting for the writer to append them: at the start of
+/// its next batch, or [`JOURNAL_DELAY`] after the first of them arrived.
+type RefusedOnSight = Arc<Mutex<Vec<Vec<u8>>>>;
 
 /// What HTTP handlers hold: a way to submit commands and to read the published state.
 #[derive(Clone)]
@@ -230,6 +239,9 @@ pub struct WriterHandle {
     metrics: Arc<Metrics>,
     /// The writer's clock, for the time a refusal on sight is journaled with.
     clock: Arc<dyn Clock>,
+    refused_on_sight: RefusedOnSight,
+    /// Refusals on sight waiting at most (`queue_len_max`); beyond, `Overloaded`.
+    refused_on_sight_max: usize,
     /// The last durable ledger position, for readers that follow the log.
     durable: watch::Receiver<u64>,
 }
@@ -244,29 +256,39 @@ impl WriterHandle {
     ///
     /// A command the published state alone refuses ([`core::refusal_on_sight`])
     /// is answered here, on the caller's task, without waiting for the writer:
-    /// the writer is handed it only to journal it, and nobody waits for that.
-    /// It still takes a place in the queue, so a full queue answers
-    /// `Overloaded` as it would for any command.
+    /// its journal record is left for the writer, and nobody waits for that.
+    /// At most `queue_len_max` records wait; beyond, a refusal is `Overloaded`
+    /// as a command meeting a full queue is.
     pub async fn submit_from(&self, command: Command, origin: Option<rejections::Origin>) -> Result<Answer, SubmitError> {
         if !self.is_writable() {
             return Err(self.status.refusal());
         }
-        let full = |e: mpsc::error::TrySendError<()>| match e {
-            mpsc::error::TrySendError::Full(_) => SubmitError::Overloaded,
-            mpsc::error::TrySendError::Closed(_) => self.status.refusal(),
-        };
         if let Some(rejection) = self.read(|state| core::refusal_on_sight(state, &command)) {
-            let place = self.queue.try_reserve().map_err(full)?;
-            self.metrics.command(rejection.code());
             // Encoded here, so the writer only appends bytes (and the request's
             // buffer is let go of on this thread, as soon as it is copied).
             let record = codec::encode_rejection(&rejected(in_micros(self.clock.now()), &command, origin, &rejection));
-            place.send(Work::Refused(record));
+            let first = {
+                let mut waiting = self.refused_on_sight.lock();
+                if waiting.len() >= self.refused_on_sight_max {
+                    return Err(SubmitError::Overloaded);
+                }
+                waiting.push(record);
+                waiting.len() == 1
+            };
+            if first {
+                // Wakes the writer, which gives the records JOURNAL_DELAY to
+                // gather. A full queue needs no wake-up: the writer is busy and
+                // journals them before its next batch.
+                let _ = self.queue.try_send(Work::Journal);
+            }
+            self.metrics.command(rejection.code());
             return Ok(Answer::Fresh(Err(rejection)));
         }
         let (reply, answer) = oneshot::channel();
-        let place = self.queue.try_reserve().map_err(full)?;
-        place.send(Work::Command { command, origin, reply });
+        self.queue.try_send(Work::Command { command, origin, reply }).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => SubmitError::Overloaded,
+            mpsc::error::TrySendError::Closed(_) => self.status.refusal(),
+        })?;
         answer.await.map_err(|_| self.status.refusal())?
     }
 
@@ -330,6 +352,7 @@ pub struct Writer {
     refused: Vec<(usize, Rejection)>,
     /// Refused commands are appended here after they are answered.
     journal: Option<rejections::Journal>,
+    refused_on_sight: RefusedOnSight,
     durable: watch::Sender<u64>,
     encoded: Vec<u8>,
     /// The encoder's buffer for nested messages, reused like `encoded`.
@@ -363,6 +386,7 @@ impl Writer {
             failed: false,
             failures_in_a_row: 0,
             refused: Vec::new(),
+            refused_on_sight: RefusedOnSight::default(),
             journal: None,
             encoded: Vec::with_capacity(1024),
             scratch: Vec::with_capacity(1024),
@@ -653,6 +677,8 @@ impl Writer {
             status: status.clone(),
             metrics: self.metrics.clone(),
             clock: self.clock.clone(),
+            refused_on_sight: self.refused_on_sight.clone(),
+            refused_on_sight_max: self.config.queue_len_max,
             durable: self.durable.subscribe(),
         };
         let thread = std::thread::Builder::new()
@@ -679,28 +705,40 @@ impl Writer {
         let mut commands = Vec::with_capacity(self.config.batch_len_max);
         let mut origins = Vec::with_capacity(self.config.batch_len_max);
         let mut replies = Vec::with_capacity(self.config.batch_len_max);
-        let mut refused_on_sight = Vec::new();
-        while let Some(first) = receiver.blocking_recv() {
+        // Only to wait for the queue with a deadline, while refusals on sight wait.
+        let timer = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("a timer for the writer thread");
+        loop {
+            let first = if self.refused_on_sight.lock().is_empty() {
+                receiver.blocking_recv()
+            } else {
+                // The timeout made inside the runtime: its timer needs the runtime's clock.
+                match timer.block_on(async { tokio::time::timeout(JOURNAL_DELAY, receiver.recv()).await }) {
+                    Ok(first) => first,
+                    Err(_elapsed) => {
+                        self.journal_refused_on_sight();
+                        continue;
+                    }
+                }
+            };
+            let Some(first) = first else { break };
             let mut next = Some(first);
             while let Some(work) = next.take() {
-                match work {
-                    Work::Command { command, origin, reply } => {
-                        commands.push(command);
-                        origins.push(origin);
-                        replies.push(reply);
-                    }
-                    Work::Refused(record) => refused_on_sight.push(record),
+                if let Work::Command { command, origin, reply } = work {
+                    commands.push(command);
+                    origins.push(origin);
+                    replies.push(reply);
                 }
                 if commands.len() < self.config.batch_len_max {
                     next = receiver.try_recv().ok();
                 }
             }
             self.metrics.queue_depth.set(receiver.len() as i64);
-            // Answered already, and before this batch's commands arrived: journaled first.
-            self.journal_refused_on_sight(&mut refused_on_sight);
             if commands.is_empty() {
+                // Only a wake-up for refusals on sight: they wait for company, JOURNAL_DELAY at most.
                 continue;
             }
+            // Answered already, and before this batch's commands arrived: journaled first.
+            self.journal_refused_on_sight();
             match self.commit(&commands) {
                 Ok(answers) => {
                     for (reply, answer) in replies.drain(..).zip(answers) {
@@ -726,6 +764,7 @@ impl Writer {
             commands.clear();
             origins.clear();
         }
+        self.journal_refused_on_sight();
         if let Some(journal) = &mut self.journal {
             journal.sync();
         }
@@ -751,8 +790,8 @@ impl Writer {
                         let _ = reply.send(Err(status.refusal()));
                     }
                     // Storage is down, so nothing is refused on sight: only
-                    // what was queued before it failed, journaled as usual.
-                    Ok(Work::Refused(record)) => self.journal_refused_on_sight(&mut vec![record]),
+                    // what waited from before it failed, journaled as usual.
+                    Ok(Work::Journal) => self.journal_refused_on_sight(),
                     Err(mpsc::error::TryRecvError::Empty) => break,
                     Err(mpsc::error::TryRecvError::Disconnected) => return false,
                 }
@@ -799,14 +838,15 @@ impl Writer {
         self.metrics.rejections_dropped.inc_by(journal.dropped() - dropped);
     }
 
-    /// Appends the journal records of the commands refused on sight since the last call.
-    fn journal_refused_on_sight(&mut self, records: &mut Vec<Vec<u8>>) {
-        let Some(journal) = &mut self.journal else {
-            records.clear();
+    /// Appends the journal records of the commands refused on sight that wait.
+    fn journal_refused_on_sight(&mut self) {
+        let records = std::mem::take(&mut *self.refused_on_sight.lock());
+        let Some(journal) = &mut self.journal else { return };
+        if records.is_empty() {
             return;
-        };
+        }
         let dropped = journal.dropped();
-        journal.write_encoded(records.drain(..));
+        journal.write_encoded(records);
         self.metrics.rejections_dropped.inc_by(journal.dropped() - dropped);
     }
 }

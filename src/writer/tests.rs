@@ -186,7 +186,9 @@ async fn a_full_queue_is_overloaded_and_appends_nothing() {
         tokio::task::yield_now().await;
     }
     assert_eq!(handle.submit(book(2)).await, Err(SubmitError::Overloaded));
-    // A refusal on sight needs its place in the queue too (to be journaled).
+    // A refusal on sight does not wait for the writer, so a full queue does
+    // not stop it; as many journal records as the queue holds may wait, no more.
+    assert_eq!(code(&handle.submit(book(9)).await), "slot_out_of_range");
     assert_eq!(handle.submit(book(9)).await, Err(SubmitError::Overloaded));
     gate.open();
     assert_eq!(code(&first.await.unwrap()), "accepted");
@@ -439,6 +441,29 @@ async fn a_refusal_on_sight_does_not_wait_for_the_writer_and_is_journaled_by_it(
         [format!("booking:{first_id}"), format!("booking:{second_id}")],
         "both journaled, in the order they were answered"
     );
+}
+
+/// With no command to wake the writer, a refusal on sight is still journaled:
+/// the writer, woken once, journals what gathered after `JOURNAL_DELAY`.
+#[tokio::test]
+async fn a_refusal_on_sight_is_journaled_with_no_command_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = crate::log::FileLog::open(dir.path(), crate::log::FileLogOptions::default()).unwrap();
+    let (journal, journal_handle) = crate::rejections::Journal::new(log, dir.path(), Default::default());
+    let (handle, thread) = writer(Box::new(MemoryLog::new()), WriterConfig::default()).with_journal(journal).spawn();
+    handle.submit(schedule()).await.unwrap();
+    handle.submit(book(0)).await.unwrap();
+    for _ in 0..3 {
+        assert_eq!(code(&handle.submit(book(0)).await), "slot_taken");
+    }
+    let waited = tokio::time::timeout(Duration::from_secs(60), async {
+        while journal_handle.written() < 3 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    });
+    waited.await.expect("the refusals were journaled without another command");
+    drop(handle);
+    thread.join().unwrap();
 }
 
 /// The working and published copies hold one allocation per booking, not two;
