@@ -165,6 +165,16 @@ pub struct SlotMap {
 }
 
 impl SlotMap {
+    /// The map of these entries, in any order; `None` if a slot is given twice.
+    pub fn from_entries(mut entries: Vec<(u32, Uuid)>) -> Option<SlotMap> {
+        entries.sort_unstable_by_key(|(slot, _)| *slot);
+        if entries.windows(2).any(|pair| pair[0].0 == pair[1].0) {
+            return None;
+        }
+        entries.shrink_to_fit();
+        Some(SlotMap { entries })
+    }
+
     fn find(&self, slot: u32) -> Result<usize, usize> {
         self.entries.binary_search_by_key(&slot, |(s, _)| *s)
     }
@@ -204,7 +214,7 @@ impl SlotMap {
 
     /// The booked slots in order, each with its booking.
     pub fn iter(&self) -> impl Iterator<Item = (&u32, &Uuid)> {
-        self.entries.iter().map(|(slot, id)| (slot, id))
+        self.into_iter()
     }
 
     /// Gives back memory the vector holds beyond its entries (after a start-up).
@@ -219,18 +229,6 @@ impl<'a> IntoIterator for &'a SlotMap {
 
     fn into_iter(self) -> Self::IntoIter {
         self.entries.iter().map(|(slot, id)| (slot, id))
-    }
-}
-
-impl SlotMap {
-    /// The map of these entries, in any order; `None` if a slot is given twice.
-    pub fn from_entries(mut entries: Vec<(u32, Uuid)>) -> Option<SlotMap> {
-        entries.sort_unstable_by_key(|(slot, _)| *slot);
-        if entries.windows(2).any(|pair| pair[0].0 == pair[1].0) {
-            return None;
-        }
-        entries.shrink_to_fit();
-        Some(SlotMap { entries })
     }
 }
 

@@ -466,6 +466,30 @@ async fn a_refusal_on_sight_is_journaled_with_no_command_after_it() {
     thread.join().unwrap();
 }
 
+/// After a restart the two copies share each booking's data as well: the
+/// recovered bookings, and one made after the restart.
+#[test]
+fn after_a_restart_both_copies_share_each_bookings_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = Arc::new(crate::log::FaultyDisk::new());
+    let mut writer = file_writer(dir.path(), &disk, WriterConfig::default());
+    writer.commit(&[schedule(), book(0), book(1)]).unwrap();
+    drop(writer);
+    let state = recovered_from(dir.path());
+    let options = crate::log::FileLogOptions { segment_bytes_max: 4096 };
+    let (log, _) = crate::log::FileLog::open(&dir.path().join("ledger"), options).unwrap();
+    let (responses, _) = crate::log::FileLog::open(&dir.path().join("responses"), options).unwrap();
+    let metrics = Arc::new(Metrics::new());
+    let mut restarted =
+        Writer::new(Box::new(log), Box::new(responses), state, render, Arc::new(FixedClock), WriterConfig::default(), metrics);
+    restarted.commit(&[book(2)]).unwrap();
+    let published = restarted.published.read();
+    let (ours, theirs) = (&published.tenants["t"].bookings, &restarted.working.tenants["t"].bookings);
+    assert_eq!(ours.len(), 3);
+    let shared = ours.iter().filter(|(id, booking)| Arc::ptr_eq(booking, &theirs[*id])).count();
+    assert_eq!(shared, 3, "every booking is one allocation shared by both copies");
+}
+
 /// The working and published copies hold one allocation per booking, not two;
 /// a booking cancelled later in the same batch is not shared early.
 #[test]
