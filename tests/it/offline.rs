@@ -80,9 +80,14 @@ async fn evidence(dir: &Path) -> Value {
     let complete = json!({"claim_id": claim["claim_id"], "phone_number": "+1 (828) 576-8205", "provider_sid": "PN8ebb"}).to_string();
     c.post("/v1/kloqo/businesses/toms-garage/phone-number/complete", WEB, &complete).await.expect(200);
     c.post("/v1/other/bookings", ADMIN, &booking("c9", "d9", DATE, 1, "Oz")).await.expect_problem(404, "unknown_doctor");
-    // The journal is written after the answers: wait until the server has all four refusals.
+    // The journal is written after the answers: wait until the server has all
+    // five refusals (kloqo's four and the other tenant's one), so the page's
+    // `next` is the journal's end, as it is offline.
+    let journaled = |tenant: &'static str| async move {
+        c.get(&format!("/v1/{tenant}/rejections"), ADMIN).await.expect(200)["rejections"].as_array().unwrap().len()
+    };
     for _ in 0..500 {
-        if c.get("/v1/kloqo/rejections", ADMIN).await.expect(200)["rejections"].as_array().unwrap().len() >= 4 {
+        if journaled("kloqo").await >= 4 && journaled("other").await >= 1 {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
