@@ -453,9 +453,10 @@ fn print_table(endpoints: &[Endpoint], rows: &[Row]) {
             cpu
         );
     }
-    let per_second = |endpoint: usize, scenario, connections| {
-        rows.iter().find(|r| r.endpoint == endpoint && r.scenario == scenario && r.connections == connections).map(|r| r.per_second)
+    let row = |endpoint: usize, scenario, connections| {
+        rows.iter().find(|r| r.endpoint == endpoint && r.scenario == scenario && r.connections == connections)
     };
+    let per_second = |endpoint: usize, scenario, connections| row(endpoint, scenario, connections).map(|r| r.per_second);
     for (endpoint, server) in endpoints.iter().enumerate() {
         println!();
         for connections in CONNECTIONS {
@@ -473,11 +474,7 @@ fn print_table(endpoints: &[Endpoint], rows: &[Row]) {
             }
         }
         // What each request costs the server against what an echo costs it.
-        let cpu = |scenario, connections| {
-            rows.iter()
-                .find(|r| r.endpoint == endpoint && r.scenario == scenario && r.connections == connections)
-                .and_then(|r| r.cpu_per_request)
-        };
+        let cpu = |scenario, connections| row(endpoint, scenario, connections)?.cpu_per_request;
         for connections in CONNECTIONS {
             let Some(echo) = cpu(Scenario::Echo, connections) else { continue };
             for scenario in [Scenario::Bookings, Scenario::Hot, Scenario::Mixed] {

@@ -344,14 +344,19 @@ fn sustained_keyed_load_keeps_the_idempotency_table_within_one_retention_window(
     assert_eq!(*writer.published.read(), writer.working);
 }
 
+/// A rejection journal in `dir`, with the handle its readers use.
+fn journal_in(dir: &std::path::Path) -> (crate::rejections::Journal, crate::rejections::JournalHandle) {
+    let (log, _) = crate::log::FileLog::open(dir, crate::log::FileLogOptions::default()).unwrap();
+    crate::rejections::Journal::new(log, dir, Default::default())
+}
+
 /// The writer journals refusals itself, after answering them: once a later
 /// command is answered, the earlier batch's refusals are readable, with no
 /// thread of their own; and they are on disk after the writer stops.
 #[tokio::test]
 async fn refusals_are_journaled_by_the_writer_after_their_answers() {
     let dir = tempfile::tempdir().unwrap();
-    let (log, _) = crate::log::FileLog::open(dir.path(), crate::log::FileLogOptions::default()).unwrap();
-    let (journal, handle) = crate::rejections::Journal::new(log, dir.path(), Default::default());
+    let (journal, handle) = journal_in(dir.path());
     let (writer_handle, thread) = writer(Box::new(MemoryLog::new()), WriterConfig::default()).with_journal(journal).spawn();
     writer_handle.submit(schedule()).await.unwrap();
     writer_handle.submit(book(0)).await.unwrap();
@@ -385,8 +390,7 @@ async fn refusals_are_journaled_by_the_writer_after_their_answers() {
 #[tokio::test]
 async fn a_refusal_on_sight_does_not_wait_for_the_writer_and_is_journaled_by_it() {
     let dir = tempfile::tempdir().unwrap();
-    let (log, _) = crate::log::FileLog::open(dir.path(), crate::log::FileLogOptions::default()).unwrap();
-    let (journal, journal_handle) = crate::rejections::Journal::new(log, dir.path(), Default::default());
+    let (journal, journal_handle) = journal_in(dir.path());
     let gate = Gate::default();
     gate.open();
     let metrics = Arc::new(Metrics::new());
@@ -448,8 +452,7 @@ async fn a_refusal_on_sight_does_not_wait_for_the_writer_and_is_journaled_by_it(
 #[tokio::test]
 async fn a_refusal_on_sight_is_journaled_with_no_command_after_it() {
     let dir = tempfile::tempdir().unwrap();
-    let (log, _) = crate::log::FileLog::open(dir.path(), crate::log::FileLogOptions::default()).unwrap();
-    let (journal, journal_handle) = crate::rejections::Journal::new(log, dir.path(), Default::default());
+    let (journal, journal_handle) = journal_in(dir.path());
     let (handle, thread) = writer(Box::new(MemoryLog::new()), WriterConfig::default()).with_journal(journal).spawn();
     handle.submit(schedule()).await.unwrap();
     handle.submit(book(0)).await.unwrap();
@@ -476,9 +479,7 @@ fn after_a_restart_both_copies_share_each_bookings_data() {
     writer.commit(&[schedule(), book(0), book(1)]).unwrap();
     drop(writer);
     let state = recovered_from(dir.path());
-    let options = crate::log::FileLogOptions { segment_bytes_max: 4096 };
-    let (log, _) = crate::log::FileLog::open(&dir.path().join("ledger"), options).unwrap();
-    let (responses, _) = crate::log::FileLog::open(&dir.path().join("responses"), options).unwrap();
+    let (log, responses) = reopened_files(dir.path());
     let metrics = Arc::new(Metrics::new());
     let mut restarted =
         Writer::new(Box::new(log), Box::new(responses), state, render, Arc::new(FixedClock), WriterConfig::default(), metrics);
@@ -524,11 +525,17 @@ fn file_writer(dir: &std::path::Path, disk: &Arc<crate::log::FaultyDisk>, config
     Writer::new(Box::new(log), Box::new(responses), State::default(), render, Arc::new(FixedClock), config, Arc::new(Metrics::new()))
 }
 
-/// The state a restart on `dir` would recover, from the files alone.
-fn recovered_from(dir: &std::path::Path) -> State {
+/// The ledger and responses journal `file_writer` wrote in `dir`, opened as a restart opens them.
+fn reopened_files(dir: &std::path::Path) -> (crate::log::FileLog, crate::log::FileLog) {
     let options = crate::log::FileLogOptions { segment_bytes_max: 4096 };
     let (log, _) = crate::log::FileLog::open(&dir.join("ledger"), options).unwrap();
     let (responses, _) = crate::log::FileLog::open(&dir.join("responses"), options).unwrap();
+    (log, responses)
+}
+
+/// The state a restart on `dir` would recover, from the files alone.
+fn recovered_from(dir: &std::path::Path) -> State {
+    let (log, responses) = reopened_files(dir);
     recover(&log, &responses, Rules::default(), FixedClock.now()).unwrap().state
 }
 
