@@ -8,168 +8,174 @@
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use uuid::Uuid;
 
+use super::codec::pb;
+use super::wire::{self, Bytes, Msg, OptionalVarint, Text, Varint, event_record::Event as Member};
 use crate::core::{BookingKind, CallState, Duplicate, Event, EventKind, StoredResponse, format_date};
 
 /// Appends the `EventRecord` of `event` to `out`. `scratch` is reused for the
 /// nested messages, whose length comes before them.
 pub fn encode_event(event: &Event, out: &mut Vec<u8>, scratch: &mut Vec<u8>) {
-    uint64(out, 1, event.position);
-    int64(out, 2, micros(event.recorded_at));
-    string(out, 3, &event.tenant);
-    string(out, 4, &event.actor);
-    string(out, 5, &event.request_id);
-    string(out, 6, event.idempotency_key.as_deref().unwrap_or_default());
+    use wire::event_record as f;
+    uint64(out, f::POSITION, event.position);
+    int64(out, f::RECORDED_AT_MICROS, micros(event.recorded_at));
+    string(out, f::TENANT, &event.tenant);
+    string(out, f::ACTOR, &event.actor);
+    string(out, f::REQUEST_ID, &event.request_id);
+    string(out, f::IDEMPOTENCY_KEY, event.idempotency_key.as_deref().unwrap_or_default());
     scratch.clear();
-    let number = kind(scratch, &event.kind);
-    message(out, number, scratch);
+    let member = kind(scratch, &event.kind);
+    message(out, Msg(member.number()), scratch);
     if let Some(response) = &event.response {
         scratch.clear();
         stored_response(scratch, response);
-        message(out, 20, scratch);
+        message(out, f::RESPONSE, scratch);
     }
 }
 
-/// Writes the event's own message into `m` and returns its field number in the oneof.
-fn kind(m: &mut Vec<u8>, kind: &EventKind) -> u32 {
+/// Writes the event's own message into `m` and returns its member of the oneof.
+fn kind(m: &mut Vec<u8>, kind: &EventKind) -> Member {
+    use wire::*;
     match kind {
         EventKind::ScheduleSet { clinic, doctor, schedule } => {
-            string(m, 1, clinic);
-            string(m, 2, doctor);
-            uint64(m, 3, schedule.slots_per_day.into());
-            if let Some(minute) = schedule.first_slot_minute {
-                always_varint(m, 4, minute.into());
-            }
-            if let Some(minutes) = schedule.slot_minutes {
-                always_varint(m, 5, minutes.into());
-            }
-            10
+            use schedule_set as f;
+            string(m, f::CLINIC, clinic);
+            string(m, f::DOCTOR, doctor);
+            uint64(m, f::SLOTS_PER_DAY, schedule.slots_per_day.into());
+            optional_varint(m, f::FIRST_SLOT_MINUTE, schedule.first_slot_minute.map(u64::from));
+            optional_varint(m, f::SLOT_MINUTES, schedule.slot_minutes.map(u64::from));
+            Member::ScheduleSet
         }
         EventKind::BookingCreated(created) => {
+            use booking_created as f;
             let b = &created.details;
-            id(m, 1, &b.booking_id);
-            string(m, 2, &b.clinic);
-            string(m, 3, &b.doctor);
-            date(m, 4, b.date);
-            uint64(m, 5, b.slot.into());
-            string(m, 6, &b.patient);
-            uint64(
-                m,
-                7,
-                match b.kind {
-                    BookingKind::Advance => 1,
-                    BookingKind::WalkIn => 2,
-                },
-            );
-            uint64(m, 8, created.token_number.into());
-            string(m, 9, b.external_ref().map_or("", |r| r));
-            string(m, 10, b.correlation_id().map_or("", |c| c));
-            int64(m, 11, b.external_created_at().map_or(0, micros));
-            11
+            id(m, f::BOOKING_ID, &b.booking_id);
+            string(m, f::CLINIC, &b.clinic);
+            string(m, f::DOCTOR, &b.doctor);
+            date(m, f::DATE, b.date);
+            uint64(m, f::SLOT, b.slot.into());
+            string(m, f::PATIENT, &b.patient);
+            let booking_kind = match b.kind {
+                BookingKind::Advance => pb::BookingKind::Advance,
+                BookingKind::WalkIn => pb::BookingKind::WalkIn,
+            };
+            uint64(m, f::KIND, booking_kind as u64);
+            uint64(m, f::TOKEN_NUMBER, created.token_number.into());
+            string(m, f::EXTERNAL_REF, b.external_ref().map_or("", |r| r));
+            string(m, f::CORRELATION_ID, b.correlation_id().map_or("", |c| c));
+            int64(m, f::EXTERNAL_CREATED_AT_MICROS, b.external_created_at().map_or(0, micros));
+            Member::BookingCreated
         }
         EventKind::BookingCancelled { booking_id, reason } => {
-            id(m, 1, booking_id);
-            string(m, 2, reason.as_deref().unwrap_or_default());
-            12
+            use booking_cancelled as f;
+            id(m, f::BOOKING_ID, booking_id);
+            string(m, f::REASON, reason.as_deref().unwrap_or_default());
+            Member::BookingCancelled
         }
         EventKind::PhoneClaimed { business, claim_id, lease_expires_at } => {
-            string(m, 1, business);
-            id(m, 2, claim_id);
-            int64(m, 3, micros(*lease_expires_at));
-            13
+            use phone_claimed as f;
+            string(m, f::BUSINESS, business);
+            id(m, f::CLAIM_ID, claim_id);
+            int64(m, f::LEASE_EXPIRES_AT_MICROS, micros(*lease_expires_at));
+            Member::PhoneClaimed
         }
         EventKind::PhoneCompleted { business, claim_id, phone_number, provider_sid } => {
-            string(m, 1, business);
-            id(m, 2, claim_id);
-            string(m, 3, phone_number);
-            string(m, 4, provider_sid);
-            14
+            use phone_completed as f;
+            string(m, f::BUSINESS, business);
+            id(m, f::CLAIM_ID, claim_id);
+            string(m, f::PHONE_NUMBER, phone_number);
+            string(m, f::PROVIDER_SID, provider_sid);
+            Member::PhoneCompleted
         }
         EventKind::PhoneClaimFailed { business, claim_id, reason } => {
-            string(m, 1, business);
-            id(m, 2, claim_id);
-            string(m, 3, reason);
-            15
+            use phone_claim_failed as f;
+            string(m, f::BUSINESS, business);
+            id(m, f::CLAIM_ID, claim_id);
+            string(m, f::REASON, reason);
+            Member::PhoneClaimFailed
         }
         EventKind::PhoneReleased { business, phone_number, reason } => {
-            string(m, 1, business);
-            string(m, 2, phone_number);
-            string(m, 3, reason.as_deref().unwrap_or_default());
-            16
+            use phone_released as f;
+            string(m, f::BUSINESS, business);
+            string(m, f::PHONE_NUMBER, phone_number);
+            string(m, f::REASON, reason.as_deref().unwrap_or_default());
+            Member::PhoneReleased
         }
         EventKind::CallStarted { call_id, campaign, to } => {
-            id(m, 1, call_id);
-            string(m, 2, campaign);
-            string(m, 3, to);
-            17
+            use call_started as f;
+            id(m, f::CALL_ID, call_id);
+            string(m, f::CAMPAIGN, campaign);
+            string(m, f::TO, to);
+            Member::CallStarted
         }
         EventKind::CallOutcomeRecorded { call_id, outcome } => {
-            id(m, 1, call_id);
-            uint64(
-                m,
-                2,
-                match outcome {
-                    CallState::Calling => unreachable!("calling is not an outcome"),
-                    CallState::Completed => 1,
-                    CallState::NoAnswer => 2,
-                    CallState::Failed => 3,
-                    CallState::BadNumber => 4,
-                },
-            );
-            18
+            use call_outcome_recorded as f;
+            id(m, f::CALL_ID, call_id);
+            let outcome = match outcome {
+                CallState::Calling => unreachable!("calling is not an outcome"),
+                CallState::Completed => pb::CallOutcome::Completed,
+                CallState::NoAnswer => pb::CallOutcome::NoAnswer,
+                CallState::Failed => pb::CallOutcome::Failed,
+                CallState::BadNumber => pb::CallOutcome::BadNumber,
+            };
+            uint64(m, f::OUTCOME, outcome as u64);
+            Member::CallOutcomeRecorded
         }
         EventKind::CallRefused { campaign, to, duplicate, call_id } => {
-            string(m, 1, campaign);
-            string(m, 2, to);
-            uint64(
-                m,
-                3,
-                match duplicate {
-                    Duplicate::InProgress => 1,
-                    Duplicate::RecentlyCalled => 2,
-                },
-            );
-            id(m, 4, call_id);
-            19
+            use call_refused as f;
+            string(m, f::CAMPAIGN, campaign);
+            string(m, f::TO, to);
+            let duplicate = match duplicate {
+                Duplicate::InProgress => pb::Duplicate::InProgress,
+                Duplicate::RecentlyCalled => pb::Duplicate::RecentlyCalled,
+            };
+            uint64(m, f::DUPLICATE, duplicate as u64);
+            id(m, f::CALL_ID, call_id);
+            Member::CallRefused
         }
         EventKind::CampaignHalted { campaign, reason } => {
-            string(m, 1, campaign);
-            string(m, 2, reason);
-            21
+            use campaign_halted as f;
+            string(m, f::CAMPAIGN, campaign);
+            string(m, f::REASON, reason);
+            Member::CampaignHalted
         }
         EventKind::CampaignResumed { campaign, reason } => {
-            string(m, 1, campaign);
-            string(m, 2, reason);
-            22
+            use campaign_resumed as f;
+            string(m, f::CAMPAIGN, campaign);
+            string(m, f::REASON, reason);
+            Member::CampaignResumed
         }
         EventKind::NumberBlocked { number, reason } => {
-            string(m, 1, number);
-            string(m, 2, reason);
-            23
+            use number_blocked as f;
+            string(m, f::NUMBER, number);
+            string(m, f::REASON, reason);
+            Member::NumberBlocked
         }
         EventKind::CommunityCreated { community_id, slug, name, owner, plan } => {
-            id(m, 1, community_id);
-            string(m, 2, slug);
-            string(m, 3, name);
-            string(m, 4, owner);
-            string(m, 5, plan);
-            24
+            use community_created as f;
+            id(m, f::COMMUNITY_ID, community_id);
+            string(m, f::SLUG, slug);
+            string(m, f::NAME, name);
+            string(m, f::OWNER, owner);
+            string(m, f::PLAN, plan);
+            Member::CommunityCreated
         }
     }
 }
 
 fn stored_response(m: &mut Vec<u8>, response: &StoredResponse) {
-    string(m, 1, &response.actor);
-    string(m, 2, &response.key);
-    bytes(m, 3, &response.fingerprint);
-    uint64(m, 4, response.status.into());
-    bytes(m, 5, &response.body);
+    use wire::stored_response as f;
+    string(m, f::ACTOR, &response.actor);
+    string(m, f::KEY, &response.key);
+    bytes(m, f::FINGERPRINT, &response.fingerprint);
+    uint64(m, f::STATUS, response.status.into());
+    bytes(m, f::BODY, &response.body);
 }
 
 /// `YYYY-MM-DD`, as `format_date` writes it, without allocating for the common years.
-fn date(out: &mut Vec<u8>, number: u32, value: NaiveDate) {
+fn date(out: &mut Vec<u8>, field: Text, value: NaiveDate) {
     let (year, month, day) = (value.year(), value.month(), value.day());
     if !(0..=9999).contains(&year) {
-        return string(out, number, &format_date(value));
+        return string(out, field, &format_date(value));
     }
     let mut text = *b"0000-00-00";
     let year = year as u32;
@@ -181,7 +187,7 @@ fn date(out: &mut Vec<u8>, number: u32, value: NaiveDate) {
             text[i] = b'0' + digit as u8;
         }
     }
-    bytes(out, number, &text);
+    length_delimited(out, field.number(), &text);
 }
 
 fn micros(at: DateTime<Utc>) -> i64 {
@@ -201,41 +207,48 @@ fn key(out: &mut Vec<u8>, number: u32, wire_type: u32) {
 }
 
 /// A proto3 scalar: left out when it is the default.
-fn uint64(out: &mut Vec<u8>, number: u32, value: u64) {
+fn uint64(out: &mut Vec<u8>, field: Varint, value: u64) {
     if value != 0 {
-        always_varint(out, number, value);
+        key(out, field.number(), 0);
+        varint(out, value);
     }
 }
 
-/// An `optional` scalar that is set: written even when 0.
-fn always_varint(out: &mut Vec<u8>, number: u32, value: u64) {
-    key(out, number, 0);
-    varint(out, value);
+/// An `optional` scalar: written when set, even when 0.
+fn optional_varint(out: &mut Vec<u8>, field: OptionalVarint, value: Option<u64>) {
+    if let Some(value) = value {
+        key(out, field.number(), 0);
+        varint(out, value);
+    }
 }
 
-fn int64(out: &mut Vec<u8>, number: u32, value: i64) {
-    uint64(out, number, value as u64);
+fn int64(out: &mut Vec<u8>, field: Varint, value: i64) {
+    uint64(out, field, value as u64);
 }
 
-fn bytes(out: &mut Vec<u8>, number: u32, value: &[u8]) {
+fn length_delimited(out: &mut Vec<u8>, number: u32, value: &[u8]) {
+    key(out, number, 2);
+    varint(out, value.len() as u64);
+    out.extend_from_slice(value);
+}
+
+fn bytes(out: &mut Vec<u8>, field: Bytes, value: &[u8]) {
     if !value.is_empty() {
-        key(out, number, 2);
-        varint(out, value.len() as u64);
-        out.extend_from_slice(value);
+        length_delimited(out, field.number(), value);
     }
 }
 
-fn string(out: &mut Vec<u8>, number: u32, value: &str) {
-    bytes(out, number, value.as_bytes());
+fn string(out: &mut Vec<u8>, field: Text, value: &str) {
+    if !value.is_empty() {
+        length_delimited(out, field.number(), value.as_bytes());
+    }
 }
 
-fn id(out: &mut Vec<u8>, number: u32, value: &Uuid) {
-    bytes(out, number, value.as_bytes());
+fn id(out: &mut Vec<u8>, field: Bytes, value: &Uuid) {
+    bytes(out, field, value.as_bytes());
 }
 
 /// An embedded message, written even when empty (prost writes a set message).
-fn message(out: &mut Vec<u8>, number: u32, body: &[u8]) {
-    key(out, number, 2);
-    varint(out, body.len() as u64);
-    out.extend_from_slice(body);
+fn message(out: &mut Vec<u8>, field: Msg, body: &[u8]) {
+    length_delimited(out, field.number(), body);
 }

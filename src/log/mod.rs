@@ -21,6 +21,7 @@ mod memory;
 pub mod snapshot;
 mod tail;
 pub mod verify;
+pub mod wire;
 
 use std::ops::ControlFlow;
 use std::path::PathBuf;
