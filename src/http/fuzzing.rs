@@ -4,7 +4,7 @@
 //! writer. Nothing is executed. Not part of the API: public only for the fuzzer.
 
 use super::calls::{BlockRequest, OutcomeBody, ResumeRequest, StartCallRequest};
-use super::clinics::{BookingRequest, CancelRequest, NAME_CHARS_MAX, REASON_CHARS_MAX, ScheduleRequest, check_text};
+use super::clinics::{BookingRequest, CancelRequest, NAME_CHARS_MAX, REASON_CHARS_MAX, ScheduleRequest, check_name, check_text};
 use super::communities::{COMMUNITY_NAME_CHARS_MAX, CommunityRequest};
 use super::error::ApiError;
 use super::extract::parse_json;
@@ -52,7 +52,7 @@ pub fn check_command_body(route: usize, body: &[u8]) -> Result<(), ApiError> {
         }
         7 => {
             let request = parse_json::<StartCallRequest>(body)?;
-            check_text("campaign", &request.campaign, NAME_CHARS_MAX)?;
+            check_name("campaign", &request.campaign)?;
             e164("to", &request.to, request.default_region.as_deref()).map(drop)
         }
         8 => parse_json::<OutcomeBody>(body).map(drop),
