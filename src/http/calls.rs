@@ -9,12 +9,12 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::auth::Role;
-use super::clinics::{REASON_CHARS_MAX, check_name, check_text};
 use super::error::ApiError;
 use super::extract::{JsonBody, PathParams, QueryParams, TenantCall};
 use super::phones::e164;
 use super::views::{BlockedView, CallView, CallsView, CampaignView, CampaignsView, Problem};
 use crate::core::{Action, CallState, Campaign};
+use crate::validate::{REASON_CHARS_MAX, check_name, check_text, parse_uuid};
 
 /// At most this many calls are listed by one `GET /calls`.
 pub const CALLS_LISTED_MAX: usize = 1000;
@@ -69,7 +69,7 @@ pub struct OutcomeBody {
 
 fn call_id(path: PathParams<(String, String)>) -> Result<Uuid, ApiError> {
     let PathParams((_, id)) = path;
-    Uuid::try_parse(&id).map_err(|_| ApiError::field("call_id", format!("{id:?} is not a UUID")))
+    Ok(parse_uuid("call_id", &id)?)
 }
 
 /// Records a call's outcome, once.

@@ -7,13 +7,11 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::clinics::{NAME_CHARS_MAX, check_text};
 use super::error::ApiError;
 use super::extract::{JsonBody, PathParams, TenantCall};
 use super::views::{CommunityView, Problem};
 use crate::core::Action;
-
-pub const COMMUNITY_NAME_CHARS_MAX: usize = 200;
+use crate::validate::{COMMUNITY_NAME_CHARS_MAX, NAME_CHARS_MAX, check_text};
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -7,6 +7,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
 use crate::core::Rejection;
+use crate::validate::Invalid;
 use crate::writer::SubmitError;
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
@@ -75,6 +76,14 @@ impl IntoResponse for ApiError {
             response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         response
+    }
+}
+
+impl From<Invalid> for ApiError {
+    fn from(invalid: Invalid) -> ApiError {
+        match invalid {
+            Invalid::Field { field, detail } => ApiError::field(field, detail),
+        }
     }
 }
 

@@ -4,11 +4,12 @@
 //! writer. Nothing is executed. Not part of the API: public only for the fuzzer.
 
 use super::calls::{BlockRequest, OutcomeBody, ResumeRequest, StartCallRequest};
-use super::clinics::{BookingRequest, CancelRequest, NAME_CHARS_MAX, REASON_CHARS_MAX, ScheduleRequest, check_name, check_text};
-use super::communities::{COMMUNITY_NAME_CHARS_MAX, CommunityRequest};
+use super::clinics::{BookingRequest, CancelRequest, ScheduleRequest};
+use super::communities::CommunityRequest;
 use super::error::ApiError;
 use super::extract::parse_json;
 use super::phones::{ClaimRequest, CompleteRequest, FailRequest, ReleaseRequest, e164};
+use crate::validate::{COMMUNITY_NAME_CHARS_MAX, NAME_CHARS_MAX, REASON_CHARS_MAX, check_name, check_optional_text, check_text};
 
 /// The command routes whose bodies [`check_command_body`] takes, by index.
 pub const COMMAND_ROUTES: [&str; 12] = [
@@ -37,7 +38,7 @@ pub fn check_command_body(route: usize, body: &[u8]) -> Result<(), ApiError> {
         1 => parse_json::<BookingRequest>(body)?.validate().map(drop),
         2 => {
             let request = parse_json::<CancelRequest>(body)?;
-            request.reason.as_deref().map_or(Ok(()), |reason| check_text("reason", reason, REASON_CHARS_MAX))
+            Ok(check_optional_text("reason", request.reason.as_deref(), REASON_CHARS_MAX)?)
         }
         3 => parse_json::<ClaimRequest>(body).map(drop),
         4 => {
@@ -45,10 +46,10 @@ pub fn check_command_body(route: usize, body: &[u8]) -> Result<(), ApiError> {
             check_text("provider_sid", &request.provider_sid, NAME_CHARS_MAX)?;
             e164("phone_number", &request.phone_number, None).map(drop)
         }
-        5 => check_text("reason", &parse_json::<FailRequest>(body)?.reason, REASON_CHARS_MAX),
+        5 => Ok(check_text("reason", &parse_json::<FailRequest>(body)?.reason, REASON_CHARS_MAX)?),
         6 => {
             let request = parse_json::<ReleaseRequest>(body)?;
-            request.reason.as_deref().map_or(Ok(()), |reason| check_text("reason", reason, REASON_CHARS_MAX))
+            Ok(check_optional_text("reason", request.reason.as_deref(), REASON_CHARS_MAX)?)
         }
         7 => {
             let request = parse_json::<StartCallRequest>(body)?;
@@ -56,7 +57,7 @@ pub fn check_command_body(route: usize, body: &[u8]) -> Result<(), ApiError> {
             e164("to", &request.to, request.default_region.as_deref()).map(drop)
         }
         8 => parse_json::<OutcomeBody>(body).map(drop),
-        9 => check_text("reason", &parse_json::<ResumeRequest>(body)?.reason, REASON_CHARS_MAX),
+        9 => Ok(check_text("reason", &parse_json::<ResumeRequest>(body)?.reason, REASON_CHARS_MAX)?),
         10 => {
             let request = parse_json::<BlockRequest>(body)?;
             check_text("reason", &request.reason, REASON_CHARS_MAX)?;
@@ -66,7 +67,7 @@ pub fn check_command_body(route: usize, body: &[u8]) -> Result<(), ApiError> {
             let request = parse_json::<CommunityRequest>(body)?;
             check_text("name", &request.name, COMMUNITY_NAME_CHARS_MAX)?;
             check_text("owner", &request.owner, NAME_CHARS_MAX)?;
-            check_text("plan", &request.plan, NAME_CHARS_MAX)
+            Ok(check_text("plan", &request.plan, NAME_CHARS_MAX)?)
         }
     }
 }

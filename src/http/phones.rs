@@ -6,11 +6,11 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::clinics::{NAME_CHARS_MAX, REASON_CHARS_MAX, check_name, check_text};
 use super::error::ApiError;
 use super::extract::{JsonBody, PathParams, TenantCall};
 use super::views::{PhoneView, Problem};
 use crate::core::{Action, Text};
+use crate::validate::{NAME_CHARS_MAX, REASON_CHARS_MAX, check_name, check_text};
 
 /// Parses `text` as a phone number (with `default_region` for numbers written
 /// without a country code) and writes it in E.164: the one form numbers are
