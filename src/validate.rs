@@ -1,11 +1,14 @@
 //! The rules a command's values must meet before it is submitted, and their
-//! limits: text and names, dates, times, counts and ids. Pure functions over
-//! values, so that the handlers, the fuzz targets and the offline commands
-//! apply the very same checks; it knows nothing of HTTP, JSON, the writer or
-//! the log (`http::error` renders an [`Invalid`] as a problem document).
+//! limits: text and names, dates, times, counts, ids, phone numbers and
+//! tenants. Pure functions over values, so that the handlers, the fuzz
+//! targets and the offline commands apply the very same checks; it knows
+//! nothing of HTTP, JSON, the writer or the log (`http::error` renders an
+//! [`Invalid`] as a problem document).
 
 use chrono::{NaiveDate, NaiveTime, Timelike};
 use uuid::Uuid;
+
+use crate::core::Text;
 
 /// A name's characters, at most: clinic, doctor, business, campaign, and a
 /// provider's id, a community's owner and plan.
@@ -17,6 +20,12 @@ pub const REASON_CHARS_MAX: usize = 1000;
 pub const COMMUNITY_NAME_CHARS_MAX: usize = 200;
 pub const SLOTS_PER_DAY_MAX: u32 = 1000;
 pub const SLOT_MINUTES_MAX: u32 = 480;
+/// A phone number's characters, at most, as written (before it is parsed).
+pub const PHONE_NUMBER_CHARS_MAX: usize = 64;
+/// The form of a tenant's name, as [`valid_tenant`] checks it.
+pub const TENANT_FORM: &str = "[a-z0-9][a-z0-9-]{0,62}";
+/// A tenant's name's bytes, at most.
+pub const TENANT_BYTES_MAX: usize = 63;
 
 /// A value a command may not carry: the field that holds it and what is wrong
 /// with it. `http::error` answers each with the problem API.md names for it.
@@ -25,6 +34,9 @@ pub enum Invalid {
     /// A field outside its rules: 400 `invalid_request`.
     #[error("{field}: {detail}")]
     Field { field: &'static str, detail: String },
+    /// Not a phone number, or not a valid one: 422 `invalid_phone_number`.
+    #[error("{field}: {text:?} is not a valid phone number")]
+    PhoneNumber { field: &'static str, text: String },
 }
 
 impl Invalid {
@@ -107,6 +119,32 @@ pub fn parse_uuid(field: &'static str, value: &str) -> Result<Uuid, Invalid> {
     Uuid::try_parse(value).map_err(|_| Invalid::field(field, format!("{value:?} is not a UUID")))
 }
 
+/// Parses `text` as a phone number (with `default_region` for numbers written
+/// without a country code, "US" when none is given) and writes it in E.164: the
+/// one form numbers are compared in.
+pub fn e164(field: &'static str, text: &str, default_region: Option<&str>) -> Result<Text, Invalid> {
+    let region = default_region.unwrap_or("US");
+    let region: phonenumber::country::Id =
+        region.parse().map_err(|_| Invalid::field("default_region", format!("{region:?} is not an ISO 3166 alpha-2 region")))?;
+    let invalid = || Invalid::PhoneNumber { field, text: text.to_owned() };
+    if text.chars().count() > PHONE_NUMBER_CHARS_MAX {
+        return Err(invalid());
+    }
+    let number = phonenumber::parse(Some(region), text).map_err(|_| invalid())?;
+    if !number.is_valid() {
+        return Err(invalid());
+    }
+    Ok(number.format().mode(phonenumber::Mode::E164).to_string().into())
+}
+
+/// A tenant's name: [`TENANT_FORM`], lowercase ASCII letters, digits and `-`
+/// (not first), since it is a path segment and a directory name in cluster mode.
+pub fn valid_tenant(tenant: &str) -> bool {
+    let bytes = tenant.as_bytes();
+    let allowed = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    (1..=TENANT_BYTES_MAX).contains(&bytes.len()) && allowed(&bytes[0]) && bytes[1..].iter().all(|b| allowed(b) || *b == b'-')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -157,5 +195,32 @@ mod tests {
         }
         assert!(parse_uuid("booking_id", "0190f5a2-7c1e-7b2a-9d3e-4f5a6b7c8d9e").is_ok());
         assert_eq!(parse_uuid("booking_id", "nope"), Err(Invalid::field("booking_id", "\"nope\" is not a UUID")));
+    }
+
+    #[test]
+    fn phone_numbers_are_written_in_e164() {
+        for (text, region) in
+            [("+1 (424) 324-2113", None), ("424-324-2113", None), ("(424) 324 2113", Some("US")), ("+14243242113", Some("IN"))]
+        {
+            assert_eq!(e164("to", text, region).as_deref(), Ok("+14243242113"), "{text:?} {region:?}");
+        }
+        assert_eq!(e164("to", "020 7946 0958", Some("GB")).as_deref(), Ok("+442079460958"));
+        for bad in ["", "12", "not a number", "+1 555 0100", &format!("+1 424 324 2113{}", " ".repeat(PHONE_NUMBER_CHARS_MAX))] {
+            assert_eq!(e164("to", bad, None), Err(Invalid::PhoneNumber { field: "to", text: bad.to_owned() }), "{bad:?}");
+        }
+        assert_eq!(
+            e164("to", "+14243242113", Some("XX")),
+            Err(Invalid::field("default_region", "\"XX\" is not an ISO 3166 alpha-2 region"))
+        );
+    }
+
+    #[test]
+    fn tenant_names() {
+        for good in ["kloqo", "a", "0-clinic", &"a".repeat(TENANT_BYTES_MAX)] {
+            assert!(valid_tenant(good), "{good}");
+        }
+        for bad in ["", "-a", "Kloqo", "a_b", &"a".repeat(TENANT_BYTES_MAX + 1), "a/b"] {
+            assert!(!valid_tenant(bad), "{bad}");
+        }
     }
 }

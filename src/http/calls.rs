@@ -11,10 +11,9 @@ use uuid::Uuid;
 use super::auth::Role;
 use super::error::ApiError;
 use super::extract::{JsonBody, PathParams, QueryParams, TenantCall};
-use super::phones::e164;
 use super::views::{BlockedView, CallView, CallsView, CampaignView, CampaignsView, Problem};
 use crate::core::{Action, CallState, Campaign};
-use crate::validate::{REASON_CHARS_MAX, check_name, check_text, parse_uuid};
+use crate::validate::{REASON_CHARS_MAX, check_name, check_text, e164, parse_uuid};
 
 /// At most this many calls are listed by one `GET /calls`.
 pub const CALLS_LISTED_MAX: usize = 1000;

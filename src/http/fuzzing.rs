@@ -8,8 +8,8 @@ use super::clinics::{BookingRequest, CancelRequest, ScheduleRequest};
 use super::communities::CommunityRequest;
 use super::error::ApiError;
 use super::extract::parse_json;
-use super::phones::{ClaimRequest, CompleteRequest, FailRequest, ReleaseRequest, e164};
-use crate::validate::{COMMUNITY_NAME_CHARS_MAX, NAME_CHARS_MAX, REASON_CHARS_MAX, check_name, check_optional_text, check_text};
+use super::phones::{ClaimRequest, CompleteRequest, FailRequest, ReleaseRequest};
+use crate::validate::{COMMUNITY_NAME_CHARS_MAX, NAME_CHARS_MAX, REASON_CHARS_MAX, check_name, check_optional_text, check_text, e164};
 
 /// The command routes whose bodies [`check_command_body`] takes, by index.
 pub const COMMAND_ROUTES: [&str; 12] = [
@@ -44,7 +44,7 @@ pub fn check_command_body(route: usize, body: &[u8]) -> Result<(), ApiError> {
         4 => {
             let request = parse_json::<CompleteRequest>(body)?;
             check_text("provider_sid", &request.provider_sid, NAME_CHARS_MAX)?;
-            e164("phone_number", &request.phone_number, None).map(drop)
+            e164("phone_number", &request.phone_number, None).map(drop).map_err(ApiError::from)
         }
         5 => Ok(check_text("reason", &parse_json::<FailRequest>(body)?.reason, REASON_CHARS_MAX)?),
         6 => {
@@ -54,14 +54,14 @@ pub fn check_command_body(route: usize, body: &[u8]) -> Result<(), ApiError> {
         7 => {
             let request = parse_json::<StartCallRequest>(body)?;
             check_name("campaign", &request.campaign)?;
-            e164("to", &request.to, request.default_region.as_deref()).map(drop)
+            e164("to", &request.to, request.default_region.as_deref()).map(drop).map_err(ApiError::from)
         }
         8 => parse_json::<OutcomeBody>(body).map(drop),
         9 => Ok(check_text("reason", &parse_json::<ResumeRequest>(body)?.reason, REASON_CHARS_MAX)?),
         10 => {
             let request = parse_json::<BlockRequest>(body)?;
             check_text("reason", &request.reason, REASON_CHARS_MAX)?;
-            e164("number", &request.number, request.default_region.as_deref()).map(drop)
+            e164("number", &request.number, request.default_region.as_deref()).map(drop).map_err(ApiError::from)
         }
         _ => {
             let request = parse_json::<CommunityRequest>(body)?;

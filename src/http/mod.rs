@@ -16,7 +16,7 @@ pub mod fuzzing;
 pub mod layers;
 pub mod openapi;
 pub mod ops;
-pub(crate) mod phones;
+mod phones;
 pub mod server;
 pub mod ui;
 pub mod views;

@@ -18,7 +18,7 @@ use crate::validate::{
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
-/// `{tenant}`, as `extract::valid_tenant` checks it.
+/// `{tenant}`, as `validate::valid_tenant` checks it (`validate::TENANT_FORM`).
 pub const TENANT_PATTERN: &str = "^[a-z0-9][a-z0-9-]{0,62}$";
 
 /// A name as `validate::check_name` takes it (clinic, doctor, business,

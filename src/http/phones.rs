@@ -10,32 +10,7 @@ use super::error::ApiError;
 use super::extract::{JsonBody, PathParams, TenantCall};
 use super::views::{PhoneView, Problem};
 use crate::core::{Action, Text};
-use crate::validate::{NAME_CHARS_MAX, REASON_CHARS_MAX, check_name, check_text};
-
-/// Parses `text` as a phone number (with `default_region` for numbers written
-/// without a country code) and writes it in E.164: the one form numbers are
-/// compared in. Unparseable or invalid numbers are 422 `invalid_phone_number`.
-pub fn e164(field: &str, text: &str, default_region: Option<&str>) -> Result<Text, ApiError> {
-    let region = default_region.unwrap_or("US");
-    let region: phonenumber::country::Id =
-        region.parse().map_err(|_| ApiError::field("default_region", format!("{region:?} is not an ISO 3166 alpha-2 region")))?;
-    let invalid = || {
-        ApiError::new(
-            axum::http::StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_phone_number",
-            format!("{field}: {text:?} is not a valid phone number"),
-        )
-        .with("field", field)
-    };
-    if text.chars().count() > 64 {
-        return Err(invalid());
-    }
-    let number = phonenumber::parse(Some(region), text).map_err(|_| invalid())?;
-    if !number.is_valid() {
-        return Err(invalid());
-    }
-    Ok(number.format().mode(phonenumber::Mode::E164).to_string().into())
-}
+use crate::validate::{NAME_CHARS_MAX, REASON_CHARS_MAX, check_name, check_text, e164};
 
 fn business(path: PathParams<(String, String)>) -> Result<Text, ApiError> {
     let PathParams((_, business)) = path;
