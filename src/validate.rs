@@ -45,6 +45,18 @@ impl Invalid {
     }
 }
 
+/// A command's request body, checked into the values its command is built
+/// from. Each body has this one `check`, the only place its rules are applied:
+/// its handler calls it, and so does the fuzz target
+/// (`http::extract::check_command_body`), so what the fuzzer learns is true
+/// of the handler.
+pub trait Check {
+    /// The request's values, checked and normalized (a phone number in E.164).
+    type Checked;
+
+    fn check(self) -> Result<Self::Checked, Invalid>;
+}
+
 /// A text field: 1..=`chars_max` characters, none of them control characters.
 pub fn check_text(field: &'static str, value: &str, chars_max: usize) -> Result<(), Invalid> {
     let chars = value.chars().count();

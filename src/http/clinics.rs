@@ -15,14 +15,15 @@ use super::views::{
     BookingView, DayChangeView, DoctorChangeView, DoctorSlotsView, Problem, ScheduleView, SlotState, SlotView, SlotsChangeView,
     SlotsHistoryView, SlotsView, format_minute,
 };
+use crate::core::Text;
 use crate::core::{Action, BookingDetails, BookingKind, External, Schedule};
 use crate::forensics::clinics::{ClinicDay, DayChange, DoctorDay, LiveDay};
 use crate::forensics::feed;
 use crate::forensics::follower::Indexes;
 use crate::log::events::ReadError;
 use crate::validate::{
-    PATIENT_CHARS_MAX, REASON_CHARS_MAX, REF_CHARS_MAX, SLOT_MINUTES_MAX, SLOTS_PER_DAY_MAX, check_count, check_name, check_optional_text,
-    check_text, parse_date, parse_minute_of_day, parse_uuid,
+    Check, Invalid, PATIENT_CHARS_MAX, REASON_CHARS_MAX, REF_CHARS_MAX, SLOT_MINUTES_MAX, SLOTS_PER_DAY_MAX, check_count, check_name,
+    check_optional_text, check_text, parse_date, parse_minute_of_day, parse_uuid,
 };
 
 /// Changes of a day listed per page of its history, at most.
@@ -44,8 +45,10 @@ pub struct ScheduleRequest {
     pub slot_minutes: Option<u32>,
 }
 
-impl ScheduleRequest {
-    pub(super) fn validate(&self) -> Result<Schedule, ApiError> {
+impl Check for ScheduleRequest {
+    type Checked = Schedule;
+
+    fn check(self) -> Result<Schedule, Invalid> {
         check_count("slots_per_day", self.slots_per_day, SLOTS_PER_DAY_MAX)?;
         if let Some(minutes) = self.slot_minutes {
             check_count("slot_minutes", minutes, SLOT_MINUTES_MAX)?;
@@ -80,8 +83,9 @@ pub async fn put_schedule(
     let PathParams((_, clinic, doctor)) = path;
     check_name("clinic", &clinic)?;
     check_name("doctor", &doctor)?;
-    let schedule = body.value.validate()?;
-    call.execute(Action::SetSchedule { clinic: clinic.into(), doctor: doctor.into(), schedule }, &body.raw).await
+    let JsonBody { value, raw } = body;
+    let schedule = value.check()?;
+    call.execute(Action::SetSchedule { clinic: clinic.into(), doctor: doctor.into(), schedule }, &raw).await
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, ToSchema)]
@@ -112,15 +116,17 @@ pub struct BookingRequest {
     pub external_created_at: Option<DateTime<Utc>>,
 }
 
-impl BookingRequest {
-    pub(super) fn validate(self) -> Result<BookingDetails, ApiError> {
+impl Check for BookingRequest {
+    type Checked = Action;
+
+    fn check(self) -> Result<Action, Invalid> {
         check_name("clinic", &self.clinic)?;
         check_name("doctor", &self.doctor)?;
         let date = parse_date("date", &self.date)?;
         check_text("patient", &self.patient, PATIENT_CHARS_MAX)?;
         check_optional_text("external_ref", self.external_ref.as_deref(), REF_CHARS_MAX)?;
         check_optional_text("correlation_id", self.correlation_id.as_deref(), REF_CHARS_MAX)?;
-        Ok(BookingDetails {
+        Ok(Action::Book(BookingDetails {
             booking_id: Uuid::now_v7(),
             clinic: self.clinic.into(),
             doctor: self.doctor.into(),
@@ -132,7 +138,7 @@ impl BookingRequest {
                 KindRequest::WalkIn => BookingKind::WalkIn,
             },
             external: External::boxed(self.external_ref.map(Into::into), self.correlation_id.map(Into::into), self.external_created_at),
-        })
+        }))
     }
 }
 
@@ -156,14 +162,24 @@ impl BookingRequest {
     security(("bearer" = []))
 )]
 pub async fn create_booking(call: TenantCall, body: JsonBody<BookingRequest>) -> Result<Response, ApiError> {
-    let raw = body.raw;
-    call.execute(Action::Book(body.value.validate()?), &raw).await
+    let JsonBody { value, raw } = body;
+    call.execute(value.check()?, &raw).await
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CancelRequest {
     pub reason: Option<String>,
+}
+
+impl Check for CancelRequest {
+    /// The reason.
+    type Checked = Option<Text>;
+
+    fn check(self) -> Result<Option<Text>, Invalid> {
+        check_optional_text("reason", self.reason.as_deref(), REASON_CHARS_MAX)?;
+        Ok(self.reason.map(Into::into))
+    }
 }
 
 /// Cancels a booking; its slot becomes free, its token is not reused.
@@ -189,9 +205,9 @@ pub async fn cancel_booking(
 ) -> Result<Response, ApiError> {
     let PathParams((_, booking_id)) = path;
     let booking_id = parse_uuid("booking_id", &booking_id)?;
-    check_optional_text("reason", body.value.reason.as_deref(), REASON_CHARS_MAX)?;
-    let reason = body.value.reason.as_deref().map(Into::into);
-    call.execute(Action::Cancel { booking_id, reason }, &body.raw).await
+    let JsonBody { value, raw } = body;
+    let reason = value.check()?;
+    call.execute(Action::Cancel { booking_id, reason }, &raw).await
 }
 
 /// A booking as it stands.

@@ -11,8 +11,6 @@ mod communities;
 pub mod error;
 pub mod extract;
 pub(crate) mod forensics;
-#[doc(hidden)]
-pub mod fuzzing;
 pub mod layers;
 pub mod openapi;
 pub mod ops;
