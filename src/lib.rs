@@ -10,6 +10,8 @@
 //! - [`core`]: commands, events, rejections, `decide` and `apply`. No I/O, no clock.
 //! - [`log`]: the segmented append-only file format and its in-memory twin.
 //! - [`writer`]: the single-writer actor, the only code that calls both.
+//! - [`validate`]: the rules a command's values must meet, and their limits;
+//!   the handlers, the fuzz targets and the offline commands all check with it.
 //! - [`http`]: the HTTP API of `shared/API.md`.
 //! - [`forensics`]: the read side for investigators (audit, clinic index, JSON, timeline).
 //! - [`snapshots`]: the state written beside the ledger every so many events, so
@@ -30,4 +32,5 @@ pub mod log;
 pub mod metrics;
 pub mod rejections;
 pub mod snapshots;
+pub mod validate;
 pub mod writer;

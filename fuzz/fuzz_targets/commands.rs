@@ -1,9 +1,10 @@
 //! The JSON command bodies: the first byte picks the route, the rest is its
-//! body, parsed and checked as the handler does before submitting anything
-//! (`http::fuzzing`). Never panics; a refusal is a 4xx problem.
+//! body, parsed and checked by the handler's own check before it would submit
+//! anything (`http::extract::check_command_body`). Never panics; a refusal is
+//! a 4xx problem.
 #![no_main]
 
-use booking_ledger::http::fuzzing::check_command_body;
+use booking_ledger::http::extract::check_command_body;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -9,11 +9,11 @@ use serde::Deserialize;
 use crate::core::Rules;
 use crate::http::ReadLimits;
 use crate::http::auth::{Rate, Role, Secret, Token};
-use crate::http::extract::valid_tenant;
 use crate::http::server::ConnectionLimits;
 use crate::log::FileLogOptions;
 use crate::rejections::JournalConfig;
 use crate::snapshots::SnapshotConfig;
+use crate::validate::{TENANT_FORM, valid_tenant};
 use crate::writer::WriterConfig;
 
 pub const DEFAULT_DATA_DIR: &str = "data";
@@ -371,7 +371,7 @@ impl Config {
                 return Err(field_error(&field("tenants"), "must name at least one tenant, or \"*\""));
             }
             if let Some(bad) = token.tenants.iter().find(|t| *t != "*" && !valid_tenant(t)) {
-                return Err(field_error(&field("tenants"), format!("{bad:?} does not match [a-z0-9][a-z0-9-]{{0,62}}")));
+                return Err(field_error(&field("tenants"), format!("{bad:?} does not match {TENANT_FORM}")));
             }
             let rate = match (token.rate_per_sec, token.burst) {
                 (None, None) => None,

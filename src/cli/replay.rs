@@ -121,7 +121,7 @@ pub fn replay(args: &ReplayArgs) -> anyhow::Result<Finding> {
     let mut filter = EventFilter::new(args.tenant.as_deref(), args.clinic.as_deref());
     filter.campaign = args.campaign.as_deref().map(Into::into);
     // Numbers are kept in E.164: one written as a person would is normalized as the API does.
-    filter.number = args.number.as_deref().map(|n| crate::http::phones::e164("--number", n, None).unwrap_or_else(|_| n.into()));
+    filter.number = args.number.as_deref().map(|n| crate::validate::e164("--number", n, None).unwrap_or_else(|_| n.into()));
     filter.business = args.business.as_deref().map(Into::into);
     filter.actor = args.actor.as_deref().map(Into::into);
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());

@@ -9,12 +9,11 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::auth::Role;
-use super::clinics::{REASON_CHARS_MAX, check_name, check_text};
 use super::error::ApiError;
 use super::extract::{JsonBody, PathParams, QueryParams, TenantCall};
-use super::phones::e164;
 use super::views::{BlockedView, CallView, CallsView, CampaignView, CampaignsView, Problem};
-use crate::core::{Action, CallState, Campaign};
+use crate::core::{Action, CallState, Campaign, Text};
+use crate::validate::{Check, Invalid, REASON_CHARS_MAX, check_name, check_text, e164, parse_uuid};
 
 /// At most this many calls are listed by one `GET /calls`.
 pub const CALLS_LISTED_MAX: usize = 1000;
@@ -31,6 +30,16 @@ pub struct StartCallRequest {
     pub default_region: Option<String>,
 }
 
+impl Check for StartCallRequest {
+    type Checked = Action;
+
+    fn check(self) -> Result<Action, Invalid> {
+        check_name("campaign", &self.campaign)?;
+        let to = e164("to", &self.to, self.default_region.as_deref())?;
+        Ok(Action::StartCall { call_id: Uuid::now_v7(), campaign: self.campaign.into(), to })
+    }
+}
+
 /// Records a call as started, before the caller dials.
 #[utoipa::path(
     post, path = "/v1/{tenant}/calls", operation_id = "startCall", tag = "calls",
@@ -45,11 +54,8 @@ pub struct StartCallRequest {
     security(("bearer" = []))
 )]
 pub async fn start(call: TenantCall, body: JsonBody<StartCallRequest>) -> Result<Response, ApiError> {
-    let request = &body.value;
-    check_name("campaign", &request.campaign)?;
-    let to = e164("to", &request.to, request.default_region.as_deref())?;
-    let action = Action::StartCall { call_id: Uuid::now_v7(), campaign: request.campaign.as_str().into(), to };
-    call.execute(action, &body.raw).await
+    let JsonBody { value, raw } = body;
+    call.execute(value.check()?, &raw).await
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
@@ -67,9 +73,22 @@ pub struct OutcomeBody {
     pub outcome: OutcomeRequest,
 }
 
+impl Check for OutcomeBody {
+    type Checked = CallState;
+
+    fn check(self) -> Result<CallState, Invalid> {
+        Ok(match self.outcome {
+            OutcomeRequest::Completed => CallState::Completed,
+            OutcomeRequest::NoAnswer => CallState::NoAnswer,
+            OutcomeRequest::Failed => CallState::Failed,
+            OutcomeRequest::BadNumber => CallState::BadNumber,
+        })
+    }
+}
+
 fn call_id(path: PathParams<(String, String)>) -> Result<Uuid, ApiError> {
     let PathParams((_, id)) = path;
-    Uuid::try_parse(&id).map_err(|_| ApiError::field("call_id", format!("{id:?} is not a UUID")))
+    Ok(parse_uuid("call_id", &id)?)
 }
 
 /// Records a call's outcome, once.
@@ -87,12 +106,7 @@ fn call_id(path: PathParams<(String, String)>) -> Result<Uuid, ApiError> {
 )]
 pub async fn outcome(call: TenantCall, path: PathParams<(String, String)>, body: JsonBody<OutcomeBody>) -> Result<Response, ApiError> {
     let call_id = call_id(path)?;
-    let outcome = match body.value.outcome {
-        OutcomeRequest::Completed => CallState::Completed,
-        OutcomeRequest::NoAnswer => CallState::NoAnswer,
-        OutcomeRequest::Failed => CallState::Failed,
-        OutcomeRequest::BadNumber => CallState::BadNumber,
-    };
+    let outcome = body.value.check()?;
     call.execute(Action::RecordOutcome { call_id, outcome }, &body.raw).await
 }
 
@@ -211,6 +225,16 @@ pub struct ResumeRequest {
     pub reason: String,
 }
 
+impl Check for ResumeRequest {
+    /// The reason.
+    type Checked = Text;
+
+    fn check(self) -> Result<Text, Invalid> {
+        check_text("reason", &self.reason, REASON_CHARS_MAX)?;
+        Ok(self.reason.into())
+    }
+}
+
 /// Resumes a halted campaign (admin tokens only); the reason is recorded.
 #[utoipa::path(
     post, path = "/v1/{tenant}/campaigns/{campaign}/resume", operation_id = "resumeCampaign", tag = "calls",
@@ -228,9 +252,9 @@ pub async fn resume(call: TenantCall, path: PathParams<(String, String)>, body: 
         return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "only an admin token may resume a campaign"));
     }
     let campaign = campaign(path)?;
-    check_text("reason", &body.value.reason, REASON_CHARS_MAX)?;
-    let action = Action::ResumeCampaign { campaign: campaign.into(), reason: body.value.reason.as_str().into() };
-    call.execute(action, &body.raw).await
+    let JsonBody { value, raw } = body;
+    let reason = value.check()?;
+    call.execute(Action::ResumeCampaign { campaign: campaign.into(), reason }, &raw).await
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -239,6 +263,16 @@ pub struct BlockRequest {
     pub number: String,
     pub reason: String,
     pub default_region: Option<String>,
+}
+
+impl Check for BlockRequest {
+    type Checked = Action;
+
+    fn check(self) -> Result<Action, Invalid> {
+        check_text("reason", &self.reason, REASON_CHARS_MAX)?;
+        let number = e164("number", &self.number, self.default_region.as_deref())?;
+        Ok(Action::BlockNumber { number, reason: self.reason.into() })
+    }
 }
 
 /// Puts a number on the tenant's block list, permanently.
@@ -255,9 +289,6 @@ pub struct BlockRequest {
     security(("bearer" = []))
 )]
 pub async fn block(call: TenantCall, body: JsonBody<BlockRequest>) -> Result<Response, ApiError> {
-    let request = &body.value;
-    check_text("reason", &request.reason, REASON_CHARS_MAX)?;
-    let number = e164("number", &request.number, request.default_region.as_deref())?;
-    let action = Action::BlockNumber { number, reason: request.reason.as_str().into() };
-    call.execute(action, &body.raw).await
+    let JsonBody { value, raw } = body;
+    call.execute(value.check()?, &raw).await
 }

@@ -4,7 +4,7 @@ use axum::Json;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, Sse};
 use axum::response::{IntoResponse, Response};
-use chrono::{DateTime, NaiveDate, NaiveTime, Timelike, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
@@ -15,75 +15,21 @@ use super::views::{
     BookingView, DayChangeView, DoctorChangeView, DoctorSlotsView, Problem, ScheduleView, SlotState, SlotView, SlotsChangeView,
     SlotsHistoryView, SlotsView, format_minute,
 };
+use crate::core::Text;
 use crate::core::{Action, BookingDetails, BookingKind, External, Schedule};
 use crate::forensics::clinics::{ClinicDay, DayChange, DoctorDay, LiveDay};
 use crate::forensics::feed;
 use crate::forensics::follower::Indexes;
 use crate::log::events::ReadError;
+use crate::validate::{
+    Check, Invalid, PATIENT_CHARS_MAX, REASON_CHARS_MAX, REF_CHARS_MAX, SLOT_MINUTES_MAX, SLOTS_PER_DAY_MAX, check_count, check_name,
+    check_optional_text, check_text, parse_date, parse_minute_of_day, parse_uuid,
+};
 
-pub const NAME_CHARS_MAX: usize = 128;
-pub const PATIENT_CHARS_MAX: usize = 200;
-pub const REF_CHARS_MAX: usize = 255;
-pub const REASON_CHARS_MAX: usize = 1000;
-pub const SLOTS_PER_DAY_MAX: u32 = 1000;
-pub const SLOT_MINUTES_MAX: u32 = 480;
 /// Changes of a day listed per page of its history, at most.
 pub const HISTORY_LEN_MAX: usize = 1000;
 /// How long a time-travel query waits for the clinic index to reach its position.
 pub const AS_OF_INDEX_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// A text field: 1..=`max` characters, none of them control characters.
-pub fn check_text(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
-    let chars = value.chars().count();
-    if chars == 0 || chars > max {
-        return Err(ApiError::field(field, format!("must be 1 to {max} characters")));
-    }
-    if value.chars().any(char::is_control) {
-        return Err(ApiError::field(field, "must not contain control characters"));
-    }
-    if value.chars().any(is_bidi_control) {
-        return Err(ApiError::field(field, "must not contain bidirectional overrides or isolates (U+202A-U+202E, U+2066-U+2069)"));
-    }
-    if value.chars().all(|c| c.is_whitespace() || is_invisible(c)) {
-        return Err(ApiError::field(field, "must contain a visible character"));
-    }
-    Ok(())
-}
-
-/// A name that is also a path segment (clinic, doctor, business, campaign): a
-/// text field that is not `.` or `..` and holds no `/` or `\\`, so that a
-/// name sent in a body can always be addressed in a path, and a path (`%2F`
-/// decodes to `/`) never reads as another route or a relative reference.
-pub fn check_name(field: &str, value: &str) -> Result<(), ApiError> {
-    check_text(field, value, NAME_CHARS_MAX)?;
-    if value == "." || value == ".." || value.contains(['/', '\\']) {
-        return Err(ApiError::field(field, "must not be `.` or `..`, nor contain `/` or `\\`"));
-    }
-    Ok(())
-}
-
-/// Characters that reorder the text around them: a name holding one can show
-/// as something else (a right-to-left override turns "Asha" into "ahsA").
-fn is_bidi_control(c: char) -> bool {
-    matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
-}
-
-/// Characters that take no space of their own: a name made only of them reads as empty.
-fn is_invisible(c: char) -> bool {
-    matches!(c, '\u{00AD}' | '\u{034F}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{2060}'..='\u{2064}' | '\u{FEFF}')
-}
-
-fn check_optional_text(field: &str, value: &Option<String>, max: usize) -> Result<(), ApiError> {
-    value.as_deref().map_or(Ok(()), |v| check_text(field, v, max))
-}
-
-/// `YYYY-MM-DD`, strictly.
-pub fn parse_date(field: &str, value: &str) -> Result<NaiveDate, ApiError> {
-    // Four digits of year, 0001 to 9999: chrono alone takes "0000", "-001" and "+001".
-    let four_digit_year = value.len() == 10 && value.as_bytes()[..4].iter().all(u8::is_ascii_digit) && &value[..4] != "0000";
-    let date = four_digit_year.then(|| NaiveDate::parse_from_str(value, "%Y-%m-%d").ok()).flatten();
-    date.ok_or_else(|| ApiError::field(field, format!("{value:?} is not a date (YYYY-MM-DD)")))
-}
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -99,24 +45,15 @@ pub struct ScheduleRequest {
     pub slot_minutes: Option<u32>,
 }
 
-impl ScheduleRequest {
-    pub(super) fn validate(&self) -> Result<Schedule, ApiError> {
-        if !(1..=SLOTS_PER_DAY_MAX).contains(&self.slots_per_day) {
-            return Err(ApiError::field("slots_per_day", format!("must be 1 to {SLOTS_PER_DAY_MAX}")));
+impl Check for ScheduleRequest {
+    type Checked = Schedule;
+
+    fn check(self) -> Result<Schedule, Invalid> {
+        check_count("slots_per_day", self.slots_per_day, SLOTS_PER_DAY_MAX)?;
+        if let Some(minutes) = self.slot_minutes {
+            check_count("slot_minutes", minutes, SLOT_MINUTES_MAX)?;
         }
-        if let Some(minutes) = self.slot_minutes
-            && !(1..=SLOT_MINUTES_MAX).contains(&minutes)
-        {
-            return Err(ApiError::field("slot_minutes", format!("must be 1 to {SLOT_MINUTES_MAX}")));
-        }
-        let first_slot_minute = match &self.first_slot {
-            None => None,
-            Some(text) => {
-                let time = (text.len() == 5).then(|| NaiveTime::parse_from_str(text, "%H:%M").ok()).flatten();
-                let time = time.ok_or_else(|| ApiError::field("first_slot", format!("{text:?} is not a time (HH:MM)")))?;
-                Some(time.hour() * 60 + time.minute())
-            }
-        };
+        let first_slot_minute = self.first_slot.as_deref().map(|text| parse_minute_of_day("first_slot", text)).transpose()?;
         Ok(Schedule { slots_per_day: self.slots_per_day, first_slot_minute, slot_minutes: self.slot_minutes })
     }
 }
@@ -146,8 +83,9 @@ pub async fn put_schedule(
     let PathParams((_, clinic, doctor)) = path;
     check_name("clinic", &clinic)?;
     check_name("doctor", &doctor)?;
-    let schedule = body.value.validate()?;
-    call.execute(Action::SetSchedule { clinic: clinic.into(), doctor: doctor.into(), schedule }, &body.raw).await
+    let JsonBody { value, raw } = body;
+    let schedule = value.check()?;
+    call.execute(Action::SetSchedule { clinic: clinic.into(), doctor: doctor.into(), schedule }, &raw).await
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, ToSchema)]
@@ -178,15 +116,17 @@ pub struct BookingRequest {
     pub external_created_at: Option<DateTime<Utc>>,
 }
 
-impl BookingRequest {
-    pub(super) fn validate(self) -> Result<BookingDetails, ApiError> {
+impl Check for BookingRequest {
+    type Checked = Action;
+
+    fn check(self) -> Result<Action, Invalid> {
         check_name("clinic", &self.clinic)?;
         check_name("doctor", &self.doctor)?;
         let date = parse_date("date", &self.date)?;
         check_text("patient", &self.patient, PATIENT_CHARS_MAX)?;
-        check_optional_text("external_ref", &self.external_ref, REF_CHARS_MAX)?;
-        check_optional_text("correlation_id", &self.correlation_id, REF_CHARS_MAX)?;
-        Ok(BookingDetails {
+        check_optional_text("external_ref", self.external_ref.as_deref(), REF_CHARS_MAX)?;
+        check_optional_text("correlation_id", self.correlation_id.as_deref(), REF_CHARS_MAX)?;
+        Ok(Action::Book(BookingDetails {
             booking_id: Uuid::now_v7(),
             clinic: self.clinic.into(),
             doctor: self.doctor.into(),
@@ -198,7 +138,7 @@ impl BookingRequest {
                 KindRequest::WalkIn => BookingKind::WalkIn,
             },
             external: External::boxed(self.external_ref.map(Into::into), self.correlation_id.map(Into::into), self.external_created_at),
-        })
+        }))
     }
 }
 
@@ -222,8 +162,8 @@ impl BookingRequest {
     security(("bearer" = []))
 )]
 pub async fn create_booking(call: TenantCall, body: JsonBody<BookingRequest>) -> Result<Response, ApiError> {
-    let raw = body.raw;
-    call.execute(Action::Book(body.value.validate()?), &raw).await
+    let JsonBody { value, raw } = body;
+    call.execute(value.check()?, &raw).await
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -232,8 +172,14 @@ pub struct CancelRequest {
     pub reason: Option<String>,
 }
 
-fn parse_booking_id(text: &str) -> Result<Uuid, ApiError> {
-    Uuid::try_parse(text).map_err(|_| ApiError::field("booking_id", format!("{text:?} is not a UUID")))
+impl Check for CancelRequest {
+    /// The reason.
+    type Checked = Option<Text>;
+
+    fn check(self) -> Result<Option<Text>, Invalid> {
+        check_optional_text("reason", self.reason.as_deref(), REASON_CHARS_MAX)?;
+        Ok(self.reason.map(Into::into))
+    }
 }
 
 /// Cancels a booking; its slot becomes free, its token is not reused.
@@ -258,10 +204,10 @@ pub async fn cancel_booking(
     body: JsonBody<CancelRequest>,
 ) -> Result<Response, ApiError> {
     let PathParams((_, booking_id)) = path;
-    let booking_id = parse_booking_id(&booking_id)?;
-    check_optional_text("reason", &body.value.reason, REASON_CHARS_MAX)?;
-    let reason = body.value.reason.as_deref().map(Into::into);
-    call.execute(Action::Cancel { booking_id, reason }, &body.raw).await
+    let booking_id = parse_uuid("booking_id", &booking_id)?;
+    let JsonBody { value, raw } = body;
+    let reason = value.check()?;
+    call.execute(Action::Cancel { booking_id, reason }, &raw).await
 }
 
 /// A booking as it stands.
@@ -279,7 +225,7 @@ pub async fn cancel_booking(
 )]
 pub async fn get_booking(call: TenantCall, path: PathParams<(String, String)>) -> Result<Json<BookingView>, ApiError> {
     let PathParams((_, booking_id)) = path;
-    let booking_id = parse_booking_id(&booking_id)?;
+    let booking_id = parse_uuid("booking_id", &booking_id)?;
     let view = call.writer()?.read(|state| state.booking(&call.tenant, &booking_id).map(|b| BookingView::from(&**b)));
     view.map(Json).ok_or_else(|| ApiError::not_found(format!("no booking {booking_id}")).with("booking_id", booking_id.to_string()))
 }

@@ -7,13 +7,11 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::clinics::{NAME_CHARS_MAX, check_text};
 use super::error::ApiError;
 use super::extract::{JsonBody, PathParams, TenantCall};
 use super::views::{CommunityView, Problem};
 use crate::core::Action;
-
-pub const COMMUNITY_NAME_CHARS_MAX: usize = 200;
+use crate::validate::{COMMUNITY_NAME_CHARS_MAX, Check, Invalid, NAME_CHARS_MAX, check_text};
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -21,6 +19,22 @@ pub struct CommunityRequest {
     pub name: String,
     pub owner: String,
     pub plan: String,
+}
+
+impl Check for CommunityRequest {
+    type Checked = Action;
+
+    fn check(self) -> Result<Action, Invalid> {
+        check_text("name", &self.name, COMMUNITY_NAME_CHARS_MAX)?;
+        check_text("owner", &self.owner, NAME_CHARS_MAX)?;
+        check_text("plan", &self.plan, NAME_CHARS_MAX)?;
+        Ok(Action::CreateCommunity {
+            community_id: Uuid::now_v7(),
+            name: self.name.into(),
+            owner: self.owner.into(),
+            plan: self.plan.into(),
+        })
+    }
 }
 
 /// Creates a community; its slug is the name transliterated, with the smallest free `-N` suffix if taken.
@@ -36,17 +50,8 @@ pub struct CommunityRequest {
     security(("bearer" = []))
 )]
 pub async fn create(call: TenantCall, body: JsonBody<CommunityRequest>) -> Result<Response, ApiError> {
-    let request = &body.value;
-    check_text("name", &request.name, COMMUNITY_NAME_CHARS_MAX)?;
-    check_text("owner", &request.owner, NAME_CHARS_MAX)?;
-    check_text("plan", &request.plan, NAME_CHARS_MAX)?;
-    let action = Action::CreateCommunity {
-        community_id: Uuid::now_v7(),
-        name: request.name.as_str().into(),
-        owner: request.owner.as_str().into(),
-        plan: request.plan.as_str().into(),
-    };
-    call.execute(action, &body.raw).await
+    let JsonBody { value, raw } = body;
+    call.execute(value.check()?, &raw).await
 }
 
 /// A community by its slug.

@@ -7,6 +7,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
 use crate::core::Rejection;
+use crate::validate::Invalid;
 use crate::writer::SubmitError;
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
@@ -75,6 +76,17 @@ impl IntoResponse for ApiError {
             response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         response
+    }
+}
+
+impl From<Invalid> for ApiError {
+    fn from(invalid: Invalid) -> ApiError {
+        match invalid {
+            Invalid::Field { field, detail } => ApiError::field(field, detail),
+            Invalid::PhoneNumber { field, .. } => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_phone_number", invalid.to_string()).with("field", field)
+            }
+        }
     }
 }
 
@@ -195,6 +207,28 @@ mod tests {
         assert_eq!(response.headers()[header::CONTENT_TYPE], PROBLEM_JSON);
         let body: Value = serde_json::from_slice(&ApiError::from(SubmitError::Overloaded).body()).unwrap();
         assert_eq!((body["code"].as_str(), body["status"].as_u64()), (Some("overloaded"), Some(503)));
+    }
+
+    /// API.md, General and Phone numbers: a value outside its rules is 400
+    /// `invalid_request` with `detail` naming the field; a phone number that is
+    /// none is 422 `invalid_phone_number`.
+    #[test]
+    fn invalid_values_are_problems_naming_the_field() {
+        let problem = |invalid: Invalid| -> Value { serde_json::from_slice(&ApiError::from(invalid).body()).unwrap() };
+        assert_eq!(
+            problem(Invalid::field("patient", "must be 1 to 200 characters")),
+            json!({
+                "type": "urn:booking-ledger:problem:invalid_request", "title": "Bad Request", "status": 400,
+                "detail": "patient: must be 1 to 200 characters", "code": "invalid_request", "field": "patient",
+            })
+        );
+        assert_eq!(
+            problem(Invalid::PhoneNumber { field: "to", text: "12".into() }),
+            json!({
+                "type": "urn:booking-ledger:problem:invalid_phone_number", "title": "Unprocessable Entity", "status": 422,
+                "detail": "to: \"12\" is not a valid phone number", "code": "invalid_phone_number", "field": "to",
+            })
+        );
     }
 
     /// API.md, Storage: a command of the failed batch is 503 storage_unavailable

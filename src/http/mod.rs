@@ -11,12 +11,10 @@ mod communities;
 pub mod error;
 pub mod extract;
 pub(crate) mod forensics;
-#[doc(hidden)]
-pub mod fuzzing;
 pub mod layers;
 pub mod openapi;
 pub mod ops;
-pub(crate) mod phones;
+mod phones;
 pub mod server;
 pub mod ui;
 pub mod views;

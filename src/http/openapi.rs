@@ -9,19 +9,19 @@ use serde_json::{Map, Value, json};
 use utoipa::Modify;
 
 use super::calls::CAMPAIGNS_LISTED_MAX;
-use super::clinics::{
-    HISTORY_LEN_MAX, NAME_CHARS_MAX, PATIENT_CHARS_MAX, REASON_CHARS_MAX, REF_CHARS_MAX, SLOT_MINUTES_MAX, SLOTS_PER_DAY_MAX,
-};
-use super::communities::COMMUNITY_NAME_CHARS_MAX;
+use super::clinics::HISTORY_LEN_MAX;
 use super::extract::IDEMPOTENCY_KEY_LEN_MAX;
 use super::forensics::PAGE_LEN_MAX;
+use crate::validate::{
+    COMMUNITY_NAME_CHARS_MAX, NAME_CHARS_MAX, PATIENT_CHARS_MAX, REASON_CHARS_MAX, REF_CHARS_MAX, SLOT_MINUTES_MAX, SLOTS_PER_DAY_MAX,
+};
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
-/// `{tenant}`, as `extract::valid_tenant` checks it.
+/// `{tenant}`, as `validate::valid_tenant` checks it (`validate::TENANT_FORM`).
 pub const TENANT_PATTERN: &str = "^[a-z0-9][a-z0-9-]{0,62}$";
 
-/// A name as `clinics::check_name` takes it (clinic, doctor, business,
+/// A name as `validate::check_name` takes it (clinic, doctor, business,
 /// campaign): a text field that is not `.` or `..` and holds no `/` or `\`.
 const NAME_PATTERN: &str = concat!(
     "^(?!\\.{1,2}$)[^\\u0000-\\u001f\\u007f-\\u009f\\u202a-\\u202e\\u2066-\\u2069/\\\\]*",
@@ -29,7 +29,7 @@ const NAME_PATTERN: &str = concat!(
     "[^\\u0000-\\u001f\\u007f-\\u009f\\u202a-\\u202e\\u2066-\\u2069/\\\\]*$"
 );
 
-/// A text field as `clinics::check_text` takes it: no control characters, no
+/// A text field as `validate::check_text` takes it: no control characters, no
 /// bidirectional overrides or isolates, and at least one character that is
 /// neither white space nor invisible.
 const TEXT_PATTERN: &str = concat!(
@@ -38,7 +38,7 @@ const TEXT_PATTERN: &str = concat!(
     "[^\\u0000-\\u001f\\u007f-\\u009f\\u202a-\\u202e\\u2066-\\u2069]*$"
 );
 
-/// `YYYY-MM-DD`, years 0001 to 9999 (`clinics::parse_date`).
+/// `YYYY-MM-DD`, years 0001 to 9999 (`validate::parse_date`).
 const DATE_PATTERN: &str = "^([0-9]{3}[1-9]|[0-9]{2}[1-9][0-9]|[0-9][1-9][0-9]{2}|[1-9][0-9]{3})-[0-9]{2}-[0-9]{2}$";
 
 /// Every list's `limit` is 1 to this.

@@ -6,36 +6,11 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::clinics::{NAME_CHARS_MAX, REASON_CHARS_MAX, check_name, check_text};
 use super::error::ApiError;
 use super::extract::{JsonBody, PathParams, TenantCall};
 use super::views::{PhoneView, Problem};
 use crate::core::{Action, Text};
-
-/// Parses `text` as a phone number (with `default_region` for numbers written
-/// without a country code) and writes it in E.164: the one form numbers are
-/// compared in. Unparseable or invalid numbers are 422 `invalid_phone_number`.
-pub fn e164(field: &str, text: &str, default_region: Option<&str>) -> Result<Text, ApiError> {
-    let region = default_region.unwrap_or("US");
-    let region: phonenumber::country::Id =
-        region.parse().map_err(|_| ApiError::field("default_region", format!("{region:?} is not an ISO 3166 alpha-2 region")))?;
-    let invalid = || {
-        ApiError::new(
-            axum::http::StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_phone_number",
-            format!("{field}: {text:?} is not a valid phone number"),
-        )
-        .with("field", field)
-    };
-    if text.chars().count() > 64 {
-        return Err(invalid());
-    }
-    let number = phonenumber::parse(Some(region), text).map_err(|_| invalid())?;
-    if !number.is_valid() {
-        return Err(invalid());
-    }
-    Ok(number.format().mode(phonenumber::Mode::E164).to_string().into())
-}
+use crate::validate::{Check, Invalid, NAME_CHARS_MAX, REASON_CHARS_MAX, check_name, check_optional_text, check_text, e164};
 
 fn business(path: PathParams<(String, String)>) -> Result<Text, ApiError> {
     let PathParams((_, business)) = path;
@@ -46,6 +21,14 @@ fn business(path: PathParams<(String, String)>) -> Result<Text, ApiError> {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClaimRequest {}
+
+impl Check for ClaimRequest {
+    type Checked = ();
+
+    fn check(self) -> Result<(), Invalid> {
+        Ok(())
+    }
+}
 
 /// Claims the right to buy the business's number. Exactly one concurrent caller gets a pending claim.
 #[utoipa::path(
@@ -64,7 +47,9 @@ pub struct ClaimRequest {}
     security(("bearer" = []))
 )]
 pub async fn claim(call: TenantCall, path: PathParams<(String, String)>, body: JsonBody<ClaimRequest>) -> Result<Response, ApiError> {
-    call.execute(Action::ClaimPhone { business: business(path)?, claim_id: Uuid::now_v7() }, &body.raw).await
+    let business = business(path)?;
+    body.value.check()?;
+    call.execute(Action::ClaimPhone { business, claim_id: Uuid::now_v7() }, &body.raw).await
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -74,6 +59,23 @@ pub struct CompleteRequest {
     /// Any format; normalized to E.164 (US numbers may omit +1).
     pub phone_number: String,
     pub provider_sid: String,
+}
+
+/// A completion's values, checked: the number in E.164.
+pub struct Completion {
+    pub claim_id: Uuid,
+    pub phone_number: Text,
+    pub provider_sid: Text,
+}
+
+impl Check for CompleteRequest {
+    type Checked = Completion;
+
+    fn check(self) -> Result<Completion, Invalid> {
+        check_text("provider_sid", &self.provider_sid, NAME_CHARS_MAX)?;
+        let phone_number = e164("phone_number", &self.phone_number, None)?;
+        Ok(Completion { claim_id: self.claim_id, phone_number, provider_sid: self.provider_sid.into() })
+    }
 }
 
 /// Records the number the claim bought.
@@ -91,12 +93,9 @@ pub struct CompleteRequest {
 )]
 pub async fn complete(call: TenantCall, path: PathParams<(String, String)>, body: JsonBody<CompleteRequest>) -> Result<Response, ApiError> {
     let business = business(path)?;
-    let request = &body.value;
-    check_text("provider_sid", &request.provider_sid, NAME_CHARS_MAX)?;
-    let phone_number = e164("phone_number", &request.phone_number, None)?;
-    let action =
-        Action::CompletePhone { business, claim_id: request.claim_id, phone_number, provider_sid: request.provider_sid.as_str().into() };
-    call.execute(action, &body.raw).await
+    let JsonBody { value, raw } = body;
+    let Completion { claim_id, phone_number, provider_sid } = value.check()?;
+    call.execute(Action::CompletePhone { business, claim_id, phone_number, provider_sid }, &raw).await
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -104,6 +103,16 @@ pub async fn complete(call: TenantCall, path: PathParams<(String, String)>, body
 pub struct FailRequest {
     pub claim_id: Uuid,
     pub reason: String,
+}
+
+impl Check for FailRequest {
+    /// The claim and the reason.
+    type Checked = (Uuid, Text);
+
+    fn check(self) -> Result<(Uuid, Text), Invalid> {
+        check_text("reason", &self.reason, REASON_CHARS_MAX)?;
+        Ok((self.claim_id, self.reason.into()))
+    }
 }
 
 /// Releases a claim whose purchase failed.
@@ -120,15 +129,25 @@ pub struct FailRequest {
 )]
 pub async fn fail(call: TenantCall, path: PathParams<(String, String)>, body: JsonBody<FailRequest>) -> Result<Response, ApiError> {
     let business = business(path)?;
-    check_text("reason", &body.value.reason, REASON_CHARS_MAX)?;
-    let action = Action::FailPhone { business, claim_id: body.value.claim_id, reason: body.value.reason.as_str().into() };
-    call.execute(action, &body.raw).await
+    let JsonBody { value, raw } = body;
+    let (claim_id, reason) = value.check()?;
+    call.execute(Action::FailPhone { business, claim_id, reason }, &raw).await
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReleaseRequest {
     pub reason: Option<String>,
+}
+
+impl Check for ReleaseRequest {
+    /// The reason.
+    type Checked = Option<Text>;
+
+    fn check(self) -> Result<Option<Text>, Invalid> {
+        check_optional_text("reason", self.reason.as_deref(), REASON_CHARS_MAX)?;
+        Ok(self.reason.map(Into::into))
+    }
 }
 
 /// Gives the business's number up.
@@ -145,11 +164,9 @@ pub struct ReleaseRequest {
 )]
 pub async fn release(call: TenantCall, path: PathParams<(String, String)>, body: JsonBody<ReleaseRequest>) -> Result<Response, ApiError> {
     let business = business(path)?;
-    if let Some(reason) = &body.value.reason {
-        check_text("reason", reason, REASON_CHARS_MAX)?;
-    }
-    let action = Action::ReleasePhone { business, reason: body.value.reason.as_deref().map(Into::into) };
-    call.execute(action, &body.raw).await
+    let JsonBody { value, raw } = body;
+    let reason = value.check()?;
+    call.execute(Action::ReleasePhone { business, reason }, &raw).await
 }
 
 /// The business's number as it stands.
