@@ -239,6 +239,51 @@ impl EventKind {
             EventKind::CommunityCreated { .. } => "community_created",
         }
     }
+
+    /// What the event is about, for the read side's filters: one exhaustive
+    /// match, so that a new event kind says here which subjects it touches.
+    pub fn subjects(&self) -> Subjects<'_> {
+        let none = Subjects::default();
+        match self {
+            EventKind::ScheduleSet { clinic, .. } => Subjects { clinic: Some(clinic), ..none },
+            EventKind::BookingCreated(created) => {
+                Subjects { clinic: Some(&created.details.clinic), booking: Some(created.details.booking_id), ..none }
+            }
+            EventKind::BookingCancelled { booking_id, .. } => Subjects { booking: Some(*booking_id), ..none },
+            EventKind::PhoneClaimed { business, .. } | EventKind::PhoneClaimFailed { business, .. } => {
+                Subjects { business: Some(business), ..none }
+            }
+            EventKind::PhoneCompleted { business, phone_number, .. } | EventKind::PhoneReleased { business, phone_number, .. } => {
+                Subjects { business: Some(business), number: Some(phone_number), ..none }
+            }
+            EventKind::CallStarted { call_id, campaign, to } => {
+                Subjects { campaign: Some(campaign), number: Some(to), call: Some(*call_id), ..none }
+            }
+            EventKind::CallOutcomeRecorded { call_id, .. } => Subjects { call: Some(*call_id), ..none },
+            // Its `call_id` is the call the attempt duplicated, not this attempt.
+            EventKind::CallRefused { campaign, to, .. } => Subjects { campaign: Some(campaign), number: Some(to), ..none },
+            EventKind::CampaignHalted { campaign, .. } | EventKind::CampaignResumed { campaign, .. } => {
+                Subjects { campaign: Some(campaign), ..none }
+            }
+            EventKind::NumberBlocked { number, .. } => Subjects { number: Some(number), ..none },
+            EventKind::CommunityCreated { .. } => none,
+        }
+    }
+}
+
+/// The subjects an event names ([`EventKind::subjects`]). An event that names a
+/// clinic, campaign or number and creates a booking or call makes that booking
+/// or call part of it; an event that names only a booking or call belongs to
+/// whatever that booking or call belongs to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Subjects<'a> {
+    pub clinic: Option<&'a Text>,
+    pub booking: Option<Uuid>,
+    pub campaign: Option<&'a Text>,
+    /// A phone number, E.164: called, refused, blocked, bought or released.
+    pub number: Option<&'a Text>,
+    pub call: Option<Uuid>,
+    pub business: Option<&'a Text>,
 }
 
 /// Why a command was refused. Every variant is a business answer (4xx), never a fault.

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
-use crate::core::{Event, EventKind, Rejected, Text};
+use crate::core::{Event, Rejected, Text};
 use crate::log::events::{EventReader, Fault, ReadError};
 use crate::log::{Durable, Position, Tail, codec};
 
@@ -64,62 +64,28 @@ impl EventFilter {
         }
         // Every subject filter is asked, so each one learns the bookings and
         // calls it follows even from events another filter leaves out.
-        let clinic = self.about_clinic(&event.kind);
-        let campaign = self.about_campaign(&event.kind);
-        let number = self.about_number(&event.kind);
-        let business = self.business.as_ref().is_none_or(|business| match &event.kind {
-            EventKind::PhoneClaimed { business: b, .. }
-            | EventKind::PhoneCompleted { business: b, .. }
-            | EventKind::PhoneClaimFailed { business: b, .. }
-            | EventKind::PhoneReleased { business: b, .. } => b == business,
-            _ => false,
-        });
+        let subjects = event.kind.subjects();
+        let clinic = follows(&self.clinic, subjects.clinic, subjects.booking, &mut self.clinic_bookings);
+        let campaign = follows(&self.campaign, subjects.campaign, subjects.call, &mut self.campaign_calls);
+        let number = follows(&self.number, subjects.number, subjects.call, &mut self.number_calls);
+        let business = self.business.as_ref().is_none_or(|business| subjects.business == Some(business));
         let actor = self.actor.as_ref().is_none_or(|actor| *actor == event.actor);
         clinic && campaign && number && business && actor
     }
+}
 
-    fn about_clinic(&mut self, kind: &EventKind) -> bool {
-        let Some(clinic) = &self.clinic else { return true };
-        match kind {
-            EventKind::ScheduleSet { clinic: c, .. } => c == clinic,
-            EventKind::BookingCreated(b) if b.details.clinic == *clinic => {
-                self.clinic_bookings.insert(b.details.booking_id);
-                true
-            }
-            EventKind::BookingCancelled { booking_id, .. } => self.clinic_bookings.contains(booking_id),
-            _ => false,
+/// Whether an event passes a filter on `wanted` (none: every event does): it
+/// names `wanted` itself (and then its `child`, a booking or call it creates,
+/// is remembered as `wanted`'s), or it names only a child remembered before.
+fn follows(wanted: &Option<Text>, named: Option<&Text>, child: Option<Uuid>, children: &mut BTreeSet<Uuid>) -> bool {
+    let Some(wanted) = wanted else { return true };
+    match named {
+        Some(named) if named == wanted => {
+            children.extend(child);
+            true
         }
-    }
-
-    fn about_campaign(&mut self, kind: &EventKind) -> bool {
-        let Some(campaign) = &self.campaign else { return true };
-        match kind {
-            EventKind::CallStarted { call_id, campaign: c, .. } if c == campaign => {
-                self.campaign_calls.insert(*call_id);
-                true
-            }
-            EventKind::CallRefused { campaign: c, .. }
-            | EventKind::CampaignHalted { campaign: c, .. }
-            | EventKind::CampaignResumed { campaign: c, .. } => c == campaign,
-            EventKind::CallOutcomeRecorded { call_id, .. } => self.campaign_calls.contains(call_id),
-            _ => false,
-        }
-    }
-
-    fn about_number(&mut self, kind: &EventKind) -> bool {
-        let Some(number) = &self.number else { return true };
-        match kind {
-            EventKind::CallStarted { call_id, to, .. } if to == number => {
-                self.number_calls.insert(*call_id);
-                true
-            }
-            EventKind::CallRefused { to: n, .. }
-            | EventKind::NumberBlocked { number: n, .. }
-            | EventKind::PhoneCompleted { phone_number: n, .. }
-            | EventKind::PhoneReleased { phone_number: n, .. } => n == number,
-            EventKind::CallOutcomeRecorded { call_id, .. } => self.number_calls.contains(call_id),
-            _ => false,
-        }
+        Some(_) => false,
+        None => child.is_some_and(|child| children.contains(&child)),
     }
 }
 
