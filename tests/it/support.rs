@@ -78,11 +78,19 @@ impl Clock for TestClock {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Reply {
     pub status: u16,
     pub headers: HeaderMap,
     pub body: Vec<u8>,
+}
+
+/// With the body as text, as a failed check shows what it last saw.
+impl std::fmt::Debug for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let body = String::from_utf8_lossy(&self.body);
+        f.debug_struct("Reply").field("status", &self.status).field("headers", &self.headers).field("body", &body).finish()
+    }
 }
 
 impl Reply {
