@@ -200,12 +200,16 @@ impl Client {
 
     /// Waits until `/readyz` answers 200.
     pub async fn wait_ready(&self) {
-        eventually("the server is ready", WAIT_MAX, async || match self.http.get(format!("{}/readyz", self.base)).send().await {
+        eventually("the server is ready", WAIT_MAX, async || self.ready().await).await
+    }
+
+    /// One look at `/readyz`: Ok if it answers 200, else what it answered.
+    pub async fn ready(&self) -> Result<(), String> {
+        match self.http.get(format!("{}/readyz", self.base)).send().await {
             Ok(response) if response.status() == 200 => Ok(()),
             Ok(response) => Err(response.status().to_string()),
             Err(error) => Err(error.to_string()),
-        })
-        .await
+        }
     }
 
     /// The ledger's last position, from `/readyz`.
