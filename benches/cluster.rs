@@ -27,6 +27,9 @@ mod support;
 #[path = "../tests/it/cluster_harness.rs"]
 mod cluster_harness;
 
+#[path = "../tests/it/eventually.rs"]
+mod eventually;
+
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

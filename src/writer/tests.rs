@@ -12,6 +12,11 @@ use super::*;
 use crate::core::{Action, BookingDetails, BookingKind, Rules, Schedule};
 use crate::log::{MemoryLog, Position, Visit};
 
+/// The integration tests' one bounded poll, the same file.
+#[path = "../../tests/it/eventually.rs"]
+mod eventually;
+use eventually::{WAIT_MAX, eventually};
+
 struct FixedClock;
 
 impl Clock for FixedClock {
@@ -45,9 +50,11 @@ impl Gate {
 
     /// Returns once the writer has entered `sync` `times` times.
     async fn syncing_at_least(&self, times: u32) {
-        while self.syncing.load(Ordering::Acquire) < times {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
+        let entered = || self.syncing.load(Ordering::Acquire);
+        eventually(format!("the writer has entered sync {times} times"), WAIT_MAX, async || {
+            if entered() >= times { Ok(()) } else { Err(entered()) }
+        })
+        .await;
     }
 }
 
@@ -182,9 +189,10 @@ async fn a_full_queue_is_overloaded_and_appends_nothing() {
         let handle = handle.clone();
         async move { handle.submit(book(1)).await }
     });
-    while handle.queue_depth() < 1 {
-        tokio::task::yield_now().await;
-    }
+    eventually("the second command waits in the queue", WAIT_MAX, async || {
+        if handle.queue_depth() >= 1 { Ok(()) } else { Err(handle.queue_depth()) }
+    })
+    .await;
     assert_eq!(handle.submit(book(2)).await, Err(SubmitError::Overloaded));
     // A refusal on sight does not wait for the writer, so a full queue does
     // not stop it; as many journal records as the queue holds may wait, no more.
@@ -459,12 +467,10 @@ async fn a_refusal_on_sight_is_journaled_with_no_command_after_it() {
     for _ in 0..3 {
         assert_eq!(code(&handle.submit(book(0)).await), "slot_taken");
     }
-    let waited = tokio::time::timeout(Duration::from_secs(60), async {
-        while journal_handle.written() < 3 {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-    });
-    waited.await.expect("the refusals were journaled without another command");
+    eventually("the refusals are journaled without another command", WAIT_MAX, async || {
+        if journal_handle.written() >= 3 { Ok(()) } else { Err(journal_handle.written()) }
+    })
+    .await;
     drop(handle);
     thread.join().unwrap();
 }
@@ -721,12 +727,7 @@ async fn the_writer_thread_refuses_while_storage_is_down_and_resumes_by_itself()
     assert!(matches!(&refused, Err(SubmitError::StorageDown { .. })), "{refused:?}");
     assert_eq!(handle.read(|s| s.position), 1, "nothing of the failed batch is published while storage is down");
 
-    for _ in 0..500 {
-        if handle.is_writable() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually("the writer is writable again", WAIT_MAX, async || if handle.is_writable() { Ok(()) } else { Err(handle.health()) }).await;
     assert_eq!(handle.health(), Health::Writing, "the writer re-opened by itself after five failed attempts");
     assert_eq!(handle.read(|s| s.position), 2, "the caught booking reached the disk and is published");
     let repeated = handle.submit(caught).await;

@@ -7,6 +7,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use crate::eventually::{WAIT_MAX, eventually};
 use crate::support::{Server, WEB, booking, config};
 
 const CLIENTS: u32 = 4;
@@ -75,19 +76,14 @@ async fn a_backup_taken_under_load_verifies_and_serves_every_booking_acknowledge
     }
 
     // Mid-load: once a few hundred bookings are acknowledged, note them all, then back up.
-    loop {
-        let total: usize = acknowledged.iter().map(|a| a.lock().bookings.len()).sum();
-        if total >= 400 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
+    let total = || acknowledged.iter().map(|a| a.lock().bookings.len()).sum::<usize>();
+    eventually("400 bookings are acknowledged", WAIT_MAX, async || if total() >= 400 { Ok(()) } else { Err(total()) }).await;
     let before: Vec<Acknowledged> = acknowledged.iter().map(|a| a.lock().clone()).collect();
     let position_before = c.position().await;
     let (data_arg, dest_arg) = (data.clone(), dest.clone());
     let (code, stdout, stderr) =
         tokio::task::spawn_blocking(move || ledger(&["backup", "--to", dest_arg.to_str().unwrap()], &data_arg)).await.unwrap();
-    let after: usize = acknowledged.iter().map(|a| a.lock().bookings.len()).sum();
+    let after = total();
     stop.store(true, Ordering::Relaxed);
     for client in clients {
         client.await.unwrap();

@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use booking_ledger::cluster::partition_of;
 
-use crate::cluster_harness::{Cluster, DATE, Patience};
+use crate::cluster_harness::{CLUSTER_WAIT_MAX, Cluster, DATE};
+use crate::eventually::eventually;
 use crate::support::{Client, Reply, booking};
 
 /// The acknowledged bookings of a run: booking id -> (slot, token).
@@ -60,13 +61,11 @@ async fn settled_get(cluster: &Cluster, client: &Client, path: &str) -> Reply {
 async fn settled(cluster: &Cluster, client: &Client, method: &str, path: &str, body: Option<&str>, key: Option<&str>) -> Reply {
     let fresh = uuid::Uuid::new_v4().to_string();
     let key = if method == "GET" { None } else { Some(key.unwrap_or(&fresh)) };
-    let mut patience = Patience::new(300, Duration::from_millis(100));
-    loop {
+    eventually(cluster.with_logs(format!("{method} {path} is answered, not 503")), CLUSTER_WAIT_MAX, async || {
         let reply = client.send(method, path, Some(&cluster.secret), body, key).await;
-        if reply.status != 503 || !patience.next().await {
-            return reply;
-        }
-    }
+        if reply.status != 503 { Ok(reply) } else { Err(reply) }
+    })
+    .await
 }
 
 /// Every acknowledged booking is there with its token, exactly one active booking per slot, tokens unique.
@@ -102,8 +101,7 @@ async fn check(cluster: &Cluster, tenant: &str, doctor: &str, acknowledged: &Ack
 /// A 503 (a lease not confirmed in time on a loaded machine, a leader moving)
 /// is retried as a client following `Retry-After` would.
 async fn first_message(client: &Client, path: &str, token: &str) -> String {
-    let mut patience = Patience::new(300, Duration::from_millis(100));
-    let mut response = loop {
+    let mut response = eventually(format!("GET {path} opens a stream"), CLUSTER_WAIT_MAX, async || {
         let response = reqwest::Client::new()
             .get(format!("{}{path}", client.base))
             .header("authorization", format!("Bearer {token}"))
@@ -112,11 +110,13 @@ async fn first_message(client: &Client, path: &str, token: &str) -> String {
             .unwrap();
         let status = response.status().as_u16();
         if status == 200 {
-            break response;
+            return Ok(response);
         }
         let body = response.text().await.unwrap_or_default();
-        assert!(status == 503 && patience.next().await, "{status} {body}");
-    };
+        assert!(status == 503, "{status} {body}");
+        Err(body)
+    })
+    .await;
     let mut text = String::new();
     while !text.contains("\n\n") {
         let chunk = tokio::time::timeout(Duration::from_secs(10), response.chunk()).await.expect("a message within 10 s").unwrap();
@@ -156,16 +156,13 @@ async fn any_node_answers_with_the_leaders_decision_and_a_sigkilled_leader_loses
     assert!(stream.contains("event: day"), "{stream}");
 
     // Every node alive in the view once each has seen the others' heartbeats.
-    let mut patience = Patience::new(200, Duration::from_millis(100));
-    loop {
+    eventually("the view has every node alive", CLUSTER_WAIT_MAX, async || {
         let view = cluster.view().await;
         assert_eq!(view["partitions"].as_array().unwrap().len(), cluster.partitions as usize);
         let alive = view["nodes"].as_array().unwrap().iter().filter(|n| n["alive"] == true).count();
-        if alive == 3 {
-            break;
-        }
-        assert!(patience.next().await, "{view}");
-    }
+        if alive == 3 { Ok(()) } else { Err(view) }
+    })
+    .await;
 
     let mut acknowledged = Acknowledged::new();
     let mut failovers = Vec::new();
@@ -244,14 +241,11 @@ async fn a_paused_leader_is_fenced_and_never_acknowledges_what_it_decided_on_sta
         }
     }
     // The old leader stops writing the partition: it forwards to the new one.
-    let mut patience = Patience::new(300, Duration::from_millis(100));
-    loop {
+    eventually(cluster.with_logs("the old leader forwards the partition to the new one"), CLUSTER_WAIT_MAX, async || {
         let reply = cluster.client(old).get(&format!("/v1/{tenant}/clinics/kochi/slots?date={DATE}"), &cluster.secret).await;
-        if reply.status == 200 && reply.header("ledger-node") == Some(new_leader.as_str()) {
-            break;
-        }
-        assert!(patience.next().await, "the old leader still serves the partition: {}", cluster.logs());
-    }
+        if reply.status == 200 && reply.header("ledger-node") == Some(new_leader.as_str()) { Ok(()) } else { Err(reply) }
+    })
+    .await;
     let mut acknowledged = Acknowledged::new();
     for reply in [&first, &fresh] {
         let id = reply["booking_id"].as_str().unwrap().to_owned();
@@ -312,19 +306,19 @@ async fn a_corrupt_message_on_the_stream_is_reported_with_its_sequence_never_ser
     // meets the bad record: every node reports it with its sequence.
     let refused = cluster.client(1).post(&path, &cluster.secret, &booking("kochi", "rao", DATE, 2, "Ben")).await;
     assert_ne!(refused.status, 201, "a booking acknowledged on top of a corrupt stream");
-    let mut patience = Patience::new(300, Duration::from_millis(100));
     // (Until it reloads, the old writer's published state, all of it
     // acknowledged, may still answer reads.)
-    'nodes: for i in 0..2 {
-        loop {
+    for i in 0..2 {
+        eventually(format!("node {i} reports the corrupt message"), CLUSTER_WAIT_MAX, async || {
             let reply = cluster.client(i).get(&format!("/v1/{tenant}/clinics/kochi/slots?date={DATE}"), &cluster.secret).await;
             if reply.status == 503 && reply.code() == "unavailable" {
                 let detail = reply.json()["detail"].as_str().unwrap().to_owned();
                 assert!(detail.contains(&format!("sequence {sequence}")), "{detail}");
-                continue 'nodes;
+                return Ok(());
             }
-            assert!(patience.next().await, "node {i}: {} {}", reply.status, String::from_utf8_lossy(&reply.body));
-        }
+            Err(reply)
+        })
+        .await;
     }
 
     // `ledger verify` against the cluster's streams names it too.
@@ -352,19 +346,22 @@ async fn writes_go_on_when_the_nats_server_leading_the_stream_is_killed() {
     cluster.kill_nats(&stream_leader);
 
     let started = Instant::now();
-    let mut patience = Patience::new(300, Duration::from_millis(200));
     let mut next = 41;
     let before = acknowledged.len();
-    while acknowledged.len() < before + 40 {
-        let had = acknowledged.len();
-        book_through_all(&cluster, tenant, "rao", next..next + 10, &mut acknowledged).await;
-        // The same slots again until they are taken (a refused or unknown outcome takes none for sure).
-        if acknowledged.len() > had {
-            next += 10;
-        } else {
-            assert!(patience.next().await, "no writes after killing {stream_leader}: {}", cluster.logs());
-        }
-    }
+    eventually(
+        cluster.with_logs(format!("40 more bookings are acknowledged after killing {stream_leader}")),
+        CLUSTER_WAIT_MAX,
+        async || {
+            let had = acknowledged.len();
+            book_through_all(&cluster, tenant, "rao", next..next + 10, &mut acknowledged).await;
+            // The same slots again until they are taken (a refused or unknown outcome takes none for sure).
+            if acknowledged.len() > had {
+                next += 10;
+            }
+            if acknowledged.len() >= before + 40 { Ok(()) } else { Err(acknowledged.len() - before) }
+        },
+    )
+    .await;
     eprintln!("writes resumed {:?} after killing {stream_leader}", started.elapsed());
     check(&cluster, tenant, "rao", &acknowledged).await;
 }
@@ -383,10 +380,7 @@ async fn a_writer_whose_partition_was_loaded_by_another_has_its_append_refused()
         lease_secs: 2,
     };
     let (_client, js) = connect(&config).await.unwrap();
-    let mut patience = Patience::new(300, Duration::from_millis(200));
-    while stream::ensure_stream(&js, 0, 3).await.is_err() {
-        assert!(patience.next().await, "no JetStream");
-    }
+    eventually("JetStream creates the stream", CLUSTER_WAIT_MAX, async || stream::ensure_stream(&js, 0, 3).await).await;
     let load = |name: &'static str| {
         let (js, dirs) = (js.clone(), stream::PartitionDirs::new(&cluster.path().join(name), 0));
         tokio::task::spawn_blocking(move || {

@@ -12,30 +12,30 @@ use std::time::{Duration, Instant};
 use booking_ledger::cluster::partition_of;
 use serde_json::Value;
 
+use crate::eventually::eventually;
 use crate::support::Client;
 
 pub const DATE: &str = "2026-03-02";
 
-/// Polling with a bounded number of attempts, a pause apart: a test gives up
-/// after so many tries, it never asserts on how long something took.
-pub struct Patience {
-    attempts_left: u32,
-    pause: Duration,
+/// How long a cluster test waits for something that must happen. Six
+/// servers share two cores with whatever else runs there: a fresh JetStream
+/// usually takes 10 s to take its first stream, but has been seen to take
+/// over a minute (a node's start-up allows a minute per JetStream call), so
+/// [`WAIT_MAX`] is not far beyond what a cluster takes here.
+///
+/// [`WAIT_MAX`]: crate::eventually::WAIT_MAX
+pub const CLUSTER_WAIT_MAX: Duration = Duration::from_secs(300);
+
+/// What a test waits for, shown with the tail of every node's log after it.
+/// The logs are read only when it is shown, which is when the wait failed.
+pub struct WithLogs<'a> {
+    what: String,
+    cluster: &'a Cluster,
 }
 
-impl Patience {
-    pub fn new(attempts: u32, pause: Duration) -> Patience {
-        Patience { attempts_left: attempts, pause }
-    }
-
-    /// Pauses before the next attempt; false once every attempt is spent.
-    pub async fn next(&mut self) -> bool {
-        if self.attempts_left == 0 {
-            return false;
-        }
-        self.attempts_left -= 1;
-        tokio::time::sleep(self.pause).await;
-        true
+impl std::fmt::Display for WithLogs<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}{}", self.what, self.cluster.logs())
     }
 }
 
@@ -151,7 +151,7 @@ impl Cluster {
             cluster.spawn(i);
         }
         for i in 0..nodes {
-            cluster.nodes[i].client.wait_ready().await;
+            cluster.wait_ready(i).await;
         }
         Some(cluster)
     }
@@ -176,7 +176,13 @@ impl Cluster {
 
     pub async fn restart(&mut self, i: usize) {
         self.spawn(i);
-        self.nodes[i].client.wait_ready().await;
+        self.wait_ready(i).await;
+    }
+
+    /// Waits until node `i` answers `/readyz` with 200.
+    async fn wait_ready(&self, i: usize) {
+        let node = &self.nodes[i];
+        eventually(self.with_logs(format!("{} is ready", node.name)), CLUSTER_WAIT_MAX, async || node.client.ready().await).await;
     }
 
     pub fn client(&self, i: usize) -> &Client {
@@ -235,18 +241,25 @@ impl Cluster {
     pub async fn wait_leader(&self, tenant: &str, not: Option<&str>) -> (String, Duration) {
         let started = Instant::now();
         let partition = partition_of(tenant, self.partitions);
-        let mut patience = Patience::new(1200, Duration::from_millis(50));
-        loop {
+        let what = self.with_logs(format!("partition {partition} is served by a leader other than {not:?}"));
+        let leader = eventually(what, CLUSTER_WAIT_MAX, async || {
             let (_, node) = self.live().find(|(_, n)| Some(n.name.as_str()) != not).unwrap();
             let reply = node.client.get(&format!("/v1/{tenant}/clinics/kochi/slots?date={DATE}"), &self.secret).await;
             if let Some(leader) = reply.header("ledger-node")
                 && reply.status != 503
                 && Some(leader) != not
             {
-                return (leader.to_owned(), started.elapsed());
+                return Ok(leader.to_owned());
             }
-            assert!(patience.next().await, "no new leader for partition {partition}: {}", self.logs());
-        }
+            Err(reply)
+        })
+        .await;
+        (leader, started.elapsed())
+    }
+
+    /// `what`, shown (when a wait for it fails) with the tail of every node's log.
+    pub fn with_logs(&self, what: impl Into<String>) -> WithLogs<'_> {
+        WithLogs { what: what.into(), cluster: self }
     }
 
     pub fn logs(&self) -> String {

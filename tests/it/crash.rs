@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use futures::future::join_all;
 use serde_json::{Value, json};
 
+use crate::eventually::{WAIT_MAX, eventually};
 use crate::support::{Client, Process, booking};
 
 const DOCTORS: u32 = 4;
@@ -45,6 +46,13 @@ async fn load(client: Client, token: String, seed: u64, answered: Arc<AtomicUsiz
             other => panic!("unexpected {other}: {}", String::from_utf8_lossy(&bytes)),
         }
     }
+}
+
+/// Returns once the clients counting in `answered` have `wanted` answers.
+async fn answered_at_least(answered: &AtomicUsize, wanted: usize) {
+    let answers = || answered.load(Ordering::Relaxed);
+    eventually(format!("the clients have {wanted} answers"), WAIT_MAX, async || if answers() >= wanted { Ok(()) } else { Err(answers()) })
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -84,14 +92,18 @@ async fn kill_under_load(dir: &Path, args: &[&OsStr], snapshots: bool) {
         // Kill while all sixteen are mid-flight: after some answers, never at a
         // quiet moment; with snapshots, a few answers after this round's first
         // one was written, as the next ones are taken.
-        let mut wanted = if snapshots { usize::MAX } else { 40 };
-        while answered.load(Ordering::Relaxed) < wanted {
-            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-            if wanted == usize::MAX && server.log.lock().iter().any(|line| line.contains("wrote snapshot")) {
-                wanted = answered.load(Ordering::Relaxed) + 5 + 7 * round as usize;
-            }
-            assert!(answered.load(Ordering::Relaxed) < 10_000, "round {round}: no snapshot was written");
-        }
+        let answers = || answered.load(Ordering::Relaxed);
+        let wanted = if snapshots {
+            eventually(format!("round {round}: a snapshot is written"), WAIT_MAX, async || {
+                assert!(answers() < 10_000, "round {round}: no snapshot was written");
+                let written = server.log.lock().iter().any(|line| line.contains("wrote snapshot"));
+                if written { Ok(answers() + 5 + 7 * round as usize) } else { Err(answers()) }
+            })
+            .await
+        } else {
+            40
+        };
+        answered_at_least(&answered, wanted).await;
         server.kill();
         for booked in join_all(clients).await {
             acknowledged.extend(booked.unwrap());
@@ -264,9 +276,7 @@ async fn sigkill_under_mixed_load_keeps_every_acknowledged_claim_call_and_commun
         let clients: Vec<_> = (0..16)
             .map(|i| tokio::spawn(mixed_load(server.client.clone(), server.token.clone(), round * 16 + i, answered.clone())))
             .collect();
-        while answered.load(Ordering::Relaxed) < 60 {
-            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-        }
+        answered_at_least(&answered, 60).await;
         server.kill();
         for client in join_all(clients).await {
             let client = client.unwrap();
@@ -315,9 +325,7 @@ async fn sigterm_under_load_answers_what_it_took_and_exits_zero() {
     let answered = Arc::new(AtomicUsize::new(0));
     let clients: Vec<_> =
         (0..16).map(|i| tokio::spawn(load(server.client.clone(), server.token.clone(), 900 + i, answered.clone()))).collect();
-    while answered.load(Ordering::Relaxed) < 40 {
-        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-    }
+    answered_at_least(&answered, 40).await;
     let mut child = server.child;
     assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
     let acknowledged: Vec<Value> = join_all(clients).await.into_iter().flat_map(Result::unwrap).collect();

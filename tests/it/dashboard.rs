@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use crate::eventually::{WAIT_MAX, eventually};
 use crate::support::{ADMIN, APP, KLOQO_ADMIN, OTHER, Server, WEB, booking, config};
 
 const DATE: &str = "2026-03-02";
@@ -197,16 +198,11 @@ async fn slots_streams_are_bounded_and_per_tenant() {
     c.get("/v1/kloqo/events/stream", ADMIN).await.expect_problem(503, "too_many_streams");
     drop(open);
     // The permit goes with the stream (once the server notices the close).
-    let mut reopened = None;
-    for _ in 0..500 {
+    let _reopened = eventually("the closed stream's permit is freed", WAIT_MAX, async || {
         let response = SlotsStream::open(&c.base, &path, ADMIN, None).await;
-        if response.status() == 200 {
-            reopened = Some(response);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(reopened.is_some(), "the closed stream's permit was never freed");
+        if response.status() == 200 { Ok(response) } else { Err(response.status()) }
+    })
+    .await;
     server.stop().await;
 }
 

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde_json::{Value, json};
 
+use crate::eventually::{WAIT_MAX, eventually};
 use crate::support::{ADMIN, KLOQO_ADMIN, OTHER, Server, WEB, booking};
 
 const DATE: &str = "2026-03-02";
@@ -219,14 +220,11 @@ async fn refused_commands_are_journaled_and_tenants_never_see_each_other() {
     c.post("/v1/other/bookings", OTHER, &booking("c1", "d1", DATE, 9, "Oz")).await.expect_problem(422, "slot_out_of_range");
     // The journal is written asynchronously: wait until it has them.
     let journal = async |c: &crate::support::Client, token: &str| {
-        for _ in 0..500 {
+        eventually("the four rejections are journaled", WAIT_MAX, async || {
             let page = c.get("/v1/kloqo/rejections?limit=100", token).await.expect(200);
-            if page["rejections"].as_array().unwrap().len() >= 4 {
-                return page;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
-        panic!("the rejections were not journaled");
+            if page["rejections"].as_array().unwrap().len() >= 4 { Ok(page) } else { Err(page) }
+        })
+        .await
     };
     let page = journal(&c, ADMIN).await;
     let rejections = page["rejections"].as_array().unwrap();
@@ -293,16 +291,11 @@ async fn a_forged_duplicate_booking_is_reported_by_the_audit_over_http() {
 
     let server = Server::start_listening(crate::support::config(dir.path()), Arc::new(booking_ledger::writer::SystemClock)).await;
     let c = &server.client;
-    let mut audit = None;
-    for _ in 0..500 {
+    let audit = eventually("the audit is served", WAIT_MAX, async || {
         let reply = c.get("/v1/kloqo/audit", ADMIN).await;
-        if reply.status == 200 {
-            audit = Some(reply.json());
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    let audit = audit.expect("the audit is served");
+        if reply.status == 200 { Ok(reply.json()) } else { Err(reply) }
+    })
+    .await;
     assert_eq!(audit["checked_events"], 3);
     let violations = audit["violations"].as_array().unwrap();
     assert!(violations.iter().any(|v| v["rule"] == "one_active_booking_per_slot" && v["positions"] == json!([2, 3])), "{audit}");

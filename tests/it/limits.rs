@@ -14,6 +14,7 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::eventually::{WAIT_MAX, eventually};
 use crate::support::{Server, WEB, config};
 
 /// How long a read may wait for an answer that must come: a bound on a hang,
@@ -91,13 +92,17 @@ async fn server_with(dir: &std::path::Path, limits: impl FnOnce(&mut Config)) ->
     limits(&mut config);
     let server = Server::start_listening(config, Arc::new(SystemClock)).await;
     let addr: SocketAddr = server.client.base.trim_start_matches("http://").parse().unwrap();
-    for _ in 0..3000 {
-        if get(addr, "/readyz").await.status == 200 {
-            return (server, addr);
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("the server did not become ready");
+    wait_ready(addr).await;
+    (server, addr)
+}
+
+/// Waits until `/readyz` answers 200, asked each time on a connection closed again.
+async fn wait_ready(addr: SocketAddr) {
+    eventually("the server is ready", WAIT_MAX, async || match get(addr, "/readyz").await.status {
+        200 => Ok(()),
+        status => Err(status),
+    })
+    .await;
 }
 
 fn seconds(config: &mut Config, header_timeout_secs: u64, request_timeout_secs: u64) {
@@ -310,16 +315,12 @@ async fn five_thousand_idle_connections_do_not_keep_a_request_out() {
         open.push(TcpStream::connect(addr).await.unwrap());
     }
     // Every idle connection is held open by the server, not shed.
-    let mut held = 0;
-    for _ in 0..1000 {
+    eventually(format!("the server holds the {idle} idle connections and this one"), WAIT_MAX, async || {
         let metrics = String::from_utf8(get(addr, "/metrics").await.body).unwrap();
-        held = metrics.lines().find_map(|line| line.strip_prefix("ledger_connections_open ")).unwrap().parse::<u64>().unwrap();
-        if held > idle {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(held > idle, "the server holds {held} connections, not the {idle} idle ones and this one");
+        let held = metrics.lines().find_map(|line| line.strip_prefix("ledger_connections_open ")).unwrap().parse::<u64>().unwrap();
+        if held > idle { Ok(()) } else { Err(held) }
+    })
+    .await;
     assert_eq!(get(addr, "/readyz").await.status, 200);
     // A booking among them is answered (how fast is for a benchmark).
     server.client.schedule("kloqo", "kochi", "rao", 10).await;
@@ -337,6 +338,7 @@ async fn five_thousand_idle_connections_do_not_keep_a_request_out() {
 async fn out_of_file_descriptors_the_server_backs_off_and_serves_again_once_connections_close() {
     use std::io::{BufRead, BufReader};
     use std::process::{Command, Stdio};
+    use std::sync::mpsc::TryRecvError;
     /// The child's open-files limit, far below the default max_connections.
     const FILES_MAX: u32 = 64;
     /// More connections than the child has descriptors for.
@@ -358,34 +360,31 @@ async fn out_of_file_descriptors_the_server_backs_off_and_serves_again_once_conn
             let _ = lines_sender.send(line.unwrap_or_default());
         }
     });
-    // Waits (off the runtime's threads) for a log line containing `needle`.
-    let wait_for = |needle: &'static str| {
-        let lines = &lines;
-        move || loop {
-            let line = lines.recv_timeout(ANSWER_WAIT_MAX).unwrap_or_else(|_| panic!("ledger never logged {needle:?}"));
-            if line.contains(needle) {
-                return line;
+    // Waits for a log line containing `needle`, passing over the lines before it.
+    let wait_for = async |needle: &'static str| {
+        let mut last = None;
+        eventually(format!("ledger logs {needle:?}"), WAIT_MAX, async || {
+            loop {
+                match lines.try_recv() {
+                    Ok(line) if line.contains(needle) => return Ok(line),
+                    Ok(line) => last = Some(line),
+                    Err(TryRecvError::Empty) => return Err(last.clone()),
+                    Err(TryRecvError::Disconnected) => panic!("ledger exited without logging {needle:?}"),
+                }
             }
-        }
+        })
+        .await
     };
-    let listening = tokio::task::block_in_place(wait_for("listening on "));
+    let listening = wait_for("listening on ").await;
     let addr: SocketAddr = listening.split("listening on ").nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap();
-    let mut ready = false;
-    for _ in 0..3000 {
-        if get(addr, "/readyz").await.status == 200 {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(ready, "the server did not become ready");
-    tokio::task::block_in_place(wait_for("exceed the open-files limit")); // said at start-up, before any accept failed
+    wait_ready(addr).await;
+    wait_for("exceed the open-files limit").await; // said at start-up, before any accept failed
 
     let mut open = Vec::new();
     for _ in 0..CONNECTIONS {
         open.push(TcpStream::connect(addr).await.expect("the kernel's backlog takes the connection"));
     }
-    tokio::task::block_in_place(wait_for("accepting a connection failed"));
+    wait_for("accepting a connection failed").await;
     drop(open);
     assert_eq!(get(addr, "/readyz").await.status, 200, "served again once descriptors were free");
     let metrics = String::from_utf8(get(addr, "/metrics").await.body).unwrap();

@@ -12,6 +12,7 @@ mod concurrency;
 mod crash;
 mod dashboard;
 mod durability;
+mod eventually;
 mod forensics;
 mod format;
 mod frontends;

@@ -9,6 +9,7 @@ use std::process::Command;
 
 use serde_json::{Value, json};
 
+use crate::eventually::{WAIT_MAX, eventually};
 use crate::support::{ADMIN, Server, WEB, booking};
 
 const DATE: &str = "2026-03-02";
@@ -86,12 +87,11 @@ async fn evidence(dir: &Path) -> Value {
     let journaled = |tenant: &'static str| async move {
         c.get(&format!("/v1/{tenant}/rejections"), ADMIN).await.expect(200)["rejections"].as_array().unwrap().len()
     };
-    for _ in 0..500 {
-        if journaled("kloqo").await >= 4 && journaled("other").await >= 1 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    eventually("the journal holds kloqo's four refusals and other's one", WAIT_MAX, async || {
+        let counts = (journaled("kloqo").await, journaled("other").await);
+        if counts.0 >= 4 && counts.1 >= 1 { Ok(()) } else { Err(counts) }
+    })
+    .await;
     let page = c.get("/v1/kloqo/rejections?limit=1000", ADMIN).await;
     assert_eq!(page.status, 200);
     server.stop().await;

@@ -6,18 +6,15 @@
 //! doctors per clinic: clinics.rs.)
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use booking_ledger::http::ReadLimits;
 use futures_util::future::join_all;
 use serde_json::{Value, json};
 
+use crate::eventually::{WAIT_MAX, eventually};
 use crate::support::{ADMIN, Reply, Server, WEB, assemble, booking, config};
 
 const DATE: &str = "2026-03-02";
-/// How many times a test looks again for something that must happen, 10 ms
-/// apart: a bound on a hang, never a timing assertion.
-const POLLS_MAX: usize = 6000;
 
 /// Opens the tenant's live event stream; the response is returned unread, as
 /// a stream's body does not end.
@@ -57,17 +54,16 @@ async fn a_stream_beyond_streams_max_is_refused_until_one_closes() {
 
     // The server frees the place when it sees the connection close.
     drop(first);
-    let mut reopened = None;
-    for _ in 0..POLLS_MAX {
+    let reopened = eventually("a closed stream frees its place", WAIT_MAX, async || {
         let response = open_stream(&c.base).await;
         if response.status() == 200 {
-            reopened = Some(response);
-            break;
+            return Ok(response);
         }
-        refused(response).await.expect_problem(503, "too_many_streams");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let reopened = reopened.expect("a closed stream frees its place");
+        let reply = refused(response).await;
+        reply.expect_problem(503, "too_many_streams");
+        Err(reply)
+    })
+    .await;
     // Two are open again: the next one is refused.
     refused(open_stream(&c.base).await).await.expect_problem(503, "too_many_streams");
     drop((second, reopened));

@@ -7,7 +7,7 @@ use std::io::Read;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use booking_ledger::core::{Event, EventKind, Schedule};
 use booking_ledger::http::ReadLimits;
@@ -149,17 +149,13 @@ fn ledger(args: &[&str], data: &Path) -> (Option<i32>, String, String) {
         })
     };
     let (stdout, stderr) = (drain(Box::new(child.stdout.take().unwrap())), drain(Box::new(child.stderr.take().unwrap())));
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if started.elapsed() > HANG_MAX {
-            child.kill().unwrap();
-            child.wait().unwrap();
-            panic!("ledger {args:?} is still running on a damaged ledger: {}", stderr.join().unwrap());
-        }
-        std::thread::sleep(Duration::from_millis(10));
+    // Waited for on a thread of its own, so that the wait can end at HANG_MAX.
+    let pid = child.id().to_string();
+    let (exited, exit) = std::sync::mpsc::channel();
+    std::thread::spawn(move || exited.send(child.wait().unwrap()));
+    let Ok(status) = exit.recv_timeout(HANG_MAX) else {
+        assert!(Command::new("kill").args(["-KILL", &pid]).status().unwrap().success(), "kill -KILL {pid}");
+        panic!("ledger {args:?} is still running on a damaged ledger: {}", stderr.join().unwrap());
     };
     (status.code(), stdout.join().unwrap(), stderr.join().unwrap())
 }

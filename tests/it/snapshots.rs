@@ -16,6 +16,7 @@ use booking_ledger::log::{FileLog, FileLogOptions};
 use booking_ledger::snapshots::{self, Dirs, SnapshotConfig, StartUp};
 use serde_json::Value;
 
+use crate::eventually::{WAIT_MAX, eventually};
 use crate::support::{ADMIN, Client, Process, Server, booking, config};
 
 struct Run {
@@ -283,15 +284,11 @@ async fn the_server_takes_snapshots_as_the_ledger_grows_and_keeps_the_newest_two
     }
     // A snapshot each time 10 more events than the last one's are durable, so
     // the last one of these 40 events is past 30 (and at least two came before it).
-    let mut taken = 0;
-    for _ in 0..3000 {
-        taken = snapshot_position(&server.client).await;
-        if taken > 30 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    assert!(taken > 30, "the snapshot thread's last snapshot is at {taken}");
+    let taken = eventually("the snapshot thread's last snapshot is past position 30", WAIT_MAX, async || {
+        let taken = snapshot_position(&server.client).await;
+        if taken > 30 { Ok(taken) } else { Err(taken) }
+    })
+    .await;
     let before = answers(&server.client, ADMIN).await;
     server.stop().await;
     let kept = booking_ledger::log::snapshot::list_snapshots(&dir.path().join("snapshots")).unwrap();

@@ -6,7 +6,6 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::Duration;
 
 use booking_ledger::cli::config::Config;
 use booking_ledger::cli::serve::serve;
@@ -19,6 +18,8 @@ use reqwest::header::HeaderMap;
 use serde_json::Value;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+
+use crate::eventually::{WAIT_MAX, eventually};
 
 pub const ADMIN: &str = "admin-secret-0000000000";
 /// A client token for tenant `kloqo`.
@@ -77,11 +78,19 @@ impl Clock for TestClock {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Reply {
     pub status: u16,
     pub headers: HeaderMap,
     pub body: Vec<u8>,
+}
+
+/// With the body as text, as a failed check shows what it last saw.
+impl std::fmt::Debug for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let body = String::from_utf8_lossy(&self.body);
+        f.debug_struct("Reply").field("status", &self.status).field("headers", &self.headers).field("body", &body).finish()
+    }
 }
 
 impl Reply {
@@ -191,15 +200,16 @@ impl Client {
 
     /// Waits until `/readyz` answers 200.
     pub async fn wait_ready(&self) {
-        for _ in 0..3000 {
-            if let Ok(response) = self.http.get(format!("{}/readyz", self.base)).send().await
-                && response.status() == 200
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+        eventually("the server is ready", WAIT_MAX, async || self.ready().await).await
+    }
+
+    /// One look at `/readyz`: Ok if it answers 200, else what it answered.
+    pub async fn ready(&self) -> Result<(), String> {
+        match self.http.get(format!("{}/readyz", self.base)).send().await {
+            Ok(response) if response.status() == 200 => Ok(()),
+            Ok(response) => Err(response.status().to_string()),
+            Err(error) => Err(error.to_string()),
         }
-        panic!("the server did not become ready");
     }
 
     /// The ledger's last position, from `/readyz`.
@@ -313,13 +323,11 @@ impl Process {
 
     /// Waits for a log line containing `text` and returns it.
     pub async fn wait_for_line(&self, text: &str) -> String {
-        for _ in 0..3000 {
-            if let Some(line) = self.log.lock().iter().find(|line| line.contains(text)) {
-                return line.clone();
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("no log line contains {text:?}: {:#?}", self.log.lock());
+        eventually(format!("a log line contains {text:?}"), WAIT_MAX, async || {
+            let log = self.log.lock();
+            log.iter().find(|line| line.contains(text)).cloned().ok_or_else(|| log.clone())
+        })
+        .await
     }
 
     pub fn kill(mut self) {
