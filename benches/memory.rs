@@ -14,7 +14,7 @@
 //!    their table is bounded by its retention window, not by the ledger's size. The
 //!    writer holds two copies of the projections (the working and the published).
 //! 2. `recover`: a fresh child process, as after a restart, reads its resident set,
-//!    runs `writer::recover` (one copy, rebuilt from the log), reads it again, then
+//!    runs `replay::recover` (one copy, rebuilt from the log), reads it again, then
 //!    builds the `Writer` a restarted server runs (the published copy cloned from
 //!    it) and reads it a third time.
 //!
@@ -38,8 +38,9 @@ use booking_ledger::core::{Action, BookingDetails, BookingKind, Command, Rules, 
 use booking_ledger::http::views;
 use booking_ledger::log::{self, FileLog, FileLogOptions, Log};
 use booking_ledger::metrics::Metrics;
+use booking_ledger::replay;
 use booking_ledger::snapshots;
-use booking_ledger::writer::{self, Answer, SystemClock, Writer, WriterConfig};
+use booking_ledger::writer::{Answer, SystemClock, Writer, WriterConfig};
 use chrono::{Days, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use tempfile::TempDir;
@@ -69,7 +70,7 @@ struct Written {
 struct Restarted {
     /// At start, before the logs are opened.
     rss_before: u64,
-    /// After `writer::recover`: the projections, once.
+    /// After `replay::recover`: the projections, once.
     rss_recovered: u64,
     /// After `Writer::new`: the working and the published copy.
     rss_writer: u64,
@@ -177,13 +178,13 @@ fn write(dir: &Path, bookings: u64) -> anyhow::Result<Written> {
 fn recover(dir: &Path) -> anyhow::Result<Restarted> {
     let (rss_before, _) = resident()?;
     let (log, responses) = (open_log(&dir.join("ledger"))?, open_log(&dir.join("responses"))?);
-    let recovered = writer::recover(&log, &responses, Rules::default(), Utc::now()).context("recovering")?;
+    let recovered = replay::recover(&log, &responses, Rules::default(), Utc::now()).context("recovering")?;
     drop((log, responses));
     restarted(dir, rss_before, recovered)
 }
 
 /// What a restart left resident: the recovered state, then with a writer built on it.
-fn restarted(dir: &Path, rss_before: u64, recovered: writer::Recovered) -> anyhow::Result<Restarted> {
+fn restarted(dir: &Path, rss_before: u64, recovered: replay::Recovered) -> anyhow::Result<Restarted> {
     let (rss_recovered, _) = resident()?;
     let (recover_secs, events) = (recovered.elapsed.as_secs_f64(), recovered.events);
     let writer = new_writer(dir, recovered.state)?;

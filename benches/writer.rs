@@ -6,7 +6,7 @@
 //! - `commit/raw_fsync/{1,64,1024}`: the same bytes the writer appended for one
 //!   batch, written to a plain file with one `write_all` and one `sync_data`: the
 //!   fdatasync ceiling for that batch size, counted in the commands it stands for.
-//! - `recover/recover`: `writer::recover` of a ledger of `RECOVER_BOOKINGS` bookings
+//! - `recover/recover`: `replay::recover` of a ledger of `RECOVER_BOOKINGS` bookings
 //!   (written once by the writer at batch 1024): read, CRC-check, decode, apply.
 //! - `recover/read_only`: `log::Tail` of the same segments: read and CRC-check only.
 //!
@@ -30,7 +30,8 @@ use booking_ledger::core::{Action, BookingDetails, BookingKind, Command, Rules, 
 use booking_ledger::http::views;
 use booking_ledger::log::{self, FileLog, FileLogOptions, Log};
 use booking_ledger::metrics::Metrics;
-use booking_ledger::writer::{self, Answer, SystemClock, Writer, WriterConfig};
+use booking_ledger::replay;
+use booking_ledger::writer::{Answer, SystemClock, Writer, WriterConfig};
 use chrono::{Days, NaiveDate, Utc};
 use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput};
 use tempfile::TempDir;
@@ -229,7 +230,7 @@ fn bench_recover(criterion: &mut Criterion) -> RecoverTallies {
             let mut elapsed = Duration::ZERO;
             for _ in 0..iters {
                 let started = Instant::now();
-                let recovered = writer::recover(&log, &responses, Rules::default(), Utc::now()).expect("recovering the ledger");
+                let recovered = replay::recover(&log, &responses, Rules::default(), Utc::now()).expect("recovering the ledger");
                 elapsed += started.elapsed();
                 assert_eq!(recovered.events, events);
             }

@@ -31,6 +31,7 @@ pub mod http;
 pub mod log;
 pub mod metrics;
 pub mod rejections;
+pub mod replay;
 pub mod snapshots;
 pub mod validate;
 pub mod writer;

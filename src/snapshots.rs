@@ -16,7 +16,6 @@
 //! the records after it, or the whole log. A snapshot that fails a check is
 //! reported and skipped, so deleting every snapshot loses nothing.
 
-use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,10 +30,9 @@ use crate::log::events::EventReader;
 use crate::log::snapshot::{self, Logs, SnapshotHeader};
 use crate::log::{Durable, Log, LogError, Position, Tail, location_path, record_hash_at};
 use crate::metrics::Metrics;
-use crate::writer::{RecoverError, Recovered, Start, apply_checked, recover_from};
+use crate::replay::{RecoverError, Recovered, Replay, Start, recover_from};
 
-/// Records read per call into a reader, between checks for a stop.
-const READ_CHUNK_LEN: usize = 4096;
+use crate::log::events::READ_CHUNK_LEN;
 
 /// How often snapshots are taken and how many are kept (`[limits]`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,26 +127,12 @@ fn take_with(
     };
 
     let mut reader = EventReader::for_recovery(&dirs.ledger, state.position + 1);
-    let mut failure = None;
-    let mut events = 0;
-    while reader.next_position() <= last {
-        if stop.load(Ordering::Relaxed) {
-            return Err(SnapshotError::Stopped);
-        }
-        reader.read(last, READ_CHUNK_LEN, &mut |event, _| match apply_checked(&mut state, &event) {
-            Ok(()) => {
-                events += 1;
-                ControlFlow::Continue(())
-            }
-            Err(error) => {
-                failure = Some(error);
-                ControlFlow::Break(())
-            }
-        })?;
-        if let Some(failure) = failure.take() {
-            return Err(failure.into());
-        }
-    }
+    let mut replay = Replay::new(&mut state);
+    let stopped = || if stop.load(Ordering::Relaxed) { Err(SnapshotError::Stopped) } else { Ok(()) };
+    stopped()?;
+    reader.read_through(last, &mut |event, _| replay.event(&event), |_| stopped())?;
+    replay.check()?;
+    let events = replay.events;
     assert_eq!(state.position, last, "the snapshot's state is the log's through its position");
 
     let (responses_position, responses) = record_responses(&dirs.responses, responses_base, responses_through, &mut state, stop)?;
@@ -189,36 +173,26 @@ fn record_responses(
     stop: &AtomicBool,
 ) -> Result<(Position, u64), SnapshotError> {
     let mut tail = Tail::new(dir, from + 1);
-    let mut failure = None;
-    let mut recorded = 0;
+    let mut replay = Replay::new(state);
     let mut last_read = None;
     loop {
         if stop.load(Ordering::Relaxed) {
             return Err(SnapshotError::Stopped);
         }
-        let mut visit = |position, location, payload: &[u8]| match codec::decode_rejected_response(payload) {
-            Ok((tenant, response, recorded_at)) => {
-                state.idempotency.record(&tenant, response, recorded_at);
-                recorded += 1;
-                last_read = Some(location);
-                ControlFlow::Continue(())
-            }
-            Err(error) => {
-                failure = Some(RecoverError::Responses { position, error });
-                ControlFlow::Break(())
-            }
+        let mut visit = |position, location, payload: &[u8]| {
+            last_read = Some(location);
+            replay.answer(position, payload, |_| true)
         };
         let read = match through {
             None => tail.read_available(READ_CHUNK_LEN, &mut visit)?,
             Some(last) => tail.read(last, READ_CHUNK_LEN, &mut visit)?,
         };
-        if let Some(failure) = failure.take() {
-            return Err(failure.into());
-        }
+        replay.check()?;
         if read == 0 {
             break;
         }
     }
+    let recorded = replay.answers;
     if let Some(location) = last_read {
         let path = location_path(dir, location);
         std::fs::File::open(&path).and_then(|file| file.sync_data()).map_err(LogError::io(&path))?;
@@ -331,7 +305,7 @@ fn recover_newest(log: &dyn Log, responses: &dyn Log, dirs: &Dirs, rules: Rules,
     }
     let logs = Logs { ledger: &dirs.ledger, ledger_last: log.position_next() - 1, responses: &dirs.responses };
     let Some(loaded) = snapshot::load_newest(&dirs.snapshots, &logs, rules) else {
-        return Ok(StartUp { recovered: crate::writer::recover(log, responses, rules, now)?, snapshot: None });
+        return Ok(StartUp { recovered: crate::replay::recover(log, responses, rules, now)?, snapshot: None });
     };
     let position = loaded.header.position;
     let start = Start { state: loaded.state, responses_position: loaded.header.responses_position };
@@ -343,7 +317,7 @@ fn recover_newest(log: &dyn Log, responses: &dyn Log, dirs: &Dirs, rules: Rules,
                 "the events after snapshot {} break an invariant at position {at}; recovering from the first event to tell a bad snapshot from a bad ledger",
                 loaded.path.display()
             );
-            let recovered = crate::writer::recover(log, responses, rules, now)?;
+            let recovered = crate::replay::recover(log, responses, rules, now)?;
             tracing::warn!(path = %loaded.path.display(), "skipped snapshot {}: it is not the state of its position", loaded.path.display());
             Ok(StartUp { recovered, snapshot: None })
         }

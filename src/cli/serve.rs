@@ -22,9 +22,10 @@ use crate::http::{AppState, app, views};
 use crate::log::{FileLog, FileLogOptions, Log};
 use crate::metrics::Metrics;
 use crate::rejections::Journal;
+use crate::replay::{RecoverError, Recovered};
 use crate::snapshots::SnapshotThread;
 use crate::snapshots::{self, Dirs};
-use crate::writer::{Clock, RecoverError, Recovered, Writer, WriterHandle};
+use crate::writer::{Clock, Writer, WriterHandle};
 
 pub const LEDGER_DIR: &str = "ledger";
 pub const RESPONSES_DIR: &str = "responses";

@@ -13,7 +13,6 @@ use std::ops::ControlFlow;
 use chrono::{DateTime, NaiveDate, Utc};
 use uuid::Uuid;
 
-use super::READ_CHUNK_LEN;
 use crate::core::{BookingCreated, BookingKind, CallState, Event, EventKind, Position, Rules, Text, format_date, token};
 use crate::log::events::{EventReader, ReadError};
 
@@ -679,13 +678,14 @@ pub fn audit_dir(
 ) -> Result<AuditReport, ReadError> {
     let mut auditor = Auditor::new(rules, tenant);
     let mut reader = EventReader::new(dir, 1);
-    while reader.next_position() <= last {
-        let read = reader.read(last, READ_CHUNK_LEN, &mut |event, _| {
-            auditor.check(&event);
-            ControlFlow::Continue(())
-        })?;
+    let mut visit = |event: Event, _| {
+        auditor.check(&event);
+        ControlFlow::Continue(())
+    };
+    reader.read_through(last, &mut visit, |read| {
         progress(read as u64);
-    }
+        Ok::<_, ReadError>(())
+    })?;
     Ok(auditor.finish())
 }
 

@@ -340,11 +340,10 @@ impl HistoryPlan {
 pub fn index_dir(dir: &Path, last: Position) -> Result<ClinicIndex, ReadError> {
     let mut index = ClinicIndex::default();
     let mut reader = events::EventReader::new(dir, 1);
-    while reader.next_position() <= last {
-        reader.read(last, super::READ_CHUNK_LEN, &mut |event, location| {
-            index.index(&event, location);
-            ControlFlow::Continue(())
-        })?;
-    }
+    let mut visit = |event: Event, location| {
+        index.index(&event, location);
+        ControlFlow::Continue(())
+    };
+    reader.read_through(last, &mut visit, |_| Ok::<_, ReadError>(()))?;
     Ok(index)
 }

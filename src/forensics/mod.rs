@@ -12,5 +12,4 @@ pub mod follower;
 pub mod json;
 pub mod timeline;
 
-/// Events read per call into a reader, between chances to stop or publish.
-pub const READ_CHUNK_LEN: usize = 4096;
+pub use crate::log::events::READ_CHUNK_LEN;

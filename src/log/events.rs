@@ -50,6 +50,10 @@ pub fn decode_at(decoder: &mut Decoder, position: Position, payload: &[u8]) -> R
 }
 
 /// Called with each event read and where its record is; `Break` stops after it.
+/// How many events a reader of a range reads at a time: a bound on the
+/// memory a chunk holds, and on how long a stop flag waits to be seen.
+pub const READ_CHUNK_LEN: usize = 4096;
+
 pub type EventVisit<'a> = dyn FnMut(Event, Location) -> ControlFlow<()> + 'a;
 
 /// A [`Tail`] that yields events. After an error it stays at the bad record, so
@@ -79,6 +83,28 @@ impl EventReader {
     /// The events from the next one through `last` (durable), at most `limit`.
     pub fn read(&mut self, last: Position, limit: usize, visit: &mut EventVisit<'_>) -> Result<usize, ReadError> {
         self.read_with(limit, visit, |tail, limit, visit| tail.read(last, limit, visit))
+    }
+
+    /// Every event from the next one through `last` (durable), read
+    /// `READ_CHUNK_LEN` at a time; `between` runs after each chunk with how
+    /// many it read (to report progress, or to stop with an error). Ends early
+    /// when `visit` breaks; the reader then stands after the event that broke.
+    pub fn read_through<E: From<ReadError>>(
+        &mut self,
+        last: Position,
+        visit: &mut EventVisit<'_>,
+        mut between: impl FnMut(usize) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut stopped = false;
+        while !stopped && self.next_position() <= last {
+            let read = self.read(last, READ_CHUNK_LEN, &mut |event, location| {
+                let flow = visit(event, location);
+                stopped = flow.is_break();
+                flow
+            })?;
+            between(read)?;
+        }
+        Ok(())
     }
 
     /// The events up to whatever the log holds (offline), at most `limit`.

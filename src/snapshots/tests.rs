@@ -250,7 +250,7 @@ fn write_ledger(root: &Path, seed: u64, batches: usize) -> Vec<Position> {
 }
 
 fn full_recovery(dirs: &Dirs, now: DateTime<Utc>) -> State {
-    crate::writer::recover(&open(&dirs.ledger), &open(&dirs.responses), Rules::default(), now).unwrap().state
+    crate::replay::recover(&open(&dirs.ledger), &open(&dirs.responses), Rules::default(), now).unwrap().state
 }
 
 fn start_up(dirs: &Dirs, now: DateTime<Utc>) -> StartUp {
@@ -350,7 +350,7 @@ fn a_bad_snapshot_is_skipped_for_the_next_older_one() {
     let other = Rules { duplicate_window: Duration::minutes(5), ..Rules::default() };
     let state = recover(&open(&dirs.ledger), &open(&dirs.responses), &dirs, other, now).unwrap();
     assert_eq!(state.snapshot, None);
-    assert_eq!(state.recovered.state, crate::writer::recover(&open(&dirs.ledger), &open(&dirs.responses), other, now).unwrap().state);
+    assert_eq!(state.recovered.state, crate::replay::recover(&open(&dirs.ledger), &open(&dirs.responses), other, now).unwrap().state);
 }
 
 /// A snapshot that is not the state of its position (written by a bug) makes

@@ -21,7 +21,6 @@
 //! reached the disk, rebuilds the working copy from the published one (it held
 //! the failed batch's events), and resumes.
 
-mod recover;
 #[cfg(test)]
 mod simulation;
 #[cfg(test)]
@@ -41,8 +40,7 @@ use crate::log::decode::Decoder;
 use crate::log::{Log, LogError, Position, ReopenError, codec, events};
 use crate::metrics::Metrics;
 use crate::rejections;
-
-pub use recover::{RecoverError, Recovered, Start, apply_checked, recover, recover_from};
+use crate::replay::{self, Replay};
 
 pub type Outcome = Result<Reply, Rejection>;
 
@@ -484,13 +482,13 @@ impl Writer {
         .map_err(|error| ReopenFailure { cause: error.to_string(), permanent: false })?;
         let mut answers = Vec::new();
         responses
-            .read_from(self.responses_published + 1, &mut |position, payload| match codec::decode_rejected_response(payload) {
+            .read_from(self.responses_published + 1, &mut |position, payload| match replay::decode_answer(position, payload) {
                 Ok(answer) => {
                     answers.push(answer);
                     std::ops::ControlFlow::Continue(())
                 }
                 Err(error) => {
-                    failure = Some(format!("responses journal position {position}: {error}"));
+                    failure = Some(error.to_string());
                     std::ops::ControlFlow::Break(())
                 }
             })
@@ -500,9 +498,13 @@ impl Writer {
         }
 
         let mut published = self.published.write();
+        let mut replay = Replay::new(&mut published);
         for event in &arrived {
-            apply_checked(&mut published, event).map_err(|error| ReopenFailure::permanent(error.to_string()))?;
+            if replay.event(event).is_break() {
+                break;
+            }
         }
+        replay.check().map_err(|error| ReopenFailure::permanent(error.to_string()))?;
         for (tenant, response, recorded_at) in answers {
             published.idempotency.record(&tenant, response, recorded_at);
         }

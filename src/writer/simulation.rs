@@ -18,6 +18,7 @@
 //! replays it. `LEDGER_SIM_SCHEDULES=N` runs N schedules per disk (defaults
 //! below, a few seconds); without `LEDGER_SIM_SEED` the first seed is new each run.
 
+use crate::replay::recover;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;

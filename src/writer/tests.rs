@@ -1,5 +1,6 @@
 //! The writer's promises, checked against logs that can be held or made to fail.
 
+use crate::replay::recover;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;

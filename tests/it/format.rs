@@ -123,7 +123,7 @@ fn the_segment_format_matches_the_golden_vectors() {
     })
     .unwrap();
     assert_eq!(decoded, events());
-    let recovered = booking_ledger::writer::recover(&log, &MemoryLog::new(), Rules::default(), Utc::now()).unwrap();
+    let recovered = booking_ledger::replay::recover(&log, &MemoryLog::new(), Rules::default(), Utc::now()).unwrap();
     assert_eq!(recovered.events, 3);
 }
 
@@ -244,6 +244,6 @@ fn the_snapshot_format_matches_the_golden_vectors() {
     let started = snapshots::recover(&ledger, &responses, &dirs, Rules::default(), now).unwrap();
     assert_eq!(started.snapshot.map(|(position, _)| position), Some(17));
     assert_eq!(started.recovered.events, 0);
-    let full = booking_ledger::writer::recover(&ledger, &responses, Rules::default(), now).unwrap().state;
+    let full = booking_ledger::replay::recover(&ledger, &responses, Rules::default(), now).unwrap().state;
     assert_eq!(started.recovered.state, full);
 }

@@ -98,7 +98,7 @@ fn start_up(data: &Path) -> (StartUp, String, State) {
     let subscriber = tracing_subscriber::fmt().with_ansi(false).with_writer(move || writer.clone()).finish();
     let started =
         tracing::subscriber::with_default(subscriber, || snapshots::recover(&log, &responses, &dirs, Rules::default(), now)).unwrap();
-    let full = booking_ledger::writer::recover(&log, &responses, Rules::default(), now).unwrap().state;
+    let full = booking_ledger::replay::recover(&log, &responses, Rules::default(), now).unwrap().state;
     let warnings = String::from_utf8(captured.0.lock().clone()).unwrap();
     (started, warnings, full)
 }

@@ -423,7 +423,8 @@ pub async fn assemble_on(
     use booking_ledger::log::FileLog;
     use booking_ledger::metrics::Metrics;
     use booking_ledger::rejections::JournalConfig;
-    use booking_ledger::writer::{Writer, recover};
+    use booking_ledger::replay::recover;
+    use booking_ledger::writer::Writer;
 
     let options = FileLogOptions::default();
     let open = |dir: &Path| match &disk {
