@@ -15,6 +15,8 @@
 //! - [`snapshots`]: the state written beside the ledger every so many events, so
 //!   that start-up applies only the events after the newest snapshot.
 //! - [`cli`]: configuration, start-up, shutdown, and the offline commands.
+//! - `cluster`: cluster mode on NATS JetStream, behind the cargo feature
+//!   `cluster` (on by default); without it a `[cluster]` section is refused.
 //! - [`metrics`]: Prometheus counters and histograms.
 //!
 //! `ARCHITECTURE.md` has the codemap and the invariants.
@@ -22,6 +24,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cli;
+#[cfg(feature = "cluster")]
 pub mod cluster;
 pub mod core;
 pub mod forensics;
