@@ -50,9 +50,11 @@ install:
 unit-check:
 	bash scripts/verify-unit.sh
 
-# What CI runs besides the tests.
+# What CI runs besides the tests. benches/pg is formatted but not linted here:
+# linting it would build the PostgreSQL client that only `make bench-pg` needs.
 check:
 	$(CARGO) fmt --check
+	$(CARGO) fmt --check --manifest-path benches/pg/Cargo.toml
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 
 build:
@@ -68,6 +70,8 @@ bench:
 
 # The ledger next to a booking server on PostgreSQL, in one run. Installs PostgreSQL
 # with apt if it is missing; its cluster lives in a temporary directory, always deleted.
+# The PostgreSQL server is its own package (benches/pg/Cargo.toml, its own Cargo.lock):
+# the only target that builds a PostgreSQL client.
 bench-pg:
 	CARGO="$(CARGO)" bash benches/pg/run.sh
 
