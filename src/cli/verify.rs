@@ -33,10 +33,14 @@ const LOGS: [(&str, Origin); 3] = [(LEDGER_DIR, Origin::Genesis), (RESPONSES_DIR
 /// since each is evidence on its own.
 pub fn run(args: &VerifyArgs) -> anyhow::Result<Finding> {
     if let Some(path) = &args.config {
+        // Loaded in every build: one without cluster mode refuses a `[cluster]` section here.
         let config = super::config::Config::load(Some(path), None, None)?;
+        #[cfg(feature = "cluster")]
         if let Some(cluster) = &config.cluster {
             return super::for_each_partition(cluster, config.log, |data| run(&VerifyArgs { data: data.to_owned(), config: None }));
         }
+        #[cfg(not(feature = "cluster"))]
+        let _ = config;
     }
     let _lock = open_read_only(&args.data)?;
     let mut finding = Finding::Clean;

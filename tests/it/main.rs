@@ -5,7 +5,9 @@ mod audit;
 mod backup;
 mod calls;
 mod clinics;
+#[cfg(feature = "cluster")]
 mod cluster;
+#[cfg(feature = "cluster")]
 mod cluster_harness;
 mod communities;
 mod concurrency;

@@ -38,6 +38,26 @@ fn a_busy_port_leaves_the_data_directory_as_it_was_and_the_error_is_said_once() 
     }
 }
 
+/// A binary built with `--no-default-features` has no cluster mode: a
+/// `[cluster]` section stops it at start, saying so, before it writes anything.
+#[cfg(not(feature = "cluster"))]
+#[test]
+fn a_binary_built_without_cluster_mode_refuses_a_cluster_section() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, data) = (dir.path().join("ledger.toml"), dir.path().join("data"));
+    let cluster = "[cluster]\nnats = [\"nats://127.0.0.1:4222\"]\nnode = \"n1\"\nadvertise = \"http://127.0.0.1:8081\"\n";
+    std::fs::write(
+        &config,
+        format!("[[token]]\nname = \"ops\"\nsecret = \"0123456789abcdef\"\ntenants = [\"*\"]\nrole = \"admin\"\n{cluster}"),
+    )
+    .unwrap();
+    let output = ledger().args(["serve", "--listen", "127.0.0.1:0", "--config"]).arg(&config).arg("--data").arg(&data).output().unwrap();
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(stderr.contains("field `cluster`: this binary was built without cluster mode"), "{stderr}");
+    assert!(!data.exists(), "the data directory was created");
+}
+
 #[test]
 fn json_logs_are_one_json_object_a_line() {
     let dir = tempfile::tempdir().unwrap();

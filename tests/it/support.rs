@@ -45,6 +45,7 @@ pub fn config(dir: &Path) -> Config {
         read: Default::default(),
         connections: Default::default(),
         snapshots: Default::default(),
+        #[cfg(feature = "cluster")]
         cluster: None,
         // The tests' own "admin" token below stands for the generated one.
         admin_token: false,
@@ -136,11 +137,14 @@ impl Client {
         Client { base: format!("http://{addr}"), http }
     }
 
+    /// Cluster tests only, as is `try_send`: a node's address, a request to a node that may be down.
+    #[cfg(feature = "cluster")]
     pub fn addr(&self) -> SocketAddr {
         self.base.trim_start_matches("http://").parse().unwrap()
     }
 
     /// A request whose transport failure is returned, not a panic.
+    #[cfg(feature = "cluster")]
     pub async fn try_send(&self, method: &str, path: &str, token: &str, body: &str) -> reqwest::Result<Reply> {
         let authorization = format!("Bearer {token}");
         self.try_send_with_headers(method, path, &[("authorization", &authorization)], Some(body)).await
