@@ -59,10 +59,16 @@ unit-check:
 
 # What CI runs besides the tests. benches/pg is formatted but not linted here:
 # linting it would build the PostgreSQL client that only `make bench-pg` needs.
-check:
+check: layers
 	$(CARGO) fmt --check
 	$(CARGO) fmt --check --manifest-path benches/pg/Cargo.toml
 	$(CARGO) clippy --locked --all-targets -- -D warnings
+	$(CARGO) clippy --locked --all-targets --no-default-features -- -D warnings
+
+# The Layers table of ARCHITECTURE.md checked against every `crate::` path in src/.
+.PHONY: layers
+layers:
+	python3 scripts/layers.py
 
 build:
 	$(CARGO) build --release --locked

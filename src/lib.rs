@@ -28,11 +28,13 @@
 pub mod cli;
 #[cfg(feature = "cluster")]
 pub mod cluster;
+pub mod config;
 pub mod core;
 pub mod forensics;
 pub mod http;
 pub mod log;
 pub mod metrics;
+pub mod node;
 pub mod rejections;
 pub mod replay;
 pub mod snapshots;

@@ -6,10 +6,10 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 
-use super::serve::LEDGER_DIR;
 use super::{Finding, Progress, open_read_only};
 use crate::core::Rules;
 use crate::forensics::audit::audit_dir;
+use crate::node::LEDGER_DIR;
 
 #[derive(Debug, clap::Args)]
 pub struct AuditArgs {
@@ -33,7 +33,7 @@ pub fn run(args: &AuditArgs) -> anyhow::Result<Finding> {
     let rules = rules(args)?;
     #[cfg(feature = "cluster")]
     if let Some(path) = &args.config {
-        let config = super::config::Config::load(Some(path), None, None)?;
+        let config = crate::config::Config::load(Some(path), None, None)?;
         if let Some(cluster) = &config.cluster {
             return super::for_each_partition(cluster, config.log, |data| audit(data, rules, args.tenant.as_deref()));
         }
@@ -67,7 +67,7 @@ fn audit(data: &std::path::Path, rules: Rules, tenant: Option<&str>) -> anyhow::
 fn rules(args: &AuditArgs) -> anyhow::Result<Rules> {
     let mut rules = match &args.config {
         Some(path) => {
-            super::config::Config::load(Some(path), Some(args.data.clone()), None)
+            crate::config::Config::load(Some(path), Some(args.data.clone()), None)
                 .with_context(|| format!("reading the rules from {}", path.display()))?
                 .rules
         }

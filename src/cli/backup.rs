@@ -21,9 +21,9 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 
 use super::Finding;
-use super::serve::{ADMIN_TOKEN_FILE, LEDGER_DIR, REJECTIONS_DIR, RESPONSES_DIR, SNAPSHOTS_DIR};
 use crate::log::copy::{Copied, copy_log};
 use crate::log::snapshot;
+use crate::node::{ADMIN_TOKEN_FILE, LEDGER_DIR, REJECTIONS_DIR, RESPONSES_DIR, SNAPSHOTS_DIR};
 
 #[derive(Debug, clap::Args)]
 pub struct BackupArgs {

@@ -7,7 +7,6 @@
 
 pub mod audit;
 pub mod backup;
-pub mod config;
 pub mod rejections;
 pub mod replay;
 pub mod serve;
@@ -90,7 +89,7 @@ pub fn main() -> std::process::ExitCode {
     };
     match cli.command {
         CommandLine::Serve { config, data, listen } => {
-            let config = match config::Config::load(config.as_deref(), data, listen) {
+            let config = match crate::config::Config::load(config.as_deref(), data, listen) {
                 Ok(config) => config,
                 Err(error) => {
                     failed("configuration error: ", &error);
@@ -177,8 +176,13 @@ pub enum Finding {
 /// locked so that no server starts on it meanwhile; a directory a server holds
 /// is refused.
 pub fn open_offline(data: &std::path::Path) -> anyhow::Result<std::fs::File> {
-    anyhow::ensure!(data.join(serve::LEDGER_DIR).is_dir(), "{} holds no ledger (no {} directory)", data.display(), serve::LEDGER_DIR);
-    serve::lock_data_dir(data).map_err(|e| anyhow::anyhow!("{e:#}: stop the server first, or run this on a copy of the directory"))
+    anyhow::ensure!(
+        data.join(crate::node::LEDGER_DIR).is_dir(),
+        "{} holds no ledger (no {} directory)",
+        data.display(),
+        crate::node::LEDGER_DIR
+    );
+    crate::node::lock_data_dir(data).map_err(|e| anyhow::anyhow!("{e:#}: stop the server first, or run this on a copy of the directory"))
 }
 
 /// The data directory for an offline command that only reads: nothing in it is
@@ -190,8 +194,13 @@ pub fn open_offline(data: &std::path::Path) -> anyhow::Result<std::fs::File> {
 /// no server ever ran on, or a copy made without it: no server holds it.
 pub fn open_read_only(data: &std::path::Path) -> anyhow::Result<Option<std::fs::File>> {
     use std::fs::TryLockError;
-    anyhow::ensure!(data.join(serve::LEDGER_DIR).is_dir(), "{} holds no ledger (no {} directory)", data.display(), serve::LEDGER_DIR);
-    let path = data.join(serve::LOCK_FILE);
+    anyhow::ensure!(
+        data.join(crate::node::LEDGER_DIR).is_dir(),
+        "{} holds no ledger (no {} directory)",
+        data.display(),
+        crate::node::LEDGER_DIR
+    );
+    let path = data.join(crate::node::LOCK_FILE);
     let file = match std::fs::File::open(&path) {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -216,15 +225,15 @@ pub fn open_read_only(data: &std::path::Path) -> anyhow::Result<Option<std::fs::
 pub fn require_tenant(data: &std::path::Path, tenant: &str, journal: bool) -> anyhow::Result<()> {
     use std::ops::ControlFlow;
     let mut seen = false;
-    let mut reader = crate::log::events::EventReader::new(&data.join(serve::LEDGER_DIR), 1);
+    let mut reader = crate::log::events::EventReader::new(&data.join(crate::node::LEDGER_DIR), 1);
     while !seen
         && reader.read_available(crate::forensics::READ_CHUNK_LEN, &mut |event, _| {
             seen = *event.tenant == *tenant;
             if seen { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
         })? > 0
     {}
-    if !seen && journal && data.join(serve::REJECTIONS_DIR).is_dir() {
-        seen = rejections::each(&data.join(serve::REJECTIONS_DIR), &mut |_, rejected| {
+    if !seen && journal && data.join(crate::node::REJECTIONS_DIR).is_dir() {
+        seen = rejections::each(&data.join(crate::node::REJECTIONS_DIR), &mut |_, rejected| {
             if *rejected.tenant == *tenant { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
         })?
         .is_break();

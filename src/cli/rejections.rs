@@ -10,11 +10,11 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 
-use super::serve::REJECTIONS_DIR;
 use super::{Finding, open_read_only, require_tenant};
 use crate::core::Rejected;
 use crate::forensics::{READ_CHUNK_LEN, json};
 use crate::log::{Tail, codec, location_path};
+use crate::node::REJECTIONS_DIR;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {

@@ -9,13 +9,13 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 
-use super::serve::LEDGER_DIR;
 use super::{Finding, Progress, open_read_only, require_tenant};
 use crate::core::Event;
 use crate::forensics::READ_CHUNK_LEN;
 use crate::forensics::feed::EventFilter;
 use crate::forensics::{json, timeline};
 use crate::log::events::EventReader;
+use crate::node::LEDGER_DIR;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {

@@ -7,9 +7,9 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 
-use super::serve::LEDGER_DIR;
 use super::{Finding, open_read_only, require_tenant};
 use crate::forensics::clinics;
+use crate::node::LEDGER_DIR;
 
 #[derive(Debug, clap::Args)]
 pub struct SlotsArgs {

@@ -7,10 +7,10 @@ use std::sync::atomic::AtomicBool;
 
 use anyhow::Context;
 
-use super::serve::snapshot_dirs;
 use super::{Finding, open_offline};
 use crate::core::Rules;
 use crate::log::snapshot;
+use crate::node::snapshot_dirs;
 use crate::snapshots::{self, SnapshotConfig, Through};
 
 #[derive(Debug, clap::Args)]
@@ -28,7 +28,7 @@ pub fn run(args: &SnapshotArgs) -> anyhow::Result<Finding> {
     let _lock = open_offline(&args.data)?;
     let (rules, config) = match &args.config {
         Some(path) => {
-            let config = super::config::Config::load(Some(path), Some(args.data.clone()), None)
+            let config = crate::config::Config::load(Some(path), Some(args.data.clone()), None)
                 .with_context(|| format!("reading the rules from {}", path.display()))?;
             (config.rules, config.snapshots)
         }

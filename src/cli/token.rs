@@ -4,8 +4,8 @@
 
 use std::fmt::Write;
 
-use super::config::{Config, ConfigFile};
 use super::serve::new_secret;
+use crate::config::{Config, ConfigFile};
 use crate::http::auth::{Role, Secret};
 
 #[derive(Debug, clap::Subcommand)]

@@ -7,11 +7,11 @@ use std::path::Path;
 
 use anyhow::Context;
 
-use super::serve::{LEDGER_DIR, REJECTIONS_DIR, RESPONSES_DIR, snapshot_dirs};
 use super::{Finding, Progress, open_read_only};
 use crate::log::Position;
 use crate::log::snapshot::{self, Logs};
 use crate::log::verify::{self, Origin, Verdict, VerifyReport};
+use crate::node::{LEDGER_DIR, REJECTIONS_DIR, RESPONSES_DIR, snapshot_dirs};
 
 #[derive(Debug, clap::Args)]
 pub struct VerifyArgs {
@@ -34,7 +34,7 @@ const LOGS: [(&str, Origin); 3] = [(LEDGER_DIR, Origin::Genesis), (RESPONSES_DIR
 pub fn run(args: &VerifyArgs) -> anyhow::Result<Finding> {
     if let Some(path) = &args.config {
         // Loaded in every build: one without cluster mode refuses a `[cluster]` section here.
-        let config = super::config::Config::load(Some(path), None, None)?;
+        let config = crate::config::Config::load(Some(path), None, None)?;
         #[cfg(feature = "cluster")]
         if let Some(cluster) = &config.cluster {
             return super::for_each_partition(cluster, config.log, |data| run(&VerifyArgs { data: data.to_owned(), config: None }));

@@ -7,7 +7,7 @@
 //!   reads unchanged.
 //! - [`node`]: membership and leases (JetStream KV), and each partition this
 //!   node leads: loaded from the stream, then served by the single-node
-//!   writer, follower and snapshot thread (`cli::serve::start`).
+//!   writer, follower and snapshot thread (`node::start`).
 //! - [`routes`]: any request to any node: served by the partition's ledger
 //!   here, or forwarded to the node that leads it.
 //!
@@ -25,21 +25,10 @@ use std::sync::Arc;
 use anyhow::Context;
 use tokio::net::TcpListener;
 
-use crate::cli::config::Config;
+pub use crate::config::ClusterConfig;
+use crate::config::Config;
 use crate::http::auth::Auth;
 use crate::writer::Clock;
-
-/// The checked `[cluster]` section.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClusterConfig {
-    pub nats: Vec<String>,
-    pub node: String,
-    /// Where the other nodes reach this node's HTTP API, without a trailing slash.
-    pub advertise: String,
-    pub partitions: u32,
-    pub replicas: usize,
-    pub lease_secs: u64,
-}
 
 /// The partition a tenant lives in: the first 8 bytes of BLAKE3 of its name,
 /// modulo the partition count (stable across versions and platforms).

@@ -31,11 +31,11 @@ use serde::{Deserialize, Serialize};
 
 use super::ClusterConfig;
 use super::stream::{self, PartitionDirs};
-use crate::cli::config::Config;
-use crate::cli::serve::{self, Started};
+use crate::config::Config;
 use crate::http::auth::Auth;
 use crate::http::{Shared, app};
 use crate::metrics::Metrics;
+use crate::node::{self, Started};
 use crate::snapshots::{self, Dirs, SnapshotThread};
 use crate::writer::{Clock, Health};
 
@@ -548,8 +548,8 @@ impl Node {
             .with_context(|| format!("recovering partition {partition}"))?;
         let snapshot_position = start_up.snapshot.as_ref().map_or(0, |(position, _)| *position);
         let (state, journal, indexes) =
-            serve::prepare(&dirs.root, self.auth.clone(), self.metrics.clone(), self.clock.clone(), &self.server)?;
-        let (handle, writer, snapshot_thread) = serve::start(
+            node::prepare(&dirs.root, self.auth.clone(), self.metrics.clone(), self.clock.clone(), &self.server)?;
+        let (handle, writer, snapshot_thread) = node::start(
             Box::new(loaded.events),
             Box::new(loaded.answers),
             start_up.recovered,

@@ -292,9 +292,9 @@ impl PartitionDirs {
     /// A partition's logs laid out as a single node's data directory.
     pub fn for_data_dir(data: &Path) -> PartitionDirs {
         PartitionDirs {
-            ledger: data.join(crate::cli::serve::LEDGER_DIR),
-            responses: data.join(crate::cli::serve::RESPONSES_DIR),
-            snapshots: data.join(crate::cli::serve::SNAPSHOTS_DIR),
+            ledger: data.join(crate::node::LEDGER_DIR),
+            responses: data.join(crate::node::RESPONSES_DIR),
+            snapshots: data.join(crate::node::SNAPSHOTS_DIR),
             root: data.to_owned(),
         }
     }

@@ -1,13 +1,18 @@
-//! The append-only log: records of opaque bytes at gap-free positions, made
-//! durable in batches. It knows framing, checksums and the hash chain; it does
-//! not know what the payloads mean.
+//! The append-only log, in two layers.
 //!
-//! [`FileLog`] is the segmented on-disk format described in `proto/FORMAT.md`;
-//! its file operations can be put behind a [`SegmentIo`] ([`FaultyDisk`] fails
-//! them on demand, for tests). [`MemoryLog`] keeps records in memory and can be
-//! told to fail, for tests.
-//! [`snapshot`] is the file format of the state at a position, checked against
-//! the log it was taken from.
+//! The bytes layer (this file, `frame`, `file`, `disk`, `memory`, `tail`,
+//! `verify`, `copy`): records of opaque bytes at gap-free positions, made
+//! durable in batches, with framing, checksums and the hash chain. It does not
+//! know what the payloads mean: it uses nothing of `core` nor of the codec
+//! layer (`make layers` checks it). [`FileLog`] is the segmented on-disk
+//! format described in `proto/FORMAT.md`; its file operations can be put
+//! behind a [`SegmentIo`] ([`FaultyDisk`] fails them on demand, for tests).
+//! [`MemoryLog`] keeps records in memory and can be told to fail, for tests.
+//!
+//! The codec layer (`wire`, `decode`, `encode`, `codec`, `events`,
+//! `snapshot`): payloads to and from `core`'s types, as `proto/ledger.proto`
+//! declares them; [`snapshot`] is the file format of the state at a position,
+//! checked against the log it was taken from.
 
 pub mod codec;
 pub mod copy;

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use booking_ledger::cli::config::Config;
+use booking_ledger::config::Config;
 use booking_ledger::http::server::open_files_max;
 use booking_ledger::writer::SystemClock;
 use serde_json::Value;

@@ -185,10 +185,10 @@ async fn read_only_commands_refuse_a_directory_a_live_server_holds() {
     let first = booking_ledger::cli::open_read_only(dir.path()).unwrap();
     let second = booking_ledger::cli::open_read_only(dir.path()).unwrap();
     assert!(first.is_some() && second.is_some());
-    let refused = booking_ledger::cli::serve::lock_data_dir(dir.path()).unwrap_err();
+    let refused = booking_ledger::node::lock_data_dir(dir.path()).unwrap_err();
     assert!(format!("{refused:#}").contains("held by another ledger process"), "{refused:#}");
     drop((first, second));
-    drop(booking_ledger::cli::serve::lock_data_dir(dir.path()).unwrap());
+    drop(booking_ledger::node::lock_data_dir(dir.path()).unwrap());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

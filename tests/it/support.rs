@@ -7,8 +7,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 
-use booking_ledger::cli::config::Config;
 use booking_ledger::cli::serve::serve;
+use booking_ledger::config::Config;
 use booking_ledger::core::Rules;
 use booking_ledger::http::auth::{Role, Token};
 use booking_ledger::log::FileLogOptions;

@@ -431,8 +431,18 @@ impl Config {
     }
 }
 
+/// The checked `[cluster]` section.
 #[cfg(feature = "cluster")]
-pub use crate::cluster::ClusterConfig;
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    pub nats: Vec<String>,
+    pub node: String,
+    /// Where the other nodes reach this node's HTTP API, without a trailing slash.
+    pub advertise: String,
+    pub partitions: u32,
+    pub replicas: usize,
+    pub lease_secs: u64,
+}
 
 /// Why a binary built with `--no-default-features` refuses a `[cluster]` section.
 #[cfg(not(feature = "cluster"))]
@@ -539,7 +549,7 @@ mod tests {
     /// README's sample configuration parses, and its secrets pass the server's own check.
     #[test]
     fn the_readme_sample_config_parses_and_its_secrets_are_not_easy_to_guess() {
-        let readme = include_str!("../../README.md");
+        let readme = include_str!("../README.md");
         let start = readme.find("```toml\n[server]\n").expect("README's sample config") + "```toml\n".len();
         let text = &readme[start..start + readme[start..].find("```").unwrap()];
         let config = parse(text).unwrap();
@@ -555,7 +565,7 @@ mod tests {
     /// cluster mode; a build without it refuses the section by name, whatever it holds.
     #[test]
     fn a_cluster_section_needs_a_build_with_cluster_mode() {
-        let readme = include_str!("../../README.md");
+        let readme = include_str!("../README.md");
         let start = readme.find("```toml\n[cluster]\n").expect("README's cluster sample") + "```toml\n".len();
         let section = &readme[start..start + readme[start..].find("```").unwrap()];
         let text = format!("[[token]]\nname = \"ops\"\nsecret = \"0123456789abcdef\"\ntenants = [\"*\"]\nrole = \"admin\"\n{section}");
