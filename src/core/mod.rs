@@ -349,7 +349,15 @@ impl Rejection {
             | Rejection::RecentlyCalled { call_id, .. }
             | Rejection::OutcomeAlreadyRecorded { call_id, .. } => format!("call:{call_id}"),
             Rejection::CampaignHalted { campaign, .. } => format!("campaign:{campaign}"),
-            _ => return None,
+            Rejection::UnknownDoctor { .. }
+            | Rejection::SlotOutOfRange { .. }
+            | Rejection::TooManyDoctors { .. }
+            | Rejection::BookingNotFound { .. }
+            | Rejection::StaleExternalBooking { .. }
+            | Rejection::ExternalCreatedInFuture { .. }
+            | Rejection::IdempotencyKeyReused
+            | Rejection::CallNotFound { .. }
+            | Rejection::InvalidName { .. } => return None,
         })
     }
 
