@@ -130,7 +130,7 @@ fn take_with(
     let mut replay = Replay::new(&mut state);
     let stopped = || if stop.load(Ordering::Relaxed) { Err(SnapshotError::Stopped) } else { Ok(()) };
     stopped()?;
-    reader.read_through(last, &mut |event, _| replay.event(&event), |_| stopped())?;
+    reader.read_through(Some(last), &mut |event, _| replay.event(&event), |_| stopped())?;
     replay.check()?;
     let events = replay.events;
     assert_eq!(state.position, last, "the snapshot's state is the log's through its position");

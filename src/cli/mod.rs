@@ -226,12 +226,11 @@ pub fn require_tenant(data: &std::path::Path, tenant: &str, journal: bool) -> an
     use std::ops::ControlFlow;
     let mut seen = false;
     let mut reader = crate::log::events::EventReader::new(&data.join(crate::node::LEDGER_DIR), 1);
-    while !seen
-        && reader.read_available(crate::forensics::READ_CHUNK_LEN, &mut |event, _| {
-            seen = *event.tenant == *tenant;
-            if seen { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
-        })? > 0
-    {}
+    let mut visit = |event: crate::core::Event, _| {
+        seen = *event.tenant == *tenant;
+        if seen { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
+    };
+    reader.read_through(None, &mut visit, |_| Ok::<_, crate::log::events::ReadError>(()))?;
     if !seen && journal && data.join(crate::node::REJECTIONS_DIR).is_dir() {
         seen = rejections::each(&data.join(crate::node::REJECTIONS_DIR), &mut |_, rejected| {
             if *rejected.tenant == *tenant { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }

@@ -11,10 +11,9 @@ use chrono::{DateTime, Utc};
 
 use super::{Finding, Progress, open_read_only, require_tenant};
 use crate::core::Event;
-use crate::forensics::READ_CHUNK_LEN;
 use crate::forensics::feed::EventFilter;
 use crate::forensics::{json, timeline};
-use crate::log::events::EventReader;
+use crate::log::events::{EventReader, ReadError};
 use crate::node::LEDGER_DIR;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -98,16 +97,10 @@ fn each_event(data: &Path, from: u64, visit: &mut dyn FnMut(&Event) -> ControlFl
     let total = crate::log::last_position(&dir)?.unwrap_or(0);
     let mut progress = Progress::new(total.saturating_sub(from - 1), "events");
     let mut reader = EventReader::new(&dir, from);
-    let mut stopped = false;
-    while !stopped {
-        let read = reader.read_available(READ_CHUNK_LEN, &mut |event, _| {
-            let flow = visit(&event);
-            stopped = flow.is_break();
-            flow
-        })?;
+    reader.read_through(None, &mut |event, _| visit(&event), |read| {
         progress.inc(read as u64);
-        stopped |= read == 0;
-    }
+        Ok::<_, ReadError>(())
+    })?;
     progress.finish();
     Ok(())
 }

@@ -682,7 +682,7 @@ pub fn audit_dir(
         auditor.check(&event);
         ControlFlow::Continue(())
     };
-    reader.read_through(last, &mut visit, |read| {
+    reader.read_through(Some(last), &mut visit, |read| {
         progress(read as u64);
         Ok::<_, ReadError>(())
     })?;

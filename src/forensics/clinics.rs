@@ -344,6 +344,6 @@ pub fn index_dir(dir: &Path, last: Position) -> Result<ClinicIndex, ReadError> {
         index.index(&event, location);
         ControlFlow::Continue(())
     };
-    reader.read_through(last, &mut visit, |_| Ok::<_, ReadError>(()))?;
+    reader.read_through(Some(last), &mut visit, |_| Ok::<_, ReadError>(()))?;
     Ok(index)
 }

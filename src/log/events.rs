@@ -85,24 +85,30 @@ impl EventReader {
         self.read_with(limit, visit, |tail, limit, visit| tail.read(last, limit, visit))
     }
 
-    /// Every event from the next one through `last` (durable), read
+    /// Every event from the next one through `last` (durable), or up to
+    /// whatever the log holds when `last` is None (offline), read
     /// `READ_CHUNK_LEN` at a time; `between` runs after each chunk with how
     /// many it read (to report progress, or to stop with an error). Ends early
     /// when `visit` breaks; the reader then stands after the event that broke.
     pub fn read_through<E: From<ReadError>>(
         &mut self,
-        last: Position,
+        last: Option<Position>,
         visit: &mut EventVisit<'_>,
         mut between: impl FnMut(usize) -> Result<(), E>,
     ) -> Result<(), E> {
         let mut stopped = false;
-        while !stopped && self.next_position() <= last {
-            let read = self.read(last, READ_CHUNK_LEN, &mut |event, location| {
+        while !stopped && last.is_none_or(|last| self.next_position() <= last) {
+            let mut visit = |event, location| {
                 let flow = visit(event, location);
                 stopped = flow.is_break();
                 flow
-            })?;
+            };
+            let read = match last {
+                Some(last) => self.read(last, READ_CHUNK_LEN, &mut visit)?,
+                None => self.read_available(READ_CHUNK_LEN, &mut visit)?,
+            };
             between(read)?;
+            stopped |= last.is_none() && read == 0;
         }
         Ok(())
     }
