@@ -57,8 +57,10 @@ install:
 unit-check:
 	bash scripts/verify-unit.sh
 
-# What CI runs besides the tests. benches/pg is formatted but not linted here:
-# linting it would build the PostgreSQL client that only `make bench-pg` needs.
+# What CI runs besides the tests: the layering check, clippy on the default
+# build and on the one without cluster mode, so that both keep compiling.
+# benches/pg is formatted but not linted here: linting it would build the
+# PostgreSQL client that only `make bench-pg` needs.
 check: layers
 	$(CARGO) fmt --check
 	$(CARGO) fmt --check --manifest-path benches/pg/Cargo.toml

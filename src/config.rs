@@ -398,6 +398,7 @@ impl Config {
         let clustered = file.cluster.is_some();
         #[cfg(feature = "cluster")]
         let cluster = file.cluster.map(|c| ClusterConfig::check(c, &tokens)).transpose()?;
+        // A cluster's nodes share every token: none serves a generated one of its own.
         let admin_token = file.server.admin_token.unwrap_or(true) && !clustered;
         let cors_origins = file.server.cors_origins.iter().map(|origin| check_origin(origin)).collect::<Result<_, _>>()?;
         if file.server.admin_token == Some(false) && tokens.is_empty() {
