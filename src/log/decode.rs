@@ -3,12 +3,14 @@
 //! place, strings borrowed until they become the event's `Text`, and the names
 //! that repeat from event to event (tenants, actors, clinics, doctors,
 //! campaigns, businesses) interned, so that a booking's event costs a few
-//! allocations instead of twenty. prost's generated decoder is the oracle this
-//! one is tested against (`tests` below); the encoder is still prost's.
+//! allocations instead of twenty. Field numbers and schemas come from
+//! [`super::wire`]. prost's generated decoder is only the oracle this one is
+//! tested and fuzzed against (`tests` below, `fuzz/fuzz_targets/event.rs`).
 //!
 //! Semantics are proto3's, as prost implements them: unknown fields are
-//! skipped (groups too), a repeated scalar or oneof field keeps its last
-//! value, a missing field is its default; a declared field of another wire
+//! skipped (groups too), a repeated scalar keeps its last value, occurrences
+//! of a message member merge and a oneof member replaces another,
+//! a missing field is its default; a declared field of another wire
 //! type, a string that is not UTF-8 (in any occurrence, even one a later one
 //! replaces) and a key beyond 32 bits are refused, as prost refuses them.
 
@@ -75,7 +77,7 @@ impl Decoder {
         let mut response: Option<&[u8]> = None;
         // Messages are never written with a member twice (two events, two
         // responses); protobuf merges or replaces such members, and decodes
-        // each one. That rare case is left to prost (`decode_duplicated`).
+        // each one: that rare case is `merged_members`.
         // The record's own fields are read here rather than by `Message`,
         // whose table for them cost recovery 6-8%.
         let (mut kinds, mut responses) = (0, 0);
@@ -101,11 +103,12 @@ impl Decoder {
                 _ => {}
             }
         }
-        if kinds > 1 || responses > 1 {
-            return self.decode_duplicated(bytes);
-        }
-        let (member, body) = kind.ok_or_else(|| CodecError("no event in the record".into()))?;
-        let kind = self.kind(member, body, RECURSION_LIMIT - 1)?;
+        let (kind, response) = if kinds > 1 || responses > 1 {
+            self.merged_members(bytes)?
+        } else {
+            let (member, body) = kind.ok_or_else(|| CodecError("no event in the record".into()))?;
+            (self.kind(member, &[body], RECURSION_LIMIT - 1)?, response.map(|b| self.response(&[b])).transpose()?)
+        };
         Ok(Event {
             position,
             recorded_at: from_micros(recorded_at_micros, "recorded_at")?,
@@ -117,29 +120,46 @@ impl Decoder {
             },
             idempotency_key: if self.without_provenance { None } else { optional(idempotency_key) },
             kind,
-            response: response.map(|b| self.response(b)).transpose()?,
+            response,
         })
     }
 
-    /// A record with an event or response member more than once, decoded as
-    /// prost decodes it (found by the `event` fuzz target: an earlier,
-    /// replaced member that did not decode went unnoticed here).
-    fn decode_duplicated(&mut self, bytes: &[u8]) -> Result<Event, CodecError> {
-        let mut event = super::codec::decode_event_with_prost(bytes)?;
-        if self.without_provenance {
-            event.request_id = self.empty.clone().unwrap_or_default();
-            event.idempotency_key = None;
+    /// The event and the stored answer of a record with an event or response
+    /// member more than once, as protobuf reads them (found by the `event`
+    /// fuzz target): occurrences of one event member in a row merge, a member
+    /// replaces a different one before it (which must still be a well-formed
+    /// message, though nothing more is asked of it), and every occurrence of
+    /// the response merges. prost's decoder is the oracle the tests hold it to.
+    fn merged_members(&mut self, bytes: &[u8]) -> Result<(EventKind, Option<StoredResponse>), CodecError> {
+        use super::wire::event_record as f;
+        let (mut events, mut responses) = (Vec::<(f::Event, Vec<&[u8]>)>::new(), Vec::new());
+        let mut fields = Fields::new(bytes, RECURSION_LIMIT);
+        while let Some((number, value)) = fields.next_field()? {
+            match (f::Event::from_number(number), value) {
+                (Some(member), Value::Bytes(b)) => match events.last_mut() {
+                    Some((last, occurrences)) if *last == member => occurrences.push(b),
+                    _ => events.push((member, vec![b])),
+                },
+                (None, Value::Bytes(b)) if number == f::RESPONSE.0 => responses.push(b),
+                _ => {}
+            }
         }
-        Ok(event)
+        let (member, occurrences) = events.pop().ok_or_else(|| CodecError("no event in the record".into()))?;
+        for (replaced, occurrences) in &events {
+            well_formed(*replaced, occurrences)?;
+        }
+        let kind = self.kind(member, &occurrences, RECURSION_LIMIT - 1)?;
+        let response = if responses.is_empty() { None } else { Some(self.response(&responses)?) };
+        Ok((kind, response))
     }
 
     /// The event of `member`, its message `body` read at recursion count `limit`.
-    fn kind(&mut self, member: wire::event_record::Event, body: &[u8], limit: u32) -> Result<EventKind, CodecError> {
+    fn kind(&mut self, member: wire::event_record::Event, body: &[&[u8]], limit: u32) -> Result<EventKind, CodecError> {
         use super::wire::event_record::Event as E;
         Ok(match member {
             E::ScheduleSet => {
                 use super::wire::schedule_set as f;
-                let m = Message::read(body, &f::SCHEMA, limit)?;
+                let m = Message::read_all(body, &f::SCHEMA, limit)?;
                 EventKind::ScheduleSet {
                     clinic: self.name(m.text(f::CLINIC)),
                     doctor: self.name(m.text(f::DOCTOR)),
@@ -153,12 +173,12 @@ impl Decoder {
             E::BookingCreated => EventKind::BookingCreated(self.booking_created(body, limit)?),
             E::BookingCancelled => {
                 use super::wire::booking_cancelled as f;
-                let m = Message::read(body, &f::SCHEMA, limit)?;
+                let m = Message::read_all(body, &f::SCHEMA, limit)?;
                 EventKind::BookingCancelled { booking_id: uuid(m.bytes(f::BOOKING_ID))?, reason: optional(m.text(f::REASON)) }
             }
             E::PhoneClaimed => {
                 use super::wire::phone_claimed as f;
-                let m = Message::read(body, &f::SCHEMA, limit)?;
+                let m = Message::read_all(body, &f::SCHEMA, limit)?;
                 EventKind::PhoneClaimed {
                     business: self.name(m.text(f::BUSINESS)),
                     claim_id: uuid(m.bytes(f::CLAIM_ID))?,
@@ -167,7 +187,7 @@ impl Decoder {
             }
             E::PhoneCompleted => {
                 use super::wire::phone_completed as f;
-                let m = Message::read(body, &f::SCHEMA, limit)?;
+                let m = Message::read_all(body, &f::SCHEMA, limit)?;
                 EventKind::PhoneCompleted {
                     business: self.name(m.text(f::BUSINESS)),
                     claim_id: uuid(m.bytes(f::CLAIM_ID))?,
@@ -177,7 +197,7 @@ impl Decoder {
             }
             E::PhoneClaimFailed => {
                 use super::wire::phone_claim_failed as f;
-                let m = Message::read(body, &f::SCHEMA, limit)?;
+                let m = Message::read_all(body, &f::SCHEMA, limit)?;
                 EventKind::PhoneClaimFailed {
                     business: self.name(m.text(f::BUSINESS)),
                     claim_id: uuid(m.bytes(f::CLAIM_ID))?,
@@ -186,7 +206,7 @@ impl Decoder {
             }
             E::PhoneReleased => {
                 use super::wire::phone_released as f;
-                let m = Message::read(body, &f::SCHEMA, limit)?;
+                let m = Message::read_all(body, &f::SCHEMA, limit)?;
                 EventKind::PhoneReleased {
                     business: self.name(m.text(f::BUSINESS)),
                     phone_number: Text::from(m.text(f::PHONE_NUMBER)),
@@ -195,7 +215,7 @@ impl Decoder {
             }
             E::CallStarted => {
                 use super::wire::call_started as f;
-                let m = Message::read(body, &f::SCHEMA, limit)?;
+                let m = Message::read_all(body, &f::SCHEMA, limit)?;
                 EventKind::CallStarted {
                     call_id: uuid(m.bytes(f::CALL_ID))?,
                     campaign: self.name(m.text(f::CAMPAIGN)),
@@ -204,7 +224,7 @@ impl Decoder {
             }
             E::CallOutcomeRecorded => {
                 use super::wire::call_outcome_recorded as f;
-                let m = Message::read(body, &f::SCHEMA, limit)?;
+                let m = Message::read_all(body, &f::SCHEMA, limit)?;
                 EventKind::CallOutcomeRecorded {
                     call_id: uuid(m.bytes(f::CALL_ID))?,
                     outcome: match pb::CallOutcome::try_from(m.int32(f::OUTCOME)) {
@@ -220,7 +240,7 @@ impl Decoder {
             }
             E::CallRefused => {
                 use super::wire::call_refused as f;
-                let m = Message::read(body, &f::SCHEMA, limit)?;
+                let m = Message::read_all(body, &f::SCHEMA, limit)?;
                 EventKind::CallRefused {
                     campaign: self.name(m.text(f::CAMPAIGN)),
                     to: Text::from(m.text(f::TO)),
@@ -236,22 +256,22 @@ impl Decoder {
             }
             E::CampaignHalted => {
                 use super::wire::campaign_halted as f;
-                let m = Message::read(body, &f::SCHEMA, limit)?;
+                let m = Message::read_all(body, &f::SCHEMA, limit)?;
                 EventKind::CampaignHalted { campaign: self.name(m.text(f::CAMPAIGN)), reason: Text::from(m.text(f::REASON)) }
             }
             E::CampaignResumed => {
                 use super::wire::campaign_resumed as f;
-                let m = Message::read(body, &f::SCHEMA, limit)?;
+                let m = Message::read_all(body, &f::SCHEMA, limit)?;
                 EventKind::CampaignResumed { campaign: self.name(m.text(f::CAMPAIGN)), reason: Text::from(m.text(f::REASON)) }
             }
             E::NumberBlocked => {
                 use super::wire::number_blocked as f;
-                let m = Message::read(body, &f::SCHEMA, limit)?;
+                let m = Message::read_all(body, &f::SCHEMA, limit)?;
                 EventKind::NumberBlocked { number: Text::from(m.text(f::NUMBER)), reason: Text::from(m.text(f::REASON)) }
             }
             E::CommunityCreated => {
                 use super::wire::community_created as f;
-                let m = Message::read(body, &f::SCHEMA, limit)?;
+                let m = Message::read_all(body, &f::SCHEMA, limit)?;
                 EventKind::CommunityCreated {
                     community_id: uuid(m.bytes(f::COMMUNITY_ID))?,
                     slug: Text::from(m.text(f::SLUG)),
@@ -264,9 +284,9 @@ impl Decoder {
     }
 
     /// A `BookingCreated` message: the event's, or the one inside a snapshot's booking.
-    fn booking_created(&mut self, body: &[u8], limit: u32) -> Result<BookingCreated, CodecError> {
+    fn booking_created(&mut self, body: &[&[u8]], limit: u32) -> Result<BookingCreated, CodecError> {
         use super::wire::booking_created as f;
-        let m = Message::read(body, &f::SCHEMA, limit)?;
+        let m = Message::read_all(body, &f::SCHEMA, limit)?;
         Ok(BookingCreated {
             details: BookingDetails {
                 booking_id: uuid(m.bytes(f::BOOKING_ID))?,
@@ -315,7 +335,7 @@ impl Decoder {
             return Ok(None);
         }
         Ok(Some(SnapshotBooking {
-            created: self.booking_created(m.message(f::BOOKING), RECURSION_LIMIT - 2)?,
+            created: self.booking_created(&[m.message(f::BOOKING)], RECURSION_LIMIT - 2)?,
             cancelled: m.varint(f::CANCELLED) != 0,
             created_at_micros: m.int64(f::CREATED_AT_MICROS),
             position: m.uint64(f::POSITION),
@@ -323,9 +343,9 @@ impl Decoder {
         }))
     }
 
-    fn response(&mut self, body: &[u8]) -> Result<StoredResponse, CodecError> {
+    fn response(&mut self, body: &[&[u8]]) -> Result<StoredResponse, CodecError> {
         use super::wire::stored_response as f;
-        let m = Message::read(body, &f::SCHEMA, RECURSION_LIMIT - 1)?;
+        let m = Message::read_all(body, &f::SCHEMA, RECURSION_LIMIT - 1)?;
         Ok(StoredResponse {
             actor: self.name(m.text(f::ACTOR)),
             key: Text::from(m.text(f::KEY)),
@@ -333,6 +353,31 @@ impl Decoder {
             status: u16::try_from(m.uint32(f::STATUS)).map_err(|_| CodecError("status out of range".into()))?,
             body: Arc::from(m.bytes(f::BODY)),
         })
+    }
+}
+
+/// Whether the occurrences of an event member that a later member replaced
+/// read as their message: the wire types and strings protobuf checks, and
+/// nothing of what the event would mean.
+fn well_formed(member: wire::event_record::Event, occurrences: &[&[u8]]) -> Result<(), CodecError> {
+    use super::wire::event_record::Event as E;
+    use super::wire::*;
+    let limit = RECURSION_LIMIT - 1;
+    match member {
+        E::ScheduleSet => Message::read_all(occurrences, &schedule_set::SCHEMA, limit).map(drop),
+        E::BookingCreated => Message::read_all(occurrences, &booking_created::SCHEMA, limit).map(drop),
+        E::BookingCancelled => Message::read_all(occurrences, &booking_cancelled::SCHEMA, limit).map(drop),
+        E::PhoneClaimed => Message::read_all(occurrences, &phone_claimed::SCHEMA, limit).map(drop),
+        E::PhoneCompleted => Message::read_all(occurrences, &phone_completed::SCHEMA, limit).map(drop),
+        E::PhoneClaimFailed => Message::read_all(occurrences, &phone_claim_failed::SCHEMA, limit).map(drop),
+        E::PhoneReleased => Message::read_all(occurrences, &phone_released::SCHEMA, limit).map(drop),
+        E::CallStarted => Message::read_all(occurrences, &call_started::SCHEMA, limit).map(drop),
+        E::CallOutcomeRecorded => Message::read_all(occurrences, &call_outcome_recorded::SCHEMA, limit).map(drop),
+        E::CallRefused => Message::read_all(occurrences, &call_refused::SCHEMA, limit).map(drop),
+        E::CampaignHalted => Message::read_all(occurrences, &campaign_halted::SCHEMA, limit).map(drop),
+        E::CampaignResumed => Message::read_all(occurrences, &campaign_resumed::SCHEMA, limit).map(drop),
+        E::NumberBlocked => Message::read_all(occurrences, &number_blocked::SCHEMA, limit).map(drop),
+        E::CommunityCreated => Message::read_all(occurrences, &community_created::SCHEMA, limit).map(drop),
     }
 }
 
@@ -483,7 +528,22 @@ struct Message<'a, const N: usize> {
 
 impl<'a, const N: usize> Message<'a, N> {
     fn read(bytes: &'a [u8], schema: &Schema<N>, limit: u32) -> Result<Message<'a, N>, CodecError> {
+        Message::read_all(&[bytes], schema, limit)
+    }
+
+    /// The occurrences of one message merged as protobuf merges them: each is
+    /// checked, and a field's last value wins (none of the messages read so
+    /// has a message field, whose occurrences would merge in turn: `merged`).
+    fn read_all(occurrences: &[&'a [u8]], schema: &Schema<N>, limit: u32) -> Result<Message<'a, N>, CodecError> {
         let mut m = Message { values: [None; N], merged: false };
+        for bytes in occurrences {
+            m.read_more(bytes, schema, limit)?;
+        }
+        Ok(m)
+    }
+
+    fn read_more(&mut self, bytes: &'a [u8], schema: &Schema<N>, limit: u32) -> Result<(), CodecError> {
+        let m = self;
         let mut fields = Fields::new(bytes, limit);
         while let Some((number, value)) = fields.next_field()? {
             let Some(&field) = schema.get(number as usize) else { continue };
@@ -499,7 +559,7 @@ impl<'a, const N: usize> Message<'a, N> {
                 _ => return Err(wire_type(number)),
             });
         }
-        Ok(m)
+        Ok(())
     }
 
     /// A varint field's value, 0 when absent.
@@ -629,6 +689,23 @@ mod tests {
         assert!(codec::decode_event_with_prost(bytes).is_err());
         assert!(Decoder::default().decode_event(bytes).is_err());
         assert!(Decoder::for_recovery().decode_event(bytes).is_err());
+    }
+
+    /// Two records written one after the other are one record to protobuf,
+    /// each field twice: the same event members merge, a different one
+    /// replaces the first, the responses merge. Read in place as prost reads
+    /// them, for every pair and triple of the example events.
+    #[test]
+    fn records_with_members_twice_merge_as_prost_merges_them() {
+        let records: Vec<Vec<u8>> = events().iter().map(codec::encode_event).collect();
+        for (i, first) in records.iter().enumerate() {
+            for (j, second) in records.iter().enumerate() {
+                let twice = [first.as_slice(), second].concat();
+                assert_decoded_as_prost_decodes(&twice, &format!("records {i} and {j}"));
+                let thrice = [first.as_slice(), second, first].concat();
+                assert_decoded_as_prost_decodes(&thrice, &format!("records {i}, {j} and {i}"));
+            }
+        }
     }
 
     /// A field's key and a value of its wire type, as written on the wire.
