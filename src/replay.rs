@@ -18,7 +18,7 @@ use crate::log::{Log, Position};
 
 /// One state being rebuilt from records in log order: a ledger event or a
 /// stored answer at a time. The first record that does not decode or apply
-/// stops the fold ([`ControlFlow::Break`]) and is kept for [`Replay::finish`].
+/// stops the fold ([`ControlFlow::Break`]) and is kept for [`Replay::check`].
 pub struct Replay<'s> {
     pub state: &'s mut State,
     decoder: Decoder,
