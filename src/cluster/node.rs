@@ -198,19 +198,27 @@ async fn bucket(js: &jetstream::Context, name: &str, config: &ClusterConfig) -> 
     .with_context(|| format!("creating the key-value bucket {name}"))
 }
 
-/// Retries `attempt` for up to a minute: a JetStream cluster that is starting
-/// answers nothing until it has elected its metadata leader.
-async fn patiently<T, F: std::future::Future<Output = anyhow::Result<T>>>(mut attempt: impl FnMut() -> F) -> anyhow::Result<T> {
-    let deadline = Instant::now() + Duration::from_secs(60);
+/// Retries `attempt` until it succeeds: a JetStream cluster that is starting
+/// answers nothing until it has elected its metadata leader, which on a
+/// loaded host has taken over a minute. The node serves nothing meanwhile
+/// (it accepts connections only once started), and after the first minute
+/// each failure is a warning, so an operator sees a NATS cluster that does
+/// not form.
+async fn patiently<T, F: std::future::Future<Output = anyhow::Result<T>>>(mut attempt: impl FnMut() -> F) -> T {
+    let started = Instant::now();
+    let mut pause = Duration::from_millis(250);
     loop {
         match attempt().await {
-            Ok(value) => return Ok(value),
-            Err(error) if Instant::now() < deadline => {
+            Ok(value) => return value,
+            Err(error) if started.elapsed() < Duration::from_secs(60) => {
                 tracing::info!("{error:#}; JetStream may still be starting, trying again");
-                tokio::time::sleep(Duration::from_millis(500)).await;
             }
-            Err(error) => return Err(error),
+            Err(error) => {
+                tracing::warn!("{error:#}; JetStream has not answered for {:?}, trying again", started.elapsed());
+            }
         }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(5));
     }
 }
 
@@ -219,10 +227,10 @@ impl Node {
     pub async fn start(config: ClusterConfig, server: Config, auth: Auth, clock: Arc<dyn Clock>) -> anyhow::Result<Arc<Node>> {
         let (client, js) = super::connect(&config).await?;
         for partition in 0..config.partitions {
-            patiently(|| stream::ensure_stream(&js, partition, config.replicas)).await?;
+            patiently(|| stream::ensure_stream(&js, partition, config.replicas)).await;
         }
-        let nodes = patiently(|| bucket(&js, NODES_BUCKET, &config)).await?;
-        let leases = patiently(|| bucket(&js, LEASES_BUCKET, &config)).await?;
+        let nodes = patiently(|| bucket(&js, NODES_BUCKET, &config)).await;
+        let leases = patiently(|| bucket(&js, LEASES_BUCKET, &config)).await;
         let metrics = Arc::new(Metrics::new());
         let cluster_metrics = ClusterMetrics::new(&metrics);
         let slots = (0..config.partitions).map(|_| Mutex::new(SlotEntry { generation: 0, slot: Slot::Follower, teardown: None })).collect();

@@ -20,7 +20,7 @@ pub const DATE: &str = "2026-03-02";
 /// How long a cluster test waits for something that must happen. Six
 /// servers share two cores with whatever else runs there: a fresh JetStream
 /// usually takes 10 s to take its first stream, but has been seen to take
-/// over a minute (a node's start-up allows a minute per JetStream call), so
+/// over a minute (a node's start-up retries until JetStream answers), so
 /// [`WAIT_MAX`] is not far beyond what a cluster takes here.
 ///
 /// [`WAIT_MAX`]: crate::eventually::WAIT_MAX
@@ -55,8 +55,27 @@ pub fn nats_binary() -> Option<PathBuf> {
     None
 }
 
+/// A port nothing listens on, below the kernel's ephemeral range: a port
+/// from `bind(0)` is free only until the next outgoing connection of a test
+/// running beside this one takes it as its local port, and a NATS server
+/// that lost its route port to one exits. Ports are spread by process id
+/// so that two test processes rarely try the same ones.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let below: u32 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32768);
+    let (low, span) = (10_000, below.saturating_sub(10_000).max(1));
+    let start = std::process::id().wrapping_mul(7919);
+    for _ in 0..span {
+        let port = (low + start.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed)) % span) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {low}..{below}");
 }
 
 fn signal(child: &Child, name: &str) {
@@ -262,12 +281,14 @@ impl Cluster {
         WithLogs { what: what.into(), cluster: self }
     }
 
+    /// The tail of every node's log and of every NATS server's.
     pub fn logs(&self) -> String {
+        let names = self.nodes.iter().map(|n| (&n.name, 30)).chain(self.nats.iter().map(|n| (&n.name, 15)));
         let mut out = String::new();
-        for node in &self.nodes {
-            let log = std::fs::read_to_string(self.dir.path().join(format!("{}.log", node.name))).unwrap_or_default();
-            let tail: Vec<&str> = log.lines().rev().take(30).collect();
-            out += &format!("\n--- {} ---\n{}", node.name, tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
+        for (name, lines) in names {
+            let log = std::fs::read_to_string(self.dir.path().join(format!("{name}.log"))).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(lines).collect();
+            out += &format!("\n--- {name} ---\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
         }
         out
     }
