@@ -90,6 +90,8 @@ pub struct LimitsSection {
     pub streams_max: usize,
     /// A schedule for a doctor new to a clinic that has this many is 422 `too_many_doctors`.
     pub doctors_per_clinic_max: u32,
+    /// Active holds per tenant; a hold beyond them is 429 `too_many_holds`.
+    pub holds_max: u32,
     /// Idempotency answers held at most; a new key beyond them is answered 503 `overloaded`.
     pub idempotency_keys_max: usize,
     /// HTTP connections open at once, at most (API.md's name); more wait unaccepted.
@@ -119,6 +121,7 @@ impl Default for LimitsSection {
             scans_max: ReadLimits::default().scans_max,
             streams_max: ReadLimits::default().streams_max,
             doctors_per_clinic_max: Rules::default().doctors_per_clinic_max,
+            holds_max: Rules::default().holds_max,
             idempotency_keys_max: writer.idempotency_keys_max,
             max_connections: connections.connections_max,
             requests_in_flight_max: connections.requests_in_flight_max,
@@ -345,6 +348,7 @@ impl Config {
             campaign_duplicates_max: check_range("rules.campaign_duplicates_max", r.campaign_duplicates_max, 1, 1000)?,
             duplicate_window: seconds("rules.duplicate_window_secs", r.duplicate_window_secs)?,
             doctors_per_clinic_max: check_range("limits.doctors_per_clinic_max", limits.doctors_per_clinic_max, 1, 10_000)?,
+            holds_max: check_range("limits.holds_max", limits.holds_max, 1, 10_000_000)?,
         };
         let mut tokens: Vec<(Secret, Token)> = Vec::new();
         for (i, token) in file.token.into_iter().enumerate() {
@@ -603,6 +607,7 @@ mod tests {
             ("[limits]\nqueue_len_maximum = 3", "queue_len_maximum"),
             ("[limits]\ndoctors_per_clinic_max = 0", "limits.doctors_per_clinic_max"),
             ("[limits]\ndoctors_per_clinic_max = 10001", "limits.doctors_per_clinic_max"),
+            ("[limits]\nholds_max = 0", "limits.holds_max"),
             ("[limits]\nidempotency_keys_max = 0", "limits.idempotency_keys_max"),
             ("[limits]\nmax_connections = 0", "limits.max_connections"),
             ("[limits]\nrequests_in_flight_max = 0", "limits.requests_in_flight_max"),

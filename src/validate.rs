@@ -20,6 +20,9 @@ pub const REASON_CHARS_MAX: usize = 1000;
 pub const COMMUNITY_NAME_CHARS_MAX: usize = 200;
 pub const SLOTS_PER_DAY_MAX: u32 = 1000;
 pub const SLOT_MINUTES_MAX: u32 = 480;
+/// A hold's `ttl_secs`: from 30 s to an hour, 300 s when not given.
+pub const HOLD_TTL_SECS: std::ops::RangeInclusive<u32> = 30..=3600;
+pub const HOLD_TTL_SECS_DEFAULT: u32 = 300;
 /// A phone number's characters, at most, as written (before it is parsed).
 pub const PHONE_NUMBER_CHARS_MAX: usize = 64;
 /// The form of a tenant's name, as [`valid_tenant`] checks it.
@@ -107,6 +110,23 @@ fn is_invisible(c: char) -> bool {
 pub fn check_count(field: &'static str, value: u32, max: u32) -> Result<(), Invalid> {
     if !(1..=max).contains(&value) {
         return Err(Invalid::field(field, format!("must be 1 to {max}")));
+    }
+    Ok(())
+}
+
+/// A number within `range`.
+pub fn check_within(field: &'static str, value: u32, range: std::ops::RangeInclusive<u32>) -> Result<(), Invalid> {
+    if !range.contains(&value) {
+        return Err(Invalid::field(field, format!("must be {} to {}", range.start(), range.end())));
+    }
+    Ok(())
+}
+
+/// A `patient_id`: chosen by the caller, `[A-Za-z0-9._-]{1,64}`, never itself personal data.
+pub fn check_patient_id(field: &'static str, value: &str) -> Result<(), Invalid> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    if value.is_empty() || value.len() > 64 || !value.chars().all(allowed) {
+        return Err(Invalid::field(field, format!("{value:?} is not 1 to 64 of A-Z, a-z, 0-9, '.', '_' and '-'")));
     }
     Ok(())
 }

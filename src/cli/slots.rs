@@ -46,9 +46,10 @@ pub fn run(args: &SlotsArgs) -> anyhow::Result<Finding> {
     for doctor in &day.doctors {
         for slot in 0..doctor.schedule.slots_per_day {
             let time = doctor.schedule.slot_minute(slot).map_or_else(|| "-".into(), |m| format!("{:02}:{:02}", m / 60, m % 60));
-            let (state_name, token, id) = match doctor.booked.get(&slot) {
-                Some(held) => ("booked", held.token.clone(), held.booking_id.to_string()),
-                None => ("free", "-".into(), "-".into()),
+            let (state_name, token, id) = match (doctor.booked.get(&slot), doctor.holds.get(&slot)) {
+                (Some(held), _) => ("booked", held.token.clone(), held.booking_id.to_string()),
+                (None, Some(on)) => ("held", "-".into(), format!("hold {} until {}", on.hold_id, on.expires_at)),
+                (None, None) => ("free", "-".into(), "-".into()),
             };
             writeln!(out, "{:<16} {slot:>5} {time:>6} {state_name:<7} {token:<6} {id}", doctor.doctor)?;
         }

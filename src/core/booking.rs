@@ -10,7 +10,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use uuid::Uuid;
 
 use super::state::{State, TenantState};
-use super::{Context, EventKind, Patient, Position, Rejection, Rules, Text};
+use super::{Context, EventKind, Patient, Position, Rejection, Rules, Text, holds};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Schedule {
@@ -67,12 +67,14 @@ pub struct BookingDetails {
     /// Inline up to 24 bytes (most names): no allocation of its own.
     pub patient: Patient,
     pub kind: BookingKind,
-    /// What an external calendar sent with the booking (incident 04), boxed:
-    /// most bookings carry none of it and pay 8 bytes instead of 48.
+    /// What an external calendar sent with the booking (incident 04) and the
+    /// hold it confirmed, boxed: most bookings carry none of it and pay 8
+    /// bytes instead of 64.
     pub external: Option<Box<External>>,
 }
 
-/// The fields of a booking an external calendar sets. Never all absent: a
+/// The fields of a booking that most bookings lack: what an external
+/// calendar sets, and the hold the booking confirmed. Never all absent: a
 /// booking without any of them has no `External` (see [`External::boxed`]),
 /// so that two equal bookings are equal field by field.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,17 +82,28 @@ pub struct External {
     pub external_ref: Option<Text>,
     pub correlation_id: Option<Text>,
     pub external_created_at: Option<DateTime<Utc>>,
+    pub hold_id: Option<Uuid>,
 }
 
 impl External {
-    /// The box for these fields, or `None` when none is given.
+    /// The box for an external calendar's fields, or `None` when none is given.
     pub fn boxed(
         external_ref: Option<Text>,
         correlation_id: Option<Text>,
         external_created_at: Option<DateTime<Utc>>,
     ) -> Option<Box<External>> {
-        (external_ref.is_some() || correlation_id.is_some() || external_created_at.is_some())
-            .then(|| Box::new(External { external_ref, correlation_id, external_created_at }))
+        External::boxed_with_hold(external_ref, correlation_id, external_created_at, None)
+    }
+
+    /// The box for these fields and the hold confirmed, or `None` when none is given.
+    pub fn boxed_with_hold(
+        external_ref: Option<Text>,
+        correlation_id: Option<Text>,
+        external_created_at: Option<DateTime<Utc>>,
+        hold_id: Option<Uuid>,
+    ) -> Option<Box<External>> {
+        (external_ref.is_some() || correlation_id.is_some() || external_created_at.is_some() || hold_id.is_some())
+            .then(|| Box::new(External { external_ref, correlation_id, external_created_at, hold_id }))
     }
 }
 
@@ -105,6 +118,11 @@ impl BookingDetails {
 
     pub fn external_created_at(&self) -> Option<DateTime<Utc>> {
         self.external.as_ref()?.external_created_at
+    }
+
+    /// The hold this booking confirmed.
+    pub fn hold_id(&self) -> Option<Uuid> {
+        self.external.as_ref()?.hold_id
     }
 }
 
@@ -131,6 +149,8 @@ pub struct Doctor {
 pub struct Day {
     /// The active booking holding each booked slot; a free slot is absent.
     pub slots: SlotMap,
+    /// The active hold on each held slot (never a booked one).
+    pub held: SlotMap,
     /// The last token number issued per kind; the next one is this plus one.
     pub tokens_issued_advance: u32,
     pub tokens_issued_walk_in: u32,
@@ -152,7 +172,7 @@ impl Day {
     }
 }
 
-/// A day's booked slots and the booking holding each, as one sorted vector:
+/// A day's booked (or held) slots and the booking (or hold) on each, as one sorted vector:
 /// 20 bytes a booked slot (a B-tree map took about twice that in nodes about
 /// half full, in each of the writer's two copies). A day has at most
 /// `slots_per_day` (at most 1,000) entries, so an insert or a removal moves at
@@ -299,7 +319,7 @@ pub(super) fn decide_schedule(
 }
 
 /// The checks run in the order API.md gives: schedule, slot range, external
-/// reference, freshness, slot.
+/// reference, freshness, slot (booked, then held).
 pub(super) fn decide_book(
     tenant: Option<&TenantState>,
     request: &BookingDetails,
@@ -343,8 +363,10 @@ pub(super) fn decide_book(
         let holder = &tenant.bookings[booking_id];
         return Err(Rejection::SlotTaken { booking_id: *booking_id, token: holder.token() });
     }
+    let mut kinds: Vec<EventKind> = holds::clear_expired_hold(tenant, day, request.slot, context.now)?.into_iter().collect();
     let token_number = day.map_or(0, |d| d.tokens_issued(request.kind)) + 1;
-    Ok(vec![EventKind::BookingCreated(BookingCreated { details: request.clone(), token_number })])
+    kinds.push(EventKind::BookingCreated(BookingCreated { details: request.clone(), token_number }));
+    Ok(kinds)
 }
 
 /// Cancelling a cancelled booking is a repeat: it changes nothing.
@@ -372,10 +394,15 @@ impl TenantState {
     /// Makes a booking's clinic and doctor names the schedule's own: one
     /// allocation per name, however many bookings carry it.
     pub fn share_names(&self, details: &mut BookingDetails) {
-        if let Some((clinic, c)) = self.clinics.get_key_value(&details.clinic) {
-            details.clinic = clinic.clone();
-            if let Some((doctor, _)) = c.doctors.get_key_value(&details.doctor) {
-                details.doctor = doctor.clone();
+        self.share_clinic_and_doctor(&mut details.clinic, &mut details.doctor);
+    }
+
+    /// Makes a clinic's and doctor's names the schedule's own (see [`TenantState::share_names`]).
+    pub fn share_clinic_and_doctor(&self, clinic: &mut Text, doctor: &mut Text) {
+        if let Some((shared, c)) = self.clinics.get_key_value(clinic) {
+            *clinic = shared.clone();
+            if let Some((shared, _)) = c.doctors.get_key_value(doctor) {
+                *doctor = shared.clone();
             }
         }
     }
@@ -394,6 +421,9 @@ pub(super) fn apply(tenant: &mut TenantState, kind: &EventKind, at: DateTime<Utc
             entry.schedule_position = position;
         }
         EventKind::BookingCreated(BookingCreated { details, token_number }) => {
+            if let Some(hold_id) = details.hold_id() {
+                holds::confirm(tenant, hold_id, details.booking_id, position);
+            }
             let doctor = tenant
                 .clinics
                 .get_mut(&details.clinic)
@@ -406,6 +436,7 @@ pub(super) fn apply(tenant: &mut TenantState, kind: &EventKind, at: DateTime<Utc
             *issued = *token_number;
             let previous = day.slots.insert(details.slot, details.booking_id);
             assert_eq!(previous, None, "one active booking per slot");
+            assert_eq!(day.held.get(&details.slot), None, "a booking takes no slot held by another");
             if let Some(external_ref) = details.external_ref() {
                 let previous = tenant.external_refs.insert(external_ref.clone(), details.booking_id);
                 assert_eq!(previous, None, "an external ref binds once");

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use super::state::State;
 use super::{
-    Action, Booking, Call, Campaign, Command, Community, Context, Event, EventKind, PhoneState, Rejection, Schedule, Text, booking, calls,
-    community, phone,
+    Action, Booking, Call, Campaign, Command, Community, Context, Event, EventKind, Hold, PhoneState, Rejection, Schedule, Text, booking,
+    calls, community, holds, phone,
 };
 
 /// Checks `command` against `state` as of `context` and returns the events it
@@ -29,6 +29,11 @@ pub fn decide(state: &State, command: &Command, context: &Context) -> Result<Vec
         Action::ResumeCampaign { campaign, reason } => calls::decide_resume(tenant, campaign, reason),
         Action::BlockNumber { number, reason } => calls::decide_block(tenant, number, reason),
         Action::CreateCommunity { community_id, name, owner, plan } => community::decide_create(tenant, *community_id, name, owner, plan)?,
+        Action::Hold { hold, ttl_secs } => holds::decide_hold(tenant, hold, *ttl_secs, rules, context)?,
+        Action::ConfirmHold { hold_id, booking_id, patient, patient_id, kind } => {
+            holds::decide_confirm(tenant, *hold_id, *booking_id, patient, patient_id, *kind, context)?
+        }
+        Action::ReleaseHold { hold_id } => holds::decide_release(tenant, *hold_id, context)?,
     };
     Ok(events(command, context, kinds))
 }
@@ -53,14 +58,17 @@ pub fn decide_refusal(state: &State, command: &Command, rejection: &Rejection, c
 /// published position, a moment within the request: the refusal is
 /// linearizable without the hand-off to the writer. A keyed command is never
 /// refused here (its answer is stored durably, by the writer), nor a call
-/// (a refused call is recorded, for the kill switch).
+/// (a refused call is recorded, for the kill switch), nor a slot held: a hold
+/// ends by the clock, which only the writer reads.
 pub fn refusal_on_sight(state: &State, command: &Command) -> Option<Rejection> {
     let Action::Book(request) = &command.action else { return None };
     if command.idempotency.is_some() || request.external_created_at().is_some() {
         return None;
     }
     let context = Context { now: state.recorded_at_last, position_next: state.position + 1 };
-    booking::decide_book(state.tenant(&command.tenant), request, &state.rules, &context).err()
+    booking::decide_book(state.tenant(&command.tenant), request, &state.rules, &context)
+        .err()
+        .filter(|rejection| !matches!(rejection, Rejection::SlotHeld { .. }))
 }
 
 /// Wraps event kinds in the command's provenance, at consecutive positions.
@@ -127,6 +135,11 @@ pub enum Reply {
     Community {
         community: Arc<Community>,
     },
+    /// `created` is false for a release, or a repeated one.
+    Hold {
+        hold: Arc<Hold>,
+        created: bool,
+    },
 }
 
 /// The answer to an accepted `command` whose `events` have been applied to `state`.
@@ -178,6 +191,12 @@ pub fn reply(state: &State, command: &Command, events: &[Event]) -> Reply {
                 unreachable!("a created community")
             };
             Reply::Community { community: tenant.communities[slug].clone() }
+        }
+        Action::Hold { hold, .. } => Reply::Hold { hold: tenant.holds[&hold.hold_id].clone(), created: true },
+        Action::ReleaseHold { hold_id } => Reply::Hold { hold: tenant.holds[hold_id].clone(), created: false },
+        Action::ConfirmHold { hold_id, .. } => {
+            let super::HoldStatus::Confirmed(booking_id) = tenant.holds[hold_id].status else { unreachable!("a confirmed hold") };
+            Reply::Booking { booking: tenant.bookings[&booking_id].clone(), created: !events.is_empty() }
         }
     }
 }

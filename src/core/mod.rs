@@ -12,6 +12,7 @@ pub mod booking;
 pub mod calls;
 pub mod community;
 mod decide;
+pub mod holds;
 pub mod idempotency;
 pub mod phone;
 mod rejected;
@@ -29,6 +30,7 @@ pub use booking::{
 pub use calls::{Call, CallState, Campaign, Duplicate, NumberCalls};
 pub use community::Community;
 pub use decide::{PhoneReply, Reply, decide, decide_refusal, refusal_on_sight, reply};
+pub use holds::{Hold, HoldDetails, HoldStatus};
 pub use idempotency::{Fingerprint, IdempotencyCheck, IdempotencyTable, Scope, StoredResponse};
 pub use phone::{Business, PhoneState};
 pub use rejected::Rejected;
@@ -127,6 +129,22 @@ pub enum Action {
         owner: Text,
         plan: Text,
     },
+    /// Holds a slot for `ttl_secs` from the writer's clock.
+    Hold {
+        hold: HoldDetails,
+        ttl_secs: u32,
+    },
+    /// Books the hold's slot; the patient given here or at hold time.
+    ConfirmHold {
+        hold_id: Uuid,
+        booking_id: Uuid,
+        patient: Option<Patient>,
+        patient_id: Option<Text>,
+        kind: Option<BookingKind>,
+    },
+    ReleaseHold {
+        hold_id: Uuid,
+    },
 }
 
 /// `YYYY-MM-DD`.
@@ -218,6 +236,17 @@ pub enum EventKind {
         owner: Text,
         plan: Text,
     },
+    HoldPlaced {
+        details: HoldDetails,
+        expires_at: DateTime<Utc>,
+    },
+    HoldReleased {
+        hold_id: Uuid,
+    },
+    /// Appended by the writer at the hold's expiry, by its own clock.
+    HoldExpired {
+        hold_id: Uuid,
+    },
 }
 
 impl EventKind {
@@ -237,6 +266,9 @@ impl EventKind {
             EventKind::CampaignResumed { .. } => "campaign_resumed",
             EventKind::NumberBlocked { .. } => "number_blocked",
             EventKind::CommunityCreated { .. } => "community_created",
+            EventKind::HoldPlaced { .. } => "hold_placed",
+            EventKind::HoldReleased { .. } => "hold_released",
+            EventKind::HoldExpired { .. } => "hold_expired",
         }
     }
 
@@ -267,14 +299,16 @@ impl EventKind {
             }
             EventKind::NumberBlocked { number, .. } => Subjects { number: Some(number), ..none },
             EventKind::CommunityCreated { .. } => none,
+            EventKind::HoldPlaced { details, .. } => Subjects { clinic: Some(&details.clinic), hold: Some(details.hold_id), ..none },
+            EventKind::HoldReleased { hold_id } | EventKind::HoldExpired { hold_id } => Subjects { hold: Some(*hold_id), ..none },
         }
     }
 }
 
 /// The subjects an event names ([`EventKind::subjects`]). An event that names a
-/// clinic, campaign or number and creates a booking or call makes that booking
-/// or call part of it; an event that names only a booking or call belongs to
-/// whatever that booking or call belongs to.
+/// clinic, campaign or number and creates a booking, hold or call makes it
+/// part of that; an event that names only a booking, hold or call belongs to
+/// whatever that belongs to.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Subjects<'a> {
     pub clinic: Option<&'a Text>,
@@ -284,6 +318,7 @@ pub struct Subjects<'a> {
     pub number: Option<&'a Text>,
     pub call: Option<Uuid>,
     pub business: Option<&'a Text>,
+    pub hold: Option<Uuid>,
 }
 
 /// Why a command was refused. Every variant is a business answer (4xx), never a fault.
@@ -333,6 +368,23 @@ pub enum Rejection {
     CallNotFound { call_id: Uuid },
     #[error("the name {name:?} has no letters or digits to make a slug of")]
     InvalidName { name: Text },
+    #[error("the slot is held by hold {hold_id} until {expires_at}")]
+    SlotHeld { hold_id: Uuid, expires_at: DateTime<Utc> },
+    #[error("no hold {hold_id}")]
+    HoldNotFound { hold_id: Uuid },
+    #[error("hold {hold_id} expired at {expires_at}")]
+    HoldExpired { hold_id: Uuid, expires_at: DateTime<Utc> },
+    #[error("hold {hold_id} was released")]
+    HoldReleased { hold_id: Uuid },
+    #[error("hold {hold_id} was confirmed as booking {booking_id}")]
+    HoldConfirmed { hold_id: Uuid, booking_id: Uuid },
+    #[error("the hold was made with a different {field}")]
+    HoldPatientMismatch { field: &'static str },
+    /// Neither the hold nor its confirmation named the patient.
+    #[error("patient is required: the hold names none")]
+    PatientRequired,
+    #[error("the tenant has {limit} active holds, the most it may have")]
+    TooManyHolds { limit: u32, retry_after_secs: u32 },
 }
 
 impl Rejection {
@@ -349,6 +401,10 @@ impl Rejection {
             | Rejection::RecentlyCalled { call_id, .. }
             | Rejection::OutcomeAlreadyRecorded { call_id, .. } => format!("call:{call_id}"),
             Rejection::CampaignHalted { campaign, .. } => format!("campaign:{campaign}"),
+            Rejection::SlotHeld { hold_id, .. }
+            | Rejection::HoldExpired { hold_id, .. }
+            | Rejection::HoldReleased { hold_id }
+            | Rejection::HoldConfirmed { hold_id, .. } => format!("hold:{hold_id}"),
             Rejection::UnknownDoctor { .. }
             | Rejection::SlotOutOfRange { .. }
             | Rejection::TooManyDoctors { .. }
@@ -357,7 +413,11 @@ impl Rejection {
             | Rejection::ExternalCreatedInFuture { .. }
             | Rejection::IdempotencyKeyReused
             | Rejection::CallNotFound { .. }
-            | Rejection::InvalidName { .. } => return None,
+            | Rejection::InvalidName { .. }
+            | Rejection::HoldNotFound { .. }
+            | Rejection::HoldPatientMismatch { .. }
+            | Rejection::PatientRequired
+            | Rejection::TooManyHolds { .. } => return None,
         })
     }
 
@@ -384,6 +444,14 @@ impl Rejection {
             Rejection::OutcomeAlreadyRecorded { .. } => "outcome_already_recorded",
             Rejection::CallNotFound { .. } => "not_found",
             Rejection::InvalidName { .. } => "invalid_name",
+            Rejection::SlotHeld { .. } => "slot_held",
+            Rejection::HoldNotFound { .. } => "not_found",
+            Rejection::HoldExpired { .. } => "hold_expired",
+            Rejection::HoldReleased { .. } => "hold_released",
+            Rejection::HoldConfirmed { .. } => "hold_confirmed",
+            Rejection::HoldPatientMismatch { .. } => "hold_patient_mismatch",
+            Rejection::PatientRequired => "invalid_request",
+            Rejection::TooManyHolds { .. } => "too_many_holds",
         }
     }
 }

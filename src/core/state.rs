@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, Duration, Utc};
 use uuid::Uuid;
 
-use super::{Booking, Business, Call, Campaign, Clinic, Community, IdempotencyTable, NumberCalls, Position, Text};
+use super::{Booking, Business, Call, Campaign, Clinic, Community, Hold, IdempotencyTable, NumberCalls, Position, Text};
 use std::sync::Arc;
 
 /// Business rules that come from configuration, not from events.
@@ -33,6 +33,8 @@ pub struct Rules {
     /// a slots read renders every doctor of the clinic while it holds the
     /// published state's read lock, so an unbounded clinic stalls the writer.
     pub doctors_per_clinic_max: u32,
+    /// Active holds per tenant (`[limits] holds_max`).
+    pub holds_max: u32,
 }
 
 impl Default for Rules {
@@ -46,6 +48,7 @@ impl Default for Rules {
             campaign_duplicates_max: 2,
             duplicate_window: Duration::hours(1),
             doctors_per_clinic_max: 64,
+            holds_max: 100_000,
         }
     }
 }
@@ -80,6 +83,11 @@ pub struct TenantState {
     pub communities: BTreeMap<Text, Arc<Community>>,
     /// The highest `-N` suffix given to each base slug.
     pub slug_suffixes: BTreeMap<Text, u32>,
+    /// Every hold, in any status.
+    pub holds: BTreeMap<Uuid, Arc<Hold>>,
+    /// The holds still `held` by their events, by expiry: the writer's timer
+    /// and the limit of active holds read it.
+    pub hold_expiries: BTreeSet<(DateTime<Utc>, Uuid)>,
 }
 
 impl State {

@@ -566,3 +566,158 @@ fn a_booking_record_stays_compact() {
     assert!(std::mem::size_of::<super::Booking>() <= 136, "Booking is {} bytes", std::mem::size_of::<super::Booking>());
     assert!(std::mem::size_of::<super::BookingDetails>() <= 96, "BookingDetails is {} bytes", std::mem::size_of::<super::BookingDetails>());
 }
+
+fn hold(id: u128, slot: u32, patient: Option<&str>) -> Action {
+    Action::Hold {
+        hold: HoldDetails {
+            hold_id: Uuid::from_u128(id),
+            clinic: "c".into(),
+            doctor: "d".into(),
+            date: date(),
+            slot,
+            patient: patient.map(Into::into),
+            patient_id: None,
+        },
+        ttl_secs: 300,
+    }
+}
+
+fn confirm(hold_id: u128, booking_id: u128, patient: Option<&str>) -> Action {
+    Action::ConfirmHold {
+        hold_id: Uuid::from_u128(hold_id),
+        booking_id: Uuid::from_u128(booking_id),
+        patient: patient.map(Into::into),
+        patient_id: None,
+        kind: None,
+    }
+}
+
+fn held(reply: Result<Reply, Rejection>) -> Hold {
+    match reply {
+        Ok(Reply::Hold { hold, .. }) => (*hold).clone(),
+        other => panic!("expected a hold, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_hold_blocks_its_slot_until_it_expires_by_the_clock_handed_to_decide() {
+    let (mut state, mut log) = (State::default(), Vec::new());
+    run(&mut state, &mut log, schedule(3), t0()).unwrap();
+    let h = held(run(&mut state, &mut log, hold(10, 1, Some("Asha")), t0()));
+    assert_eq!((h.status, h.expires_at), (HoldStatus::Held, t0() + Duration::seconds(300)));
+    let blocked = Rejection::SlotHeld { hold_id: Uuid::from_u128(10), expires_at: h.expires_at };
+    let just_before = h.expires_at - Duration::microseconds(1);
+    assert_eq!(run(&mut state, &mut log, Action::Book(book(1, 1, BookingKind::Advance)), just_before), Err(blocked.clone()));
+    assert_eq!(run(&mut state, &mut log, hold(11, 1, None), just_before), Err(blocked));
+    // A booked slot cannot be held.
+    let first = booked(run(&mut state, &mut log, Action::Book(book(2, 0, BookingKind::Advance)), t0()));
+    let taken = run(&mut state, &mut log, hold(12, 0, None), t0());
+    assert_eq!(taken, Err(Rejection::SlotTaken { booking_id: first.details.booking_id, token: "A001".into() }));
+    // At its expiry, before any hold_expired is written, the slot books, and
+    // the command writes the expiry first.
+    let at_expiry = h.expires_at;
+    let before = log.len();
+    let second = booked(run(&mut state, &mut log, Action::Book(book(3, 1, BookingKind::Advance)), at_expiry));
+    assert_eq!(second.token(), "A002");
+    let kinds: Vec<&str> = log[before..].iter().map(|e| e.kind.name()).collect();
+    assert_eq!(kinds, ["hold_expired", "booking_created"]);
+    assert_eq!(state.tenant("kloqo").unwrap().holds[&Uuid::from_u128(10)].status, HoldStatus::Expired);
+    assert_eq!(recover_log(state.rules, &log), state);
+}
+
+#[test]
+fn a_confirmed_hold_is_one_booking_however_often_it_is_confirmed() {
+    let (mut state, mut log) = (State::default(), Vec::new());
+    run(&mut state, &mut log, schedule(3), t0()).unwrap();
+    run(&mut state, &mut log, hold(10, 2, Some("Asha")), t0()).unwrap();
+    run(&mut state, &mut log, hold(11, 1, None), t0()).unwrap();
+    let mismatch = run(&mut state, &mut log, confirm(10, 1, Some("Ravi")), t0());
+    assert_eq!(mismatch, Err(Rejection::HoldPatientMismatch { field: "patient" }));
+    assert_eq!(run(&mut state, &mut log, confirm(11, 1, None), t0()), Err(Rejection::PatientRequired));
+    let booking = booked(run(&mut state, &mut log, confirm(10, 1, None), t0()));
+    assert_eq!((booking.details.patient.as_str(), booking.details.slot, booking.token()), ("Asha", 2, "A001".into()));
+    assert_eq!(booking.details.hold_id(), Some(Uuid::from_u128(10)));
+    let events = log.len();
+    let again = run(&mut state, &mut log, confirm(10, 2, Some("Asha")), t0());
+    assert_eq!(again, Ok(Reply::Booking { booking: std::sync::Arc::new(booking.clone()), created: false }));
+    assert_eq!(log.len(), events, "a repeated confirmation appends nothing");
+    let release = run(&mut state, &mut log, Action::ReleaseHold { hold_id: Uuid::from_u128(10) }, t0());
+    assert_eq!(release, Err(Rejection::HoldConfirmed { hold_id: Uuid::from_u128(10), booking_id: Uuid::from_u128(1) }));
+    // The confirmed slot is booked, no longer held.
+    let taken = run(&mut state, &mut log, Action::Book(book(5, 2, BookingKind::Advance)), t0());
+    assert!(matches!(taken, Err(Rejection::SlotTaken { .. })), "{taken:?}");
+    assert_eq!(recover_log(state.rules, &log), state);
+}
+
+#[test]
+fn a_released_or_expired_hold_frees_its_slot_and_cannot_be_confirmed() {
+    let (mut state, mut log) = (State::default(), Vec::new());
+    run(&mut state, &mut log, schedule(3), t0()).unwrap();
+    run(&mut state, &mut log, hold(10, 0, Some("Asha")), t0()).unwrap();
+    let release = || Action::ReleaseHold { hold_id: Uuid::from_u128(10) };
+    assert_eq!(held(run(&mut state, &mut log, release(), t0())).status, HoldStatus::Released);
+    let events = log.len();
+    assert_eq!(held(run(&mut state, &mut log, release(), t0())).status, HoldStatus::Released, "again: the same answer");
+    assert_eq!(log.len(), events, "a repeated release appends nothing");
+    assert_eq!(run(&mut state, &mut log, confirm(10, 1, None), t0()), Err(Rejection::HoldReleased { hold_id: Uuid::from_u128(10) }));
+    booked(run(&mut state, &mut log, Action::Book(book(1, 0, BookingKind::Advance)), t0()));
+
+    let h = held(run(&mut state, &mut log, hold(11, 1, Some("Ravi")), t0()));
+    let expired = Rejection::HoldExpired { hold_id: Uuid::from_u128(11), expires_at: h.expires_at };
+    assert_eq!(run(&mut state, &mut log, confirm(11, 2, None), h.expires_at), Err(expired.clone()));
+    let release = Action::ReleaseHold { hold_id: Uuid::from_u128(11) };
+    assert_eq!(run(&mut state, &mut log, release, h.expires_at), Err(expired));
+    assert_eq!(run(&mut state, &mut log, hold(12, 9, None), t0()), Err(Rejection::SlotOutOfRange { slot: 9, slots_per_day: 3 }));
+    let unknown = run(&mut state, &mut log, confirm(99, 3, None), t0());
+    assert_eq!(unknown, Err(Rejection::HoldNotFound { hold_id: Uuid::from_u128(99) }));
+}
+
+#[test]
+fn the_writer_expires_what_is_due_in_order_and_only_that() {
+    let (mut state, mut log) = (State::default(), Vec::new());
+    run(&mut state, &mut log, schedule(5), t0()).unwrap();
+    for (id, slot, at) in [(10, 0, 2), (11, 1, 0), (12, 2, 1), (13, 3, 9)] {
+        run(&mut state, &mut log, hold(id, slot, None), t0() + Duration::seconds(at)).unwrap();
+    }
+    assert_eq!(holds::next_expiry(&state), Some(t0() + Duration::seconds(300)));
+    let now = t0() + Duration::seconds(302);
+    let due = holds::expiries_due(&state, &Context { now, position_next: state.position + 1 });
+    let expired: Vec<_> = due.iter().map(|e| (e.position, e.kind.clone(), e.actor.to_string())).collect();
+    let expected: Vec<_> = [11, 12, 10]
+        .into_iter()
+        .enumerate()
+        .map(|(i, id)| (state.position + 1 + i as u64, EventKind::HoldExpired { hold_id: Uuid::from_u128(id) }, "ledger".to_string()))
+        .collect();
+    assert_eq!(expired, expected);
+    for event in &due {
+        apply(&mut state, event);
+    }
+    assert_eq!(holds::next_expiry(&state), Some(t0() + Duration::seconds(309)));
+    assert!(holds::expiries_due(&state, &Context { now, position_next: state.position + 1 }).is_empty());
+    booked(run(&mut state, &mut log, Action::Book(book(1, 2, BookingKind::Advance)), now));
+}
+
+#[test]
+fn active_holds_are_limited_per_tenant_and_expired_ones_do_not_count() {
+    let mut state = State::new(Rules { holds_max: 2, ..Rules::default() });
+    let mut log = Vec::new();
+    run(&mut state, &mut log, schedule(5), t0()).unwrap();
+    run(&mut state, &mut log, hold(10, 0, None), t0()).unwrap();
+    run(&mut state, &mut log, hold(11, 1, None), t0() + Duration::seconds(100)).unwrap();
+    let refused = run(&mut state, &mut log, hold(12, 2, None), t0() + Duration::seconds(200));
+    assert_eq!(refused, Err(Rejection::TooManyHolds { limit: 2, retry_after_secs: 101 }));
+    // Past the first one's expiry it no longer counts, event or not.
+    run(&mut state, &mut log, hold(12, 2, None), t0() + Duration::seconds(300)).unwrap();
+}
+
+#[test]
+fn a_refusal_on_sight_never_says_a_slot_is_held() {
+    let (mut state, mut log) = (State::default(), Vec::new());
+    run(&mut state, &mut log, schedule(3), t0()).unwrap();
+    run(&mut state, &mut log, hold(10, 1, None), t0()).unwrap();
+    // Only the writer reads the clock that ends a hold.
+    assert_eq!(refusal_on_sight(&state, &command(Action::Book(book(1, 1, BookingKind::Advance)))), None);
+    run(&mut state, &mut log, Action::Book(book(2, 0, BookingKind::Advance)), t0()).unwrap();
+    let taken = refusal_on_sight(&state, &command(Action::Book(book(3, 0, BookingKind::Advance))));
+    assert!(matches!(taken, Some(Rejection::SlotTaken { .. })), "{taken:?}");
+}

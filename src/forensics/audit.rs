@@ -13,7 +13,7 @@ use std::ops::ControlFlow;
 use chrono::{DateTime, NaiveDate, Utc};
 use uuid::Uuid;
 
-use crate::core::{BookingCreated, BookingKind, CallState, Event, EventKind, Position, Rules, Text, format_date, token};
+use crate::core::{BookingCreated, BookingKind, CallState, Event, EventKind, HoldDetails, Position, Rules, Text, format_date, token};
 use crate::log::events::{EventReader, ReadError};
 
 /// The names of the invariants, as reported in [`Violation::rule`].
@@ -55,6 +55,10 @@ pub mod rule {
     pub const OUTCOME_OF_KNOWN_CALL: &str = "outcome_of_known_call";
     /// A community slug is given once.
     pub const UNIQUE_COMMUNITY_SLUG: &str = "unique_community_slug";
+    /// A hold is placed on a slot neither booked nor held, under a new id; it
+    /// ends once (confirmed, released or expired), never expires before its
+    /// `expires_at`, and no booking takes a held slot but the one confirming it.
+    pub const HOLD_OF_FREE_SLOT: &str = "hold_of_free_slot";
 
     /// Every rule the audit checks.
     pub const ALL: &[&str] = &[
@@ -76,6 +80,7 @@ pub mod rule {
         ONE_OUTCOME_PER_CALL,
         OUTCOME_OF_KNOWN_CALL,
         UNIQUE_COMMUNITY_SLUG,
+        HOLD_OF_FREE_SLOT,
     ];
 }
 
@@ -169,6 +174,18 @@ struct TenantFacts {
     halted: BTreeMap<Text, Position>,
     /// Each slug and the first community that got it.
     slugs: BTreeMap<Text, (Uuid, Position)>,
+    /// Every hold placed: its slot, expiry, and the position that ended it.
+    holds: BTreeMap<Uuid, HoldFacts>,
+    /// The active hold on each held slot, and where it was placed.
+    held_slots: BTreeMap<SlotKey, (Uuid, Position)>,
+}
+
+#[derive(Debug)]
+struct HoldFacts {
+    slot: SlotKey,
+    placed: Position,
+    expires_at: DateTime<Utc>,
+    ended: Option<Position>,
 }
 
 #[derive(Debug)]
@@ -340,6 +357,52 @@ impl TenantFacts {
                     self.slugs.insert(slug.clone(), (*community_id, p));
                 }
             },
+            EventKind::HoldPlaced { details, expires_at } => self.hold_placed(details, *expires_at, p, found),
+            EventKind::HoldReleased { hold_id } => self.hold_ended(*hold_id, None, p, found),
+            EventKind::HoldExpired { hold_id } => self.hold_ended(*hold_id, Some(event.recorded_at), p, found),
+        }
+    }
+
+    fn hold_placed(&mut self, hold: &HoldDetails, expires_at: DateTime<Utc>, p: Position, found: &mut Found<'_>) {
+        let (id, key): (Uuid, SlotKey) = (hold.hold_id, (hold.clinic.clone(), hold.doctor.clone(), hold.date, hold.slot));
+        if let Some(first) = self.holds.get(&id) {
+            let detail = format!("hold {id} is placed at position {} and again at position {p}", first.placed);
+            return found.add(rule::HOLD_OF_FREE_SLOT, vec![first.placed, p], detail);
+        }
+        if let Some((booking_id, at)) = self.slot_holders.get(&key).and_then(|holders| holders.first()) {
+            let detail = format!("hold {id} (position {p}) holds {}, booked by booking {booking_id} (position {at})", describe_slot(&key));
+            found.add(rule::HOLD_OF_FREE_SLOT, vec![*at, p], detail);
+        }
+        if let Some((other, at)) = self.held_slots.get(&key) {
+            let detail = format!("hold {id} (position {p}) holds {}, held by hold {other} (position {at})", describe_slot(&key));
+            found.add(rule::HOLD_OF_FREE_SLOT, vec![*at, p], detail);
+        }
+        self.held_slots.insert(key.clone(), (id, p));
+        self.holds.insert(id, HoldFacts { slot: key, placed: p, expires_at, ended: None });
+    }
+
+    /// A hold ends: released (`expired_at` none), expired at `expired_at`, or confirmed.
+    fn hold_ended(&mut self, id: Uuid, expired_at: Option<DateTime<Utc>>, p: Position, found: &mut Found<'_>) {
+        let Some(hold) = self.holds.get_mut(&id) else {
+            return found.add(rule::HOLD_OF_FREE_SLOT, vec![p], format!("hold {id} ends at position {p} but was never placed"));
+        };
+        if let Some(ended) = hold.ended {
+            let detail =
+                format!("hold {id} (placed at position {}) ends at position {p}, though it ended at position {ended}", hold.placed);
+            return found.add(rule::HOLD_OF_FREE_SLOT, vec![hold.placed, ended, p], detail);
+        }
+        if let Some(at) = expired_at
+            && at < hold.expires_at
+        {
+            let detail = format!(
+                "hold {id} (placed at position {}) expires at position {p}, at {at}, before its expiry {}",
+                hold.placed, hold.expires_at
+            );
+            found.add(rule::HOLD_OF_FREE_SLOT, vec![hold.placed, p], detail);
+        }
+        hold.ended = Some(p);
+        if self.held_slots.get(&hold.slot).is_some_and(|(holder, _)| *holder == id) {
+            self.held_slots.remove(&hold.slot);
         }
     }
 
@@ -389,6 +452,18 @@ impl TenantFacts {
                 ),
             ),
             Some(_) => {}
+        }
+        match (created.details.hold_id(), self.held_slots.get(&key)) {
+            (Some(hold_id), Some((holder, _))) if *holder == hold_id => self.hold_ended(hold_id, None, p, found),
+            (_, Some((holder, at))) => {
+                let detail = format!("booking {id} (position {p}) takes {}, held by hold {holder} (position {at})", describe_slot(&key));
+                found.add(rule::HOLD_OF_FREE_SLOT, vec![*at, p], detail);
+            }
+            (Some(hold_id), None) => {
+                let detail = format!("booking {id} (position {p}) confirms hold {hold_id}, which does not hold {}", describe_slot(&key));
+                found.add(rule::HOLD_OF_FREE_SLOT, vec![p], detail);
+            }
+            (None, None) => {}
         }
         let holders = self.slot_holders.entry(key.clone()).or_default();
         if !holders.is_empty() {
@@ -1210,6 +1285,58 @@ mod tests {
             vec![(rule::UNIQUE_COMMUNITY_SLUG, vec![1, 2])]
         );
         assert!(report.violations[0].detail.contains("slug my-community"), "{}", report.violations[0].detail);
+    }
+
+    fn placed(n: u128, slot: u32) -> EventKind {
+        EventKind::HoldPlaced {
+            details: HoldDetails {
+                hold_id: id(n),
+                clinic: "c".into(),
+                doctor: "d".into(),
+                date: NaiveDate::from_ymd_opt(2026, 3, 2).unwrap(),
+                slot,
+                patient: None,
+                patient_id: None,
+            },
+            // `history` records event i at t0 + i seconds.
+            expires_at: t0() + Duration::seconds(3),
+        }
+    }
+
+    #[test]
+    fn a_hold_on_a_taken_slot_a_booking_over_a_hold_and_an_early_expiry_are_named() {
+        let confirming = |n, hold: u128| {
+            let mut c = created(n, 0, 1);
+            c.details.external = crate::core::External::boxed_with_hold(None, None, None, Some(id(hold)));
+            EventKind::BookingCreated(c)
+        };
+        // Clean: held, confirmed; held, released; held, expired at its time.
+        let clean = history(vec![
+            schedule_set(3),
+            placed(10, 0),
+            confirming(1, 10),
+            placed(11, 1),
+            EventKind::HoldReleased { hold_id: id(11) },
+            placed(12, 1),
+            EventKind::HoldExpired { hold_id: id(12) },
+        ]);
+        assert_eq!(found(&clean[..6]), vec![]);
+        // Hold 12 was placed at t0 + 5 s and expires at t0 + 3 s: expired at t0 + 6 s is fine.
+        assert_eq!(found(&clean), vec![]);
+        assert_eq!(found(&history(vec![schedule_set(3), booking(1, 0, 1), placed(10, 0)])), vec![(rule::HOLD_OF_FREE_SLOT, vec![2, 3])]);
+        assert_eq!(found(&history(vec![schedule_set(3), placed(10, 0), booking(1, 0, 1)])), vec![(rule::HOLD_OF_FREE_SLOT, vec![2, 3])]);
+        assert_eq!(found(&history(vec![schedule_set(3), placed(10, 0), placed(11, 0)])), vec![(rule::HOLD_OF_FREE_SLOT, vec![2, 3])]);
+        // Expired at t0 + 2 s, before its t0 + 3 s.
+        let early = history(vec![schedule_set(3), placed(10, 0), EventKind::HoldExpired { hold_id: id(10) }]);
+        assert_eq!(found(&early), vec![(rule::HOLD_OF_FREE_SLOT, vec![2, 3])]);
+        let twice = history(vec![
+            schedule_set(3),
+            placed(10, 0),
+            EventKind::HoldReleased { hold_id: id(10) },
+            EventKind::HoldReleased { hold_id: id(10) },
+        ]);
+        assert_eq!(found(&twice), vec![(rule::HOLD_OF_FREE_SLOT, vec![2, 3, 4])]);
+        assert_eq!(found(&history(vec![schedule_set(3), confirming(1, 10)])), vec![(rule::HOLD_OF_FREE_SLOT, vec![2])]);
     }
 
     #[test]

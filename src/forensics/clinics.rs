@@ -38,6 +38,8 @@ pub struct ClinicIndex {
     days: Vec<Vec<(Position, Location)>>,
     /// Per booking: its day's number, to index its cancellation.
     bookings: BTreeMap<Uuid, u32>,
+    /// Per hold: its day's number, to index its release or expiry.
+    holds: BTreeMap<Uuid, u32>,
 }
 
 /// One clinic's day as `GET .../slots` shows it.
@@ -55,6 +57,16 @@ pub struct DoctorDay {
     pub schedule: Schedule,
     /// The booked slots: the active booking holding each.
     pub booked: BTreeMap<u32, Held>,
+    /// The held slots, as the events have them (a view compares `expires_at`
+    /// with its clock: a hold past it is free before its expiry is written).
+    pub holds: BTreeMap<u32, HoldOn>,
+}
+
+/// The active hold on a slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HoldOn {
+    pub hold_id: Uuid,
+    pub expires_at: chrono::DateTime<chrono::Utc>,
 }
 
 /// The active booking holding a slot.
@@ -75,7 +87,8 @@ impl ClinicDay {
             .flatten()
             .filter(|(name, _)| doctor.is_none_or(|d| name.as_ref() == d))
             .map(|(name, d)| {
-                let slots = d.days.get(&date).map(|day| &day.slots);
+                let day = d.days.get(&date);
+                let slots = day.map(|day| &day.slots);
                 let booked = slots
                     .into_iter()
                     .flatten()
@@ -86,7 +99,15 @@ impl ClinicDay {
                         (*slot, Held { booking_id: *id, token, patient })
                     })
                     .collect();
-                DoctorDay { doctor: name.clone(), schedule: d.schedule, booked }
+                let holds = day
+                    .into_iter()
+                    .flat_map(|day| day.held.iter())
+                    .filter_map(|(slot, id)| {
+                        let hold = tenant_state?.holds.get(id)?;
+                        Some((*slot, HoldOn { hold_id: *id, expires_at: hold.expires_at }))
+                    })
+                    .collect();
+                DoctorDay { doctor: name.clone(), schedule: d.schedule, booked, holds }
             })
             .collect();
         ClinicDay { position: state.position, doctors }
@@ -102,22 +123,45 @@ impl ClinicIndex {
                 doctors.entry(doctor.clone()).or_default().push((event.position, location, *schedule));
             }
             EventKind::BookingCreated(created) => {
-                let key = (event.tenant.clone(), created.details.clinic.clone(), created.details.date);
-                let next = self.days.len() as u32;
-                let number = *self.day_numbers.entry(key).or_insert(next);
-                if number == next {
-                    self.days.push(Vec::new());
-                }
-                self.days[number as usize].push((event.position, location));
+                let number = self.day_of(event, &created.details.clinic, created.details.date, location);
                 self.bookings.insert(created.details.booking_id, number);
             }
-            EventKind::BookingCancelled { booking_id, .. } => {
-                if let Some(number) = self.bookings.get(booking_id) {
+            EventKind::HoldPlaced { details, .. } => {
+                let number = self.day_of(event, &details.clinic, details.date, location);
+                self.holds.insert(details.hold_id, number);
+            }
+            EventKind::BookingCancelled { booking_id: id, .. }
+            | EventKind::HoldReleased { hold_id: id }
+            | EventKind::HoldExpired { hold_id: id } => {
+                let index = if matches!(event.kind, EventKind::BookingCancelled { .. }) { &self.bookings } else { &self.holds };
+                if let Some(number) = index.get(id) {
                     self.days[*number as usize].push((event.position, location));
                 }
             }
-            _ => {}
+            // No clinic day changes by these.
+            EventKind::PhoneClaimed { .. }
+            | EventKind::PhoneCompleted { .. }
+            | EventKind::PhoneClaimFailed { .. }
+            | EventKind::PhoneReleased { .. }
+            | EventKind::CallStarted { .. }
+            | EventKind::CallOutcomeRecorded { .. }
+            | EventKind::CallRefused { .. }
+            | EventKind::CampaignHalted { .. }
+            | EventKind::CampaignResumed { .. }
+            | EventKind::NumberBlocked { .. }
+            | EventKind::CommunityCreated { .. } => {}
         }
+    }
+
+    /// Records the event at `location` in its clinic day's list; the day's number.
+    fn day_of(&mut self, event: &Event, clinic: &Text, date: NaiveDate, location: Location) -> u32 {
+        let next = self.days.len() as u32;
+        let number = *self.day_numbers.entry((event.tenant.clone(), clinic.clone(), date)).or_insert(next);
+        if number == next {
+            self.days.push(Vec::new());
+        }
+        self.days[number as usize].push((event.position, location));
+        number
     }
 
     /// What a query of one day needs, copied out so the index is not held
@@ -153,8 +197,11 @@ pub struct DayPlan {
 impl DayPlan {
     /// Reads the day's events from the log in `dir` and folds them into the day.
     pub fn run(self, dir: &Path) -> Result<ClinicDay, ReadError> {
-        let doctors =
-            self.schedules.into_iter().map(|(doctor, schedule)| DoctorDay { doctor, schedule, booked: BTreeMap::new() }).collect();
+        let doctors = self
+            .schedules
+            .into_iter()
+            .map(|(doctor, schedule)| DoctorDay { doctor, schedule, booked: BTreeMap::new(), holds: BTreeMap::new() })
+            .collect();
         let mut live = LiveDay::new(ClinicDay { position: 0, doctors });
         read_day(dir, &self.locations, &mut |event| {
             live.apply(&event);
@@ -198,6 +245,8 @@ pub struct LiveDay {
     pub day: ClinicDay,
     /// Where each active booking of the day is, to free its slot on cancellation.
     holding: BTreeMap<Uuid, (Text, u32)>,
+    /// Where each active hold of the day is, to free its slot when it ends.
+    held: BTreeMap<Uuid, (Text, u32)>,
 }
 
 impl LiveDay {
@@ -205,7 +254,8 @@ impl LiveDay {
     pub fn new(day: ClinicDay) -> LiveDay {
         let holding =
             day.doctors.iter().flat_map(|d| d.booked.iter().map(|(slot, held)| (held.booking_id, (d.doctor.clone(), *slot)))).collect();
-        LiveDay { day, holding }
+        let held = day.doctors.iter().flat_map(|d| d.holds.iter().map(|(slot, on)| (on.hold_id, (d.doctor.clone(), *slot)))).collect();
+        LiveDay { day, holding, held }
     }
 
     /// Folds the next event of the day's tenant in; `Some` when it changed the
@@ -217,8 +267,20 @@ impl LiveDay {
                 let b = &created.details;
                 *b.clinic == *clinic && b.date == date && doctor.is_none_or(|x| *b.doctor == *x)
             }
-            EventKind::BookingCancelled { .. } => true,
-            _ => false,
+            EventKind::HoldPlaced { details: h, .. } => *h.clinic == *clinic && h.date == date && doctor.is_none_or(|x| *h.doctor == *x),
+            // `apply` finds whether the booking or hold is of this day.
+            EventKind::BookingCancelled { .. } | EventKind::HoldReleased { .. } | EventKind::HoldExpired { .. } => true,
+            EventKind::PhoneClaimed { .. }
+            | EventKind::PhoneCompleted { .. }
+            | EventKind::PhoneClaimFailed { .. }
+            | EventKind::PhoneReleased { .. }
+            | EventKind::CallStarted { .. }
+            | EventKind::CallOutcomeRecorded { .. }
+            | EventKind::CallRefused { .. }
+            | EventKind::CampaignHalted { .. }
+            | EventKind::CampaignResumed { .. }
+            | EventKind::NumberBlocked { .. }
+            | EventKind::CommunityCreated { .. } => false,
         };
         if relevant { self.apply(event) } else { None }
     }
@@ -238,7 +300,8 @@ impl LiveDay {
             EventKind::ScheduleSet { doctor, schedule, .. } => {
                 let at = self.day.doctors.partition_point(|d| d.doctor < *doctor);
                 if self.day.doctors.get(at).is_none_or(|d| d.doctor != *doctor) {
-                    self.day.doctors.insert(at, DoctorDay { doctor: doctor.clone(), schedule: *schedule, booked: BTreeMap::new() });
+                    let new = DoctorDay { doctor: doctor.clone(), schedule: *schedule, booked: BTreeMap::new(), holds: BTreeMap::new() };
+                    self.day.doctors.insert(at, new);
                 }
                 self.day.doctors[at].schedule = *schedule;
                 let times = match (schedule.first_slot_minute, schedule.slot_minutes) {
@@ -255,6 +318,10 @@ impl LiveDay {
                 let held = Held { booking_id: b.booking_id, token: token(b.kind, created.token_number), patient: b.patient.clone() };
                 let summary =
                     format!("{} {} booked for {}: token {}", b.doctor, slot_text(&doctor.schedule, b.slot), b.patient, held.token);
+                if let Some(hold_id) = b.hold_id() {
+                    self.held.remove(&hold_id);
+                    doctor.holds.remove(&b.slot);
+                }
                 doctor.booked.insert(b.slot, held);
                 self.holding.insert(b.booking_id, (b.doctor.clone(), b.slot));
                 Some(change(&b.doctor, vec![b.slot], summary))
@@ -272,7 +339,32 @@ impl LiveDay {
                 );
                 Some(change(&doctor_name, vec![slot], summary))
             }
-            _ => None,
+            EventKind::HoldPlaced { details: h, expires_at } => {
+                let doctor = self.day.doctors.iter_mut().find(|d| d.doctor == h.doctor)?;
+                doctor.holds.insert(h.slot, HoldOn { hold_id: h.hold_id, expires_at: *expires_at });
+                self.held.insert(h.hold_id, (h.doctor.clone(), h.slot));
+                let summary = format!("{} {} held until {expires_at}", h.doctor, slot_text(&doctor.schedule, h.slot));
+                Some(change(&h.doctor, vec![h.slot], summary))
+            }
+            EventKind::HoldReleased { hold_id } | EventKind::HoldExpired { hold_id } => {
+                let (doctor_name, slot) = self.held.remove(hold_id)?;
+                let doctor = self.day.doctors.iter_mut().find(|d| d.doctor == doctor_name)?;
+                doctor.holds.remove(&slot)?;
+                let how = if matches!(event.kind, EventKind::HoldReleased { .. }) { "released" } else { "expired" };
+                let summary = format!("{doctor_name} {} freed: hold {hold_id} {how}", slot_text(&doctor.schedule, slot));
+                Some(change(&doctor_name, vec![slot], summary))
+            }
+            EventKind::PhoneClaimed { .. }
+            | EventKind::PhoneCompleted { .. }
+            | EventKind::PhoneClaimFailed { .. }
+            | EventKind::PhoneReleased { .. }
+            | EventKind::CallStarted { .. }
+            | EventKind::CallOutcomeRecorded { .. }
+            | EventKind::CallRefused { .. }
+            | EventKind::CampaignHalted { .. }
+            | EventKind::CampaignResumed { .. }
+            | EventKind::NumberBlocked { .. }
+            | EventKind::CommunityCreated { .. } => None,
         };
         if result.is_some() {
             self.day.position = event.position;

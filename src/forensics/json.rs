@@ -103,6 +103,7 @@ impl Json for Data<'_> {
                 .entry("doctor", &b.doctor)
                 .entry("external_created_at", &b.external_created_at().map(Rfc3339))
                 .entry("external_ref", &b.external_ref().cloned())
+                .entry("hold_id", &b.hold_id())
                 .entry("kind", kind_name(b.kind))
                 .entry("patient", b.patient.as_str())
                 .entry("slot", &b.slot)
@@ -140,6 +141,16 @@ impl Json for Data<'_> {
                 .entry("owner", owner)
                 .entry("slug", slug)
                 .entry("subscription", &Subscription { plan }),
+            EventKind::HoldPlaced { details: h, expires_at } => object
+                .entry("clinic", &h.clinic)
+                .entry("date", &Date(h.date))
+                .entry("doctor", &h.doctor)
+                .entry("expires_at", &Rfc3339(*expires_at))
+                .entry("hold_id", &h.hold_id)
+                .entry("patient", &h.patient.as_ref().map(|p| p.to_string()))
+                .entry("patient_id", &h.patient_id)
+                .entry("slot", &h.slot),
+            EventKind::HoldReleased { hold_id } | EventKind::HoldExpired { hold_id } => object.entry("hold_id", hold_id),
         }
         .end();
     }
@@ -476,9 +487,12 @@ mod tests {
             EventKind::CampaignResumed { .. } => 11,
             EventKind::NumberBlocked { .. } => 12,
             EventKind::CommunityCreated { .. } => 13,
+            EventKind::HoldPlaced { .. } => 14,
+            EventKind::HoldReleased { .. } => 15,
+            EventKind::HoldExpired { .. } => 16,
         }
     }
-    const VARIANTS: usize = 14;
+    const VARIANTS: usize = 17;
 
     /// Every kind, each optional field both present and absent, and text that
     /// needs escaping.
@@ -494,10 +508,11 @@ mod tests {
                     slot: 7,
                     patient: "Ásha \"A\" \\ Rao\n\u{1}".into(),
                     kind,
-                    external: crate::core::External::boxed(
+                    external: crate::core::External::boxed_with_hold(
                         optional.then(|| "cal-1".into()),
                         optional.then(|| "corr-1".into()),
                         optional.then(|| at(123_456_789)),
+                        optional.then_some(id),
                     ),
                 },
                 token_number,
@@ -543,6 +558,32 @@ mod tests {
                 owner: "u1".into(),
                 plan: "free".into(),
             },
+            EventKind::HoldPlaced {
+                details: crate::core::HoldDetails {
+                    hold_id: id,
+                    clinic: "c1".into(),
+                    doctor: "d1".into(),
+                    date: NaiveDate::from_ymd_opt(2026, 3, 2).unwrap(),
+                    slot: 7,
+                    patient: Some("Ásha".into()),
+                    patient_id: Some("p-1".into()),
+                },
+                expires_at: at(0) + chrono::Duration::minutes(5),
+            },
+            EventKind::HoldPlaced {
+                details: crate::core::HoldDetails {
+                    hold_id: id,
+                    clinic: "c1".into(),
+                    doctor: "d1".into(),
+                    date: NaiveDate::from_ymd_opt(2026, 3, 2).unwrap(),
+                    slot: 0,
+                    patient: None,
+                    patient_id: None,
+                },
+                expires_at: at(1_000),
+            },
+            EventKind::HoldReleased { hold_id: id },
+            EventKind::HoldExpired { hold_id: id },
         ]
     }
 
@@ -561,12 +602,12 @@ mod tests {
 
     /// What `every_kind()` renders to, with `envelope(kind, "req-1", Some("click-1"))`
     /// and the tenant: the bytes the `Value` renderers printed before this writer.
-    const EVERY_KIND_JSON: [&str; 20] = [
+    const EVERY_KIND_JSON: [&str; 24] = [
         r#"{"actor":"kloqo-web","correlation_id":"req-1","data":{"clinic":"c1","doctor":"d1","first_slot_minute":540,"slot_minutes":15,"slots_per_day":40},"idempotency_key":"click-1","position":42,"recorded_at":"2026-03-01T09:05:07Z","tenant":"kloqo","type":"schedule_set"}"#,
         r#"{"actor":"kloqo-web","correlation_id":"req-1","data":{"clinic":"c1","doctor":"d1","first_slot_minute":null,"slot_minutes":null,"slots_per_day":1},"idempotency_key":"click-1","position":42,"recorded_at":"2026-03-01T09:05:07Z","tenant":"kloqo","type":"schedule_set"}"#,
-        r#"{"actor":"kloqo-web","correlation_id":"req-1","data":{"booking_id":"0190a3c4-5e6f-7a8b-9c0d-1e2f3a4b5c6d","clinic":"c1","correlation_id":"corr-1","date":"2026-03-02","doctor":"d1","external_created_at":"2026-03-01T09:05:07.123456789Z","external_ref":"cal-1","kind":"advance","patient":"Ásha \"A\" \\ Rao\n\u0001","slot":7,"token":"A005"},"idempotency_key":"click-1","position":42,"recorded_at":"2026-03-01T09:05:07Z","tenant":"kloqo","type":"booking_created"}"#,
-        r#"{"actor":"kloqo-web","correlation_id":"req-1","data":{"booking_id":"0190a3c4-5e6f-7a8b-9c0d-1e2f3a4b5c6d","clinic":"c1","correlation_id":null,"date":"2026-03-02","doctor":"d1","external_created_at":null,"external_ref":null,"kind":"walk_in","patient":"Ásha \"A\" \\ Rao\n\u0001","slot":7,"token":"W12345"},"idempotency_key":"click-1","position":42,"recorded_at":"2026-03-01T09:05:07Z","tenant":"kloqo","type":"booking_created"}"#,
-        r#"{"actor":"kloqo-web","correlation_id":"req-1","data":{"booking_id":"0190a3c4-5e6f-7a8b-9c0d-1e2f3a4b5c6d","clinic":"c1","correlation_id":null,"date":"2026-03-02","doctor":"d1","external_created_at":null,"external_ref":null,"kind":"walk_in","patient":"Ásha \"A\" \\ Rao\n\u0001","slot":7,"token":"W4294967295"},"idempotency_key":"click-1","position":42,"recorded_at":"2026-03-01T09:05:07Z","tenant":"kloqo","type":"booking_created"}"#,
+        r#"{"actor":"kloqo-web","correlation_id":"req-1","data":{"booking_id":"0190a3c4-5e6f-7a8b-9c0d-1e2f3a4b5c6d","clinic":"c1","correlation_id":"corr-1","date":"2026-03-02","doctor":"d1","external_created_at":"2026-03-01T09:05:07.123456789Z","external_ref":"cal-1","hold_id":"0190a3c4-5e6f-7a8b-9c0d-1e2f3a4b5c6d","kind":"advance","patient":"Ásha \"A\" \\ Rao\n\u0001","slot":7,"token":"A005"},"idempotency_key":"click-1","position":42,"recorded_at":"2026-03-01T09:05:07Z","tenant":"kloqo","type":"booking_created"}"#,
+        r#"{"actor":"kloqo-web","correlation_id":"req-1","data":{"booking_id":"0190a3c4-5e6f-7a8b-9c0d-1e2f3a4b5c6d","clinic":"c1","correlation_id":null,"date":"2026-03-02","doctor":"d1","external_created_at":null,"external_ref":null,"hold_id":null,"kind":"walk_in","patient":"Ásha \"A\" \\ Rao\n\u0001","slot":7,"token":"W12345"},"idempotency_key":"click-1","position":42,"recorded_at":"2026-03-01T09:05:07Z","tenant":"kloqo","type":"booking_created"}"#,
+        r#"{"actor":"kloqo-web","correlation_id":"req-1","data":{"booking_id":"0190a3c4-5e6f-7a8b-9c0d-1e2f3a4b5c6d","clinic":"c1","correlation_id":null,"date":"2026-03-02","doctor":"d1","external_created_at":null,"external_ref":null,"hold_id":null,"kind":"walk_in","patient":"Ásha \"A\" \\ Rao\n\u0001","slot":7,"token":"W4294967295"},"idempotency_key":"click-1","position":42,"recorded_at":"2026-03-01T09:05:07Z","tenant":"kloqo","type":"booking_created"}"#,
         r#"{"actor":"kloqo-web","correlation_id":"req-1","data":{"booking_id":"0190a3c4-5e6f-7a8b-9c0d-1e2f3a4b5c6d","reason":"patient called"},"idempotency_key":"click-1","position":42,"recorded_at":"2026-03-01T09:05:07Z","tenant":"kloqo","type":"booking_cancelled"}"#,
         r#"{"actor":"kloqo-web","correlation_id":"req-1","data":{"booking_id":"0190a3c4-5e6f-7a8b-9c0d-1e2f3a4b5c6d","reason":null},"idempotency_key":"click-1","position":42,"recorded_at":"2026-03-01T09:05:07Z","tenant":"kloqo","type":"booking_cancelled"}"#,
         r#"{"actor":"kloqo-web","correlation_id":"req-1","data":{"business":"b1","claim_id":"0190a3c4-5e6f-7a8b-9c0d-1e2f3a4b5c6d","lease_expires_at":"2026-03-01T09:05:07.005Z"},"idempotency_key":"click-1","position":42,"recorded_at":"2026-03-01T09:05:07Z","tenant":"kloqo","type":"phone_claimed"}"#,
@@ -582,6 +623,10 @@ mod tests {
         r#"{"actor":"kloqo-web","correlation_id":"req-1","data":{"campaign":"spring","reason":"fixed"},"idempotency_key":"click-1","position":42,"recorded_at":"2026-03-01T09:05:07Z","tenant":"kloqo","type":"campaign_resumed"}"#,
         r#"{"actor":"kloqo-web","correlation_id":"req-1","data":{"number":"+1","reason":"bad_number"},"idempotency_key":"click-1","position":42,"recorded_at":"2026-03-01T09:05:07Z","tenant":"kloqo","type":"number_blocked"}"#,
         r#"{"actor":"kloqo-web","correlation_id":"req-1","data":{"community_id":"0190a3c4-5e6f-7a8b-9c0d-1e2f3a4b5c6d","membership":{"role":"admin","user":"u1"},"name":"Chess ♔ Club","owner":"u1","slug":"chess-club","subscription":{"plan":"free"}},"idempotency_key":"click-1","position":42,"recorded_at":"2026-03-01T09:05:07Z","tenant":"kloqo","type":"community_created"}"#,
+        r#"{"actor":"kloqo-web","correlation_id":"req-1","data":{"clinic":"c1","date":"2026-03-02","doctor":"d1","expires_at":"2026-03-01T09:10:07Z","hold_id":"0190a3c4-5e6f-7a8b-9c0d-1e2f3a4b5c6d","patient":"Ásha","patient_id":"p-1","slot":7},"idempotency_key":"click-1","position":42,"recorded_at":"2026-03-01T09:05:07Z","tenant":"kloqo","type":"hold_placed"}"#,
+        r#"{"actor":"kloqo-web","correlation_id":"req-1","data":{"clinic":"c1","date":"2026-03-02","doctor":"d1","expires_at":"2026-03-01T09:05:07.000001Z","hold_id":"0190a3c4-5e6f-7a8b-9c0d-1e2f3a4b5c6d","patient":null,"patient_id":null,"slot":0},"idempotency_key":"click-1","position":42,"recorded_at":"2026-03-01T09:05:07Z","tenant":"kloqo","type":"hold_placed"}"#,
+        r#"{"actor":"kloqo-web","correlation_id":"req-1","data":{"hold_id":"0190a3c4-5e6f-7a8b-9c0d-1e2f3a4b5c6d"},"idempotency_key":"click-1","position":42,"recorded_at":"2026-03-01T09:05:07Z","tenant":"kloqo","type":"hold_released"}"#,
+        r#"{"actor":"kloqo-web","correlation_id":"req-1","data":{"hold_id":"0190a3c4-5e6f-7a8b-9c0d-1e2f3a4b5c6d"},"idempotency_key":"click-1","position":42,"recorded_at":"2026-03-01T09:05:07Z","tenant":"kloqo","type":"hold_expired"}"#,
     ];
 
     fn line(event: &Event, with_tenant: bool) -> String {

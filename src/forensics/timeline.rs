@@ -18,6 +18,7 @@ pub fn describe(kind: &EventKind) -> String {
             token(b.kind, *token_number),
             b.booking_id,
             b.external_ref().map(|r| format!(", external {r}")).unwrap_or_default()
+                + &b.hold_id().map(|h| format!(", confirming hold {h}")).unwrap_or_default()
         ),
         EventKind::BookingCancelled { booking_id, reason } => {
             format!("cancelled booking {booking_id}{}", reason.as_ref().map(|r| format!(": {r}")).unwrap_or_default())
@@ -45,6 +46,17 @@ pub fn describe(kind: &EventKind) -> String {
         EventKind::CommunityCreated { slug, name, owner, plan, .. } => {
             format!("community {slug} ({name:?}) created by {owner}, plan {plan}")
         }
+        EventKind::HoldPlaced { details: h, expires_at } => format!(
+            "held {}/{} {} slot {}{} until {expires_at} (hold {})",
+            h.clinic,
+            h.doctor,
+            format_date(h.date),
+            h.slot,
+            h.patient.as_ref().map(|p| format!(" for {p}")).unwrap_or_default(),
+            h.hold_id
+        ),
+        EventKind::HoldReleased { hold_id } => format!("hold {hold_id} released"),
+        EventKind::HoldExpired { hold_id } => format!("hold {hold_id} expired"),
     }
 }
 

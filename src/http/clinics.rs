@@ -242,23 +242,35 @@ pub struct SlotsQuery {
     pub as_of: Option<u64>,
 }
 
-fn slot_view(doctor: &DoctorDay, slot: u32) -> SlotView {
-    let held = doctor.booked.get(&slot);
+/// A slot of the day. A hold shows as its events have it, or, given `now`,
+/// only until its `expires_at` (its expiry event may not be written yet).
+fn slot_view(doctor: &DoctorDay, slot: u32, now: Option<DateTime<Utc>>) -> SlotView {
+    let booked = doctor.booked.get(&slot);
+    let hold = doctor.holds.get(&slot).filter(|h| now.is_none_or(|now| h.expires_at > now));
     SlotView {
         slot,
         time: doctor.schedule.slot_minute(slot).map(format_minute),
-        state: if held.is_some() { SlotState::Booked } else { SlotState::Free },
-        booking_id: held.map(|h| h.booking_id),
-        token: held.map(|h| h.token.clone()),
-        patient: held.map(|h| h.patient.to_string()),
+        state: match (booked, hold) {
+            (Some(_), _) => SlotState::Booked,
+            (None, Some(_)) => SlotState::Held,
+            (None, None) => SlotState::Free,
+        },
+        booking_id: booked.map(|h| h.booking_id),
+        token: booked.map(|h| h.token.clone()),
+        patient: booked.map(|h| h.patient.to_string()),
+        hold_id: hold.map(|h| h.hold_id),
+        expires_at: hold.map(|h| h.expires_at),
     }
 }
 
-fn slots_view(clinic: &str, date: NaiveDate, day: &ClinicDay) -> SlotsView {
+fn slots_view(clinic: &str, date: NaiveDate, day: &ClinicDay, now: Option<DateTime<Utc>>) -> SlotsView {
     let doctors = day
         .doctors
         .iter()
-        .map(|d| DoctorSlotsView { doctor: d.doctor.to_string(), slots: (0..d.schedule.slots_per_day).map(|s| slot_view(d, s)).collect() })
+        .map(|d| DoctorSlotsView {
+            doctor: d.doctor.to_string(),
+            slots: (0..d.schedule.slots_per_day).map(|s| slot_view(d, s, now)).collect(),
+        })
         .collect();
     SlotsView { clinic: clinic.to_owned(), date, as_of: day.position, doctors }
 }
@@ -287,13 +299,13 @@ pub async fn get_slots(
     let current = current_day(&call, &clinic, date, query.doctor.as_deref())?;
     let position = current.position;
     let Some(as_of) = query.as_of.filter(|&as_of| as_of != position) else {
-        return Ok(Json(slots_view(&clinic, date, &current)));
+        return Ok(Json(slots_view(&clinic, date, &current, Some(call.app().clock.now()))));
     };
     if as_of > position {
         return Err(ApiError::field("as_of", format!("the ledger's last position is {position}")));
     }
     let day = day_as_of(&call, &clinic, date, query.doctor.as_deref(), as_of).await?;
-    Ok(Json(slots_view(&clinic, date, &day)))
+    Ok(Json(slots_view(&clinic, date, &day, None)))
 }
 
 /// The day as the published projection has it now.
@@ -350,7 +362,7 @@ pub struct SlotsStreamQuery {
 
 /// The first message of the slots stream: the whole day.
 fn day_message(clinic: &str, date: NaiveDate, day: &ClinicDay) -> SseEvent {
-    let data = serde_json::to_string(&slots_view(clinic, date, day)).expect("a view serializes");
+    let data = serde_json::to_string(&slots_view(clinic, date, day, None)).expect("a view serializes");
     SseEvent::default().id(day.position.to_string()).event("day").data(data)
 }
 
@@ -363,7 +375,7 @@ fn change_message(day: &ClinicDay, change: &DayChange) -> SseEvent {
         .map(|d| DoctorChangeView {
             doctor: d.doctor.to_string(),
             slots_per_day: d.schedule.slots_per_day,
-            slots: change.slots.iter().map(|slot| slot_view(d, *slot)).collect(),
+            slots: change.slots.iter().map(|slot| slot_view(d, *slot, None)).collect(),
         })
         .collect();
     let view = SlotsChangeView {

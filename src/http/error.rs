@@ -148,6 +148,22 @@ impl From<&Rejection> for ApiError {
             }
             Rejection::CallNotFound { call_id } => ApiError::new(StatusCode::NOT_FOUND, code, detail).with("call_id", call_id.to_string()),
             Rejection::InvalidName { .. } => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, detail),
+            Rejection::SlotHeld { hold_id, expires_at } => ApiError::new(StatusCode::CONFLICT, code, detail)
+                .with("hold_id", hold_id.to_string())
+                .with("expires_at", rfc3339(expires_at)),
+            Rejection::HoldNotFound { hold_id } => ApiError::new(StatusCode::NOT_FOUND, code, detail).with("hold_id", hold_id.to_string()),
+            Rejection::HoldExpired { hold_id, expires_at } => ApiError::new(StatusCode::CONFLICT, code, detail)
+                .with("hold_id", hold_id.to_string())
+                .with("expires_at", rfc3339(expires_at)),
+            Rejection::HoldReleased { hold_id } => ApiError::new(StatusCode::CONFLICT, code, detail).with("hold_id", hold_id.to_string()),
+            Rejection::HoldConfirmed { hold_id, booking_id } => ApiError::new(StatusCode::CONFLICT, code, detail)
+                .with("hold_id", hold_id.to_string())
+                .with("booking_id", booking_id.to_string()),
+            Rejection::HoldPatientMismatch { field } => ApiError::new(StatusCode::CONFLICT, code, detail).with("field", *field),
+            Rejection::PatientRequired => ApiError::field("patient", detail),
+            Rejection::TooManyHolds { limit, retry_after_secs } => {
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, code, detail).with("limit", *limit).retry_after(*retry_after_secs)
+            }
         }
     }
 }

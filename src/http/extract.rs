@@ -208,8 +208,8 @@ const fn command_body<T: DeserializeOwned + Check>() -> CommandBody {
 
 /// Every command route's body, in the order of the fuzz inputs' first byte
 /// (`fuzz/seeds/commands/route-NN`): a new route goes last.
-const COMMAND_BODIES: [CommandBody; 12] = {
-    use super::{calls, clinics, communities, phones};
+const COMMAND_BODIES: [CommandBody; 15] = {
+    use super::{calls, clinics, communities, holds, phones};
     [
         command_body::<clinics::ScheduleRequest>(),      // PUT clinics/{clinic}/doctors/{doctor}/schedule
         command_body::<clinics::BookingRequest>(),       // POST bookings
@@ -223,6 +223,9 @@ const COMMAND_BODIES: [CommandBody; 12] = {
         command_body::<calls::ResumeRequest>(),          // POST campaigns/{campaign}/resume
         command_body::<calls::BlockRequest>(),           // POST blocked-numbers
         command_body::<communities::CommunityRequest>(), // POST communities
+        command_body::<holds::HoldRequest>(),            // POST holds
+        command_body::<holds::HoldConfirmRequest>(),     // POST holds/{hold_id}/confirm
+        command_body::<holds::HoldReleaseRequest>(),     // POST holds/{hold_id}/release
     ]
 };
 
@@ -232,7 +235,7 @@ pub fn command_bodies() -> impl Iterator<Item = &'static str> {
     COMMAND_BODIES.iter().map(|body| (body.type_name)().rsplit("::").next().expect("a type name"))
 }
 
-/// Parses `body` as a JSON body of the `route % 12`th command route (see
+/// Parses `body` as a JSON body of the `route % 15`th command route (see
 /// [`command_bodies`]) and checks it with that request's [`Check`], the very
 /// function its handler calls: `Ok` when the handler would submit a command
 /// (its path and token allowing), else the problem it answers. No check of its

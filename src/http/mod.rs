@@ -11,6 +11,7 @@ mod communities;
 pub mod error;
 pub mod extract;
 pub(crate) mod forensics;
+mod holds;
 pub mod layers;
 pub mod openapi;
 pub mod ops;
@@ -171,6 +172,7 @@ impl AppState {
         phones::claim, phones::complete, phones::fail, phones::release, phones::get,
         calls::start, calls::outcome, calls::list, calls::list_campaigns, calls::get_campaign, calls::resume, calls::block,
         communities::create, communities::get,
+        holds::create, holds::confirm, holds::release, holds::get,
         forensics::events, forensics::stream, forensics::rejections, forensics::audit,
         ops::healthz, ops::readyz, ops::metrics, ops::openapi,
     ),
@@ -223,6 +225,10 @@ pub fn app(state: Shared) -> Router {
         .route("/blocked-numbers", post(calls::block))
         .route("/communities", post(communities::create))
         .route("/communities/{slug}", get(communities::get))
+        .route("/holds", post(holds::create))
+        .route("/holds/{hold_id}", get(holds::get))
+        .route("/holds/{hold_id}/confirm", post(holds::confirm))
+        .route("/holds/{hold_id}/release", post(holds::release))
         .route("/events", get(forensics::events))
         .route("/events/stream", get(forensics::stream))
         .route("/rejections", get(forensics::rejections))

@@ -13,7 +13,8 @@ use super::clinics::HISTORY_LEN_MAX;
 use super::extract::IDEMPOTENCY_KEY_LEN_MAX;
 use super::forensics::PAGE_LEN_MAX;
 use crate::validate::{
-    COMMUNITY_NAME_CHARS_MAX, NAME_CHARS_MAX, PATIENT_CHARS_MAX, REASON_CHARS_MAX, REF_CHARS_MAX, SLOT_MINUTES_MAX, SLOTS_PER_DAY_MAX,
+    COMMUNITY_NAME_CHARS_MAX, HOLD_TTL_SECS, NAME_CHARS_MAX, PATIENT_CHARS_MAX, REASON_CHARS_MAX, REF_CHARS_MAX, SLOT_MINUTES_MAX,
+    SLOTS_PER_DAY_MAX,
 };
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
@@ -206,6 +207,7 @@ fn constrain_parameters(operation: &mut Value, command: bool) {
 fn constrain_schemas(schemas: &mut Map<String, Value>) {
     let text = |max: usize| json!({ "minLength": 1, "maxLength": max, "pattern": TEXT_PATTERN });
     let name = || json!({ "minLength": 1, "maxLength": NAME_CHARS_MAX, "pattern": NAME_PATTERN });
+    let patient_id = json!({ "pattern": "^[A-Za-z0-9._-]{1,64}$" });
     let rules: &[(&str, &str, Value)] = &[
         ("ScheduleRequest", "slots_per_day", json!({ "minimum": 1, "maximum": SLOTS_PER_DAY_MAX })),
         ("ScheduleRequest", "slot_minutes", json!({ "minimum": 1, "maximum": SLOT_MINUTES_MAX })),
@@ -228,6 +230,14 @@ fn constrain_schemas(schemas: &mut Map<String, Value>) {
         ("CommunityRequest", "name", text(COMMUNITY_NAME_CHARS_MAX)),
         ("CommunityRequest", "owner", text(NAME_CHARS_MAX)),
         ("CommunityRequest", "plan", text(NAME_CHARS_MAX)),
+        ("HoldRequest", "clinic", name()),
+        ("HoldRequest", "doctor", name()),
+        ("HoldRequest", "date", json!({ "pattern": DATE_PATTERN })),
+        ("HoldRequest", "patient", text(PATIENT_CHARS_MAX)),
+        ("HoldRequest", "patient_id", patient_id.clone()),
+        ("HoldRequest", "ttl_secs", json!({ "minimum": HOLD_TTL_SECS.start(), "maximum": HOLD_TTL_SECS.end() })),
+        ("HoldConfirmRequest", "patient", text(PATIENT_CHARS_MAX)),
+        ("HoldConfirmRequest", "patient_id", patient_id),
     ];
     for (schema, property, constraints) in rules {
         let Some(target) = schemas.get_mut(*schema).and_then(|s| s["properties"].get_mut(*property)) else {

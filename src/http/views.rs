@@ -9,7 +9,9 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::error::{ApiError, PROBLEM_JSON};
-use crate::core::{Booking, BookingKind, BookingStatus, Call, Campaign, Community, PhoneReply, PhoneState, Reply, Schedule};
+use crate::core::{
+    Booking, BookingKind, BookingStatus, Call, Campaign, Community, Hold, HoldStatus, PhoneReply, PhoneState, Reply, Schedule,
+};
 use crate::writer::{Answer, Outcome};
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -53,6 +55,9 @@ pub struct BookingView {
     pub external_ref: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub correlation_id: Option<String>,
+    /// The hold this booking confirmed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hold_id: Option<Uuid>,
     /// The position of the last event that changed the booking.
     pub position: u64,
     pub created_at: DateTime<Utc>,
@@ -75,6 +80,7 @@ impl From<&Booking> for BookingView {
             kind: b.details.kind.into(),
             external_ref: b.details.external_ref().map(|r| r.to_string()),
             correlation_id: b.details.correlation_id().map(|c| c.to_string()),
+            hold_id: b.details.hold_id(),
             position: b.position,
             created_at: b.created_at,
         }
@@ -118,6 +124,8 @@ impl ScheduleView {
 pub enum SlotState {
     Free,
     Booked,
+    /// Kept for a patient deciding, until `expires_at`.
+    Held,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -134,6 +142,11 @@ pub struct SlotView {
     /// The patient of the booking holding the slot.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub patient: Option<String>,
+    /// `held`: the hold, and when it ends.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hold_id: Option<Uuid>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -357,6 +370,59 @@ impl From<&Community> for CommunityView {
     }
 }
 
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum HoldStatusView {
+    Held,
+    Confirmed,
+    Released,
+    Expired,
+}
+
+/// A hold: a slot kept for a patient deciding, until `expires_at`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HoldView {
+    pub hold_id: Uuid,
+    pub status: HoldStatusView,
+    pub clinic: String,
+    pub doctor: String,
+    pub date: NaiveDate,
+    pub slot: u32,
+    pub patient: Option<String>,
+    pub patient_id: Option<String>,
+    pub expires_at: DateTime<Utc>,
+    /// The booking that confirmed it (`confirmed` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub booking_id: Option<Uuid>,
+    /// The position of the last event that changed the hold.
+    pub position: u64,
+}
+
+impl HoldView {
+    /// The hold with `status`: its events' (in an answer), or the clock's (`Hold::status_at`).
+    pub fn new(h: &Hold, status: HoldStatus) -> HoldView {
+        let (status, booking_id) = match status {
+            HoldStatus::Held => (HoldStatusView::Held, None),
+            HoldStatus::Confirmed(booking_id) => (HoldStatusView::Confirmed, Some(booking_id)),
+            HoldStatus::Released => (HoldStatusView::Released, None),
+            HoldStatus::Expired => (HoldStatusView::Expired, None),
+        };
+        HoldView {
+            hold_id: h.details.hold_id,
+            status,
+            clinic: h.details.clinic.to_string(),
+            doctor: h.details.doctor.to_string(),
+            date: h.details.date,
+            slot: h.details.slot,
+            patient: h.details.patient.as_ref().map(|p| p.to_string()),
+            patient_id: h.details.patient_id.as_ref().map(|p| p.to_string()),
+            expires_at: h.expires_at,
+            booking_id,
+            position: h.position,
+        }
+    }
+}
+
 /// An RFC 9457 problem document (documentation only: `ApiError` writes them).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Problem {
@@ -429,6 +495,10 @@ pub struct Problem {
     pub retrying: Option<bool>,
     /// `not_found` of a community.
     pub slug: Option<String>,
+    /// `slot_held`, `hold_expired`, `hold_released`, `hold_confirmed`, `not_found`: the hold concerned.
+    pub hold_id: Option<Uuid>,
+    /// `slot_held`, `hold_expired`: when the hold ends or ended.
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 fn json<T: Serialize>(value: &T) -> Vec<u8> {
@@ -451,6 +521,7 @@ pub fn render(outcome: &Outcome) -> (u16, Vec<u8>) {
             (if *created { 201 } else { 200 }, json(&BlockedView { number: number.to_string(), reason: reason.to_string() }))
         }
         Ok(Reply::Community { community }) => (201, json(&CommunityView::from(&**community))),
+        Ok(Reply::Hold { hold, created }) => (if *created { 201 } else { 200 }, json(&HoldView::new(hold, hold.status))),
         Err(rejection) => {
             let error = ApiError::from(rejection);
             (error.status.as_u16(), error.body())

@@ -12,8 +12,8 @@ use uuid::Uuid;
 
 use crate::core::{
     Booking, BookingCreated, BookingDetails, BookingKind, BookingStatus, Business, Call, CallState, Campaign, Community, Day, Doctor,
-    Duplicate, Event, EventKind, External, IdempotencyTable, NumberCalls, PhoneState, Rejected, Rules, Schedule, SlotMap, State,
-    StoredResponse, TenantState, Text, format_date,
+    Duplicate, Event, EventKind, External, Hold, HoldDetails, HoldStatus, IdempotencyTable, NumberCalls, PhoneState, Rejected, Rules,
+    Schedule, SlotMap, State, StoredResponse, TenantState, Text, format_date,
 };
 
 #[allow(clippy::all, clippy::pedantic)]
@@ -90,6 +90,7 @@ fn to_pb_booking(details: &BookingDetails, token_number: u32) -> pb::BookingCrea
         external_ref: details.external_ref().map(|r| r.to_string()).unwrap_or_default(),
         correlation_id: details.correlation_id().map(|c| c.to_string()).unwrap_or_default(),
         external_created_at_micros: details.external_created_at().map_or(0, micros),
+        hold_id: details.hold_id().map(|id| id.as_bytes().to_vec()).unwrap_or_default(),
     }
 }
 
@@ -107,17 +108,45 @@ pub(super) fn from_pb_booking(b: pb::BookingCreated) -> Result<BookingCreated, C
             doctor: b.doctor.into(),
             slot: b.slot,
             patient: b.patient.into(),
-            external: External::boxed(
+            external: External::boxed_with_hold(
                 optional(&b.external_ref),
                 optional(&b.correlation_id),
                 match b.external_created_at_micros {
                     0 => None,
                     m => Some(from_micros(m, "external_created_at")?),
                 },
+                if b.hold_id.is_empty() { None } else { Some(uuid(&b.hold_id)?) },
             ),
         },
         token_number: b.token_number,
     })
+}
+
+/// What `HoldPlaced` records, and what a snapshot keeps of each hold.
+fn to_pb_hold(details: &HoldDetails, expires_at: DateTime<Utc>) -> pb::HoldPlaced {
+    pb::HoldPlaced {
+        hold_id: details.hold_id.as_bytes().to_vec(),
+        clinic: details.clinic.to_string(),
+        doctor: details.doctor.to_string(),
+        date: format_date(details.date),
+        slot: details.slot,
+        patient: details.patient.as_ref().map(|p| p.to_string()),
+        patient_id: details.patient_id.as_ref().map(|p| p.to_string()),
+        expires_at_micros: micros(expires_at),
+    }
+}
+
+fn from_pb_hold(h: pb::HoldPlaced) -> Result<(HoldDetails, DateTime<Utc>), CodecError> {
+    let details = HoldDetails {
+        hold_id: uuid(&h.hold_id)?,
+        clinic: h.clinic.into(),
+        doctor: h.doctor.into(),
+        date: parse_date(&h.date)?,
+        slot: h.slot,
+        patient: h.patient.map(Into::into),
+        patient_id: h.patient_id.map(Into::into),
+    };
+    Ok((details, from_micros(h.expires_at_micros, "expires_at")?))
 }
 
 pub fn to_pb_event(event: &Event) -> pb::EventRecord {
@@ -196,6 +225,9 @@ pub fn to_pb_event(event: &Event) -> pb::EventRecord {
             owner: owner.to_string(),
             plan: plan.to_string(),
         }),
+        EventKind::HoldPlaced { details, expires_at } => E::HoldPlaced(to_pb_hold(details, *expires_at)),
+        EventKind::HoldReleased { hold_id } => E::HoldReleased(pb::HoldReleased { hold_id: hold_id.as_bytes().to_vec() }),
+        EventKind::HoldExpired { hold_id } => E::HoldExpired(pb::HoldExpired { hold_id: hold_id.as_bytes().to_vec() }),
     };
     pb::EventRecord {
         position: event.position,
@@ -295,6 +327,12 @@ pub fn from_pb_event(record: pb::EventRecord) -> Result<Event, CodecError> {
             owner: c.owner.into(),
             plan: c.plan.into(),
         },
+        E::HoldPlaced(h) => {
+            let (details, expires_at) = from_pb_hold(h)?;
+            EventKind::HoldPlaced { details, expires_at }
+        }
+        E::HoldReleased(h) => EventKind::HoldReleased { hold_id: uuid(&h.hold_id)? },
+        E::HoldExpired(h) => EventKind::HoldExpired { hold_id: uuid(&h.hold_id)? },
     };
     Ok(Event {
         position: record.position,
@@ -468,6 +506,7 @@ fn entry_count(tenant: &TenantState) -> usize {
         + tenant.campaigns.len()
         + tenant.communities.len()
         + tenant.slug_suffixes.len()
+        + tenant.holds.len()
 }
 
 fn put_tenant(tenant: &TenantState, put: &mut impl FnMut(pb::snapshot_entry::Entry)) {
@@ -572,6 +611,22 @@ fn put_tenant(tenant: &TenantState, put: &mut impl FnMut(pb::snapshot_entry::Ent
     }
     for (base, suffix) in &tenant.slug_suffixes {
         put(Entry::SlugSuffix(pb::SnapshotSlugSuffix { base: base.to_string(), suffix: *suffix }));
+    }
+    for (id, h) in &tenant.holds {
+        assert_eq!(*id, h.details.hold_id, "holds are indexed by their id");
+        let (status, booking_id) = match h.status {
+            HoldStatus::Held => (pb::HoldStatus::Held, None),
+            HoldStatus::Confirmed(booking_id) => (pb::HoldStatus::Confirmed, Some(booking_id.as_bytes().to_vec())),
+            HoldStatus::Released => (pb::HoldStatus::Released, None),
+            HoldStatus::Expired => (pb::HoldStatus::Expired, None),
+        };
+        put(Entry::Hold(pb::SnapshotHold {
+            hold: Some(to_pb_hold(&h.details, h.expires_at)),
+            created_at_micros: micros(h.created_at),
+            position: h.position,
+            status: status.into(),
+            booking_id,
+        }));
     }
 }
 
@@ -716,7 +771,12 @@ fn from_pb_doctor(d: pb::SnapshotDoctor) -> Result<Doctor, CodecError> {
     for day in d.days {
         let slots = day.slots.iter().map(|s| Ok((s.slot, uuid(&s.booking_id)?))).collect::<Result<Vec<_>, CodecError>>()?;
         let slots = SlotMap::from_entries(slots).ok_or_else(|| CodecError("two bookings of a slot under one key".into()))?;
-        let tokens = Day { slots, tokens_issued_advance: day.tokens_issued_advance, tokens_issued_walk_in: day.tokens_issued_walk_in };
+        let tokens = Day {
+            slots,
+            held: SlotMap::default(),
+            tokens_issued_advance: day.tokens_issued_advance,
+            tokens_issued_walk_in: day.tokens_issued_walk_in,
+        };
         days.push((parse_date(&day.date)?, tokens));
     }
     let days = index_from(days, "days of a doctor")?;
@@ -802,6 +862,35 @@ fn add_entry(t: &mut TenantState, entry: pb::snapshot_entry::Entry) -> Result<()
             insert_new(&mut t.communities, community.slug.clone(), Arc::new(community), "communities")
         }
         Entry::SlugSuffix(s) => insert_new(&mut t.slug_suffixes, Text::from(s.base), s.suffix, "slug suffixes"),
+        Entry::Hold(h) => {
+            let (details, expires_at) = from_pb_hold(h.hold.ok_or_else(|| CodecError("a hold without its details".into()))?)?;
+            let status = match (pb::HoldStatus::try_from(h.status), h.booking_id) {
+                (Ok(pb::HoldStatus::Held), None) => HoldStatus::Held,
+                (Ok(pb::HoldStatus::Confirmed), Some(booking_id)) => HoldStatus::Confirmed(uuid(&booking_id)?),
+                (Ok(pb::HoldStatus::Released), None) => HoldStatus::Released,
+                (Ok(pb::HoldStatus::Expired), None) => HoldStatus::Expired,
+                _ => return Err(CodecError(format!("hold status {} with a booking id or without one", h.status))),
+            };
+            if status == HoldStatus::Held {
+                // The held slots and the expiries are derived from the active holds.
+                let day = t
+                    .clinics
+                    .get_mut(&details.clinic)
+                    .and_then(|c| c.doctors.get_mut(&details.doctor))
+                    .ok_or_else(|| CodecError("a hold before its doctor".into()))?
+                    .days
+                    .entry(details.date)
+                    .or_default();
+                if day.held.insert(details.slot, details.hold_id).is_some() || !t.hold_expiries.insert((expires_at, details.hold_id)) {
+                    return Err(CodecError("two active holds of one slot".into()));
+                }
+            }
+            let mut details = details;
+            t.share_clinic_and_doctor(&mut details.clinic, &mut details.doctor);
+            let hold =
+                Hold { details, expires_at, status, created_at: from_micros(h.created_at_micros, "created_at")?, position: h.position };
+            insert_new(&mut t.holds, hold.details.hold_id, Arc::new(hold), "holds")
+        }
         Entry::Tenant(_) | Entry::Answer(_) => unreachable!("tenants and answers are not a tenant's entries"),
     }
 }

@@ -22,7 +22,8 @@ use uuid::Uuid;
 use super::codec::{CodecError, pb};
 use super::wire::{self, Bytes, Field, Msg, OptionalText, OptionalVarint, Schema, Text as TextField, Varint};
 use crate::core::{
-    BookingCreated, BookingDetails, BookingKind, CallState, Duplicate, Event, EventKind, External, Patient, Schedule, StoredResponse, Text,
+    BookingCreated, BookingDetails, BookingKind, CallState, Duplicate, Event, EventKind, External, HoldDetails, Patient, Schedule,
+    StoredResponse, Text,
 };
 
 /// Slots of an interner: a direct-mapped table, so its memory is bounded
@@ -280,6 +281,32 @@ impl Decoder {
                     plan: self.name(m.text(f::PLAN)),
                 }
             }
+            E::HoldPlaced => {
+                use super::wire::hold_placed as f;
+                let m = Message::read_all(body, &f::SCHEMA, limit)?;
+                EventKind::HoldPlaced {
+                    details: HoldDetails {
+                        hold_id: uuid(m.bytes(f::HOLD_ID))?,
+                        clinic: self.name(m.text(f::CLINIC)),
+                        doctor: self.name(m.text(f::DOCTOR)),
+                        date: parse_date(m.text(f::DATE))?,
+                        slot: m.uint32(f::SLOT),
+                        patient: m.optional_text(f::PATIENT).map(Patient::from),
+                        patient_id: m.optional_text(f::PATIENT_ID).map(Text::from),
+                    },
+                    expires_at: from_micros(m.int64(f::EXPIRES_AT_MICROS), "expires_at")?,
+                }
+            }
+            E::HoldReleased => {
+                use super::wire::hold_released as f;
+                let m = Message::read_all(body, &f::SCHEMA, limit)?;
+                EventKind::HoldReleased { hold_id: uuid(m.bytes(f::HOLD_ID))? }
+            }
+            E::HoldExpired => {
+                use super::wire::hold_expired as f;
+                let m = Message::read_all(body, &f::SCHEMA, limit)?;
+                EventKind::HoldExpired { hold_id: uuid(m.bytes(f::HOLD_ID))? }
+            }
         })
     }
 
@@ -302,13 +329,14 @@ impl Decoder {
                         return Err(CodecError(format!("unknown booking kind {}", m.int32(f::KIND))));
                     }
                 },
-                external: External::boxed(
+                external: External::boxed_with_hold(
                     optional(m.text(f::EXTERNAL_REF)),
                     optional(m.text(f::CORRELATION_ID)),
                     match m.int64(f::EXTERNAL_CREATED_AT_MICROS) {
                         0 => None,
                         micros => Some(from_micros(micros, "external_created_at")?),
                     },
+                    optional_uuid(m.bytes(f::HOLD_ID))?,
                 ),
             },
             token_number: m.uint32(f::TOKEN_NUMBER),
@@ -378,6 +406,9 @@ fn well_formed(member: wire::event_record::Event, occurrences: &[&[u8]]) -> Resu
         E::CampaignResumed => Message::read_all(occurrences, &campaign_resumed::SCHEMA, limit).map(drop),
         E::NumberBlocked => Message::read_all(occurrences, &number_blocked::SCHEMA, limit).map(drop),
         E::CommunityCreated => Message::read_all(occurrences, &community_created::SCHEMA, limit).map(drop),
+        E::HoldPlaced => Message::read_all(occurrences, &hold_placed::SCHEMA, limit).map(drop),
+        E::HoldReleased => Message::read_all(occurrences, &hold_released::SCHEMA, limit).map(drop),
+        E::HoldExpired => Message::read_all(occurrences, &hold_expired::SCHEMA, limit).map(drop),
     }
 }
 
@@ -636,6 +667,11 @@ fn utf8(bytes: &[u8]) -> Result<&str, CodecError> {
 
 fn optional(text: &str) -> Option<Text> {
     (!text.is_empty()).then(|| text.into())
+}
+
+/// A UUID's 16 bytes, or none when empty.
+fn optional_uuid(bytes: &[u8]) -> Result<Option<Uuid>, CodecError> {
+    if bytes.is_empty() { Ok(None) } else { uuid(bytes).map(Some) }
 }
 
 fn uuid(bytes: &[u8]) -> Result<Uuid, CodecError> {
@@ -958,11 +994,22 @@ mod tests {
             slot: 999,
             patient: "Ásha ✓".into(),
             kind,
-            external: crate::core::External::boxed(
+            external: crate::core::External::boxed_with_hold(
                 external.then(|| "cal-8Fxv".into()),
                 external.then(|| "call-687".into()),
                 external.then_some(at),
+                external.then(|| id(13)),
             ),
+        };
+        let hold = |patient: bool| crate::core::HoldDetails {
+            hold_id: id(13),
+            clinic: "kochi".into(),
+            doctor: "rao".into(),
+            date: NaiveDate::from_ymd_opt(2026, 3, 2).unwrap(),
+            slot: 0,
+            // An empty name is still a name given: `optional` keeps it.
+            patient: patient.then(|| "".into()),
+            patient_id: patient.then(|| "p.1-A_z".into()),
         };
         vec![
             EventKind::ScheduleSet {
@@ -1006,6 +1053,10 @@ mod tests {
                 owner: "asha".into(),
                 plan: "pro".into(),
             },
+            EventKind::HoldPlaced { details: hold(true), expires_at: at },
+            EventKind::HoldPlaced { details: hold(false), expires_at: at },
+            EventKind::HoldReleased { hold_id: id(13) },
+            EventKind::HoldExpired { hold_id: id(13) },
         ]
     }
 

@@ -9,7 +9,7 @@ use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use uuid::Uuid;
 
 use super::codec::pb;
-use super::wire::{self, Bytes, Msg, OptionalVarint, Text, Varint, event_record::Event as Member};
+use super::wire::{self, Bytes, Msg, OptionalText, OptionalVarint, Text, Varint, event_record::Event as Member};
 use crate::core::{BookingKind, CallState, Duplicate, Event, EventKind, StoredResponse, format_date};
 
 /// Appends the `EventRecord` of `event` to `out`. `scratch` is reused for the
@@ -63,6 +63,9 @@ fn kind(m: &mut Vec<u8>, kind: &EventKind) -> Member {
             string(m, f::EXTERNAL_REF, b.external_ref().map_or("", |r| r));
             string(m, f::CORRELATION_ID, b.correlation_id().map_or("", |c| c));
             int64(m, f::EXTERNAL_CREATED_AT_MICROS, b.external_created_at().map_or(0, micros));
+            if let Some(hold_id) = b.hold_id() {
+                id(m, f::HOLD_ID, &hold_id);
+            }
             Member::BookingCreated
         }
         EventKind::BookingCancelled { booking_id, reason } => {
@@ -159,6 +162,26 @@ fn kind(m: &mut Vec<u8>, kind: &EventKind) -> Member {
             string(m, f::PLAN, plan);
             Member::CommunityCreated
         }
+        EventKind::HoldPlaced { details, expires_at } => {
+            use hold_placed as f;
+            id(m, f::HOLD_ID, &details.hold_id);
+            string(m, f::CLINIC, &details.clinic);
+            string(m, f::DOCTOR, &details.doctor);
+            date(m, f::DATE, details.date);
+            uint64(m, f::SLOT, details.slot.into());
+            optional_string(m, f::PATIENT, details.patient.as_deref());
+            optional_string(m, f::PATIENT_ID, details.patient_id.as_deref());
+            int64(m, f::EXPIRES_AT_MICROS, micros(*expires_at));
+            Member::HoldPlaced
+        }
+        EventKind::HoldReleased { hold_id } => {
+            id(m, hold_released::HOLD_ID, hold_id);
+            Member::HoldReleased
+        }
+        EventKind::HoldExpired { hold_id } => {
+            id(m, hold_expired::HOLD_ID, hold_id);
+            Member::HoldExpired
+        }
     }
 }
 
@@ -240,6 +263,13 @@ fn bytes(out: &mut Vec<u8>, field: Bytes, value: &[u8]) {
 
 fn string(out: &mut Vec<u8>, field: Text, value: &str) {
     if !value.is_empty() {
+        length_delimited(out, field.number(), value.as_bytes());
+    }
+}
+
+/// An `optional string`: written when set, even when empty.
+fn optional_string(out: &mut Vec<u8>, field: OptionalText, value: Option<&str>) {
+    if let Some(value) = value {
         length_delimited(out, field.number(), value.as_bytes());
     }
 }

@@ -57,6 +57,7 @@ struct Script {
     bookings: Vec<(Text, Uuid)>,
     claims: Vec<(Text, Text, Uuid)>,
     calls: Vec<(Text, Uuid)>,
+    holds: Vec<(Text, Uuid)>,
 }
 
 impl Script {
@@ -73,7 +74,7 @@ impl Script {
     fn command(&mut self, now: DateTime<Utc>) -> Command {
         let tenant: Text = if self.random(4) == 0 { "other".into() } else { "kloqo".into() };
         let pick = |s: &mut Script, items: usize| s.random(items.max(1) as u64) as usize;
-        let action = match self.random(16) {
+        let action = match self.random(19) {
             0 => Action::SetSchedule {
                 clinic: format!("c{}", self.random(2)).into(),
                 doctor: format!("d{}", self.random(2)).into(),
@@ -144,6 +145,33 @@ impl Script {
             }
             13 => Action::ResumeCampaign { campaign: format!("camp{}", self.random(2)).into(), reason: "checked".into() },
             14 => Action::BlockNumber { number: format!("+1646555000{}", self.random(4)).into(), reason: "asked".into() },
+            16 => {
+                let hold_id = self.id();
+                self.holds.push((tenant.clone(), hold_id));
+                let named = self.random(2) == 0;
+                let hold = crate::core::HoldDetails {
+                    hold_id,
+                    clinic: format!("c{}", self.random(2)).into(),
+                    doctor: format!("d{}", self.random(2)).into(),
+                    date: chrono::NaiveDate::from_ymd_opt(2026, 3, 2 + self.random(2) as u32).unwrap(),
+                    slot: self.random(4) as u32,
+                    patient: named.then(|| format!("patient {hold_id}").into()),
+                    patient_id: named.then(|| format!("p-{}", self.random(3)).into()),
+                };
+                // Some expire before the next batch (5 minutes on at least), some outlive it.
+                Action::Hold { hold, ttl_secs: [30, 300, 3600][self.random(3) as usize] }
+            }
+            17 => {
+                let index = pick(self, self.holds.len());
+                let (_, hold_id) = self.holds.get(index).cloned().unwrap_or(("".into(), Uuid::nil()));
+                let patient = (self.random(2) == 0).then(|| "walk-in patient".into());
+                Action::ConfirmHold { hold_id, booking_id: self.id(), patient, patient_id: None, kind: None }
+            }
+            18 => {
+                let index = pick(self, self.holds.len());
+                let (_, hold_id) = self.holds.get(index).cloned().unwrap_or(("".into(), Uuid::nil()));
+                Action::ReleaseHold { hold_id }
+            }
             _ => {
                 let name = ["My Club", "my club!", "My Club 1", "Other"][self.random(4) as usize];
                 Action::CreateCommunity { community_id: self.id(), name: name.into(), owner: "asha".into(), plan: "pro".into() }
@@ -176,6 +204,18 @@ fn prologue() -> Vec<Vec<Command>> {
         external: crate::core::External::boxed(None, None, None),
     };
     let call = |n, to: &str| Action::StartCall { call_id: id(n), campaign: "prologue".into(), to: to.into() };
+    let hold = |n, slot| Action::Hold {
+        hold: crate::core::HoldDetails {
+            hold_id: id(n),
+            clinic: "c0".into(),
+            doctor: "d0".into(),
+            date: chrono::NaiveDate::from_ymd_opt(2026, 3, 2).unwrap(),
+            slot,
+            patient: Some("Ravi".into()),
+            patient_id: None,
+        },
+        ttl_secs: 60,
+    };
     vec![
         vec![command(
             Action::SetSchedule {
@@ -211,6 +251,14 @@ fn prologue() -> Vec<Vec<Command>> {
             Action::CreateCommunity { community_id: id(7), name: "My Club".into(), owner: "asha".into(), plan: "pro".into() },
             None,
         )],
+        // Held and confirmed; held and released; held and left to expire (the clock moves 5 minutes or more a batch).
+        vec![
+            command(hold(8, 1), None),
+            command(Action::ConfirmHold { hold_id: id(8), booking_id: id(9), patient: None, patient_id: None, kind: None }, None),
+            command(hold(10, 2), None),
+            command(Action::ReleaseHold { hold_id: id(10) }, None),
+            command(hold(11, 2), None),
+        ],
     ]
 }
 
@@ -231,7 +279,7 @@ fn write_ledger(root: &Path, seed: u64, batches: usize) -> Vec<Position> {
         config,
         Arc::default(),
     );
-    let mut script = Script { seed, next_id: 0, bookings: Vec::new(), claims: Vec::new(), calls: Vec::new() };
+    let mut script = Script { seed, next_id: 0, bookings: Vec::new(), claims: Vec::new(), calls: Vec::new(), holds: Vec::new() };
     let mut responses_at = vec![0];
     let mut prologue = prologue().into_iter();
     for _ in 0..batches {
@@ -275,7 +323,7 @@ fn a_snapshot_at_every_position_plus_the_tail_is_the_state_of_the_whole_log() {
         let dirs = dirs(root.path());
         let responses_at = write_ledger(root.path(), seed, 80);
         let last = responses_at.len() as Position - 1;
-        assert_eq!(event_kinds(&dirs).len(), 14, "seed {seed}: every event type is in the ledger: {:?}", event_kinds(&dirs));
+        assert_eq!(event_kinds(&dirs).len(), 17, "seed {seed}: every event type is in the ledger: {:?}", event_kinds(&dirs));
         let responses_last = *responses_at.last().unwrap();
         assert!(responses_last > 5, "seed {seed}: stored answers in the responses journal");
         // Just after the last batch, and a month later: answers expire at

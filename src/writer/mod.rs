@@ -216,12 +216,20 @@ enum Work {
     },
     /// Refusals on sight wait in [`RefusedOnSight`]: sent by the one that found it empty.
     Journal,
+    /// The writer's own timer went off: nothing to decide, only a look at the
+    /// clock (holds due to expire, refusals on sight to journal).
+    Tick,
 }
 
 /// How long refusals on sight may wait for the writer to journal them when no
 /// command comes to wake it: one wake-up of the writer per this long at most,
 /// not one per refusal (a wake-up per refusal cost a third of a refusal's CPU).
 const JOURNAL_DELAY: Duration = Duration::from_millis(5);
+
+/// An idle writer looks at the clock at least this often while a hold is
+/// active, so that a hold's `hold_expired` is appended at most this long
+/// after its `expires_at` (by the ledger's clock, which a test may move).
+const EXPIRY_TICK: Duration = Duration::from_secs(1);
 
 /// The journal records of commands refused on sight, encoded by the callers
 /// that answered them, waiting for the writer to append them: at the start of
@@ -530,6 +538,10 @@ impl Writer {
         self.working.idempotency.expire(now, retention, self.config.expire_len_max());
         let mut batch = Batch::default();
         self.refused.clear();
+        // Holds past their expiry end first, so that this batch finds their slots free.
+        let context = Context { now, position_next: self.working.position + 1 };
+        let expired = core::holds::expiries_due(&self.working, &context);
+        self.append(expired, &mut batch)?;
         let mut answers = Vec::with_capacity(commands.len());
         for (index, command) in commands.iter().enumerate() {
             let (answer, refused) = self.decide_one(command, now, &mut batch)?;
@@ -636,13 +648,7 @@ impl Writer {
                 None => batch.responses.push((batch.events.len(), command.tenant.clone(), stored.clone())),
             }
         }
-        for event in &events {
-            self.encoded.clear();
-            crate::log::encode::encode_event(event, &mut self.encoded, &mut self.scratch);
-            let position = self.log.append(&self.encoded)?;
-            assert_eq!(position, event.position, "the log and the core agree on positions");
-        }
-        batch.events.append(&mut events);
+        self.append_decided(events, batch)?;
         // Kept only for the rejection journal, if there is one.
         let refused = if self.journal.is_some() { outcome.as_ref().err().cloned() } else { None };
         let answer = match stored {
@@ -650,6 +656,27 @@ impl Writer {
             None => Answer::Fresh(outcome),
         };
         Ok((Ok(answer), refused))
+    }
+
+    /// Applies the ledger's own events (not a client's command) to the working
+    /// state and appends them to the batch.
+    fn append(&mut self, events: Vec<core::Event>, batch: &mut Batch) -> Result<(), LogError> {
+        for event in &events {
+            core::apply(&mut self.working, event);
+        }
+        self.append_decided(events, batch)
+    }
+
+    /// Appends events already applied to the working state to the log and the batch.
+    fn append_decided(&mut self, mut events: Vec<core::Event>, batch: &mut Batch) -> Result<(), LogError> {
+        for event in &events {
+            self.encoded.clear();
+            crate::log::encode::encode_event(event, &mut self.encoded, &mut self.scratch);
+            let position = self.log.append(&self.encoded)?;
+            assert_eq!(position, event.position, "the log and the core agree on positions");
+        }
+        batch.events.append(&mut events);
+        Ok(())
     }
 
     /// For a keyed command, renders its answer and records it in the working
@@ -710,17 +737,21 @@ impl Writer {
         // Only to wait for the queue with a deadline, while refusals on sight wait.
         let timer = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("a timer for the writer thread");
         loop {
-            let first = if self.refused_on_sight.lock().is_empty() {
-                receiver.blocking_recv()
-            } else {
+            // Refusals on sight wait for company, JOURNAL_DELAY at most; a hold
+            // expires at most EXPIRY_TICK after its time.
+            let journal_wait = (!self.refused_on_sight.lock().is_empty()).then_some(JOURNAL_DELAY);
+            let expiry_wait = core::holds::next_expiry(&self.working)
+                .map(|at| (at - self.clock.now()).to_std().unwrap_or(Duration::ZERO).min(EXPIRY_TICK));
+            let first = match journal_wait.into_iter().chain(expiry_wait).min() {
+                None => receiver.blocking_recv(),
                 // The timeout made inside the runtime: its timer needs the runtime's clock.
-                match timer.block_on(async { tokio::time::timeout(JOURNAL_DELAY, receiver.recv()).await }) {
+                Some(wait) => match timer.block_on(async { tokio::time::timeout(wait, receiver.recv()).await }) {
                     Ok(first) => first,
                     Err(_elapsed) => {
                         self.journal_refused_on_sight();
-                        continue;
+                        Some(Work::Tick)
                     }
-                }
+                },
             };
             let Some(first) = first else { break };
             let mut next = Some(first);
@@ -735,8 +766,9 @@ impl Writer {
                 }
             }
             self.metrics.queue_depth.set(receiver.len() as i64);
-            if commands.is_empty() {
-                // Only a wake-up for refusals on sight: they wait for company, JOURNAL_DELAY at most.
+            let expiry_due = core::holds::next_expiry(&self.working).is_some_and(|at| at <= self.clock.now());
+            if commands.is_empty() && !expiry_due {
+                // Only a wake-up for refusals on sight, or for a hold not due yet.
                 continue;
             }
             // Answered already, and before this batch's commands arrived: journaled first.
@@ -794,6 +826,7 @@ impl Writer {
                     // Storage is down, so nothing is refused on sight: only
                     // what waited from before it failed, journaled as usual.
                     Ok(Work::Journal) => self.journal_refused_on_sight(),
+                    Ok(Work::Tick) => {}
                     Err(mpsc::error::TryRecvError::Empty) => break,
                     Err(mpsc::error::TryRecvError::Disconnected) => return false,
                 }

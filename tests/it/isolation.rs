@@ -35,6 +35,9 @@ async fn every_tenant_route_refuses_tenant_a_tokens_on_tenant_b_and_leaks_nothin
         .await
         .expect(201);
     let claim = c.post("/v1/other/businesses/b-business/phone-number/claim", OTHER, "{}").await.expect(201);
+    const HELD_FOR: &str = "Held Patient Of Tenant B";
+    let hold = json!({"clinic": "b-clinic", "doctor": "b-doctor", "date": "2026-03-02", "slot": 2, "patient": HELD_FOR});
+    let hold = c.post("/v1/other/holds", OTHER, &hold.to_string()).await.expect(201);
     let values: Vec<(&str, String)> = vec![
         ("tenant", "other".into()),
         ("clinic", "b-clinic".into()),
@@ -44,10 +47,17 @@ async fn every_tenant_route_refuses_tenant_a_tokens_on_tenant_b_and_leaks_nothin
         ("campaign", "b-campaign".into()),
         ("slug", community["slug"].as_str().unwrap().into()),
         ("business", "b-business".into()),
+        ("hold_id", hold["hold_id"].as_str().unwrap().into()),
     ];
     // What tenant B's answers hold that a caller of tenant A never sent.
-    let secrets_of_b =
-        [PATIENT.to_owned(), "B Community".into(), "b-owner".into(), "+14243242113".into(), claim["claim_id"].as_str().unwrap().into()];
+    let secrets_of_b = [
+        PATIENT.to_owned(),
+        HELD_FOR.into(),
+        "B Community".into(),
+        "b-owner".into(),
+        "+14243242113".into(),
+        claim["claim_id"].as_str().unwrap().into(),
+    ];
     let before = c.position().await;
 
     let document = c.send("GET", "/openapi.json", None, None, None).await.expect(200);

@@ -18,6 +18,7 @@ mod eventually;
 mod forensics;
 mod format;
 mod frontends;
+mod holds;
 mod hostile;
 mod idempotency;
 mod isolation;
