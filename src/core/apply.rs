@@ -13,9 +13,11 @@ pub fn apply(state: &mut State, event: &Event) {
     let rules = state.rules;
     let tenant = state.tenants.entry(event.tenant.clone()).or_default();
     match &event.kind {
-        EventKind::ScheduleSet { .. } | EventKind::BookingCreated(_) | EventKind::BookingCancelled { .. } => {
-            booking::apply(tenant, &event.kind, event.recorded_at, event.position)
-        }
+        EventKind::ScheduleSet { .. }
+        | EventKind::BookingCreated(_)
+        | EventKind::BookingCancelled { .. }
+        | EventKind::BookingRescheduled { .. }
+        | EventKind::AttendanceRecorded { .. } => booking::apply(tenant, &event.kind, event.recorded_at, event.position),
         EventKind::PhoneClaimed { .. }
         | EventKind::PhoneCompleted { .. }
         | EventKind::PhoneClaimFailed { .. }

@@ -258,6 +258,37 @@ pub enum BookingStatus {
     Cancelled,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attendance {
+    Arrived,
+    NoShow,
+}
+
+impl Attendance {
+    pub fn name(self) -> &'static str {
+        match self {
+            Attendance::Arrived => "arrived",
+            Attendance::NoShow => "no_show",
+        }
+    }
+}
+
+/// Where a booking was, with the token it had there: what a reschedule moved it from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Place {
+    pub doctor: Text,
+    pub date: NaiveDate,
+    pub slot: u32,
+    pub kind: BookingKind,
+    pub token_number: u32,
+}
+
+impl Place {
+    pub fn token(&self) -> String {
+        token(self.kind, self.token_number)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Booking {
     pub details: BookingDetails,
@@ -269,6 +300,11 @@ pub struct Booking {
     /// Boxed behind a thin pointer (8 bytes in every booking, not the 16 of
     /// an `Arc<str>` or a `Box<str>`): most bookings never have one.
     pub cancel_reason: Option<Box<Text>>,
+    /// 1 when created, one more at each event that changed it.
+    pub version: u32,
+    pub attendance: Option<Attendance>,
+    /// Where its latest reschedule moved it from; boxed, as most never move.
+    pub rescheduled_from: Option<Box<Place>>,
 }
 
 impl Booking {
@@ -450,6 +486,9 @@ pub(super) fn apply(tenant: &mut TenantState, kind: &EventKind, at: DateTime<Utc
                 created_at: at,
                 position,
                 cancel_reason: None,
+                version: 1,
+                attendance: None,
+                rescheduled_from: None,
             };
             let previous = tenant.bookings.insert(booking.details.booking_id, Arc::new(booking));
             assert!(previous.is_none(), "booking ids are unique");
@@ -459,6 +498,7 @@ pub(super) fn apply(tenant: &mut TenantState, kind: &EventKind, at: DateTime<Utc
             assert_eq!(booking.status, BookingStatus::Confirmed, "cancelling an active booking");
             booking.status = BookingStatus::Cancelled;
             booking.position = position;
+            booking.version += 1;
             booking.cancel_reason = reason.clone().map(Box::new);
             let BookingDetails { clinic, doctor, date, slot, .. } = &booking.details;
             let day = tenant.clinics[clinic].doctors[doctor].days.get(date);
@@ -466,6 +506,138 @@ pub(super) fn apply(tenant: &mut TenantState, kind: &EventKind, at: DateTime<Utc
             let day = tenant.clinics.get_mut(clinic).and_then(|c| c.doctors.get_mut(doctor)).and_then(|d| d.days.get_mut(date)).unwrap();
             day.slots.remove(slot);
         }
+        EventKind::BookingRescheduled { booking_id, clinic, doctor, date, slot, kind, token_number, .. } => {
+            let old = tenant.bookings.get(booking_id).expect("rescheduling a known booking").details.clone();
+            assert_eq!(old.clinic, *clinic, "a reschedule stays in the clinic");
+            let old_day =
+                tenant.clinics.get_mut(clinic).and_then(|c| c.doctors.get_mut(&old.doctor)).and_then(|d| d.days.get_mut(&old.date));
+            assert_eq!(old_day.and_then(|d| d.slots.remove(&old.slot)), Some(*booking_id), "the booking held its old slot");
+            let new_doctor = tenant.clinics.get_mut(clinic).and_then(|c| c.doctors.get_mut(doctor)).expect("a reschedule needs a schedule");
+            assert!(*slot < new_doctor.schedule.slots_per_day, "slot beyond the schedule");
+            let day = new_doctor.days.entry(*date).or_default();
+            let issued = day.tokens_issued_mut(*kind);
+            assert_eq!(*token_number, *issued + 1, "tokens are sequential");
+            *issued = *token_number;
+            assert_eq!(day.slots.insert(*slot, *booking_id), None, "one active booking per slot");
+            assert_eq!(day.held.get(slot), None, "a booking takes no held slot");
+            let (mut doctor, mut clinic) = (doctor.clone(), clinic.clone());
+            tenant.share_clinic_and_doctor(&mut clinic, &mut doctor);
+            let booking = Arc::make_mut(tenant.bookings.get_mut(booking_id).expect("rescheduling a known booking"));
+            assert_eq!(booking.status, BookingStatus::Confirmed, "rescheduling an active booking");
+            assert_eq!(booking.details.kind, *kind, "a reschedule keeps the kind");
+            booking.rescheduled_from = Some(Box::new(Place {
+                doctor: old.doctor,
+                date: old.date,
+                slot: old.slot,
+                kind: old.kind,
+                token_number: booking.token_number,
+            }));
+            booking.details.doctor = doctor;
+            booking.details.date = *date;
+            booking.details.slot = *slot;
+            booking.token_number = *token_number;
+            booking.version += 1;
+            booking.position = position;
+        }
+        EventKind::AttendanceRecorded { booking_id, attendance, corrected } => {
+            let booking = Arc::make_mut(tenant.bookings.get_mut(booking_id).expect("marking a known booking"));
+            assert_eq!(booking.status, BookingStatus::Confirmed, "marking an active booking");
+            assert_eq!(booking.attendance.is_some(), *corrected, "only a correction replaces a mark");
+            booking.attendance = Some(*attendance);
+            booking.version += 1;
+            booking.position = position;
+        }
         _ => unreachable!("not a booking event"),
     }
+}
+
+/// The booking a command names, still active, at the version it expects.
+fn active_booking(tenant: Option<&TenantState>, booking_id: Uuid, expected_version: Option<u32>) -> Result<&Arc<Booking>, Rejection> {
+    let booking = tenant.and_then(|t| t.bookings.get(&booking_id)).ok_or(Rejection::BookingNotFound { booking_id })?;
+    if booking.status == BookingStatus::Cancelled {
+        return Err(Rejection::BookingCancelled { booking_id });
+    }
+    if let Some(expected) = expected_version
+        && expected != booking.version
+    {
+        return Err(Rejection::VersionConflict { booking_id, version: booking.version });
+    }
+    Ok(booking)
+}
+
+/// The checks run in the order API.md gives: the booking (404, cancelled,
+/// version, attendance), then the new place (doctor, range, taken, held).
+/// Moving to its own slot is a repeat: it changes nothing.
+pub(super) fn decide_reschedule(
+    tenant: Option<&TenantState>,
+    booking_id: Uuid,
+    to: &Move,
+    context: &Context,
+) -> Result<Vec<EventKind>, Rejection> {
+    let booking = active_booking(tenant, booking_id, to.expected_version)?;
+    let tenant = tenant.expect("a booking has a tenant");
+    if let Some(attendance) = booking.attendance {
+        return Err(Rejection::AttendanceRecorded { booking_id, attendance });
+    }
+    let clinic = &booking.details.clinic;
+    let doctor_name = to.doctor.as_ref().unwrap_or(&booking.details.doctor);
+    let date = to.date.unwrap_or(booking.details.date);
+    let Some(doctor) = doctor_of(tenant, clinic, doctor_name) else {
+        return Err(Rejection::UnknownDoctor { clinic: clinic.clone(), doctor: doctor_name.clone() });
+    };
+    let slots_per_day = doctor.schedule.slots_per_day;
+    if to.slot >= slots_per_day {
+        return Err(Rejection::SlotOutOfRange { slot: to.slot, slots_per_day });
+    }
+    if (doctor_name, date, to.slot) == (&booking.details.doctor, booking.details.date, booking.details.slot) {
+        return Ok(vec![]);
+    }
+    let day = doctor.days.get(&date);
+    if let Some(holder) = day.and_then(|d| d.slots.get(&to.slot)) {
+        return Err(Rejection::SlotTaken { booking_id: *holder, token: tenant.bookings[holder].token() });
+    }
+    let mut kinds: Vec<EventKind> = holds::clear_expired_hold(tenant, day, to.slot, context.now)?.into_iter().collect();
+    let kind = booking.details.kind;
+    kinds.push(EventKind::BookingRescheduled {
+        booking_id,
+        clinic: clinic.clone(),
+        doctor: doctor_name.clone(),
+        date,
+        slot: to.slot,
+        kind,
+        token_number: day.map_or(0, |d| d.tokens_issued(kind)) + 1,
+        patient: booking.details.patient.clone(),
+    });
+    Ok(kinds)
+}
+
+/// A mark on a booking from its day on; the same mark again is a repeat, the
+/// other one a conflict unless `correct` (an admin's, checked by the caller).
+/// `today` is the date at the clinic.
+pub(super) fn decide_attendance(
+    tenant: Option<&TenantState>,
+    booking_id: Uuid,
+    attendance: Attendance,
+    correct: bool,
+    today: NaiveDate,
+) -> Result<Vec<EventKind>, Rejection> {
+    let booking = active_booking(tenant, booking_id, None)?;
+    if today < booking.details.date {
+        return Err(Rejection::TooEarly { booking_id, date: booking.details.date });
+    }
+    match booking.attendance {
+        None => Ok(vec![EventKind::AttendanceRecorded { booking_id, attendance, corrected: false }]),
+        Some(marked) if marked == attendance => Ok(vec![]),
+        Some(_) if correct => Ok(vec![EventKind::AttendanceRecorded { booking_id, attendance, corrected: true }]),
+        Some(marked) => Err(Rejection::AttendanceRecorded { booking_id, attendance: marked }),
+    }
+}
+
+/// Where a reschedule moves a booking: `doctor` and `date` default to its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Move {
+    pub doctor: Option<Text>,
+    pub date: Option<NaiveDate>,
+    pub slot: u32,
+    pub expected_version: Option<u32>,
 }

@@ -34,6 +34,11 @@ pub fn decide(state: &State, command: &Command, context: &Context) -> Result<Vec
             holds::decide_confirm(tenant, *hold_id, *booking_id, patient, patient_id, *kind, context)?
         }
         Action::ReleaseHold { hold_id } => holds::decide_release(tenant, *hold_id, context)?,
+        Action::Reschedule { booking_id, to } => booking::decide_reschedule(tenant, *booking_id, to, context)?,
+        // Until clinics have zones, a clinic's today is UTC's.
+        Action::MarkAttendance { booking_id, attendance, correct } => {
+            booking::decide_attendance(tenant, *booking_id, *attendance, *correct, context.now.date_naive())?
+        }
     };
     Ok(events(command, context, kinds))
 }
@@ -169,7 +174,9 @@ pub fn reply(state: &State, command: &Command, events: &[Event]) -> Reply {
             let created = !events.is_empty();
             Reply::Booking { booking: booking::booked(tenant, request, created), created }
         }
-        Action::Cancel { booking_id, .. } => Reply::Booking { booking: tenant.bookings[booking_id].clone(), created: false },
+        Action::Cancel { booking_id, .. } | Action::Reschedule { booking_id, .. } | Action::MarkAttendance { booking_id, .. } => {
+            Reply::Booking { booking: tenant.bookings[booking_id].clone(), created: false }
+        }
         Action::ClaimPhone { business, .. } => {
             let reply = if events.is_empty() { PhoneReply::AlreadyComplete } else { PhoneReply::Claimed };
             Reply::Phone { business: business.clone(), phone: phone_of(tenant, business), reply }

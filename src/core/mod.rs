@@ -25,7 +25,8 @@ use uuid::Uuid;
 
 pub use apply::apply;
 pub use booking::{
-    Booking, BookingCreated, BookingDetails, BookingKind, BookingStatus, Clinic, Day, Doctor, External, Schedule, SlotMap, token,
+    Attendance, Booking, BookingCreated, BookingDetails, BookingKind, BookingStatus, Clinic, Day, Doctor, External, Move, Place, Schedule,
+    SlotMap, token,
 };
 pub use calls::{Call, CallState, Campaign, Duplicate, NumberCalls};
 pub use community::Community;
@@ -145,6 +146,17 @@ pub enum Action {
     ReleaseHold {
         hold_id: Uuid,
     },
+    /// Moves an active booking to another slot of its clinic, in one event.
+    Reschedule {
+        booking_id: Uuid,
+        to: Move,
+    },
+    /// `correct` replaces the other mark (an admin's; the caller checks).
+    MarkAttendance {
+        booking_id: Uuid,
+        attendance: Attendance,
+        correct: bool,
+    },
 }
 
 /// `YYYY-MM-DD`.
@@ -247,6 +259,23 @@ pub enum EventKind {
     HoldExpired {
         hold_id: Uuid,
     },
+    /// The booking's new place and token; `kind` and `patient` are the
+    /// booking's, so that the new day's readers need no other record.
+    BookingRescheduled {
+        booking_id: Uuid,
+        clinic: Text,
+        doctor: Text,
+        date: NaiveDate,
+        slot: u32,
+        kind: BookingKind,
+        token_number: u32,
+        patient: Patient,
+    },
+    AttendanceRecorded {
+        booking_id: Uuid,
+        attendance: Attendance,
+        corrected: bool,
+    },
 }
 
 impl EventKind {
@@ -269,6 +298,8 @@ impl EventKind {
             EventKind::HoldPlaced { .. } => "hold_placed",
             EventKind::HoldReleased { .. } => "hold_released",
             EventKind::HoldExpired { .. } => "hold_expired",
+            EventKind::BookingRescheduled { .. } => "booking_rescheduled",
+            EventKind::AttendanceRecorded { .. } => "attendance_recorded",
         }
     }
 
@@ -301,6 +332,9 @@ impl EventKind {
             EventKind::CommunityCreated { .. } => none,
             EventKind::HoldPlaced { details, .. } => Subjects { clinic: Some(&details.clinic), hold: Some(details.hold_id), ..none },
             EventKind::HoldReleased { hold_id } | EventKind::HoldExpired { hold_id } => Subjects { hold: Some(*hold_id), ..none },
+            EventKind::BookingRescheduled { booking_id, .. } | EventKind::AttendanceRecorded { booking_id, .. } => {
+                Subjects { booking: Some(*booking_id), ..none }
+            }
         }
     }
 }
@@ -385,6 +419,14 @@ pub enum Rejection {
     PatientRequired,
     #[error("the tenant has {limit} active holds, the most it may have")]
     TooManyHolds { limit: u32, retry_after_secs: u32 },
+    #[error("booking {booking_id} is cancelled")]
+    BookingCancelled { booking_id: Uuid },
+    #[error("booking {booking_id} is at version {version}, not the one expected")]
+    VersionConflict { booking_id: Uuid, version: u32 },
+    #[error("booking {booking_id} already has its attendance recorded: {}", attendance.name())]
+    AttendanceRecorded { booking_id: Uuid, attendance: Attendance },
+    #[error("booking {booking_id} is on {date}, which has not come yet")]
+    TooEarly { booking_id: Uuid, date: NaiveDate },
 }
 
 impl Rejection {
@@ -393,7 +435,11 @@ impl Rejection {
         Some(match self {
             Rejection::SlotTaken { booking_id, .. }
             | Rejection::ScheduleConflict { booking_id, .. }
-            | Rejection::ExternalRefBound { booking_id, .. } => format!("booking:{booking_id}"),
+            | Rejection::ExternalRefBound { booking_id, .. }
+            | Rejection::BookingCancelled { booking_id }
+            | Rejection::VersionConflict { booking_id, .. }
+            | Rejection::AttendanceRecorded { booking_id, .. }
+            | Rejection::TooEarly { booking_id, .. } => format!("booking:{booking_id}"),
             Rejection::PurchaseInProgress { claim_id, .. } | Rejection::ClaimSuperseded { claim_id } => format!("claim:{claim_id}"),
             Rejection::PhoneNumberInUse { business, .. } => format!("business:{business}"),
             Rejection::NumberBlocked { number, .. } => format!("number:{number}"),
@@ -452,6 +498,10 @@ impl Rejection {
             Rejection::HoldPatientMismatch { .. } => "hold_patient_mismatch",
             Rejection::PatientRequired => "invalid_request",
             Rejection::TooManyHolds { .. } => "too_many_holds",
+            Rejection::BookingCancelled { .. } => "booking_cancelled",
+            Rejection::VersionConflict { .. } => "version_conflict",
+            Rejection::AttendanceRecorded { .. } => "attendance_recorded",
+            Rejection::TooEarly { .. } => "too_early",
         }
     }
 }

@@ -29,7 +29,8 @@ pub mod rule {
     pub const BOOKING_WITHIN_SCHEDULE: &str = "booking_within_schedule";
     /// A token (clinic, doctor, date, kind, number) is issued once, never reused.
     pub const UNIQUE_TOKEN: &str = "unique_token";
-    /// A cancellation refers to a booking that exists and is still active.
+    /// A cancellation, a reschedule or an attendance mark refers to a booking
+    /// that exists and is still active.
     pub const CANCELLATION_OF_ACTIVE_BOOKING: &str = "cancellation_of_active_booking";
     /// An external calendar's booking id binds to one booking, ever.
     pub const EXTERNAL_REF_BOUND_ONCE: &str = "external_ref_bound_once";
@@ -360,6 +361,12 @@ impl TenantFacts {
             EventKind::HoldPlaced { details, expires_at } => self.hold_placed(details, *expires_at, p, found),
             EventKind::HoldReleased { hold_id } => self.hold_ended(*hold_id, None, p, found),
             EventKind::HoldExpired { hold_id } => self.hold_ended(*hold_id, Some(event.recorded_at), p, found),
+            EventKind::BookingRescheduled { booking_id, clinic, doctor, date, slot, kind, token_number, .. } => {
+                self.booking_rescheduled(*booking_id, clinic, doctor, *date, *slot, *kind, *token_number, p, found)
+            }
+            EventKind::AttendanceRecorded { booking_id, .. } => {
+                self.active(*booking_id, "marked", p, found);
+            }
         }
     }
 
@@ -437,66 +444,8 @@ impl TenantFacts {
                 format!("booking {id} is created at position {} and again at position {p}", first.created),
             );
         }
-        match self.schedules.get(&(created.details.clinic.clone(), created.details.doctor.clone())) {
-            None => found.add(
-                rule::BOOKING_WITHIN_SCHEDULE,
-                vec![p],
-                format!("booking {id} (position {p}) holds {} but that doctor has no schedule", describe_slot(&key)),
-            ),
-            Some((slots_per_day, set)) if created.details.slot >= *slots_per_day => found.add(
-                rule::BOOKING_WITHIN_SCHEDULE,
-                vec![*set, p],
-                format!(
-                    "booking {id} (position {p}) holds {} but the schedule set at position {set} has {slots_per_day} slots a day",
-                    describe_slot(&key)
-                ),
-            ),
-            Some(_) => {}
-        }
-        match (created.details.hold_id(), self.held_slots.get(&key)) {
-            (Some(hold_id), Some((holder, _))) if *holder == hold_id => self.hold_ended(hold_id, None, p, found),
-            (_, Some((holder, at))) => {
-                let detail = format!("booking {id} (position {p}) takes {}, held by hold {holder} (position {at})", describe_slot(&key));
-                found.add(rule::HOLD_OF_FREE_SLOT, vec![*at, p], detail);
-            }
-            (Some(hold_id), None) => {
-                let detail = format!("booking {id} (position {p}) confirms hold {hold_id}, which does not hold {}", describe_slot(&key));
-                found.add(rule::HOLD_OF_FREE_SLOT, vec![p], detail);
-            }
-            (None, None) => {}
-        }
-        let holders = self.slot_holders.entry(key.clone()).or_default();
-        if !holders.is_empty() {
-            let held_by: Vec<String> = holders.iter().map(|(b, at)| format!("booking {b} (position {at})")).collect();
-            let mut positions: Vec<Position> = holders.iter().map(|(_, at)| *at).collect();
-            positions.push(p);
-            found.add(
-                rule::ONE_ACTIVE_BOOKING_PER_SLOT,
-                positions,
-                format!("{} is held by {} and booked again by booking {id} (position {p})", describe_slot(&key), held_by.join(" and ")),
-            );
-        }
-        // Almost every slot has one holder: room for exactly one, not the four
-        // a first push reserves (the live audit keeps this for every booking).
-        holders.reserve_exact(1);
-        holders.push((id, p));
-        let token_key: TokenKey = (key.0.clone(), key.1.clone(), key.2, created.details.kind, created.token_number);
-        match self.tokens.get(&token_key) {
-            Some((first, at)) => found.add(
-                rule::UNIQUE_TOKEN,
-                vec![*at, p],
-                format!(
-                    "token {} of doctor {} at clinic {} on {} is issued to booking {first} (position {at}) and again to booking {id} (position {p})",
-                    token(created.details.kind, created.token_number),
-                    created.details.doctor,
-                    created.details.clinic,
-                    format_date(created.details.date)
-                ),
-            ),
-            None => {
-                self.tokens.insert(token_key, (id, p));
-            }
-        }
+        let (kind, token_number) = (created.details.kind, created.token_number);
+        self.take_slot(id, &key, kind, token_number, created.details.hold_id(), p, found);
         if let Some(external_ref) = created.details.external_ref() {
             match self.external_refs.get(external_ref) {
                 Some((first, at)) => found.add(
@@ -512,6 +461,129 @@ impl TenantFacts {
             }
         }
         self.bookings.entry(id).or_insert(BookingFacts { slot: key, created: p, cancelled: None });
+    }
+
+    /// Booking `id` takes the slot `key` with a token at position `p`
+    /// (created there, or moved there): the schedule, holds, holders and
+    /// token rules, each checked where the booking arrives.
+    #[allow(clippy::too_many_arguments)]
+    fn take_slot(
+        &mut self,
+        id: Uuid,
+        key: &SlotKey,
+        kind: BookingKind,
+        token_number: u32,
+        hold_id: Option<Uuid>,
+        p: Position,
+        found: &mut Found<'_>,
+    ) {
+        match self.schedules.get(&(key.0.clone(), key.1.clone())) {
+            None => found.add(
+                rule::BOOKING_WITHIN_SCHEDULE,
+                vec![p],
+                format!("booking {id} (position {p}) holds {} but that doctor has no schedule", describe_slot(key)),
+            ),
+            Some((slots_per_day, set)) if key.3 >= *slots_per_day => found.add(
+                rule::BOOKING_WITHIN_SCHEDULE,
+                vec![*set, p],
+                format!(
+                    "booking {id} (position {p}) holds {} but the schedule set at position {set} has {slots_per_day} slots a day",
+                    describe_slot(key)
+                ),
+            ),
+            Some(_) => {}
+        }
+        match (hold_id, self.held_slots.get(key)) {
+            (Some(hold_id), Some((holder, _))) if *holder == hold_id => self.hold_ended(hold_id, None, p, found),
+            (_, Some((holder, at))) => {
+                let detail = format!("booking {id} (position {p}) takes {}, held by hold {holder} (position {at})", describe_slot(key));
+                found.add(rule::HOLD_OF_FREE_SLOT, vec![*at, p], detail);
+            }
+            (Some(hold_id), None) => {
+                let detail = format!("booking {id} (position {p}) confirms hold {hold_id}, which does not hold {}", describe_slot(key));
+                found.add(rule::HOLD_OF_FREE_SLOT, vec![p], detail);
+            }
+            (None, None) => {}
+        }
+        let holders = self.slot_holders.entry(key.clone()).or_default();
+        if !holders.is_empty() {
+            let held_by: Vec<String> = holders.iter().map(|(b, at)| format!("booking {b} (position {at})")).collect();
+            let mut positions: Vec<Position> = holders.iter().map(|(_, at)| *at).collect();
+            positions.push(p);
+            found.add(
+                rule::ONE_ACTIVE_BOOKING_PER_SLOT,
+                positions,
+                format!("{} is held by {} and booked again by booking {id} (position {p})", describe_slot(key), held_by.join(" and ")),
+            );
+        }
+        // Almost every slot has one holder: room for exactly one, not the four
+        // a first push reserves (the live audit keeps this for every booking).
+        holders.reserve_exact(1);
+        holders.push((id, p));
+        let token_key: TokenKey = (key.0.clone(), key.1.clone(), key.2, kind, token_number);
+        match self.tokens.get(&token_key) {
+            Some((first, at)) => found.add(
+                rule::UNIQUE_TOKEN,
+                vec![*at, p],
+                format!(
+                    "token {} of doctor {} at clinic {} on {} is issued to booking {first} (position {at}) and again to booking {id} (position {p})",
+                    token(kind, token_number),
+                    key.1,
+                    key.0,
+                    format_date(key.2)
+                ),
+            ),
+            None => {
+                self.tokens.insert(token_key, (id, p));
+            }
+        }
+    }
+
+    /// The facts of booking `id`, still active, for an event at `p` that
+    /// changes it (`what` it does, for the detail).
+    fn active(&mut self, id: Uuid, what: &str, p: Position, found: &mut Found<'_>) -> Option<&mut BookingFacts> {
+        let Some(booking) = self.bookings.get(&id) else {
+            found.add(
+                rule::CANCELLATION_OF_ACTIVE_BOOKING,
+                vec![p],
+                format!("booking {id} is {what} at position {p} but was never created"),
+            );
+            return None;
+        };
+        if let Some(cancelled) = booking.cancelled {
+            let detail = format!(
+                "booking {id} (created at position {}) is {what} at position {p}, though cancelled at position {cancelled}",
+                booking.created
+            );
+            found.add(rule::CANCELLATION_OF_ACTIVE_BOOKING, vec![booking.created, cancelled, p], detail);
+            return None;
+        }
+        self.bookings.get_mut(&id)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn booking_rescheduled(
+        &mut self,
+        id: Uuid,
+        clinic: &Text,
+        doctor: &Text,
+        date: NaiveDate,
+        slot: u32,
+        kind: BookingKind,
+        token_number: u32,
+        p: Position,
+        found: &mut Found<'_>,
+    ) {
+        let Some(booking) = self.active(id, "rescheduled", p, found) else { return };
+        let key: SlotKey = (clinic.clone(), doctor.clone(), date, slot);
+        let old = std::mem::replace(&mut booking.slot, key.clone());
+        if let Some(holders) = self.slot_holders.get_mut(&old) {
+            holders.retain(|(holder, _)| *holder != id);
+            if holders.is_empty() {
+                self.slot_holders.remove(&old);
+            }
+        }
+        self.take_slot(id, &key, kind, token_number, None, p, found);
     }
 
     fn booking_cancelled(&mut self, id: Uuid, p: Position, found: &mut Found<'_>) {

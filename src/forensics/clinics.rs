@@ -130,6 +130,17 @@ impl ClinicIndex {
                 let number = self.day_of(event, &details.clinic, details.date, location);
                 self.holds.insert(details.hold_id, number);
             }
+            EventKind::BookingRescheduled { booking_id, clinic, date, .. } => {
+                // The day it leaves and the day it enters both change.
+                if let Some(number) = self.bookings.get(booking_id).copied() {
+                    self.days[number as usize].push((event.position, location));
+                    let entered = self.day_numbers.get(&(event.tenant.clone(), clinic.clone(), *date)).copied();
+                    if entered != Some(number) {
+                        let entered = self.day_of(event, clinic, *date, location);
+                        self.bookings.insert(*booking_id, entered);
+                    }
+                }
+            }
             EventKind::BookingCancelled { booking_id: id, .. }
             | EventKind::HoldReleased { hold_id: id }
             | EventKind::HoldExpired { hold_id: id } => {
@@ -149,7 +160,8 @@ impl ClinicIndex {
             | EventKind::CampaignHalted { .. }
             | EventKind::CampaignResumed { .. }
             | EventKind::NumberBlocked { .. }
-            | EventKind::CommunityCreated { .. } => {}
+            | EventKind::CommunityCreated { .. }
+            | EventKind::AttendanceRecorded { .. } => {}
         }
     }
 
@@ -182,12 +194,15 @@ impl ClinicIndex {
             .collect();
         let day = self.day_numbers.get(&(clinic_key.0, clinic_key.1, date)).map(|n| &self.days[*n as usize]);
         let locations = day.into_iter().flatten().take_while(|(position, _)| *position <= as_of).copied().collect();
-        DayPlan { as_of, schedules, locations }
+        DayPlan { clinic: clinic.into(), date, doctor: doctor.map(Text::from), as_of, schedules, locations }
     }
 }
 
 /// A query of one clinic day, planned against the index.
 pub struct DayPlan {
+    clinic: Text,
+    date: NaiveDate,
+    doctor: Option<Text>,
     as_of: Position,
     schedules: Vec<(Text, Schedule)>,
     /// The day's records up to `as_of`: each position and where its record is.
@@ -204,7 +219,7 @@ impl DayPlan {
             .collect();
         let mut live = LiveDay::new(ClinicDay { position: 0, doctors });
         read_day(dir, &self.locations, &mut |event| {
-            live.apply(&event);
+            live.apply_for(&event, &self.clinic, self.date, self.doctor.as_deref());
         })?;
         live.day.position = self.as_of;
         Ok(live.day)
@@ -235,6 +250,8 @@ pub struct DayChange {
     pub doctor: Text,
     /// The doctor's slots whose state changed (every slot, for a new schedule).
     pub slots: Vec<u32>,
+    /// A reschedule's old place, when it was in this day too.
+    pub moved_from: Option<(Text, u32)>,
     /// The event in one line, for people.
     pub summary: String,
 }
@@ -261,6 +278,43 @@ impl LiveDay {
     /// Folds the next event of the day's tenant in; `Some` when it changed the
     /// day. `clinic`, `date` and `doctor` say which day (and doctor) this is.
     pub fn apply_for(&mut self, event: &Event, clinic: &str, date: NaiveDate, doctor: Option<&str>) -> Option<DayChange> {
+        if let EventKind::BookingRescheduled { booking_id, clinic: c, doctor: d, date: on, slot, kind, token_number, patient } = &event.kind
+        {
+            let enters = **c == *clinic && *on == date && doctor.is_none_or(|x| **d == *x);
+            let left = self.holding.remove(booking_id);
+            if left.is_none() && !enters {
+                return None;
+            }
+            let mut moved_from = None;
+            if let Some((from, from_slot)) = left {
+                let held = self.day.doctors.iter_mut().find(|x| x.doctor == from).and_then(|x| x.booked.remove(&from_slot));
+                moved_from = held.map(|_| (from, from_slot));
+            }
+            let token = token(*kind, *token_number);
+            let summary = format!("booking {booking_id} of {patient} moved to {d} {on} slot {slot}: token {token}");
+            if enters && let Some(to) = self.day.doctors.iter_mut().find(|x| x.doctor == *d) {
+                to.booked.insert(*slot, Held { booking_id: *booking_id, token, patient: patient.clone() });
+                self.holding.insert(*booking_id, (d.clone(), *slot));
+            } else if moved_from.is_none() {
+                return None;
+            }
+            let (doctor, slots) = match (enters, &moved_from) {
+                (true, _) => (d.clone(), vec![*slot]),
+                (false, Some((from, from_slot))) => (from.clone(), vec![*from_slot]),
+                (false, None) => return None,
+            };
+            let moved_from = if enters { moved_from } else { None };
+            self.day.position = event.position;
+            return Some(DayChange {
+                position: event.position,
+                recorded_at: event.recorded_at,
+                kind: event.kind.name(),
+                doctor,
+                slots,
+                moved_from,
+                summary,
+            });
+        }
         let relevant = match &event.kind {
             EventKind::ScheduleSet { clinic: c, doctor: d, .. } => **c == *clinic && doctor.is_none_or(|x| **d == *x),
             EventKind::BookingCreated(created) => {
@@ -280,7 +334,9 @@ impl LiveDay {
             | EventKind::CampaignHalted { .. }
             | EventKind::CampaignResumed { .. }
             | EventKind::NumberBlocked { .. }
-            | EventKind::CommunityCreated { .. } => false,
+            | EventKind::CommunityCreated { .. }
+            | EventKind::AttendanceRecorded { .. } => false,
+            EventKind::BookingRescheduled { .. } => unreachable!("folded above"),
         };
         if relevant { self.apply(event) } else { None }
     }
@@ -294,6 +350,7 @@ impl LiveDay {
             kind: event.kind.name(),
             doctor: doctor.clone(),
             slots,
+            moved_from: None,
             summary,
         };
         let result = match &event.kind {
@@ -364,7 +421,9 @@ impl LiveDay {
             | EventKind::CampaignHalted { .. }
             | EventKind::CampaignResumed { .. }
             | EventKind::NumberBlocked { .. }
-            | EventKind::CommunityCreated { .. } => None,
+            | EventKind::CommunityCreated { .. }
+            | EventKind::AttendanceRecorded { .. }
+            | EventKind::BookingRescheduled { .. } => None,
         };
         if result.is_some() {
             self.day.position = event.position;

@@ -151,6 +151,18 @@ impl Json for Data<'_> {
                 .entry("patient_id", &h.patient_id)
                 .entry("slot", &h.slot),
             EventKind::HoldReleased { hold_id } | EventKind::HoldExpired { hold_id } => object.entry("hold_id", hold_id),
+            EventKind::BookingRescheduled { booking_id, clinic, doctor, date, slot, kind, token_number, patient } => object
+                .entry("booking_id", booking_id)
+                .entry("clinic", clinic)
+                .entry("date", &Date(*date))
+                .entry("doctor", doctor)
+                .entry("kind", kind_name(*kind))
+                .entry("patient", patient.as_str())
+                .entry("slot", slot)
+                .entry("token", &Token(*kind, *token_number)),
+            EventKind::AttendanceRecorded { booking_id, attendance, corrected } => {
+                object.entry("attendance", attendance.name()).entry("booking_id", booking_id).entry("corrected", corrected)
+            }
         }
         .end();
     }
@@ -317,6 +329,12 @@ impl<T: Json> Json for Option<T> {
             Some(value) => value.write_json(out),
             None => out.extend_from_slice(b"null"),
         }
+    }
+}
+
+impl Json for bool {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(if *self { b"true" } else { b"false" });
     }
 }
 
@@ -490,9 +508,11 @@ mod tests {
             EventKind::HoldPlaced { .. } => 14,
             EventKind::HoldReleased { .. } => 15,
             EventKind::HoldExpired { .. } => 16,
+            EventKind::BookingRescheduled { .. } => 17,
+            EventKind::AttendanceRecorded { .. } => 18,
         }
     }
-    const VARIANTS: usize = 17;
+    const VARIANTS: usize = 19;
 
     /// Every kind, each optional field both present and absent, and text that
     /// needs escaping.
@@ -584,6 +604,18 @@ mod tests {
             },
             EventKind::HoldReleased { hold_id: id },
             EventKind::HoldExpired { hold_id: id },
+            EventKind::BookingRescheduled {
+                booking_id: id,
+                clinic: "c1".into(),
+                doctor: "d2".into(),
+                date: NaiveDate::from_ymd_opt(2026, 3, 3).unwrap(),
+                slot: 4,
+                kind: BookingKind::WalkIn,
+                token_number: 2,
+                patient: "Asha".into(),
+            },
+            EventKind::AttendanceRecorded { booking_id: id, attendance: crate::core::Attendance::Arrived, corrected: false },
+            EventKind::AttendanceRecorded { booking_id: id, attendance: crate::core::Attendance::NoShow, corrected: true },
         ]
     }
 
@@ -602,7 +634,7 @@ mod tests {
 
     /// What `every_kind()` renders to, with `envelope(kind, "req-1", Some("click-1"))`
     /// and the tenant: the bytes the `Value` renderers printed before this writer.
-    const EVERY_KIND_JSON: [&str; 24] = [
+    const EVERY_KIND_JSON: [&str; 27] = [
         r#"{"actor":"kloqo-web","correlation_id":"req-1","data":{"clinic":"c1","doctor":"d1","first_slot_minute":540,"slot_minutes":15,"slots_per_day":40},"idempotency_key":"click-1","position":42,"recorded_at":"2026-03-01T09:05:07Z","tenant":"kloqo","type":"schedule_set"}"#,
         r#"{"actor":"kloqo-web","correlation_id":"req-1","data":{"clinic":"c1","doctor":"d1","first_slot_minute":null,"slot_minutes":null,"slots_per_day":1},"idempotency_key":"click-1","position":42,"recorded_at":"2026-03-01T09:05:07Z","tenant":"kloqo","type":"schedule_set"}"#,
         r#"{"actor":"kloqo-web","correlation_id":"req-1","data":{"booking_id":"0190a3c4-5e6f-7a8b-9c0d-1e2f3a4b5c6d","clinic":"c1","correlation_id":"corr-1","date":"2026-03-02","doctor":"d1","external_created_at":"2026-03-01T09:05:07.123456789Z","external_ref":"cal-1","hold_id":"0190a3c4-5e6f-7a8b-9c0d-1e2f3a4b5c6d","kind":"advance","patient":"Ásha \"A\" \\ Rao\n\u0001","slot":7,"token":"A005"},"idempotency_key":"click-1","position":42,"recorded_at":"2026-03-01T09:05:07Z","tenant":"kloqo","type":"booking_created"}"#,
@@ -627,6 +659,9 @@ mod tests {
         r#"{"actor":"kloqo-web","correlation_id":"req-1","data":{"clinic":"c1","date":"2026-03-02","doctor":"d1","expires_at":"2026-03-01T09:05:07.000001Z","hold_id":"0190a3c4-5e6f-7a8b-9c0d-1e2f3a4b5c6d","patient":null,"patient_id":null,"slot":0},"idempotency_key":"click-1","position":42,"recorded_at":"2026-03-01T09:05:07Z","tenant":"kloqo","type":"hold_placed"}"#,
         r#"{"actor":"kloqo-web","correlation_id":"req-1","data":{"hold_id":"0190a3c4-5e6f-7a8b-9c0d-1e2f3a4b5c6d"},"idempotency_key":"click-1","position":42,"recorded_at":"2026-03-01T09:05:07Z","tenant":"kloqo","type":"hold_released"}"#,
         r#"{"actor":"kloqo-web","correlation_id":"req-1","data":{"hold_id":"0190a3c4-5e6f-7a8b-9c0d-1e2f3a4b5c6d"},"idempotency_key":"click-1","position":42,"recorded_at":"2026-03-01T09:05:07Z","tenant":"kloqo","type":"hold_expired"}"#,
+        r#"{"actor":"kloqo-web","correlation_id":"req-1","data":{"booking_id":"0190a3c4-5e6f-7a8b-9c0d-1e2f3a4b5c6d","clinic":"c1","date":"2026-03-03","doctor":"d2","kind":"walk_in","patient":"Asha","slot":4,"token":"W002"},"idempotency_key":"click-1","position":42,"recorded_at":"2026-03-01T09:05:07Z","tenant":"kloqo","type":"booking_rescheduled"}"#,
+        r#"{"actor":"kloqo-web","correlation_id":"req-1","data":{"attendance":"arrived","booking_id":"0190a3c4-5e6f-7a8b-9c0d-1e2f3a4b5c6d","corrected":false},"idempotency_key":"click-1","position":42,"recorded_at":"2026-03-01T09:05:07Z","tenant":"kloqo","type":"attendance_recorded"}"#,
+        r#"{"actor":"kloqo-web","correlation_id":"req-1","data":{"attendance":"no_show","booking_id":"0190a3c4-5e6f-7a8b-9c0d-1e2f3a4b5c6d","corrected":true},"idempotency_key":"click-1","position":42,"recorded_at":"2026-03-01T09:05:07Z","tenant":"kloqo","type":"attendance_recorded"}"#,
     ];
 
     fn line(event: &Event, with_tenant: bool) -> String {

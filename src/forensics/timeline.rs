@@ -57,6 +57,14 @@ pub fn describe(kind: &EventKind) -> String {
         ),
         EventKind::HoldReleased { hold_id } => format!("hold {hold_id} released"),
         EventKind::HoldExpired { hold_id } => format!("hold {hold_id} expired"),
+        EventKind::BookingRescheduled { booking_id, clinic, doctor, date, slot, kind, token_number, .. } => format!(
+            "moved booking {booking_id} to {clinic}/{doctor} {} slot {slot}: token {}",
+            format_date(*date),
+            token(*kind, *token_number)
+        ),
+        EventKind::AttendanceRecorded { booking_id, attendance, corrected } => {
+            format!("booking {booking_id}: {}{}", attendance.name(), if *corrected { " (corrected)" } else { "" })
+        }
     }
 }
 

@@ -9,6 +9,7 @@ use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
+use super::auth::Role;
 use super::error::ApiError;
 use super::extract::{JsonBody, PathParams, QueryParams, TenantCall};
 use super::views::{
@@ -16,7 +17,7 @@ use super::views::{
     SlotsHistoryView, SlotsView, format_minute,
 };
 use crate::core::Text;
-use crate::core::{Action, BookingDetails, BookingKind, External, Schedule};
+use crate::core::{Action, Attendance, BookingDetails, BookingKind, External, Move, Schedule};
 use crate::forensics::clinics::{ClinicDay, DayChange, DoctorDay, LiveDay};
 use crate::forensics::feed;
 use crate::forensics::follower::Indexes;
@@ -208,6 +209,148 @@ pub async fn cancel_booking(
     let JsonBody { value, raw } = body;
     let reason = value.check()?;
     call.execute(Action::Cancel { booking_id, reason }, &raw).await
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RescheduleRequest {
+    /// The booking's own date when absent.
+    #[schema(value_type = Option<String>, format = Date, example = "2026-03-03")]
+    pub date: Option<String>,
+    #[serde(deserialize_with = "super::extract::whole_u32")]
+    pub slot: u32,
+    /// The booking's own doctor when absent; always of the same clinic.
+    pub doctor: Option<String>,
+    /// The version the caller last saw: another one is 409 `version_conflict`,
+    /// so a reschedule link moves the booking once.
+    #[serde(default, deserialize_with = "super::extract::whole_u32_opt")]
+    pub expected_version: Option<u32>,
+}
+
+impl Check for RescheduleRequest {
+    type Checked = Move;
+
+    fn check(self) -> Result<Move, Invalid> {
+        let date = self.date.as_deref().map(|d| parse_date("date", d)).transpose()?;
+        if let Some(doctor) = &self.doctor {
+            check_name("doctor", doctor)?;
+        }
+        Ok(Move { doctor: self.doctor.map(Into::into), date, slot: self.slot, expected_version: self.expected_version })
+    }
+}
+
+/// Moves a booking to another slot of its clinic in one event: a new token, the old slot free.
+#[utoipa::path(
+    post, path = "/v1/{tenant}/bookings/{booking_id}/reschedule", operation_id = "rescheduleBooking", tag = "clinics",
+    params(("tenant" = String, Path), ("booking_id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header)),
+    request_body = RescheduleRequest,
+    responses(
+        (status = 200, description = "The booking at its new place, with rescheduled_from (or as it was: its own slot)", body = BookingView),
+        (status = 400, description = "invalid_request, invalid_idempotency_key", body = Problem),
+        (status = 401, description = "unauthenticated", body = Problem),
+        (status = 403, description = "forbidden", body = Problem),
+        (status = 404, description = "not_found, unknown_doctor", body = Problem),
+        (status = 409, description = "booking_cancelled, version_conflict, attendance_recorded, slot_taken, slot_held", body = Problem),
+        (status = 422, description = "slot_out_of_range, idempotency_key_reused", body = Problem),
+        (status = 503, description = "overloaded, storage_unavailable, unavailable", body = Problem),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn reschedule_booking(
+    call: TenantCall,
+    path: PathParams<(String, String)>,
+    body: JsonBody<RescheduleRequest>,
+) -> Result<Response, ApiError> {
+    let PathParams((_, booking_id)) = path;
+    let booking_id = parse_uuid("booking_id", &booking_id)?;
+    let JsonBody { value, raw } = body;
+    let to = value.check()?;
+    call.execute(Action::Reschedule { booking_id, to }, &raw).await
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AttendanceRequest {
+    /// Replaces the other mark: an admin token's only; `true` or absent.
+    pub correct: Option<bool>,
+}
+
+impl Check for AttendanceRequest {
+    /// Whether the mark corrects another.
+    type Checked = bool;
+
+    fn check(self) -> Result<bool, Invalid> {
+        match self.correct {
+            Some(false) => Err(Invalid::field("correct", "is only ever true")),
+            correct => Ok(correct.is_some()),
+        }
+    }
+}
+
+async fn mark(
+    call: TenantCall,
+    path: PathParams<(String, String)>,
+    body: JsonBody<AttendanceRequest>,
+    attendance: Attendance,
+) -> Result<Response, ApiError> {
+    let PathParams((_, booking_id)) = path;
+    let booking_id = parse_uuid("booking_id", &booking_id)?;
+    let JsonBody { value, raw } = body;
+    let correct = value.check()?;
+    if correct && call.token.role != Role::Admin {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "only an admin token may correct an attendance mark"));
+    }
+    call.execute(Action::MarkAttendance { booking_id, attendance, correct }, &raw).await
+}
+
+/// Records that the patient arrived, from the booking's day on.
+#[utoipa::path(
+    post, path = "/v1/{tenant}/bookings/{booking_id}/check-in", operation_id = "checkIn", tag = "clinics",
+    params(("tenant" = String, Path), ("booking_id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header)),
+    request_body = AttendanceRequest,
+    responses(
+        (status = 200, description = "The booking with attendance arrived (also when marked so before)", body = BookingView),
+        (status = 400, description = "invalid_request, invalid_idempotency_key", body = Problem),
+        (status = 401, description = "unauthenticated", body = Problem),
+        (status = 403, description = "forbidden (correct with a client token)", body = Problem),
+        (status = 404, description = "not_found", body = Problem),
+        (status = 409, description = "too_early, booking_cancelled, attendance_recorded", body = Problem),
+        (status = 422, description = "idempotency_key_reused", body = Problem),
+        (status = 503, description = "overloaded, storage_unavailable, unavailable", body = Problem),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn check_in(
+    call: TenantCall,
+    path: PathParams<(String, String)>,
+    body: JsonBody<AttendanceRequest>,
+) -> Result<Response, ApiError> {
+    mark(call, path, body, Attendance::Arrived).await
+}
+
+/// Records that the patient did not come, from the booking's day on.
+#[utoipa::path(
+    post, path = "/v1/{tenant}/bookings/{booking_id}/no-show", operation_id = "noShow", tag = "clinics",
+    params(("tenant" = String, Path), ("booking_id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header)),
+    request_body = AttendanceRequest,
+    responses(
+        (status = 200, description = "The booking with attendance no_show (also when marked so before)", body = BookingView),
+        (status = 400, description = "invalid_request, invalid_idempotency_key", body = Problem),
+        (status = 401, description = "unauthenticated", body = Problem),
+        (status = 403, description = "forbidden (correct with a client token)", body = Problem),
+        (status = 404, description = "not_found", body = Problem),
+        (status = 409, description = "too_early, booking_cancelled, attendance_recorded", body = Problem),
+        (status = 422, description = "idempotency_key_reused", body = Problem),
+        (status = 503, description = "overloaded, storage_unavailable, unavailable", body = Problem),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn no_show(
+    call: TenantCall,
+    path: PathParams<(String, String)>,
+    body: JsonBody<AttendanceRequest>,
+) -> Result<Response, ApiError> {
+    mark(call, path, body, Attendance::NoShow).await
 }
 
 /// A booking as it stands.

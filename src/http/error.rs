@@ -161,6 +161,18 @@ impl From<&Rejection> for ApiError {
                 .with("booking_id", booking_id.to_string()),
             Rejection::HoldPatientMismatch { field } => ApiError::new(StatusCode::CONFLICT, code, detail).with("field", *field),
             Rejection::PatientRequired => ApiError::field("patient", detail),
+            Rejection::BookingCancelled { booking_id } => {
+                ApiError::new(StatusCode::CONFLICT, code, detail).with("booking_id", booking_id.to_string())
+            }
+            Rejection::VersionConflict { booking_id, version } => {
+                ApiError::new(StatusCode::CONFLICT, code, detail).with("booking_id", booking_id.to_string()).with("version", *version)
+            }
+            Rejection::AttendanceRecorded { booking_id, attendance } => ApiError::new(StatusCode::CONFLICT, code, detail)
+                .with("booking_id", booking_id.to_string())
+                .with("attendance", attendance.name()),
+            Rejection::TooEarly { booking_id, date } => ApiError::new(StatusCode::CONFLICT, code, detail)
+                .with("booking_id", booking_id.to_string())
+                .with("date", crate::core::format_date(*date)),
             Rejection::TooManyHolds { limit, retry_after_secs } => {
                 ApiError::new(StatusCode::TOO_MANY_REQUESTS, code, detail).with("limit", *limit).retry_after(*retry_after_secs)
             }

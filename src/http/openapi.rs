@@ -238,6 +238,8 @@ fn constrain_schemas(schemas: &mut Map<String, Value>) {
         ("HoldRequest", "ttl_secs", json!({ "minimum": HOLD_TTL_SECS.start(), "maximum": HOLD_TTL_SECS.end() })),
         ("HoldConfirmRequest", "patient", text(PATIENT_CHARS_MAX)),
         ("HoldConfirmRequest", "patient_id", patient_id),
+        ("RescheduleRequest", "doctor", name()),
+        ("RescheduleRequest", "date", json!({ "pattern": DATE_PATTERN })),
     ];
     for (schema, property, constraints) in rules {
         let Some(target) = schemas.get_mut(*schema).and_then(|s| s["properties"].get_mut(*property)) else {

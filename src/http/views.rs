@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::error::{ApiError, PROBLEM_JSON};
 use crate::core::{
-    Booking, BookingKind, BookingStatus, Call, Campaign, Community, Hold, HoldStatus, PhoneReply, PhoneState, Reply, Schedule,
+    Attendance, Booking, BookingKind, BookingStatus, Call, Campaign, Community, Hold, HoldStatus, PhoneReply, PhoneState, Reply, Schedule,
 };
 use crate::writer::{Answer, Outcome};
 
@@ -58,6 +58,14 @@ pub struct BookingView {
     /// The hold this booking confirmed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hold_id: Option<Uuid>,
+    /// 1 when created, one more at each change (cancellation, reschedule, attendance).
+    pub version: u32,
+    /// `arrived` or `no_show`; absent until recorded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attendance: Option<AttendanceView>,
+    /// Where its latest reschedule moved it from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rescheduled_from: Option<PlaceView>,
     /// The position of the last event that changed the booking.
     pub position: u64,
     pub created_at: DateTime<Utc>,
@@ -81,6 +89,17 @@ impl From<&Booking> for BookingView {
             external_ref: b.details.external_ref().map(|r| r.to_string()),
             correlation_id: b.details.correlation_id().map(|c| c.to_string()),
             hold_id: b.details.hold_id(),
+            version: b.version,
+            attendance: b.attendance.map(|a| match a {
+                Attendance::Arrived => AttendanceView::Arrived,
+                Attendance::NoShow => AttendanceView::NoShow,
+            }),
+            rescheduled_from: b.rescheduled_from.as_deref().map(|p| PlaceView {
+                doctor: p.doctor.to_string(),
+                date: p.date,
+                slot: p.slot,
+                token: p.token(),
+            }),
             position: b.position,
             created_at: b.created_at,
         }
@@ -372,6 +391,22 @@ impl From<&Community> for CommunityView {
 
 #[derive(Debug, Clone, Copy, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
+pub enum AttendanceView {
+    Arrived,
+    NoShow,
+}
+
+/// Where a booking was before its latest reschedule, with the token it had there.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PlaceView {
+    pub doctor: String,
+    pub date: NaiveDate,
+    pub slot: u32,
+    pub token: String,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
 pub enum HoldStatusView {
     Held,
     Confirmed,
@@ -499,6 +534,10 @@ pub struct Problem {
     pub hold_id: Option<Uuid>,
     /// `slot_held`, `hold_expired`: when the hold ends or ended.
     pub expires_at: Option<DateTime<Utc>>,
+    /// `version_conflict`: the booking's version now.
+    pub version: Option<u32>,
+    /// `attendance_recorded`: the mark on record.
+    pub attendance: Option<String>,
 }
 
 fn json<T: Serialize>(value: &T) -> Vec<u8> {

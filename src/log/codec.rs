@@ -11,9 +11,9 @@ use prost::Message;
 use uuid::Uuid;
 
 use crate::core::{
-    Booking, BookingCreated, BookingDetails, BookingKind, BookingStatus, Business, Call, CallState, Campaign, Community, Day, Doctor,
-    Duplicate, Event, EventKind, External, Hold, HoldDetails, HoldStatus, IdempotencyTable, NumberCalls, PhoneState, Rejected, Rules,
-    Schedule, SlotMap, State, StoredResponse, TenantState, Text, format_date,
+    Attendance, Booking, BookingCreated, BookingDetails, BookingKind, BookingStatus, Business, Call, CallState, Campaign, Community, Day,
+    Doctor, Duplicate, Event, EventKind, External, Hold, HoldDetails, HoldStatus, IdempotencyTable, NumberCalls, PhoneState, Place,
+    Rejected, Rules, Schedule, SlotMap, State, StoredResponse, TenantState, Text, format_date,
 };
 
 #[allow(clippy::all, clippy::pedantic)]
@@ -81,11 +81,7 @@ fn to_pb_booking(details: &BookingDetails, token_number: u32) -> pb::BookingCrea
         date: format_date(details.date),
         slot: details.slot,
         patient: details.patient.to_string(),
-        kind: match details.kind {
-            BookingKind::Advance => pb::BookingKind::Advance,
-            BookingKind::WalkIn => pb::BookingKind::WalkIn,
-        }
-        .into(),
+        kind: pb_kind(details.kind).into(),
         token_number,
         external_ref: details.external_ref().map(|r| r.to_string()).unwrap_or_default(),
         correlation_id: details.correlation_id().map(|c| c.to_string()).unwrap_or_default(),
@@ -98,11 +94,7 @@ pub(super) fn from_pb_booking(b: pb::BookingCreated) -> Result<BookingCreated, C
     Ok(BookingCreated {
         details: BookingDetails {
             booking_id: uuid(&b.booking_id)?,
-            kind: match pb::BookingKind::try_from(b.kind) {
-                Ok(pb::BookingKind::Advance) => BookingKind::Advance,
-                Ok(pb::BookingKind::WalkIn) => BookingKind::WalkIn,
-                _ => return Err(CodecError(format!("unknown booking kind {}", b.kind))),
-            },
+            kind: super::decode::booking_kind(b.kind)?,
             date: parse_date(&b.date)?,
             clinic: b.clinic.into(),
             doctor: b.doctor.into(),
@@ -228,6 +220,23 @@ pub fn to_pb_event(event: &Event) -> pb::EventRecord {
         EventKind::HoldPlaced { details, expires_at } => E::HoldPlaced(to_pb_hold(details, *expires_at)),
         EventKind::HoldReleased { hold_id } => E::HoldReleased(pb::HoldReleased { hold_id: hold_id.as_bytes().to_vec() }),
         EventKind::HoldExpired { hold_id } => E::HoldExpired(pb::HoldExpired { hold_id: hold_id.as_bytes().to_vec() }),
+        EventKind::BookingRescheduled { booking_id, clinic, doctor, date, slot, kind, token_number, patient } => {
+            E::BookingRescheduled(pb::BookingRescheduled {
+                booking_id: booking_id.as_bytes().to_vec(),
+                clinic: clinic.to_string(),
+                doctor: doctor.to_string(),
+                date: format_date(*date),
+                slot: *slot,
+                kind: pb_kind(*kind).into(),
+                token_number: *token_number,
+                patient: patient.to_string(),
+            })
+        }
+        EventKind::AttendanceRecorded { booking_id, attendance, corrected } => E::AttendanceRecorded(pb::AttendanceRecorded {
+            booking_id: booking_id.as_bytes().to_vec(),
+            attendance: pb_attendance(*attendance).into(),
+            corrected: *corrected,
+        }),
     };
     pb::EventRecord {
         position: event.position,
@@ -333,6 +342,21 @@ pub fn from_pb_event(record: pb::EventRecord) -> Result<Event, CodecError> {
         }
         E::HoldReleased(h) => EventKind::HoldReleased { hold_id: uuid(&h.hold_id)? },
         E::HoldExpired(h) => EventKind::HoldExpired { hold_id: uuid(&h.hold_id)? },
+        E::BookingRescheduled(r) => EventKind::BookingRescheduled {
+            booking_id: uuid(&r.booking_id)?,
+            clinic: r.clinic.into(),
+            doctor: r.doctor.into(),
+            date: parse_date(&r.date)?,
+            slot: r.slot,
+            kind: super::decode::booking_kind(r.kind)?,
+            token_number: r.token_number,
+            patient: r.patient.into(),
+        },
+        E::AttendanceRecorded(a) => EventKind::AttendanceRecorded {
+            booking_id: uuid(&a.booking_id)?,
+            attendance: super::decode::attendance(a.attendance)?,
+            corrected: a.corrected,
+        },
     };
     Ok(Event {
         position: record.position,
@@ -545,6 +569,15 @@ fn put_tenant(tenant: &TenantState, put: &mut impl FnMut(pb::snapshot_entry::Ent
             created_at_micros: micros(b.created_at),
             position: b.position,
             cancel_reason: b.cancel_reason.as_deref().map(|r| r.to_string()),
+            version: b.version,
+            attendance: b.attendance.map_or(0, |a| pb_attendance(a).into()),
+            rescheduled_from: b.rescheduled_from.as_deref().map(|p| pb::SnapshotPlace {
+                doctor: p.doctor.to_string(),
+                date: format_date(p.date),
+                slot: p.slot,
+                kind: pb_kind(p.kind).into(),
+                token_number: p.token_number,
+            }),
         }));
     }
     for (external_ref, id) in &tenant.external_refs {
@@ -689,17 +722,8 @@ pub fn decode_snapshot(bytes: &[u8], rules: Rules) -> Result<DecodedSnapshot, Co
         body = &body[len..];
         // Bookings, nearly all of a snapshot, are decoded in place.
         if let Some(b) = decoder.snapshot_booking(bytes)? {
-            let (_, t) = tenant.as_mut().ok_or_else(|| CodecError("a snapshot entry before its tenant".into()))?;
-            let mut created = b.created;
-            t.share_names(&mut created.details);
-            let booking = Booking {
-                token_number: created.token_number,
-                status: if b.cancelled { BookingStatus::Cancelled } else { BookingStatus::Confirmed },
-                created_at: from_micros(b.created_at_micros, "created_at")?,
-                position: b.position,
-                cancel_reason: b.cancel_reason.map(Box::new),
-                details: created.details,
-            };
+            let (_, t) = tenant.as_ref().ok_or_else(|| CodecError("a snapshot entry before its tenant".into()))?;
+            let booking = booking_from_snapshot(t, b)?;
             bookings.push((booking.details.booking_id, Arc::new(booking)));
             continue;
         }
@@ -743,16 +767,73 @@ fn with_bookings(mut tenant: TenantState, bookings: &mut Vec<(Uuid, Arc<Booking>
 }
 
 fn from_pb_snapshot_booking(tenant: &TenantState, b: pb::SnapshotBooking) -> Result<Booking, CodecError> {
-    let mut created = from_pb_booking(b.booking.ok_or_else(|| CodecError("a booking without its details".into()))?)?;
+    booking_from_snapshot(tenant, snapshot_booking_from_pb(b)?)
+}
+
+/// prost's `SnapshotBooking` as the in-place decoder reads one (its test oracle too).
+pub(super) fn snapshot_booking_from_pb(b: pb::SnapshotBooking) -> Result<super::decode::SnapshotBooking, CodecError> {
+    let created = from_pb_booking(b.booking.ok_or_else(|| CodecError("a booking without its details".into()))?)?;
+    let rescheduled_from = b
+        .rescheduled_from
+        .map(|p| {
+            Ok::<_, CodecError>(Place {
+                doctor: p.doctor.into(),
+                date: parse_date(&p.date)?,
+                slot: p.slot,
+                kind: super::decode::booking_kind(p.kind)?,
+                token_number: p.token_number,
+            })
+        })
+        .transpose()?;
+    let attendance = if b.attendance == 0 { None } else { Some(super::decode::attendance(b.attendance)?) };
+    Ok(super::decode::SnapshotBooking {
+        created,
+        cancelled: b.cancelled,
+        created_at_micros: b.created_at_micros,
+        position: b.position,
+        cancel_reason: b.cancel_reason.map(Text::from),
+        version: b.version,
+        attendance,
+        rescheduled_from,
+    })
+}
+
+/// A booking as a snapshot keeps it, back in the state, its names the schedule's.
+fn booking_from_snapshot(tenant: &TenantState, b: super::decode::SnapshotBooking) -> Result<Booking, CodecError> {
+    if b.version == 0 {
+        return Err(CodecError("a booking without its version: a snapshot older than versions".into()));
+    }
+    let mut created = b.created;
     tenant.share_names(&mut created.details);
+    let rescheduled_from = b.rescheduled_from.map(|mut place| {
+        tenant.share_clinic_and_doctor(&mut created.details.clinic.clone(), &mut place.doctor);
+        Box::new(place)
+    });
     Ok(Booking {
         token_number: created.token_number,
         status: if b.cancelled { BookingStatus::Cancelled } else { BookingStatus::Confirmed },
         created_at: from_micros(b.created_at_micros, "created_at")?,
         position: b.position,
-        cancel_reason: b.cancel_reason.map(|r| Box::new(Text::from(r))),
+        cancel_reason: b.cancel_reason.map(Box::new),
         details: created.details,
+        version: b.version,
+        attendance: b.attendance,
+        rescheduled_from,
     })
+}
+
+fn pb_kind(kind: BookingKind) -> pb::BookingKind {
+    match kind {
+        BookingKind::Advance => pb::BookingKind::Advance,
+        BookingKind::WalkIn => pb::BookingKind::WalkIn,
+    }
+}
+
+fn pb_attendance(attendance: Attendance) -> pb::Attendance {
+    match attendance {
+        Attendance::Arrived => pb::Attendance::Arrived,
+        Attendance::NoShow => pb::Attendance::NoShow,
+    }
 }
 
 fn from_pb_call_state(state: i32) -> Result<CallState, CodecError> {
@@ -921,7 +1002,7 @@ mod tests {
             kind: BookingKind::Advance,
             external: crate::core::External::boxed(None, None, None),
         };
-        Entry::Booking(pb::SnapshotBooking { booking: Some(to_pb_booking(&details, slot)), ..Default::default() })
+        Entry::Booking(pb::SnapshotBooking { booking: Some(to_pb_booking(&details, slot)), version: 1, ..Default::default() })
     }
 
     fn doctor(slots: &[(u32, u128)]) -> Entry {

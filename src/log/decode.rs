@@ -22,8 +22,8 @@ use uuid::Uuid;
 use super::codec::{CodecError, pb};
 use super::wire::{self, Bytes, Field, Msg, OptionalText, OptionalVarint, Schema, Text as TextField, Varint};
 use crate::core::{
-    BookingCreated, BookingDetails, BookingKind, CallState, Duplicate, Event, EventKind, External, HoldDetails, Patient, Schedule,
-    StoredResponse, Text,
+    Attendance, BookingCreated, BookingDetails, BookingKind, CallState, Duplicate, Event, EventKind, External, HoldDetails, Patient, Place,
+    Schedule, StoredResponse, Text,
 };
 
 /// Slots of an interner: a direct-mapped table, so its memory is bounded
@@ -307,6 +307,29 @@ impl Decoder {
                 let m = Message::read_all(body, &f::SCHEMA, limit)?;
                 EventKind::HoldExpired { hold_id: uuid(m.bytes(f::HOLD_ID))? }
             }
+            E::BookingRescheduled => {
+                use super::wire::booking_rescheduled as f;
+                let m = Message::read_all(body, &f::SCHEMA, limit)?;
+                EventKind::BookingRescheduled {
+                    booking_id: uuid(m.bytes(f::BOOKING_ID))?,
+                    clinic: self.name(m.text(f::CLINIC)),
+                    doctor: self.name(m.text(f::DOCTOR)),
+                    date: parse_date(m.text(f::DATE))?,
+                    slot: m.uint32(f::SLOT),
+                    kind: booking_kind(m.int32(f::KIND))?,
+                    token_number: m.uint32(f::TOKEN_NUMBER),
+                    patient: Patient::from(m.text(f::PATIENT)),
+                }
+            }
+            E::AttendanceRecorded => {
+                use super::wire::attendance_recorded as f;
+                let m = Message::read_all(body, &f::SCHEMA, limit)?;
+                EventKind::AttendanceRecorded {
+                    booking_id: uuid(m.bytes(f::BOOKING_ID))?,
+                    attendance: attendance(m.int32(f::ATTENDANCE))?,
+                    corrected: m.varint(f::CORRECTED) != 0,
+                }
+            }
         })
     }
 
@@ -322,13 +345,7 @@ impl Decoder {
                 date: parse_date(m.text(f::DATE))?,
                 slot: m.uint32(f::SLOT),
                 patient: Patient::from(m.text(f::PATIENT)),
-                kind: match pb::BookingKind::try_from(m.int32(f::KIND)) {
-                    Ok(pb::BookingKind::Advance) => BookingKind::Advance,
-                    Ok(pb::BookingKind::WalkIn) => BookingKind::WalkIn,
-                    Ok(pb::BookingKind::Unspecified) | Err(_) => {
-                        return Err(CodecError(format!("unknown booking kind {}", m.int32(f::KIND))));
-                    }
-                },
+                kind: booking_kind(m.int32(f::KIND))?,
                 external: External::boxed_with_hold(
                     optional(m.text(f::EXTERNAL_REF)),
                     optional(m.text(f::CORRELATION_ID)),
@@ -362,12 +379,32 @@ impl Decoder {
         if m.merged {
             return Ok(None);
         }
+        let rescheduled_from = match m.optional_message(f::RESCHEDULED_FROM) {
+            None => None,
+            Some(place) => {
+                use super::wire::snapshot_place as p;
+                let place = Message::read(place, &p::SCHEMA, RECURSION_LIMIT - 2)?;
+                Some(Place {
+                    doctor: self.name(place.text(p::DOCTOR)),
+                    date: parse_date(place.text(p::DATE))?,
+                    slot: place.uint32(p::SLOT),
+                    kind: booking_kind(place.int32(p::KIND))?,
+                    token_number: place.uint32(p::TOKEN_NUMBER),
+                })
+            }
+        };
         Ok(Some(SnapshotBooking {
             created: self.booking_created(&[m.message(f::BOOKING)], RECURSION_LIMIT - 2)?,
             cancelled: m.varint(f::CANCELLED) != 0,
             created_at_micros: m.int64(f::CREATED_AT_MICROS),
             position: m.uint64(f::POSITION),
             cancel_reason: m.optional_text(f::CANCEL_REASON).map(Text::from),
+            version: m.uint32(f::VERSION),
+            attendance: match m.int32(f::ATTENDANCE) {
+                0 => None,
+                value => Some(attendance(value)?),
+            },
+            rescheduled_from,
         }))
     }
 
@@ -409,6 +446,8 @@ fn well_formed(member: wire::event_record::Event, occurrences: &[&[u8]]) -> Resu
         E::HoldPlaced => Message::read_all(occurrences, &hold_placed::SCHEMA, limit).map(drop),
         E::HoldReleased => Message::read_all(occurrences, &hold_released::SCHEMA, limit).map(drop),
         E::HoldExpired => Message::read_all(occurrences, &hold_expired::SCHEMA, limit).map(drop),
+        E::BookingRescheduled => Message::read_all(occurrences, &booking_rescheduled::SCHEMA, limit).map(drop),
+        E::AttendanceRecorded => Message::read_all(occurrences, &attendance_recorded::SCHEMA, limit).map(drop),
     }
 }
 
@@ -420,6 +459,9 @@ pub struct SnapshotBooking {
     pub created_at_micros: i64,
     pub position: u64,
     pub cancel_reason: Option<Text>,
+    pub version: u32,
+    pub attendance: Option<Attendance>,
+    pub rescheduled_from: Option<Place>,
 }
 
 /// prost's limit on nesting (`DecodeContext`): a record is read at this depth,
@@ -637,6 +679,11 @@ impl<'a, const N: usize> Message<'a, N> {
         self.present(field.0).unwrap_or_default()
     }
 
+    /// An embedded message's bytes, if it is present (even empty).
+    fn optional_message(&self, field: Msg) -> Option<&'a [u8]> {
+        self.present(field.0)
+    }
+
     fn message(&self, field: Msg) -> &'a [u8] {
         self.present(field.0).unwrap_or_default()
     }
@@ -667,6 +714,22 @@ fn utf8(bytes: &[u8]) -> Result<&str, CodecError> {
 
 fn optional(text: &str) -> Option<Text> {
     (!text.is_empty()).then(|| text.into())
+}
+
+pub(super) fn booking_kind(value: i32) -> Result<BookingKind, CodecError> {
+    match pb::BookingKind::try_from(value) {
+        Ok(pb::BookingKind::Advance) => Ok(BookingKind::Advance),
+        Ok(pb::BookingKind::WalkIn) => Ok(BookingKind::WalkIn),
+        Ok(pb::BookingKind::Unspecified) | Err(_) => Err(CodecError(format!("unknown booking kind {value}"))),
+    }
+}
+
+pub(super) fn attendance(value: i32) -> Result<Attendance, CodecError> {
+    match pb::Attendance::try_from(value) {
+        Ok(pb::Attendance::Arrived) => Ok(Attendance::Arrived),
+        Ok(pb::Attendance::NoShow) => Ok(Attendance::NoShow),
+        Ok(pb::Attendance::Unspecified) | Err(_) => Err(CodecError(format!("unknown attendance {value}"))),
+    }
 }
 
 /// A UUID's 16 bytes, or none when empty.
@@ -939,6 +1002,15 @@ mod tests {
                 created_at_micros: 1_700_000_000_000_001,
                 position: 42,
                 cancel_reason: Some("feeling better".into()),
+                version: 3,
+                attendance: pb::Attendance::NoShow.into(),
+                rescheduled_from: Some(pb::SnapshotPlace {
+                    doctor: "rao".into(),
+                    date: "2026-03-01".into(),
+                    slot: 2,
+                    kind: pb::BookingKind::Advance.into(),
+                    token_number: 7,
+                }),
             })),
         }
         .encode_to_vec();
@@ -956,14 +1028,8 @@ mod tests {
                         let ours = Decoder::interning().snapshot_booking(&bytes);
                         let prost = pb::SnapshotEntry::decode(&*bytes).map_err(CodecError::from).and_then(|entry| match entry.entry {
                             Some(pb::snapshot_entry::Entry::Booking(b)) => {
-                                let created = codec::from_pb_booking(b.booking.unwrap_or_default())?;
-                                Ok(Some(SnapshotBooking {
-                                    created,
-                                    cancelled: b.cancelled,
-                                    created_at_micros: b.created_at_micros,
-                                    position: b.position,
-                                    cancel_reason: b.cancel_reason.map(Text::from),
-                                }))
+                                let b = pb::SnapshotBooking { booking: Some(b.booking.unwrap_or_default()), ..b };
+                                codec::snapshot_booking_from_pb(b).map(Some)
                             }
                             _ => Ok(None),
                         });
@@ -1057,6 +1123,18 @@ mod tests {
             EventKind::HoldPlaced { details: hold(false), expires_at: at },
             EventKind::HoldReleased { hold_id: id(13) },
             EventKind::HoldExpired { hold_id: id(13) },
+            EventKind::BookingRescheduled {
+                booking_id: id(7),
+                clinic: "kochi".into(),
+                doctor: "rao".into(),
+                date: NaiveDate::from_ymd_opt(2026, 3, 3).unwrap(),
+                slot: 0,
+                kind: BookingKind::WalkIn,
+                token_number: 1,
+                patient: "".into(),
+            },
+            EventKind::AttendanceRecorded { booking_id: id(7), attendance: crate::core::Attendance::NoShow, corrected: false },
+            EventKind::AttendanceRecorded { booking_id: id(7), attendance: crate::core::Attendance::Arrived, corrected: true },
         ]
     }
 
@@ -1174,6 +1252,15 @@ mod tests {
                         created_at_micros: 1_700_000_000_000_001,
                         position: 42,
                         cancel_reason: reason.map(str::to_owned),
+                        version: 2,
+                        attendance: if cancelled { 0 } else { pb::Attendance::Arrived.into() },
+                        rescheduled_from: reason.map(|_| pb::SnapshotPlace {
+                            doctor: "rao".into(),
+                            date: "2026-03-01".into(),
+                            slot: 0,
+                            kind: pb::BookingKind::WalkIn.into(),
+                            token_number: 1,
+                        }),
                     })),
                 };
                 let decoded = Decoder::interning().snapshot_booking(&entry.encode_to_vec()).unwrap().unwrap();
@@ -1183,6 +1270,15 @@ mod tests {
                     created_at_micros: 1_700_000_000_000_001,
                     position: 42,
                     cancel_reason: reason.map(Text::from),
+                    version: 2,
+                    attendance: (!cancelled).then_some(crate::core::Attendance::Arrived),
+                    rescheduled_from: reason.map(|_| Place {
+                        doctor: "rao".into(),
+                        date: NaiveDate::from_ymd_opt(2026, 3, 1).unwrap(),
+                        slot: 0,
+                        kind: BookingKind::WalkIn,
+                        token_number: 1,
+                    }),
                 };
                 assert_eq!(decoded, expected);
             }

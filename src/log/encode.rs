@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::codec::pb;
 use super::wire::{self, Bytes, Msg, OptionalText, OptionalVarint, Text, Varint, event_record::Event as Member};
-use crate::core::{BookingKind, CallState, Duplicate, Event, EventKind, StoredResponse, format_date};
+use crate::core::{Attendance, BookingKind, CallState, Duplicate, Event, EventKind, StoredResponse, format_date};
 
 /// Appends the `EventRecord` of `event` to `out`. `scratch` is reused for the
 /// nested messages, whose length comes before them.
@@ -54,11 +54,7 @@ fn kind(m: &mut Vec<u8>, kind: &EventKind) -> Member {
             date(m, f::DATE, b.date);
             uint64(m, f::SLOT, b.slot.into());
             string(m, f::PATIENT, &b.patient);
-            let booking_kind = match b.kind {
-                BookingKind::Advance => pb::BookingKind::Advance,
-                BookingKind::WalkIn => pb::BookingKind::WalkIn,
-            };
-            uint64(m, f::KIND, booking_kind as u64);
+            uint64(m, f::KIND, booking_kind(b.kind));
             uint64(m, f::TOKEN_NUMBER, created.token_number.into());
             string(m, f::EXTERNAL_REF, b.external_ref().map_or("", |r| r));
             string(m, f::CORRELATION_ID, b.correlation_id().map_or("", |c| c));
@@ -182,7 +178,37 @@ fn kind(m: &mut Vec<u8>, kind: &EventKind) -> Member {
             id(m, hold_expired::HOLD_ID, hold_id);
             Member::HoldExpired
         }
+        EventKind::BookingRescheduled { booking_id, clinic, doctor, date: day, slot, kind, token_number, patient } => {
+            use booking_rescheduled as f;
+            id(m, f::BOOKING_ID, booking_id);
+            string(m, f::CLINIC, clinic);
+            string(m, f::DOCTOR, doctor);
+            date(m, f::DATE, *day);
+            uint64(m, f::SLOT, (*slot).into());
+            uint64(m, f::KIND, booking_kind(*kind));
+            uint64(m, f::TOKEN_NUMBER, (*token_number).into());
+            string(m, f::PATIENT, patient);
+            Member::BookingRescheduled
+        }
+        EventKind::AttendanceRecorded { booking_id, attendance, corrected } => {
+            use attendance_recorded as f;
+            id(m, f::BOOKING_ID, booking_id);
+            let attendance = match attendance {
+                Attendance::Arrived => pb::Attendance::Arrived,
+                Attendance::NoShow => pb::Attendance::NoShow,
+            };
+            uint64(m, f::ATTENDANCE, attendance as u64);
+            uint64(m, f::CORRECTED, u64::from(*corrected));
+            Member::AttendanceRecorded
+        }
     }
+}
+
+fn booking_kind(kind: BookingKind) -> u64 {
+    (match kind {
+        BookingKind::Advance => pb::BookingKind::Advance,
+        BookingKind::WalkIn => pb::BookingKind::WalkIn,
+    }) as u64
 }
 
 fn stored_response(m: &mut Vec<u8>, response: &StoredResponse) {

@@ -74,7 +74,7 @@ impl Script {
     fn command(&mut self, now: DateTime<Utc>) -> Command {
         let tenant: Text = if self.random(4) == 0 { "other".into() } else { "kloqo".into() };
         let pick = |s: &mut Script, items: usize| s.random(items.max(1) as u64) as usize;
-        let action = match self.random(19) {
+        let action = match self.random(21) {
             0 => Action::SetSchedule {
                 clinic: format!("c{}", self.random(2)).into(),
                 doctor: format!("d{}", self.random(2)).into(),
@@ -172,6 +172,23 @@ impl Script {
                 let (_, hold_id) = self.holds.get(index).cloned().unwrap_or(("".into(), Uuid::nil()));
                 Action::ReleaseHold { hold_id }
             }
+            19 => {
+                let index = pick(self, self.bookings.len());
+                let (_, booking_id) = self.bookings.get(index).cloned().unwrap_or(("".into(), Uuid::nil()));
+                let to = crate::core::Move {
+                    doctor: (self.random(2) == 0).then(|| format!("d{}", self.random(2)).into()),
+                    date: (self.random(2) == 0).then(|| chrono::NaiveDate::from_ymd_opt(2026, 3, 2 + self.random(2) as u32).unwrap()),
+                    slot: self.random(4) as u32,
+                    expected_version: (self.random(3) == 0).then(|| 1 + self.random(3) as u32),
+                };
+                Action::Reschedule { booking_id, to }
+            }
+            20 => {
+                let index = pick(self, self.bookings.len());
+                let (_, booking_id) = self.bookings.get(index).cloned().unwrap_or(("".into(), Uuid::nil()));
+                let attendance = if self.random(2) == 0 { crate::core::Attendance::Arrived } else { crate::core::Attendance::NoShow };
+                Action::MarkAttendance { booking_id, attendance, correct: self.random(2) == 0 }
+            }
             _ => {
                 let name = ["My Club", "my club!", "My Club 1", "Other"][self.random(4) as usize];
                 Action::CreateCommunity { community_id: self.id(), name: name.into(), owner: "asha".into(), plan: "pro".into() }
@@ -225,7 +242,10 @@ fn prologue() -> Vec<Vec<Command>> {
             },
             None,
         )],
-        vec![command(Action::Book(booking.clone()), Some("prologue-book")), command(Action::Book(booking), Some("prologue-refused"))],
+        vec![
+            command(Action::Book(booking.clone()), Some("prologue-book")),
+            command(Action::Book(booking.clone()), Some("prologue-refused")),
+        ],
         vec![command(Action::Cancel { booking_id: id(1), reason: Some("moved".into()) }, None)],
         vec![
             command(Action::ClaimPhone { business: "px".into(), claim_id: id(2) }, None),
@@ -258,6 +278,25 @@ fn prologue() -> Vec<Vec<Command>> {
             command(hold(10, 2), None),
             command(Action::ReleaseHold { hold_id: id(10) }, None),
             command(hold(11, 2), None),
+        ],
+        // Moved (to slot 0, freed by the cancellation above); a booking of a past day marked.
+        vec![
+            command(
+                Action::Reschedule {
+                    booking_id: id(9),
+                    to: crate::core::Move { doctor: None, date: None, slot: 0, expected_version: Some(1) },
+                },
+                None,
+            ),
+            command(
+                Action::Book(BookingDetails {
+                    booking_id: id(12),
+                    date: chrono::NaiveDate::from_ymd_opt(2026, 2, 28).unwrap(),
+                    ..booking.clone()
+                }),
+                None,
+            ),
+            command(Action::MarkAttendance { booking_id: id(12), attendance: crate::core::Attendance::Arrived, correct: false }, None),
         ],
     ]
 }
@@ -323,7 +362,7 @@ fn a_snapshot_at_every_position_plus_the_tail_is_the_state_of_the_whole_log() {
         let dirs = dirs(root.path());
         let responses_at = write_ledger(root.path(), seed, 80);
         let last = responses_at.len() as Position - 1;
-        assert_eq!(event_kinds(&dirs).len(), 17, "seed {seed}: every event type is in the ledger: {:?}", event_kinds(&dirs));
+        assert_eq!(event_kinds(&dirs).len(), 19, "seed {seed}: every event type is in the ledger: {:?}", event_kinds(&dirs));
         let responses_last = *responses_at.last().unwrap();
         assert!(responses_last > 5, "seed {seed}: stored answers in the responses journal");
         // Just after the last batch, and a month later: answers expire at

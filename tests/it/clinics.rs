@@ -93,7 +93,7 @@ async fn booking_answers_and_tokens() {
         first,
         json!({
             "booking_id": first["booking_id"], "token": "A001", "status": "confirmed", "clinic": "c1", "doctor": "d1",
-            "date": DATE, "slot": 1, "patient": "Asha", "kind": "advance", "position": 2, "created_at": first["created_at"],
+            "date": DATE, "slot": 1, "patient": "Asha", "kind": "advance", "version": 1, "position": 2, "created_at": first["created_at"],
         })
     );
     let walk_in = r#"{"clinic":"c1","doctor":"d1","date":"2026-03-02","slot":2,"patient":"Ben","kind":"walk_in"}"#;

@@ -29,6 +29,7 @@ mod operating;
 mod phones;
 mod read_limits;
 mod readers;
+mod reschedule;
 mod snapshots;
 mod storage;
 mod support;
