@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use super::disk::SegmentIo;
 use super::frame::{self, FRAME_HEADER_BYTES, GENESIS_HASH, Hash, SEGMENT_HEADER_BYTES, SegmentHeader};
+use super::walk::Walk;
 use super::{Log, LogError, Position, ReopenError, Visit};
 
 #[derive(Debug, Clone, Copy)]
@@ -160,17 +161,6 @@ fn corrupt(path: &Path, position: Position, offset: usize, reason: impl Into<Str
     LogError::Corrupt { path: path.to_owned(), position, offset: offset as u64, reason: reason.into() }
 }
 
-/// Whether any intact record of position `expected` or later starts after `offset`.
-/// This tells corruption (valid records follow the damage) from a torn tail (only
-/// garbage follows, because the crash interrupted the last write).
-pub(super) fn intact_record_after(bytes: &[u8], offset: usize, expected: Position) -> bool {
-    let plausible_max = expected + (bytes.len() / FRAME_HEADER_BYTES) as u64;
-    (offset + 1..bytes.len().saturating_sub(FRAME_HEADER_BYTES - 1)).any(|o| {
-        let position = u64::from_le_bytes(bytes[o + 8..o + 16].try_into().unwrap());
-        (expected..=plausible_max).contains(&position) && frame::decode_record(&bytes[o..]).is_ok()
-    })
-}
-
 impl FileLog {
     /// Opens (or creates) the log in `dir`. A torn record at the very end of the
     /// last segment is cut off; damage anywhere else is an error naming its
@@ -239,25 +229,20 @@ impl FileLog {
             return Err(corrupt(&path, first_position, 0, "segment header names another first position"));
         }
         let mut offset = SEGMENT_HEADER_BYTES;
-        let mut expected = first_position;
-        let mut last_hash = header.prev_hash;
+        let mut walk = Walk::chained(first_position, header.prev_hash);
         while offset < bytes.len() {
-            let damage = match frame::decode_record(&bytes[offset..]) {
-                Ok(f) if f.position == expected && *f.prev_hash == last_hash => {
-                    last_hash = frame::record_hash(f.covered);
-                    expected += 1;
-                    offset += f.len;
+            let damage = match walk.step(&bytes[offset..]) {
+                Ok(record) => {
+                    offset += record.len;
                     continue;
                 }
-                Ok(f) if f.position != expected => Some(format!("record carries position {}", f.position)),
-                Ok(_) => Some("hash chain broken".to_owned()),
-                Err(e) if intact_record_after(&bytes, offset, expected) => Some(e.describe().to_string()),
-                Err(_) => None,
+                Err(damage) => damage,
             };
-            if let Some(reason) = damage
-                && !unacknowledged(expected)
-            {
-                return Err(corrupt(&path, expected, offset, reason));
+            let expected = walk.next_position();
+            // Damage among acknowledged records that is not a torn tail is corruption;
+            // the rest (a torn tail, or records never acknowledged) is cut.
+            if !unacknowledged(expected) && !damage.is_torn_tail(&bytes, offset, expected) {
+                return Err(corrupt(&path, expected, offset, damage.to_string()));
             }
             let truncation =
                 TornTail { path: path.clone(), offset: offset as u64, bytes: (bytes.len() - offset) as u64, position: expected };
@@ -266,6 +251,7 @@ impl FileLog {
             report.truncated = Some(truncation);
             break;
         }
+        let (expected, last_hash) = (walk.next_position(), walk.link().expect("a chained walk"));
         let file = OpenOptions::new().append(true).open(&path).map_err(LogError::io(&path))?;
         // What was read is counted from now on (replayed, answered, built on),
         // so it must be durable first: a crash before an fdatasync returned

@@ -1,7 +1,7 @@
 //! The append-only log, in two layers.
 //!
-//! The bytes layer (this file, `frame`, `file`, `disk`, `memory`, `tail`,
-//! `verify`, `copy`): records of opaque bytes at gap-free positions, made
+//! The bytes layer (this file, `frame`, `walk`, `file`, `disk`, `memory`,
+//! `tail`, `verify`, `copy`): records of opaque bytes at gap-free positions, made
 //! durable in batches, with framing, checksums and the hash chain. It does not
 //! know what the payloads mean: it uses nothing of `core` nor of the codec
 //! layer (`make layers` checks it). [`FileLog`] is the segmented on-disk
@@ -26,6 +26,7 @@ mod memory;
 pub mod snapshot;
 mod tail;
 pub mod verify;
+mod walk;
 pub mod wire;
 
 use std::ops::ControlFlow;

@@ -11,8 +11,9 @@ use std::ops::ControlFlow;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use super::file::{intact_record_after, list_segments, segment_path};
-use super::frame::{self, FRAME_HEADER_BYTES, FrameError, GENESIS_HASH, Hash, RECORD_BYTES_MAX, SEGMENT_HEADER_BYTES};
+use super::file::{list_segments, segment_path};
+use super::frame::{self, FRAME_HEADER_BYTES, Frame, FrameError, GENESIS_HASH, Hash, RECORD_BYTES_MAX, SEGMENT_HEADER_BYTES};
+use super::walk::{Damage, Walk};
 use super::{LogError, Position};
 
 /// Bytes read from a segment at a time: a reader's memory is this plus one record.
@@ -44,16 +45,14 @@ pub fn location_path(dir: &Path, location: Location) -> PathBuf {
     segment_path(dir, location.segment)
 }
 
-/// A record read from a segment: its position, its offset, its payload, and
-/// the bytes its CRC and hash cover.
-type RecordAt<'a> = (Position, u64, &'a [u8], &'a [u8]);
-
 struct Segment {
     first: Position,
     /// No segment followed this one when it was opened.
     is_last: bool,
     path: PathBuf,
     file: File,
+    /// Checksums and positions: the position the next record must carry.
+    walk: Walk,
     /// The file offset of the next record.
     offset: u64,
     /// Bytes read ahead, starting at file offset `buffered_at`.
@@ -131,38 +130,28 @@ impl Tail {
             }
             let segment = self.segment.as_mut().expect("opened above");
             let (first, is_last) = (segment.first, segment.is_last);
-            let frame = match segment.next_frame() {
-                // Offline, a bad record at the end of the last segment is a torn
-                // write that was never acknowledged: the log ends before it. A bad
-                // record that intact ones follow is damage, as `FileLog::open` has it.
-                Err(BadFrame::Frame(offset, error)) if to_the_end && is_last => Err((offset, error)),
-                Err(bad) => return Err(bad.at(&segment.path, self.next)),
-                Ok(frame) => Ok(frame),
-            };
-            let frame = match frame {
-                Ok(frame) => frame,
-                Err((offset, error)) => {
-                    let segment = self.segment.as_ref().expect("opened above");
-                    if intact_record_follows(segment, offset, self.next)? {
-                        return Err(BadFrame::Frame(offset, error).at(&segment.path, self.next));
-                    }
-                    return Ok(visited);
-                }
-            };
-            match frame {
-                Some((position, offset, payload, _)) => {
-                    if position != self.next {
-                        let path = segment_path(&self.dir, first);
-                        return Err(corrupt(&path, self.next, offset, format!("record carries position {position}")));
-                    }
+            match segment.next_frame() {
+                Ok(Some((offset, record))) => {
+                    debug_assert_eq!(record.position, self.next, "the walk checked it");
                     self.next += 1;
                     visited += 1;
-                    if visit(position, Location { segment: first, offset }, payload).is_break() {
+                    if visit(record.position, Location { segment: first, offset }, record.payload).is_break() {
                         return Ok(visited);
                     }
                 }
+                // Offline, a record that does not decode at the end of the last
+                // segment is a torn write that was never acknowledged: the log ends
+                // before it. A bad record that intact ones follow is damage, as
+                // `FileLog::open` has it.
+                Err(BadFrame::Damage(offset, damage)) if to_the_end && is_last && damage.may_be_torn() => {
+                    if segment.is_torn_tail(offset, damage)? {
+                        return Ok(visited);
+                    }
+                    return Err(segment.error(BadFrame::Damage(offset, damage)));
+                }
+                Err(bad) => return Err(segment.error(bad)),
                 // The end of this segment: the next record starts the next one.
-                None => {
+                Ok(None) => {
                     // A segment that ends before holding `next` is the last one (an
                     // empty segment starts at `next` itself: there is nothing after it).
                     let path = segment_path(&self.dir, self.next);
@@ -199,64 +188,63 @@ impl Tail {
             return Err(corrupt(&path, first, 0, format!("segment header names first position {}", decoded.first_position)));
         }
         let is_last = index == Some(segments.len() - 1);
-        let mut segment = Segment { first, is_last, path, file, offset: SEGMENT_HEADER_BYTES as u64, buffer: Vec::new(), buffered_at: 0 };
-        for skipped in first..position {
+        let offset = SEGMENT_HEADER_BYTES as u64;
+        let mut segment = Segment { first, is_last, path, file, walk: Walk::unchained(first), offset, buffer: Vec::new(), buffered_at: 0 };
+        while segment.walk.next_position() < position {
             match segment.next_frame() {
-                Ok(Some((found, offset, _, _))) if found != skipped => {
-                    return Err(corrupt(&segment.path, skipped, offset, format!("record carries position {found}")));
-                }
                 Ok(Some(_)) => {}
-                Ok(None) => return Err(corrupt(&segment.path, skipped, segment.offset, "the segment ends early")),
-                Err(bad) => return Err(bad.at(&segment.path, skipped)),
+                Ok(None) => return Err(corrupt(&segment.path, segment.walk.next_position(), segment.offset, "the segment ends early")),
+                Err(bad) => return Err(segment.error(bad)),
             }
         }
         Ok(segment)
     }
 }
 
-/// Whether an intact record of position `expected` or later starts after the
-/// bad one at `offset` of the last segment: then it is damage, not a torn tail.
-/// Reads the rest of the segment, as `FileLog::open` reads the whole of it.
-fn intact_record_follows(segment: &Segment, offset: u64, expected: Position) -> Result<bool, LogError> {
-    let len = segment.file.metadata().map_err(LogError::io(&segment.path))?.len();
-    let mut rest = vec![0u8; len.saturating_sub(offset) as usize];
-    segment.file.read_exact_at(&mut rest, offset).map_err(LogError::io(&segment.path))?;
-    Ok(intact_record_after(&rest, 0, expected))
-}
-
 /// Why the next frame could not be read.
 enum BadFrame {
-    /// The bytes at this offset are not a whole, intact record.
-    Frame(u64, FrameError),
+    /// The record at this offset is damaged.
+    Damage(u64, Damage),
     Io(std::io::Error),
 }
 
-impl BadFrame {
-    /// The error, naming the file and the position the record should have.
-    fn at(self, path: &Path, position: Position) -> LogError {
-        match self {
-            BadFrame::Frame(offset, error) => corrupt(path, position, offset, error.describe()),
-            BadFrame::Io(source) => LogError::Io { path: path.to_owned(), source },
-        }
-    }
-}
-
 impl Segment {
-    /// The next whole record, or None at the end of the file.
-    fn next_frame(&mut self) -> Result<Option<RecordAt<'_>>, BadFrame> {
+    /// The next record, checked by the segment's walk, and its offset; None at
+    /// the end of the file.
+    fn next_frame(&mut self) -> Result<Option<(u64, Frame<'_>)>, BadFrame> {
         let offset = self.offset;
+        let damaged = |error| BadFrame::Damage(offset, Damage::Frame(error));
         let Some(header) = self.fill(FRAME_HEADER_BYTES).map_err(BadFrame::Io)? else { return Ok(None) };
         let len = u32::from_le_bytes(header[0..4].try_into().unwrap()) as usize;
         if len > RECORD_BYTES_MAX {
-            return Err(BadFrame::Frame(offset, FrameError::Oversized));
+            return Err(damaged(FrameError::Oversized));
         }
         if self.fill(FRAME_HEADER_BYTES + len).map_err(BadFrame::Io)?.is_none() {
-            return Err(BadFrame::Frame(offset, FrameError::Incomplete));
+            return Err(damaged(FrameError::Incomplete));
         }
         let start = (offset - self.buffered_at) as usize;
-        let frame = frame::decode_record(&self.buffer[start..]).map_err(|e| BadFrame::Frame(offset, e))?;
-        self.offset += frame.len as u64;
-        Ok(Some((frame.position, offset, frame.payload, frame.covered)))
+        let record = self.walk.step(&self.buffer[start..]).map_err(|damage| BadFrame::Damage(offset, damage))?;
+        self.offset += record.len as u64;
+        Ok(Some((offset, record)))
+    }
+
+    /// The error for a record that could not be read, naming this file and the
+    /// position the record should have.
+    fn error(&self, bad: BadFrame) -> LogError {
+        match bad {
+            BadFrame::Damage(offset, damage) => corrupt(&self.path, self.walk.next_position(), offset, damage.to_string()),
+            BadFrame::Io(source) => LogError::Io { path: self.path.clone(), source },
+        }
+    }
+
+    /// Whether the damage at `offset` of this segment, the log's last, is a
+    /// torn tail. Reads the rest of the segment, as `FileLog::open` reads the
+    /// whole of it.
+    fn is_torn_tail(&self, offset: u64, damage: Damage) -> Result<bool, LogError> {
+        let len = self.file.metadata().map_err(LogError::io(&self.path))?.len();
+        let mut rest = vec![0u8; len.saturating_sub(offset) as usize];
+        self.file.read_exact_at(&mut rest, offset).map_err(LogError::io(&self.path))?;
+        Ok(damage.is_torn_tail(&rest, 0, self.walk.next_position()))
     }
 
     /// Makes `len` bytes from `self.offset` available in the buffer, reading
@@ -299,19 +287,15 @@ pub fn record_hash_at(dir: &Path, position: Position) -> Result<Option<Hash>, Lo
     let tail = Tail::new(dir, segments[index].0);
     let mut segment = tail.open(segments[index].0)?;
     let is_last = index + 1 == segments.len();
-    let mut expected = segment.first;
     loop {
         match segment.next_frame() {
-            Ok(Some((found, offset, _, _))) if found != expected => {
-                return Err(corrupt(&segment.path, expected, offset, format!("record carries position {found}")));
-            }
-            Ok(Some((found, _, _, covered))) if found == position => return Ok(Some(frame::record_hash(covered))),
-            Ok(Some(_)) => expected += 1,
+            Ok(Some((_, record))) if record.position == position => return Ok(Some(frame::record_hash(record.covered))),
+            Ok(Some(_)) => {}
             // The segment ends before `position`: the next one starts after it,
             // or the log ends there.
             Ok(None) => return Ok(None),
-            Err(BadFrame::Frame(..)) if is_last => return Ok(None),
-            Err(bad) => return Err(bad.at(&segment.path, expected)),
+            Err(BadFrame::Damage(_, damage)) if is_last && damage.may_be_torn() => return Ok(None),
+            Err(bad) => return Err(segment.error(bad)),
         }
     }
 }
@@ -340,10 +324,8 @@ pub fn read_many<E: From<LogError>>(dir: &Path, locations: &[(Position, Location
         }
         record.resize(FRAME_HEADER_BYTES + len, 0);
         file.read_exact_at(&mut record, location.offset).map_err(LogError::io(path))?;
-        let frame = frame::decode_record(&record).map_err(|e| corrupt(path, position, location.offset, e.describe()))?;
-        if frame.position != position {
-            return Err(corrupt(path, position, location.offset, format!("record carries position {}", frame.position)).into());
-        }
+        let frame =
+            Walk::unchained(position).step(&record).map_err(|damage| corrupt(path, position, location.offset, damage.to_string()))?;
         visit(position, *location, frame.payload)?;
     }
     Ok(())

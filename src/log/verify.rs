@@ -20,8 +20,9 @@ use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, mpsc};
 
-use super::file::{TornTail, intact_record_after, list_segments};
+use super::file::{TornTail, list_segments};
 use super::frame::{self, FRAME_HEADER_BYTES, FrameError, GENESIS_HASH, Hash, RECORD_BYTES_MAX, SEGMENT_HEADER_BYTES, SegmentHeader};
+use super::walk::intact_record_after;
 use super::{LogError, Position};
 
 /// Threads that check records. Checking is bound by hashing, so threads help
