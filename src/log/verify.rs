@@ -7,9 +7,10 @@
 //! finds where the frames in a block start (their length fields alone) while
 //! the block is in the cache, and hands it to the checking threads: a record's
 //! checksum and hash depend on its own bytes alone, so each block's records are
-//! checked on their own, links included but the one into the block's first
-//! record, which is checked as the blocks are merged back in order. That finds
-//! the same first fault a record-by-record walk would.
+//! walked on their own (a `walk::Walk`, as opening the log walks them), links
+//! included but the one into the block's first record, which is checked as the
+//! blocks are merged back in order. That finds the same first fault a
+//! record-by-record walk would, and `Damage::is_torn_tail` judges it.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -22,7 +23,7 @@ use std::sync::{Mutex, mpsc};
 
 use super::file::{TornTail, list_segments};
 use super::frame::{self, FRAME_HEADER_BYTES, FrameError, GENESIS_HASH, Hash, RECORD_BYTES_MAX, SEGMENT_HEADER_BYTES, SegmentHeader};
-use super::walk::intact_record_after;
+use super::walk::{Damage, Walk};
 use super::{LogError, Position};
 
 /// Threads that check records. Checking is bound by hashing, so threads help
@@ -121,6 +122,16 @@ impl fmt::Display for Fault {
             Fault::Record(e) => write!(f, "{} (not at the end of the log: corruption, not a torn tail)", e.describe()),
             Fault::Position { found } => write!(f, "the record carries position {found}"),
             Fault::Chain => write!(f, "hash chain broken: the record's prev_hash is not the hash of the record before it"),
+        }
+    }
+}
+
+impl From<Damage> for Fault {
+    fn from(damage: Damage) -> Fault {
+        match damage {
+            Damage::Frame(error) => Fault::Record(error),
+            Damage::Position { found } => Fault::Position { found },
+            Damage::Chain => Fault::Chain,
         }
     }
 }
@@ -319,26 +330,25 @@ impl Verifier {
         if let Some((offset, error)) = stopped?
             && scan.fault.is_none()
         {
-            scan.fault = Some((offset, Fault::Record(error)));
+            scan.fault = Some((offset, Damage::Frame(error)));
         }
         self.report.records += scan.records;
         self.next = Some((header.first_position + scan.records, scan.last_hash));
-        let Some((offset, fault)) = scan.fault else {
+        let Some((offset, damage)) = scan.fault else {
             return Ok(ControlFlow::Continue(()));
         };
         let position = header.first_position + scan.records;
-        // Only a record that fails to decode can be a torn write; one that decodes
-        // was written whole, and its wrong position or link is corruption. Whether
-        // an intact record follows takes the rest of the segment, read whole as
-        // opening the log does: this happens once, at the end.
-        if is_last && matches!(fault, Fault::Record(_)) {
+        // Only the last segment can end in a torn write. Whether it does takes the
+        // rest of the segment, read whole as opening the log does: this happens
+        // once, at the end.
+        if is_last && damage.may_be_torn() {
             let bytes = fs::read(path).map_err(LogError::io(path))?;
-            if !intact_record_after(&bytes, offset, position) {
+            if damage.is_torn_tail(&bytes, offset, position) {
                 let torn = TornTail { path: path.to_owned(), offset: offset as u64, bytes: (bytes.len() - offset) as u64, position };
                 return Ok(self.conclude(Verdict::TornTail(torn)));
             }
         }
-        Ok(self.conclude(problem(offset, position, fault)))
+        Ok(self.conclude(problem(offset, position, damage.into())))
     }
 
     /// Reads the segment's records a block at a time and hands out the whole
@@ -449,7 +459,7 @@ fn merge(scan: &mut Scan, block: &Block, share: &Share) -> u64 {
             0
         }
         _ if share.prev_hash_first != scan.last_hash => {
-            scan.fault = Some((offset(0), Fault::Chain));
+            scan.fault = Some((offset(0), Damage::Chain));
             0
         }
         Some((i, fault)) => {
@@ -473,7 +483,7 @@ struct Scan {
     /// The hash of the last intact record (the header's prev_hash if none).
     last_hash: Hash,
     /// The byte offset of the first bad record and what is wrong with it.
-    fault: Option<(usize, Fault)>,
+    fault: Option<(usize, Damage)>,
 }
 
 /// The length of the frame at `offset`, if its length field is possible and
@@ -495,33 +505,30 @@ struct Share {
     /// The hash of the last intact record.
     last_hash: Hash,
     /// The first bad record, by index in the share.
-    fault: Option<(usize, Fault)>,
+    fault: Option<(usize, Damage)>,
 }
 
 fn check_share(bytes: &[u8], offsets: &[usize], first_position: Position) -> Share {
+    // The link into the first record is the merge's to check.
+    let mut walk = Walk::unanchored(first_position);
     let mut share = Share { records_checked: 0, prev_hash_first: GENESIS_HASH, last_hash: GENESIS_HASH, fault: None };
     for (i, &offset) in offsets.iter().enumerate() {
         share.records_checked = i + 1;
-        let record = match frame::decode_record(&bytes[offset..]) {
-            Ok(record) => record,
-            Err(e) => {
-                share.fault = Some((i, Fault::Record(e)));
+        match walk.step(&bytes[offset..]) {
+            Ok(record) => {
+                debug_assert_eq!(record.len, offsets.get(i + 1).map_or(record.len, |next| next - offset));
+                if i == 0 {
+                    share.prev_hash_first = *record.prev_hash;
+                }
+            }
+            Err(damage) => {
+                share.fault = Some((i, damage));
                 break;
             }
-        };
-        debug_assert_eq!(record.len, offsets.get(i + 1).map_or(record.len, |next| next - offset));
-        if record.position != first_position + i as u64 {
-            share.fault = Some((i, Fault::Position { found: record.position }));
-            break;
         }
-        if i == 0 {
-            share.prev_hash_first = *record.prev_hash;
-        } else if *record.prev_hash != share.last_hash {
-            share.fault = Some((i, Fault::Chain));
-            break;
-        }
-        share.last_hash = frame::record_hash(record.covered);
     }
+    // No link only when the first record is bad, and then the merge uses nothing else.
+    share.last_hash = walk.link().unwrap_or(GENESIS_HASH);
     share
 }
 

@@ -1,10 +1,11 @@
 //! The one walk over a segment's records: each frame decoded and checked
 //! (CRC), its position checked against the one expected, its chain link
 //! checked and its hash computed for the next link; and, where the walk
-//! stops, whether the damage is a torn tail or corruption. `FileLog::open`
-//! and the [`super::Tail`] walk records with a [`Walk`]; they differ only in
-//! how they get the bytes (a whole segment, a buffered file) and in what they
-//! do with damage. Pure: bytes in, verdicts out.
+//! stops, whether the damage is a torn tail or corruption. `FileLog::open`,
+//! the [`super::Tail`] and `verify` all walk records with a [`Walk`]; they
+//! differ only in how they get the bytes (a whole segment, a buffered file, a
+//! block of a segment on a checking thread) and in what they do with damage.
+//! Pure: bytes in, verdicts out.
 
 use std::fmt;
 
@@ -52,7 +53,7 @@ impl fmt::Display for Damage {
 }
 
 /// Whether any intact record of position `expected` or later starts after `offset`.
-pub(super) fn intact_record_after(bytes: &[u8], offset: usize, expected: Position) -> bool {
+fn intact_record_after(bytes: &[u8], offset: usize, expected: Position) -> bool {
     let plausible_max = expected + (bytes.len() / FRAME_HEADER_BYTES) as u64;
     (offset + 1..bytes.len().saturating_sub(FRAME_HEADER_BYTES - 1)).any(|o| {
         let position = u64::from_le_bytes(bytes[o + 8..o + 16].try_into().unwrap());
@@ -65,6 +66,8 @@ pub(super) fn intact_record_after(bytes: &[u8], offset: usize, expected: Positio
 enum Link {
     /// Nothing: no link is checked and no record hashed.
     Unchecked,
+    /// Its prev_hash is taken as it is (the caller checks it); every link after it is checked.
+    Any,
     /// Its prev_hash must be this.
     To(Hash),
 }
@@ -84,6 +87,13 @@ impl Walk {
         Walk { next: position, link: Link::To(prev_hash) }
     }
 
+    /// A walk from the record at `position` whose link is checked by the
+    /// caller, against a record this walk does not see (`verify`'s blocks):
+    /// every link after the first record's is checked.
+    pub fn unanchored(position: Position) -> Walk {
+        Walk { next: position, link: Link::Any }
+    }
+
     /// A walk from the record at `position` that checks checksums and positions
     /// only, hashing nothing (the [`super::Tail`], on the read side's hot path).
     pub fn unchained(position: Position) -> Walk {
@@ -101,7 +111,7 @@ impl Walk {
         match self.link {
             Link::Unchecked => {}
             Link::To(hash) if *record.prev_hash != hash => return Err(Damage::Chain),
-            Link::To(_) => self.link = Link::To(frame::record_hash(record.covered)),
+            Link::To(_) | Link::Any => self.link = Link::To(frame::record_hash(record.covered)),
         }
         self.next += 1;
         Ok(record)
@@ -113,11 +123,12 @@ impl Walk {
     }
 
     /// The hash the next record must link to: the last record's, or the
-    /// prev_hash the walk started from. None for a walk that checks no links.
+    /// prev_hash the walk started from. None for a walk that checks no links,
+    /// and for an unanchored one before its first record.
     pub fn link(&self) -> Option<Hash> {
         match self.link {
             Link::To(hash) => Some(hash),
-            Link::Unchecked => None,
+            Link::Unchecked | Link::Any => None,
         }
     }
 }
@@ -189,6 +200,23 @@ mod tests {
         assert!(walk.step(&unlinked).is_ok() && walk.step(&unlinked[second..]).is_ok(), "links are not checked");
         assert_eq!((walk.next_position(), walk.link()), (3, None));
         assert_eq!(walk.step(&bytes[starts[1]..]), Err(Damage::Position { found: 2 }));
+    }
+
+    #[test]
+    fn an_unanchored_walk_checks_every_link_but_the_first() {
+        let (bytes, starts, hashes) = three();
+        let (unlinked, second) = unlinked();
+        let mut walk = Walk::unanchored(2);
+        assert_eq!(walk.link(), None);
+        let record = walk.step(&unlinked[second..]).unwrap();
+        assert_eq!(*record.prev_hash, GENESIS_HASH, "whatever the first record links to");
+        assert_eq!(walk.link(), Some(frame::record_hash(record.covered)));
+        assert_eq!(walk.step(&bytes[starts[2]..]), Err(Damage::Chain), "record 3 links to another record 2");
+
+        let mut walk = Walk::unanchored(2);
+        walk.step(&bytes[starts[1]..]).unwrap();
+        assert_eq!(walk.link(), Some(hashes[1]));
+        assert!(walk.step(&bytes[starts[2]..]).is_ok());
     }
 
     /// A record cut short or damaged with nothing intact after it is a torn
