@@ -324,6 +324,14 @@ function slotCell(doctor, slot) {
       state.travel ? null : el('button', { type: 'button', class: 'book', 'aria-label': `Book ${label}`, onclick: () => openBooking(doctor.doctor, slot) }, 'Book'),
     );
   }
+  // A hold keeps the slot for a patient deciding; a time the clock skips cannot be booked.
+  if (slot.state === 'held') {
+    const until = slot.expires_at ? new Date(slot.expires_at).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' }) : '';
+    return el('td', attributes, el('span', { class: 'state' }, until ? `Held until ${until}` : 'Held'));
+  }
+  if (slot.state === 'unavailable') {
+    return el('td', attributes, el('span', { class: 'state' }, 'Unavailable'));
+  }
   return el(
     'td',
     attributes,

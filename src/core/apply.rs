@@ -4,7 +4,7 @@
 //! not written by `decide`.
 
 use super::state::State;
-use super::{Event, EventKind, booking, calls, community, holds, phone};
+use super::{Event, EventKind, booking, calls, community, holds, phone, zones};
 
 pub fn apply(state: &mut State, event: &Event) {
     assert_eq!(event.position, state.position + 1, "positions must run without gaps");
@@ -29,6 +29,7 @@ pub fn apply(state: &mut State, event: &Event) {
         | EventKind::CampaignResumed { .. }
         | EventKind::NumberBlocked { .. } => calls::apply(tenant, &event.kind, event.recorded_at, event.position, &rules),
         EventKind::CommunityCreated { .. } => community::apply(tenant, &event.kind, event.recorded_at, event.position),
+        EventKind::ClinicZoneSet { .. } => zones::apply(tenant, &event.kind, event.position),
         EventKind::HoldPlaced { .. } | EventKind::HoldReleased { .. } | EventKind::HoldExpired { .. } => {
             holds::apply(tenant, &event.kind, event.recorded_at, event.position)
         }

@@ -10,7 +10,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use uuid::Uuid;
 
 use super::state::{State, TenantState};
-use super::{Context, EventKind, Patient, Position, Rejection, Rules, Text, holds};
+use super::{Context, EventKind, Patient, Position, Rejection, Rules, SlotTime, Text, holds, zones};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Schedule {
@@ -135,6 +135,8 @@ pub struct BookingCreated {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Clinic {
     pub doctors: BTreeMap<Text, Doctor>,
+    /// Its zone, once set; UTC until then.
+    pub zone: Option<super::ClinicZone>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -319,6 +321,16 @@ impl State {
     }
 }
 
+impl TenantState {
+    /// When a booking's slot is, in its clinic's zone (a booked slot keeps an
+    /// instant even if its time stopped existing: [`SlotTime::booked`]).
+    pub fn booking_time(&self, booking: &Booking) -> SlotTime {
+        let BookingDetails { clinic, doctor, date, slot, .. } = &booking.details;
+        let Some(schedule) = doctor_of(self, clinic, doctor).map(|d| d.schedule) else { return SlotTime::Untimed };
+        SlotTime::booked(zones::zone_of(Some(self), clinic), &schedule, *date, *slot)
+    }
+}
+
 fn doctor_of<'a>(tenant: &'a TenantState, clinic: &str, doctor: &str) -> Option<&'a Doctor> {
     tenant.clinics.get(clinic)?.doctors.get(doctor)
 }
@@ -369,6 +381,7 @@ pub(super) fn decide_book(
     if request.slot >= slots_per_day {
         return Err(Rejection::SlotOutOfRange { slot: request.slot, slots_per_day });
     }
+    zones::check_available(tenant, &request.clinic, &doctor.schedule, request.date, request.slot)?;
     if let Some(external_ref) = request.external_ref()
         && let Some(booking_id) = tenant.external_refs.get(external_ref)
     {
@@ -589,6 +602,7 @@ pub(super) fn decide_reschedule(
     if to.slot >= slots_per_day {
         return Err(Rejection::SlotOutOfRange { slot: to.slot, slots_per_day });
     }
+    zones::check_available(tenant, clinic, &doctor.schedule, date, to.slot)?;
     if (doctor_name, date, to.slot) == (&booking.details.doctor, booking.details.date, booking.details.slot) {
         return Ok(vec![]);
     }

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use super::state::State;
 use super::{
-    Action, Booking, Call, Campaign, Command, Community, Context, Event, EventKind, Hold, PhoneState, Rejection, Schedule, Text, booking,
-    calls, community, holds, phone,
+    Action, Booking, Call, Campaign, ClinicZone, Command, Community, Context, Event, EventKind, Hold, PhoneState, Rejection, Schedule,
+    SlotTime, Text, booking, calls, community, holds, phone, zones,
 };
 
 /// Checks `command` against `state` as of `context` and returns the events it
@@ -35,10 +35,12 @@ pub fn decide(state: &State, command: &Command, context: &Context) -> Result<Vec
         }
         Action::ReleaseHold { hold_id } => holds::decide_release(tenant, *hold_id, context)?,
         Action::Reschedule { booking_id, to } => booking::decide_reschedule(tenant, *booking_id, to, context)?,
-        // Until clinics have zones, a clinic's today is UTC's.
         Action::MarkAttendance { booking_id, attendance, correct } => {
-            booking::decide_attendance(tenant, *booking_id, *attendance, *correct, context.now.date_naive())?
+            let clinic = tenant.and_then(|t| t.bookings.get(booking_id)).map(|b| b.details.clinic.clone()).unwrap_or_default();
+            let today = zones::today_at(zones::zone_of(tenant, &clinic), context.now);
+            booking::decide_attendance(tenant, *booking_id, *attendance, *correct, today)?
         }
+        Action::SetClinicZone { clinic, zone } => zones::decide_zone(tenant, clinic, *zone),
     };
     Ok(events(command, context, kinds))
 }
@@ -118,6 +120,13 @@ pub enum Reply {
     Booking {
         booking: Arc<Booking>,
         created: bool,
+        /// When its slot is, in its clinic's zone.
+        time: SlotTime,
+    },
+    /// A clinic's zone: its own, or UTC (`zone` none).
+    Clinic {
+        clinic: Text,
+        zone: Option<ClinicZone>,
     },
     Phone {
         business: Text,
@@ -172,10 +181,15 @@ pub fn reply(state: &State, command: &Command, events: &[Event]) -> Reply {
         }
         Action::Book(request) => {
             let created = !events.is_empty();
-            Reply::Booking { booking: booking::booked(tenant, request, created), created }
+            let booking = booking::booked(tenant, request, created);
+            Reply::Booking { time: tenant.booking_time(&booking), booking, created }
         }
         Action::Cancel { booking_id, .. } | Action::Reschedule { booking_id, .. } | Action::MarkAttendance { booking_id, .. } => {
-            Reply::Booking { booking: tenant.bookings[booking_id].clone(), created: false }
+            let booking = tenant.bookings[booking_id].clone();
+            Reply::Booking { time: tenant.booking_time(&booking), booking, created: false }
+        }
+        Action::SetClinicZone { clinic, .. } => {
+            Reply::Clinic { clinic: clinic.clone(), zone: tenant.clinics.get(clinic).and_then(|c| c.zone.clone()) }
         }
         Action::ClaimPhone { business, .. } => {
             let reply = if events.is_empty() { PhoneReply::AlreadyComplete } else { PhoneReply::Claimed };
@@ -203,7 +217,8 @@ pub fn reply(state: &State, command: &Command, events: &[Event]) -> Reply {
         Action::ReleaseHold { hold_id } => Reply::Hold { hold: tenant.holds[hold_id].clone(), created: false },
         Action::ConfirmHold { hold_id, .. } => {
             let super::HoldStatus::Confirmed(booking_id) = tenant.holds[hold_id].status else { unreachable!("a confirmed hold") };
-            Reply::Booking { booking: tenant.bookings[&booking_id].clone(), created: !events.is_empty() }
+            let booking = tenant.bookings[&booking_id].clone();
+            Reply::Booking { time: tenant.booking_time(&booking), booking, created: !events.is_empty() }
         }
     }
 }

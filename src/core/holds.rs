@@ -105,6 +105,7 @@ pub(super) fn decide_hold(
     if request.slot >= slots_per_day {
         return Err(Rejection::SlotOutOfRange { slot: request.slot, slots_per_day });
     }
+    super::zones::check_available(tenant, &request.clinic, &doctor.schedule, request.date, request.slot)?;
     let day = doctor.days.get(&request.date);
     if let Some(booking_id) = day.and_then(|d| d.slots.get(&request.slot)) {
         return Err(Rejection::SlotTaken { booking_id: *booking_id, token: tenant.bookings[booking_id].token() });

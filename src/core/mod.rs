@@ -19,6 +19,7 @@ mod rejected;
 mod state;
 #[cfg(test)]
 mod tests;
+pub mod zones;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use uuid::Uuid;
@@ -36,6 +37,7 @@ pub use idempotency::{Fingerprint, IdempotencyCheck, IdempotencyTable, Scope, St
 pub use phone::{Business, PhoneState};
 pub use rejected::Rejected;
 pub use state::{Rules, State, TenantState};
+pub use zones::{ClinicZone, SlotTime, Tz};
 
 pub type Position = u64;
 
@@ -157,6 +159,10 @@ pub enum Action {
         attendance: Attendance,
         correct: bool,
     },
+    SetClinicZone {
+        clinic: Text,
+        zone: Tz,
+    },
 }
 
 /// `YYYY-MM-DD`.
@@ -276,6 +282,12 @@ pub enum EventKind {
         attendance: Attendance,
         corrected: bool,
     },
+    /// The clinic's zone from now on, and the tzdata release that computes it.
+    ClinicZoneSet {
+        clinic: Text,
+        zone: Tz,
+        tzdata: Text,
+    },
 }
 
 impl EventKind {
@@ -300,6 +312,7 @@ impl EventKind {
             EventKind::HoldExpired { .. } => "hold_expired",
             EventKind::BookingRescheduled { .. } => "booking_rescheduled",
             EventKind::AttendanceRecorded { .. } => "attendance_recorded",
+            EventKind::ClinicZoneSet { .. } => "clinic_zone_set",
         }
     }
 
@@ -335,6 +348,7 @@ impl EventKind {
             EventKind::BookingRescheduled { booking_id, .. } | EventKind::AttendanceRecorded { booking_id, .. } => {
                 Subjects { booking: Some(*booking_id), ..none }
             }
+            EventKind::ClinicZoneSet { clinic, .. } => Subjects { clinic: Some(clinic), ..none },
         }
     }
 }
@@ -427,6 +441,8 @@ pub enum Rejection {
     AttendanceRecorded { booking_id: Uuid, attendance: Attendance },
     #[error("booking {booking_id} is on {date}, which has not come yet")]
     TooEarly { booking_id: Uuid, date: NaiveDate },
+    #[error("slot {slot} starts at {time}, a time the clinic's clock skips that day")]
+    SlotUnavailable { slot: u32, time: String },
 }
 
 impl Rejection {
@@ -463,7 +479,8 @@ impl Rejection {
             | Rejection::HoldNotFound { .. }
             | Rejection::HoldPatientMismatch { .. }
             | Rejection::PatientRequired
-            | Rejection::TooManyHolds { .. } => return None,
+            | Rejection::TooManyHolds { .. }
+            | Rejection::SlotUnavailable { .. } => return None,
         })
     }
 
@@ -502,6 +519,7 @@ impl Rejection {
             Rejection::VersionConflict { .. } => "version_conflict",
             Rejection::AttendanceRecorded { .. } => "attendance_recorded",
             Rejection::TooEarly { .. } => "too_early",
+            Rejection::SlotUnavailable { .. } => "slot_unavailable",
         }
     }
 }

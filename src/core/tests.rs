@@ -156,7 +156,7 @@ fn external_refs_bind_once_and_stale_answers_are_refused() {
     assert!(matches!(first, Ok(Reply::Booking { created: true, .. })));
     // The same ref and correlation: the existing booking, even for another slot.
     let repeat = run(&mut state, &mut log, external(2, 1, Some("call-1"), t0()), t0());
-    assert!(matches!(&repeat, Ok(Reply::Booking { created: false, booking }) if booking.details.booking_id == Uuid::from_u128(1)));
+    assert!(matches!(&repeat, Ok(Reply::Booking { created: false, booking, .. }) if booking.details.booking_id == Uuid::from_u128(1)));
     for other in [Some("call-2"), None] {
         let refused = run(&mut state, &mut log, external(3, 1, other, t0()), t0());
         assert_eq!(
@@ -639,7 +639,8 @@ fn a_confirmed_hold_is_one_booking_however_often_it_is_confirmed() {
     assert_eq!(booking.details.hold_id(), Some(Uuid::from_u128(10)));
     let events = log.len();
     let again = run(&mut state, &mut log, confirm(10, 2, Some("Asha")), t0());
-    assert_eq!(again, Ok(Reply::Booking { booking: std::sync::Arc::new(booking.clone()), created: false }));
+    let Ok(Reply::Booking { booking: same, created: false, .. }) = again else { panic!("{again:?}") };
+    assert_eq!(*same, booking);
     assert_eq!(log.len(), events, "a repeated confirmation appends nothing");
     let release = run(&mut state, &mut log, Action::ReleaseHold { hold_id: Uuid::from_u128(10) }, t0());
     assert_eq!(release, Err(Rejection::HoldConfirmed { hold_id: Uuid::from_u128(10), booking_id: Uuid::from_u128(1) }));
@@ -805,5 +806,45 @@ fn attendance_is_marked_from_the_booking_day_once_and_corrected_only_when_asked(
     assert_eq!((corrected.attendance, corrected.version), (Some(Attendance::NoShow), 3));
     let moved = run(&mut state, &mut log, move_to(1, None, 2, None), on_the_day);
     assert_eq!(moved, Err(Rejection::AttendanceRecorded { booking_id: Uuid::from_u128(1), attendance: Attendance::NoShow }));
+    assert_eq!(recover_log(state.rules, &log), state);
+}
+
+#[test]
+fn a_clinics_zone_makes_a_skipped_time_unbookable_and_sets_its_today() {
+    let (mut state, mut log) = (State::default(), Vec::new());
+    let night = Schedule { slots_per_day: 4, first_slot_minute: Some(90), slot_minutes: Some(30) }; // 01:30, 02:00, 02:30, 03:00
+    run(&mut state, &mut log, Action::SetSchedule { clinic: "c".into(), doctor: "d".into(), schedule: night }, t0()).unwrap();
+    let spring = NaiveDate::from_ymd_opt(2026, 3, 29).unwrap(); // Berlin skips 02:00 to 03:00
+    let at = |id, slot| Action::Book(BookingDetails { date: spring, ..book(id, slot, BookingKind::Advance) });
+    // Booked while the clinic is in UTC, where 02:30 exists.
+    booked(run(&mut state, &mut log, at(1, 2), t0()));
+    let berlin: Tz = "Europe/Berlin".parse().unwrap();
+    let zone = || Action::SetClinicZone { clinic: "c".into(), zone: berlin };
+    run(&mut state, &mut log, zone(), t0()).unwrap();
+    let events = log.len();
+    assert!(matches!(run(&mut state, &mut log, zone(), t0()), Ok(Reply::Clinic { .. })));
+    assert_eq!(log.len(), events, "the same zone again appends nothing");
+    let unavailable = run(&mut state, &mut log, at(2, 1), t0());
+    assert_eq!(unavailable, Err(Rejection::SlotUnavailable { slot: 1, time: "02:00".into() }));
+    let hold = Action::Hold {
+        hold: HoldDetails {
+            date: spring,
+            ..match hold(10, 1, None) {
+                Action::Hold { hold, .. } => hold,
+                _ => unreachable!(),
+            }
+        },
+        ttl_secs: 60,
+    };
+    assert!(matches!(run(&mut state, &mut log, hold, t0()), Err(Rejection::SlotUnavailable { .. })));
+    // The booked one stays booked, its instant moved forward by the gap.
+    let tenant = state.tenant("kloqo").unwrap();
+    let SlotTime::At { starts_at, .. } = tenant.booking_time(&tenant.bookings[&Uuid::from_u128(1)]) else { panic!() };
+    assert_eq!(starts_at.to_rfc3339(), "2026-03-29T03:30:00+02:00");
+    booked(run(&mut state, &mut log, at(3, 3), t0()));
+    // At 23:30 UTC on the 28th it is already the 29th in Berlin.
+    let late = Utc.with_ymd_and_hms(2026, 3, 28, 23, 30, 0).unwrap();
+    let marked = booked(run(&mut state, &mut log, mark(3, Attendance::Arrived, false), late));
+    assert_eq!(marked.attendance, Some(Attendance::Arrived));
     assert_eq!(recover_log(state.rules, &log), state);
 }

@@ -367,6 +367,8 @@ impl TenantFacts {
             EventKind::AttendanceRecorded { booking_id, .. } => {
                 self.active(*booking_id, "marked", p, found);
             }
+            // A zone changes when slots are, not which slot is whose.
+            EventKind::ClinicZoneSet { .. } => {}
         }
     }
 

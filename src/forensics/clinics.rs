@@ -18,13 +18,15 @@ use std::path::Path;
 use chrono::NaiveDate;
 use uuid::Uuid;
 
-use crate::core::{Event, EventKind, Patient, Schedule, State, Text, token};
+use crate::core::{Event, EventKind, Patient, Schedule, State, Text, Tz, token};
 use crate::log::decode::Decoder;
 use crate::log::events::{self, ReadError};
 use crate::log::{Location, Position, read_many};
 
 /// A clinic day: (tenant, clinic, date).
 type DayKey = (Text, Text, NaiveDate);
+/// A clinic's zones, in position order, with where each was set.
+type Zones = Vec<(Position, Location, Tz)>;
 /// Each doctor's schedules, in position order, with where each was set.
 type Schedules = BTreeMap<Text, Vec<(Position, Location, Schedule)>>;
 
@@ -40,6 +42,8 @@ pub struct ClinicIndex {
     bookings: BTreeMap<Uuid, u32>,
     /// Per hold: its day's number, to index its release or expiry.
     holds: BTreeMap<Uuid, u32>,
+    /// Per (tenant, clinic): its zones, in position order, with where each was set.
+    zones: BTreeMap<(Text, Text), Zones>,
 }
 
 /// One clinic's day as `GET .../slots` shows it.
@@ -47,6 +51,8 @@ pub struct ClinicIndex {
 pub struct ClinicDay {
     /// The position the day is seen as of.
     pub position: Position,
+    /// The clinic's zone as of then (UTC until one is set).
+    pub zone: Tz,
     /// By doctor name.
     pub doctors: Vec<DoctorDay>,
 }
@@ -110,7 +116,7 @@ impl ClinicDay {
                 DoctorDay { doctor: name.clone(), schedule: d.schedule, booked, holds }
             })
             .collect();
-        ClinicDay { position: state.position, doctors }
+        ClinicDay { position: state.position, zone: crate::core::zones::zone_of(tenant_state, clinic), doctors }
     }
 }
 
@@ -162,6 +168,9 @@ impl ClinicIndex {
             | EventKind::NumberBlocked { .. }
             | EventKind::CommunityCreated { .. }
             | EventKind::AttendanceRecorded { .. } => {}
+            EventKind::ClinicZoneSet { clinic, zone, .. } => {
+                self.zones.entry((event.tenant.clone(), clinic.clone())).or_default().push((event.position, location, *zone));
+            }
         }
     }
 
@@ -194,7 +203,10 @@ impl ClinicIndex {
             .collect();
         let day = self.day_numbers.get(&(clinic_key.0, clinic_key.1, date)).map(|n| &self.days[*n as usize]);
         let locations = day.into_iter().flatten().take_while(|(position, _)| *position <= as_of).copied().collect();
-        DayPlan { clinic: clinic.into(), date, doctor: doctor.map(Text::from), as_of, schedules, locations }
+        let zones = self.zones.get(&(Text::from(tenant), Text::from(clinic)));
+        let zone =
+            zones.and_then(|z| z.iter().take_while(|(position, _, _)| *position <= as_of).last()).map_or(Tz::UTC, |(_, _, zone)| *zone);
+        DayPlan { clinic: clinic.into(), date, doctor: doctor.map(Text::from), as_of, zone, schedules, locations }
     }
 }
 
@@ -204,6 +216,7 @@ pub struct DayPlan {
     date: NaiveDate,
     doctor: Option<Text>,
     as_of: Position,
+    zone: Tz,
     schedules: Vec<(Text, Schedule)>,
     /// The day's records up to `as_of`: each position and where its record is.
     locations: Vec<(Position, Location)>,
@@ -217,7 +230,7 @@ impl DayPlan {
             .into_iter()
             .map(|(doctor, schedule)| DoctorDay { doctor, schedule, booked: BTreeMap::new(), holds: BTreeMap::new() })
             .collect();
-        let mut live = LiveDay::new(ClinicDay { position: 0, doctors });
+        let mut live = LiveDay::new(ClinicDay { position: 0, zone: self.zone, doctors });
         read_day(dir, &self.locations, &mut |event| {
             live.apply_for(&event, &self.clinic, self.date, self.doctor.as_deref());
         })?;
@@ -336,6 +349,7 @@ impl LiveDay {
             | EventKind::NumberBlocked { .. }
             | EventKind::CommunityCreated { .. }
             | EventKind::AttendanceRecorded { .. } => false,
+            EventKind::ClinicZoneSet { clinic: c, .. } => **c == *clinic,
             EventKind::BookingRescheduled { .. } => unreachable!("folded above"),
         };
         if relevant { self.apply(event) } else { None }
@@ -424,6 +438,14 @@ impl LiveDay {
             | EventKind::CommunityCreated { .. }
             | EventKind::AttendanceRecorded { .. }
             | EventKind::BookingRescheduled { .. } => None,
+            EventKind::ClinicZoneSet { zone, tzdata, .. } => {
+                self.day.zone = *zone;
+                let summary = format!("time zone {} (tzdata {tzdata})", zone.name());
+                let doctors: Vec<(Text, Vec<u32>)> =
+                    self.day.doctors.iter().map(|d| (d.doctor.clone(), (0..d.schedule.slots_per_day).collect())).collect();
+                let (doctor, slots) = doctors.into_iter().next().unwrap_or_default();
+                Some(change(&doctor, slots, summary))
+            }
         };
         if result.is_some() {
             self.day.position = event.position;
@@ -478,7 +500,7 @@ impl HistoryPlan {
     /// Every change of the day, in order: each schedule of the clinic's doctors
     /// and each booking and cancellation of the day.
     pub fn run(self, dir: &Path) -> Result<Vec<DayChange>, ReadError> {
-        let mut live = LiveDay::new(ClinicDay { position: 0, doctors: Vec::new() });
+        let mut live = LiveDay::new(ClinicDay { position: 0, zone: Tz::UTC, doctors: Vec::new() });
         let mut changes = Vec::new();
         read_day(dir, &self.locations, &mut |event| {
             changes.extend(live.apply_for(&event, &self.clinic, self.date, self.doctor.as_deref()));

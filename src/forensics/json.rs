@@ -160,6 +160,9 @@ impl Json for Data<'_> {
                 .entry("patient", patient.as_str())
                 .entry("slot", slot)
                 .entry("token", &Token(*kind, *token_number)),
+            EventKind::ClinicZoneSet { clinic, zone, tzdata } => {
+                object.entry("clinic", clinic).entry("time_zone", zone.name()).entry("tzdata", tzdata)
+            }
             EventKind::AttendanceRecorded { booking_id, attendance, corrected } => {
                 object.entry("attendance", attendance.name()).entry("booking_id", booking_id).entry("corrected", corrected)
             }
@@ -510,9 +513,10 @@ mod tests {
             EventKind::HoldExpired { .. } => 16,
             EventKind::BookingRescheduled { .. } => 17,
             EventKind::AttendanceRecorded { .. } => 18,
+            EventKind::ClinicZoneSet { .. } => 19,
         }
     }
-    const VARIANTS: usize = 19;
+    const VARIANTS: usize = 20;
 
     /// Every kind, each optional field both present and absent, and text that
     /// needs escaping.
@@ -616,6 +620,7 @@ mod tests {
             },
             EventKind::AttendanceRecorded { booking_id: id, attendance: crate::core::Attendance::Arrived, corrected: false },
             EventKind::AttendanceRecorded { booking_id: id, attendance: crate::core::Attendance::NoShow, corrected: true },
+            EventKind::ClinicZoneSet { clinic: "c1".into(), zone: "Asia/Kolkata".parse().unwrap(), tzdata: "2025b".into() },
         ]
     }
 
@@ -634,7 +639,7 @@ mod tests {
 
     /// What `every_kind()` renders to, with `envelope(kind, "req-1", Some("click-1"))`
     /// and the tenant: the bytes the `Value` renderers printed before this writer.
-    const EVERY_KIND_JSON: [&str; 27] = [
+    const EVERY_KIND_JSON: [&str; 28] = [
         r#"{"actor":"kloqo-web","correlation_id":"req-1","data":{"clinic":"c1","doctor":"d1","first_slot_minute":540,"slot_minutes":15,"slots_per_day":40},"idempotency_key":"click-1","position":42,"recorded_at":"2026-03-01T09:05:07Z","tenant":"kloqo","type":"schedule_set"}"#,
         r#"{"actor":"kloqo-web","correlation_id":"req-1","data":{"clinic":"c1","doctor":"d1","first_slot_minute":null,"slot_minutes":null,"slots_per_day":1},"idempotency_key":"click-1","position":42,"recorded_at":"2026-03-01T09:05:07Z","tenant":"kloqo","type":"schedule_set"}"#,
         r#"{"actor":"kloqo-web","correlation_id":"req-1","data":{"booking_id":"0190a3c4-5e6f-7a8b-9c0d-1e2f3a4b5c6d","clinic":"c1","correlation_id":"corr-1","date":"2026-03-02","doctor":"d1","external_created_at":"2026-03-01T09:05:07.123456789Z","external_ref":"cal-1","hold_id":"0190a3c4-5e6f-7a8b-9c0d-1e2f3a4b5c6d","kind":"advance","patient":"Ásha \"A\" \\ Rao\n\u0001","slot":7,"token":"A005"},"idempotency_key":"click-1","position":42,"recorded_at":"2026-03-01T09:05:07Z","tenant":"kloqo","type":"booking_created"}"#,
@@ -662,6 +667,7 @@ mod tests {
         r#"{"actor":"kloqo-web","correlation_id":"req-1","data":{"booking_id":"0190a3c4-5e6f-7a8b-9c0d-1e2f3a4b5c6d","clinic":"c1","date":"2026-03-03","doctor":"d2","kind":"walk_in","patient":"Asha","slot":4,"token":"W002"},"idempotency_key":"click-1","position":42,"recorded_at":"2026-03-01T09:05:07Z","tenant":"kloqo","type":"booking_rescheduled"}"#,
         r#"{"actor":"kloqo-web","correlation_id":"req-1","data":{"attendance":"arrived","booking_id":"0190a3c4-5e6f-7a8b-9c0d-1e2f3a4b5c6d","corrected":false},"idempotency_key":"click-1","position":42,"recorded_at":"2026-03-01T09:05:07Z","tenant":"kloqo","type":"attendance_recorded"}"#,
         r#"{"actor":"kloqo-web","correlation_id":"req-1","data":{"attendance":"no_show","booking_id":"0190a3c4-5e6f-7a8b-9c0d-1e2f3a4b5c6d","corrected":true},"idempotency_key":"click-1","position":42,"recorded_at":"2026-03-01T09:05:07Z","tenant":"kloqo","type":"attendance_recorded"}"#,
+        r#"{"actor":"kloqo-web","correlation_id":"req-1","data":{"clinic":"c1","time_zone":"Asia/Kolkata","tzdata":"2025b"},"idempotency_key":"click-1","position":42,"recorded_at":"2026-03-01T09:05:07Z","tenant":"kloqo","type":"clinic_zone_set"}"#,
     ];
 
     fn line(event: &Event, with_tenant: bool) -> String {

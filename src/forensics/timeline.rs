@@ -62,6 +62,7 @@ pub fn describe(kind: &EventKind) -> String {
             format_date(*date),
             token(*kind, *token_number)
         ),
+        EventKind::ClinicZoneSet { clinic, zone, tzdata } => format!("clinic {clinic} is in {} (tzdata {tzdata})", zone.name()),
         EventKind::AttendanceRecorded { booking_id, attendance, corrected } => {
             format!("booking {booking_id}: {}{}", attendance.name(), if *corrected { " (corrected)" } else { "" })
         }

@@ -13,11 +13,11 @@ use super::auth::Role;
 use super::error::ApiError;
 use super::extract::{JsonBody, PathParams, QueryParams, TenantCall};
 use super::views::{
-    BookingView, DayChangeView, DoctorChangeView, DoctorSlotsView, Problem, ScheduleView, SlotState, SlotView, SlotsChangeView,
-    SlotsHistoryView, SlotsView, format_minute,
+    BookingView, ClinicView, DayChangeView, DoctorChangeView, DoctorSlotsView, Problem, ScheduleView, SlotState, SlotView, SlotsChangeView,
+    SlotsHistoryView, SlotsView, format_minute, instants,
 };
 use crate::core::Text;
-use crate::core::{Action, Attendance, BookingDetails, BookingKind, External, Move, Schedule};
+use crate::core::{Action, Attendance, BookingDetails, BookingKind, External, Move, Schedule, SlotTime, Tz};
 use crate::forensics::clinics::{ClinicDay, DayChange, DoctorDay, LiveDay};
 use crate::forensics::feed;
 use crate::forensics::follower::Indexes;
@@ -213,6 +213,65 @@ pub async fn cancel_booking(
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+pub struct ClinicRequest {
+    /// An IANA zone name.
+    #[schema(example = "Asia/Kolkata")]
+    pub time_zone: String,
+}
+
+impl Check for ClinicRequest {
+    type Checked = Tz;
+
+    fn check(self) -> Result<Tz, Invalid> {
+        self.time_zone.parse().map_err(|_| Invalid::field("time_zone", format!("{:?} is not an IANA time zone name", self.time_zone)))
+    }
+}
+
+/// Sets a clinic's time zone: its slots' instants on open and future days follow it.
+#[utoipa::path(
+    put, path = "/v1/{tenant}/clinics/{clinic}", operation_id = "putClinic", tag = "clinics",
+    params(("tenant" = String, Path), ("clinic" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
+    request_body = ClinicRequest,
+    responses(
+        (status = 200, description = "The clinic's zone and the tzdata release computing it (the same zone again: nothing appended)", body = ClinicView),
+        (status = 400, description = "invalid_request (not an IANA zone), invalid_idempotency_key", body = Problem),
+        (status = 401, description = "unauthenticated", body = Problem),
+        (status = 403, description = "forbidden", body = Problem),
+        (status = 422, description = "idempotency_key_reused", body = Problem),
+        (status = 503, description = "overloaded, storage_unavailable, unavailable", body = Problem),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn put_clinic(call: TenantCall, path: PathParams<(String, String)>, body: JsonBody<ClinicRequest>) -> Result<Response, ApiError> {
+    let PathParams((_, clinic)) = path;
+    check_name("clinic", &clinic).map_err(ApiError::from)?;
+    let JsonBody { value, raw } = body;
+    let zone = value.check()?;
+    call.execute(Action::SetClinicZone { clinic: clinic.into(), zone }, &raw).await
+}
+
+/// A clinic's time zone: its own, or `UTC`.
+#[utoipa::path(
+    get, path = "/v1/{tenant}/clinics/{clinic}", operation_id = "getClinic", tag = "clinics",
+    params(("tenant" = String, Path), ("clinic" = String, Path)),
+    responses(
+        (status = 200, description = "The clinic", body = ClinicView),
+        (status = 401, description = "unauthenticated", body = Problem),
+        (status = 403, description = "forbidden", body = Problem),
+        (status = 404, description = "not_found: no schedule and no zone", body = Problem),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn get_clinic(call: TenantCall, path: PathParams<(String, String)>) -> Result<Json<ClinicView>, ApiError> {
+    let PathParams((_, clinic)) = path;
+    let view = call.writer()?.read(|state| {
+        state.tenant(&call.tenant).and_then(|t| t.clinics.get(clinic.as_str())).map(|c| ClinicView::new(&clinic, c.zone.as_ref()))
+    });
+    view.map(Json).ok_or_else(|| ApiError::not_found(format!("no clinic {clinic:?}")).with("clinic", clinic))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct RescheduleRequest {
     /// The booking's own date when absent.
     #[schema(value_type = Option<String>, format = Date, example = "2026-03-03")]
@@ -369,7 +428,10 @@ pub async fn no_show(
 pub async fn get_booking(call: TenantCall, path: PathParams<(String, String)>) -> Result<Json<BookingView>, ApiError> {
     let PathParams((_, booking_id)) = path;
     let booking_id = parse_uuid("booking_id", &booking_id)?;
-    let view = call.writer()?.read(|state| state.booking(&call.tenant, &booking_id).map(|b| BookingView::from(&**b)));
+    let view = call.writer()?.read(|state| {
+        let tenant = state.tenant(&call.tenant)?;
+        tenant.bookings.get(&booking_id).map(|b| BookingView::new(b, tenant.booking_time(b)))
+    });
     view.map(Json).ok_or_else(|| ApiError::not_found(format!("no booking {booking_id}")).with("booking_id", booking_id.to_string()))
 }
 
@@ -385,18 +447,24 @@ pub struct SlotsQuery {
     pub as_of: Option<u64>,
 }
 
-/// A slot of the day. A hold shows as its events have it, or, given `now`,
-/// only until its `expires_at` (its expiry event may not be written yet).
-fn slot_view(doctor: &DoctorDay, slot: u32, now: Option<DateTime<Utc>>) -> SlotView {
+/// A slot of `day`'s `date`. A hold shows as its events have it, or, given
+/// `now`, only until its `expires_at` (its expiry event may not be written yet).
+fn slot_view(day: &ClinicDay, date: NaiveDate, doctor: &DoctorDay, slot: u32, now: Option<DateTime<Utc>>) -> SlotView {
     let booked = doctor.booked.get(&slot);
     let hold = doctor.holds.get(&slot).filter(|h| now.is_none_or(|now| h.expires_at > now));
+    let time = if booked.is_some() { SlotTime::booked } else { SlotTime::of };
+    let time = time(day.zone, &doctor.schedule, date, slot);
+    let (starts_at, ends_at) = instants(time);
     SlotView {
         slot,
-        time: doctor.schedule.slot_minute(slot).map(format_minute),
-        state: match (booked, hold) {
-            (Some(_), _) => SlotState::Booked,
-            (None, Some(_)) => SlotState::Held,
-            (None, None) => SlotState::Free,
+        time: time.minute().map(format_minute),
+        starts_at,
+        ends_at,
+        state: match (booked, hold, time) {
+            (Some(_), _, _) => SlotState::Booked,
+            (None, Some(_), _) => SlotState::Held,
+            (None, None, SlotTime::Unavailable { .. }) => SlotState::Unavailable,
+            (None, None, _) => SlotState::Free,
         },
         booking_id: booked.map(|h| h.booking_id),
         token: booked.map(|h| h.token.clone()),
@@ -412,7 +480,7 @@ fn slots_view(clinic: &str, date: NaiveDate, day: &ClinicDay, now: Option<DateTi
         .iter()
         .map(|d| DoctorSlotsView {
             doctor: d.doctor.to_string(),
-            slots: (0..d.schedule.slots_per_day).map(|s| slot_view(d, s, now)).collect(),
+            slots: (0..d.schedule.slots_per_day).map(|s| slot_view(day, date, d, s, now)).collect(),
         })
         .collect();
     SlotsView { clinic: clinic.to_owned(), date, as_of: day.position, doctors }
@@ -509,16 +577,27 @@ fn day_message(clinic: &str, date: NaiveDate, day: &ClinicDay) -> SseEvent {
     SseEvent::default().id(day.position.to_string()).event("day").data(data)
 }
 
-/// A message for what one event changed in the day.
-fn change_message(day: &ClinicDay, change: &DayChange) -> SseEvent {
+/// A message for what one event changed in `date`'s day: the changed slots
+/// (a reschedule's two, a new zone's every one) with their doctors.
+fn change_message(day: &ClinicDay, date: NaiveDate, change: &DayChange) -> SseEvent {
+    let changed = |d: &DoctorDay| -> Vec<u32> {
+        if change.kind == "clinic_zone_set" {
+            return (0..d.schedule.slots_per_day).collect();
+        }
+        let mut slots = if d.doctor == change.doctor { change.slots.clone() } else { Vec::new() };
+        slots.extend(change.moved_from.iter().filter(|(doctor, _)| *doctor == d.doctor).map(|(_, slot)| *slot));
+        slots.sort_unstable();
+        slots
+    };
     let doctors = day
         .doctors
         .iter()
-        .filter(|d| d.doctor == change.doctor)
-        .map(|d| DoctorChangeView {
+        .map(|d| (d, changed(d)))
+        .filter(|(_, slots)| !slots.is_empty())
+        .map(|(d, slots)| DoctorChangeView {
             doctor: d.doctor.to_string(),
             slots_per_day: d.schedule.slots_per_day,
-            slots: change.slots.iter().map(|slot| slot_view(d, *slot, None)).collect(),
+            slots: slots.iter().map(|slot| slot_view(day, date, d, *slot, None)).collect(),
         })
         .collect();
     let view = SlotsChangeView {
@@ -574,7 +653,7 @@ pub async fn stream_slots(
     let doctor = query.doctor;
     Ok(super::forensics::live(first, events, permit, LiveDay::new(day), move |live, event| {
         let change = live.apply_for(&event, &clinic, date, doctor.as_deref())?;
-        Some(change_message(&live.day, &change))
+        Some(change_message(&live.day, date, &change))
     }))
 }
 

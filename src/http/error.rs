@@ -173,6 +173,9 @@ impl From<&Rejection> for ApiError {
             Rejection::TooEarly { booking_id, date } => ApiError::new(StatusCode::CONFLICT, code, detail)
                 .with("booking_id", booking_id.to_string())
                 .with("date", crate::core::format_date(*date)),
+            Rejection::SlotUnavailable { slot, time } => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, detail).with("slot", *slot).with("time", time.as_str())
+            }
             Rejection::TooManyHolds { limit, retry_after_secs } => {
                 ApiError::new(StatusCode::TOO_MANY_REQUESTS, code, detail).with("limit", *limit).retry_after(*retry_after_secs)
             }

@@ -208,7 +208,7 @@ const fn command_body<T: DeserializeOwned + Check>() -> CommandBody {
 
 /// Every command route's body, in the order of the fuzz inputs' first byte
 /// (`fuzz/seeds/commands/route-NN`): a new route goes last.
-const COMMAND_BODIES: [CommandBody; 17] = {
+const COMMAND_BODIES: [CommandBody; 18] = {
     use super::{calls, clinics, communities, holds, phones};
     [
         command_body::<clinics::ScheduleRequest>(),      // PUT clinics/{clinic}/doctors/{doctor}/schedule
@@ -228,6 +228,7 @@ const COMMAND_BODIES: [CommandBody; 17] = {
         command_body::<holds::HoldReleaseRequest>(),     // POST holds/{hold_id}/release
         command_body::<clinics::RescheduleRequest>(),    // POST bookings/{booking_id}/reschedule
         command_body::<clinics::AttendanceRequest>(),    // POST bookings/{booking_id}/check-in, no-show
+        command_body::<clinics::ClinicRequest>(),        // PUT clinics/{clinic}
     ]
 };
 
@@ -237,7 +238,7 @@ pub fn command_bodies() -> impl Iterator<Item = &'static str> {
     COMMAND_BODIES.iter().map(|body| (body.type_name)().rsplit("::").next().expect("a type name"))
 }
 
-/// Parses `body` as a JSON body of the `route % 17`th command route (see
+/// Parses `body` as a JSON body of the `route % 18`th command route (see
 /// [`command_bodies`]) and checks it with that request's [`Check`], the very
 /// function its handler calls: `Ok` when the handler would submit a command
 /// (its path and token allowing), else the problem it answers. No check of its

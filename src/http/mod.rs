@@ -168,7 +168,7 @@ impl AppState {
 #[openapi(
     info(title = "booking-ledger", version = "1", description = "The HTTP contract of shared/API.md. Errors are RFC 9457 problem documents with a machine-readable `code`. Any request may also be answered 408 request_timeout (with request_timeout_secs) when it does not arrive in full in time, or 431 request_header_fields_too_large when its headers exceed 16 KiB."),
     paths(
-        clinics::put_schedule, clinics::create_booking, clinics::cancel_booking, clinics::reschedule_booking, clinics::check_in, clinics::no_show, clinics::get_booking, clinics::get_slots, clinics::stream_slots, clinics::slots_history,
+        clinics::put_clinic, clinics::get_clinic, clinics::put_schedule, clinics::create_booking, clinics::cancel_booking, clinics::reschedule_booking, clinics::check_in, clinics::no_show, clinics::get_booking, clinics::get_slots, clinics::stream_slots, clinics::slots_history,
         phones::claim, phones::complete, phones::fail, phones::release, phones::get,
         calls::start, calls::outcome, calls::list, calls::list_campaigns, calls::get_campaign, calls::resume, calls::block,
         communities::create, communities::get,
@@ -205,6 +205,7 @@ fn panic_response(_: Box<dyn std::any::Any + Send>) -> Response {
 pub fn app(state: Shared) -> Router {
     let metrics = state.metrics.clone();
     let tenant = Router::new()
+        .route("/clinics/{clinic}", put(clinics::put_clinic).get(clinics::get_clinic))
         .route("/clinics/{clinic}/doctors/{doctor}/schedule", put(clinics::put_schedule))
         .route("/bookings", post(clinics::create_booking))
         .route("/bookings/{booking_id}", get(clinics::get_booking))

@@ -3,14 +3,16 @@
 use axum::body::Bytes;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, FixedOffset, NaiveDate, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::error::{ApiError, PROBLEM_JSON};
+use crate::core::zones::TZDATA;
 use crate::core::{
-    Attendance, Booking, BookingKind, BookingStatus, Call, Campaign, Community, Hold, HoldStatus, PhoneReply, PhoneState, Reply, Schedule,
+    Attendance, Booking, BookingKind, BookingStatus, Call, Campaign, ClinicZone, Community, Hold, HoldStatus, PhoneReply, PhoneState,
+    Reply, Schedule, SlotTime,
 };
 use crate::writer::{Answer, Outcome};
 
@@ -49,6 +51,14 @@ pub struct BookingView {
     pub doctor: String,
     pub date: NaiveDate,
     pub slot: u32,
+    /// The slot's wall-clock time, when the schedule has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub time: Option<String>,
+    /// RFC 3339, with the clinic zone's offset in force then.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub starts_at: Option<DateTime<FixedOffset>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ends_at: Option<DateTime<FixedOffset>>,
     pub patient: String,
     pub kind: KindView,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -71,9 +81,14 @@ pub struct BookingView {
     pub created_at: DateTime<Utc>,
 }
 
-impl From<&Booking> for BookingView {
-    fn from(b: &Booking) -> Self {
+impl BookingView {
+    /// The booking, with when its slot is (`TenantState::booking_time`).
+    pub fn new(b: &Booking, time: SlotTime) -> Self {
+        let (starts_at, ends_at) = instants(time);
         BookingView {
+            time: time.minute().map(format_minute),
+            starts_at,
+            ends_at,
             booking_id: b.details.booking_id,
             token: b.token(),
             status: match b.status {
@@ -145,6 +160,8 @@ pub enum SlotState {
     Booked,
     /// Kept for a patient deciding, until `expires_at`.
     Held,
+    /// Its wall-clock time does not exist that day (the clock skips it).
+    Unavailable,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -153,6 +170,11 @@ pub struct SlotView {
     /// When the schedule has `first_slot` and `slot_minutes` (and the slot starts before midnight).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub time: Option<String>,
+    /// RFC 3339, with the clinic zone's offset in force then.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub starts_at: Option<DateTime<FixedOffset>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ends_at: Option<DateTime<FixedOffset>>,
     pub state: SlotState,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub booking_id: Option<Uuid>,
@@ -389,6 +411,42 @@ impl From<&Community> for CommunityView {
     }
 }
 
+/// A slot's start and end, when it has them.
+pub fn instants(time: SlotTime) -> (Option<DateTime<FixedOffset>>, Option<DateTime<FixedOffset>>) {
+    match time {
+        SlotTime::At { starts_at, ends_at, .. } => (Some(starts_at), Some(ends_at)),
+        SlotTime::Untimed | SlotTime::Unavailable { .. } => (None, None),
+    }
+}
+
+/// A clinic's time zone.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ClinicView {
+    pub clinic: String,
+    /// An IANA zone name; `UTC` until one is set.
+    #[schema(example = "Asia/Kolkata")]
+    pub time_zone: String,
+    /// The IANA tzdata release computing the clinic's times.
+    #[schema(example = "2025b")]
+    pub tzdata: String,
+    /// The position of the event that set the zone (0: never set).
+    pub position: u64,
+}
+
+impl ClinicView {
+    pub fn new(clinic: &str, zone: Option<&ClinicZone>) -> ClinicView {
+        match zone {
+            Some(z) => ClinicView {
+                clinic: clinic.to_owned(),
+                time_zone: z.zone.name().to_owned(),
+                tzdata: z.tzdata.to_string(),
+                position: z.position,
+            },
+            None => ClinicView { clinic: clinic.to_owned(), time_zone: "UTC".into(), tzdata: TZDATA.into(), position: 0 },
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AttendanceView {
@@ -548,7 +606,8 @@ fn json<T: Serialize>(value: &T) -> Vec<u8> {
 /// it stores for a keyed command is exactly what the first caller receives.
 pub fn render(outcome: &Outcome) -> (u16, Vec<u8>) {
     match outcome {
-        Ok(Reply::Booking { booking, created }) => (if *created { 201 } else { 200 }, json(&BookingView::from(&**booking))),
+        Ok(Reply::Booking { booking, created, time }) => (if *created { 201 } else { 200 }, json(&BookingView::new(booking, *time))),
+        Ok(Reply::Clinic { clinic, zone }) => (200, json(&ClinicView::new(clinic, zone.as_ref()))),
         Ok(Reply::Schedule { clinic, doctor, schedule, position }) => (200, json(&ScheduleView::new(clinic, doctor, schedule, *position))),
         Ok(Reply::Phone { phone, reply, .. }) => {
             let status = if *reply == PhoneReply::Claimed { 201 } else { 200 };

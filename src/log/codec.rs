@@ -232,6 +232,11 @@ pub fn to_pb_event(event: &Event) -> pb::EventRecord {
                 patient: patient.to_string(),
             })
         }
+        EventKind::ClinicZoneSet { clinic, zone, tzdata } => E::ClinicZoneSet(pb::ClinicZoneSet {
+            clinic: clinic.to_string(),
+            time_zone: zone.name().to_owned(),
+            tzdata: tzdata.to_string(),
+        }),
         EventKind::AttendanceRecorded { booking_id, attendance, corrected } => E::AttendanceRecorded(pb::AttendanceRecorded {
             booking_id: booking_id.as_bytes().to_vec(),
             attendance: pb_attendance(*attendance).into(),
@@ -352,6 +357,9 @@ pub fn from_pb_event(record: pb::EventRecord) -> Result<Event, CodecError> {
             token_number: r.token_number,
             patient: r.patient.into(),
         },
+        E::ClinicZoneSet(z) => {
+            EventKind::ClinicZoneSet { clinic: z.clinic.into(), zone: super::decode::time_zone(&z.time_zone)?, tzdata: z.tzdata.into() }
+        }
         E::AttendanceRecorded(a) => EventKind::AttendanceRecorded {
             booking_id: uuid(&a.booking_id)?,
             attendance: super::decode::attendance(a.attendance)?,
@@ -531,10 +539,21 @@ fn entry_count(tenant: &TenantState) -> usize {
         + tenant.communities.len()
         + tenant.slug_suffixes.len()
         + tenant.holds.len()
+        + tenant.clinics.values().filter(|c| c.zone.is_some()).count()
 }
 
 fn put_tenant(tenant: &TenantState, put: &mut impl FnMut(pb::snapshot_entry::Entry)) {
     use pb::snapshot_entry::Entry;
+    for (clinic, c) in &tenant.clinics {
+        if let Some(zone) = &c.zone {
+            put(Entry::Clinic(pb::SnapshotClinic {
+                clinic: clinic.to_string(),
+                time_zone: zone.zone.name().to_owned(),
+                tzdata: zone.tzdata.to_string(),
+                position: zone.position,
+            }));
+        }
+    }
     for (clinic, c) in &tenant.clinics {
         for (doctor, d) in &c.doctors {
             put(Entry::Doctor(pb::SnapshotDoctor {
@@ -943,6 +962,15 @@ fn add_entry(t: &mut TenantState, entry: pb::snapshot_entry::Entry) -> Result<()
             insert_new(&mut t.communities, community.slug.clone(), Arc::new(community), "communities")
         }
         Entry::SlugSuffix(s) => insert_new(&mut t.slug_suffixes, Text::from(s.base), s.suffix, "slug suffixes"),
+        Entry::Clinic(c) => {
+            let clinic = t.clinics.entry(Text::from(c.clinic)).or_default();
+            if clinic.zone.is_some() {
+                return Err(CodecError("two zones of one clinic".into()));
+            }
+            let zone = super::decode::time_zone(&c.time_zone)?;
+            clinic.zone = Some(crate::core::ClinicZone { zone, tzdata: c.tzdata.into(), position: c.position });
+            Ok(())
+        }
         Entry::Hold(h) => {
             let (details, expires_at) = from_pb_hold(h.hold.ok_or_else(|| CodecError("a hold without its details".into()))?)?;
             let status = match (pb::HoldStatus::try_from(h.status), h.booking_id) {

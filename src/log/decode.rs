@@ -330,6 +330,15 @@ impl Decoder {
                     corrected: m.varint(f::CORRECTED) != 0,
                 }
             }
+            E::ClinicZoneSet => {
+                use super::wire::clinic_zone_set as f;
+                let m = Message::read_all(body, &f::SCHEMA, limit)?;
+                EventKind::ClinicZoneSet {
+                    clinic: self.name(m.text(f::CLINIC)),
+                    zone: time_zone(m.text(f::TIME_ZONE))?,
+                    tzdata: self.name(m.text(f::TZDATA)),
+                }
+            }
         })
     }
 
@@ -448,6 +457,7 @@ fn well_formed(member: wire::event_record::Event, occurrences: &[&[u8]]) -> Resu
         E::HoldExpired => Message::read_all(occurrences, &hold_expired::SCHEMA, limit).map(drop),
         E::BookingRescheduled => Message::read_all(occurrences, &booking_rescheduled::SCHEMA, limit).map(drop),
         E::AttendanceRecorded => Message::read_all(occurrences, &attendance_recorded::SCHEMA, limit).map(drop),
+        E::ClinicZoneSet => Message::read_all(occurrences, &clinic_zone_set::SCHEMA, limit).map(drop),
     }
 }
 
@@ -722,6 +732,11 @@ pub(super) fn booking_kind(value: i32) -> Result<BookingKind, CodecError> {
         Ok(pb::BookingKind::WalkIn) => Ok(BookingKind::WalkIn),
         Ok(pb::BookingKind::Unspecified) | Err(_) => Err(CodecError(format!("unknown booking kind {value}"))),
     }
+}
+
+/// An IANA zone name this build's tzdata knows.
+pub(super) fn time_zone(name: &str) -> Result<crate::core::Tz, CodecError> {
+    name.parse().map_err(|_| CodecError(format!("unknown time zone {name:?} (tzdata {})", crate::core::zones::TZDATA)))
 }
 
 pub(super) fn attendance(value: i32) -> Result<Attendance, CodecError> {
@@ -1135,6 +1150,7 @@ mod tests {
             },
             EventKind::AttendanceRecorded { booking_id: id(7), attendance: crate::core::Attendance::NoShow, corrected: false },
             EventKind::AttendanceRecorded { booking_id: id(7), attendance: crate::core::Attendance::Arrived, corrected: true },
+            EventKind::ClinicZoneSet { clinic: "kochi".into(), zone: "Asia/Kolkata".parse().unwrap(), tzdata: "2025b".into() },
         ]
     }
 

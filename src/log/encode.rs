@@ -201,6 +201,13 @@ fn kind(m: &mut Vec<u8>, kind: &EventKind) -> Member {
             uint64(m, f::CORRECTED, u64::from(*corrected));
             Member::AttendanceRecorded
         }
+        EventKind::ClinicZoneSet { clinic, zone, tzdata } => {
+            use clinic_zone_set as f;
+            string(m, f::CLINIC, clinic);
+            string(m, f::TIME_ZONE, zone.name());
+            string(m, f::TZDATA, tzdata);
+            Member::ClinicZoneSet
+        }
     }
 }
 

@@ -74,7 +74,7 @@ impl Script {
     fn command(&mut self, now: DateTime<Utc>) -> Command {
         let tenant: Text = if self.random(4) == 0 { "other".into() } else { "kloqo".into() };
         let pick = |s: &mut Script, items: usize| s.random(items.max(1) as u64) as usize;
-        let action = match self.random(21) {
+        let action = match self.random(22) {
             0 => Action::SetSchedule {
                 clinic: format!("c{}", self.random(2)).into(),
                 doctor: format!("d{}", self.random(2)).into(),
@@ -189,6 +189,10 @@ impl Script {
                 let attendance = if self.random(2) == 0 { crate::core::Attendance::Arrived } else { crate::core::Attendance::NoShow };
                 Action::MarkAttendance { booking_id, attendance, correct: self.random(2) == 0 }
             }
+            21 => {
+                let zone = ["Asia/Kolkata", "Europe/Berlin", "UTC"][self.random(3) as usize];
+                Action::SetClinicZone { clinic: format!("c{}", self.random(2)).into(), zone: zone.parse().unwrap() }
+            }
             _ => {
                 let name = ["My Club", "my club!", "My Club 1", "Other"][self.random(4) as usize];
                 Action::CreateCommunity { community_id: self.id(), name: name.into(), owner: "asha".into(), plan: "pro".into() }
@@ -297,6 +301,7 @@ fn prologue() -> Vec<Vec<Command>> {
                 None,
             ),
             command(Action::MarkAttendance { booking_id: id(12), attendance: crate::core::Attendance::Arrived, correct: false }, None),
+            command(Action::SetClinicZone { clinic: "c0".into(), zone: "Asia/Kolkata".parse().unwrap() }, None),
         ],
     ]
 }
@@ -362,7 +367,7 @@ fn a_snapshot_at_every_position_plus_the_tail_is_the_state_of_the_whole_log() {
         let dirs = dirs(root.path());
         let responses_at = write_ledger(root.path(), seed, 80);
         let last = responses_at.len() as Position - 1;
-        assert_eq!(event_kinds(&dirs).len(), 19, "seed {seed}: every event type is in the ledger: {:?}", event_kinds(&dirs));
+        assert_eq!(event_kinds(&dirs).len(), 20, "seed {seed}: every event type is in the ledger: {:?}", event_kinds(&dirs));
         let responses_last = *responses_at.last().unwrap();
         assert!(responses_last > 5, "seed {seed}: stored answers in the responses journal");
         // Just after the last batch, and a month later: answers expire at

@@ -93,7 +93,8 @@ async fn booking_answers_and_tokens() {
         first,
         json!({
             "booking_id": first["booking_id"], "token": "A001", "status": "confirmed", "clinic": "c1", "doctor": "d1",
-            "date": DATE, "slot": 1, "patient": "Asha", "kind": "advance", "version": 1, "position": 2, "created_at": first["created_at"],
+            "date": DATE, "slot": 1, "time": "09:15", "starts_at": "2026-03-02T09:15:00Z", "ends_at": "2026-03-02T09:30:00Z",
+            "patient": "Asha", "kind": "advance", "version": 1, "position": 2, "created_at": first["created_at"],
         })
     );
     let walk_in = r#"{"clinic":"c1","doctor":"d1","date":"2026-03-02","slot":2,"patient":"Ben","kind":"walk_in"}"#;
@@ -290,12 +291,22 @@ async fn the_slot_projection_now_and_as_of_earlier_positions() {
     let doctors: Vec<&str> = now["doctors"].as_array().unwrap().iter().map(|d| d["doctor"].as_str().unwrap()).collect();
     assert_eq!(doctors, ["d0", "d1"]);
     assert_eq!(slot(&now, 0, 0), &json!({"slot": 0, "state": "free"}), "no times without first_slot and slot_minutes");
-    assert_eq!(slot(&now, 1, 0), &json!({"slot": 0, "time": "09:00", "state": "free"}));
-    assert_eq!(slot(&now, 1, 1), &json!({"slot": 1, "time": "09:15", "state": "free"}));
-    assert_eq!(
-        slot(&now, 1, 3),
-        &json!({"slot": 3, "time": "09:45", "state": "booked", "booking_id": ben["booking_id"], "token": "A002", "patient": "Ben"})
-    );
+    let at = |hh_mm: &str| format!("{DATE}T{hh_mm}:00Z");
+    let times = |slot: u32, from: &str, to: &str| json!({"slot": slot, "time": from, "starts_at": at(from), "ends_at": at(to)});
+    let free = |slot, from, to| {
+        let mut view = times(slot, from, to);
+        view["state"] = json!("free");
+        view
+    };
+    assert_eq!(slot(&now, 1, 0), &free(0, "09:00", "09:15"));
+    assert_eq!(slot(&now, 1, 1), &free(1, "09:15", "09:30"));
+    let mut booked = times(3, "09:45", "10:00");
+    for (key, value) in
+        [("state", json!("booked")), ("booking_id", ben["booking_id"].clone()), ("token", json!("A002")), ("patient", json!("Ben"))]
+    {
+        booked[key] = value;
+    }
+    assert_eq!(slot(&now, 1, 3), &booked);
     assert_eq!(now["doctors"][1]["slots"].as_array().unwrap().len(), 4);
 
     let only = c.get("/v1/kloqo/clinics/c1/slots?date=2026-03-02&doctor=d1", WEB).await.expect(200);

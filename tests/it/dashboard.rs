@@ -110,7 +110,8 @@ async fn the_slots_stream_sends_the_day_then_each_change() {
     assert_eq!(
         change.data["doctors"],
         json!([{"doctor": "d1", "slots_per_day": 4, "slots": [{
-            "slot": 2, "time": "09:30", "state": "booked", "booking_id": booked["booking_id"], "token": booked["token"], "patient": "Chen"
+            "slot": 2, "time": "09:30", "starts_at": format!("{DATE}T09:30:00Z"), "ends_at": format!("{DATE}T09:45:00Z"),
+            "state": "booked", "booking_id": booked["booking_id"], "token": booked["token"], "patient": "Chen"
         }]}])
     );
     assert!(change.data["summary"].as_str().unwrap().contains("Chen"), "{}", change.data);
@@ -119,7 +120,8 @@ async fn the_slots_stream_sends_the_day_then_each_change() {
     let cancelled = c.post(&format!("/v1/kloqo/bookings/{id}/cancel"), APP, "{}").await.expect(200);
     let change = stream.next().await;
     assert_eq!((change.id, &change.data["type"]), (cancelled["position"].as_u64(), &json!("booking_cancelled")));
-    assert_eq!(change.data["doctors"][0]["slots"], json!([{"slot": 2, "time": "09:30", "state": "free"}]));
+    let free = json!([{"slot": 2, "time": "09:30", "starts_at": format!("{DATE}T09:30:00Z"), "ends_at": format!("{DATE}T09:45:00Z"), "state": "free"}]);
+    assert_eq!(change.data["doctors"][0]["slots"], free);
 
     // A new schedule lists every slot of the doctor as it now stands.
     c.schedule("kloqo", "c1", "d2", 3).await;
@@ -162,7 +164,8 @@ async fn the_slots_stream_resumes_after_last_event_id() {
     let mut middle = SlotsStream::start(&c.base, KLOQO_ADMIN, first["position"].as_u64()).await;
     assert_eq!(middle.next().await.id, second["position"].as_u64());
     let freed = middle.next().await;
-    assert_eq!(freed.data["doctors"][0]["slots"], json!([{"slot": 1, "time": "09:15", "state": "free"}]));
+    let free = json!([{"slot": 1, "time": "09:15", "starts_at": format!("{DATE}T09:15:00Z"), "ends_at": format!("{DATE}T09:30:00Z"), "state": "free"}]);
+    assert_eq!(freed.data["doctors"][0]["slots"], free);
 
     // Caught up: a stream resumed at the last position waits for the next change.
     let mut live = SlotsStream::start(&c.base, KLOQO_ADMIN, cancel["position"].as_u64()).await;

@@ -35,3 +35,4 @@ mod storage;
 mod support;
 mod tokens;
 mod verify;
+mod zones;

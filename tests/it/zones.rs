@@ -1,0 +1,61 @@
+//! Clinics and time zones (API.md): a clinic's zone, slots and bookings as
+//! instants with the offset in force, and a daylight-saving gap unavailable.
+
+use serde_json::{Value, json};
+
+use crate::support::{Client, Server, WEB, booking};
+
+const SPRING: &str = "2026-03-29";
+
+async fn night_schedule(c: &Client) {
+    // 01:00, 01:30, 02:00, 02:30, 03:00, 03:30: Berlin skips 02:00 to 03:00 on SPRING.
+    let schedule = json!({"slots_per_day": 6, "first_slot": "01:00", "slot_minutes": 30});
+    c.put("/v1/kloqo/clinics/berlin/doctors/weber/schedule", WEB, &schedule.to_string()).await.expect(200);
+}
+
+async fn slots(c: &Client, date: &str) -> Vec<Value> {
+    let day = c.get(&format!("/v1/kloqo/clinics/berlin/slots?date={date}"), WEB).await.expect(200);
+    day["doctors"][0]["slots"].as_array().unwrap().clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clinics_zone_gives_every_slot_its_instant_and_a_skipped_time_is_unavailable() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path()).await;
+    let c = &server.client;
+    c.get("/v1/kloqo/clinics/berlin", WEB).await.expect_problem(404, "not_found");
+    night_schedule(c).await;
+    let utc = c.get("/v1/kloqo/clinics/berlin", WEB).await.expect(200);
+    assert_eq!((utc["time_zone"].as_str(), utc["position"].as_u64()), (Some("UTC"), Some(0)));
+    assert_eq!(slots(c, SPRING).await[2]["starts_at"], "2026-03-29T02:00:00Z", "UTC writes Z");
+
+    let bad = c.put("/v1/kloqo/clinics/berlin", WEB, r#"{"time_zone":"Mars/Olympus"}"#).await.expect_problem(400, "invalid_request");
+    assert_eq!(bad["field"], "time_zone");
+    let set = c.put("/v1/kloqo/clinics/berlin", WEB, r#"{"time_zone":"Europe/Berlin"}"#).await.expect(200);
+    assert_eq!(set["time_zone"], "Europe/Berlin");
+    assert_eq!(set["tzdata"].as_str().unwrap().len(), 5, "{set}");
+    let position = c.position().await;
+    assert_eq!(c.put("/v1/kloqo/clinics/berlin", WEB, r#"{"time_zone":"Europe/Berlin"}"#).await.expect(200), set);
+    assert_eq!(c.position().await, position, "the same zone again appends nothing");
+    assert_eq!(c.get("/v1/kloqo/clinics/berlin", WEB).await.expect(200), set);
+
+    let day = slots(c, SPRING).await;
+    assert_eq!(
+        (day[1]["starts_at"].as_str(), day[1]["ends_at"].as_str()),
+        (Some("2026-03-29T01:30:00+01:00"), Some("2026-03-29T03:00:00+02:00"))
+    );
+    for skipped in [2, 3] {
+        assert_eq!(day[skipped]["state"], "unavailable", "{}", day[skipped]);
+        assert!(day[skipped]["time"].is_string() && day[skipped].get("starts_at").is_none(), "{}", day[skipped]);
+    }
+    assert_eq!(day[4]["starts_at"], "2026-03-29T03:00:00+02:00");
+    let refused = c.post("/v1/kloqo/bookings", WEB, &booking("berlin", "weber", SPRING, 2, "Asha")).await;
+    assert_eq!(refused.expect_problem(422, "slot_unavailable")["time"], "02:00");
+    let hold = json!({"clinic": "berlin", "doctor": "weber", "date": SPRING, "slot": 3});
+    c.post("/v1/kloqo/holds", WEB, &hold.to_string()).await.expect_problem(422, "slot_unavailable");
+    let booked = c.post("/v1/kloqo/bookings", WEB, &booking("berlin", "weber", SPRING, 4, "Asha")).await.expect(201);
+    assert_eq!((booked["time"].as_str(), booked["starts_at"].as_str()), (Some("03:00"), Some("2026-03-29T03:00:00+02:00")));
+    // A summer day: the offset in force then.
+    assert_eq!(slots(c, "2026-07-01").await[0]["starts_at"], "2026-07-01T01:00:00+02:00");
+    server.stop().await;
+}
