@@ -149,6 +149,8 @@ pub struct RulesSection {
     /// ...or this many refused duplicate calls within `duplicate_window_secs`.
     pub campaign_duplicates_max: u32,
     pub duplicate_window_secs: u64,
+    /// How long a slot offered from the waitlist is held for its patient.
+    pub waitlist_offer_secs: u64,
 }
 
 impl Default for RulesSection {
@@ -162,6 +164,7 @@ impl Default for RulesSection {
             campaign_failures_max: rules.campaign_failures_max,
             campaign_duplicates_max: rules.campaign_duplicates_max,
             duplicate_window_secs: rules.duplicate_window.num_seconds() as u64,
+            waitlist_offer_secs: rules.waitlist_offer_secs.into(),
         }
     }
 }
@@ -347,6 +350,7 @@ impl Config {
             campaign_failures_max: check_range("rules.campaign_failures_max", r.campaign_failures_max, 1, 1000)?,
             campaign_duplicates_max: check_range("rules.campaign_duplicates_max", r.campaign_duplicates_max, 1, 1000)?,
             duplicate_window: seconds("rules.duplicate_window_secs", r.duplicate_window_secs)?,
+            waitlist_offer_secs: check_range("rules.waitlist_offer_secs", r.waitlist_offer_secs, 30, 86_400)? as u32,
             doctors_per_clinic_max: check_range("limits.doctors_per_clinic_max", limits.doctors_per_clinic_max, 1, 10_000)?,
             holds_max: check_range("limits.holds_max", limits.holds_max, 1, 10_000_000)?,
         };

@@ -4,7 +4,7 @@
 //! not written by `decide`.
 
 use super::state::State;
-use super::{Event, EventKind, booking, calls, community, holds, phone, zones};
+use super::{Event, EventKind, booking, calls, community, holds, phone, waitlist, zones};
 
 pub fn apply(state: &mut State, event: &Event) {
     assert_eq!(event.position, state.position + 1, "positions must run without gaps");
@@ -30,6 +30,9 @@ pub fn apply(state: &mut State, event: &Event) {
         | EventKind::NumberBlocked { .. } => calls::apply(tenant, &event.kind, event.recorded_at, event.position, &rules),
         EventKind::CommunityCreated { .. } => community::apply(tenant, &event.kind, event.recorded_at, event.position),
         EventKind::ClinicZoneSet { .. } => zones::apply(tenant, &event.kind, event.position),
+        EventKind::WaitlistJoined { .. } | EventKind::WaitlistWithdrawn { .. } => {
+            waitlist::apply(tenant, &event.kind, event.recorded_at, event.position)
+        }
         EventKind::HoldPlaced { .. } | EventKind::HoldReleased { .. } | EventKind::HoldExpired { .. } => {
             holds::apply(tenant, &event.kind, event.recorded_at, event.position)
         }

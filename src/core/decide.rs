@@ -6,7 +6,7 @@ use std::sync::Arc;
 use super::state::State;
 use super::{
     Action, Booking, Call, Campaign, ClinicZone, Command, Community, Context, Event, EventKind, Hold, PhoneState, Rejection, Schedule,
-    SlotTime, Text, booking, calls, community, holds, phone, zones,
+    SlotTime, Text, booking, calls, community, holds, phone, waitlist, zones,
 };
 
 /// Checks `command` against `state` as of `context` and returns the events it
@@ -41,7 +41,11 @@ pub fn decide(state: &State, command: &Command, context: &Context) -> Result<Vec
             booking::decide_attendance(tenant, *booking_id, *attendance, *correct, today)?
         }
         Action::SetClinicZone { clinic, zone } => zones::decide_zone(tenant, clinic, *zone),
+        Action::JoinWaitlist(entry) => waitlist::decide_join(tenant, entry, rules, context)?,
+        Action::WithdrawEntry { entry_id } => waitlist::decide_withdraw(tenant, *entry_id, context)?,
     };
+    let mut kinds = kinds;
+    waitlist::offer_freed(tenant, &mut kinds, rules, context);
     Ok(events(command, context, kinds))
 }
 
@@ -123,6 +127,13 @@ pub enum Reply {
         /// When its slot is, in its clinic's zone.
         time: SlotTime,
     },
+    /// `created` is false for a withdrawal, or a repeated one.
+    Entry {
+        entry: Arc<super::Entry>,
+        created: bool,
+        /// An offered entry's hold's expiry.
+        expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    },
     /// A clinic's zone: its own, or UTC (`zone` none).
     Clinic {
         clinic: Text,
@@ -187,6 +198,14 @@ pub fn reply(state: &State, command: &Command, events: &[Event]) -> Reply {
         Action::Cancel { booking_id, .. } | Action::Reschedule { booking_id, .. } | Action::MarkAttendance { booking_id, .. } => {
             let booking = tenant.bookings[booking_id].clone();
             Reply::Booking { time: tenant.booking_time(&booking), booking, created: false }
+        }
+        Action::JoinWaitlist(super::EntryDetails { entry_id, .. }) | Action::WithdrawEntry { entry_id } => {
+            let entry = tenant.waitlist[entry_id].clone();
+            let expires_at = match entry.status {
+                super::EntryStatus::Offered(hold_id) => tenant.holds.get(&hold_id).map(|h| h.expires_at),
+                _ => None,
+            };
+            Reply::Entry { entry, created: matches!(command.action, Action::JoinWaitlist(_)), expires_at }
         }
         Action::SetClinicZone { clinic, .. } => {
             Reply::Clinic { clinic: clinic.clone(), zone: tenant.clinics.get(clinic).and_then(|c| c.zone.clone()) }

@@ -24,6 +24,8 @@ pub struct HoldDetails {
     pub slot: u32,
     pub patient: Option<Patient>,
     pub patient_id: Option<Text>,
+    /// The waitlist entry this hold offers the slot to, if it is an offer.
+    pub entry_id: Option<Uuid>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -193,30 +195,37 @@ pub(super) fn decide_release(tenant: Option<&TenantState>, hold_id: Uuid, contex
 /// Who the ledger's own events are from: the writer's clock, not a client.
 pub const LEDGER_ACTOR: &str = "ledger";
 
-/// The `hold_expired` events due at `context.now`, every tenant's, in order of
-/// expiry, at consecutive positions from `context.position_next`. The writer
-/// appends them before it decides a batch, and on its timer when idle.
+/// The `hold_expired` events due at `context.now`, tenant by tenant, each
+/// tenant's in order of expiry and followed by the waitlist offers of the
+/// slots they free, at consecutive positions from `context.position_next`.
+/// The writer appends them before it decides a batch, and on its timer.
 pub fn expiries_due(state: &State, context: &Context) -> Vec<Event> {
-    let mut due: Vec<(DateTime<Utc>, &Text, Uuid)> = Vec::new();
-    for (name, tenant) in &state.tenants {
-        due.extend(tenant.hold_expiries.range(..=(context.now, Uuid::max())).map(|(at, id)| (*at, name, *id)));
-    }
-    due.sort();
     let actor: Text = LEDGER_ACTOR.into();
     let request_id: Text = "".into();
-    due.into_iter()
-        .enumerate()
-        .map(|(i, (_, tenant, hold_id))| Event {
-            position: context.position_next + i as u64,
+    let mut events = Vec::new();
+    for (name, tenant) in &state.tenants {
+        let mut kinds: Vec<EventKind> = tenant
+            .hold_expiries
+            .range(..=(context.now, Uuid::max()))
+            .map(|(_, hold_id)| EventKind::HoldExpired { hold_id: *hold_id })
+            .collect();
+        if kinds.is_empty() {
+            continue;
+        }
+        let at = Context { now: context.now, position_next: context.position_next + events.len() as u64 };
+        super::waitlist::offer_freed(Some(tenant), &mut kinds, &state.rules, &at);
+        events.extend(kinds.into_iter().enumerate().map(|(i, kind)| Event {
+            position: at.position_next + i as u64,
             recorded_at: context.now,
-            tenant: tenant.clone(),
+            tenant: name.clone(),
             actor: actor.clone(),
             request_id: request_id.clone(),
             idempotency_key: None,
-            kind: EventKind::HoldExpired { hold_id },
+            kind,
             response: None,
-        })
-        .collect()
+        }));
+    }
+    events
 }
 
 /// When the next active hold expires, of every tenant's: the writer's timer.
@@ -237,10 +246,14 @@ fn end(tenant: &mut TenantState, hold_id: Uuid, status: HoldStatus, position: Po
     hold.status = status;
     hold.position = position;
     assert!(tenant.hold_expiries.remove(&(hold.expires_at, hold_id)), "an active hold's expiry is known");
+    let entry_id = hold.details.entry_id;
     let HoldDetails { clinic, doctor, date, slot, .. } = &hold.details;
     let day = tenant.clinics.get_mut(clinic).and_then(|c| c.doctors.get_mut(doctor)).and_then(|d| d.days.get_mut(date));
     let freed = day.and_then(|d| d.held.remove(slot));
     assert_eq!(freed, Some(hold_id), "the hold held its slot");
+    if let Some(entry_id) = entry_id {
+        super::waitlist::hold_ended(tenant, entry_id, status, position);
+    }
 }
 
 pub(super) fn apply(tenant: &mut TenantState, kind: &EventKind, at: DateTime<Utc>, position: Position) {
@@ -256,6 +269,9 @@ pub(super) fn apply(tenant: &mut TenantState, kind: &EventKind, at: DateTime<Utc
             let mut details = details.clone();
             tenant.share_clinic_and_doctor(&mut details.clinic, &mut details.doctor);
             let hold = Hold { details, expires_at: *expires_at, status: HoldStatus::Held, created_at: at, position };
+            if let Some(entry_id) = hold.details.entry_id {
+                super::waitlist::offered(tenant, entry_id, hold.details.hold_id, position);
+            }
             let previous = tenant.holds.insert(hold.details.hold_id, Arc::new(hold));
             assert!(previous.is_none(), "hold ids are unique");
         }

@@ -19,6 +19,7 @@ mod rejected;
 mod state;
 #[cfg(test)]
 mod tests;
+pub mod waitlist;
 pub mod zones;
 
 use chrono::{DateTime, NaiveDate, Utc};
@@ -37,6 +38,7 @@ pub use idempotency::{Fingerprint, IdempotencyCheck, IdempotencyTable, Scope, St
 pub use phone::{Business, PhoneState};
 pub use rejected::Rejected;
 pub use state::{Rules, State, TenantState};
+pub use waitlist::{Entry, EntryDetails, EntryStatus};
 pub use zones::{ClinicZone, SlotTime, Tz};
 
 pub type Position = u64;
@@ -163,6 +165,10 @@ pub enum Action {
         clinic: Text,
         zone: Tz,
     },
+    JoinWaitlist(EntryDetails),
+    WithdrawEntry {
+        entry_id: Uuid,
+    },
 }
 
 /// `YYYY-MM-DD`.
@@ -288,6 +294,13 @@ pub enum EventKind {
         zone: Tz,
         tzdata: Text,
     },
+    WaitlistJoined {
+        details: EntryDetails,
+    },
+    /// A waiting entry left (an offered one leaves by its hold's release).
+    WaitlistWithdrawn {
+        entry_id: Uuid,
+    },
 }
 
 impl EventKind {
@@ -313,6 +326,8 @@ impl EventKind {
             EventKind::BookingRescheduled { .. } => "booking_rescheduled",
             EventKind::AttendanceRecorded { .. } => "attendance_recorded",
             EventKind::ClinicZoneSet { .. } => "clinic_zone_set",
+            EventKind::WaitlistJoined { .. } => "waitlist_joined",
+            EventKind::WaitlistWithdrawn { .. } => "waitlist_withdrawn",
         }
     }
 
@@ -349,6 +364,8 @@ impl EventKind {
                 Subjects { booking: Some(*booking_id), ..none }
             }
             EventKind::ClinicZoneSet { clinic, .. } => Subjects { clinic: Some(clinic), ..none },
+            EventKind::WaitlistJoined { details } => Subjects { clinic: Some(&details.clinic), entry: Some(details.entry_id), ..none },
+            EventKind::WaitlistWithdrawn { entry_id } => Subjects { entry: Some(*entry_id), ..none },
         }
     }
 }
@@ -367,6 +384,8 @@ pub struct Subjects<'a> {
     pub call: Option<Uuid>,
     pub business: Option<&'a Text>,
     pub hold: Option<Uuid>,
+    /// A waitlist entry.
+    pub entry: Option<Uuid>,
 }
 
 /// Why a command was refused. Every variant is a business answer (4xx), never a fault.
@@ -443,6 +462,10 @@ pub enum Rejection {
     TooEarly { booking_id: Uuid, date: NaiveDate },
     #[error("slot {slot} starts at {time}, a time the clinic's clock skips that day")]
     SlotUnavailable { slot: u32, time: String },
+    #[error("no waitlist entry {entry_id}")]
+    EntryNotFound { entry_id: Uuid },
+    #[error("waitlist entry {entry_id} was booked as booking {booking_id}")]
+    EntryBooked { entry_id: Uuid, booking_id: Uuid },
 }
 
 impl Rejection {
@@ -480,7 +503,9 @@ impl Rejection {
             | Rejection::HoldPatientMismatch { .. }
             | Rejection::PatientRequired
             | Rejection::TooManyHolds { .. }
-            | Rejection::SlotUnavailable { .. } => return None,
+            | Rejection::SlotUnavailable { .. }
+            | Rejection::EntryNotFound { .. } => return None,
+            Rejection::EntryBooked { booking_id, .. } => format!("booking:{booking_id}"),
         })
     }
 
@@ -520,6 +545,8 @@ impl Rejection {
             Rejection::AttendanceRecorded { .. } => "attendance_recorded",
             Rejection::TooEarly { .. } => "too_early",
             Rejection::SlotUnavailable { .. } => "slot_unavailable",
+            Rejection::EntryNotFound { .. } => "not_found",
+            Rejection::EntryBooked { .. } => "entry_booked",
         }
     }
 }

@@ -7,10 +7,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Duration, NaiveDate, Utc};
 use uuid::Uuid;
 
-use super::{Booking, Business, Call, Campaign, Clinic, Community, Hold, IdempotencyTable, NumberCalls, Position, Text};
+use super::{Booking, Business, Call, Campaign, Clinic, Community, Entry, Hold, IdempotencyTable, NumberCalls, Position, Text};
 use std::sync::Arc;
 
 /// Business rules that come from configuration, not from events.
@@ -35,6 +35,8 @@ pub struct Rules {
     pub doctors_per_clinic_max: u32,
     /// Active holds per tenant (`[limits] holds_max`).
     pub holds_max: u32,
+    /// How long a waitlist offer's hold lasts (`[rules] waitlist_offer_secs`).
+    pub waitlist_offer_secs: u32,
 }
 
 impl Default for Rules {
@@ -49,6 +51,7 @@ impl Default for Rules {
             duplicate_window: Duration::hours(1),
             doctors_per_clinic_max: 64,
             holds_max: 100_000,
+            waitlist_offer_secs: 900,
         }
     }
 }
@@ -88,6 +91,10 @@ pub struct TenantState {
     /// The holds still `held` by their events, by expiry: the writer's timer
     /// and the limit of active holds read it.
     pub hold_expiries: BTreeSet<(DateTime<Utc>, Uuid)>,
+    /// Every waitlist entry, in any status.
+    pub waitlist: BTreeMap<Uuid, Arc<Entry>>,
+    /// Per clinic day: its waiting entries by the position they joined at.
+    pub waiting: BTreeMap<(Text, NaiveDate), BTreeMap<Position, Uuid>>,
 }
 
 impl State {

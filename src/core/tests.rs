@@ -577,6 +577,7 @@ fn hold(id: u128, slot: u32, patient: Option<&str>) -> Action {
             slot,
             patient: patient.map(Into::into),
             patient_id: None,
+            entry_id: None,
         },
         ttl_secs: 300,
     }
@@ -847,4 +848,93 @@ fn a_clinics_zone_makes_a_skipped_time_unbookable_and_sets_its_today() {
     let marked = booked(run(&mut state, &mut log, mark(3, Attendance::Arrived, false), late));
     assert_eq!(marked.attendance, Some(Attendance::Arrived));
     assert_eq!(recover_log(state.rules, &log), state);
+}
+
+fn join(entry: u128, doctor: Option<&str>, patient: &str) -> Action {
+    Action::JoinWaitlist(EntryDetails {
+        entry_id: Uuid::from_u128(entry),
+        clinic: "c".into(),
+        date: date(),
+        doctor: doctor.map(Into::into),
+        patient: patient.into(),
+        patient_id: None,
+    })
+}
+
+fn entry_status(state: &State, entry: u128) -> EntryStatus {
+    state.tenant("kloqo").unwrap().waitlist[&Uuid::from_u128(entry)].status
+}
+
+#[test]
+fn a_freed_slot_is_offered_to_the_first_waiting_entry_in_the_same_command() {
+    let (mut state, mut log) = (State::default(), Vec::new());
+    run(&mut state, &mut log, schedule(2), t0()).unwrap();
+    booked(run(&mut state, &mut log, Action::Book(book(1, 0, BookingKind::Advance)), t0()));
+    booked(run(&mut state, &mut log, Action::Book(book(2, 1, BookingKind::Advance)), t0()));
+    for (entry, doctor, patient) in [(20, Some("elsewhere"), "Zed"), (21, None, "Asha"), (22, Some("d"), "Ravi"), (23, None, "Chen")] {
+        let joined = run(&mut state, &mut log, join(entry, doctor, patient), t0());
+        if doctor == Some("elsewhere") {
+            assert_eq!(joined, Err(Rejection::UnknownDoctor { clinic: "c".into(), doctor: "elsewhere".into() }));
+        } else {
+            assert!(matches!(joined, Ok(Reply::Entry { created: true, .. })), "{joined:?}");
+        }
+    }
+    assert_eq!(entry_status(&state, 21), EntryStatus::Waiting, "no slot is free");
+    // A cancellation frees slot 0: offered to Asha, who joined first, in the same command.
+    let before = log.len();
+    run(&mut state, &mut log, Action::Cancel { booking_id: Uuid::from_u128(1), reason: None }, t0()).unwrap();
+    assert_eq!(log[before..].iter().map(|e| e.kind.name()).collect::<Vec<_>>(), ["booking_cancelled", "hold_placed"]);
+    let EventKind::HoldPlaced { details: offer, expires_at } = log[before + 1].kind.clone() else { unreachable!() };
+    assert_eq!((offer.entry_id, offer.slot, offer.patient.as_deref()), (Some(Uuid::from_u128(21)), 0, Some("Asha")));
+    assert_eq!(expires_at, t0() + Duration::seconds(900));
+    assert_eq!(entry_status(&state, 21), EntryStatus::Offered(offer.hold_id));
+    // Nobody else books it meanwhile.
+    assert!(matches!(run(&mut state, &mut log, Action::Book(book(3, 0, BookingKind::Advance)), t0()), Err(Rejection::SlotHeld { .. })));
+    // The offer expires by the clock: Asha's entry expires and Ravi is offered the slot in the same batch.
+    let later = expires_at;
+    let due = holds::expiries_due(&state, &Context { now: later, position_next: state.position + 1 });
+    assert_eq!(due.iter().map(|e| e.kind.name()).collect::<Vec<_>>(), ["hold_expired", "hold_placed"]);
+    for event in &due {
+        apply(&mut state, event);
+    }
+    log.extend(due);
+    assert_eq!(entry_status(&state, 21), EntryStatus::Expired);
+    let EntryStatus::Offered(ravis) = entry_status(&state, 22) else { panic!("{:?}", entry_status(&state, 22)) };
+    // Ravi confirms: booked.
+    let confirmed = booked(run(&mut state, &mut log, confirm(0, 9, None).with_hold(ravis), later));
+    assert_eq!((confirmed.details.patient.as_str(), confirmed.token()), ("Ravi", "A003".to_string()));
+    assert_eq!(entry_status(&state, 22), EntryStatus::Booked(Uuid::from_u128(9)));
+    assert_eq!(
+        run(&mut state, &mut log, Action::WithdrawEntry { entry_id: Uuid::from_u128(22) }, later),
+        Err(Rejection::EntryBooked { entry_id: Uuid::from_u128(22), booking_id: Uuid::from_u128(9) })
+    );
+    // Chen, waiting: a release of slot 1's booking offers it; withdrawing the offer releases it.
+    run(&mut state, &mut log, Action::Cancel { booking_id: Uuid::from_u128(2), reason: None }, later).unwrap();
+    let EntryStatus::Offered(_) = entry_status(&state, 23) else { panic!() };
+    let before = log.len();
+    run(&mut state, &mut log, Action::WithdrawEntry { entry_id: Uuid::from_u128(23) }, later).unwrap();
+    assert_eq!(log[before..].iter().map(|e| e.kind.name()).collect::<Vec<_>>(), ["hold_released"]);
+    assert_eq!(entry_status(&state, 23), EntryStatus::Withdrawn);
+    let again = log.len();
+    run(&mut state, &mut log, Action::WithdrawEntry { entry_id: Uuid::from_u128(23) }, later).unwrap();
+    assert_eq!(log.len(), again, "withdrawn again: nothing appended");
+    // Joining while a slot is free offers it at once.
+    run(&mut state, &mut log, join(24, Some("d"), "Dev"), later).unwrap();
+    let EntryStatus::Offered(_) = entry_status(&state, 24) else { panic!("{:?}", entry_status(&state, 24)) };
+    assert_eq!(recover_log(state.rules, &log), state);
+}
+
+trait WithHold {
+    fn with_hold(self, hold_id: Uuid) -> Action;
+}
+
+impl WithHold for Action {
+    fn with_hold(self, hold_id: Uuid) -> Action {
+        match self {
+            Action::ConfirmHold { booking_id, patient, patient_id, kind, .. } => {
+                Action::ConfirmHold { hold_id, booking_id, patient, patient_id, kind }
+            }
+            other => other,
+        }
+    }
 }

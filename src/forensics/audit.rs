@@ -367,8 +367,9 @@ impl TenantFacts {
             EventKind::AttendanceRecorded { booking_id, .. } => {
                 self.active(*booking_id, "marked", p, found);
             }
-            // A zone changes when slots are, not which slot is whose.
-            EventKind::ClinicZoneSet { .. } => {}
+            // A zone changes when slots are, not which slot is whose; an
+            // entry holds no slot (its offer is a hold, checked as one).
+            EventKind::ClinicZoneSet { .. } | EventKind::WaitlistJoined { .. } | EventKind::WaitlistWithdrawn { .. } => {}
         }
     }
 
@@ -1371,6 +1372,7 @@ mod tests {
                 slot,
                 patient: None,
                 patient_id: None,
+                entry_id: None,
             },
             // `history` records event i at t0 + i seconds.
             expires_at: t0() + Duration::seconds(3),

@@ -167,7 +167,9 @@ impl ClinicIndex {
             | EventKind::CampaignResumed { .. }
             | EventKind::NumberBlocked { .. }
             | EventKind::CommunityCreated { .. }
-            | EventKind::AttendanceRecorded { .. } => {}
+            | EventKind::AttendanceRecorded { .. }
+            | EventKind::WaitlistJoined { .. }
+            | EventKind::WaitlistWithdrawn { .. } => {}
             EventKind::ClinicZoneSet { clinic, zone, .. } => {
                 self.zones.entry((event.tenant.clone(), clinic.clone())).or_default().push((event.position, location, *zone));
             }
@@ -348,7 +350,9 @@ impl LiveDay {
             | EventKind::CampaignResumed { .. }
             | EventKind::NumberBlocked { .. }
             | EventKind::CommunityCreated { .. }
-            | EventKind::AttendanceRecorded { .. } => false,
+            | EventKind::AttendanceRecorded { .. }
+            | EventKind::WaitlistJoined { .. }
+            | EventKind::WaitlistWithdrawn { .. } => false,
             EventKind::ClinicZoneSet { clinic: c, .. } => **c == *clinic,
             EventKind::BookingRescheduled { .. } => unreachable!("folded above"),
         };
@@ -437,6 +441,8 @@ impl LiveDay {
             | EventKind::NumberBlocked { .. }
             | EventKind::CommunityCreated { .. }
             | EventKind::AttendanceRecorded { .. }
+            | EventKind::WaitlistJoined { .. }
+            | EventKind::WaitlistWithdrawn { .. }
             | EventKind::BookingRescheduled { .. } => None,
             EventKind::ClinicZoneSet { zone, tzdata, .. } => {
                 self.day.zone = *zone;

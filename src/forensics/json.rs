@@ -145,6 +145,7 @@ impl Json for Data<'_> {
                 .entry("clinic", &h.clinic)
                 .entry("date", &Date(h.date))
                 .entry("doctor", &h.doctor)
+                .entry("entry_id", &h.entry_id)
                 .entry("expires_at", &Rfc3339(*expires_at))
                 .entry("hold_id", &h.hold_id)
                 .entry("patient", &h.patient.as_ref().map(|p| p.to_string()))
@@ -160,6 +161,14 @@ impl Json for Data<'_> {
                 .entry("patient", patient.as_str())
                 .entry("slot", slot)
                 .entry("token", &Token(*kind, *token_number)),
+            EventKind::WaitlistJoined { details: e } => object
+                .entry("clinic", &e.clinic)
+                .entry("date", &Date(e.date))
+                .entry("doctor", &e.doctor)
+                .entry("entry_id", &e.entry_id)
+                .entry("patient", e.patient.as_str())
+                .entry("patient_id", &e.patient_id),
+            EventKind::WaitlistWithdrawn { entry_id } => object.entry("entry_id", entry_id),
             EventKind::ClinicZoneSet { clinic, zone, tzdata } => {
                 object.entry("clinic", clinic).entry("time_zone", zone.name()).entry("tzdata", tzdata)
             }
@@ -514,9 +523,11 @@ mod tests {
             EventKind::BookingRescheduled { .. } => 17,
             EventKind::AttendanceRecorded { .. } => 18,
             EventKind::ClinicZoneSet { .. } => 19,
+            EventKind::WaitlistJoined { .. } => 20,
+            EventKind::WaitlistWithdrawn { .. } => 21,
         }
     }
-    const VARIANTS: usize = 20;
+    const VARIANTS: usize = 22;
 
     /// Every kind, each optional field both present and absent, and text that
     /// needs escaping.
@@ -591,6 +602,7 @@ mod tests {
                     slot: 7,
                     patient: Some("Ásha".into()),
                     patient_id: Some("p-1".into()),
+                    entry_id: None,
                 },
                 expires_at: at(0) + chrono::Duration::minutes(5),
             },
@@ -603,6 +615,7 @@ mod tests {
                     slot: 0,
                     patient: None,
                     patient_id: None,
+                    entry_id: None,
                 },
                 expires_at: at(1_000),
             },
@@ -621,6 +634,17 @@ mod tests {
             EventKind::AttendanceRecorded { booking_id: id, attendance: crate::core::Attendance::Arrived, corrected: false },
             EventKind::AttendanceRecorded { booking_id: id, attendance: crate::core::Attendance::NoShow, corrected: true },
             EventKind::ClinicZoneSet { clinic: "c1".into(), zone: "Asia/Kolkata".parse().unwrap(), tzdata: "2025b".into() },
+            EventKind::WaitlistJoined {
+                details: crate::core::EntryDetails {
+                    entry_id: id,
+                    clinic: "c1".into(),
+                    date: NaiveDate::from_ymd_opt(2026, 3, 2).unwrap(),
+                    doctor: None,
+                    patient: "Asha".into(),
+                    patient_id: Some("p-1".into()),
+                },
+            },
+            EventKind::WaitlistWithdrawn { entry_id: id },
         ]
     }
 
@@ -639,7 +663,7 @@ mod tests {
 
     /// What `every_kind()` renders to, with `envelope(kind, "req-1", Some("click-1"))`
     /// and the tenant: the bytes the `Value` renderers printed before this writer.
-    const EVERY_KIND_JSON: [&str; 28] = [
+    const EVERY_KIND_JSON: [&str; 30] = [
         r#"{"actor":"kloqo-web","correlation_id":"req-1","data":{"clinic":"c1","doctor":"d1","first_slot_minute":540,"slot_minutes":15,"slots_per_day":40},"idempotency_key":"click-1","position":42,"recorded_at":"2026-03-01T09:05:07Z","tenant":"kloqo","type":"schedule_set"}"#,
         r#"{"actor":"kloqo-web","correlation_id":"req-1","data":{"clinic":"c1","doctor":"d1","first_slot_minute":null,"slot_minutes":null,"slots_per_day":1},"idempotency_key":"click-1","position":42,"recorded_at":"2026-03-01T09:05:07Z","tenant":"kloqo","type":"schedule_set"}"#,
         r#"{"actor":"kloqo-web","correlation_id":"req-1","data":{"booking_id":"0190a3c4-5e6f-7a8b-9c0d-1e2f3a4b5c6d","clinic":"c1","correlation_id":"corr-1","date":"2026-03-02","doctor":"d1","external_created_at":"2026-03-01T09:05:07.123456789Z","external_ref":"cal-1","hold_id":"0190a3c4-5e6f-7a8b-9c0d-1e2f3a4b5c6d","kind":"advance","patient":"Ásha \"A\" \\ Rao\n\u0001","slot":7,"token":"A005"},"idempotency_key":"click-1","position":42,"recorded_at":"2026-03-01T09:05:07Z","tenant":"kloqo","type":"booking_created"}"#,
@@ -660,14 +684,16 @@ mod tests {
         r#"{"actor":"kloqo-web","correlation_id":"req-1","data":{"campaign":"spring","reason":"fixed"},"idempotency_key":"click-1","position":42,"recorded_at":"2026-03-01T09:05:07Z","tenant":"kloqo","type":"campaign_resumed"}"#,
         r#"{"actor":"kloqo-web","correlation_id":"req-1","data":{"number":"+1","reason":"bad_number"},"idempotency_key":"click-1","position":42,"recorded_at":"2026-03-01T09:05:07Z","tenant":"kloqo","type":"number_blocked"}"#,
         r#"{"actor":"kloqo-web","correlation_id":"req-1","data":{"community_id":"0190a3c4-5e6f-7a8b-9c0d-1e2f3a4b5c6d","membership":{"role":"admin","user":"u1"},"name":"Chess ♔ Club","owner":"u1","slug":"chess-club","subscription":{"plan":"free"}},"idempotency_key":"click-1","position":42,"recorded_at":"2026-03-01T09:05:07Z","tenant":"kloqo","type":"community_created"}"#,
-        r#"{"actor":"kloqo-web","correlation_id":"req-1","data":{"clinic":"c1","date":"2026-03-02","doctor":"d1","expires_at":"2026-03-01T09:10:07Z","hold_id":"0190a3c4-5e6f-7a8b-9c0d-1e2f3a4b5c6d","patient":"Ásha","patient_id":"p-1","slot":7},"idempotency_key":"click-1","position":42,"recorded_at":"2026-03-01T09:05:07Z","tenant":"kloqo","type":"hold_placed"}"#,
-        r#"{"actor":"kloqo-web","correlation_id":"req-1","data":{"clinic":"c1","date":"2026-03-02","doctor":"d1","expires_at":"2026-03-01T09:05:07.000001Z","hold_id":"0190a3c4-5e6f-7a8b-9c0d-1e2f3a4b5c6d","patient":null,"patient_id":null,"slot":0},"idempotency_key":"click-1","position":42,"recorded_at":"2026-03-01T09:05:07Z","tenant":"kloqo","type":"hold_placed"}"#,
+        r#"{"actor":"kloqo-web","correlation_id":"req-1","data":{"clinic":"c1","date":"2026-03-02","doctor":"d1","entry_id":null,"expires_at":"2026-03-01T09:10:07Z","hold_id":"0190a3c4-5e6f-7a8b-9c0d-1e2f3a4b5c6d","patient":"Ásha","patient_id":"p-1","slot":7},"idempotency_key":"click-1","position":42,"recorded_at":"2026-03-01T09:05:07Z","tenant":"kloqo","type":"hold_placed"}"#,
+        r#"{"actor":"kloqo-web","correlation_id":"req-1","data":{"clinic":"c1","date":"2026-03-02","doctor":"d1","entry_id":null,"expires_at":"2026-03-01T09:05:07.000001Z","hold_id":"0190a3c4-5e6f-7a8b-9c0d-1e2f3a4b5c6d","patient":null,"patient_id":null,"slot":0},"idempotency_key":"click-1","position":42,"recorded_at":"2026-03-01T09:05:07Z","tenant":"kloqo","type":"hold_placed"}"#,
         r#"{"actor":"kloqo-web","correlation_id":"req-1","data":{"hold_id":"0190a3c4-5e6f-7a8b-9c0d-1e2f3a4b5c6d"},"idempotency_key":"click-1","position":42,"recorded_at":"2026-03-01T09:05:07Z","tenant":"kloqo","type":"hold_released"}"#,
         r#"{"actor":"kloqo-web","correlation_id":"req-1","data":{"hold_id":"0190a3c4-5e6f-7a8b-9c0d-1e2f3a4b5c6d"},"idempotency_key":"click-1","position":42,"recorded_at":"2026-03-01T09:05:07Z","tenant":"kloqo","type":"hold_expired"}"#,
         r#"{"actor":"kloqo-web","correlation_id":"req-1","data":{"booking_id":"0190a3c4-5e6f-7a8b-9c0d-1e2f3a4b5c6d","clinic":"c1","date":"2026-03-03","doctor":"d2","kind":"walk_in","patient":"Asha","slot":4,"token":"W002"},"idempotency_key":"click-1","position":42,"recorded_at":"2026-03-01T09:05:07Z","tenant":"kloqo","type":"booking_rescheduled"}"#,
         r#"{"actor":"kloqo-web","correlation_id":"req-1","data":{"attendance":"arrived","booking_id":"0190a3c4-5e6f-7a8b-9c0d-1e2f3a4b5c6d","corrected":false},"idempotency_key":"click-1","position":42,"recorded_at":"2026-03-01T09:05:07Z","tenant":"kloqo","type":"attendance_recorded"}"#,
         r#"{"actor":"kloqo-web","correlation_id":"req-1","data":{"attendance":"no_show","booking_id":"0190a3c4-5e6f-7a8b-9c0d-1e2f3a4b5c6d","corrected":true},"idempotency_key":"click-1","position":42,"recorded_at":"2026-03-01T09:05:07Z","tenant":"kloqo","type":"attendance_recorded"}"#,
         r#"{"actor":"kloqo-web","correlation_id":"req-1","data":{"clinic":"c1","time_zone":"Asia/Kolkata","tzdata":"2025b"},"idempotency_key":"click-1","position":42,"recorded_at":"2026-03-01T09:05:07Z","tenant":"kloqo","type":"clinic_zone_set"}"#,
+        r#"{"actor":"kloqo-web","correlation_id":"req-1","data":{"clinic":"c1","date":"2026-03-02","doctor":null,"entry_id":"0190a3c4-5e6f-7a8b-9c0d-1e2f3a4b5c6d","patient":"Asha","patient_id":"p-1"},"idempotency_key":"click-1","position":42,"recorded_at":"2026-03-01T09:05:07Z","tenant":"kloqo","type":"waitlist_joined"}"#,
+        r#"{"actor":"kloqo-web","correlation_id":"req-1","data":{"entry_id":"0190a3c4-5e6f-7a8b-9c0d-1e2f3a4b5c6d"},"idempotency_key":"click-1","position":42,"recorded_at":"2026-03-01T09:05:07Z","tenant":"kloqo","type":"waitlist_withdrawn"}"#,
     ];
 
     fn line(event: &Event, with_tenant: bool) -> String {

@@ -62,6 +62,15 @@ pub fn describe(kind: &EventKind) -> String {
             format_date(*date),
             token(*kind, *token_number)
         ),
+        EventKind::WaitlistJoined { details: e } => format!(
+            "{} joined the waitlist of {}/{} {} (entry {})",
+            e.patient,
+            e.clinic,
+            e.doctor.as_deref().unwrap_or("any doctor"),
+            format_date(e.date),
+            e.entry_id
+        ),
+        EventKind::WaitlistWithdrawn { entry_id } => format!("waitlist entry {entry_id} withdrawn"),
         EventKind::ClinicZoneSet { clinic, zone, tzdata } => format!("clinic {clinic} is in {} (tzdata {tzdata})", zone.name()),
         EventKind::AttendanceRecorded { booking_id, attendance, corrected } => {
             format!("booking {booking_id}: {}{}", attendance.name(), if *corrected { " (corrected)" } else { "" })

@@ -173,6 +173,12 @@ impl From<&Rejection> for ApiError {
             Rejection::TooEarly { booking_id, date } => ApiError::new(StatusCode::CONFLICT, code, detail)
                 .with("booking_id", booking_id.to_string())
                 .with("date", crate::core::format_date(*date)),
+            Rejection::EntryNotFound { entry_id } => {
+                ApiError::new(StatusCode::NOT_FOUND, code, detail).with("entry_id", entry_id.to_string())
+            }
+            Rejection::EntryBooked { entry_id, booking_id } => ApiError::new(StatusCode::CONFLICT, code, detail)
+                .with("entry_id", entry_id.to_string())
+                .with("booking_id", booking_id.to_string()),
             Rejection::SlotUnavailable { slot, time } => {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, detail).with("slot", *slot).with("time", time.as_str())
             }

@@ -208,8 +208,8 @@ const fn command_body<T: DeserializeOwned + Check>() -> CommandBody {
 
 /// Every command route's body, in the order of the fuzz inputs' first byte
 /// (`fuzz/seeds/commands/route-NN`): a new route goes last.
-const COMMAND_BODIES: [CommandBody; 18] = {
-    use super::{calls, clinics, communities, holds, phones};
+const COMMAND_BODIES: [CommandBody; 20] = {
+    use super::{calls, clinics, communities, holds, phones, waitlist};
     [
         command_body::<clinics::ScheduleRequest>(),      // PUT clinics/{clinic}/doctors/{doctor}/schedule
         command_body::<clinics::BookingRequest>(),       // POST bookings
@@ -229,6 +229,8 @@ const COMMAND_BODIES: [CommandBody; 18] = {
         command_body::<clinics::RescheduleRequest>(),    // POST bookings/{booking_id}/reschedule
         command_body::<clinics::AttendanceRequest>(),    // POST bookings/{booking_id}/check-in, no-show
         command_body::<clinics::ClinicRequest>(),        // PUT clinics/{clinic}
+        command_body::<waitlist::JoinRequest>(),         // POST clinics/{clinic}/waitlist
+        command_body::<waitlist::WithdrawRequest>(),     // POST waitlist/{entry_id}/withdraw
     ]
 };
 
@@ -238,7 +240,7 @@ pub fn command_bodies() -> impl Iterator<Item = &'static str> {
     COMMAND_BODIES.iter().map(|body| (body.type_name)().rsplit("::").next().expect("a type name"))
 }
 
-/// Parses `body` as a JSON body of the `route % 18`th command route (see
+/// Parses `body` as a JSON body of the `route % 20`th command route (see
 /// [`command_bodies`]) and checks it with that request's [`Check`], the very
 /// function its handler calls: `Ok` when the handler would submit a command
 /// (its path and token allowing), else the problem it answers. No check of its

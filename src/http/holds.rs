@@ -64,6 +64,7 @@ impl Check for HoldRequest {
             slot: self.slot,
             patient,
             patient_id,
+            entry_id: None,
         };
         Ok(Action::Hold { hold, ttl_secs })
     }

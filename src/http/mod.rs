@@ -19,6 +19,7 @@ mod phones;
 pub mod server;
 pub mod ui;
 pub mod views;
+mod waitlist;
 
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
@@ -173,6 +174,7 @@ impl AppState {
         calls::start, calls::outcome, calls::list, calls::list_campaigns, calls::get_campaign, calls::resume, calls::block,
         communities::create, communities::get,
         holds::create, holds::confirm, holds::release, holds::get,
+        waitlist::join, waitlist::list, waitlist::withdraw,
         forensics::events, forensics::stream, forensics::rejections, forensics::audit,
         ops::healthz, ops::readyz, ops::metrics, ops::openapi,
     ),
@@ -229,6 +231,8 @@ pub fn app(state: Shared) -> Router {
         .route("/blocked-numbers", post(calls::block))
         .route("/communities", post(communities::create))
         .route("/communities/{slug}", get(communities::get))
+        .route("/clinics/{clinic}/waitlist", post(waitlist::join).get(waitlist::list))
+        .route("/waitlist/{entry_id}/withdraw", post(waitlist::withdraw))
         .route("/holds", post(holds::create))
         .route("/holds/{hold_id}", get(holds::get))
         .route("/holds/{hold_id}/confirm", post(holds::confirm))

@@ -238,6 +238,10 @@ fn constrain_schemas(schemas: &mut Map<String, Value>) {
         ("HoldRequest", "ttl_secs", json!({ "minimum": HOLD_TTL_SECS.start(), "maximum": HOLD_TTL_SECS.end() })),
         ("HoldConfirmRequest", "patient", text(PATIENT_CHARS_MAX)),
         ("HoldConfirmRequest", "patient_id", patient_id),
+        ("JoinRequest", "doctor", name()),
+        ("JoinRequest", "date", json!({ "pattern": DATE_PATTERN })),
+        ("JoinRequest", "patient", text(PATIENT_CHARS_MAX)),
+        ("JoinRequest", "patient_id", json!({ "pattern": "^[A-Za-z0-9._-]{1,64}$" })),
         ("RescheduleRequest", "doctor", name()),
         ("RescheduleRequest", "date", json!({ "pattern": DATE_PATTERN })),
     ];

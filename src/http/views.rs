@@ -11,8 +11,8 @@ use uuid::Uuid;
 use super::error::{ApiError, PROBLEM_JSON};
 use crate::core::zones::TZDATA;
 use crate::core::{
-    Attendance, Booking, BookingKind, BookingStatus, Call, Campaign, ClinicZone, Community, Hold, HoldStatus, PhoneReply, PhoneState,
-    Reply, Schedule, SlotTime,
+    Attendance, Booking, BookingKind, BookingStatus, Call, Campaign, ClinicZone, Community, Entry, EntryStatus, Hold, HoldStatus,
+    PhoneReply, PhoneState, Reply, Schedule, SlotTime,
 };
 use crate::writer::{Answer, Outcome};
 
@@ -419,6 +419,56 @@ pub fn instants(time: SlotTime) -> (Option<DateTime<FixedOffset>>, Option<DateTi
     }
 }
 
+/// A waitlist entry.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EntryView {
+    pub entry_id: Uuid,
+    pub clinic: String,
+    pub date: NaiveDate,
+    /// Any doctor of the clinic when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub doctor: Option<String>,
+    pub patient: String,
+    pub patient_id: Option<String>,
+    /// `waiting`, `offered`, `booked`, `expired` or `withdrawn`.
+    #[schema(example = "waiting")]
+    pub status: &'static str,
+    /// `offered`: the hold keeping the slot, and when it ends.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hold_id: Option<Uuid>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime<Utc>>,
+    /// `booked`: the booking its offer became.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub booking_id: Option<Uuid>,
+    /// The position of the event that last changed the entry (not its place in the line).
+    pub position: u64,
+}
+
+impl EntryView {
+    /// The entry with `status`; `expires` gives an offer's hold's expiry.
+    pub fn new(e: &Entry, status: EntryStatus, expires: impl Fn(Uuid) -> Option<DateTime<Utc>>) -> EntryView {
+        let (hold_id, booking_id) = match status {
+            EntryStatus::Offered(hold_id) => (Some(hold_id), None),
+            EntryStatus::Booked(booking_id) => (None, Some(booking_id)),
+            EntryStatus::Waiting | EntryStatus::Expired | EntryStatus::Withdrawn => (None, None),
+        };
+        EntryView {
+            entry_id: e.details.entry_id,
+            clinic: e.details.clinic.to_string(),
+            date: e.details.date,
+            doctor: e.details.doctor.as_ref().map(|d| d.to_string()),
+            patient: e.details.patient.to_string(),
+            patient_id: e.details.patient_id.as_ref().map(|p| p.to_string()),
+            status: status.name(),
+            hold_id,
+            expires_at: hold_id.and_then(expires),
+            booking_id,
+            position: e.position,
+        }
+    }
+}
+
 /// A clinic's time zone.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ClinicView {
@@ -607,6 +657,10 @@ fn json<T: Serialize>(value: &T) -> Vec<u8> {
 pub fn render(outcome: &Outcome) -> (u16, Vec<u8>) {
     match outcome {
         Ok(Reply::Booking { booking, created, time }) => (if *created { 201 } else { 200 }, json(&BookingView::new(booking, *time))),
+        Ok(Reply::Entry { entry, created, expires_at }) => {
+            let status = if *created { 201 } else { 200 };
+            (status, json(&EntryView::new(entry, entry.status, |_| *expires_at)))
+        }
         Ok(Reply::Clinic { clinic, zone }) => (200, json(&ClinicView::new(clinic, zone.as_ref()))),
         Ok(Reply::Schedule { clinic, doctor, schedule, position }) => (200, json(&ScheduleView::new(clinic, doctor, schedule, *position))),
         Ok(Reply::Phone { phone, reply, .. }) => {

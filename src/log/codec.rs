@@ -12,8 +12,8 @@ use uuid::Uuid;
 
 use crate::core::{
     Attendance, Booking, BookingCreated, BookingDetails, BookingKind, BookingStatus, Business, Call, CallState, Campaign, Community, Day,
-    Doctor, Duplicate, Event, EventKind, External, Hold, HoldDetails, HoldStatus, IdempotencyTable, NumberCalls, PhoneState, Place,
-    Rejected, Rules, Schedule, SlotMap, State, StoredResponse, TenantState, Text, format_date,
+    Doctor, Duplicate, EntryDetails, EntryStatus, Event, EventKind, External, Hold, HoldDetails, HoldStatus, IdempotencyTable, NumberCalls,
+    PhoneState, Place, Rejected, Rules, Schedule, SlotMap, State, StoredResponse, TenantState, Text, format_date,
 };
 
 #[allow(clippy::all, clippy::pedantic)]
@@ -114,6 +114,29 @@ pub(super) fn from_pb_booking(b: pb::BookingCreated) -> Result<BookingCreated, C
     })
 }
 
+/// What `WaitlistJoined` records, and what a snapshot keeps of each entry.
+fn to_pb_entry(e: &EntryDetails) -> pb::WaitlistJoined {
+    pb::WaitlistJoined {
+        entry_id: e.entry_id.as_bytes().to_vec(),
+        clinic: e.clinic.to_string(),
+        date: format_date(e.date),
+        doctor: e.doctor.as_ref().map(|d| d.to_string()),
+        patient: e.patient.to_string(),
+        patient_id: e.patient_id.as_ref().map(|p| p.to_string()),
+    }
+}
+
+fn from_pb_entry(j: pb::WaitlistJoined) -> Result<EntryDetails, CodecError> {
+    Ok(EntryDetails {
+        entry_id: uuid(&j.entry_id)?,
+        clinic: j.clinic.into(),
+        date: parse_date(&j.date)?,
+        doctor: j.doctor.map(Into::into),
+        patient: j.patient.into(),
+        patient_id: j.patient_id.map(Into::into),
+    })
+}
+
 /// What `HoldPlaced` records, and what a snapshot keeps of each hold.
 fn to_pb_hold(details: &HoldDetails, expires_at: DateTime<Utc>) -> pb::HoldPlaced {
     pb::HoldPlaced {
@@ -125,6 +148,7 @@ fn to_pb_hold(details: &HoldDetails, expires_at: DateTime<Utc>) -> pb::HoldPlace
         patient: details.patient.as_ref().map(|p| p.to_string()),
         patient_id: details.patient_id.as_ref().map(|p| p.to_string()),
         expires_at_micros: micros(expires_at),
+        entry_id: details.entry_id.map(|id| id.as_bytes().to_vec()).unwrap_or_default(),
     }
 }
 
@@ -137,6 +161,7 @@ fn from_pb_hold(h: pb::HoldPlaced) -> Result<(HoldDetails, DateTime<Utc>), Codec
         slot: h.slot,
         patient: h.patient.map(Into::into),
         patient_id: h.patient_id.map(Into::into),
+        entry_id: if h.entry_id.is_empty() { None } else { Some(uuid(&h.entry_id)?) },
     };
     Ok((details, from_micros(h.expires_at_micros, "expires_at")?))
 }
@@ -232,6 +257,8 @@ pub fn to_pb_event(event: &Event) -> pb::EventRecord {
                 patient: patient.to_string(),
             })
         }
+        EventKind::WaitlistJoined { details } => E::WaitlistJoined(to_pb_entry(details)),
+        EventKind::WaitlistWithdrawn { entry_id } => E::WaitlistWithdrawn(pb::WaitlistWithdrawn { entry_id: entry_id.as_bytes().to_vec() }),
         EventKind::ClinicZoneSet { clinic, zone, tzdata } => E::ClinicZoneSet(pb::ClinicZoneSet {
             clinic: clinic.to_string(),
             time_zone: zone.name().to_owned(),
@@ -357,6 +384,8 @@ pub fn from_pb_event(record: pb::EventRecord) -> Result<Event, CodecError> {
             token_number: r.token_number,
             patient: r.patient.into(),
         },
+        E::WaitlistJoined(j) => EventKind::WaitlistJoined { details: from_pb_entry(j)? },
+        E::WaitlistWithdrawn(w) => EventKind::WaitlistWithdrawn { entry_id: uuid(&w.entry_id)? },
         E::ClinicZoneSet(z) => {
             EventKind::ClinicZoneSet { clinic: z.clinic.into(), zone: super::decode::time_zone(&z.time_zone)?, tzdata: z.tzdata.into() }
         }
@@ -540,6 +569,7 @@ fn entry_count(tenant: &TenantState) -> usize {
         + tenant.slug_suffixes.len()
         + tenant.holds.len()
         + tenant.clinics.values().filter(|c| c.zone.is_some()).count()
+        + tenant.waitlist.len()
 }
 
 fn put_tenant(tenant: &TenantState, put: &mut impl FnMut(pb::snapshot_entry::Entry)) {
@@ -663,6 +693,25 @@ fn put_tenant(tenant: &TenantState, put: &mut impl FnMut(pb::snapshot_entry::Ent
     }
     for (base, suffix) in &tenant.slug_suffixes {
         put(Entry::SlugSuffix(pb::SnapshotSlugSuffix { base: base.to_string(), suffix: *suffix }));
+    }
+    for (id, e) in &tenant.waitlist {
+        assert_eq!(*id, e.details.entry_id, "entries are indexed by their id");
+        let (status, hold_id, booking_id) = match e.status {
+            EntryStatus::Waiting => (pb::EntryStatus::Waiting, None, None),
+            EntryStatus::Offered(hold_id) => (pb::EntryStatus::Offered, Some(hold_id.as_bytes().to_vec()), None),
+            EntryStatus::Booked(booking_id) => (pb::EntryStatus::Booked, None, Some(booking_id.as_bytes().to_vec())),
+            EntryStatus::Expired => (pb::EntryStatus::Expired, None, None),
+            EntryStatus::Withdrawn => (pb::EntryStatus::Withdrawn, None, None),
+        };
+        put(Entry::WaitlistEntry(pb::SnapshotWaitlistEntry {
+            joined: Some(to_pb_entry(&e.details)),
+            joined_position: e.joined,
+            joined_at_micros: micros(e.joined_at),
+            position: e.position,
+            status: status.into(),
+            hold_id,
+            booking_id,
+        }));
     }
     for (id, h) in &tenant.holds {
         assert_eq!(*id, h.details.hold_id, "holds are indexed by their id");
@@ -962,6 +1011,34 @@ fn add_entry(t: &mut TenantState, entry: pb::snapshot_entry::Entry) -> Result<()
             insert_new(&mut t.communities, community.slug.clone(), Arc::new(community), "communities")
         }
         Entry::SlugSuffix(s) => insert_new(&mut t.slug_suffixes, Text::from(s.base), s.suffix, "slug suffixes"),
+        Entry::WaitlistEntry(w) => {
+            let mut details = from_pb_entry(w.joined.ok_or_else(|| CodecError("an entry without its details".into()))?)?;
+            let status = match (pb::EntryStatus::try_from(w.status), w.hold_id, w.booking_id) {
+                (Ok(pb::EntryStatus::Waiting), None, None) => EntryStatus::Waiting,
+                (Ok(pb::EntryStatus::Offered), Some(hold_id), None) => EntryStatus::Offered(uuid(&hold_id)?),
+                (Ok(pb::EntryStatus::Booked), None, Some(booking_id)) => EntryStatus::Booked(uuid(&booking_id)?),
+                (Ok(pb::EntryStatus::Expired), None, None) => EntryStatus::Expired,
+                (Ok(pb::EntryStatus::Withdrawn), None, None) => EntryStatus::Withdrawn,
+                _ => return Err(CodecError(format!("entry status {} with the wrong ids", w.status))),
+            };
+            let mut doctor = details.doctor.clone().unwrap_or_default();
+            t.share_clinic_and_doctor(&mut details.clinic, &mut doctor);
+            details.doctor = details.doctor.map(|_| doctor);
+            if status == EntryStatus::Waiting {
+                let line = t.waiting.entry((details.clinic.clone(), details.date)).or_default();
+                if line.insert(w.joined_position, details.entry_id).is_some() {
+                    return Err(CodecError("two entries joined at one position".into()));
+                }
+            }
+            let entry = crate::core::Entry {
+                details,
+                status,
+                joined: w.joined_position,
+                joined_at: from_micros(w.joined_at_micros, "joined_at")?,
+                position: w.position,
+            };
+            insert_new(&mut t.waitlist, entry.details.entry_id, Arc::new(entry), "waitlist entries")
+        }
         Entry::Clinic(c) => {
             let clinic = t.clinics.entry(Text::from(c.clinic)).or_default();
             if clinic.zone.is_some() {

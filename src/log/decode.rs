@@ -22,8 +22,8 @@ use uuid::Uuid;
 use super::codec::{CodecError, pb};
 use super::wire::{self, Bytes, Field, Msg, OptionalText, OptionalVarint, Schema, Text as TextField, Varint};
 use crate::core::{
-    Attendance, BookingCreated, BookingDetails, BookingKind, CallState, Duplicate, Event, EventKind, External, HoldDetails, Patient, Place,
-    Schedule, StoredResponse, Text,
+    Attendance, BookingCreated, BookingDetails, BookingKind, CallState, Duplicate, EntryDetails, Event, EventKind, External, HoldDetails,
+    Patient, Place, Schedule, StoredResponse, Text,
 };
 
 /// Slots of an interner: a direct-mapped table, so its memory is bounded
@@ -293,6 +293,7 @@ impl Decoder {
                         slot: m.uint32(f::SLOT),
                         patient: m.optional_text(f::PATIENT).map(Patient::from),
                         patient_id: m.optional_text(f::PATIENT_ID).map(Text::from),
+                        entry_id: optional_uuid(m.bytes(f::ENTRY_ID))?,
                     },
                     expires_at: from_micros(m.int64(f::EXPIRES_AT_MICROS), "expires_at")?,
                 }
@@ -329,6 +330,25 @@ impl Decoder {
                     attendance: attendance(m.int32(f::ATTENDANCE))?,
                     corrected: m.varint(f::CORRECTED) != 0,
                 }
+            }
+            E::WaitlistJoined => {
+                use super::wire::waitlist_joined as f;
+                let m = Message::read_all(body, &f::SCHEMA, limit)?;
+                EventKind::WaitlistJoined {
+                    details: EntryDetails {
+                        entry_id: uuid(m.bytes(f::ENTRY_ID))?,
+                        clinic: self.name(m.text(f::CLINIC)),
+                        date: parse_date(m.text(f::DATE))?,
+                        doctor: m.optional_text(f::DOCTOR).map(|d| self.name(d)),
+                        patient: Patient::from(m.text(f::PATIENT)),
+                        patient_id: m.optional_text(f::PATIENT_ID).map(Text::from),
+                    },
+                }
+            }
+            E::WaitlistWithdrawn => {
+                use super::wire::waitlist_withdrawn as f;
+                let m = Message::read_all(body, &f::SCHEMA, limit)?;
+                EventKind::WaitlistWithdrawn { entry_id: uuid(m.bytes(f::ENTRY_ID))? }
             }
             E::ClinicZoneSet => {
                 use super::wire::clinic_zone_set as f;
@@ -458,6 +478,8 @@ fn well_formed(member: wire::event_record::Event, occurrences: &[&[u8]]) -> Resu
         E::BookingRescheduled => Message::read_all(occurrences, &booking_rescheduled::SCHEMA, limit).map(drop),
         E::AttendanceRecorded => Message::read_all(occurrences, &attendance_recorded::SCHEMA, limit).map(drop),
         E::ClinicZoneSet => Message::read_all(occurrences, &clinic_zone_set::SCHEMA, limit).map(drop),
+        E::WaitlistJoined => Message::read_all(occurrences, &waitlist_joined::SCHEMA, limit).map(drop),
+        E::WaitlistWithdrawn => Message::read_all(occurrences, &waitlist_withdrawn::SCHEMA, limit).map(drop),
     }
 }
 
@@ -1091,6 +1113,7 @@ mod tests {
             // An empty name is still a name given: `optional` keeps it.
             patient: patient.then(|| "".into()),
             patient_id: patient.then(|| "p.1-A_z".into()),
+            entry_id: patient.then(|| id(14)),
         };
         vec![
             EventKind::ScheduleSet {
@@ -1151,6 +1174,27 @@ mod tests {
             EventKind::AttendanceRecorded { booking_id: id(7), attendance: crate::core::Attendance::NoShow, corrected: false },
             EventKind::AttendanceRecorded { booking_id: id(7), attendance: crate::core::Attendance::Arrived, corrected: true },
             EventKind::ClinicZoneSet { clinic: "kochi".into(), zone: "Asia/Kolkata".parse().unwrap(), tzdata: "2025b".into() },
+            EventKind::WaitlistJoined {
+                details: EntryDetails {
+                    entry_id: id(14),
+                    clinic: "kochi".into(),
+                    date: NaiveDate::from_ymd_opt(2026, 3, 2).unwrap(),
+                    doctor: Some("".into()),
+                    patient: "Ásha".into(),
+                    patient_id: Some("p-1".into()),
+                },
+            },
+            EventKind::WaitlistJoined {
+                details: EntryDetails {
+                    entry_id: id(15),
+                    clinic: "kochi".into(),
+                    date: NaiveDate::from_ymd_opt(2026, 3, 2).unwrap(),
+                    doctor: None,
+                    patient: "Ravi".into(),
+                    patient_id: None,
+                },
+            },
+            EventKind::WaitlistWithdrawn { entry_id: id(15) },
         ]
     }
 

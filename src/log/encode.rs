@@ -168,6 +168,9 @@ fn kind(m: &mut Vec<u8>, kind: &EventKind) -> Member {
             optional_string(m, f::PATIENT, details.patient.as_deref());
             optional_string(m, f::PATIENT_ID, details.patient_id.as_deref());
             int64(m, f::EXPIRES_AT_MICROS, micros(*expires_at));
+            if let Some(entry_id) = &details.entry_id {
+                id(m, f::ENTRY_ID, entry_id);
+            }
             Member::HoldPlaced
         }
         EventKind::HoldReleased { hold_id } => {
@@ -200,6 +203,20 @@ fn kind(m: &mut Vec<u8>, kind: &EventKind) -> Member {
             uint64(m, f::ATTENDANCE, attendance as u64);
             uint64(m, f::CORRECTED, u64::from(*corrected));
             Member::AttendanceRecorded
+        }
+        EventKind::WaitlistJoined { details: e } => {
+            use waitlist_joined as f;
+            id(m, f::ENTRY_ID, &e.entry_id);
+            string(m, f::CLINIC, &e.clinic);
+            date(m, f::DATE, e.date);
+            optional_string(m, f::DOCTOR, e.doctor.as_deref());
+            string(m, f::PATIENT, &e.patient);
+            optional_string(m, f::PATIENT_ID, e.patient_id.as_deref());
+            Member::WaitlistJoined
+        }
+        EventKind::WaitlistWithdrawn { entry_id } => {
+            id(m, waitlist_withdrawn::ENTRY_ID, entry_id);
+            Member::WaitlistWithdrawn
         }
         EventKind::ClinicZoneSet { clinic, zone, tzdata } => {
             use clinic_zone_set as f;

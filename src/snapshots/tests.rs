@@ -58,6 +58,7 @@ struct Script {
     claims: Vec<(Text, Text, Uuid)>,
     calls: Vec<(Text, Uuid)>,
     holds: Vec<(Text, Uuid)>,
+    entries: Vec<(Text, Uuid)>,
 }
 
 impl Script {
@@ -74,7 +75,7 @@ impl Script {
     fn command(&mut self, now: DateTime<Utc>) -> Command {
         let tenant: Text = if self.random(4) == 0 { "other".into() } else { "kloqo".into() };
         let pick = |s: &mut Script, items: usize| s.random(items.max(1) as u64) as usize;
-        let action = match self.random(22) {
+        let action = match self.random(24) {
             0 => Action::SetSchedule {
                 clinic: format!("c{}", self.random(2)).into(),
                 doctor: format!("d{}", self.random(2)).into(),
@@ -157,6 +158,7 @@ impl Script {
                     slot: self.random(4) as u32,
                     patient: named.then(|| format!("patient {hold_id}").into()),
                     patient_id: named.then(|| format!("p-{}", self.random(3)).into()),
+                    entry_id: None,
                 };
                 // Some expire before the next batch (5 minutes on at least), some outlive it.
                 Action::Hold { hold, ttl_secs: [30, 300, 3600][self.random(3) as usize] }
@@ -188,6 +190,23 @@ impl Script {
                 let (_, booking_id) = self.bookings.get(index).cloned().unwrap_or(("".into(), Uuid::nil()));
                 let attendance = if self.random(2) == 0 { crate::core::Attendance::Arrived } else { crate::core::Attendance::NoShow };
                 Action::MarkAttendance { booking_id, attendance, correct: self.random(2) == 0 }
+            }
+            22 => {
+                let entry_id = self.id();
+                self.entries.push((tenant.clone(), entry_id));
+                Action::JoinWaitlist(crate::core::EntryDetails {
+                    entry_id,
+                    clinic: format!("c{}", self.random(2)).into(),
+                    date: chrono::NaiveDate::from_ymd_opt(2026, 3, 2 + self.random(2) as u32).unwrap(),
+                    doctor: (self.random(2) == 0).then(|| format!("d{}", self.random(2)).into()),
+                    patient: format!("waiting {entry_id}").into(),
+                    patient_id: None,
+                })
+            }
+            23 => {
+                let index = pick(self, self.entries.len());
+                let (_, entry_id) = self.entries.get(index).cloned().unwrap_or(("".into(), Uuid::nil()));
+                Action::WithdrawEntry { entry_id }
             }
             21 => {
                 let zone = ["Asia/Kolkata", "Europe/Berlin", "UTC"][self.random(3) as usize];
@@ -225,6 +244,16 @@ fn prologue() -> Vec<Vec<Command>> {
         external: crate::core::External::boxed(None, None, None),
     };
     let call = |n, to: &str| Action::StartCall { call_id: id(n), campaign: "prologue".into(), to: to.into() };
+    let join = |n, patient: &str| {
+        Action::JoinWaitlist(crate::core::EntryDetails {
+            entry_id: id(n),
+            clinic: "c0".into(),
+            date: chrono::NaiveDate::from_ymd_opt(2026, 3, 2).unwrap(),
+            doctor: None,
+            patient: patient.into(),
+            patient_id: None,
+        })
+    };
     let hold = |n, slot| Action::Hold {
         hold: crate::core::HoldDetails {
             hold_id: id(n),
@@ -234,6 +263,7 @@ fn prologue() -> Vec<Vec<Command>> {
             slot,
             patient: Some("Ravi".into()),
             patient_id: None,
+            entry_id: None,
         },
         ttl_secs: 60,
     };
@@ -303,6 +333,13 @@ fn prologue() -> Vec<Vec<Command>> {
             command(Action::MarkAttendance { booking_id: id(12), attendance: crate::core::Attendance::Arrived, correct: false }, None),
             command(Action::SetClinicZone { clinic: "c0".into(), zone: "Asia/Kolkata".parse().unwrap() }, None),
         ],
+        // Three join the day's waitlist (offered what is free, or waiting); one withdraws.
+        vec![
+            command(join(13, "Kiran"), None),
+            command(join(14, "Lena"), None),
+            command(join(15, "Mo"), None),
+            command(Action::WithdrawEntry { entry_id: id(15) }, None),
+        ],
     ]
 }
 
@@ -323,7 +360,8 @@ fn write_ledger(root: &Path, seed: u64, batches: usize) -> Vec<Position> {
         config,
         Arc::default(),
     );
-    let mut script = Script { seed, next_id: 0, bookings: Vec::new(), claims: Vec::new(), calls: Vec::new(), holds: Vec::new() };
+    let mut script =
+        Script { seed, next_id: 0, bookings: Vec::new(), claims: Vec::new(), calls: Vec::new(), holds: Vec::new(), entries: Vec::new() };
     let mut responses_at = vec![0];
     let mut prologue = prologue().into_iter();
     for _ in 0..batches {
@@ -367,7 +405,7 @@ fn a_snapshot_at_every_position_plus_the_tail_is_the_state_of_the_whole_log() {
         let dirs = dirs(root.path());
         let responses_at = write_ledger(root.path(), seed, 80);
         let last = responses_at.len() as Position - 1;
-        assert_eq!(event_kinds(&dirs).len(), 20, "seed {seed}: every event type is in the ledger: {:?}", event_kinds(&dirs));
+        assert_eq!(event_kinds(&dirs).len(), 22, "seed {seed}: every event type is in the ledger: {:?}", event_kinds(&dirs));
         let responses_last = *responses_at.last().unwrap();
         assert!(responses_last > 5, "seed {seed}: stored answers in the responses journal");
         // Just after the last batch, and a month later: answers expire at

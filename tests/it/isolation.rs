@@ -38,6 +38,9 @@ async fn every_tenant_route_refuses_tenant_a_tokens_on_tenant_b_and_leaks_nothin
     const HELD_FOR: &str = "Held Patient Of Tenant B";
     let hold = json!({"clinic": "b-clinic", "doctor": "b-doctor", "date": "2026-03-02", "slot": 2, "patient": HELD_FOR});
     let hold = c.post("/v1/other/holds", OTHER, &hold.to_string()).await.expect(201);
+    const WAITING: &str = "Waiting Patient Of Tenant B";
+    let entry = json!({"date": "2026-03-02", "doctor": "b-doctor", "patient": WAITING});
+    let entry = c.post("/v1/other/clinics/b-clinic/waitlist", OTHER, &entry.to_string()).await.expect(201);
     let values: Vec<(&str, String)> = vec![
         ("tenant", "other".into()),
         ("clinic", "b-clinic".into()),
@@ -48,11 +51,13 @@ async fn every_tenant_route_refuses_tenant_a_tokens_on_tenant_b_and_leaks_nothin
         ("slug", community["slug"].as_str().unwrap().into()),
         ("business", "b-business".into()),
         ("hold_id", hold["hold_id"].as_str().unwrap().into()),
+        ("entry_id", entry["entry_id"].as_str().unwrap().into()),
     ];
     // What tenant B's answers hold that a caller of tenant A never sent.
     let secrets_of_b = [
         PATIENT.to_owned(),
         HELD_FOR.into(),
+        WAITING.into(),
         "B Community".into(),
         "b-owner".into(),
         "+14243242113".into(),

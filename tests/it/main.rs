@@ -35,4 +35,5 @@ mod storage;
 mod support;
 mod tokens;
 mod verify;
+mod waitlist;
 mod zones;
