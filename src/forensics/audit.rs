@@ -13,7 +13,7 @@ use std::ops::ControlFlow;
 use chrono::{DateTime, NaiveDate, Utc};
 use uuid::Uuid;
 
-use crate::core::{BookingCreated, BookingKind, CallState, Event, EventKind, HoldDetails, Position, Rules, Text, format_date, token};
+use crate::core::{BookingCreated, BookingKind, CallState, Event, EventKind, HoldDetails, Position, Rules, Text, Tz, format_date, token};
 use crate::log::events::{EventReader, ReadError};
 
 /// The names of the invariants, as reported in [`Violation::rule`].
@@ -60,6 +60,8 @@ pub mod rule {
     /// ends once (confirmed, released or expired), never expires before its
     /// `expires_at`, and no booking takes a held slot but the one confirming it.
     pub const HOLD_OF_FREE_SLOT: &str = "hold_of_free_slot";
+    /// Attendance is recorded on or after the booking's date, in its clinic's zone.
+    pub const ATTENDANCE_FROM_THE_DAY: &str = "attendance_from_the_day";
 
     /// Every rule the audit checks.
     pub const ALL: &[&str] = &[
@@ -82,6 +84,7 @@ pub mod rule {
         OUTCOME_OF_KNOWN_CALL,
         UNIQUE_COMMUNITY_SLUG,
         HOLD_OF_FREE_SLOT,
+        ATTENDANCE_FROM_THE_DAY,
     ];
 }
 
@@ -179,6 +182,8 @@ struct TenantFacts {
     holds: BTreeMap<Uuid, HoldFacts>,
     /// The active hold on each held slot, and where it was placed.
     held_slots: BTreeMap<SlotKey, (Uuid, Position)>,
+    /// Each clinic's zone, as its last `clinic_zone_set` set it (UTC before).
+    zones: BTreeMap<Text, Tz>,
 }
 
 #[derive(Debug)]
@@ -365,11 +370,19 @@ impl TenantFacts {
                 self.booking_rescheduled(*booking_id, clinic, doctor, *date, *slot, *kind, *token_number, p, found)
             }
             EventKind::AttendanceRecorded { booking_id, .. } => {
-                self.active(*booking_id, "marked", p, found);
+                let Some(booking) = self.active(*booking_id, "marked", p, found) else { return };
+                let (clinic, date) = (booking.slot.0.clone(), booking.slot.2);
+                let today = event.recorded_at.with_timezone(&self.zones.get(&clinic).copied().unwrap_or(Tz::UTC)).date_naive();
+                if today < date {
+                    let detail = format!("booking {booking_id} of {date} is marked at position {p}, on {today} at its clinic");
+                    found.add(rule::ATTENDANCE_FROM_THE_DAY, vec![p], detail);
+                }
             }
-            // A zone changes when slots are, not which slot is whose; an
-            // entry holds no slot (its offer is a hold, checked as one).
-            EventKind::ClinicZoneSet { .. } | EventKind::WaitlistJoined { .. } | EventKind::WaitlistWithdrawn { .. } => {}
+            EventKind::ClinicZoneSet { clinic, zone, .. } => {
+                self.zones.insert(clinic.clone(), *zone);
+            }
+            // An entry holds no slot: its offer is a hold, checked as one.
+            EventKind::WaitlistJoined { .. } | EventKind::WaitlistWithdrawn { .. } => {}
         }
     }
 
@@ -1377,6 +1390,20 @@ mod tests {
             // `history` records event i at t0 + i seconds.
             expires_at: t0() + Duration::seconds(3),
         }
+    }
+
+    #[test]
+    fn attendance_before_the_bookings_day_at_its_clinic_is_named() {
+        let mark = EventKind::AttendanceRecorded { booking_id: id(1), attendance: crate::core::Attendance::Arrived, corrected: false };
+        // t0 is 09:00 UTC on the day before the booking's date.
+        let early = timed(vec![(t0(), schedule_set(3)), (t0(), booking(1, 0, 1)), (t0(), mark.clone())]);
+        assert_eq!(found(&early), vec![(rule::ATTENDANCE_FROM_THE_DAY, vec![3])]);
+        // At 11:00 UTC it is already the booking's day at UTC+14.
+        let zone = EventKind::ClinicZoneSet { clinic: "c".into(), zone: "Pacific/Kiritimati".parse().unwrap(), tzdata: "2025b".into() };
+        let east = timed(vec![(t0(), schedule_set(3)), (t0(), zone), (t0(), booking(1, 0, 1)), (t0() + Duration::hours(2), mark.clone())]);
+        assert_eq!(found(&east), vec![]);
+        let on_the_day = timed(vec![(t0(), schedule_set(3)), (t0(), booking(1, 0, 1)), (t0() + Duration::days(1), mark)]);
+        assert_eq!(found(&on_the_day), vec![]);
     }
 
     #[test]

@@ -242,6 +242,8 @@ fn constrain_schemas(schemas: &mut Map<String, Value>) {
         ("JoinRequest", "date", json!({ "pattern": DATE_PATTERN })),
         ("JoinRequest", "patient", text(PATIENT_CHARS_MAX)),
         ("JoinRequest", "patient_id", json!({ "pattern": "^[A-Za-z0-9._-]{1,64}$" })),
+        ("AttendanceRequest", "correct", json!({ "enum": [true, null] })),
+        ("ClinicRequest", "time_zone", json!({ "enum": chrono_tz::TZ_VARIANTS.iter().map(|tz| tz.name()).collect::<Vec<_>>() })),
         ("RescheduleRequest", "doctor", name()),
         ("RescheduleRequest", "date", json!({ "pattern": DATE_PATTERN })),
     ];
