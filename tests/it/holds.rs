@@ -36,13 +36,13 @@ async fn event_types(c: &Client) -> Vec<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn of_ten_holds_racing_for_a_slot_one_wins_and_only_its_confirmation_books_it() {
+async fn of_fifty_holds_racing_for_a_slot_one_wins_and_only_its_confirmation_books_it() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path()).await;
     let c = &server.client;
     c.schedule("kloqo", "kochi", "rao", 3).await;
-    let barrier = Arc::new(Barrier::new(10));
-    let replies = join_all((0..10).map(|i| {
+    let barrier = Arc::new(Barrier::new(50));
+    let replies = join_all((0..50).map(|i| {
         let (c, barrier) = (c.clone(), barrier.clone());
         tokio::spawn(async move {
             barrier.wait().await;
@@ -160,5 +160,58 @@ async fn a_hold_expires_by_the_ledgers_clock_and_what_expired_while_down_expires
     assert_eq!(types[types.len() - 2..], ["hold_expired", "booking_created"], "{types:?}");
     let audit = c.get("/v1/kloqo/audit", KLOQO_ADMIN).await.expect(200);
     assert_eq!(audit["violations"], json!([]), "{audit}");
+    server.stop().await;
+}
+
+/// A confirmation racing the hold's expiry: each hold ends exactly once,
+/// confirmed (a booking) or expired, whichever the writer decided first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hold_expiring_while_its_confirmation_is_in_flight_either_books_or_expires_never_both() {
+    let (server, clock, _dir) = crate::support::clocked_server().await;
+    let c = &server.client;
+    c.schedule("kloqo", "kochi", "rao", 30).await;
+    let mut outcomes = std::collections::BTreeMap::new();
+    for slot in 0..30 {
+        let body = json!({"clinic": "kochi", "doctor": "rao", "date": DATE, "slot": slot, "ttl_secs": 30, "patient": "Asha"});
+        let hold_id = c.post("/v1/kloqo/holds", WEB, &body.to_string()).await.expect(201)["hold_id"].as_str().unwrap().to_owned();
+        let confirm = {
+            let (c, path) = (c.clone(), format!("/v1/kloqo/holds/{hold_id}/confirm"));
+            tokio::spawn(async move { c.post(&path, WEB, "{}").await })
+        };
+        clock.advance(chrono::Duration::seconds(30));
+        let reply = confirm.await.unwrap();
+        let status = c.get(&format!("/v1/kloqo/holds/{hold_id}"), WEB).await.expect(200)["status"].as_str().unwrap().to_owned();
+        match reply.status {
+            201 => assert_eq!(status, "confirmed", "{reply:?}"),
+            _ => {
+                reply.expect_problem(409, "hold_expired");
+                assert_eq!(status, "expired");
+            }
+        }
+        outcomes.insert(hold_id, reply.status);
+    }
+    // The writer has written every expiry it owes; then each hold has exactly one ending in the log.
+    eventually("every expired hold's event is written", WAIT_MAX, async || {
+        let events = c.get("/v1/kloqo/events?limit=1000", KLOQO_ADMIN).await.expect(200);
+        let endings: Vec<String> = events["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|e| match e["type"].as_str().unwrap() {
+                "hold_expired" => Some(e["data"]["hold_id"].as_str().unwrap().to_owned()),
+                "booking_created" => e["data"]["hold_id"].as_str().map(str::to_owned),
+                _ => None,
+            })
+            .collect();
+        let mut unique = endings.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), endings.len(), "a hold ended twice: {endings:?}");
+        if endings.len() == outcomes.len() { Ok(()) } else { Err(endings.len()) }
+    })
+    .await;
+    let audit = c.get("/v1/kloqo/audit", KLOQO_ADMIN).await.expect(200);
+    assert_eq!(audit["violations"], json!([]), "{audit}");
+    eprintln!("confirmed before expiry: {} of {}", outcomes.values().filter(|s| **s == 201).count(), outcomes.len());
     server.stop().await;
 }

@@ -18,18 +18,18 @@ async fn slot_state(c: &Client, query: &str, slot: usize) -> Value {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_reschedule_link_followed_ten_times_at_once_moves_the_booking_once() {
+async fn a_reschedule_link_followed_twenty_times_at_once_moves_the_booking_once() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path()).await;
     let c = &server.client;
-    c.schedule("kloqo", "kochi", "rao", 11).await;
+    c.schedule("kloqo", "kochi", "rao", 21).await;
     let booked = c.post("/v1/kloqo/bookings", WEB, &booking("kochi", "rao", DATE, 0, "Asha")).await.expect(201);
     assert_eq!(booked["version"], 1);
     let id = booked["booking_id"].as_str().unwrap().to_owned();
     let before = c.position().await;
     let path = format!("/v1/kloqo/bookings/{id}/reschedule");
-    let barrier = Arc::new(Barrier::new(10));
-    let replies = join_all((1..=10).map(|slot| {
+    let barrier = Arc::new(Barrier::new(20));
+    let replies = join_all((1..=20).map(|slot| {
         let (c, barrier, path) = (c.clone(), barrier.clone(), path.clone());
         tokio::spawn(async move {
             barrier.wait().await;
