@@ -938,3 +938,125 @@ impl WithHold for Action {
         }
     }
 }
+
+/// The slots' invariants read from the bookings, holds and entries alone, and
+/// checked against the day indexes: a slot is booked or held by one party at
+/// most, an offered entry's hold is active, the waiting lines hold exactly
+/// the waiting entries.
+fn check_slot_parties(state: &State) {
+    let Some(tenant) = state.tenant("kloqo") else { return };
+    let mut parties = BTreeMap::new();
+    for booking in tenant.bookings.values().filter(|b| b.status == BookingStatus::Confirmed) {
+        let d = &booking.details;
+        let previous = parties.insert((d.doctor.clone(), d.date, d.slot), booking.details.booking_id);
+        assert_eq!(previous, None, "two active bookings of one slot");
+    }
+    for hold in tenant.holds.values().filter(|h| h.status == HoldStatus::Held) {
+        let d = &hold.details;
+        let previous = parties.insert((d.doctor.clone(), d.date, d.slot), d.hold_id);
+        assert_eq!(previous, None, "a slot held and booked, or held twice");
+    }
+    let mut indexed = BTreeMap::new();
+    for clinic in tenant.clinics.values() {
+        for (name, doctor) in &clinic.doctors {
+            for (date, day) in &doctor.days {
+                for (slot, id) in day.slots.iter().chain(day.held.iter()) {
+                    assert_eq!(indexed.insert((name.clone(), *date, *slot), *id), None, "a day lists a slot twice");
+                }
+            }
+        }
+    }
+    assert_eq!(indexed, parties, "the days' indexes agree with the bookings and holds");
+    for entry in tenant.waitlist.values() {
+        let waiting = tenant
+            .waiting
+            .get(&(entry.details.clinic.clone(), entry.details.date))
+            .is_some_and(|line| line.values().any(|id| *id == entry.details.entry_id));
+        assert_eq!(waiting, entry.status == EntryStatus::Waiting, "the line holds the waiting entries");
+        if let EntryStatus::Offered(hold_id) = entry.status {
+            let hold = &tenant.holds[&hold_id];
+            assert_eq!((hold.status, hold.details.entry_id), (HoldStatus::Held, Some(entry.details.entry_id)), "an offer's hold is active");
+        }
+    }
+}
+
+/// Every sequence of up to four commands over a two-slot day (holds placed,
+/// confirmed, released and left to expire, bookings moved and cancelled,
+/// patients joining and leaving the waitlist), 20 s apart so that a 30 s hold
+/// outlives one step and not two, each batch preceded by the writer's expiry
+/// sweep: one party per slot, tokens never issued twice, and the log replays
+/// (also through the codec) to the state built step by step.
+#[test]
+fn exhaustive_holds_reschedules_and_the_waitlist() {
+    let first_booking = |state: &State| {
+        state
+            .tenant("kloqo")
+            .and_then(|t| t.bookings.values().find(|b| b.status == BookingStatus::Confirmed))
+            .map(|b| (b.details.booking_id, b.details.slot))
+    };
+    let first_hold = |state: &State| {
+        state.tenant("kloqo").and_then(|t| t.holds.values().find(|h| h.status == HoldStatus::Held)).map(|h| h.details.hold_id)
+    };
+    let first_entry = |state: &State| state.tenant("kloqo").and_then(|t| t.waitlist.keys().next().copied());
+    let held = |slot| {
+        move |_: &State, id: u128| match hold(id, slot, Some("p")) {
+            Action::Hold { hold, .. } => Action::Hold { hold, ttl_secs: 30 },
+            _ => unreachable!(),
+        }
+    };
+    let (hold_0, hold_1) = (held(0), held(1));
+    let booked = |_: &State, id| Action::Book(book(id, 0, BookingKind::Advance));
+    let confirmed = move |state: &State, id| confirm(0, id, None).with_hold(first_hold(state).unwrap_or_default());
+    let released = move |state: &State, _| Action::ReleaseHold { hold_id: first_hold(state).unwrap_or_default() };
+    let cancelled = move |state: &State, _| Action::Cancel { booking_id: first_booking(state).map_or(Uuid::nil(), |b| b.0), reason: None };
+    let moved = move |state: &State, _| {
+        let (booking_id, slot) = first_booking(state).unwrap_or_default();
+        Action::Reschedule { booking_id, to: Move { doctor: None, date: None, slot: 1 - slot.min(1), expected_version: None } }
+    };
+    let joined = |_: &State, id| join(id, None, "w");
+    let withdrawn = move |state: &State, _| Action::WithdrawEntry { entry_id: first_entry(state).unwrap_or_default() };
+    let pool: [&MakeAction; 9] = [&hold_0, &hold_1, &booked, &confirmed, &released, &cancelled, &moved, &joined, &withdrawn];
+    let mut runs = 0;
+    let mut sequences: Vec<Vec<usize>> = vec![vec![]];
+    for _ in 0..4 {
+        sequences = sequences.into_iter().flat_map(|s| (0..pool.len()).map(move |c| [s.clone(), vec![c]].concat())).collect();
+        for sequence in &sequences {
+            let (mut state, mut log) = (State::default(), Vec::new());
+            run(&mut state, &mut log, schedule(2), t0()).unwrap();
+            for (i, &c) in sequence.iter().enumerate() {
+                let now = t0() + Duration::seconds(20 * (i as i64 + 1));
+                let swept = holds::expiries_due(&state, &Context { now, position_next: state.position + 1 });
+                for event in &swept {
+                    apply(&mut state, event);
+                }
+                log.extend(swept);
+                let command = command(pool[c](&state, 1000 + i as u128));
+                let context = Context { now, position_next: state.position + 1 };
+                if let Ok(events) = decide(&state, &command, &context) {
+                    for event in &events {
+                        apply(&mut state, event);
+                    }
+                    log.extend(events);
+                }
+                check_slot_parties(&state);
+            }
+            let mut tokens = BTreeSet::new();
+            for event in &log {
+                let issued = match &event.kind {
+                    EventKind::BookingCreated(c) => Some((c.details.doctor.clone(), c.details.date, c.details.kind, c.token_number)),
+                    EventKind::BookingRescheduled { doctor, date, kind, token_number, .. } => {
+                        Some((doctor.clone(), *date, *kind, *token_number))
+                    }
+                    _ => None,
+                };
+                assert!(issued.is_none_or(|token| tokens.insert(token)), "{sequence:?}: a token issued twice");
+            }
+            assert_eq!(recover_log(state.rules, &log), state, "{sequence:?}");
+            let decoded: Vec<Event> =
+                log.iter().map(|e| crate::log::codec::decode_event(&crate::log::codec::encode_event(e)).unwrap()).collect();
+            assert_eq!(decoded, log, "{sequence:?}");
+            runs += 1;
+        }
+    }
+    assert_eq!(runs, 9 + 81 + 729 + 6561);
+}

@@ -1,6 +1,7 @@
 //! Clinics and time zones (API.md): a clinic's zone, slots and bookings as
 //! instants with the offset in force, and a daylight-saving gap unavailable.
 
+use chrono::Datelike;
 use serde_json::{Value, json};
 
 use crate::support::{Client, Server, WEB, booking};
@@ -58,4 +59,81 @@ async fn a_clinics_zone_gives_every_slot_its_instant_and_a_skipped_time_is_unava
     // A summer day: the offset in force then.
     assert_eq!(slots(c, "2026-07-01").await[0]["starts_at"], "2026-07-01T01:00:00+02:00");
     server.stop().await;
+}
+
+/// Every daylight-saving transition of 2026 and 2027 in four zones (one with
+/// a 30-minute shift, one with none), for a day of 15-minute slots from
+/// midnight: each slot's instant, or its absence in a gap, as `SlotTime`
+/// computes it with chrono-tz equals what Python's `zoneinfo` computes from
+/// the system's tzdata, an implementation nobody here wrote.
+#[test]
+fn every_transition_of_2026_and_2027_matches_an_independent_computation() {
+    use booking_ledger::core::{Schedule, SlotTime, Tz};
+    use chrono::{NaiveDate, Offset, TimeZone};
+    let day = Schedule { slots_per_day: 96, first_slot_minute: Some(0), slot_minutes: Some(15) };
+    let mut cases = Vec::new();
+    for name in ["Europe/Berlin", "America/New_York", "Australia/Lord_Howe", "Asia/Kolkata"] {
+        let zone: Tz = name.parse().unwrap();
+        let mut date = NaiveDate::from_ymd_opt(2026, 1, 1).unwrap();
+        let mut transitions = 0;
+        while date.year() < 2028 {
+            let offset = |d: NaiveDate| zone.offset_from_utc_date(&d).fix();
+            let next = date.succ_opt().unwrap();
+            // The day whose offset differs from the next day's holds a transition.
+            if offset(date) != offset(next) {
+                transitions += 1;
+                for on in [date, next] {
+                    cases.push((name, on));
+                }
+            }
+            date = next;
+        }
+        assert_eq!(transitions, if name == "Asia/Kolkata" { 0 } else { 4 }, "{name}");
+        if transitions == 0 {
+            cases.push((name, NaiveDate::from_ymd_opt(2026, 3, 29).unwrap()));
+        }
+    }
+    let script = r#"
+import sys
+from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
+for line in sys.stdin:
+    name, date = line.split()
+    z = ZoneInfo(name)
+    y, m, d = map(int, date.split("-"))
+    for minute in range(0, 24 * 60, 15):
+        wall = datetime(y, m, d, minute // 60, minute % 60, tzinfo=z)
+        back = wall.astimezone(timezone.utc).astimezone(z)
+        exists = back.replace(tzinfo=None) == wall.replace(tzinfo=None)
+        print(name, date, minute, wall.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ") if exists else "gap")
+"#;
+    use std::io::Write;
+    let mut python = std::process::Command::new("python3")
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3, with the system's tzdata (Debian's tzdata package)");
+    let input: String = cases.iter().map(|(name, date)| format!("{name} {date}\n")).collect();
+    python.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    let output = python.wait_with_output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let expected = String::from_utf8(output.stdout).unwrap();
+    let mut ours = String::new();
+    for (name, date) in &cases {
+        let zone: Tz = name.parse().unwrap();
+        for slot in 0..96 {
+            let instant = match SlotTime::of(zone, &day, *date, slot) {
+                SlotTime::At { starts_at, .. } => starts_at.with_timezone(&chrono::Utc).format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+                SlotTime::Unavailable { .. } => "gap".to_owned(),
+                SlotTime::Untimed => unreachable!("a timed schedule"),
+            };
+            ours += &format!("{name} {date} {} {instant}\n", slot * 15);
+        }
+    }
+    assert_eq!(ours.lines().count(), expected.lines().count());
+    for (a, b) in ours.lines().zip(expected.lines()) {
+        assert_eq!(a, b, "ours, then zoneinfo's");
+    }
+    assert!(ours.contains("Australia/Lord_Howe 2026-10-04 120 gap"), "Lord Howe's 30-minute gap is in the cases");
 }
