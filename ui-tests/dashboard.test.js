@@ -262,3 +262,37 @@ test('every screen passes an accessibility scan at desktop and phone sizes, and 
     });
   }
 });
+
+test('a held slot counts down, a booking moves and checks in, and the waitlist shows its offer', async () => {
+  await scenario({}, async ({ ledger, api, page }) => {
+    // The clinic has no zone: it keeps UTC, so "today" is UTC's date.
+    const today = new Date().toISOString().slice(0, 10);
+    await api.schedule('rao', 3);
+    const asha = await api.book('rao', 0, 'Asha', { date: today });
+    const hold = { clinic: CLINIC, doctor: 'rao', date: today, slot: 1, ttl_secs: 600, patient: 'Ravi' };
+    await api.ok('POST', '/holds', { token: CLIENT, body: hold });
+    await signInByFragment(page, ledger, ADMIN, today);
+    await within(page, PATIENCE_MS, 'slot 1 held, counting down', cellState, ['rao', 1, 'held', 'left']);
+    await within(page, PATIENCE_MS, 'the clinic zone is named', () => document.getElementById('who').textContent.includes('UTC'));
+
+    // Move Asha to the free slot 2, through the dialog.
+    await cell(page, 'rao', 0).getByRole('button', { name: /^Move A001/ }).click();
+    const dialog = page.locator('#move-dialog');
+    await dialog.getByLabel('To the free slot').selectOption({ label: 'rao, 09:30' });
+    await dialog.getByRole('button', { name: 'Move' }).click();
+    await within(page, PATIENCE_MS, 'Asha moved to slot 2', cellState, ['rao', 2, 'booked', 'Asha']);
+    const moved = await api.ok('GET', `/bookings/${asha.booking_id}`);
+    assert.equal(moved.slot, 2);
+    assert.equal(moved.rescheduled_from.slot, 0);
+
+    // Today's booking: checked in from the grid.
+    await cell(page, 'rao', 2).getByRole('button', { name: /^Check in/ }).click();
+    await eventually(async () => (await api.ok('GET', `/bookings/${asha.booking_id}`)).attendance === 'arrived', 'Asha is checked in');
+
+    // Chen joins while slot 0 is free: offered at once, as the waitlist panel shows.
+    await api.ok('POST', `/clinics/${CLINIC}/waitlist`, { token: CLIENT, body: { date: today, patient: 'Chen' } });
+    await within(page, PATIENCE_MS, 'the waitlist shows Chen offered', () => document.querySelector('#waitlist li[data-status="offered"]')?.textContent.includes('Chen'));
+    await within(page, PATIENCE_MS, 'slot 0 held for Chen', cellState, ['rao', 0, 'held', 'left']);
+    await screenshot(page, 'holds-and-waitlist-desktop');
+  });
+});

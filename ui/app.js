@@ -30,6 +30,7 @@ const state = {
   timers: [],
   admin: false,
   refusals: { next: 1, items: [] },
+  zone: null, // the clinic's IANA zone, once known
 };
 
 // ---- small helpers ----
@@ -172,6 +173,8 @@ function start(day) {
   $('dashboard').hidden = false;
   $('sign-out').hidden = false;
   $('who').textContent = `${tenant} · ${clinic}`;
+  state.zone = null;
+  state.zoneAsked = false;
   $('day-date').value = date;
   state.day = day;
   state.travel = null;
@@ -268,7 +271,23 @@ function applyChange(change) {
 
 // ---- rendering the day ----
 
+/** The clinic's zone, asked once the clinic is known to exist (it has a schedule). */
+function loadZone() {
+  if (state.zoneAsked || !state.day?.doctors?.length) return;
+  state.zoneAsked = true;
+  const { tenant, clinic } = state.session;
+  state.api.get(clinicPath('')).then(
+    (view) => {
+      state.zone = view.time_zone;
+      $('who').textContent = `${tenant} · ${clinic} · ${view.time_zone}`;
+      render();
+    },
+    () => {},
+  );
+}
+
 function render() {
+  loadZone();
   renderDoctorFilter();
   renderGrid();
   renderTravel();
@@ -324,10 +343,10 @@ function slotCell(doctor, slot) {
       state.travel ? null : el('button', { type: 'button', class: 'book', 'aria-label': `Book ${label}`, onclick: () => openBooking(doctor.doctor, slot) }, 'Book'),
     );
   }
-  // A hold keeps the slot for a patient deciding; a time the clock skips cannot be booked.
+  // A hold keeps the slot for a patient deciding (a countdown to its expiry);
+  // a time the clock skips cannot be booked.
   if (slot.state === 'held') {
-    const until = slot.expires_at ? new Date(slot.expires_at).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' }) : '';
-    return el('td', attributes, el('span', { class: 'state' }, until ? `Held until ${until}` : 'Held'));
+    return el('td', attributes, el('span', { class: 'state' }, 'Held '), el('span', { class: 'countdown', dataset: { expires: slot.expires_at || '' } }, countdown(slot.expires_at)));
   }
   if (slot.state === 'unavailable') {
     return el('td', attributes, el('span', { class: 'state' }, 'Unavailable'));
@@ -341,11 +360,113 @@ function slotCell(doctor, slot) {
     state.travel
       ? null
       : el(
-          'button',
-          { type: 'button', class: 'cancel secondary', 'aria-label': `Cancel ${slot.token} (${slot.patient}) at ${label}`, onclick: () => openCancel(doctor.doctor, slot) },
-          'Cancel',
+          'span',
+          { class: 'actions' },
+          el(
+            'button',
+            { type: 'button', class: 'cancel secondary', 'aria-label': `Cancel ${slot.token} (${slot.patient}) at ${label}`, onclick: () => openCancel(doctor.doctor, slot) },
+            'Cancel',
+          ),
+          el('button', { type: 'button', class: 'move secondary', 'aria-label': `Move ${slot.token} (${slot.patient}) from ${label}`, onclick: () => openMove(doctor.doctor, slot) }, 'Move'),
+          isToday()
+            ? [
+                el('button', { type: 'button', class: 'check-in', 'aria-label': `Check in ${slot.token} (${slot.patient})`, onclick: () => mark(slot, 'check-in') }, 'Check in'),
+                el('button', { type: 'button', class: 'no-show secondary', 'aria-label': `No-show ${slot.token} (${slot.patient})`, onclick: () => mark(slot, 'no-show') }, 'No-show'),
+              ]
+            : null,
         ),
   );
+}
+
+/** "4:32 left" until an RFC 3339 instant, or "expired". */
+function countdown(expiresAt) {
+  const left = Math.max(0, Math.round((Date.parse(expiresAt) - Date.now()) / 1000));
+  if (!expiresAt || Number.isNaN(left)) return '';
+  if (left === 0) return 'expired';
+  return `${Math.floor(left / 60)}:${String(left % 60).padStart(2, '0')} left`;
+}
+
+function tickCountdowns() {
+  for (const node of document.querySelectorAll('#grid .countdown')) node.textContent = countdown(node.dataset.expires);
+}
+
+/** Whether the day shown is today at the clinic (its zone, once known). */
+function isToday() {
+  const date = new Date().toLocaleDateString('en-CA', state.zone ? { timeZone: state.zone } : {});
+  return state.session?.date === date;
+}
+
+async function mark(slot, what) {
+  try {
+    const booking = await state.api.post(`/bookings/${encodeURIComponent(slot.booking_id)}/${what}`, {}, newKey());
+    $('notice').textContent = `${booking.token} for ${booking.patient}: ${booking.attendance === 'arrived' ? 'checked in' : 'no-show'}.`;
+  } catch (error) {
+    showProblem('problem', error);
+    if (error.status === 401) signOut(error);
+  }
+}
+
+// ---- moving a booking ----
+
+let moving = null; // the booked slot the move dialog is for
+
+function openMove(doctor, slot) {
+  moving = { doctor, ...slot };
+  $('move-slot').textContent = `${slot.token} for ${slot.patient}: ${doctor}, ${slotLabel(slot)} on ${state.session.date}`;
+  const options = [];
+  for (const d of state.day?.doctors || []) {
+    for (const free of d.slots.filter((s) => s.state === 'free')) {
+      options.push(el('option', { value: JSON.stringify({ doctor: d.doctor, slot: free.slot }) }, `${d.doctor}, ${slotLabel(free)}`));
+    }
+  }
+  $('move-to').replaceChildren(...options);
+  showProblem('move-problem', null);
+  $('move-submit').disabled = options.length === 0;
+  $('move-dialog').showModal();
+  $('move-to').focus();
+}
+
+async function submitMove(event) {
+  event.preventDefault();
+  const button = $('move-submit');
+  if (button.disabled || !moving) return;
+  button.disabled = true;
+  showProblem('move-problem', null);
+  const to = JSON.parse($('move-to').value);
+  try {
+    // The version seen now: a move decided on a booking changed meanwhile is refused (version_conflict).
+    const current = await state.api.get(`/bookings/${encodeURIComponent(moving.booking_id)}`);
+    const body = { doctor: to.doctor, slot: to.slot, expected_version: current.version };
+    const moved = await state.api.post(`/bookings/${encodeURIComponent(moving.booking_id)}/reschedule`, body, newKey());
+    $('move-dialog').close();
+    $('notice').textContent = `Moved ${moved.patient} to ${moved.doctor}, slot ${moved.slot}: token ${moved.token}.`;
+  } catch (error) {
+    showProblem('move-problem', error);
+    if (error.status === 401) signOut(error);
+  } finally {
+    button.disabled = false;
+  }
+}
+
+// ---- the waitlist ----
+
+async function refreshWaitlist() {
+  try {
+    const list = await state.api.get(clinicPath(`/waitlist?date=${encodeURIComponent(state.session.date)}`));
+    const items = list.entries.map((entry) =>
+      el(
+        'li',
+        { dataset: { status: entry.status } },
+        `${entry.patient}${entry.doctor ? ` (${entry.doctor})` : ''}: ${entry.status}`,
+        entry.status === 'offered' && entry.expires_at ? el('span', { class: 'muted' }, ` until ${new Date(entry.expires_at).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' })}`) : null,
+      ),
+    );
+    $('waitlist').replaceChildren(...items);
+    $('waitlist-empty').hidden = items.length > 0;
+    showProblem('waitlist-problem', null);
+  } catch (error) {
+    showProblem('waitlist-problem', error);
+  }
 }
 
 // ---- booking and cancelling ----
@@ -490,7 +611,10 @@ function startPanels() {
   $('admin').hidden = true;
   $('admin-note').hidden = true;
   refreshPanels(true);
+  refreshWaitlist();
   state.timers.push(setInterval(() => refreshPanels(false), PANEL_REFRESH_MS));
+  state.timers.push(setInterval(refreshWaitlist, PANEL_REFRESH_MS));
+  state.timers.push(setInterval(tickCountdowns, 1000));
 }
 
 async function refreshPanels(first) {
@@ -648,6 +772,8 @@ function init() {
   $('book-form').addEventListener('submit', submitBooking);
   $('book-close').addEventListener('click', () => $('book-dialog').close());
   $('cancel-form').addEventListener('submit', submitCancel);
+  $('move-form').addEventListener('submit', submitMove);
+  $('move-close').addEventListener('click', () => $('move-dialog').close());
   $('cancel-close').addEventListener('click', () => $('cancel-dialog').close());
   $('travel').addEventListener('input', (event) => travelTo(Number(event.target.value)));
   $('travel-now').addEventListener('click', () => {
