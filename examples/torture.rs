@@ -1,13 +1,17 @@
 //! `make torture CYCLES=N`: the crash loop of issue 9. Starts the real release
 //! server on one data directory, runs 16 concurrent clients (bookings,
 //! cancellations, idempotent repeats, phone claims, calls, communities) for a
-//! random 0.2-2 s, SIGKILLs it, restarts it, and checks after every cycle:
+//! random 0.2-2 s, with holds (confirmed, or left to expire) and reschedules
+//! mixed in, SIGKILLs it, restarts it, and checks after every cycle:
 //!
 //! - every command acknowledged in the cycle is there with the same answer
 //!   (the booking and its token, the community and its slug, the claim and
 //!   the number, the call), and so is a rotating sample of older ones;
 //! - every acknowledged booking not cancelled holds its slot in the clinic's
-//!   day, with its token; no slot has two, no token was issued twice;
+//!   day (the one its last acknowledged reschedule gave it), with its token;
+//!   no slot has two, no token was issued twice;
+//! - no slot is shown held past its hold's `expires_at`, and a slot shown
+//!   held is held by an acknowledged hold;
 //! - keyed commands cut off by the kill resolve when repeated (replayed if
 //!   they were durable, executed once if not), and repeats of acknowledged
 //!   keyed commands are byte-identical, with `Idempotent-Replayed: true`;
@@ -87,12 +91,14 @@ fn digest(text: &str) -> u64 {
     hasher.finish()
 }
 
-/// A booking's answer without what a cancellation changes (status, position).
+/// A booking's answer without what a cancellation or an attendance mark
+/// changes (status, position, version).
 fn booking_digest(body: &Value) -> u64 {
     let mut body = body.clone();
     let object = body.as_object_mut().expect("a booking is an object");
     object.remove("status");
     object.remove("position");
+    object.remove("version");
     digest(&body.to_string())
 }
 
@@ -121,6 +127,8 @@ struct Booking {
     token: String,
     digest: u64,
     cancel: Cancel,
+    /// A reschedule was sent and its answer never came: where it is is unknown.
+    moved_maybe: bool,
 }
 
 /// An acknowledged command with an effect to find again.
@@ -168,6 +176,8 @@ struct Model {
     call_ids: HashSet<String>,
     /// Acknowledged bookings no client has tried to cancel yet.
     active: Vec<String>,
+    /// Acknowledged holds: id and expiry (RFC 3339), for confirmations and the expiry check.
+    holds: HashMap<String, String>,
     /// Every acknowledged effect, in order: the rotating sample reads it.
     effects: Vec<Effect>,
     /// Effects acknowledged in the current cycle.
@@ -183,6 +193,8 @@ struct Counts {
     acknowledged: u64,
     bookings: u64,
     cancels: u64,
+    reschedules: u64,
+    holds: u64,
     refusals: u64,
     repeats: u64,
     claims: u64,
@@ -229,10 +241,28 @@ impl Model {
         if let Some(holder) = self.tokens.insert(token_key, id.clone()) {
             self.duplicated(format!("token {token} of {} {} issued to {holder} and {id}", slot.0, slot.1));
         }
-        self.bookings.insert(id.clone(), Booking { slot, token, digest, cancel: Cancel::No });
+        self.bookings.insert(id.clone(), Booking { slot, token, digest, cancel: Cancel::No, moved_maybe: false });
         self.active.push(id.clone());
         self.fresh.push(Effect::Booking(id));
         self.counts.bookings += 1;
+    }
+
+    /// A reschedule answered 200: the booking's new place, token and answer.
+    fn moved(&mut self, body: &Value) {
+        let id = body["booking_id"].as_str().unwrap().to_owned();
+        let slot = (body["doctor"].as_str().unwrap().to_owned(), body["date"].as_str().unwrap().to_owned(), body["slot"].as_u64().unwrap());
+        let token = body["token"].as_str().unwrap().to_owned();
+        let Some(booking) = self.bookings.get(&id).cloned() else {
+            return self.unexpected(format!("moved a booking never acknowledged: {id}"));
+        };
+        if token != booking.token {
+            let token_key = (slot.0.clone(), slot.1.clone(), token.clone());
+            if let Some(holder) = self.tokens.insert(token_key, id.clone()) {
+                self.duplicated(format!("token {token} of {} {} issued to {holder} and {id}", slot.0, slot.1));
+            }
+        }
+        self.bookings.insert(id.clone(), Booking { slot, token, digest: booking_digest(body), moved_maybe: false, ..booking });
+        self.counts.reschedules += 1;
     }
 
     fn community(&mut self, body: &Value) {
@@ -413,14 +443,42 @@ async fn load(client: Client, load: Load) {
         tokio::time::sleep(pause).await;
         let key = (rng.below(2) == 0).then(|| format!("c{cycle}-w{who}-n{n}"));
         let (path, body): (String, String) = match rng.below(100) {
-            0..35 => {
+            0..30 => {
                 let doctor = format!("d{}", rng.below(DOCTORS));
                 let date = DATES[rng.below(DATES.len() as u64) as usize];
                 let kind = if rng.below(5) == 0 { "walk_in" } else { "advance" };
                 let body = json!({"clinic": "c1", "doctor": doctor, "date": date, "slot": rng.below(SLOTS), "patient": format!("p{who}-{n}"), "kind": kind});
                 ("/bookings".into(), body.to_string())
             }
-            35..55 => {
+            30..35 => {
+                // A hold of 30 s (the shortest): most expire across a restart; some are confirmed.
+                let doctor = format!("d{}", rng.below(DOCTORS));
+                let date = DATES[rng.below(DATES.len() as u64) as usize];
+                let body = json!({"clinic": "c1", "doctor": doctor, "date": date, "slot": rng.below(SLOTS), "ttl_secs": 30, "patient": format!("h{who}-{n}")});
+                ("/holds".into(), body.to_string())
+            }
+            35..38 => {
+                let picked = {
+                    let model = model.lock();
+                    let ids: Vec<&String> = model.holds.keys().collect();
+                    (!ids.is_empty()).then(|| ids[rng.below(ids.len() as u64) as usize].clone())
+                };
+                let Some(hold_id) = picked else { continue };
+                (format!("/holds/{hold_id}/confirm"), "{}".into())
+            }
+            38..43 => {
+                // Any acknowledged booking, moved to a random slot of its own doctor and
+                // day; out of `active` while in flight, so that no two moves of it race
+                // in the model (the answers of two could be recorded out of order).
+                let picked = {
+                    let mut model = model.lock();
+                    let len = model.active.len() as u64;
+                    (len > 0).then(|| model.active.swap_remove(rng.below(len) as usize))
+                };
+                let Some(id) = picked else { continue };
+                (format!("/bookings/{id}/reschedule"), json!({"slot": rng.below(SLOTS)}).to_string())
+            }
+            43..55 => {
                 // Any acknowledged booking not cancelled yet, of any client and cycle.
                 let picked = {
                     let mut model = model.lock();
@@ -499,6 +557,11 @@ async fn load(client: Client, load: Load) {
                 && booking.cancel == Cancel::No
             {
                 booking.cancel = Cancel::Maybe;
+            } else if let Some(id) = path.strip_prefix("/bookings/").and_then(|p| p.strip_suffix("/reschedule"))
+                && let Some(booking) = model.bookings.get_mut(id)
+            {
+                booking.moved_maybe = true;
+                model.active.push(id.to_owned());
             }
             return;
         };
@@ -520,6 +583,9 @@ async fn load(client: Client, load: Load) {
             });
         }
         record(&mut model, &path, &reply);
+        if let Some(id) = path.strip_prefix("/bookings/").and_then(|p| p.strip_suffix("/reschedule")) {
+            model.active.push(id.to_owned());
+        }
     }
 }
 
@@ -532,7 +598,21 @@ fn record(model: &mut Model, path: &str, reply: &Reply) {
             model.booked(&body);
             return;
         }
-        ("/bookings", 409) if body["code"] == "slot_taken" => model.counts.refusals += 1,
+        ("/bookings", 409) if body["code"] == "slot_taken" || body["code"] == "slot_held" => model.counts.refusals += 1,
+        ("/holds", 201) => {
+            model.holds.insert(body["hold_id"].as_str().unwrap().to_owned(), body["expires_at"].as_str().unwrap().to_owned());
+            model.counts.holds += 1;
+        }
+        ("/holds", 409) if body["code"] == "slot_taken" || body["code"] == "slot_held" => model.counts.refusals += 1,
+        (path, 201) if path.ends_with("/confirm") => {
+            model.counts.acknowledged += 1;
+            model.booked(&body);
+            return;
+        }
+        // Confirmed before (a repeat), or expired, or its slot out of a shrunk schedule.
+        (path, 200 | 409) if path.ends_with("/confirm") => model.counts.refusals += 1,
+        (path, 200) if path.ends_with("/reschedule") => model.moved(&body),
+        (path, 409 | 422) if path.ends_with("/reschedule") => model.counts.refusals += 1,
         (path, 200) if path.ends_with("/cancel") => {
             let id = body["booking_id"].as_str().unwrap().to_owned();
             if body["status"] != "cancelled" {
@@ -575,7 +655,7 @@ async fn check_effect(client: &Client, model: &Arc<Mutex<Model>>, effect: &Effec
                 Cancel::Yes => status == "cancelled",
                 Cancel::Maybe => true,
             };
-            if booking_digest(&body) != booking.digest || !status_ok {
+            if (booking_digest(&body) != booking.digest && !booking.moved_maybe) || !status_ok {
                 model.lock().lost(format!("booking {id} changed (cancel {:?}): {body}", booking.cancel));
             }
         }
@@ -688,6 +768,16 @@ async fn check(client: &Client, model: &Arc<Mutex<Model>>) {
             let name = doctor["doctor"].as_str().unwrap().to_owned();
             let mut tokens = BTreeSet::new();
             for slot in doctor["slots"].as_array().into_iter().flatten() {
+                if slot["state"] == "held" {
+                    let hold_id = slot["hold_id"].as_str().unwrap_or_default();
+                    let expires_at = slot["expires_at"].as_str().and_then(|at| chrono::DateTime::parse_from_rfc3339(at).ok());
+                    if expires_at.is_none_or(|at| at <= chrono::Utc::now()) {
+                        model.lock().unexpected(format!("slot {slot} of {name} {date} shown held past its expiry"));
+                    }
+                    if !model.lock().holds.contains_key(hold_id) {
+                        model.lock().lost(format!("slot {slot} of {name} {date} held by a hold never acknowledged"));
+                    }
+                }
                 if let Some(id) = slot["booking_id"].as_str() {
                     let token = slot["token"].as_str().unwrap().to_owned();
                     if !tokens.insert(token.clone()) {
@@ -702,7 +792,7 @@ async fn check(client: &Client, model: &Arc<Mutex<Model>>) {
     let missing: Vec<String> = model
         .bookings
         .iter()
-        .filter(|(_, b)| b.cancel == Cancel::No)
+        .filter(|(_, b)| b.cancel == Cancel::No && !b.moved_maybe)
         .filter(|(id, b)| holders.get(&b.slot) != Some(&((*id).clone(), b.token.clone())))
         .map(|(id, b)| format!("booking {id} ({} {}) does not hold slot {:?}: {:?}", b.token, b.slot.1, b.slot, holders.get(&b.slot)))
         .collect();
@@ -827,14 +917,16 @@ async fn run(args: &Args, seed: u64, data: &Path, log: &Path) -> Result<(), Stri
     let audited = offline(&args.ledger, "audit", data);
     let counts = model.lock().counts.clone();
     println!(
-        "torture: cycles {}, acknowledged {} (bookings {}, cancellations {}, slot_taken {}, numbers {} of {} claims, calls {}, \
-         communities {}), idempotent repeats {} byte-identical, cut off by a kill and resolved by repeating {} (replayed {}, \
+        "torture: cycles {}, acknowledged {} (bookings {}, cancellations {}, reschedules {}, holds {}, refused {}, numbers {} of {} \
+         claims, calls {}, communities {}), idempotent repeats {} byte-identical, cut off by a kill and resolved by repeating {} (replayed {}, \
          executed once {}), {} checks of acknowledged commands after restarts, lost {}, duplicated {}, unexpected {}; \
          slowest restart {:.2} s; {:.0} s",
         args.cycles,
         counts.acknowledged,
         counts.bookings,
         counts.cancels,
+        counts.reschedules,
+        counts.holds,
         counts.refusals,
         counts.numbers,
         counts.claims,
