@@ -1072,6 +1072,106 @@ mod tests {
         assert_eq!(seen, BTreeSet::from(["community_created"]));
     }
 
+    /// Holds placed, confirmed, released and left to expire (the writer's sweep
+    /// before each command), bookings moved and cancelled, patients joining and
+    /// leaving the waitlist, and attendance marked: every history of up to four
+    /// such commands, made by the core as the writer makes them, audits clean.
+    #[test]
+    fn every_short_history_of_holds_moves_and_the_waitlist_is_clean() {
+        use crate::core::{Attendance, EntryDetails, HoldDetails, HoldStatus, Move};
+        let first_hold = |state: &State| {
+            state
+                .tenant("kloqo")
+                .and_then(|t| t.holds.values().find(|h| h.status == HoldStatus::Held))
+                .map_or(Uuid::nil(), |h| h.details.hold_id)
+        };
+        let first_booking = |state: &State| {
+            let tenant = state.tenant("kloqo");
+            tenant
+                .and_then(|t| t.bookings.values().find(|b| b.status == crate::core::BookingStatus::Confirmed))
+                .map(|b| (b.details.booking_id, b.details.slot))
+        };
+        let hold = |slot| {
+            move |_: &State, n| Action::Hold {
+                hold: HoldDetails {
+                    hold_id: id(n),
+                    clinic: "c".into(),
+                    doctor: "d".into(),
+                    date: date(),
+                    slot,
+                    patient: Some("p".into()),
+                    patient_id: None,
+                    entry_id: None,
+                },
+                ttl_secs: 30,
+            }
+        };
+        let (hold_0, hold_1) = (hold(0), hold(1));
+        let booked = |_: &State, n| book(n, 0, BookingKind::Advance);
+        let confirmed = move |state: &State, n| Action::ConfirmHold {
+            hold_id: first_hold(state),
+            booking_id: id(n),
+            patient: None,
+            patient_id: None,
+            kind: None,
+        };
+        let released = move |state: &State, _| Action::ReleaseHold { hold_id: first_hold(state) };
+        let cancelled =
+            move |state: &State, _| Action::Cancel { booking_id: first_booking(state).map_or(Uuid::nil(), |b| b.0), reason: None };
+        let moved = move |state: &State, _| {
+            let (booking_id, slot) = first_booking(state).unwrap_or_default();
+            Action::Reschedule { booking_id, to: Move { doctor: None, date: None, slot: 1 - slot.min(1), expected_version: None } }
+        };
+        let joined = |_: &State, n| {
+            let details =
+                EntryDetails { entry_id: id(n), clinic: "c".into(), date: date(), doctor: None, patient: "w".into(), patient_id: None };
+            Action::JoinWaitlist(details)
+        };
+        let marked = move |state: &State, _| Action::MarkAttendance {
+            booking_id: first_booking(state).map_or(Uuid::nil(), |b| b.0),
+            attendance: Attendance::Arrived,
+            correct: false,
+        };
+        let pool: [&MakeAction; 9] = [&hold_0, &hold_1, &booked, &confirmed, &released, &cancelled, &moved, &joined, &marked];
+        let mut seen = BTreeSet::new();
+        let mut sequences: Vec<Vec<usize>> = vec![vec![]];
+        for _ in 0..4 {
+            sequences = sequences.into_iter().flat_map(|s| (0..pool.len()).map(move |c| [s.clone(), vec![c]].concat())).collect();
+            for sequence in &sequences {
+                let mut history = History::new(Rules::default());
+                history.run("kloqo", schedule(2), t0());
+                for (i, &c) in sequence.iter().enumerate() {
+                    // 20 s apart: a 30 s hold outlives one step, not two. The booking's
+                    // date comes on the third step, so early marks are refused.
+                    let now = t0() + Duration::seconds(20 * (i as i64 + 1)) + Duration::hours(if i >= 2 { 15 } else { 0 });
+                    let swept =
+                        crate::core::holds::expiries_due(&history.state, &Context { now, position_next: history.state.position + 1 });
+                    for event in &swept {
+                        apply(&mut history.state, event);
+                    }
+                    history.log.extend(swept);
+                    let action = pool[c](&history.state, 1000 + i as u128);
+                    history.run("kloqo", action, now);
+                }
+                let report = audit(Rules::default(), None, &history.log);
+                assert_eq!(report.violations, vec![], "{sequence:?}: {:#?}", history.log);
+                seen.extend(history.log.iter().map(|e| e.kind.name()));
+            }
+        }
+        let expected = [
+            "schedule_set",
+            "booking_created",
+            "booking_cancelled",
+            "booking_rescheduled",
+            "attendance_recorded",
+            "hold_placed",
+            "hold_released",
+            "hold_expired",
+            "waitlist_joined",
+        ];
+        assert_eq!(seen, BTreeSet::from(expected));
+    }
+
     /// Two tenants may book the same slot: invariants are per tenant.
     #[test]
     fn tenants_are_audited_apart_and_a_restricted_audit_counts_only_its_own() {
