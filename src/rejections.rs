@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 
-pub use crate::core::Rejected;
+pub use crate::core::RejectionRecord;
 use crate::core::Text;
 use crate::log::{self, FileLog, Log, Position, codec};
 
@@ -117,7 +117,7 @@ impl Journal {
     }
 
     /// Appends `records` and writes them in one `write`, without waiting for the disk.
-    pub fn write(&mut self, records: impl IntoIterator<Item = Rejected>) {
+    pub fn write(&mut self, records: impl IntoIterator<Item = RejectionRecord>) {
         self.write_encoded(records.into_iter().map(|record| codec::encode_rejection(&record)));
     }
 

@@ -11,7 +11,7 @@ use anyhow::Context;
 use chrono::{DateTime, Utc};
 
 use super::{Finding, open_read_only, require_tenant};
-use crate::core::Rejected;
+use crate::core::RejectionRecord;
 use crate::forensics::{READ_CHUNK_LEN, json};
 use crate::log::{Tail, codec, location_path};
 use crate::node::REJECTIONS_DIR;
@@ -52,7 +52,7 @@ fn parse_time(text: &str) -> Result<DateTime<Utc>, String> {
 /// Visits every refusal the journal in `dir` keeps, oldest first, with its
 /// sequence number, until `visit` breaks (then `Break`). A torn record at the
 /// very end is where it stops; a record that does not decode is an error naming it.
-pub fn each(dir: &Path, visit: &mut dyn FnMut(u64, Rejected) -> ControlFlow<()>) -> anyhow::Result<ControlFlow<()>> {
+pub fn each(dir: &Path, visit: &mut dyn FnMut(u64, RejectionRecord) -> ControlFlow<()>) -> anyhow::Result<ControlFlow<()>> {
     let mut tail = Tail::rotated(dir, 1);
     let mut failure = None;
     let mut flow = ControlFlow::Continue(());
@@ -132,7 +132,7 @@ pub fn run(args: &RejectionsArgs) -> anyhow::Result<Finding> {
 }
 
 /// One refusal in one line.
-fn text_line(seq: u64, rejected: &Rejected) -> String {
+fn text_line(seq: u64, rejected: &RejectionRecord) -> String {
     let correlation = if rejected.request_id.is_empty() { String::new() } else { format!("  [{}]", rejected.request_id) };
     let conflict = rejected.conflicts_with.as_ref().map(|c| format!(" ({c})")).unwrap_or_default();
     let request = if rejected.method.is_empty() { String::new() } else { format!("  {} {}", rejected.method, rejected.path) };

@@ -15,7 +15,7 @@ mod decide;
 pub mod holds;
 pub mod idempotency;
 pub mod phone;
-mod rejected;
+mod rejection_record;
 mod state;
 #[cfg(test)]
 mod tests;
@@ -36,7 +36,7 @@ pub use decide::{PhoneReply, Reply, decide, decide_refusal, refusal_on_sight, re
 pub use holds::{Hold, HoldDetails, HoldStatus};
 pub use idempotency::{Fingerprint, IdempotencyCheck, IdempotencyTable, Scope, StoredResponse};
 pub use phone::{Business, PhoneState};
-pub use rejected::Rejected;
+pub use rejection_record::RejectionRecord;
 pub use state::{Rules, State, TenantState};
 pub use waitlist::{Entry, EntryDetails, EntryStatus};
 pub use zones::{ClinicZone, SlotTime, Tz};

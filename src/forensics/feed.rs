@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
-use crate::core::{Event, Rejected, Text};
+use crate::core::{Event, RejectionRecord, Text};
 use crate::log::events::{EventReader, Fault, ReadError};
 use crate::log::{Durable, Position, Tail, codec};
 
@@ -114,7 +114,7 @@ pub fn events_page(dir: &Path, filter: &mut EventFilter, from: Position, last: P
 
 /// The refused commands of `tenant` in the rejection journal in `dir`, from
 /// sequence `from` (or the oldest kept) through `last`, at most `limit`.
-pub fn rejections_page(dir: &Path, tenant: &str, from: u64, last: u64, limit: usize) -> Result<Page<(u64, Rejected)>, ReadError> {
+pub fn rejections_page(dir: &Path, tenant: &str, from: u64, last: u64, limit: usize) -> Result<Page<(u64, RejectionRecord)>, ReadError> {
     let mut tail = Tail::rotated(dir, from);
     let mut items = Vec::new();
     let mut failure = None;

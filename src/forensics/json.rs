@@ -16,7 +16,7 @@ use chrono::{DateTime, Datelike, NaiveDate, Timelike, Utc};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::core::{BookingCreated, BookingKind, Duplicate, Event, EventKind, Position, Rejected};
+use crate::core::{BookingCreated, BookingKind, Duplicate, Event, EventKind, Position, RejectionRecord};
 
 /// Appends `event` to `out` as one line of JSON (without the newline), as
 /// `GET /events` lists it; with `with_tenant`, the event's tenant too (for
@@ -50,7 +50,7 @@ pub fn events_page(events: &[Event], next: Position) -> Vec<u8> {
 
 /// Appends the journaled rejection `seq` to `out`, as `GET /rejections` lists
 /// it; with `with_tenant`, its tenant too (for `ledger rejections` across tenants).
-pub fn write_rejection(out: &mut Vec<u8>, seq: u64, rejected: &Rejected, with_tenant: bool) {
+pub fn write_rejection(out: &mut Vec<u8>, seq: u64, rejected: &RejectionRecord, with_tenant: bool) {
     // The request body goes through a `Value` on purpose: it is the client's
     // bytes, and printing them parsed (keys sorted, no whitespace, invalid JSON
     // as a string) is what the journal has always shown. One per rejection, a
@@ -75,9 +75,9 @@ pub fn write_rejection(out: &mut Vec<u8>, seq: u64, rejected: &Rejected, with_te
 }
 
 /// `GET /rejections`'s body: `{"next": next, "rejections": [...]}`.
-pub fn rejections_page(rejections: &[(u64, Rejected)], next: u64) -> Vec<u8> {
+pub fn rejections_page(rejections: &[(u64, RejectionRecord)], next: u64) -> Vec<u8> {
     let mut out = Vec::with_capacity(64 + 512 * rejections.len());
-    let write = |out: &mut Vec<u8>, (seq, rejected): &(u64, Rejected)| write_rejection(out, *seq, rejected, false);
+    let write = |out: &mut Vec<u8>, (seq, rejected): &(u64, RejectionRecord)| write_rejection(out, *seq, rejected, false);
     Object::new(&mut out).entry("next", &next).entry("rejections", &Array(rejections, write)).end();
     out
 }
@@ -730,8 +730,8 @@ mod tests {
         );
     }
 
-    fn rejected(body: &'static [u8], optional: bool) -> Rejected {
-        Rejected {
+    fn rejected(body: &'static [u8], optional: bool) -> RejectionRecord {
+        RejectionRecord {
             recorded_at: at(1_000),
             tenant: "kloqo".into(),
             actor: "kloqo-web".into(),

@@ -13,7 +13,7 @@ use uuid::Uuid;
 use crate::core::{
     Attendance, Booking, BookingCreated, BookingDetails, BookingKind, BookingStatus, Business, Call, CallState, Campaign, Community, Day,
     Doctor, Duplicate, EntryDetails, EntryStatus, Event, EventKind, External, Hold, HoldDetails, HoldStatus, IdempotencyTable, NumberCalls,
-    PhoneState, Place, Rejected, Rules, Schedule, SlotMap, State, StoredResponse, TenantState, Text, format_date,
+    PhoneState, Place, RejectionRecord, Rules, Schedule, SlotMap, State, StoredResponse, TenantState, Text, format_date,
 };
 
 #[allow(clippy::all, clippy::pedantic)]
@@ -424,7 +424,7 @@ pub fn decode_rejected_response(bytes: &[u8]) -> Result<(Text, StoredResponse, D
 }
 
 /// A refused command, as the rejection journal keeps it.
-pub fn encode_rejection(rejected: &Rejected) -> Vec<u8> {
+pub fn encode_rejection(rejected: &RejectionRecord) -> Vec<u8> {
     pb::RejectionRecord {
         recorded_at_micros: micros(rejected.recorded_at),
         tenant: rejected.tenant.to_string(),
@@ -441,9 +441,9 @@ pub fn encode_rejection(rejected: &Rejected) -> Vec<u8> {
     .encode_to_vec()
 }
 
-pub fn decode_rejection(bytes: &[u8]) -> Result<Rejected, CodecError> {
+pub fn decode_rejection(bytes: &[u8]) -> Result<RejectionRecord, CodecError> {
     let r = pb::RejectionRecord::decode(bytes)?;
-    Ok(Rejected {
+    Ok(RejectionRecord {
         recorded_at: from_micros(r.recorded_at_micros, "recorded_at")?,
         tenant: r.tenant.into(),
         actor: r.actor.into(),

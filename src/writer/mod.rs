@@ -897,8 +897,8 @@ fn rejected(
     command: &Command,
     origin: Option<rejections::Origin>,
     rejection: &Rejection,
-) -> rejections::Rejected {
-    rejections::Rejected {
+) -> rejections::RejectionRecord {
+    rejections::RejectionRecord {
         recorded_at,
         tenant: command.tenant.clone(),
         actor: command.actor.clone(),

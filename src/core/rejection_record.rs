@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use super::Text;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rejected {
+pub struct RejectionRecord {
     pub recorded_at: DateTime<Utc>,
     pub tenant: Text,
     pub actor: Text,
