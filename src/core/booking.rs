@@ -335,8 +335,9 @@ fn doctor_of<'a>(tenant: &'a TenantState, clinic: &str, doctor: &str) -> Option<
     tenant.clinics.get(clinic)?.doctors.get(doctor)
 }
 
-/// Changing a doctor's schedule must leave every active booking inside it;
-/// adding a doctor must leave the clinic within `doctors_per_clinic_max`.
+/// A timed schedule's slots all start before midnight; changing a doctor's
+/// schedule must leave every active booking inside it; adding a doctor must
+/// leave the clinic within `doctors_per_clinic_max`.
 pub(super) fn decide_schedule(
     tenant: Option<&TenantState>,
     clinic: &Text,
@@ -344,6 +345,13 @@ pub(super) fn decide_schedule(
     schedule: &Schedule,
     rules: &Rules,
 ) -> Result<Vec<EventKind>, Rejection> {
+    // Every slot of a timed schedule starts before midnight (API.md).
+    if let (Some(first), Some(minutes)) = (schedule.first_slot_minute, schedule.slot_minutes) {
+        let past_midnight = (24 * 60 - first.min(24 * 60)).div_ceil(minutes.max(1));
+        if past_midnight < schedule.slots_per_day {
+            return Err(Rejection::SlotOutOfRange { slot: past_midnight, slots_per_day: schedule.slots_per_day });
+        }
+    }
     let doctors = tenant.and_then(|t| t.clinics.get(clinic)).map(|c| &c.doctors);
     match doctors.and_then(|d| d.get(doctor)) {
         Some(existing) => {

@@ -1060,3 +1060,24 @@ fn exhaustive_holds_reschedules_and_the_waitlist() {
     }
     assert_eq!(runs, 9 + 81 + 729 + 6561);
 }
+
+#[test]
+fn a_timed_schedule_ends_before_midnight() {
+    let (mut state, mut log) = (State::default(), Vec::new());
+    let set = |slots_per_day, first, minutes| Action::SetSchedule {
+        clinic: "c".into(),
+        doctor: "d".into(),
+        schedule: Schedule { slots_per_day, first_slot_minute: Some(first), slot_minutes: Some(minutes) },
+    };
+    // From 09:00 every 15 minutes, slot 60 would start at 24:00.
+    assert!(run(&mut state, &mut log, set(60, 9 * 60, 15), t0()).is_ok(), "the last slot at 23:45");
+    assert_eq!(run(&mut state, &mut log, set(61, 9 * 60, 15), t0()), Err(Rejection::SlotOutOfRange { slot: 60, slots_per_day: 61 }));
+    assert_eq!(run(&mut state, &mut log, set(3, 23 * 60 + 50, 5), t0()), Err(Rejection::SlotOutOfRange { slot: 2, slots_per_day: 3 }));
+    // Untimed schedules have no clock to run past.
+    let untimed = Action::SetSchedule {
+        clinic: "c".into(),
+        doctor: "e".into(),
+        schedule: Schedule { slots_per_day: 1000, first_slot_minute: None, slot_minutes: None },
+    };
+    assert!(run(&mut state, &mut log, untimed, t0()).is_ok());
+}

@@ -37,6 +37,9 @@ async fn schedule_is_set_validated_and_guards_booked_slots() {
         let problem = c.put(path, WEB, body).await.expect_problem(400, "invalid_request");
         assert!(problem["detail"].as_str().unwrap().contains(field), "{body}: {problem}");
     }
+    // Slot 60 of a day from 09:00 every 15 minutes would start at midnight.
+    let past_midnight = c.put(path, WEB, r#"{"slots_per_day":61,"first_slot":"09:00","slot_minutes":15}"#).await;
+    assert_eq!(past_midnight.expect_problem(422, "slot_out_of_range")["slot"], 60);
 
     let held = c.post("/v1/kloqo/bookings", WEB, &booking("c1", "d2", DATE, 2, "Asha")).await.expect(201);
     let conflict = c.put(path, WEB, r#"{"slots_per_day":2}"#).await.expect_problem(409, "schedule_conflict");

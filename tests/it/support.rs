@@ -222,9 +222,13 @@ impl Client {
         reply.expect(200)["position"].as_u64().unwrap()
     }
 
+    /// Slots every 15 minutes from 09:00; a day of more than 60 (which would
+    /// run past midnight) starts at 00:00 with slots as long as fit.
     pub async fn schedule(&self, tenant: &str, clinic: &str, doctor: &str, slots_per_day: u32) {
         let path = format!("/v1/{tenant}/clinics/{clinic}/doctors/{doctor}/schedule");
-        self.put(&path, ADMIN, &format!(r#"{{"slots_per_day":{slots_per_day},"first_slot":"09:00","slot_minutes":15}}"#)).await.expect(200);
+        let (first, minutes) = if slots_per_day <= 60 { ("09:00", 15) } else { ("00:00", (24 * 60 / slots_per_day).max(1)) };
+        let body = format!(r#"{{"slots_per_day":{slots_per_day},"first_slot":"{first}","slot_minutes":{minutes}}}"#);
+        self.put(&path, ADMIN, &body).await.expect(200);
     }
 }
 
