@@ -83,6 +83,8 @@ pub struct External {
     pub correlation_id: Option<Text>,
     pub external_created_at: Option<DateTime<Utc>>,
     pub hold_id: Option<Uuid>,
+    /// The caller's id of the patient, never itself personal data.
+    pub patient_id: Option<Text>,
 }
 
 impl External {
@@ -92,18 +94,15 @@ impl External {
         correlation_id: Option<Text>,
         external_created_at: Option<DateTime<Utc>>,
     ) -> Option<Box<External>> {
-        External::boxed_with_hold(external_ref, correlation_id, external_created_at, None)
+        External { external_ref, correlation_id, external_created_at, hold_id: None, patient_id: None }.boxed_if_any()
     }
 
-    /// The box for these fields and the hold confirmed, or `None` when none is given.
-    pub fn boxed_with_hold(
-        external_ref: Option<Text>,
-        correlation_id: Option<Text>,
-        external_created_at: Option<DateTime<Utc>>,
-        hold_id: Option<Uuid>,
-    ) -> Option<Box<External>> {
-        (external_ref.is_some() || correlation_id.is_some() || external_created_at.is_some() || hold_id.is_some())
-            .then(|| Box::new(External { external_ref, correlation_id, external_created_at, hold_id }))
+    /// The box for these fields, or `None` when none is given: two equal
+    /// bookings are then equal field by field.
+    pub fn boxed_if_any(self) -> Option<Box<External>> {
+        let External { external_ref, correlation_id, external_created_at, hold_id, patient_id } = &self;
+        (external_ref.is_some() || correlation_id.is_some() || external_created_at.is_some() || hold_id.is_some() || patient_id.is_some())
+            .then(|| Box::new(self))
     }
 }
 
@@ -123,6 +122,10 @@ impl BookingDetails {
     /// The hold this booking confirmed.
     pub fn hold_id(&self) -> Option<Uuid> {
         self.external.as_ref()?.hold_id
+    }
+
+    pub fn patient_id(&self) -> Option<&Text> {
+        self.external.as_ref()?.patient_id.as_ref()
     }
 }
 

@@ -158,7 +158,7 @@ pub(super) fn decide_confirm(
         HoldStatus::Held => {}
     }
     let patient = agreed(&hold.details.patient, patient, "patient")?.ok_or(Rejection::PatientRequired)?;
-    agreed(&hold.details.patient_id, patient_id, "patient_id")?;
+    let patient_id = agreed(&hold.details.patient_id, patient_id, "patient_id")?;
     let HoldDetails { clinic, doctor, date, slot, .. } = &hold.details;
     let Some(schedule_doctor) = doctor_of(tenant, clinic, doctor) else { unreachable!("a hold needs a schedule") };
     let slots_per_day = schedule_doctor.schedule.slots_per_day;
@@ -176,7 +176,8 @@ pub(super) fn decide_confirm(
         slot: *slot,
         patient,
         kind,
-        external: External::boxed_with_hold(None, None, None, Some(hold_id)),
+        external: External { external_ref: None, correlation_id: None, external_created_at: None, hold_id: Some(hold_id), patient_id }
+            .boxed_if_any(),
     };
     Ok(vec![EventKind::BookingCreated(BookingCreated { details, token_number })])
 }

@@ -1510,7 +1510,14 @@ mod tests {
     fn a_hold_on_a_taken_slot_a_booking_over_a_hold_and_an_early_expiry_are_named() {
         let confirming = |n, hold: u128| {
             let mut c = created(n, 0, 1);
-            c.details.external = crate::core::External::boxed_with_hold(None, None, None, Some(id(hold)));
+            c.details.external = crate::core::External {
+                external_ref: None,
+                correlation_id: None,
+                external_created_at: None,
+                hold_id: Some(id(hold)),
+                patient_id: None,
+            }
+            .boxed_if_any();
             EventKind::BookingCreated(c)
         };
         // Clean: held, confirmed; held, released; held, expired at its time.

@@ -106,6 +106,7 @@ impl Json for Data<'_> {
                 .entry("hold_id", &b.hold_id())
                 .entry("kind", kind_name(b.kind))
                 .entry("patient", b.patient.as_str())
+                .entry("patient_id", &b.patient_id().cloned())
                 .entry("slot", &b.slot)
                 .entry("token", &Token(b.kind, *token_number)),
             EventKind::BookingCancelled { booking_id, reason } => object.entry("booking_id", booking_id).entry("reason", reason),
@@ -543,12 +544,14 @@ mod tests {
                     slot: 7,
                     patient: "Ásha \"A\" \\ Rao\n\u{1}".into(),
                     kind,
-                    external: crate::core::External::boxed_with_hold(
-                        optional.then(|| "cal-1".into()),
-                        optional.then(|| "corr-1".into()),
-                        optional.then(|| at(123_456_789)),
-                        optional.then_some(id),
-                    ),
+                    external: crate::core::External {
+                        external_ref: optional.then(|| "cal-1".into()),
+                        correlation_id: optional.then(|| "corr-1".into()),
+                        external_created_at: optional.then(|| at(123_456_789)),
+                        hold_id: optional.then_some(id),
+                        patient_id: optional.then(|| "p-1".into()),
+                    }
+                    .boxed_if_any(),
                 },
                 token_number,
             })
@@ -666,9 +669,9 @@ mod tests {
     const EVERY_KIND_JSON: [&str; 30] = [
         r#"{"actor":"kloqo-web","correlation_id":"req-1","data":{"clinic":"c1","doctor":"d1","first_slot_minute":540,"slot_minutes":15,"slots_per_day":40},"idempotency_key":"click-1","position":42,"recorded_at":"2026-03-01T09:05:07Z","tenant":"kloqo","type":"schedule_set"}"#,
         r#"{"actor":"kloqo-web","correlation_id":"req-1","data":{"clinic":"c1","doctor":"d1","first_slot_minute":null,"slot_minutes":null,"slots_per_day":1},"idempotency_key":"click-1","position":42,"recorded_at":"2026-03-01T09:05:07Z","tenant":"kloqo","type":"schedule_set"}"#,
-        r#"{"actor":"kloqo-web","correlation_id":"req-1","data":{"booking_id":"0190a3c4-5e6f-7a8b-9c0d-1e2f3a4b5c6d","clinic":"c1","correlation_id":"corr-1","date":"2026-03-02","doctor":"d1","external_created_at":"2026-03-01T09:05:07.123456789Z","external_ref":"cal-1","hold_id":"0190a3c4-5e6f-7a8b-9c0d-1e2f3a4b5c6d","kind":"advance","patient":"Ásha \"A\" \\ Rao\n\u0001","slot":7,"token":"A005"},"idempotency_key":"click-1","position":42,"recorded_at":"2026-03-01T09:05:07Z","tenant":"kloqo","type":"booking_created"}"#,
-        r#"{"actor":"kloqo-web","correlation_id":"req-1","data":{"booking_id":"0190a3c4-5e6f-7a8b-9c0d-1e2f3a4b5c6d","clinic":"c1","correlation_id":null,"date":"2026-03-02","doctor":"d1","external_created_at":null,"external_ref":null,"hold_id":null,"kind":"walk_in","patient":"Ásha \"A\" \\ Rao\n\u0001","slot":7,"token":"W12345"},"idempotency_key":"click-1","position":42,"recorded_at":"2026-03-01T09:05:07Z","tenant":"kloqo","type":"booking_created"}"#,
-        r#"{"actor":"kloqo-web","correlation_id":"req-1","data":{"booking_id":"0190a3c4-5e6f-7a8b-9c0d-1e2f3a4b5c6d","clinic":"c1","correlation_id":null,"date":"2026-03-02","doctor":"d1","external_created_at":null,"external_ref":null,"hold_id":null,"kind":"walk_in","patient":"Ásha \"A\" \\ Rao\n\u0001","slot":7,"token":"W4294967295"},"idempotency_key":"click-1","position":42,"recorded_at":"2026-03-01T09:05:07Z","tenant":"kloqo","type":"booking_created"}"#,
+        r#"{"actor":"kloqo-web","correlation_id":"req-1","data":{"booking_id":"0190a3c4-5e6f-7a8b-9c0d-1e2f3a4b5c6d","clinic":"c1","correlation_id":"corr-1","date":"2026-03-02","doctor":"d1","external_created_at":"2026-03-01T09:05:07.123456789Z","external_ref":"cal-1","hold_id":"0190a3c4-5e6f-7a8b-9c0d-1e2f3a4b5c6d","kind":"advance","patient":"Ásha \"A\" \\ Rao\n\u0001","patient_id":"p-1","slot":7,"token":"A005"},"idempotency_key":"click-1","position":42,"recorded_at":"2026-03-01T09:05:07Z","tenant":"kloqo","type":"booking_created"}"#,
+        r#"{"actor":"kloqo-web","correlation_id":"req-1","data":{"booking_id":"0190a3c4-5e6f-7a8b-9c0d-1e2f3a4b5c6d","clinic":"c1","correlation_id":null,"date":"2026-03-02","doctor":"d1","external_created_at":null,"external_ref":null,"hold_id":null,"kind":"walk_in","patient":"Ásha \"A\" \\ Rao\n\u0001","patient_id":null,"slot":7,"token":"W12345"},"idempotency_key":"click-1","position":42,"recorded_at":"2026-03-01T09:05:07Z","tenant":"kloqo","type":"booking_created"}"#,
+        r#"{"actor":"kloqo-web","correlation_id":"req-1","data":{"booking_id":"0190a3c4-5e6f-7a8b-9c0d-1e2f3a4b5c6d","clinic":"c1","correlation_id":null,"date":"2026-03-02","doctor":"d1","external_created_at":null,"external_ref":null,"hold_id":null,"kind":"walk_in","patient":"Ásha \"A\" \\ Rao\n\u0001","patient_id":null,"slot":7,"token":"W4294967295"},"idempotency_key":"click-1","position":42,"recorded_at":"2026-03-01T09:05:07Z","tenant":"kloqo","type":"booking_created"}"#,
         r#"{"actor":"kloqo-web","correlation_id":"req-1","data":{"booking_id":"0190a3c4-5e6f-7a8b-9c0d-1e2f3a4b5c6d","reason":"patient called"},"idempotency_key":"click-1","position":42,"recorded_at":"2026-03-01T09:05:07Z","tenant":"kloqo","type":"booking_cancelled"}"#,
         r#"{"actor":"kloqo-web","correlation_id":"req-1","data":{"booking_id":"0190a3c4-5e6f-7a8b-9c0d-1e2f3a4b5c6d","reason":null},"idempotency_key":"click-1","position":42,"recorded_at":"2026-03-01T09:05:07Z","tenant":"kloqo","type":"booking_cancelled"}"#,
         r#"{"actor":"kloqo-web","correlation_id":"req-1","data":{"business":"b1","claim_id":"0190a3c4-5e6f-7a8b-9c0d-1e2f3a4b5c6d","lease_expires_at":"2026-03-01T09:05:07.005Z"},"idempotency_key":"click-1","position":42,"recorded_at":"2026-03-01T09:05:07Z","tenant":"kloqo","type":"phone_claimed"}"#,

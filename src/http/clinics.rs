@@ -24,7 +24,7 @@ use crate::forensics::follower::Indexes;
 use crate::log::events::ReadError;
 use crate::validate::{
     Check, Invalid, PATIENT_CHARS_MAX, REASON_CHARS_MAX, REF_CHARS_MAX, SLOT_MINUTES_MAX, SLOTS_PER_DAY_MAX, check_count, check_name,
-    check_optional_text, check_text, parse_date, parse_minute_of_day, parse_uuid,
+    check_optional_text, check_patient_id, check_text, parse_date, parse_minute_of_day, parse_uuid,
 };
 
 /// Changes of a day listed per page of its history, at most.
@@ -108,6 +108,8 @@ pub struct BookingRequest {
     pub slot: u32,
     /// 1 to 200 characters.
     pub patient: String,
+    /// `[A-Za-z0-9._-]{1,64}`: the caller's id of the patient.
+    pub patient_id: Option<String>,
     #[serde(default)]
     pub kind: KindRequest,
     /// An external calendar's booking id; binds to one booking in the tenant, forever.
@@ -127,6 +129,9 @@ impl Check for BookingRequest {
         check_text("patient", &self.patient, PATIENT_CHARS_MAX)?;
         check_optional_text("external_ref", self.external_ref.as_deref(), REF_CHARS_MAX)?;
         check_optional_text("correlation_id", self.correlation_id.as_deref(), REF_CHARS_MAX)?;
+        if let Some(patient_id) = &self.patient_id {
+            check_patient_id("patient_id", patient_id)?;
+        }
         Ok(Action::Book(BookingDetails {
             booking_id: Uuid::now_v7(),
             clinic: self.clinic.into(),
@@ -138,7 +143,14 @@ impl Check for BookingRequest {
                 KindRequest::Advance => BookingKind::Advance,
                 KindRequest::WalkIn => BookingKind::WalkIn,
             },
-            external: External::boxed(self.external_ref.map(Into::into), self.correlation_id.map(Into::into), self.external_created_at),
+            external: External {
+                external_ref: self.external_ref.map(Into::into),
+                correlation_id: self.correlation_id.map(Into::into),
+                external_created_at: self.external_created_at,
+                hold_id: None,
+                patient_id: self.patient_id.map(Into::into),
+            }
+            .boxed_if_any(),
         }))
     }
 }

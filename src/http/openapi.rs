@@ -218,6 +218,7 @@ fn constrain_schemas(schemas: &mut Map<String, Value>) {
         ("BookingRequest", "external_ref", text(REF_CHARS_MAX)),
         ("BookingRequest", "correlation_id", text(REF_CHARS_MAX)),
         ("BookingRequest", "date", json!({ "pattern": DATE_PATTERN })),
+        ("BookingRequest", "patient_id", json!({ "pattern": "^[A-Za-z0-9._-]{1,64}$" })),
         ("CancelRequest", "reason", text(REASON_CHARS_MAX)),
         ("CompleteRequest", "provider_sid", text(NAME_CHARS_MAX)),
         ("FailRequest", "reason", text(REASON_CHARS_MAX)),

@@ -60,6 +60,8 @@ pub struct BookingView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ends_at: Option<DateTime<FixedOffset>>,
     pub patient: String,
+    /// The caller's id of the patient, null when none was given.
+    pub patient_id: Option<String>,
     pub kind: KindView,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub external_ref: Option<String>,
@@ -104,6 +106,7 @@ impl BookingView {
             external_ref: b.details.external_ref().map(|r| r.to_string()),
             correlation_id: b.details.correlation_id().map(|c| c.to_string()),
             hold_id: b.details.hold_id(),
+            patient_id: b.details.patient_id().map(|p| p.to_string()),
             version: b.version,
             attendance: b.attendance.map(|a| match a {
                 Attendance::Arrived => AttendanceView::Arrived,

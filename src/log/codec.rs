@@ -87,6 +87,7 @@ fn to_pb_booking(details: &BookingDetails, token_number: u32) -> pb::BookingCrea
         correlation_id: details.correlation_id().map(|c| c.to_string()).unwrap_or_default(),
         external_created_at_micros: details.external_created_at().map_or(0, micros),
         hold_id: details.hold_id().map(|id| id.as_bytes().to_vec()).unwrap_or_default(),
+        patient_id: details.patient_id().map(|p| p.to_string()).unwrap_or_default(),
     }
 }
 
@@ -100,15 +101,17 @@ pub(super) fn from_pb_booking(b: pb::BookingCreated) -> Result<BookingCreated, C
             doctor: b.doctor.into(),
             slot: b.slot,
             patient: b.patient.into(),
-            external: External::boxed_with_hold(
-                optional(&b.external_ref),
-                optional(&b.correlation_id),
-                match b.external_created_at_micros {
+            external: External {
+                external_ref: optional(&b.external_ref),
+                correlation_id: optional(&b.correlation_id),
+                external_created_at: match b.external_created_at_micros {
                     0 => None,
                     m => Some(from_micros(m, "external_created_at")?),
                 },
-                if b.hold_id.is_empty() { None } else { Some(uuid(&b.hold_id)?) },
-            ),
+                hold_id: if b.hold_id.is_empty() { None } else { Some(uuid(&b.hold_id)?) },
+                patient_id: optional(&b.patient_id),
+            }
+            .boxed_if_any(),
         },
         token_number: b.token_number,
     })

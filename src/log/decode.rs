@@ -375,15 +375,17 @@ impl Decoder {
                 slot: m.uint32(f::SLOT),
                 patient: Patient::from(m.text(f::PATIENT)),
                 kind: booking_kind(m.int32(f::KIND))?,
-                external: External::boxed_with_hold(
-                    optional(m.text(f::EXTERNAL_REF)),
-                    optional(m.text(f::CORRELATION_ID)),
-                    match m.int64(f::EXTERNAL_CREATED_AT_MICROS) {
+                external: External {
+                    external_ref: optional(m.text(f::EXTERNAL_REF)),
+                    correlation_id: optional(m.text(f::CORRELATION_ID)),
+                    external_created_at: match m.int64(f::EXTERNAL_CREATED_AT_MICROS) {
                         0 => None,
                         micros => Some(from_micros(micros, "external_created_at")?),
                     },
-                    optional_uuid(m.bytes(f::HOLD_ID))?,
-                ),
+                    hold_id: optional_uuid(m.bytes(f::HOLD_ID))?,
+                    patient_id: optional(m.text(f::PATIENT_ID)),
+                }
+                .boxed_if_any(),
             },
             token_number: m.uint32(f::TOKEN_NUMBER),
         })
@@ -1097,12 +1099,14 @@ mod tests {
             slot: 999,
             patient: "Ásha ✓".into(),
             kind,
-            external: crate::core::External::boxed_with_hold(
-                external.then(|| "cal-8Fxv".into()),
-                external.then(|| "call-687".into()),
-                external.then_some(at),
-                external.then(|| id(13)),
-            ),
+            external: crate::core::External {
+                external_ref: external.then(|| "cal-8Fxv".into()),
+                correlation_id: external.then(|| "call-687".into()),
+                external_created_at: external.then_some(at),
+                hold_id: external.then(|| id(13)),
+                patient_id: external.then(|| "p-77".into()),
+            }
+            .boxed_if_any(),
         };
         let hold = |patient: bool| crate::core::HoldDetails {
             hold_id: id(13),

@@ -62,6 +62,7 @@ fn kind(m: &mut Vec<u8>, kind: &EventKind) -> Member {
             if let Some(hold_id) = b.hold_id() {
                 id(m, f::HOLD_ID, &hold_id);
             }
+            string(m, f::PATIENT_ID, b.patient_id().map_or("", |p| p));
             Member::BookingCreated
         }
         EventKind::BookingCancelled { booking_id, reason } => {

@@ -97,7 +97,7 @@ async fn booking_answers_and_tokens() {
         json!({
             "booking_id": first["booking_id"], "token": "A001", "status": "confirmed", "clinic": "c1", "doctor": "d1",
             "date": DATE, "slot": 1, "time": "09:15", "starts_at": "2026-03-02T09:15:00Z", "ends_at": "2026-03-02T09:30:00Z",
-            "patient": "Asha", "kind": "advance", "version": 1, "position": 2, "created_at": first["created_at"],
+            "patient": "Asha", "patient_id": null, "kind": "advance", "version": 1, "position": 2, "created_at": first["created_at"],
         })
     );
     let walk_in = r#"{"clinic":"c1","doctor":"d1","date":"2026-03-02","slot":2,"patient":"Ben","kind":"walk_in"}"#;

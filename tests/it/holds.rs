@@ -87,7 +87,7 @@ async fn releases_confirmations_and_bad_requests_answer_as_the_contract_says() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path()).await;
     let c = &server.client;
-    c.schedule("kloqo", "kochi", "rao", 3).await;
+    c.schedule("kloqo", "kochi", "rao", 6).await;
     let mut body: Value = serde_json::from_str(&hold(0, None)).unwrap();
     body["ttl_secs"] = json!(29);
     let problem = c.post("/v1/kloqo/holds", WEB, &body.to_string()).await.expect_problem(400, "invalid_request");
@@ -123,7 +123,21 @@ async fn releases_confirmations_and_bad_requests_answer_as_the_contract_says() {
     let problem = c.post(&confirm, WEB, r#"{"patient":"Ravi"}"#).await.expect_problem(409, "hold_patient_mismatch");
     assert_eq!(problem["field"], "patient");
     let walk_in = c.post(&confirm, WEB, r#"{"patient":"Asha","kind":"walk_in"}"#).await.expect(201);
-    assert_eq!(walk_in["token"], "W001");
+    assert_eq!((walk_in["token"].as_str(), &walk_in["patient_id"]), (Some("W001"), &json!(null)));
+
+    // A patient_id given at hold time is the booking's; another at confirmation is refused.
+    let mut with_id: Value = serde_json::from_str(&hold(3, Some("Ravi"))).unwrap();
+    with_id["patient_id"] = json!("p-7");
+    let hold_id = c.post("/v1/kloqo/holds", WEB, &with_id.to_string()).await.expect(201)["hold_id"].as_str().unwrap().to_owned();
+    let confirm = format!("/v1/kloqo/holds/{hold_id}/confirm");
+    let other = c.post(&confirm, WEB, r#"{"patient_id":"p-8"}"#).await.expect_problem(409, "hold_patient_mismatch");
+    assert_eq!(other["field"], "patient_id");
+    assert_eq!(c.post(&confirm, WEB, "{}").await.expect(201)["patient_id"], "p-7");
+    let mut booked = json!({"clinic": "kochi", "doctor": "rao", "date": DATE, "slot": 4, "patient": "Dev", "patient_id": "p-9"});
+    assert_eq!(c.post("/v1/kloqo/bookings", WEB, &booked.to_string()).await.expect(201)["patient_id"], "p-9");
+    booked["patient_id"] = json!("no spaces allowed");
+    booked["slot"] = json!(5);
+    c.post("/v1/kloqo/bookings", WEB, &booked.to_string()).await.expect_problem(400, "invalid_request");
     server.stop().await;
 }
 
