@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 
 use super::{Finding, open_read_only, require_tenant};
+use crate::core::SlotTime;
 use crate::forensics::clinics;
 use crate::node::LEDGER_DIR;
 
@@ -41,17 +42,25 @@ pub fn run(args: &SlotsArgs) -> anyhow::Result<Finding> {
     anyhow::ensure!(as_of <= last, "--as-of {as_of} is beyond the ledger's last position {last}");
     let day = clinics::index_dir(&dir, last)?.plan(&args.tenant, &args.clinic, date, None, as_of).run(&dir)?;
     let mut out = std::io::stdout().lock();
-    writeln!(out, "clinic {} on {} as of position {as_of}", args.clinic, args.date)?;
-    writeln!(out, "{:<16} {:>5} {:>6} {:<7} {:<6} booking", "doctor", "slot", "time", "state", "token")?;
+    writeln!(out, "clinic {} on {} as of position {as_of}, time zone {}", args.clinic, args.date, day.zone.name())?;
+    writeln!(out, "{:<16} {:>5} {:>6} {:<25} {:<11} {:<6} booking", "doctor", "slot", "time", "starts_at", "state", "token")?;
     for doctor in &day.doctors {
         for slot in 0..doctor.schedule.slots_per_day {
-            let time = doctor.schedule.slot_minute(slot).map_or_else(|| "-".into(), |m| format!("{:02}:{:02}", m / 60, m % 60));
-            let (state_name, token, id) = match (doctor.booked.get(&slot), doctor.holds.get(&slot)) {
-                (Some(held), _) => ("booked", held.token.clone(), held.booking_id.to_string()),
-                (None, Some(on)) => ("held", "-".into(), format!("hold {} until {}", on.hold_id, on.expires_at)),
-                (None, None) => ("free", "-".into(), "-".into()),
+            let booked = doctor.booked.get(&slot);
+            let at = if booked.is_some() { SlotTime::booked } else { SlotTime::of };
+            let at = at(day.zone, &doctor.schedule, date, slot);
+            let time = at.minute().map_or_else(|| "-".into(), |m| format!("{:02}:{:02}", m / 60, m % 60));
+            let starts_at = match at {
+                SlotTime::At { starts_at, .. } => starts_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                SlotTime::Untimed | SlotTime::Unavailable { .. } => "-".into(),
             };
-            writeln!(out, "{:<16} {slot:>5} {time:>6} {state_name:<7} {token:<6} {id}", doctor.doctor)?;
+            let (state_name, token, id) = match (booked, doctor.holds.get(&slot), at) {
+                (Some(held), _, _) => ("booked", held.token.clone(), held.booking_id.to_string()),
+                (None, Some(on), _) => ("held", "-".into(), format!("hold {} until {}", on.hold_id, on.expires_at)),
+                (None, None, SlotTime::Unavailable { .. }) => ("unavailable", "-".into(), "-".into()),
+                (None, None, _) => ("free", "-".into(), "-".into()),
+            };
+            writeln!(out, "{:<16} {slot:>5} {time:>6} {starts_at:<25} {state_name:<11} {token:<6} {id}", doctor.doctor)?;
         }
     }
     Ok(Finding::Clean)

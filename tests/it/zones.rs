@@ -59,6 +59,19 @@ async fn a_clinics_zone_gives_every_slot_its_instant_and_a_skipped_time_is_unava
     // A summer day: the offset in force then.
     assert_eq!(slots(c, "2026-07-01").await[0]["starts_at"], "2026-07-01T01:00:00+02:00");
     server.stop().await;
+
+    // `ledger slots` shows the same instants, offline.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_ledger"))
+        .args(["slots", "--tenant", "kloqo", "--clinic", "berlin", "--date", SPRING, "--data"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("time zone Europe/Berlin"), "{stdout}");
+    let line = |slot: &str| stdout.lines().find(|l| l.split_whitespace().nth(1) == Some(slot)).unwrap_or_default().to_owned();
+    assert!(line("2").contains("unavailable") && line("2").contains("02:00"), "{stdout}");
+    assert!(line("4").contains("2026-03-29T03:00:00+02:00") && line("4").contains("booked"), "{stdout}");
 }
 
 /// Every daylight-saving transition of 2026 and 2027 in four zones (one with
