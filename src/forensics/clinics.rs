@@ -446,11 +446,9 @@ impl LiveDay {
             | EventKind::BookingRescheduled { .. } => None,
             EventKind::ClinicZoneSet { zone, tzdata, .. } => {
                 self.day.zone = *zone;
-                let summary = format!("time zone {} (tzdata {tzdata})", zone.name());
-                let doctors: Vec<(Text, Vec<u32>)> =
-                    self.day.doctors.iter().map(|d| (d.doctor.clone(), (0..d.schedule.slots_per_day).collect())).collect();
-                let (doctor, slots) = doctors.into_iter().next().unwrap_or_default();
-                Some(change(&doctor, slots, summary))
+                let summary = format!("time zone {} (tzdata {tzdata}): every slot's instant follows it", zone.name());
+                // Every doctor's every slot changed: a view of the change lists them all.
+                Some(change(&Text::from(""), Vec::new(), summary))
             }
         };
         if result.is_some() {
@@ -484,6 +482,7 @@ impl ClinicIndex {
             .flatten()
             .filter(|(name, _)| doctor.is_none_or(|d| name.as_ref() == d))
             .flat_map(|(_, history)| history.iter().map(|(position, location, _)| (*position, *location)))
+            .chain(self.zones.get(&clinic_key).into_iter().flatten().map(|(position, location, _)| (*position, *location)))
             .chain(
                 self.day_numbers.get(&(clinic_key.0, clinic_key.1, date)).into_iter().flat_map(|n| self.days[*n as usize].iter().copied()),
             )
@@ -504,7 +503,8 @@ pub struct HistoryPlan {
 
 impl HistoryPlan {
     /// Every change of the day, in order: each schedule of the clinic's doctors
-    /// and each booking and cancellation of the day.
+    /// and each zone of the clinic, and each booking, move, hold and
+    /// cancellation of the day.
     pub fn run(self, dir: &Path) -> Result<Vec<DayChange>, ReadError> {
         let mut live = LiveDay::new(ClinicDay { position: 0, zone: Tz::UTC, doctors: Vec::new() });
         let mut changes = Vec::new();

@@ -56,6 +56,10 @@ async fn a_clinics_zone_gives_every_slot_its_instant_and_a_skipped_time_is_unava
     c.post("/v1/kloqo/holds", WEB, &hold.to_string()).await.expect_problem(422, "slot_unavailable");
     let booked = c.post("/v1/kloqo/bookings", WEB, &booking("berlin", "weber", SPRING, 4, "Asha")).await.expect(201);
     assert_eq!((booked["time"].as_str(), booked["starts_at"].as_str()), (Some("03:00"), Some("2026-03-29T03:00:00+02:00")));
+    // The day's history lists the zone change with the schedules and bookings.
+    let history = c.get(&format!("/v1/kloqo/clinics/berlin/slots/history?date={SPRING}"), WEB).await.expect(200);
+    let kinds: Vec<&str> = history["changes"].as_array().unwrap().iter().map(|h| h["type"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["schedule_set", "clinic_zone_set", "booking_created"], "{history}");
     // A summer day: the offset in force then.
     assert_eq!(slots(c, "2026-07-01").await[0]["starts_at"], "2026-07-01T01:00:00+02:00");
     server.stop().await;
