@@ -61,9 +61,18 @@ impl Rng {
 
 struct SimClock;
 
+thread_local! {
+    /// Seconds since the simulation's start: each step moves its clock on
+    /// (each simulation runs on its own thread, writer included).
+    static SIM_SECONDS: std::cell::Cell<i64> = const { std::cell::Cell::new(0) };
+}
+
+/// How far the clock moves each step: a 30 s hold outlives two steps, not three.
+const STEP_SECS: i64 = 12;
+
 impl Clock for SimClock {
     fn now(&self) -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(2026, 3, 1, 9, 0, 0).unwrap()
+        Utc.with_ymd_and_hms(2026, 3, 1, 9, 0, 0).unwrap() + chrono::Duration::seconds(SIM_SECONDS.with(std::cell::Cell::get))
     }
 }
 
@@ -221,6 +230,9 @@ impl Acknowledged {
             (Action::Book(_), ["booking", id, token, "Confirmed"]) => {
                 self.booked.insert(id.parse().unwrap(), token.to_string());
             }
+            (Action::ConfirmHold { .. }, ["booking", id, token, "Confirmed"]) => {
+                self.booked.insert(id.parse().unwrap(), token.to_string());
+            }
             (Action::Cancel { .. }, ["booking", id, _, "Cancelled"]) => {
                 self.cancelled.insert(id.parse().unwrap());
             }
@@ -282,6 +294,8 @@ struct Sim<D: Disk> {
     /// Keyed commands acknowledged, to repeat.
     keyed: Vec<Command>,
     bookings: Vec<Uuid>,
+    /// Holds asked for (placed or not), to confirm or release.
+    holds: Vec<Uuid>,
     keys: u64,
     /// Counts, for the report.
     faults: u64,
@@ -301,6 +315,7 @@ fn date(day: u64) -> NaiveDate {
 
 impl<D: Disk> Sim<D> {
     fn new(seed: u64, mut disk: D) -> Sim<D> {
+        SIM_SECONDS.with(|s| s.set(0));
         let (log, responses) = disk.open();
         Sim {
             rng: Rng(seed),
@@ -310,6 +325,7 @@ impl<D: Disk> Sim<D> {
             unknown: Vec::new(),
             keyed: Vec::new(),
             bookings: Vec::new(),
+            holds: Vec::new(),
             keys: 0,
             faults: 0,
             recoveries: 0,
@@ -327,7 +343,7 @@ impl<D: Disk> Sim<D> {
 
     fn random_command(&mut self) -> Command {
         let rng = &mut self.rng;
-        match rng.below(10) {
+        match rng.below(13) {
             0 => {
                 let doctor = format!("d{}", rng.below(2));
                 let slots_per_day = 3 + rng.below(4) as u32;
@@ -358,6 +374,31 @@ impl<D: Disk> Sim<D> {
                 self.command(Action::Cancel { booking_id, reason: None })
             }
             8 if !self.keyed.is_empty() => self.keyed[rng.below(self.keyed.len() as u64) as usize].clone(),
+            10 => {
+                let hold_id = rng.uuid();
+                self.holds.push(hold_id);
+                let hold = crate::core::HoldDetails {
+                    hold_id,
+                    clinic: "c".into(),
+                    doctor: format!("d{}", rng.below(2)).into(),
+                    date: date(rng.below(2)),
+                    slot: rng.below(6) as u32,
+                    patient: Some("h".into()),
+                    patient_id: None,
+                    entry_id: None,
+                };
+                self.command(Action::Hold { hold, ttl_secs: 30 })
+            }
+            11 | 12 if !self.holds.is_empty() => {
+                let hold_id = self.holds[rng.below(self.holds.len() as u64) as usize];
+                if rng.chance(70) {
+                    let booking_id = rng.uuid();
+                    self.bookings.push(booking_id);
+                    self.command(Action::ConfirmHold { hold_id, booking_id, patient: None, patient_id: None, kind: None })
+                } else {
+                    self.command(Action::ReleaseHold { hold_id })
+                }
+            }
             _ => {
                 let name = format!("Club {}", rng.below(3));
                 let community_id = rng.uuid();
@@ -367,6 +408,7 @@ impl<D: Disk> Sim<D> {
     }
 
     fn step(&mut self, when: &str) {
+        SIM_SECONDS.with(|s| s.set(s.get() + STEP_SECS));
         let mut commands: Vec<Command> = std::mem::take(&mut self.unknown);
         let repeats = commands.len();
         for _ in 0..1 + self.rng.below(8) {
@@ -390,6 +432,15 @@ impl<D: Disk> Sim<D> {
                     self.acknowledged.record(command, &answer);
                 }
                 assert_eq!(*self.writer.published.read(), self.writer.working, "{when}: the copies agree after a batch");
+                // The batch began by expiring every hold due by its clock: none outlives it.
+                let now = SimClock.now();
+                for hold in self.writer.working.tenants.values().flat_map(|t| t.holds.values()) {
+                    assert!(
+                        hold.status != crate::core::HoldStatus::Held || hold.expires_at > now,
+                        "{when}: hold {} held past its expiry",
+                        hold.details.hold_id
+                    );
+                }
             }
             Err(_) => {
                 self.faults += 1;
