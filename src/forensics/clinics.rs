@@ -418,7 +418,8 @@ impl LiveDay {
                 let doctor = self.day.doctors.iter_mut().find(|d| d.doctor == h.doctor)?;
                 doctor.holds.insert(h.slot, HoldOn { hold_id: h.hold_id, expires_at: *expires_at });
                 self.held.insert(h.hold_id, (h.doctor.clone(), h.slot));
-                let summary = format!("{} {} held until {expires_at}", h.doctor, slot_text(&doctor.schedule, h.slot));
+                let until = expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+                let summary = format!("{} {} held until {until}", h.doctor, slot_text(&doctor.schedule, h.slot));
                 Some(change(&h.doctor, vec![h.slot], summary))
             }
             EventKind::HoldReleased { hold_id } | EventKind::HoldExpired { hold_id } => {

@@ -43,6 +43,12 @@ async fn a_cancelled_slot_goes_to_the_first_waiting_patient_as_a_hold_in_the_sam
     let slot = c.get(&format!("/v1/kloqo/clinics/kochi/slots?date={DATE}"), WEB).await.expect(200)["doctors"][0]["slots"][0].clone();
     assert_eq!((slot["state"].as_str(), slot["hold_id"].as_str()), (Some("held"), Some(hold_id.as_str())));
     c.post("/v1/kloqo/bookings", WEB, &booking("kochi", "rao", DATE, 0, "Dev")).await.expect_problem(409, "slot_held");
+    // The day's history says so, with the instant the offer ends.
+    let history = c.get(&format!("/v1/kloqo/clinics/kochi/slots/history?date={DATE}"), WEB).await.expect(200);
+    let offer = history["changes"].as_array().unwrap().iter().find(|h| h["type"] == "hold_placed").unwrap().clone();
+    let summary = offer["summary"].as_str().unwrap();
+    let until = now[0]["expires_at"].as_str().unwrap();
+    assert!(summary.contains(&format!("held until {}Z", &until[..19])), "{summary} ({until})");
 
     // Ravi withdraws: the offer's hold is released and Chen is offered the slot.
     let withdrawn = c.post(&format!("/v1/kloqo/waitlist/{}/withdraw", ravi["entry_id"].as_str().unwrap()), WEB, "").await.expect(200);
