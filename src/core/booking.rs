@@ -334,8 +334,39 @@ impl TenantState {
     }
 }
 
-fn doctor_of<'a>(tenant: &'a TenantState, clinic: &str, doctor: &str) -> Option<&'a Doctor> {
+pub(super) fn doctor_of<'a>(tenant: &'a TenantState, clinic: &str, doctor: &str) -> Option<&'a Doctor> {
     tenant.clinics.get(clinic)?.doctors.get(doctor)
+}
+
+/// The doctor whose `slot` on `date` a booking, hold or move would take, in
+/// API.md's order: the doctor has a schedule (404), the slot is within it
+/// (422) and starts at a time that exists at the clinic (422).
+pub(super) fn slot_to_take<'a>(
+    tenant: Option<&'a TenantState>,
+    clinic: &Text,
+    doctor: &Text,
+    date: NaiveDate,
+    slot: u32,
+) -> Result<(&'a TenantState, &'a Doctor), Rejection> {
+    let Some((tenant, found)) = tenant.and_then(|t| Some((t, doctor_of(t, clinic, doctor)?))) else {
+        return Err(Rejection::UnknownDoctor { clinic: clinic.clone(), doctor: doctor.clone() });
+    };
+    let slots_per_day = found.schedule.slots_per_day;
+    if slot >= slots_per_day {
+        return Err(Rejection::SlotOutOfRange { slot, slots_per_day });
+    }
+    zones::check_available(tenant, clinic, &found.schedule, date, slot)?;
+    Ok((tenant, found))
+}
+
+/// Whether `slot` of `day` is free to take at `now`: 409 `slot_taken` naming
+/// its booking, then `slot_held` for a hold in force; for a hold past its
+/// expiry whose event is not written yet, the `hold_expired` to append first.
+pub(super) fn free_to_take(tenant: &TenantState, day: Option<&Day>, slot: u32, now: DateTime<Utc>) -> Result<Vec<EventKind>, Rejection> {
+    if let Some(booking_id) = day.and_then(|d| d.slots.get(&slot)) {
+        return Err(Rejection::SlotTaken { booking_id: *booking_id, token: tenant.bookings[booking_id].token() });
+    }
+    Ok(holds::clear_expired_hold(tenant, day, slot, now)?.into_iter().collect())
 }
 
 /// A timed schedule's slots all start before midnight; changing a doctor's
@@ -385,14 +416,7 @@ pub(super) fn decide_book(
     rules: &Rules,
     context: &Context,
 ) -> Result<Vec<EventKind>, Rejection> {
-    let Some((tenant, doctor)) = tenant.and_then(|t| Some((t, doctor_of(t, &request.clinic, &request.doctor)?))) else {
-        return Err(Rejection::UnknownDoctor { clinic: request.clinic.clone(), doctor: request.doctor.clone() });
-    };
-    let slots_per_day = doctor.schedule.slots_per_day;
-    if request.slot >= slots_per_day {
-        return Err(Rejection::SlotOutOfRange { slot: request.slot, slots_per_day });
-    }
-    zones::check_available(tenant, &request.clinic, &doctor.schedule, request.date, request.slot)?;
+    let (tenant, doctor) = slot_to_take(tenant, &request.clinic, &request.doctor, request.date, request.slot)?;
     if let Some(external_ref) = request.external_ref()
         && let Some(booking_id) = tenant.external_refs.get(external_ref)
     {
@@ -419,11 +443,7 @@ pub(super) fn decide_book(
         }
     }
     let day = doctor.days.get(&request.date);
-    if let Some(booking_id) = day.and_then(|d| d.slots.get(&request.slot)) {
-        let holder = &tenant.bookings[booking_id];
-        return Err(Rejection::SlotTaken { booking_id: *booking_id, token: holder.token() });
-    }
-    let mut kinds: Vec<EventKind> = holds::clear_expired_hold(tenant, day, request.slot, context.now)?.into_iter().collect();
+    let mut kinds = free_to_take(tenant, day, request.slot, context.now)?;
     let token_number = day.map_or(0, |d| d.tokens_issued(request.kind)) + 1;
     kinds.push(EventKind::BookingCreated(BookingCreated { details: request.clone(), token_number }));
     Ok(kinds)
@@ -606,22 +626,12 @@ pub(super) fn decide_reschedule(
     let clinic = &booking.details.clinic;
     let doctor_name = to.doctor.as_ref().unwrap_or(&booking.details.doctor);
     let date = to.date.unwrap_or(booking.details.date);
-    let Some(doctor) = doctor_of(tenant, clinic, doctor_name) else {
-        return Err(Rejection::UnknownDoctor { clinic: clinic.clone(), doctor: doctor_name.clone() });
-    };
-    let slots_per_day = doctor.schedule.slots_per_day;
-    if to.slot >= slots_per_day {
-        return Err(Rejection::SlotOutOfRange { slot: to.slot, slots_per_day });
-    }
-    zones::check_available(tenant, clinic, &doctor.schedule, date, to.slot)?;
+    let (_, doctor) = slot_to_take(Some(tenant), clinic, doctor_name, date, to.slot)?;
     if (doctor_name, date, to.slot) == (&booking.details.doctor, booking.details.date, booking.details.slot) {
         return Ok(vec![]);
     }
     let day = doctor.days.get(&date);
-    if let Some(holder) = day.and_then(|d| d.slots.get(&to.slot)) {
-        return Err(Rejection::SlotTaken { booking_id: *holder, token: tenant.bookings[holder].token() });
-    }
-    let mut kinds: Vec<EventKind> = holds::clear_expired_hold(tenant, day, to.slot, context.now)?.into_iter().collect();
+    let mut kinds = free_to_take(tenant, day, to.slot, context.now)?;
     let kind = booking.details.kind;
     kinds.push(EventKind::BookingRescheduled {
         booking_id,

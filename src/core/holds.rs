@@ -10,7 +10,7 @@ use std::sync::Arc;
 use chrono::{DateTime, NaiveDate, Utc};
 use uuid::Uuid;
 
-use super::booking::{BookingCreated, BookingDetails, BookingKind, Day, Doctor, External};
+use super::booking::{BookingCreated, BookingDetails, BookingKind, Day, External, doctor_of, free_to_take, slot_to_take};
 use super::state::{State, TenantState};
 use super::{Context, Event, EventKind, Patient, Position, Rejection, Rules, Text};
 
@@ -70,10 +70,6 @@ impl Hold {
     }
 }
 
-fn doctor_of<'a>(tenant: &'a TenantState, clinic: &str, doctor: &str) -> Option<&'a Doctor> {
-    tenant.clinics.get(clinic)?.doctors.get(doctor)
-}
-
 /// What stands on a free-looking slot of `day`: `Err(slot_held)` for a hold
 /// still in force at `now`; otherwise the `hold_expired` to append first for a
 /// hold past its expiry whose event is not written yet (none when no hold).
@@ -100,19 +96,8 @@ pub(super) fn decide_hold(
     rules: &Rules,
     context: &Context,
 ) -> Result<Vec<EventKind>, Rejection> {
-    let Some((tenant, doctor)) = tenant.and_then(|t| Some((t, doctor_of(t, &request.clinic, &request.doctor)?))) else {
-        return Err(Rejection::UnknownDoctor { clinic: request.clinic.clone(), doctor: request.doctor.clone() });
-    };
-    let slots_per_day = doctor.schedule.slots_per_day;
-    if request.slot >= slots_per_day {
-        return Err(Rejection::SlotOutOfRange { slot: request.slot, slots_per_day });
-    }
-    super::zones::check_available(tenant, &request.clinic, &doctor.schedule, request.date, request.slot)?;
-    let day = doctor.days.get(&request.date);
-    if let Some(booking_id) = day.and_then(|d| d.slots.get(&request.slot)) {
-        return Err(Rejection::SlotTaken { booking_id: *booking_id, token: tenant.bookings[booking_id].token() });
-    }
-    let mut kinds: Vec<EventKind> = clear_expired_hold(tenant, day, request.slot, context.now)?.into_iter().collect();
+    let (tenant, doctor) = slot_to_take(tenant, &request.clinic, &request.doctor, request.date, request.slot)?;
+    let mut kinds = free_to_take(tenant, doctor.days.get(&request.date), request.slot, context.now)?;
     // Holds past their expiry do not count: the writer expires them before
     // this batch, or this command just did.
     let active = tenant.hold_expiries.range((context.now, Uuid::max())..).count();

@@ -269,13 +269,20 @@ pub(super) fn offered(tenant: &mut TenantState, entry_id: Uuid, hold_id: Uuid, p
     set_status(tenant, entry_id, EntryStatus::Offered(hold_id), position);
 }
 
+impl TenantState {
+    /// Makes an entry's clinic and doctor names the schedule's own (see [`TenantState::share_names`]).
+    pub fn share_entry_names(&self, details: &mut EntryDetails) {
+        let mut doctor = details.doctor.clone().unwrap_or_default();
+        self.share_clinic_and_doctor(&mut details.clinic, &mut doctor);
+        details.doctor = details.doctor.take().map(|_| doctor);
+    }
+}
+
 pub(super) fn apply(tenant: &mut TenantState, kind: &EventKind, at: DateTime<Utc>, position: Position) {
     match kind {
         EventKind::WaitlistJoined { details } => {
             let mut details = details.clone();
-            let mut doctor = details.doctor.clone().unwrap_or_default();
-            tenant.share_clinic_and_doctor(&mut details.clinic, &mut doctor);
-            details.doctor = details.doctor.map(|_| doctor);
+            tenant.share_entry_names(&mut details);
             let key = (details.clinic.clone(), details.date);
             let entry = Entry { details, status: EntryStatus::Waiting, joined: position, joined_at: at, position };
             tenant.waiting.entry(key).or_default().insert(position, entry.details.entry_id);

@@ -1024,9 +1024,7 @@ fn add_entry(t: &mut TenantState, entry: pb::snapshot_entry::Entry) -> Result<()
                 (Ok(pb::EntryStatus::Withdrawn), None, None) => EntryStatus::Withdrawn,
                 _ => return Err(CodecError(format!("entry status {} with the wrong ids", w.status))),
             };
-            let mut doctor = details.doctor.clone().unwrap_or_default();
-            t.share_clinic_and_doctor(&mut details.clinic, &mut doctor);
-            details.doctor = details.doctor.map(|_| doctor);
+            t.share_entry_names(&mut details);
             if status == EntryStatus::Waiting {
                 let line = t.waiting.entry((details.clinic.clone(), details.date)).or_default();
                 if line.insert(w.joined_position, details.entry_id).is_some() {
