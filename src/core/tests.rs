@@ -1081,3 +1081,37 @@ fn a_timed_schedule_ends_before_midnight() {
     };
     assert!(run(&mut state, &mut log, untimed, t0()).is_ok());
 }
+
+#[test]
+fn a_schedule_that_grows_offers_its_new_slots_and_a_skipped_time_is_never_offered() {
+    let (mut state, mut log) = (State::default(), Vec::new());
+    // 01:30 and 02:00 (Berlin skips 02:00 to 03:00 on the 29th), then 02:30, 03:00 when it grows.
+    let night = |slots_per_day| Action::SetSchedule {
+        clinic: "c".into(),
+        doctor: "d".into(),
+        schedule: Schedule { slots_per_day, first_slot_minute: Some(90), slot_minutes: Some(30) },
+    };
+    let spring = NaiveDate::from_ymd_opt(2026, 3, 29).unwrap();
+    run(&mut state, &mut log, night(2), t0()).unwrap();
+    run(&mut state, &mut log, Action::SetClinicZone { clinic: "c".into(), zone: "Europe/Berlin".parse().unwrap() }, t0()).unwrap();
+    booked(run(&mut state, &mut log, Action::Book(BookingDetails { date: spring, ..book(1, 0, BookingKind::Advance) }), t0()));
+    let joined = |entry| {
+        Action::JoinWaitlist(EntryDetails {
+            date: spring,
+            ..match join(entry, None, "w") {
+                Action::JoinWaitlist(e) => e,
+                _ => unreachable!(),
+            }
+        })
+    };
+    // Slot 1 (02:00) does not exist that day: nothing is offered, the entry waits.
+    run(&mut state, &mut log, joined(20), t0()).unwrap();
+    assert_eq!(entry_status(&state, 20), EntryStatus::Waiting);
+    // Growing to four slots frees 02:30 (skipped too) and 03:00: the entry is offered 03:00, in the same command.
+    let before = log.len();
+    run(&mut state, &mut log, night(4), t0()).unwrap();
+    assert_eq!(log[before..].iter().map(|e| e.kind.name()).collect::<Vec<_>>(), ["schedule_set", "hold_placed"]);
+    let EventKind::HoldPlaced { details, .. } = &log[before + 1].kind else { unreachable!() };
+    assert_eq!((details.slot, details.entry_id), (3, Some(Uuid::from_u128(20))));
+    assert_eq!(recover_log(state.rules, &log), state);
+}

@@ -222,7 +222,12 @@ pub(super) fn offer_freed(tenant: Option<&TenantState>, kinds: &mut Vec<EventKin
             continue;
         }
         let zone = zones::zone_of(Some(tenant), &clinic);
-        let schedule = tenant.clinics.get(&clinic).and_then(|c| c.doctors.get(&doctor)).map(|d| d.schedule);
+        // The schedule as the command leaves it: one that grows frees its new slots.
+        let set_now = kinds.iter().rev().find_map(|kind| match kind {
+            EventKind::ScheduleSet { clinic: c, doctor: d, schedule } if *c == clinic && *d == doctor => Some(*schedule),
+            _ => None,
+        });
+        let schedule = set_now.or_else(|| tenant.clinics.get(&clinic).and_then(|c| c.doctors.get(&doctor)).map(|d| d.schedule));
         if schedule.is_none_or(|s| slot >= s.slots_per_day || matches!(SlotTime::of(zone, &s, date, slot), SlotTime::Unavailable { .. })) {
             continue;
         }
