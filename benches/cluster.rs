@@ -71,7 +71,7 @@ fn nth_booking(n: u64) -> String {
     let slot = n as usize % SLOTS;
     let doctor = (n as usize / SLOTS) % DOCTORS;
     let day = n as usize / (SLOTS * DOCTORS);
-    let date = chrono::NaiveDate::from_ymd_opt(2026, 3, 2).unwrap() + chrono::Days::new(day as u64);
+    let date = chrono::NaiveDate::from_ymd_opt(2030, 3, 2).unwrap() + chrono::Days::new(day as u64);
     support::booking("kochi", &format!("d{doctor}"), &date.to_string(), slot as u32, "bench")
 }
 

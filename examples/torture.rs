@@ -59,7 +59,11 @@ struct Args {
 const TENANT: &str = "torture";
 const DOCTORS: u64 = 8;
 const SLOTS: u64 = 20;
-const DATES: [&str; 4] = ["2027-01-04", "2027-01-05", "2027-01-06", "2027-01-07"];
+/// Four days a month ahead of the run, open all along (a day closes two days after it).
+fn dates() -> &'static [String; 4] {
+    static DATES: std::sync::OnceLock<[String; 4]> = std::sync::OnceLock::new();
+    DATES.get_or_init(|| std::array::from_fn(|i| (chrono::Utc::now().date_naive() + chrono::Days::new(30 + i as u64)).to_string()))
+}
 /// Older acknowledged commands re-checked after each cycle.
 const SAMPLE_LEN: usize = 200;
 /// Keyed requests each client keeps to repeat.
@@ -444,7 +448,7 @@ async fn load(client: Client, load: Load) {
         let (path, body): (String, String) = match rng.below(100) {
             0..30 => {
                 let doctor = format!("d{}", rng.below(DOCTORS));
-                let date = DATES[rng.below(DATES.len() as u64) as usize];
+                let date = &dates()[rng.below(4) as usize];
                 let kind = if rng.below(5) == 0 { "walk_in" } else { "advance" };
                 let body = json!({"clinic": "c1", "doctor": doctor, "date": date, "slot": rng.below(SLOTS), "patient": format!("p{who}-{n}"), "kind": kind});
                 ("/bookings".into(), body.to_string())
@@ -452,7 +456,7 @@ async fn load(client: Client, load: Load) {
             30..35 => {
                 // A hold of 30 s (the shortest): most expire across a restart; some are confirmed.
                 let doctor = format!("d{}", rng.below(DOCTORS));
-                let date = DATES[rng.below(DATES.len() as u64) as usize];
+                let date = &dates()[rng.below(4) as usize];
                 let body = json!({"clinic": "c1", "doctor": doctor, "date": date, "slot": rng.below(SLOTS), "ttl_secs": 30, "patient": format!("h{who}-{n}")});
                 ("/holds".into(), body.to_string())
             }
@@ -761,7 +765,7 @@ async fn check(client: &Client, model: &Arc<Mutex<Model>>) {
     check_effects(client, model, effects).await;
     // Every acknowledged booking not cancelled holds its slot, with its token.
     let mut holders = BTreeMap::new();
-    for date in DATES {
+    for date in dates() {
         let day = client.get(&format!("/clinics/c1/slots?date={date}")).await.json();
         for doctor in day["doctors"].as_array().into_iter().flatten() {
             let name = doctor["doctor"].as_str().unwrap().to_owned();

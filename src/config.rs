@@ -33,6 +33,8 @@ pub struct ConfigFile {
     #[serde(default)]
     pub rules: RulesSection,
     #[serde(default)]
+    pub retention: RetentionSection,
+    #[serde(default)]
     pub token: Vec<TokenSection>,
     pub cluster: Option<ClusterSection>,
 }
@@ -166,6 +168,20 @@ impl Default for RulesSection {
             duplicate_window_secs: rules.duplicate_window.num_seconds() as u64,
             waitlist_offer_secs: rules.waitlist_offer_secs.into(),
         }
+    }
+}
+
+/// `[retention]`: how long a clinic's day stays open (API.md "Open and closed days").
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionSection {
+    /// A clinic's day D stays open through D + this many days, in its zone.
+    pub open_days_past: u32,
+}
+
+impl Default for RetentionSection {
+    fn default() -> Self {
+        RetentionSection { open_days_past: Rules::default().open_days_past }
     }
 }
 
@@ -353,6 +369,8 @@ impl Config {
             waitlist_offer_secs: check_range("rules.waitlist_offer_secs", r.waitlist_offer_secs, 30, 86_400)? as u32,
             doctors_per_clinic_max: check_range("limits.doctors_per_clinic_max", limits.doctors_per_clinic_max, 1, 10_000)?,
             holds_max: check_range("limits.holds_max", limits.holds_max, 1, 10_000_000)?,
+            // A century: beyond it, every date a booking can name is open.
+            open_days_past: check_range("retention.open_days_past", file.retention.open_days_past, 0, 36_525)?,
         };
         let mut tokens: Vec<(Secret, Token)> = Vec::new();
         for (i, token) in file.token.into_iter().enumerate() {
@@ -612,6 +630,8 @@ mod tests {
             ("[limits]\ndoctors_per_clinic_max = 0", "limits.doctors_per_clinic_max"),
             ("[limits]\ndoctors_per_clinic_max = 10001", "limits.doctors_per_clinic_max"),
             ("[limits]\nholds_max = 0", "limits.holds_max"),
+            ("[retention]\nopen_days_past = 36526", "retention.open_days_past"),
+            ("[retention]\nopen_days = 3", "open_days"),
             ("[limits]\nidempotency_keys_max = 0", "limits.idempotency_keys_max"),
             ("[limits]\nmax_connections = 0", "limits.max_connections"),
             ("[limits]\nrequests_in_flight_max = 0", "limits.requests_in_flight_max"),

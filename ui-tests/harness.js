@@ -44,6 +44,10 @@ name = "other-admin"
 secret = "${OTHER_ADMIN}"
 tenants = ["other"]
 role = "admin"
+
+# DATE is fixed, in the past: its day stays open (the tests that need today use today).
+[retention]
+open_days_past = 36525
 `;
 
 /** `ledger serve` on a fresh directory and a free port, until `stop()`. */

@@ -4,7 +4,7 @@
 //! not written by `decide`.
 
 use super::state::State;
-use super::{Event, EventKind, booking, calls, community, holds, phone, waitlist, zones};
+use super::{Event, EventKind, booking, calls, community, days, holds, phone, waitlist, zones};
 
 pub fn apply(state: &mut State, event: &Event) {
     assert_eq!(event.position, state.position + 1, "positions must run without gaps");
@@ -36,6 +36,7 @@ pub fn apply(state: &mut State, event: &Event) {
         EventKind::HoldPlaced { .. } | EventKind::HoldReleased { .. } | EventKind::HoldExpired { .. } => {
             holds::apply(tenant, &event.kind, event.recorded_at, event.position)
         }
+        EventKind::DaysClosed { clinic, through } => days::apply(tenant, clinic, *through, event.position),
     }
     if let Some(response) = &event.response {
         state.idempotency.record(&event.tenant, response.clone(), event.recorded_at);

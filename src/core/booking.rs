@@ -140,6 +140,8 @@ pub struct Clinic {
     pub doctors: BTreeMap<Text, Doctor>,
     /// Its zone, once set; UTC until then.
     pub zone: Option<super::ClinicZone>,
+    /// Its last closed day ([`super::days`]): this day and every one before it never reopen.
+    pub closed_through: Option<NaiveDate>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

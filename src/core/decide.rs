@@ -3,10 +3,12 @@
 
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
+
 use super::state::State;
 use super::{
     Action, Booking, Call, Campaign, ClinicZone, Command, Community, Context, Event, EventKind, Hold, PhoneState, Rejection, Schedule,
-    SlotTime, Text, booking, calls, community, holds, phone, waitlist, zones,
+    SlotTime, Text, booking, calls, community, days, holds, phone, waitlist, zones,
 };
 
 /// Checks `command` against `state` as of `context` and returns the events it
@@ -14,7 +16,24 @@ use super::{
 pub fn decide(state: &State, command: &Command, context: &Context) -> Result<Vec<Event>, Rejection> {
     let tenant = state.tenant(&command.tenant);
     let rules = &state.rules;
-    let kinds = match &command.action {
+    let kinds = decide_action(tenant, command, rules, context);
+    // A repeat that changes nothing answers as it did while its day was open.
+    if !matches!(&kinds, Ok(kinds) if kinds.is_empty()) {
+        days::check_action(tenant, &command.action, rules, context)?;
+    }
+    let mut kinds = kinds?;
+    waitlist::offer_freed(tenant, &mut kinds, rules, context);
+    Ok(events(command, context, kinds))
+}
+
+/// The events of `command` by its workflow's rules, before the checks every workflow shares.
+fn decide_action(
+    tenant: Option<&super::TenantState>,
+    command: &Command,
+    rules: &super::Rules,
+    context: &Context,
+) -> Result<Vec<EventKind>, Rejection> {
+    Ok(match &command.action {
         Action::SetSchedule { clinic, doctor, schedule } => booking::decide_schedule(tenant, clinic, doctor, schedule, rules)?,
         Action::Book(request) => booking::decide_book(tenant, request, rules, context)?,
         Action::Cancel { booking_id, reason } => booking::decide_cancel(tenant, *booking_id, reason)?,
@@ -43,10 +62,7 @@ pub fn decide(state: &State, command: &Command, context: &Context) -> Result<Vec
         Action::SetClinicZone { clinic, zone } => zones::decide_zone(tenant, clinic, *zone),
         Action::JoinWaitlist(entry) => waitlist::decide_join(tenant, entry, rules, context)?,
         Action::WithdrawEntry { entry_id } => waitlist::decide_withdraw(tenant, *entry_id, context)?,
-    };
-    let mut kinds = kinds;
-    waitlist::offer_freed(tenant, &mut kinds, rules, context);
-    Ok(events(command, context, kinds))
+    })
 }
 
 /// The events a *refused* command still produces: a refused duplicate call is
@@ -58,28 +74,31 @@ pub fn decide_refusal(state: &State, command: &Command, rejection: &Rejection, c
     events(command, context, kinds)
 }
 
-/// A refusal the state alone gives, with no clock and no writer: a `Book`
-/// without an Idempotency-Key and without an external timestamp refused for
-/// what the state holds (unknown doctor, slot out of range, external reference
-/// bound, slot taken). `decide_book` reads its context only for
-/// `external_created_at`, so for such a command `decide` answers the same with
-/// any context (a test holds it to that). Asked of the published state, which
-/// holds every acknowledged command and nothing that is not durable, the
-/// answer is the writer's had it decided the command right after the
-/// published position, a moment within the request: the refusal is
-/// linearizable without the hand-off to the writer. A keyed command is never
-/// refused here (its answer is stored durably, by the writer), nor a call
-/// (a refused call is recorded, for the kill switch), nor a slot held: a hold
-/// ends by the clock, which only the writer reads.
-pub fn refusal_on_sight(state: &State, command: &Command) -> Option<Rejection> {
+/// A refusal the state alone gives, with no writer: a `Book` without an
+/// Idempotency-Key and without an external timestamp, on a day open at `now`
+/// (the request's moment), refused for what the state holds (unknown doctor,
+/// slot out of range, external reference bound, slot taken). `decide_book`
+/// reads its context only for `external_created_at`, so for such a command
+/// `decide` answers the same at any moment its day is open (a test holds it to
+/// that). Asked of the published state, which holds every acknowledged
+/// command and nothing that is not durable, the answer is the writer's had it
+/// decided the command right after the published position, at `now`: the
+/// refusal is linearizable without the hand-off to the writer. A keyed
+/// command is never refused here (its answer is stored durably, by the
+/// writer), nor a call (a refused call is recorded, for the kill switch), nor
+/// a slot held (a hold ends by the writer's clock), nor anything on a closed
+/// day (the writer says so, by its clock).
+pub fn refusal_on_sight(state: &State, command: &Command, now: DateTime<Utc>) -> Option<Rejection> {
     let Action::Book(request) = &command.action else { return None };
-    if command.idempotency.is_some() || request.external_created_at().is_some() {
+    let tenant = state.tenant(&command.tenant);
+    if command.idempotency.is_some()
+        || request.external_created_at().is_some()
+        || days::is_closed(tenant, &request.clinic, request.date, &state.rules, now)
+    {
         return None;
     }
-    let context = Context { now: state.recorded_at_last, position_next: state.position + 1 };
-    booking::decide_book(state.tenant(&command.tenant), request, &state.rules, &context)
-        .err()
-        .filter(|rejection| !matches!(rejection, Rejection::SlotHeld { .. }))
+    let context = Context { now, position_next: state.position + 1 };
+    booking::decide_book(tenant, request, &state.rules, &context).err().filter(|rejection| !matches!(rejection, Rejection::SlotHeld { .. }))
 }
 
 /// Wraps event kinds in the command's provenance, at consecutive positions.

@@ -11,6 +11,7 @@ mod apply;
 pub mod booking;
 pub mod calls;
 pub mod community;
+pub mod days;
 mod decide;
 pub mod holds;
 pub mod idempotency;
@@ -301,6 +302,12 @@ pub enum EventKind {
     WaitlistWithdrawn {
         entry_id: Uuid,
     },
+    /// The ledger's own: the clinic's days through `through` closed
+    /// ([`days`]); their waiting entries expire, and they never reopen.
+    DaysClosed {
+        clinic: Text,
+        through: NaiveDate,
+    },
 }
 
 impl EventKind {
@@ -328,6 +335,7 @@ impl EventKind {
             EventKind::ClinicZoneSet { .. } => "clinic_zone_set",
             EventKind::WaitlistJoined { .. } => "waitlist_joined",
             EventKind::WaitlistWithdrawn { .. } => "waitlist_withdrawn",
+            EventKind::DaysClosed { .. } => "days_closed",
         }
     }
 
@@ -366,6 +374,7 @@ impl EventKind {
             EventKind::ClinicZoneSet { clinic, .. } => Subjects { clinic: Some(clinic), ..none },
             EventKind::WaitlistJoined { details } => Subjects { clinic: Some(&details.clinic), entry: Some(details.entry_id), ..none },
             EventKind::WaitlistWithdrawn { entry_id } => Subjects { entry: Some(*entry_id), ..none },
+            EventKind::DaysClosed { clinic, .. } => Subjects { clinic: Some(clinic), ..none },
         }
     }
 }
@@ -466,6 +475,8 @@ pub enum Rejection {
     EntryNotFound { entry_id: Uuid },
     #[error("waitlist entry {entry_id} was booked as booking {booking_id}")]
     EntryBooked { entry_id: Uuid, booking_id: Uuid },
+    #[error("{date} closed on {closed_since}: its bookings, holds and waitlist no longer change")]
+    DayClosed { date: NaiveDate, closed_since: NaiveDate },
 }
 
 impl Rejection {
@@ -504,7 +515,8 @@ impl Rejection {
             | Rejection::PatientRequired
             | Rejection::TooManyHolds { .. }
             | Rejection::SlotUnavailable { .. }
-            | Rejection::EntryNotFound { .. } => return None,
+            | Rejection::EntryNotFound { .. }
+            | Rejection::DayClosed { .. } => return None,
             Rejection::EntryBooked { booking_id, .. } => format!("booking:{booking_id}"),
         })
     }
@@ -547,6 +559,7 @@ impl Rejection {
             Rejection::SlotUnavailable { .. } => "slot_unavailable",
             Rejection::EntryNotFound { .. } => "not_found",
             Rejection::EntryBooked { .. } => "entry_booked",
+            Rejection::DayClosed { .. } => "day_closed",
         }
     }
 }

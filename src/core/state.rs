@@ -37,6 +37,9 @@ pub struct Rules {
     pub holds_max: u32,
     /// How long a waitlist offer's hold lasts (`[rules] waitlist_offer_secs`).
     pub waitlist_offer_secs: u32,
+    /// A clinic's day D stays open through D + this many days, in its zone
+    /// (`[retention] open_days_past`).
+    pub open_days_past: u32,
 }
 
 impl Default for Rules {
@@ -52,6 +55,7 @@ impl Default for Rules {
             doctors_per_clinic_max: 64,
             holds_max: 100_000,
             waitlist_offer_secs: 900,
+            open_days_past: 2,
         }
     }
 }

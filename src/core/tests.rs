@@ -151,7 +151,7 @@ fn external_refs_bind_once_and_stale_answers_are_refused() {
     let stale = run(&mut state, &mut log, external(1, 0, Some("call-1"), t0() - Duration::minutes(35)), t0());
     assert_eq!(stale, Err(Rejection::StaleExternalBooking { age_secs: 35 * 60, window_secs: 30 }));
     let timed = command(external(1, 0, Some("call-1"), t0() - Duration::minutes(35)));
-    assert_eq!(refusal_on_sight(&state, &timed), None, "a refusal that needs the clock is the writer's");
+    assert_eq!(refusal_on_sight(&state, &timed, t0()), None, "a refusal that needs the clock is the writer's");
     let first = run(&mut state, &mut log, external(1, 0, Some("call-1"), t0()), t0());
     assert!(matches!(first, Ok(Reply::Booking { created: true, .. })));
     // The same ref and correlation: the existing booking, even for another slot.
@@ -256,17 +256,22 @@ fn exhaustive_small_world() {
                 let before = log.len();
                 let now = t0() + Duration::seconds(step as i64);
                 let action = pool[c](next_id);
-                let on_sight = refusal_on_sight(&state, &command(action.clone()));
+                let on_sight = refusal_on_sight(&state, &command(action.clone()), now);
                 let mut keyed = command(action.clone());
                 keyed.idempotency = Some(IdempotencyKey { key: "k".into(), fingerprint: [0; 32] });
-                assert_eq!(refusal_on_sight(&state, &keyed), None, "{sequence:?}: a keyed command's answer is stored by the writer");
-                let much_later = Context { now: now + Duration::days(400), position_next: state.position + 1 };
+                assert_eq!(refusal_on_sight(&state, &keyed, now), None, "{sequence:?}: a keyed command's answer is stored by the writer");
+                // The last moment its day is open: 2026-03-02 closes on 03-05.
+                let last_open = Utc.with_ymd_and_hms(2026, 3, 4, 23, 59, 59).unwrap();
+                let much_later = Context { now: last_open, position_next: state.position + 1 };
                 let later = decide(&state, &command(action.clone()), &much_later).err();
                 let result = run(&mut state, &mut log, action.clone(), now);
                 let refused = result.as_ref().err().cloned();
                 if let Action::Book(_) = action {
                     assert_eq!(on_sight, refused, "{sequence:?}: refused on sight exactly when the writer refuses");
-                    assert_eq!(later, refused, "{sequence:?}: a booking without an external timestamp is decided without the clock");
+                    assert_eq!(
+                        later, refused,
+                        "{sequence:?}: a booking without an external timestamp is decided without the clock while its day is open"
+                    );
                 } else {
                     assert_eq!(on_sight, None, "{sequence:?}: only bookings are refused on sight");
                 }
@@ -718,10 +723,13 @@ fn a_refusal_on_sight_never_says_a_slot_is_held() {
     run(&mut state, &mut log, schedule(3), t0()).unwrap();
     run(&mut state, &mut log, hold(10, 1, None), t0()).unwrap();
     // Only the writer reads the clock that ends a hold.
-    assert_eq!(refusal_on_sight(&state, &command(Action::Book(book(1, 1, BookingKind::Advance)))), None);
+    assert_eq!(refusal_on_sight(&state, &command(Action::Book(book(1, 1, BookingKind::Advance))), t0()), None);
     run(&mut state, &mut log, Action::Book(book(2, 0, BookingKind::Advance)), t0()).unwrap();
-    let taken = refusal_on_sight(&state, &command(Action::Book(book(3, 0, BookingKind::Advance))));
+    let taken = refusal_on_sight(&state, &command(Action::Book(book(3, 0, BookingKind::Advance))), t0());
     assert!(matches!(taken, Some(Rejection::SlotTaken { .. })), "{taken:?}");
+    // A closed day is the writer's to say, by its clock.
+    let closed = Utc.with_ymd_and_hms(2026, 3, 5, 0, 0, 0).unwrap();
+    assert_eq!(refusal_on_sight(&state, &command(Action::Book(book(3, 0, BookingKind::Advance))), closed), None);
 }
 
 fn move_to(booking_id: u128, doctor: Option<&str>, slot: u32, expected_version: Option<u32>) -> Action {
@@ -1114,4 +1122,141 @@ fn a_schedule_that_grows_offers_its_new_slots_and_a_skipped_time_is_never_offere
     let EventKind::HoldPlaced { details, .. } = &log[before + 1].kind else { unreachable!() };
     assert_eq!((details.slot, details.entry_id), (3, Some(Uuid::from_u128(20))));
     assert_eq!(recover_log(state.rules, &log), state);
+}
+
+/// Days closing between commands (API.md "Open and closed days"): random
+/// sequences of every command that touches a clinic day, on three days, the
+/// clock moving up to a day and a half between commands and the ledger's own
+/// events (expiries, then closings) applied before each, as the writer does.
+/// A command on a closed day appends nothing (a repeat answers from the state,
+/// unchanged); once `days_closed` is applied, the day's bookings never change,
+/// none of its holds is active and none of its entries waits; the log
+/// replays to the same state.
+#[test]
+fn a_closed_day_never_changes_and_commands_on_it_append_nothing() {
+    let days = [date(), date() + Duration::days(1), date() + Duration::days(2)];
+    let rules = Rules { open_days_past: 0, ..Rules::default() };
+    let mut seed: u64 = 7;
+    let mut random = move |below: u64| {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (seed >> 33) % below
+    };
+    let (mut refused_closed, mut closings, mut expired_waiting) = (0, 0, 0);
+    for _ in 0..400 {
+        let (mut state, mut log) = (State::new(rules), Vec::new());
+        // One slot a day, so that entries wait.
+        run(&mut state, &mut log, schedule(1), t0()).unwrap();
+        let mut now = t0();
+        let mut frozen: BTreeMap<Uuid, Booking> = BTreeMap::new();
+        for n in 0..14u128 {
+            now += Duration::minutes(random(36 * 60) as i64);
+            for due in [holds::expiries_due, days::closings_due] {
+                let events = due(&state, &Context { now, position_next: state.position + 1 });
+                closings += events.iter().filter(|e| matches!(e.kind, EventKind::DaysClosed { .. })).count();
+                let waiting_before = state.tenant("kloqo").map_or(0, |t| t.waiting.values().map(|line| line.len()).sum::<usize>());
+                for event in &events {
+                    apply(&mut state, event);
+                }
+                log.extend(events);
+                expired_waiting +=
+                    waiting_before - state.tenant("kloqo").map_or(0, |t| t.waiting.values().map(|line| line.len()).sum::<usize>());
+            }
+            let tenant = state.tenant("kloqo").unwrap();
+            let pick = |ids: Vec<Uuid>, r: u64| ids.get(r as usize % ids.len().max(1)).copied().unwrap_or(Uuid::from_u128(999));
+            let (bookings, holds_known, entries): (Vec<Uuid>, Vec<Uuid>, Vec<Uuid>) = (
+                tenant.bookings.keys().copied().collect(),
+                tenant.holds.keys().copied().collect(),
+                tenant.waitlist.keys().copied().collect(),
+            );
+            let day = days[random(3) as usize];
+            let slot = random(2) as u32;
+            let id = 100 + n;
+            let action = match random(9) {
+                0 | 1 => Action::Book(BookingDetails { date: day, ..book(id, slot, BookingKind::Advance) }),
+                2 => Action::Cancel { booking_id: pick(bookings, random(64)), reason: None },
+                3 => match hold(id, slot, Some("p")) {
+                    Action::Hold { hold, ttl_secs } => Action::Hold { hold: HoldDetails { date: day, ..hold }, ttl_secs },
+                    _ => unreachable!(),
+                },
+                4 => Action::ConfirmHold {
+                    hold_id: pick(holds_known, random(64)),
+                    booking_id: Uuid::from_u128(id),
+                    patient: None,
+                    patient_id: None,
+                    kind: None,
+                },
+                5 => Action::Reschedule {
+                    booking_id: pick(bookings, random(64)),
+                    to: Move { doctor: None, date: Some(day), slot, expected_version: None },
+                },
+                6 => Action::MarkAttendance { booking_id: pick(bookings, random(64)), attendance: Attendance::Arrived, correct: false },
+                7 => match join(id, None, "w") {
+                    Action::JoinWaitlist(entry) => Action::JoinWaitlist(EntryDetails { date: day, ..entry }),
+                    _ => unreachable!(),
+                },
+                _ => Action::WithdrawEntry { entry_id: pick(entries, random(64)) },
+            };
+            let touched = touched_days(tenant, &action);
+            let closed = touched.iter().any(|d| days::is_closed(Some(tenant), "c", *d, &rules, now));
+            let context = Context { now, position_next: state.position + 1 };
+            match decide(&state, &command(action.clone()), &context) {
+                Ok(events) => {
+                    assert!(!closed || events.is_empty(), "{action:?} at {now} on a closed day appended {events:?}");
+                    for event in &events {
+                        apply(&mut state, event);
+                    }
+                    log.extend(events);
+                }
+                Err(Rejection::DayClosed { date, closed_since }) => {
+                    assert!(closed && touched.contains(&date), "{action:?} refused as closed at {now}");
+                    assert_eq!(closed_since, days::closes_on(date, &rules));
+                    refused_closed += 1;
+                }
+                Err(_) => {}
+            }
+            // What closed stays as it closed.
+            let tenant = state.tenant("kloqo").unwrap();
+            let through = tenant.clinics["c"].closed_through;
+            for (booking_id, booking) in &tenant.bookings {
+                if through.is_some_and(|t| booking.details.date <= t) {
+                    let first = frozen.entry(*booking_id).or_insert_with(|| (**booking).clone());
+                    assert_eq!(first, &**booking, "a booking of a closed day changed");
+                }
+            }
+            if let Some(through) = through {
+                assert!(
+                    tenant.holds.values().all(|h| h.details.date > through || h.status != HoldStatus::Held),
+                    "an active hold on a closed day"
+                );
+                assert!(tenant.waiting.keys().all(|(_, date)| *date > through), "an entry waits for a closed day");
+            }
+        }
+        assert_eq!(recover_log(rules, &log), {
+            let mut s = state.clone();
+            s.compact();
+            s
+        });
+    }
+    assert!(
+        refused_closed > 100 && closings > 100 && expired_waiting > 3,
+        "the worlds reach closed days: {refused_closed} refused, {closings} closings, {expired_waiting} waiting entries expired"
+    );
+}
+
+/// The clinic days `action` would change, as the test sees them (read from
+/// the state for commands that name a booking or hold).
+fn touched_days(tenant: &TenantState, action: &Action) -> Vec<NaiveDate> {
+    match action {
+        Action::Book(b) => vec![b.date],
+        Action::Hold { hold, .. } => vec![hold.date],
+        Action::JoinWaitlist(e) => vec![e.date],
+        Action::ConfirmHold { hold_id, .. } => tenant.holds.get(hold_id).map(|h| h.details.date).into_iter().collect(),
+        Action::Cancel { booking_id, .. } | Action::MarkAttendance { booking_id, .. } => {
+            tenant.bookings.get(booking_id).map(|b| b.details.date).into_iter().collect()
+        }
+        Action::Reschedule { booking_id, to } => {
+            tenant.bookings.get(booking_id).map(|b| vec![b.details.date, to.date.unwrap_or(b.details.date)]).unwrap_or_default()
+        }
+        _ => vec![],
+    }
 }

@@ -218,7 +218,9 @@ pub(super) fn offer_freed(tenant: Option<&TenantState>, kinds: &mut Vec<EventKin
     let mut offered = BTreeSet::new();
     for (clinic, doctor, date, slot) in freed(tenant, kinds) {
         let Some(line) = tenant.waiting.get(&(clinic.clone(), date)) else { continue };
-        if taken(kinds, &clinic, date).contains(&(doctor.clone(), slot)) {
+        if taken(kinds, &clinic, date).contains(&(doctor.clone(), slot))
+            || super::days::is_closed(Some(tenant), &clinic, date, rules, context.now)
+        {
             continue;
         }
         let zone = zones::zone_of(Some(tenant), &clinic);
@@ -255,6 +257,19 @@ fn set_status(tenant: &mut TenantState, entry_id: Uuid, status: EntryStatus, pos
     }
     entry.status = status;
     entry.position = position;
+}
+
+/// Expires every entry still waiting for `clinic` on a day through `through`
+/// (called by `days_closed`'s `apply`; offered ones expired with their holds).
+pub(super) fn expire_lines(tenant: &mut TenantState, clinic: &Text, through: NaiveDate, position: Position) {
+    let waiting: Vec<Uuid> = tenant
+        .waiting
+        .range((clinic.clone(), NaiveDate::MIN)..=(clinic.clone(), through))
+        .flat_map(|(_, line)| line.values().copied())
+        .collect();
+    for entry_id in waiting {
+        set_status(tenant, entry_id, EntryStatus::Expired, position);
+    }
 }
 
 /// What an offer's hold ending means for its entry (called by the holds' and bookings' `apply`).

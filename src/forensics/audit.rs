@@ -62,6 +62,9 @@ pub mod rule {
     pub const HOLD_OF_FREE_SLOT: &str = "hold_of_free_slot";
     /// Attendance is recorded on or after the booking's date, in its clinic's zone.
     pub const ATTENDANCE_FROM_THE_DAY: &str = "attendance_from_the_day";
+    /// After `days_closed`, nothing books, holds, cancels, moves, marks or
+    /// joins the waitlist on those days, and a clinic's closed days never shrink.
+    pub const CLOSED_DAYS_UNCHANGED: &str = "closed_days_unchanged";
 
     /// Every rule the audit checks.
     pub const ALL: &[&str] = &[
@@ -85,6 +88,7 @@ pub mod rule {
         UNIQUE_COMMUNITY_SLUG,
         HOLD_OF_FREE_SLOT,
         ATTENDANCE_FROM_THE_DAY,
+        CLOSED_DAYS_UNCHANGED,
     ];
 }
 
@@ -184,6 +188,8 @@ struct TenantFacts {
     held_slots: BTreeMap<SlotKey, (Uuid, Position)>,
     /// Each clinic's zone, as its last `clinic_zone_set` set it (UTC before).
     zones: BTreeMap<Text, Tz>,
+    /// Each clinic's last closed day and the `days_closed` that closed it.
+    closed: BTreeMap<Text, (NaiveDate, Position)>,
 }
 
 #[derive(Debug)]
@@ -324,6 +330,7 @@ impl Auditor {
 impl TenantFacts {
     fn check(&mut self, event: &Event, rules: &Rules, found: &mut Found<'_>) {
         let p = event.position;
+        self.check_open(event, found);
         match &event.kind {
             EventKind::ScheduleSet { clinic, doctor, schedule } => self.schedule_set(clinic, doctor, schedule.slots_per_day, p, found),
             EventKind::BookingCreated(created) => self.booking_created(created, p, found),
@@ -383,6 +390,61 @@ impl TenantFacts {
             }
             // An entry holds no slot: its offer is a hold, checked as one.
             EventKind::WaitlistJoined { .. } | EventKind::WaitlistWithdrawn { .. } => {}
+            EventKind::DaysClosed { clinic, through } => {
+                if let Some((before, at)) = self.closed.get(clinic)
+                    && before > through
+                {
+                    let detail = format!(
+                        "clinic {clinic}'s days were closed through {before} at position {at}, then only through {through} at position {p}"
+                    );
+                    found.add(rule::CLOSED_DAYS_UNCHANGED, vec![*at, p], detail);
+                } else {
+                    self.closed.insert(clinic.clone(), (*through, p));
+                }
+            }
+        }
+    }
+
+    /// Reports an event that changes a day its clinic had closed.
+    fn check_open(&self, event: &Event, found: &mut Found<'_>) {
+        let p = event.position;
+        let booking_day = |id: &Uuid| self.bookings.get(id).map(|b| (b.slot.0.clone(), b.slot.2));
+        let days: Vec<(Text, NaiveDate)> = match &event.kind {
+            EventKind::BookingCreated(created) => vec![(created.details.clinic.clone(), created.details.date)],
+            EventKind::HoldPlaced { details, .. } => vec![(details.clinic.clone(), details.date)],
+            EventKind::WaitlistJoined { details } => vec![(details.clinic.clone(), details.date)],
+            EventKind::BookingCancelled { booking_id, .. } | EventKind::AttendanceRecorded { booking_id, .. } => {
+                booking_day(booking_id).into_iter().collect()
+            }
+            EventKind::BookingRescheduled { booking_id, clinic, date, .. } => {
+                booking_day(booking_id).into_iter().chain([(clinic.clone(), *date)]).collect()
+            }
+            // Closing expires holds; releasing and withdrawing stay allowed.
+            EventKind::HoldExpired { .. }
+            | EventKind::HoldReleased { .. }
+            | EventKind::WaitlistWithdrawn { .. }
+            | EventKind::DaysClosed { .. }
+            | EventKind::ScheduleSet { .. }
+            | EventKind::ClinicZoneSet { .. }
+            | EventKind::PhoneClaimed { .. }
+            | EventKind::PhoneCompleted { .. }
+            | EventKind::PhoneClaimFailed { .. }
+            | EventKind::PhoneReleased { .. }
+            | EventKind::CallStarted { .. }
+            | EventKind::CallOutcomeRecorded { .. }
+            | EventKind::CallRefused { .. }
+            | EventKind::CampaignHalted { .. }
+            | EventKind::CampaignResumed { .. }
+            | EventKind::NumberBlocked { .. }
+            | EventKind::CommunityCreated { .. } => return,
+        };
+        for (clinic, date) in days {
+            if let Some((through, at)) = self.closed.get(&clinic)
+                && date <= *through
+            {
+                let detail = format!("{} at position {p} changes clinic {clinic}'s {date}, closed at position {at}", event.kind.name());
+                found.add(rule::CLOSED_DAYS_UNCHANGED, vec![*at, p], detail);
+            }
         }
     }
 
@@ -1504,6 +1566,26 @@ mod tests {
         assert_eq!(found(&east), vec![]);
         let on_the_day = timed(vec![(t0(), schedule_set(3)), (t0(), booking(1, 0, 1)), (t0() + Duration::days(1), mark)]);
         assert_eq!(found(&on_the_day), vec![]);
+    }
+
+    #[test]
+    fn a_change_to_a_closed_day_and_closed_days_that_shrink_are_named() {
+        let closed =
+            |through: u32| EventKind::DaysClosed { clinic: "c".into(), through: NaiveDate::from_ymd_opt(2026, 3, through).unwrap() };
+        let cancel = EventKind::BookingCancelled { booking_id: id(1), reason: None };
+        // Booked on 03-02, closed through it, then booked, cancelled and held there.
+        let late = history(vec![schedule_set(3), booking(1, 0, 1), closed(2), booking(2, 1, 2), cancel.clone(), placed(3, 2)]);
+        assert_eq!(
+            found(&late),
+            vec![
+                (rule::CLOSED_DAYS_UNCHANGED, vec![3, 4]),
+                (rule::CLOSED_DAYS_UNCHANGED, vec![3, 5]),
+                (rule::CLOSED_DAYS_UNCHANGED, vec![3, 6])
+            ]
+        );
+        // Closed through the day before: nothing wrong, and closed days only grow.
+        let fine = history(vec![schedule_set(3), booking(1, 0, 1), closed(1), cancel, placed(3, 2), closed(2), closed(1)]);
+        assert_eq!(found(&fine), vec![(rule::CLOSED_DAYS_UNCHANGED, vec![6, 7])]);
     }
 
     #[test]

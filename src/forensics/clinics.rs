@@ -169,7 +169,8 @@ impl ClinicIndex {
             | EventKind::CommunityCreated { .. }
             | EventKind::AttendanceRecorded { .. }
             | EventKind::WaitlistJoined { .. }
-            | EventKind::WaitlistWithdrawn { .. } => {}
+            | EventKind::WaitlistWithdrawn { .. }
+            | EventKind::DaysClosed { .. } => {}
             EventKind::ClinicZoneSet { clinic, zone, .. } => {
                 self.zones.entry((event.tenant.clone(), clinic.clone())).or_default().push((event.position, location, *zone));
             }
@@ -352,7 +353,8 @@ impl LiveDay {
             | EventKind::CommunityCreated { .. }
             | EventKind::AttendanceRecorded { .. }
             | EventKind::WaitlistJoined { .. }
-            | EventKind::WaitlistWithdrawn { .. } => false,
+            | EventKind::WaitlistWithdrawn { .. }
+            | EventKind::DaysClosed { .. } => false,
             EventKind::ClinicZoneSet { clinic: c, .. } => **c == *clinic,
             EventKind::BookingRescheduled { .. } => unreachable!("folded above"),
         };
@@ -444,6 +446,7 @@ impl LiveDay {
             | EventKind::AttendanceRecorded { .. }
             | EventKind::WaitlistJoined { .. }
             | EventKind::WaitlistWithdrawn { .. }
+            | EventKind::DaysClosed { .. }
             | EventKind::BookingRescheduled { .. } => None,
             EventKind::ClinicZoneSet { zone, tzdata, .. } => {
                 self.day.zone = *zone;

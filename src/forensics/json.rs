@@ -170,6 +170,7 @@ impl Json for Data<'_> {
                 .entry("patient", e.patient.as_str())
                 .entry("patient_id", &e.patient_id),
             EventKind::WaitlistWithdrawn { entry_id } => object.entry("entry_id", entry_id),
+            EventKind::DaysClosed { clinic, through } => object.entry("clinic", clinic).entry("through", &Date(*through)),
             EventKind::ClinicZoneSet { clinic, zone, tzdata } => {
                 object.entry("clinic", clinic).entry("time_zone", zone.name()).entry("tzdata", tzdata)
             }
@@ -526,9 +527,10 @@ mod tests {
             EventKind::ClinicZoneSet { .. } => 19,
             EventKind::WaitlistJoined { .. } => 20,
             EventKind::WaitlistWithdrawn { .. } => 21,
+            EventKind::DaysClosed { .. } => 22,
         }
     }
-    const VARIANTS: usize = 22;
+    const VARIANTS: usize = 23;
 
     /// Every kind, each optional field both present and absent, and text that
     /// needs escaping.
@@ -648,6 +650,7 @@ mod tests {
                 },
             },
             EventKind::WaitlistWithdrawn { entry_id: id },
+            EventKind::DaysClosed { clinic: "c1".into(), through: NaiveDate::from_ymd_opt(2026, 3, 2).unwrap() },
         ]
     }
 
@@ -666,7 +669,7 @@ mod tests {
 
     /// What `every_kind()` renders to, with `envelope(kind, "req-1", Some("click-1"))`
     /// and the tenant: the bytes the `Value` renderers printed before this writer.
-    const EVERY_KIND_JSON: [&str; 30] = [
+    const EVERY_KIND_JSON: [&str; 31] = [
         r#"{"actor":"kloqo-web","correlation_id":"req-1","data":{"clinic":"c1","doctor":"d1","first_slot_minute":540,"slot_minutes":15,"slots_per_day":40},"idempotency_key":"click-1","position":42,"recorded_at":"2026-03-01T09:05:07Z","tenant":"kloqo","type":"schedule_set"}"#,
         r#"{"actor":"kloqo-web","correlation_id":"req-1","data":{"clinic":"c1","doctor":"d1","first_slot_minute":null,"slot_minutes":null,"slots_per_day":1},"idempotency_key":"click-1","position":42,"recorded_at":"2026-03-01T09:05:07Z","tenant":"kloqo","type":"schedule_set"}"#,
         r#"{"actor":"kloqo-web","correlation_id":"req-1","data":{"booking_id":"0190a3c4-5e6f-7a8b-9c0d-1e2f3a4b5c6d","clinic":"c1","correlation_id":"corr-1","date":"2026-03-02","doctor":"d1","external_created_at":"2026-03-01T09:05:07.123456789Z","external_ref":"cal-1","hold_id":"0190a3c4-5e6f-7a8b-9c0d-1e2f3a4b5c6d","kind":"advance","patient":"Ásha \"A\" \\ Rao\n\u0001","patient_id":"p-1","slot":7,"token":"A005"},"idempotency_key":"click-1","position":42,"recorded_at":"2026-03-01T09:05:07Z","tenant":"kloqo","type":"booking_created"}"#,
@@ -697,6 +700,7 @@ mod tests {
         r#"{"actor":"kloqo-web","correlation_id":"req-1","data":{"clinic":"c1","time_zone":"Asia/Kolkata","tzdata":"2025b"},"idempotency_key":"click-1","position":42,"recorded_at":"2026-03-01T09:05:07Z","tenant":"kloqo","type":"clinic_zone_set"}"#,
         r#"{"actor":"kloqo-web","correlation_id":"req-1","data":{"clinic":"c1","date":"2026-03-02","doctor":null,"entry_id":"0190a3c4-5e6f-7a8b-9c0d-1e2f3a4b5c6d","patient":"Asha","patient_id":"p-1"},"idempotency_key":"click-1","position":42,"recorded_at":"2026-03-01T09:05:07Z","tenant":"kloqo","type":"waitlist_joined"}"#,
         r#"{"actor":"kloqo-web","correlation_id":"req-1","data":{"entry_id":"0190a3c4-5e6f-7a8b-9c0d-1e2f3a4b5c6d"},"idempotency_key":"click-1","position":42,"recorded_at":"2026-03-01T09:05:07Z","tenant":"kloqo","type":"waitlist_withdrawn"}"#,
+        r#"{"actor":"kloqo-web","correlation_id":"req-1","data":{"clinic":"c1","through":"2026-03-02"},"idempotency_key":"click-1","position":42,"recorded_at":"2026-03-01T09:05:07Z","tenant":"kloqo","type":"days_closed"}"#,
     ];
 
     fn line(event: &Event, with_tenant: bool) -> String {

@@ -71,6 +71,9 @@ pub fn describe(kind: &EventKind) -> String {
             e.entry_id
         ),
         EventKind::WaitlistWithdrawn { entry_id } => format!("waitlist entry {entry_id} withdrawn"),
+        EventKind::DaysClosed { clinic, through } => {
+            format!("clinic {clinic}'s days through {} closed: they never change again", format_date(*through))
+        }
         EventKind::ClinicZoneSet { clinic, zone, tzdata } => format!("clinic {clinic} is in {} (tzdata {tzdata})", zone.name()),
         EventKind::AttendanceRecorded { booking_id, attendance, corrected } => {
             format!("booking {booking_id}: {}{}", attendance.name(), if *corrected { " (corrected)" } else { "" })

@@ -167,7 +167,7 @@ impl Check for BookingRequest {
         (status = 401, description = "unauthenticated", body = Problem),
         (status = 403, description = "forbidden", body = Problem),
         (status = 404, description = "unknown_doctor: no schedule", body = Problem),
-        (status = 409, description = "slot_taken (with booking_id), external_ref_bound (with booking_id, correlation_id)", body = Problem),
+        (status = 409, description = "slot_taken (with booking_id), external_ref_bound (with booking_id, correlation_id), day_closed (with date, closed_since)", body = Problem),
         (status = 413, description = "payload_too_large", body = Problem),
         (status = 422, description = "slot_out_of_range, stale_external_booking (with age_secs), external_created_in_future (with ahead_secs), idempotency_key_reused", body = Problem),
         (status = 503, description = "overloaded, storage_unavailable, unavailable", body = Problem),
@@ -206,6 +206,7 @@ impl Check for CancelRequest {
         (status = 401, description = "unauthenticated", body = Problem),
         (status = 403, description = "forbidden", body = Problem),
         (status = 404, description = "not_found", body = Problem),
+        (status = 409, description = "day_closed (with date, closed_since)", body = Problem),
         (status = 422, description = "idempotency_key_reused", body = Problem),
         (status = 503, description = "overloaded, storage_unavailable, unavailable", body = Problem),
     ),
@@ -277,7 +278,10 @@ pub async fn put_clinic(call: TenantCall, path: PathParams<(String, String)>, bo
 pub async fn get_clinic(call: TenantCall, path: PathParams<(String, String)>) -> Result<Json<ClinicView>, ApiError> {
     let PathParams((_, clinic)) = path;
     let view = call.writer()?.read(|state| {
-        state.tenant(&call.tenant).and_then(|t| t.clinics.get(clinic.as_str())).map(|c| ClinicView::new(&clinic, c.zone.as_ref()))
+        // A clinic known only by its closed days (a waitlist's) has neither.
+        let known =
+            state.tenant(&call.tenant).and_then(|t| t.clinics.get(clinic.as_str())).filter(|c| c.zone.is_some() || !c.doctors.is_empty());
+        known.map(|c| ClinicView::new(&clinic, c.zone.as_ref()))
     });
     view.map(Json).ok_or_else(|| ApiError::not_found(format!("no clinic {clinic:?}")).with("clinic", clinic))
 }
@@ -321,7 +325,7 @@ impl Check for RescheduleRequest {
         (status = 401, description = "unauthenticated", body = Problem),
         (status = 403, description = "forbidden", body = Problem),
         (status = 404, description = "not_found, unknown_doctor", body = Problem),
-        (status = 409, description = "booking_cancelled, version_conflict, attendance_recorded, slot_taken, slot_held", body = Problem),
+        (status = 409, description = "booking_cancelled, version_conflict, attendance_recorded, slot_taken, slot_held, day_closed", body = Problem),
         (status = 422, description = "slot_out_of_range, idempotency_key_reused", body = Problem),
         (status = 503, description = "overloaded, storage_unavailable, unavailable", body = Problem),
     ),
@@ -385,7 +389,7 @@ async fn mark(
         (status = 401, description = "unauthenticated", body = Problem),
         (status = 403, description = "forbidden (correct with a client token)", body = Problem),
         (status = 404, description = "not_found", body = Problem),
-        (status = 409, description = "too_early, booking_cancelled, attendance_recorded", body = Problem),
+        (status = 409, description = "too_early, booking_cancelled, attendance_recorded, day_closed", body = Problem),
         (status = 422, description = "idempotency_key_reused", body = Problem),
         (status = 503, description = "overloaded, storage_unavailable, unavailable", body = Problem),
     ),
@@ -410,7 +414,7 @@ pub async fn check_in(
         (status = 401, description = "unauthenticated", body = Problem),
         (status = 403, description = "forbidden (correct with a client token)", body = Problem),
         (status = 404, description = "not_found", body = Problem),
-        (status = 409, description = "too_early, booking_cancelled, attendance_recorded", body = Problem),
+        (status = 409, description = "too_early, booking_cancelled, attendance_recorded, day_closed", body = Problem),
         (status = 422, description = "idempotency_key_reused", body = Problem),
         (status = 503, description = "overloaded, storage_unavailable, unavailable", body = Problem),
     ),

@@ -185,6 +185,9 @@ impl From<&Rejection> for ApiError {
             Rejection::TooManyHolds { limit, retry_after_secs } => {
                 ApiError::new(StatusCode::TOO_MANY_REQUESTS, code, detail).with("limit", *limit).retry_after(*retry_after_secs)
             }
+            Rejection::DayClosed { date, closed_since } => ApiError::new(StatusCode::CONFLICT, code, detail)
+                .with("date", crate::core::format_date(*date))
+                .with("closed_since", crate::core::format_date(*closed_since)),
         }
     }
 }

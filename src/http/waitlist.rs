@@ -73,6 +73,7 @@ impl Check for WithdrawRequest {
         (status = 401, description = "unauthenticated", body = Problem),
         (status = 403, description = "forbidden", body = Problem),
         (status = 404, description = "unknown_doctor", body = Problem),
+        (status = 409, description = "day_closed (with date, closed_since)", body = Problem),
         (status = 422, description = "idempotency_key_reused", body = Problem),
         (status = 503, description = "overloaded, storage_unavailable, unavailable", body = Problem),
     ),

@@ -262,6 +262,9 @@ pub fn to_pb_event(event: &Event) -> pb::EventRecord {
         }
         EventKind::WaitlistJoined { details } => E::WaitlistJoined(to_pb_entry(details)),
         EventKind::WaitlistWithdrawn { entry_id } => E::WaitlistWithdrawn(pb::WaitlistWithdrawn { entry_id: entry_id.as_bytes().to_vec() }),
+        EventKind::DaysClosed { clinic, through } => {
+            E::DaysClosed(pb::DaysClosed { clinic: clinic.to_string(), through: format_date(*through) })
+        }
         EventKind::ClinicZoneSet { clinic, zone, tzdata } => E::ClinicZoneSet(pb::ClinicZoneSet {
             clinic: clinic.to_string(),
             time_zone: zone.name().to_owned(),
@@ -389,6 +392,7 @@ pub fn from_pb_event(record: pb::EventRecord) -> Result<Event, CodecError> {
         },
         E::WaitlistJoined(j) => EventKind::WaitlistJoined { details: from_pb_entry(j)? },
         E::WaitlistWithdrawn(w) => EventKind::WaitlistWithdrawn { entry_id: uuid(&w.entry_id)? },
+        E::DaysClosed(d) => EventKind::DaysClosed { clinic: d.clinic.into(), through: parse_date(&d.through)? },
         E::ClinicZoneSet(z) => {
             EventKind::ClinicZoneSet { clinic: z.clinic.into(), zone: super::decode::time_zone(&z.time_zone)?, tzdata: z.tzdata.into() }
         }
@@ -571,19 +575,20 @@ fn entry_count(tenant: &TenantState) -> usize {
         + tenant.communities.len()
         + tenant.slug_suffixes.len()
         + tenant.holds.len()
-        + tenant.clinics.values().filter(|c| c.zone.is_some()).count()
+        + tenant.clinics.values().filter(|c| c.zone.is_some() || c.closed_through.is_some()).count()
         + tenant.waitlist.len()
 }
 
 fn put_tenant(tenant: &TenantState, put: &mut impl FnMut(pb::snapshot_entry::Entry)) {
     use pb::snapshot_entry::Entry;
     for (clinic, c) in &tenant.clinics {
-        if let Some(zone) = &c.zone {
+        if c.zone.is_some() || c.closed_through.is_some() {
             put(Entry::Clinic(pb::SnapshotClinic {
                 clinic: clinic.to_string(),
-                time_zone: zone.zone.name().to_owned(),
-                tzdata: zone.tzdata.to_string(),
-                position: zone.position,
+                time_zone: c.zone.as_ref().map(|z| z.zone.name().to_owned()).unwrap_or_default(),
+                tzdata: c.zone.as_ref().map(|z| z.tzdata.to_string()).unwrap_or_default(),
+                position: c.zone.as_ref().map_or(0, |z| z.position),
+                closed_through: c.closed_through.map(format_date),
             }));
         }
     }
@@ -1042,11 +1047,17 @@ fn add_entry(t: &mut TenantState, entry: pb::snapshot_entry::Entry) -> Result<()
         }
         Entry::Clinic(c) => {
             let clinic = t.clinics.entry(Text::from(c.clinic)).or_default();
-            if clinic.zone.is_some() {
-                return Err(CodecError("two zones of one clinic".into()));
+            if clinic.zone.is_some() || clinic.closed_through.is_some() {
+                return Err(CodecError("a clinic twice".into()));
             }
-            let zone = super::decode::time_zone(&c.time_zone)?;
-            clinic.zone = Some(crate::core::ClinicZone { zone, tzdata: c.tzdata.into(), position: c.position });
+            if !c.time_zone.is_empty() {
+                let zone = super::decode::time_zone(&c.time_zone)?;
+                clinic.zone = Some(crate::core::ClinicZone { zone, tzdata: c.tzdata.into(), position: c.position });
+            }
+            clinic.closed_through = c.closed_through.as_deref().map(parse_date).transpose()?;
+            if clinic.zone.is_none() && clinic.closed_through.is_none() {
+                return Err(CodecError("a clinic with neither a zone nor closed days".into()));
+            }
             Ok(())
         }
         Entry::Hold(h) => {

@@ -350,6 +350,11 @@ impl Decoder {
                 let m = Message::read_all(body, &f::SCHEMA, limit)?;
                 EventKind::WaitlistWithdrawn { entry_id: uuid(m.bytes(f::ENTRY_ID))? }
             }
+            E::DaysClosed => {
+                use super::wire::days_closed as f;
+                let m = Message::read_all(body, &f::SCHEMA, limit)?;
+                EventKind::DaysClosed { clinic: self.name(m.text(f::CLINIC)), through: parse_date(m.text(f::THROUGH))? }
+            }
             E::ClinicZoneSet => {
                 use super::wire::clinic_zone_set as f;
                 let m = Message::read_all(body, &f::SCHEMA, limit)?;
@@ -482,6 +487,7 @@ fn well_formed(member: wire::event_record::Event, occurrences: &[&[u8]]) -> Resu
         E::ClinicZoneSet => Message::read_all(occurrences, &clinic_zone_set::SCHEMA, limit).map(drop),
         E::WaitlistJoined => Message::read_all(occurrences, &waitlist_joined::SCHEMA, limit).map(drop),
         E::WaitlistWithdrawn => Message::read_all(occurrences, &waitlist_withdrawn::SCHEMA, limit).map(drop),
+        E::DaysClosed => Message::read_all(occurrences, &days_closed::SCHEMA, limit).map(drop),
     }
 }
 
@@ -1199,6 +1205,7 @@ mod tests {
                 },
             },
             EventKind::WaitlistWithdrawn { entry_id: id(15) },
+            EventKind::DaysClosed { clinic: "kochi".into(), through: NaiveDate::from_ymd_opt(2026, 3, 2).unwrap() },
         ]
     }
 

@@ -219,6 +219,12 @@ fn kind(m: &mut Vec<u8>, kind: &EventKind) -> Member {
             id(m, waitlist_withdrawn::ENTRY_ID, entry_id);
             Member::WaitlistWithdrawn
         }
+        EventKind::DaysClosed { clinic, through } => {
+            use days_closed as f;
+            string(m, f::CLINIC, clinic);
+            date(m, f::THROUGH, *through);
+            Member::DaysClosed
+        }
         EventKind::ClinicZoneSet { clinic, zone, tzdata } => {
             use clinic_zone_set as f;
             string(m, f::CLINIC, clinic);

@@ -405,7 +405,7 @@ fn a_snapshot_at_every_position_plus_the_tail_is_the_state_of_the_whole_log() {
         let dirs = dirs(root.path());
         let responses_at = write_ledger(root.path(), seed, 80);
         let last = responses_at.len() as Position - 1;
-        assert_eq!(event_kinds(&dirs).len(), 22, "seed {seed}: every event type is in the ledger: {:?}", event_kinds(&dirs));
+        assert_eq!(event_kinds(&dirs).len(), 23, "seed {seed}: every event type is in the ledger: {:?}", event_kinds(&dirs));
         let responses_last = *responses_at.last().unwrap();
         assert!(responses_last > 5, "seed {seed}: stored answers in the responses journal");
         // Just after the last batch, and a month later: answers expire at

@@ -231,6 +231,11 @@ const JOURNAL_DELAY: Duration = Duration::from_millis(5);
 /// after its `expires_at` (by the ledger's clock, which a test may move).
 const EXPIRY_TICK: Duration = Duration::from_secs(1);
 
+/// How often the writer looks for clinic days that closed (API.md "Open and
+/// closed days"): a day's holds and waiting entries expire at most this long
+/// after it closes. Commands are refused from the very instant, by `decide`.
+const CLOSING_TICK: chrono::Duration = chrono::Duration::seconds(1);
+
 /// The journal records of commands refused on sight, encoded by the callers
 /// that answered them, waiting for the writer to append them: at the start of
 /// its next batch, or [`JOURNAL_DELAY`] after the first of them arrived.
@@ -269,10 +274,11 @@ impl WriterHandle {
         if !self.is_writable() {
             return Err(self.status.refusal());
         }
-        if let Some(rejection) = self.read(|state| core::refusal_on_sight(state, &command)) {
+        let now = self.clock.now();
+        if let Some(rejection) = self.read(|state| core::refusal_on_sight(state, &command, now)) {
             // Encoded here, so the writer only appends bytes (and the request's
             // buffer is let go of on this thread, as soon as it is copied).
-            let record = codec::encode_rejection(&rejected(in_micros(self.clock.now()), &command, origin, &rejection));
+            let record = codec::encode_rejection(&rejected(in_micros(now), &command, origin, &rejection));
             let first = {
                 let mut waiting = self.refused_on_sight.lock();
                 if waiting.len() >= self.refused_on_sight_max {
@@ -363,6 +369,8 @@ pub struct Writer {
     encoded: Vec<u8>,
     /// The encoder's buffer for nested messages, reused like `encoded`.
     scratch: Vec<u8>,
+    /// When the writer last looked for closed days (none yet: the first batch does).
+    closings_checked: Option<DateTime<Utc>>,
 }
 
 impl Writer {
@@ -391,6 +399,7 @@ impl Writer {
             metrics,
             failed: false,
             failures_in_a_row: 0,
+            closings_checked: None,
             refused: Vec::new(),
             refused_on_sight: RefusedOnSight::default(),
             journal: None,
@@ -542,6 +551,13 @@ impl Writer {
         let context = Context { now, position_next: self.working.position + 1 };
         let expired = core::holds::expiries_due(&self.working, &context);
         self.append(expired, &mut batch)?;
+        // Then the days that closed, with the holds still active on them.
+        if self.closing_check_due(now) {
+            self.closings_checked = Some(now);
+            let context = Context { now, position_next: self.working.position + 1 };
+            let closed = core::days::closings_due(&self.working, &context);
+            self.append(closed, &mut batch)?;
+        }
         let mut answers = Vec::with_capacity(commands.len());
         for (index, command) in commands.iter().enumerate() {
             let (answer, refused) = self.decide_one(command, now, &mut batch)?;
@@ -667,6 +683,29 @@ impl Writer {
         self.append_decided(events, batch)
     }
 
+    /// Whether it is time to look for closed days again.
+    fn closing_check_due(&self, now: DateTime<Utc>) -> bool {
+        self.closings_checked.is_none_or(|at| now - at >= CLOSING_TICK)
+    }
+
+    /// Whether the clock has work for an idle writer: a hold past its expiry,
+    /// or a day that closed with something still open on it.
+    fn clock_work_due(&mut self) -> bool {
+        let now = self.now();
+        if core::holds::next_expiry(&self.working).is_some_and(|at| at <= now) {
+            return true;
+        }
+        if !self.closing_check_due(now) {
+            return false;
+        }
+        let context = Context { now, position_next: self.working.position + 1 };
+        let due = !core::days::closings_due(&self.working, &context).is_empty();
+        if !due {
+            self.closings_checked = Some(now);
+        }
+        due
+    }
+
     /// Appends events already applied to the working state to the log and the batch.
     fn append_decided(&mut self, mut events: Vec<core::Event>, batch: &mut Batch) -> Result<(), LogError> {
         for event in &events {
@@ -742,7 +781,12 @@ impl Writer {
             let journal_wait = (!self.refused_on_sight.lock().is_empty()).then_some(JOURNAL_DELAY);
             let expiry_wait = core::holds::next_expiry(&self.working)
                 .map(|at| (at - self.clock.now()).to_std().unwrap_or(Duration::ZERO).min(EXPIRY_TICK));
-            let first = match journal_wait.into_iter().chain(expiry_wait).min() {
+            // A ledger with clinics looks for closed days every CLOSING_TICK.
+            let closing_wait = (!self.working.tenants.values().all(|t| t.clinics.is_empty() && t.waiting.is_empty())).then(|| {
+                let next = self.closings_checked.map_or(self.clock.now(), |at| at + CLOSING_TICK);
+                (next - self.clock.now()).to_std().unwrap_or(Duration::ZERO)
+            });
+            let first = match journal_wait.into_iter().chain(expiry_wait).chain(closing_wait).min() {
                 None => receiver.blocking_recv(),
                 // The timeout made inside the runtime: its timer needs the runtime's clock.
                 Some(wait) => match timer.block_on(async { tokio::time::timeout(wait, receiver.recv()).await }) {
@@ -766,9 +810,8 @@ impl Writer {
                 }
             }
             self.metrics.queue_depth.set(receiver.len() as i64);
-            let expiry_due = core::holds::next_expiry(&self.working).is_some_and(|at| at <= self.clock.now());
-            if commands.is_empty() && !expiry_due {
-                // Only a wake-up for refusals on sight, or for a hold not due yet.
+            if commands.is_empty() && !self.clock_work_due() {
+                // Only a wake-up for refusals on sight, or for a hold or a closing not due yet.
                 continue;
             }
             // Answered already, and before this batch's commands arrived: journaled first.

@@ -223,7 +223,9 @@ async fn dates_with_year_zero_or_a_sign_are_invalid() {
         c.post("/v1/kloqo/bookings", WEB, &booking("c1", "d1", date, 1, "Asha")).await.expect_problem(400, "invalid_request");
         c.get(&format!("/v1/kloqo/clinics/c1/slots?date={date}"), WEB).await.expect_problem(400, "invalid_request");
     }
-    c.post("/v1/kloqo/bookings", WEB, &booking("c1", "d1", "0001-01-01", 1, "Asha")).await.expect(201);
+    // Valid dates: the first, long closed, and the last.
+    c.post("/v1/kloqo/bookings", WEB, &booking("c1", "d1", "0001-01-01", 1, "Asha")).await.expect_problem(409, "day_closed");
+    c.post("/v1/kloqo/bookings", WEB, &booking("c1", "d1", "9999-12-31", 1, "Asha")).await.expect(201);
     assert_eq!(c.position().await, before + 1, "nothing but the one valid booking was appended");
     server.stop().await;
 }

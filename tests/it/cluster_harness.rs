@@ -158,7 +158,8 @@ impl Cluster {
             std::fs::write(
                 &config,
                 format!(
-                    "[server]\ndata_dir = \"{data}\"\nlisten = \"127.0.0.1:{port}\"\n\n[[token]]\nname = \"admin\"\nsecret = \"{secret}\"\ntenants = [\"*\"]\nrole = \"admin\"\n\n[cluster]\nnats = [{servers}]\nnode = \"{name}\"\nadvertise = \"http://127.0.0.1:{port}\"\npartitions = {partitions}\nreplicas = 3\nlease_secs = {lease_secs}\n",
+                    "[server]\ndata_dir = \"{data}\"\nlisten = \"127.0.0.1:{port}\"\n\n[[token]]\nname = \"admin\"\nsecret = \"{secret}\"\ntenants = [\"*\"]\nrole = \"admin\"\n\n[cluster]\nnats = [{servers}]\nnode = \"{name}\"\nadvertise = \"http://127.0.0.1:{port}\"\npartitions = {partitions}\nreplicas = 3\nlease_secs = {lease_secs}\n\n{retention}",
+                    retention = crate::support::RETENTION_OPEN_FOREVER,
                     data = cluster.dir.path().join(&name).display(),
                     secret = cluster.secret,
                     servers = servers.join(", "),

@@ -69,7 +69,7 @@ async fn sigkill_under_load_loses_no_acknowledged_booking() {
 async fn sigkill_while_snapshots_are_written_loses_no_acknowledged_booking() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("ledger.toml");
-    std::fs::write(&config, "[limits]\nsnapshot_every_events = 20\n").unwrap();
+    std::fs::write(&config, format!("[limits]\nsnapshot_every_events = 20\n{}", crate::support::RETENTION_OPEN_FOREVER)).unwrap();
     let data = dir.path().join("data");
     kill_under_load(&data, &["--config".as_ref(), config.as_os_str()], true).await;
 }

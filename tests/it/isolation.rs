@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::support::{Client, KLOQO_ADMIN, OTHER, Server, WEB, booking};
+use crate::support::{Client, KLOQO_ADMIN, OTHER, RETENTION_OPEN_FOREVER, Server, WEB, booking};
 
 /// A request to a route that should be refused at once; a live stream that is
 /// not refused would hang, so each is bounded.
@@ -197,7 +197,8 @@ tenants = ["kloqo"]
 role = "client"
 rate_per_sec = 1
 burst = 1
-"#
+
+{RETENTION_OPEN_FOREVER}"#
         ),
     )
     .unwrap();

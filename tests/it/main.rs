@@ -13,6 +13,7 @@ mod communities;
 mod concurrency;
 mod crash;
 mod dashboard;
+mod days;
 mod durability;
 mod eventually;
 mod forensics;

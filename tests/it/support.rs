@@ -3,7 +3,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 
@@ -31,6 +31,23 @@ pub const KLOQO_ADMIN: &str = "kloqo-admin-secret-0000";
 /// A client token for tenant `other` only.
 pub const OTHER: &str = "other-web-secret-000000";
 
+/// `[retention] open_days_past` for tests whose dates are fixed: a century.
+pub const OPEN_FOREVER: u32 = 36_525;
+/// The same as a configuration file's section, for spawned servers.
+pub const RETENTION_OPEN_FOREVER: &str = "[retention]\nopen_days_past = 36525\n";
+
+/// A configuration file holding only [`RETENTION_OPEN_FOREVER`], for servers
+/// spawned without one of their own.
+pub fn open_forever_config() -> PathBuf {
+    static PATH: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| {
+        let path = std::env::temp_dir().join(format!("booking-ledger-tests-{}.toml", std::process::id()));
+        std::fs::write(&path, RETENTION_OPEN_FOREVER).unwrap();
+        path
+    })
+    .clone()
+}
+
 pub fn config(dir: &Path) -> Config {
     let token = |secret: &str, name: &str, tenant: &str, role| {
         (secret.into(), Token { name: name.into(), tenants: vec![tenant.into()], role, rate: None })
@@ -40,7 +57,9 @@ pub fn config(dir: &Path) -> Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         writer: WriterConfig::default(),
         log: FileLogOptions::default(),
-        rules: Rules::default(),
+        // The tests' dates are fixed (most in March 2026): every day stays
+        // open unless a test says otherwise (`days.rs` does).
+        rules: Rules { open_days_past: OPEN_FOREVER, ..Rules::default() },
         journal: Default::default(),
         read: Default::default(),
         connections: Default::default(),
@@ -301,10 +320,12 @@ impl Process {
 
     /// With more arguments to `ledger serve`, such as `--config FILE`.
     pub async fn spawn_with(dir: &Path, args: &[&std::ffi::OsStr]) -> Process {
+        let own_config = args.iter().any(|a| *a == "--config");
         let mut child = Command::new(env!("CARGO_BIN_EXE_ledger"))
             .args(["serve", "--listen", "127.0.0.1:0", "--data"])
             .arg(dir)
             .args(args)
+            .args(if own_config { vec![] } else { vec!["--config".into(), open_forever_config().into_os_string()] })
             .env("RUST_LOG", "info")
             .stderr(Stdio::piped())
             .spawn()
@@ -441,7 +462,7 @@ pub async fn assemble_on(
     };
     let (log, responses) = (open(&data.join("ledger")), open(&data.join("responses")));
     let (journal_log, _) = FileLog::open(&data.join("rejections"), options).unwrap();
-    let rules = Rules::default();
+    let rules = Rules { open_days_past: OPEN_FOREVER, ..Rules::default() };
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let recovered = recover(&log, &responses, rules, clock.now()).expect("the writer's ledger is intact");
     let metrics = Arc::new(Metrics::new());
