@@ -174,6 +174,103 @@ fn write(dir: &Path, bookings: u64) -> anyhow::Result<Written> {
     Ok(Written { rss_before, rss_after, peak, commit_secs, events })
 }
 
+/// How many days of dates the history step spreads its bookings over.
+const HISTORY_DAYS: u64 = 730;
+
+/// The history step's writer clock: the morning of the day being booked, so
+/// that days close behind it as they would over two years.
+struct FollowClock(std::sync::atomic::AtomicI64);
+
+impl booking_ledger::writer::Clock for FollowClock {
+    fn now(&self) -> chrono::DateTime<Utc> {
+        chrono::DateTime::from_timestamp_micros(self.0.load(std::sync::atomic::Ordering::Relaxed)).unwrap()
+    }
+}
+
+/// The n-th of `bookings` booked over `HISTORY_DAYS` days from 2024-01-01:
+/// on its day, doctor after doctor (each at most once a day at 1M).
+fn history_booking(n: u64, bookings: u64) -> (NaiveDate, Command) {
+    let per_day = bookings.div_ceil(HISTORY_DAYS);
+    let (day, m) = (n / per_day, n % per_day);
+    let doctors = TENANTS * CLINICS * DOCTORS;
+    let (tenant, clinic, doctor) = doctor(m % doctors);
+    let date = NaiveDate::from_ymd_opt(2024, 1, 1).unwrap() + Days::new(day);
+    let details = BookingDetails {
+        booking_id: Uuid::now_v7(),
+        clinic: clinic.into(),
+        doctor: doctor.into(),
+        date,
+        slot: ((m / doctors) % SLOTS_PER_DAY) as u32,
+        patient: format!("Patient {n}").into(),
+        kind: BookingKind::Advance,
+        external: booking_ledger::core::External::boxed(None, None, None),
+    };
+    (date, command(tenant, Action::Book(details)))
+}
+
+/// The `write-history` child: `bookings` bookings over two years of dates, the
+/// clock following them, so that all but the last few days closed and left
+/// memory for the closed-day store.
+fn write_history(dir: &Path, bookings: u64) -> anyhow::Result<Written> {
+    let clock = Arc::new(FollowClock(std::sync::atomic::AtomicI64::new(0)));
+    let morning = |date: NaiveDate| date.and_hms_opt(9, 0, 0).unwrap().and_utc().timestamp_micros();
+    clock.0.store(morning(NaiveDate::from_ymd_opt(2024, 1, 1).unwrap()), std::sync::atomic::Ordering::Relaxed);
+    let store = Arc::new(booking_ledger::closed::ClosedStore::open(&dir.join(booking_ledger::closed::FILE))?);
+    let mut writer = Writer::new(
+        Box::new(open_log(&dir.join("ledger"))?),
+        Box::new(open_log(&dir.join("responses"))?),
+        State::new(Rules::default()),
+        views::render,
+        clock.clone(),
+        WriterConfig::default(),
+        Arc::new(Metrics::new()),
+    )
+    .with_closed_store(store);
+    for chunk in schedules().chunks(BATCH as usize) {
+        commit(&mut writer, chunk)?;
+    }
+    let (rss_before, _) = resident()?;
+    let started = Instant::now();
+    let mut next = 0;
+    while next < bookings {
+        let first = history_booking(next, bookings).0;
+        let batch: Vec<Command> = (next..bookings.min(next + BATCH))
+            .map(|n| history_booking(n, bookings))
+            .take_while(|(date, _)| *date == first)
+            .map(|(_, command)| command)
+            .collect();
+        clock.0.store(morning(first), std::sync::atomic::Ordering::Relaxed);
+        let answers = writer.commit(&batch)?;
+        ensure!(answers.iter().all(|a| matches!(a, Ok(Answer::Fresh(Ok(_))))), "a history booking was refused: {:?}", answers.first());
+        next += batch.len() as u64;
+    }
+    let commit_secs = started.elapsed().as_secs_f64();
+    let (rss_after, peak) = resident()?;
+    drop(writer);
+    let events = open_log(&dir.join("ledger"))?.position_next() - 1;
+    Ok(Written { rss_before, rss_after, peak, commit_secs, events })
+}
+
+/// The same history in a whole-log recovery and from a snapshot (of the open days only).
+fn measure_history(bookings: u64) -> anyhow::Result<()> {
+    let dir = TempDir::new()?;
+    println!();
+    println!("{bookings} bookings over {HISTORY_DAYS} days of dates (the clock following them: all but the last days closed):");
+    let written: Written = child("write-history", dir.path(), bookings)?;
+    let store = std::fs::metadata(dir.path().join(booking_ledger::closed::FILE))?.len();
+    let note = format!("(the closed-day store on disk: {:.0} B/booking)", store as f64 / bookings as f64);
+    row("the writer that wrote them (2 copies)", written.rss_before, written.rss_after, bookings, &note);
+    println!("    committed in {:.1} s, {:.0} bookings/s", written.commit_secs, bookings as f64 / written.commit_secs);
+    let restarted: Restarted = child("recover", dir.path(), bookings)?;
+    row("after a restart: its writer (2 copies)", restarted.rss_before, restarted.rss_writer, bookings, "");
+    println!("    recovery of the whole log ({} events): {:.2} s", restarted.events, restarted.recover_secs);
+    if let Some(snapshot) = restart_from_snapshot(dir.path(), bookings)? {
+        row("with a snapshot: its writer (2 copies)", snapshot.rss_before, snapshot.rss_writer, bookings, "");
+        println!("    start-up from the snapshot: {:.3} s (events after it: {})", snapshot.recover_secs, snapshot.events);
+    }
+    Ok(())
+}
+
 /// The `recover` child: the ledger in `dir` recovered, then a writer built on it.
 fn recover(dir: &Path) -> anyhow::Result<Restarted> {
     let (rss_before, _) = resident()?;
@@ -333,10 +430,11 @@ fn sizes() -> anyhow::Result<Vec<u64>> {
 
 fn run(args: &[String]) -> anyhow::Result<()> {
     match args {
-        [step, dir, bookings] if ["--write", "--recover", "--recover-snapshot"].contains(&step.as_str()) => {
+        [step, dir, bookings] if ["--write", "--write-history", "--recover", "--recover-snapshot"].contains(&step.as_str()) => {
             let (dir, bookings) = (PathBuf::from(dir), bookings.parse::<u64>()?);
             let answer = match step.as_str() {
                 "--write" => serde_json::to_string(&write(&dir, bookings)?)?,
+                "--write-history" => serde_json::to_string(&write_history(&dir, bookings)?)?,
                 "--recover" => serde_json::to_string(&recover(&dir)?)?,
                 _ => serde_json::to_string(&recover_from_snapshot(&dir)?)?,
             };
@@ -350,6 +448,7 @@ fn run(args: &[String]) -> anyhow::Result<()> {
             println!("resident memory per booking (MEMORY_BOOKINGS_MAX caps the largest size: {})", sizes.last().unwrap());
             for bookings in sizes {
                 measure(bookings)?;
+                measure_history(bookings)?;
             }
             println!();
             println!("memory bench: {:.0} s", started.elapsed().as_secs_f64());

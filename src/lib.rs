@@ -26,6 +26,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cli;
+pub mod closed;
 #[cfg(feature = "cluster")]
 pub mod cluster;
 pub mod config;

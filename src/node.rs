@@ -15,6 +15,7 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
+use crate::closed::ClosedStore;
 use crate::config::Config;
 use crate::forensics::follower::Indexes;
 use crate::http::auth::Auth;
@@ -107,11 +108,13 @@ pub async fn serve(
     let ledger_dir_for_forensics = ledger_dir.clone();
     let dirs = snapshot_dirs(&data_dir);
     let dirs_for_snapshots = dirs.clone();
+    let closed = open_closed(&data_dir)?;
+    let closed_for_recovery = closed.clone();
     let recovered = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
         let log = open_log(&ledger_dir, log_options)?;
         let responses = open_log(&dirs.responses, log_options)?;
-        let recovered =
-            snapshots::recover(&log, &responses, &dirs, rules, clock.now()).context("rebuilding the projections from the log")?;
+        let recovered = snapshots::recover_storing(&log, &responses, &dirs, rules, clock.now(), Some(&closed_for_recovery))
+            .context("rebuilding the projections from the log")?;
         Ok((log, responses, recovered, clock))
     })
     .await?;
@@ -154,7 +157,7 @@ pub async fn serve(
         Box::new(responses),
         recovered,
         snapshot_position,
-        Started { journal, indexes, dirs: dirs_for_snapshots, clock, metrics },
+        Started { journal, indexes, dirs: dirs_for_snapshots, clock, metrics, closed },
         &config,
     );
     state.set_writer(handle);
@@ -191,6 +194,17 @@ pub fn prepare(
     Ok((state.with_read_limits(config.read), journal, indexes))
 }
 
+/// The closed-day store of the ledger in `root` (`closed.redb`): opened, or
+/// set aside and started empty when it does not open (start-up then replays
+/// the whole log into it).
+pub fn open_closed(root: &Path) -> anyhow::Result<Arc<ClosedStore>> {
+    let (store, rebuilt) = ClosedStore::open_or_rebuild(&root.join(crate::closed::FILE))?;
+    if rebuilt {
+        tracing::warn!("the closed-day store was set aside ({}.damaged): it is rebuilt from the ledger", crate::closed::FILE);
+    }
+    Ok(Arc::new(store))
+}
+
 /// What a ledger's writer starts with besides its logs and state.
 pub struct Started {
     pub journal: Journal,
@@ -198,6 +212,8 @@ pub struct Started {
     pub dirs: Dirs,
     pub clock: Arc<dyn Clock>,
     pub metrics: Arc<Metrics>,
+    /// The closed-day store the recovery used.
+    pub closed: Arc<ClosedStore>,
 }
 
 /// Starts a recovered ledger: its writer, the follower feeding the read side's
@@ -210,10 +226,12 @@ pub fn start(
     started: Started,
     config: &Config,
 ) -> (WriterHandle, std::thread::JoinHandle<()>, SnapshotThread) {
-    let Started { journal, indexes, dirs, clock, metrics } = started;
+    let Started { journal, indexes, dirs, clock, metrics, closed } = started;
     metrics.recovered_events.set(recovered.events as i64);
     metrics.recovered_snapshot_position.set(snapshot_position as i64);
-    let writer = Writer::new(log, responses, recovered.state, views::render, clock, config.writer, metrics.clone()).with_journal(journal);
+    let writer = Writer::new(log, responses, recovered.state, views::render, clock, config.writer, metrics.clone())
+        .with_journal(journal)
+        .with_closed_store(closed);
     let (handle, thread) = writer.spawn();
     tokio::spawn(crate::forensics::follower::follow(indexes, handle.durable()));
     let snapshot_thread = snapshots::spawn(dirs, config.rules, config.snapshots, handle.durable(), snapshot_position, metrics);

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
-use crate::core::{self, Event, Rules, State, StoredResponse, Text};
+use crate::closed::{ClosedStore, StoreError};
+use crate::core::{self, Event, EventKind, Rules, State, StoredResponse, Text};
 use crate::log::codec::{self, CodecError};
 use crate::log::decode::Decoder;
 use crate::log::events::{self, ReadError};
@@ -27,11 +28,20 @@ pub struct Replay<'s> {
     /// Stored answers recorded.
     pub answers: u64,
     failure: Option<RecoverError>,
+    /// Where the records of a `days_closed` past its `through` go before it is applied.
+    closed: Option<(&'s ClosedStore, Position)>,
 }
 
 impl<'s> Replay<'s> {
     pub fn new(state: &'s mut State) -> Replay<'s> {
-        Replay { state, decoder: Decoder::for_recovery(), events: 0, answers: 0, failure: None }
+        Replay { state, decoder: Decoder::for_recovery(), events: 0, answers: 0, failure: None, closed: None }
+    }
+
+    /// A replay that puts into `store` what each `days_closed` it applies
+    /// takes out of memory, when the store does not have it yet.
+    pub fn storing(mut self, store: &'s ClosedStore) -> Result<Replay<'s>, RecoverError> {
+        self.closed = Some((store, store.through()?));
+        Ok(self)
     }
 
     /// The ledger record at `position`, read from `log`.
@@ -44,6 +54,17 @@ impl<'s> Replay<'s> {
 
     /// A decoded ledger event.
     pub fn event(&mut self, event: &Event) -> ControlFlow<()> {
+        if let (EventKind::DaysClosed { clinic, through }, Some((store, stored))) = (&event.kind, self.closed)
+            && event.position > stored
+            && let Some(tenant) = self.state.tenant(&event.tenant)
+        {
+            let days = core::days::closing(tenant, clinic, *through, event.position);
+            // Not fsynced one by one: `recover_storing` syncs the store at its end, and a
+            // crash before that replays these again.
+            if let Err(error) = store.put_all(&[(event.tenant.clone(), days)], false) {
+                return self.fail(RecoverError::Closed(error));
+            }
+        }
         match apply_checked(self.state, event) {
             Ok(()) => {
                 self.events += 1;
@@ -105,6 +126,8 @@ pub enum RecoverError {
     /// say): it was written past the core, or the core had a bug.
     #[error("the ledger breaks an invariant at position {position}: {reason}")]
     Violation { position: Position, reason: String },
+    #[error(transparent)]
+    Closed(#[from] StoreError),
 }
 
 /// Where a recovery starts: the state through some ledger position and the
@@ -133,11 +156,29 @@ pub fn recover(log: &dyn Log, responses: &dyn Log, rules: Rules, now: DateTime<U
 /// first record gives: the idempotency table is settled at the end, so it holds
 /// the same answers whichever order they were recorded in.
 pub fn recover_from(log: &dyn Log, responses: &dyn Log, start: Start, now: DateTime<Utc>) -> Result<Recovered, RecoverError> {
+    recover_storing(log, responses, start, now, None)
+}
+
+/// [`recover_from`], putting into `closed` what each `days_closed` it applies
+/// takes out of memory, when the store lacks it.
+pub fn recover_storing(
+    log: &dyn Log,
+    responses: &dyn Log,
+    start: Start,
+    now: DateTime<Utc>,
+    closed: Option<&ClosedStore>,
+) -> Result<Recovered, RecoverError> {
     let started = Instant::now();
     let Start { mut state, responses_position } = start;
     let mut replay = Replay::new(&mut state);
+    if let Some(store) = closed {
+        replay = replay.storing(store)?;
+    }
     log.read_from(replay.state.position + 1, &mut |position, payload| replay.record(log, position, payload)).map_err(ReadError::from)?;
     replay.check()?;
+    if let Some(store) = closed {
+        store.sync()?;
+    }
     if replay.events > 0 {
         replay.state.compact();
     }

@@ -24,13 +24,14 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
+use crate::closed::ClosedStore;
 use crate::core::{Rules, State};
 use crate::log::codec;
 use crate::log::events::EventReader;
 use crate::log::snapshot::{self, Logs, SnapshotHeader};
 use crate::log::{Durable, Log, LogError, Position, Tail, location_path, record_hash_at};
 use crate::metrics::Metrics;
-use crate::replay::{RecoverError, Recovered, Replay, Start, recover_from};
+use crate::replay::{RecoverError, Recovered, Replay, Start};
 
 use crate::log::events::READ_CHUNK_LEN;
 
@@ -287,14 +288,36 @@ pub struct StartUp {
 /// snapshot that meets a broken invariant is done again from the first event,
 /// so that a bad snapshot is never mistaken for a bad ledger.
 pub fn recover(log: &dyn Log, responses: &dyn Log, dirs: &Dirs, rules: Rules, now: DateTime<Utc>) -> Result<StartUp, RecoverError> {
+    recover_storing(log, responses, dirs, rules, now, None)
+}
+
+/// [`recover`], with the closed-day store: a snapshot is used only if the
+/// store holds every closed day it left out, and the records of each
+/// `days_closed` replayed past the store's `through` are put into it.
+pub fn recover_storing(
+    log: &dyn Log,
+    responses: &dyn Log,
+    dirs: &Dirs,
+    rules: Rules,
+    now: DateTime<Utc>,
+    closed: Option<&ClosedStore>,
+) -> Result<StartUp, RecoverError> {
     let started = Instant::now();
-    let mut start_up = recover_newest(log, responses, dirs, rules, now)?;
+    let mut start_up = recover_newest(log, responses, dirs, rules, now, closed)?;
     // The time to load the snapshot counts too.
     start_up.recovered.elapsed = started.elapsed();
     Ok(start_up)
 }
 
-fn recover_newest(log: &dyn Log, responses: &dyn Log, dirs: &Dirs, rules: Rules, now: DateTime<Utc>) -> Result<StartUp, RecoverError> {
+fn recover_newest(
+    log: &dyn Log,
+    responses: &dyn Log,
+    dirs: &Dirs,
+    rules: Rules,
+    now: DateTime<Utc>,
+    closed: Option<&ClosedStore>,
+) -> Result<StartUp, RecoverError> {
+    let whole_log = || crate::replay::recover_storing(log, responses, Start::empty(rules), now, closed);
     match snapshot::remove_temporary(&dirs.snapshots) {
         Ok(removed) => {
             for path in removed {
@@ -305,11 +328,21 @@ fn recover_newest(log: &dyn Log, responses: &dyn Log, dirs: &Dirs, rules: Rules,
     }
     let logs = Logs { ledger: &dirs.ledger, ledger_last: log.position_next() - 1, responses: &dirs.responses };
     let Some(loaded) = snapshot::load_newest(&dirs.snapshots, &logs, rules) else {
-        return Ok(StartUp { recovered: crate::replay::recover(log, responses, rules, now)?, snapshot: None });
+        return Ok(StartUp { recovered: whole_log()?, snapshot: None });
     };
+    if let Some(store) = closed
+        && loaded.state.days_closed_last > store.through()?
+    {
+        tracing::warn!(
+            path = %loaded.path.display(), days_closed = loaded.state.days_closed_last,
+            "skipped snapshot {}: the closed-day store lacks days it leaves out; recovering from the first event",
+            loaded.path.display()
+        );
+        return Ok(StartUp { recovered: whole_log()?, snapshot: None });
+    }
     let position = loaded.header.position;
     let start = Start { state: loaded.state, responses_position: loaded.header.responses_position };
-    match recover_from(log, responses, start, now) {
+    match crate::replay::recover_storing(log, responses, start, now, closed) {
         Ok(recovered) => Ok(StartUp { recovered, snapshot: Some((position, loaded.path)) }),
         Err(RecoverError::Violation { position: at, reason }) => {
             tracing::warn!(
@@ -317,7 +350,7 @@ fn recover_newest(log: &dyn Log, responses: &dyn Log, dirs: &Dirs, rules: Rules,
                 "the events after snapshot {} break an invariant at position {at}; recovering from the first event to tell a bad snapshot from a bad ledger",
                 loaded.path.display()
             );
-            let recovered = crate::replay::recover(log, responses, rules, now)?;
+            let recovered = whole_log()?;
             tracing::warn!(path = %loaded.path.display(), "skipped snapshot {}: it is not the state of its position", loaded.path.display());
             Ok(StartUp { recovered, snapshot: None })
         }

@@ -7,6 +7,7 @@
 
 pub mod audit;
 pub mod backup;
+pub mod reindex;
 pub mod rejections;
 pub mod replay;
 pub mod serve;
@@ -67,6 +68,8 @@ pub enum CommandLine {
     Backup(backup::BackupArgs),
     /// Write a snapshot of the state at the ledger's last position, which the next start loads (offline).
     Snapshot(snapshot::SnapshotArgs),
+    /// Rebuild the closed-day store (closed.redb) from the ledger (offline).
+    Reindex(reindex::ReindexArgs),
     /// Tokens for the config file: `ledger token new --name N --tenants a,b --role client`.
     #[command(subcommand)]
     Token(token::TokenCommand),
@@ -113,6 +116,7 @@ pub fn main() -> std::process::ExitCode {
         CommandLine::Export(args) => offline(replay::export(&args)),
         CommandLine::Rejections(args) => offline(rejections::run(&args)),
         CommandLine::Snapshot(args) => offline(snapshot::run(&args)),
+        CommandLine::Reindex(args) => offline(reindex::run(&args)),
         CommandLine::Token(command) => match token::run(&command) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {

@@ -552,8 +552,10 @@ impl Node {
             loaded.fetched
         );
         let snapshot_dirs = Dirs { ledger: dirs.ledger.clone(), responses: dirs.responses.clone(), snapshots: dirs.snapshots.clone() };
-        let start_up = snapshots::recover(&loaded.events, &loaded.answers, &snapshot_dirs, self.server.rules, self.clock.now())
-            .with_context(|| format!("recovering partition {partition}"))?;
+        let closed = node::open_closed(&dirs.root)?;
+        let start_up =
+            snapshots::recover_storing(&loaded.events, &loaded.answers, &snapshot_dirs, self.server.rules, self.clock.now(), Some(&closed))
+                .with_context(|| format!("recovering partition {partition}"))?;
         let snapshot_position = start_up.snapshot.as_ref().map_or(0, |(position, _)| *position);
         let (state, journal, indexes) =
             node::prepare(&dirs.root, self.auth.clone(), self.metrics.clone(), self.clock.clone(), &self.server)?;
@@ -562,7 +564,7 @@ impl Node {
             Box::new(loaded.answers),
             start_up.recovered,
             snapshot_position,
-            Started { journal, indexes, dirs: snapshot_dirs, clock: self.clock.clone(), metrics: self.metrics.clone() },
+            Started { journal, indexes, dirs: snapshot_dirs, clock: self.clock.clone(), metrics: self.metrics.clone(), closed },
             &self.server,
         );
         state.set_writer(handle);

@@ -38,6 +38,9 @@ pub fn apply(state: &mut State, event: &Event) {
         }
         EventKind::DaysClosed { clinic, through } => days::apply(tenant, clinic, *through, event.position),
     }
+    if let EventKind::DaysClosed { .. } = event.kind {
+        state.days_closed_last = event.position;
+    }
     if let Some(response) = &event.response {
         state.idempotency.record(&event.tenant, response.clone(), event.recorded_at);
     }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use chrono::{DateTime, NaiveDate, Utc};
 use uuid::Uuid;
 
-use super::state::{State, TenantState};
+use super::state::{DayRecords, State, TenantState};
 use super::{Context, EventKind, Patient, Position, Rejection, Rules, SlotTime, Text, holds, zones};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -330,9 +330,14 @@ impl TenantState {
     /// When a booking's slot is, in its clinic's zone (a booked slot keeps an
     /// instant even if its time stopped existing: [`SlotTime::booked`]).
     pub fn booking_time(&self, booking: &Booking) -> SlotTime {
+        self.booking_time_in(booking, zones::zone_of(Some(self), &booking.details.clinic))
+    }
+
+    /// When a booking's slot is in `zone` (a closed day's: the zone it closed in).
+    pub fn booking_time_in(&self, booking: &Booking, zone: super::Tz) -> SlotTime {
         let BookingDetails { clinic, doctor, date, slot, .. } = &booking.details;
         let Some(schedule) = doctor_of(self, clinic, doctor).map(|d| d.schedule) else { return SlotTime::Untimed };
-        SlotTime::booked(zones::zone_of(Some(self), clinic), &schedule, *date, *slot)
+        SlotTime::booked(zone, &schedule, *date, *slot)
     }
 }
 
@@ -420,9 +425,9 @@ pub(super) fn decide_book(
 ) -> Result<Vec<EventKind>, Rejection> {
     let (tenant, doctor) = slot_to_take(tenant, &request.clinic, &request.doctor, request.date, request.slot)?;
     if let Some(external_ref) = request.external_ref()
-        && let Some(booking_id) = tenant.external_refs.get(external_ref)
+        && let Some(booking_id) = tenant.find_external_ref(external_ref)
     {
-        let bound = &tenant.bookings[booking_id];
+        let bound = tenant.find_booking(booking_id).expect("an external ref's booking");
         if request.correlation_id().is_some() && bound.details.correlation_id() == request.correlation_id() {
             return Ok(vec![]);
         }
@@ -453,7 +458,7 @@ pub(super) fn decide_book(
 
 /// Cancelling a cancelled booking is a repeat: it changes nothing.
 pub(super) fn decide_cancel(tenant: Option<&TenantState>, booking_id: Uuid, reason: &Option<Text>) -> Result<Vec<EventKind>, Rejection> {
-    let booking = tenant.and_then(|t| t.bookings.get(&booking_id)).ok_or(Rejection::BookingNotFound { booking_id })?;
+    let booking = tenant.and_then(|t| t.find_booking(&booking_id)).ok_or(Rejection::BookingNotFound { booking_id })?;
     Ok(match booking.status {
         BookingStatus::Cancelled => vec![],
         BookingStatus::Confirmed => vec![EventKind::BookingCancelled { booking_id, reason: reason.clone() }],
@@ -467,9 +472,9 @@ pub(super) fn booked(tenant: &TenantState, request: &BookingDetails, created: bo
         request.booking_id
     } else {
         let external_ref = request.external_ref().expect("only an external ref repeat books nothing");
-        tenant.external_refs[external_ref]
+        *tenant.find_external_ref(external_ref).expect("a bound external ref")
     };
-    tenant.bookings[&booking_id].clone()
+    tenant.find_booking(&booking_id).expect("the booked booking").clone()
 }
 
 impl TenantState {
@@ -536,6 +541,8 @@ pub(super) fn apply(tenant: &mut TenantState, kind: &EventKind, at: DateTime<Utc
                 attendance: None,
                 rescheduled_from: None,
             };
+            let records = tenant.day_records.entry((booking.details.clinic.clone(), booking.details.date)).or_default();
+            DayRecords::add(&mut records.bookings, booking.details.booking_id);
             let previous = tenant.bookings.insert(booking.details.booking_id, Arc::new(booking));
             assert!(previous.is_none(), "booking ids are unique");
         }
@@ -568,6 +575,16 @@ pub(super) fn apply(tenant: &mut TenantState, kind: &EventKind, at: DateTime<Utc
             assert_eq!(day.held.get(slot), None, "a booking takes no held slot");
             let (mut doctor, mut clinic) = (doctor.clone(), clinic.clone());
             tenant.share_clinic_and_doctor(&mut clinic, &mut doctor);
+            if old.date != *date {
+                let key = (clinic.clone(), old.date);
+                if let Some(records) = tenant.day_records.get_mut(&key) {
+                    DayRecords::remove(&mut records.bookings, booking_id);
+                    if records.is_empty() {
+                        tenant.day_records.remove(&key);
+                    }
+                }
+                DayRecords::add(&mut tenant.day_records.entry((clinic.clone(), *date)).or_default().bookings, *booking_id);
+            }
             let booking = Arc::make_mut(tenant.bookings.get_mut(booking_id).expect("rescheduling a known booking"));
             assert_eq!(booking.status, BookingStatus::Confirmed, "rescheduling an active booking");
             assert_eq!(booking.details.kind, *kind, "a reschedule keeps the kind");
@@ -599,7 +616,7 @@ pub(super) fn apply(tenant: &mut TenantState, kind: &EventKind, at: DateTime<Utc
 
 /// The booking a command names, still active, at the version it expects.
 fn active_booking(tenant: Option<&TenantState>, booking_id: Uuid, expected_version: Option<u32>) -> Result<&Arc<Booking>, Rejection> {
-    let booking = tenant.and_then(|t| t.bookings.get(&booking_id)).ok_or(Rejection::BookingNotFound { booking_id })?;
+    let booking = tenant.and_then(|t| t.find_booking(&booking_id)).ok_or(Rejection::BookingNotFound { booking_id })?;
     if booking.status == BookingStatus::Cancelled {
         return Err(Rejection::BookingCancelled { booking_id });
     }

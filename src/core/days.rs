@@ -53,12 +53,12 @@ fn check_open(tenant: Option<&TenantState>, clinic: &str, date: NaiveDate, rules
 /// booking to it, joining its waitlist. Releasing and withdrawing stay allowed.
 pub(super) fn check_action(tenant: Option<&TenantState>, action: &Action, rules: &Rules, context: &Context) -> Result<(), Rejection> {
     let check = |clinic: &str, date: NaiveDate| check_open(tenant, clinic, date, rules, context.now);
-    let booking = |booking_id| tenant.and_then(|t| t.bookings.get(booking_id));
+    let booking = |booking_id| tenant.and_then(|t| t.find_booking(booking_id));
     match action {
         Action::Book(request) => check(&request.clinic, request.date),
         Action::Hold { hold, .. } => check(&hold.clinic, hold.date),
         Action::JoinWaitlist(entry) => check(&entry.clinic, entry.date),
-        Action::ConfirmHold { hold_id, .. } => match tenant.and_then(|t| t.holds.get(hold_id)) {
+        Action::ConfirmHold { hold_id, .. } => match tenant.and_then(|t| t.find_hold(hold_id)) {
             Some(hold) => check(&hold.details.clinic, hold.details.date),
             None => Ok(()),
         },
@@ -141,10 +141,80 @@ pub fn closings_due(state: &State, context: &Context) -> Vec<Event> {
     events
 }
 
+/// A clinic's closed days as they leave memory: every booking, hold and
+/// waitlist entry of them (as `days_closed` at `position` leaves them) with
+/// the external refs bound to those bookings, in a tenant state of their own,
+/// and the clinic's zone then. The writer hands it to the closed-day store
+/// before it applies the `days_closed`; start-up does the same for one the
+/// store lacks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClosedDays {
+    pub clinic: Text,
+    pub through: NaiveDate,
+    /// The position of the `days_closed`.
+    pub position: Position,
+    /// The closed days that had records, in order.
+    pub dates: Vec<NaiveDate>,
+    pub zone: zones::Tz,
+    pub records: TenantState,
+}
+
+/// What applying `days_closed` for `clinic` through `through` at `position`
+/// takes out of `tenant`.
+pub fn closing(tenant: &TenantState, clinic: &Text, through: NaiveDate, position: Position) -> ClosedDays {
+    let mut records = TenantState::default();
+    let mut dates = Vec::new();
+    for ((_, date), day) in tenant.day_records.range((clinic.clone(), NaiveDate::MIN)..=(clinic.clone(), through)) {
+        dates.push(*date);
+        for id in &day.bookings {
+            let booking = tenant.bookings[id].clone();
+            if let Some(external_ref) = booking.details.external_ref() {
+                records.external_refs.insert(external_ref.clone(), *id);
+            }
+            records.bookings.insert(*id, booking);
+        }
+        for id in &day.holds {
+            records.holds.insert(*id, tenant.holds[id].clone());
+        }
+        for id in &day.entries {
+            let mut entry = tenant.waitlist[id].clone();
+            if entry.status == super::EntryStatus::Waiting {
+                let expired = std::sync::Arc::make_mut(&mut entry);
+                expired.status = super::EntryStatus::Expired;
+                expired.position = position;
+            }
+            records.waitlist.insert(*id, entry);
+        }
+    }
+    ClosedDays { clinic: clinic.clone(), through, position, dates, zone: zones::zone_of(Some(tenant), clinic), records }
+}
+
 pub(super) fn apply(tenant: &mut TenantState, clinic: &Text, through: NaiveDate, position: Position) {
     let entry = tenant.clinics.entry(clinic.clone()).or_default();
     entry.closed_through = entry.closed_through.max(Some(through));
+    for doctor in entry.doctors.values_mut() {
+        doctor.days = doctor.days.split_off(&through.succ_opt().unwrap_or(NaiveDate::MAX));
+    }
     waitlist::expire_lines(tenant, clinic, through, position);
+    // Every record of those days leaves memory: the closed-day store has them.
+    let closed: Vec<(Text, NaiveDate)> =
+        tenant.day_records.range((clinic.clone(), NaiveDate::MIN)..=(clinic.clone(), through)).map(|(key, _)| key.clone()).collect();
+    for key in closed {
+        let records = tenant.day_records.remove(&key).expect("a closed day's records");
+        for id in records.bookings {
+            let booking = tenant.bookings.remove(&id).expect("a closed day's booking");
+            if let Some(external_ref) = booking.details.external_ref() {
+                tenant.external_refs.remove(external_ref);
+            }
+        }
+        for id in records.holds {
+            let hold = tenant.holds.remove(&id).expect("a closed day's hold");
+            tenant.hold_expiries.remove(&(hold.expires_at, id));
+        }
+        for id in records.entries {
+            tenant.waitlist.remove(&id);
+        }
+    }
 }
 
 #[cfg(test)]

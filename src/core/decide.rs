@@ -55,7 +55,7 @@ fn decide_action(
         Action::ReleaseHold { hold_id } => holds::decide_release(tenant, *hold_id, context)?,
         Action::Reschedule { booking_id, to } => booking::decide_reschedule(tenant, *booking_id, to, context)?,
         Action::MarkAttendance { booking_id, attendance, correct } => {
-            let clinic = tenant.and_then(|t| t.bookings.get(booking_id)).map(|b| b.details.clinic.clone()).unwrap_or_default();
+            let clinic = tenant.and_then(|t| t.find_booking(booking_id)).map(|b| b.details.clinic.clone()).unwrap_or_default();
             let today = zones::today_at(zones::zone_of(tenant, &clinic), context.now);
             booking::decide_attendance(tenant, *booking_id, *attendance, *correct, today)?
         }
@@ -215,13 +215,13 @@ pub fn reply(state: &State, command: &Command, events: &[Event]) -> Reply {
             Reply::Booking { time: tenant.booking_time(&booking), booking, created }
         }
         Action::Cancel { booking_id, .. } | Action::Reschedule { booking_id, .. } | Action::MarkAttendance { booking_id, .. } => {
-            let booking = tenant.bookings[booking_id].clone();
+            let booking = tenant.find_booking(booking_id).expect("the command's booking").clone();
             Reply::Booking { time: tenant.booking_time(&booking), booking, created: false }
         }
         Action::JoinWaitlist(super::EntryDetails { entry_id, .. }) | Action::WithdrawEntry { entry_id } => {
-            let entry = tenant.waitlist[entry_id].clone();
+            let entry = tenant.find_entry(entry_id).expect("the command's entry").clone();
             let expires_at = match entry.status {
-                super::EntryStatus::Offered(hold_id) => tenant.holds.get(&hold_id).map(|h| h.expires_at),
+                super::EntryStatus::Offered(hold_id) => tenant.find_hold(&hold_id).map(|h| h.expires_at),
                 _ => None,
             };
             Reply::Entry { entry, created: matches!(command.action, Action::JoinWaitlist(_)), expires_at }
@@ -252,10 +252,13 @@ pub fn reply(state: &State, command: &Command, events: &[Event]) -> Reply {
             Reply::Community { community: tenant.communities[slug].clone() }
         }
         Action::Hold { hold, .. } => Reply::Hold { hold: tenant.holds[&hold.hold_id].clone(), created: true },
-        Action::ReleaseHold { hold_id } => Reply::Hold { hold: tenant.holds[hold_id].clone(), created: false },
+        Action::ReleaseHold { hold_id } => {
+            Reply::Hold { hold: tenant.find_hold(hold_id).expect("the command's hold").clone(), created: false }
+        }
         Action::ConfirmHold { hold_id, .. } => {
-            let super::HoldStatus::Confirmed(booking_id) = tenant.holds[hold_id].status else { unreachable!("a confirmed hold") };
-            let booking = tenant.bookings[&booking_id].clone();
+            let hold = tenant.find_hold(hold_id).expect("the command's hold");
+            let super::HoldStatus::Confirmed(booking_id) = hold.status else { unreachable!("a confirmed hold") };
+            let booking = tenant.find_booking(&booking_id).expect("the hold's booking").clone();
             Reply::Booking { time: tenant.booking_time(&booking), booking, created: !events.is_empty() }
         }
     }

@@ -122,7 +122,7 @@ fn agreed<T: PartialEq + Clone>(at_hold: &Option<T>, now: &Option<T>, field: &'s
 
 /// The hold named by a command, or `not_found`.
 fn hold_of(tenant: Option<&TenantState>, hold_id: Uuid) -> Result<(&TenantState, &Arc<Hold>), Rejection> {
-    tenant.and_then(|t| Some((t, t.holds.get(&hold_id)?))).ok_or(Rejection::HoldNotFound { hold_id })
+    tenant.and_then(|t| Some((t, t.find_hold(&hold_id)?))).ok_or(Rejection::HoldNotFound { hold_id })
 }
 
 /// Confirming a confirmed hold is a repeat: it changes nothing.
@@ -255,6 +255,8 @@ pub(super) fn apply(tenant: &mut TenantState, kind: &EventKind, at: DateTime<Utc
             let mut details = details.clone();
             tenant.share_clinic_and_doctor(&mut details.clinic, &mut details.doctor);
             let hold = Hold { details, expires_at: *expires_at, status: HoldStatus::Held, created_at: at, position };
+            let records = tenant.day_records.entry((hold.details.clinic.clone(), hold.details.date)).or_default();
+            super::state::DayRecords::add(&mut records.holds, hold.details.hold_id);
             if let Some(entry_id) = hold.details.entry_id {
                 super::waitlist::offered(tenant, entry_id, hold.details.hold_id, position);
             }

@@ -38,7 +38,7 @@ pub use holds::{Hold, HoldDetails, HoldStatus};
 pub use idempotency::{Fingerprint, IdempotencyCheck, IdempotencyTable, Scope, StoredResponse};
 pub use phone::{Business, PhoneState};
 pub use rejection_record::RejectionRecord;
-pub use state::{Rules, State, TenantState};
+pub use state::{ClosedCache, DayRecords, Rules, State, TenantState};
 pub use waitlist::{Entry, EntryDetails, EntryStatus};
 pub use zones::{ClinicZone, SlotTime, Tz};
 

@@ -69,6 +69,9 @@ pub struct State {
     pub recorded_at_last: DateTime<Utc>,
     pub tenants: BTreeMap<Text, TenantState>,
     pub idempotency: IdempotencyTable,
+    /// The position of the last `days_closed` applied (0 before the first):
+    /// what the closed-day store must hold for a snapshot to be used.
+    pub days_closed_last: Position,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -99,6 +102,106 @@ pub struct TenantState {
     pub waitlist: BTreeMap<Uuid, Arc<Entry>>,
     /// Per clinic day: its waiting entries by the position they joined at.
     pub waiting: BTreeMap<(Text, NaiveDate), BTreeMap<Position, Uuid>>,
+    /// Per clinic day: every booking, hold and entry on it, which leave
+    /// memory together when the day closes (`days_closed`).
+    pub day_records: BTreeMap<(Text, NaiveDate), DayRecords>,
+    /// Records of closed days the writer read back from the closed-day store
+    /// for the commands it decides (not part of the state's meaning).
+    pub closed: ClosedCache,
+}
+
+/// A clinic day's records by id, each list sorted.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DayRecords {
+    pub bookings: Vec<Uuid>,
+    pub holds: Vec<Uuid>,
+    pub entries: Vec<Uuid>,
+}
+
+impl DayRecords {
+    pub fn is_empty(&self) -> bool {
+        self.bookings.is_empty() && self.holds.is_empty() && self.entries.is_empty()
+    }
+
+    pub(super) fn add(ids: &mut Vec<Uuid>, id: Uuid) {
+        if let Err(at) = ids.binary_search(&id) {
+            ids.insert(at, id);
+        }
+    }
+
+    pub(super) fn remove(ids: &mut Vec<Uuid>, id: &Uuid) {
+        if let Ok(at) = ids.binary_search(id) {
+            ids.remove(at);
+        }
+    }
+}
+
+/// Records of closed days, as the closed-day store gave them back: a cache
+/// the writer fills before deciding, bounded, never written by `apply`. Two
+/// states are equal whatever their caches hold.
+#[derive(Debug, Clone, Default)]
+pub struct ClosedCache {
+    pub bookings: BTreeMap<Uuid, Arc<Booking>>,
+    pub holds: BTreeMap<Uuid, Arc<Hold>>,
+    pub entries: BTreeMap<Uuid, Arc<Entry>>,
+    /// External refs of closed days' bookings, to the booking each is bound to.
+    pub external_refs: BTreeMap<Text, Uuid>,
+}
+
+impl ClosedCache {
+    pub fn len(&self) -> usize {
+        self.bookings.len() + self.holds.len() + self.entries.len() + self.external_refs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl PartialEq for ClosedCache {
+    fn eq(&self, _: &ClosedCache) -> bool {
+        true
+    }
+}
+
+impl Eq for ClosedCache {}
+
+impl TenantState {
+    /// Indexes every booking, hold and entry by its clinic day (after a
+    /// snapshot is loaded: the index is derived from them).
+    pub fn rebuild_day_records(&mut self) {
+        let mut records: BTreeMap<(Text, NaiveDate), DayRecords> = BTreeMap::new();
+        for booking in self.bookings.values() {
+            let key = (booking.details.clinic.clone(), booking.details.date);
+            records.entry(key).or_default().bookings.push(booking.details.booking_id);
+        }
+        for hold in self.holds.values() {
+            records.entry((hold.details.clinic.clone(), hold.details.date)).or_default().holds.push(hold.details.hold_id);
+        }
+        for entry in self.waitlist.values() {
+            records.entry((entry.details.clinic.clone(), entry.details.date)).or_default().entries.push(entry.details.entry_id);
+        }
+        // Each list was filled in id order.
+        self.day_records = records;
+    }
+
+    /// A booking of an open day, or of a closed one the writer read back.
+    pub fn find_booking(&self, booking_id: &Uuid) -> Option<&Arc<Booking>> {
+        self.bookings.get(booking_id).or_else(|| self.closed.bookings.get(booking_id))
+    }
+
+    pub fn find_hold(&self, hold_id: &Uuid) -> Option<&Arc<Hold>> {
+        self.holds.get(hold_id).or_else(|| self.closed.holds.get(hold_id))
+    }
+
+    pub fn find_entry(&self, entry_id: &Uuid) -> Option<&Arc<Entry>> {
+        self.waitlist.get(entry_id).or_else(|| self.closed.entries.get(entry_id))
+    }
+
+    /// The booking an external ref is bound to, forever.
+    pub fn find_external_ref(&self, external_ref: &str) -> Option<&Uuid> {
+        self.external_refs.get(external_ref).or_else(|| self.closed.external_refs.get(external_ref))
+    }
 }
 
 impl State {

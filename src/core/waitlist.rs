@@ -66,7 +66,7 @@ impl Entry {
     /// written or not.
     pub fn status_at(&self, tenant: &TenantState, now: DateTime<Utc>) -> EntryStatus {
         match self.status {
-            EntryStatus::Offered(hold_id) if tenant.holds.get(&hold_id).is_some_and(|h| h.status_at(now) == HoldStatus::Expired) => {
+            EntryStatus::Offered(hold_id) if tenant.find_hold(&hold_id).is_some_and(|h| h.status_at(now) == HoldStatus::Expired) => {
                 EntryStatus::Expired
             }
             status => status,
@@ -105,7 +105,7 @@ pub(super) fn decide_join(
 /// Withdrawing a waiting entry removes it; an offered one releases its hold
 /// (which offers the slot to the next); again, or expired, is a repeat.
 pub(super) fn decide_withdraw(tenant: Option<&TenantState>, entry_id: Uuid, context: &Context) -> Result<Vec<EventKind>, Rejection> {
-    let (tenant, entry) = tenant.and_then(|t| Some((t, t.waitlist.get(&entry_id)?))).ok_or(Rejection::EntryNotFound { entry_id })?;
+    let (tenant, entry) = tenant.and_then(|t| Some((t, t.find_entry(&entry_id)?))).ok_or(Rejection::EntryNotFound { entry_id })?;
     match entry.status_at(tenant, context.now) {
         EntryStatus::Waiting => Ok(vec![EventKind::WaitlistWithdrawn { entry_id }]),
         EntryStatus::Offered(hold_id) => Ok(vec![EventKind::HoldReleased { hold_id }]),
@@ -305,7 +305,8 @@ pub(super) fn apply(tenant: &mut TenantState, kind: &EventKind, at: DateTime<Utc
             tenant.share_entry_names(&mut details);
             let key = (details.clinic.clone(), details.date);
             let entry = Entry { details, status: EntryStatus::Waiting, joined: position, joined_at: at, position };
-            tenant.waiting.entry(key).or_default().insert(position, entry.details.entry_id);
+            tenant.waiting.entry(key.clone()).or_default().insert(position, entry.details.entry_id);
+            super::state::DayRecords::add(&mut tenant.day_records.entry(key).or_default().entries, entry.details.entry_id);
             assert!(tenant.waitlist.insert(entry.details.entry_id, Arc::new(entry)).is_none(), "entry ids are unique");
         }
         EventKind::WaitlistWithdrawn { entry_id } => {

@@ -444,11 +444,53 @@ pub async fn no_show(
 pub async fn get_booking(call: TenantCall, path: PathParams<(String, String)>) -> Result<Json<BookingView>, ApiError> {
     let PathParams((_, booking_id)) = path;
     let booking_id = parse_uuid("booking_id", &booking_id)?;
-    let view = call.writer()?.read(|state| {
+    let writer = call.writer()?;
+    let view = writer.read(|state| {
         let tenant = state.tenant(&call.tenant)?;
         tenant.bookings.get(&booking_id).map(|b| BookingView::new(b, tenant.booking_time(b)))
     });
+    let view = match view {
+        Some(view) => Some(view),
+        // A booking of a closed day, shown in the zone its day closed in.
+        None => match writer.closed().booking(&Default::default(), &call.tenant, &booking_id).map_err(closed_store_failed)? {
+            Some(booking) => {
+                let closed = writer.closed().closed_day(&call.tenant, &booking.details.clinic, booking.details.date);
+                let zone = closed.map_err(closed_store_failed)?.map_or(crate::core::Tz::UTC, |(_, zone)| zone);
+                let time = writer.read(|state| state.tenant(&call.tenant).map(|t| t.booking_time_in(&booking, zone)));
+                Some(BookingView::new(&booking, time.unwrap_or(crate::core::SlotTime::Untimed)))
+            }
+            None => None,
+        },
+    };
     view.map(Json).ok_or_else(|| ApiError::not_found(format!("no booking {booking_id}")).with("booking_id", booking_id.to_string()))
+}
+
+/// A read of the closed-day store that failed: the record may exist, so no answer is given.
+pub(super) fn closed_store_failed(error: crate::closed::StoreError) -> ApiError {
+    tracing::error!(%error, "reading the closed-day store failed");
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage_failure", error.to_string())
+}
+
+/// The position of the `days_closed` that closed `clinic`'s `date`, if it is
+/// closed and had records (the published state holds open days only).
+fn closed_at(call: &TenantCall, clinic: &str, date: NaiveDate) -> Result<Option<u64>, ApiError> {
+    let writer = call.writer()?;
+    let closed = writer.read(|state| {
+        state.tenant(&call.tenant).and_then(|t| t.clinics.get(clinic)).and_then(|c| c.closed_through).is_some_and(|t| date <= t)
+    });
+    if !closed {
+        return Ok(None);
+    }
+    Ok(writer.closed().closed_day(&call.tenant, clinic, date).map_err(closed_store_failed)?.map(|(position, _)| position))
+}
+
+/// The day now: from the published state, or, for a closed day, as it stood
+/// when it closed (it never changed since), from the clinic index.
+async fn day_now(call: &TenantCall, clinic: &str, date: NaiveDate, doctor: Option<&str>) -> Result<ClinicDay, ApiError> {
+    match closed_at(call, clinic, date)? {
+        Some(position) => day_as_of(call, clinic, date, doctor, position).await,
+        None => current_day(call, clinic, date, doctor),
+    }
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -523,13 +565,18 @@ pub async fn get_slots(
 ) -> Result<impl IntoResponse, ApiError> {
     let (PathParams((_, clinic)), QueryParams(query)) = (path, query);
     let date = parse_date("date", &query.date)?;
-    let current = current_day(&call, &clinic, date, query.doctor.as_deref())?;
+    let current = day_now(&call, &clinic, date, query.doctor.as_deref()).await?;
     let position = current.position;
     let Some(as_of) = query.as_of.filter(|&as_of| as_of != position) else {
         return Ok(Json(slots_view(&clinic, date, &current, Some(call.app().clock.now()))));
     };
+    let last = call.writer()?.read(|state| state.position);
+    if as_of > last {
+        return Err(ApiError::field("as_of", format!("the ledger's last position is {last}")));
+    }
     if as_of > position {
-        return Err(ApiError::field("as_of", format!("the ledger's last position is {position}")));
+        // A closed day after it closed: as it closed.
+        return Ok(Json(slots_view(&clinic, date, &current, None)));
     }
     let day = day_as_of(&call, &clinic, date, query.doctor.as_deref(), as_of).await?;
     Ok(Json(slots_view(&clinic, date, &day, None)))
@@ -652,7 +699,7 @@ pub async fn stream_slots(
     let dir = call.app().ledger_dir.clone().ok_or_else(|| super::forensics::storage("this server keeps no log on disk"))?;
     let durable = call.writer()?.durable();
     let permit = call.app().stream_permit()?;
-    let current = current_day(&call, &clinic, date, query.doctor.as_deref())?;
+    let current = day_now(&call, &clinic, date, query.doctor.as_deref()).await?;
     let (day, first) = match seen {
         None => {
             let first = day_message(&clinic, date, &current);

@@ -210,8 +210,16 @@ pub async fn get(call: TenantCall, path: PathParams<(String, String)>) -> Result
     let PathParams((_, hold_id)) = path;
     let hold_id = parse_uuid("hold_id", &hold_id)?;
     let now = call.app().clock.now();
-    let view = call
-        .writer()?
-        .read(|state| state.tenant(&call.tenant).and_then(|t| t.holds.get(&hold_id)).map(|h| HoldView::new(h, h.status_at(now))));
+    let writer = call.writer()?;
+    let view =
+        writer.read(|state| state.tenant(&call.tenant).and_then(|t| t.holds.get(&hold_id)).map(|h| HoldView::new(h, h.status_at(now))));
+    let view = match view {
+        Some(view) => Some(view),
+        // A hold of a closed day.
+        None => {
+            let hold = writer.closed().hold(&Default::default(), &call.tenant, &hold_id).map_err(super::clinics::closed_store_failed)?;
+            hold.map(|h| HoldView::new(&h, h.status_at(now)))
+        }
+    };
     view.map(Json).ok_or_else(|| ApiError::not_found(format!("no hold {hold_id}")).with("hold_id", hold_id.to_string()))
 }

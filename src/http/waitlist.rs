@@ -154,7 +154,18 @@ pub async fn list(
     let (PathParams((_, clinic)), QueryParams(query)) = (path, query);
     let date = parse_date("date", &query.date)?;
     let now = call.app().clock.now();
-    let entries = call.writer()?.read(|state| {
+    let writer = call.writer()?;
+    let closed = writer.read(|state| {
+        state.tenant(&call.tenant).and_then(|t| t.clinics.get(clinic.as_str())).and_then(|c| c.closed_through).is_some_and(|t| date <= t)
+    });
+    if closed {
+        // A closed day's waitlist, from the closed-day store; every entry has ended.
+        let entries =
+            writer.closed().entries_of(&Default::default(), &call.tenant, &clinic, date).map_err(super::clinics::closed_store_failed)?;
+        let entries = entries.iter().map(|e| EntryView::new(e, e.status, |_| None)).collect();
+        return Ok(Json(WaitlistView { entries }));
+    }
+    let entries = writer.read(|state| {
         let Some(tenant) = state.tenant(&call.tenant) else { return Vec::new() };
         let mut entries: Vec<_> = tenant.waitlist.values().filter(|e| *e.details.clinic == *clinic && e.details.date == date).collect();
         entries.sort_by_key(|e| e.joined);

@@ -538,6 +538,7 @@ pub fn encode_snapshot(state: &State, responses_position: u64) -> Vec<u8> {
         idempotency_retention_micros: duration_micros(state.rules.idempotency_retention),
         duplicate_window_micros: duration_micros(state.rules.duplicate_window),
         entries: entries as u64,
+        days_closed_last: state.days_closed_last,
     }
     .encode_length_delimited(&mut out)
     .expect("a Vec grows as needed");
@@ -787,6 +788,7 @@ pub fn decode_snapshot(bytes: &[u8], rules: Rules) -> Result<DecodedSnapshot, Co
     let mut state = State::new(rules);
     state.position = snapshot.position;
     state.recorded_at_last = from_micros(snapshot.recorded_at_last_micros, "recorded_at_last")?;
+    state.days_closed_last = snapshot.days_closed_last;
     let mut tenant: Option<(Text, TenantState)> = None;
     // The current tenant's bookings, indexed at once when its entries end.
     let mut bookings = Vec::new();
@@ -839,6 +841,7 @@ pub fn decode_snapshot(bytes: &[u8], rules: Rules) -> Result<DecodedSnapshot, Co
 /// A tenant's state with the bookings its entries listed (taken from `bookings`).
 fn with_bookings(mut tenant: TenantState, bookings: &mut Vec<(Uuid, Arc<Booking>)>) -> Result<TenantState, CodecError> {
     tenant.bookings = index_from(std::mem::take(bookings), "bookings")?;
+    tenant.rebuild_day_records();
     Ok(tenant)
 }
 
@@ -1161,4 +1164,62 @@ mod tests {
         let two = decode(vec![tenant(), booking(7, 1), Entry::Tenant("other".into()), booking(7, 1)]).unwrap();
         assert_eq!(two.tenants.values().map(|t| t.bookings.len()).sum::<usize>(), 2);
     }
+}
+
+/// A record of a closed day as the closed-day store keeps it, read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClosedRecord {
+    Booking(Arc<Booking>),
+    Hold(Arc<Hold>),
+    Entry(Arc<crate::core::Entry>),
+    /// An external ref and the booking it is bound to.
+    ExternalRef(Uuid),
+}
+
+/// What the closed-day store is asked for: a record's kind, with its id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClosedKind {
+    Booking = b'b' as isize,
+    Hold = b'h' as isize,
+    Entry = b'e' as isize,
+    ExternalRef = b'r' as isize,
+}
+
+/// The records of `records` (a closed day's, `core::days::closing`), each
+/// one `SnapshotEntry` as a snapshot writes it, with the kind and the id
+/// (the external ref's text for a ref) it is found by.
+pub fn encode_closed_records(records: &TenantState) -> Vec<(ClosedKind, Vec<u8>, Vec<u8>)> {
+    use pb::snapshot_entry::Entry;
+    let mut out = Vec::new();
+    put_tenant(records, &mut |entry: Entry| {
+        let (kind, id) = match &entry {
+            Entry::Booking(b) => (ClosedKind::Booking, b.booking.as_ref().map(|b| b.booking_id.clone()).unwrap_or_default()),
+            Entry::Hold(h) => (ClosedKind::Hold, h.hold.as_ref().map(|h| h.hold_id.clone()).unwrap_or_default()),
+            Entry::WaitlistEntry(e) => (ClosedKind::Entry, e.joined.as_ref().map(|e| e.entry_id.clone()).unwrap_or_default()),
+            Entry::ExternalRef(r) => (ClosedKind::ExternalRef, r.external_ref.as_bytes().to_vec()),
+            other => unreachable!("a closed day holds bookings, holds, entries and refs only, not {other:?}"),
+        };
+        out.push((kind, id, pb::SnapshotEntry { entry: Some(entry) }.encode_to_vec()));
+    });
+    out
+}
+
+/// A record [`encode_closed_records`] wrote, its names shared with `tenant`'s.
+pub fn decode_closed_record(tenant: &TenantState, bytes: &[u8]) -> Result<ClosedRecord, CodecError> {
+    use pb::snapshot_entry::Entry;
+    let entry = pb::SnapshotEntry::decode(bytes)?.entry.ok_or_else(|| CodecError("an empty closed record".into()))?;
+    let mut scratch = TenantState::default();
+    Ok(match entry {
+        Entry::Booking(b) => ClosedRecord::Booking(Arc::new(from_pb_snapshot_booking(tenant, b)?)),
+        Entry::ExternalRef(r) => ClosedRecord::ExternalRef(uuid(&r.booking_id)?),
+        entry @ Entry::Hold(_) => {
+            add_entry(&mut scratch, entry)?;
+            ClosedRecord::Hold(scratch.holds.pop_first().expect("the hold added").1)
+        }
+        entry @ Entry::WaitlistEntry(_) => {
+            add_entry(&mut scratch, entry)?;
+            ClosedRecord::Entry(scratch.waitlist.pop_first().expect("the entry added").1)
+        }
+        other => return Err(CodecError(format!("not a closed day's record: {other:?}"))),
+    })
 }

@@ -35,6 +35,7 @@ use chrono::{DateTime, Utc};
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::closed::ClosedStore;
 use crate::core::{self, Command, Context, IdempotencyCheck, Rejection, Reply, Scope, State, StoredResponse};
 use crate::log::decode::Decoder;
 use crate::log::{Log, LogError, Position, ReopenError, codec, events};
@@ -255,9 +256,17 @@ pub struct WriterHandle {
     refused_on_sight_max: usize,
     /// The last durable ledger position, for readers that follow the log.
     durable: watch::Receiver<u64>,
+    /// Closed days' records, which the published state no longer holds.
+    closed: Arc<ClosedStore>,
 }
 
 impl WriterHandle {
+    /// The closed-day store: what reads of closed days find (the published
+    /// state holds open days only).
+    pub fn closed(&self) -> &ClosedStore {
+        &self.closed
+    }
+
     /// Queues `command` and waits for its durable answer.
     pub async fn submit(&self, command: Command) -> Result<Answer, SubmitError> {
         self.submit_from(command, None).await
@@ -338,6 +347,9 @@ struct Batch {
     /// number of events the batch had before it, so the published copy records
     /// them in the same order as the working copy.
     responses: Vec<(usize, core::Text, StoredResponse)>,
+    /// What the batch's `days_closed` events take out of memory, for the
+    /// closed-day store once they are durable.
+    closed: Vec<(core::Text, core::days::ClosedDays)>,
 }
 
 pub struct Writer {
@@ -371,7 +383,14 @@ pub struct Writer {
     scratch: Vec<u8>,
     /// When the writer last looked for closed days (none yet: the first batch does).
     closings_checked: Option<DateTime<Utc>>,
+    /// Where closed days' records go, and are read back from for commands
+    /// that name them; made in memory when first needed if none is given.
+    closed: Option<Arc<ClosedStore>>,
 }
+
+/// Records read back from the closed-day store kept in the working state's
+/// cache at most; beyond, the cache starts again.
+const CLOSED_CACHE_MAX: usize = 4096;
 
 impl Writer {
     pub fn new(
@@ -400,6 +419,7 @@ impl Writer {
             failed: false,
             failures_in_a_row: 0,
             closings_checked: None,
+            closed: None,
             refused: Vec::new(),
             refused_on_sight: RefusedOnSight::default(),
             journal: None,
@@ -515,13 +535,22 @@ impl Writer {
         }
 
         let mut published = self.published.write();
+        // What reached the disk of a batch that failed may close days the store lacks.
+        let closes = arrived.iter().any(|event| matches!(event.kind, core::EventKind::DaysClosed { .. }));
+        let store = if closes { Some(self.closed.get_or_insert_with(|| Arc::new(ClosedStore::in_memory())).clone()) } else { None };
         let mut replay = Replay::new(&mut published);
+        if let Some(store) = &store {
+            replay = replay.storing(store).map_err(|error| ReopenFailure { cause: error.to_string(), permanent: false })?;
+        }
         for event in &arrived {
             if replay.event(event).is_break() {
                 break;
             }
         }
         replay.check().map_err(|error| ReopenFailure::permanent(error.to_string()))?;
+        if let Some(store) = &store {
+            store.sync().map_err(|error| ReopenFailure { cause: error.to_string(), permanent: false })?;
+        }
         for (tenant, response, recorded_at) in answers {
             published.idempotency.record(&tenant, response, recorded_at);
         }
@@ -555,8 +584,15 @@ impl Writer {
         if self.closing_check_due(now) {
             self.closings_checked = Some(now);
             let context = Context { now, position_next: self.working.position + 1 };
-            let closed = core::days::closings_due(&self.working, &context);
-            self.append(closed, &mut batch)?;
+            let closings = core::days::closings_due(&self.working, &context);
+            for event in &closings {
+                if let core::EventKind::DaysClosed { clinic, through } = &event.kind {
+                    let tenant = self.working.tenant(&event.tenant).expect("a tenant with days to close");
+                    batch.closed.push((event.tenant.clone(), core::days::closing(tenant, clinic, *through, event.position)));
+                }
+                core::apply(&mut self.working, event);
+            }
+            self.append_decided(closings, &mut batch)?;
         }
         let mut answers = Vec::with_capacity(commands.len());
         for (index, command) in commands.iter().enumerate() {
@@ -570,6 +606,13 @@ impl Writer {
         let started = Instant::now();
         if !batch.events.is_empty() {
             self.log.sync()?;
+        }
+        // Durable in the ledger, then in the closed-day store (one commit), then published.
+        if !batch.closed.is_empty() {
+            let store = self.closed.get_or_insert_with(|| Arc::new(ClosedStore::in_memory()));
+            store
+                .put_all(&batch.closed, true)
+                .map_err(|error| LogError::Io { path: crate::closed::FILE.into(), source: std::io::Error::other(error.to_string()) })?;
         }
         if !batch.responses.is_empty() {
             for (_, tenant, response) in &batch.responses {
@@ -639,6 +682,11 @@ impl Writer {
                 }
             }
         }
+        if let Err(error) = self.prefetch(command) {
+            // Not knowing a closed day's record, the writer cannot decide: nothing is executed.
+            let cause = error.to_string();
+            return Ok((Err(SubmitError::StorageDown { cause, retry_after_secs: 1 }), None));
+        }
         let context = Context { now, position_next: self.working.position + 1 };
         let (outcome, mut events) = match core::decide(&self.working, command, &context) {
             Ok(events) => {
@@ -672,6 +720,61 @@ impl Writer {
             None => Answer::Fresh(outcome),
         };
         Ok((Ok(answer), refused))
+    }
+
+    /// Reads back from the closed-day store what `command` names that the
+    /// working state no longer holds (a booking, hold or entry of a closed
+    /// day, an external ref bound on one), into the state's cache, so that
+    /// `decide` finds it without I/O.
+    fn prefetch(&mut self, command: &Command) -> Result<(), crate::closed::StoreError> {
+        use core::Action;
+        let name = &command.tenant;
+        let Some(tenant) = self.working.tenants.get_mut(name) else { return Ok(()) };
+        if tenant.closed.len() >= CLOSED_CACHE_MAX {
+            tenant.closed = core::ClosedCache::default();
+        }
+        let Some(store) = &self.closed else { return Ok(()) };
+        let booking = |tenant: &mut core::TenantState, id: &uuid::Uuid| -> Result<(), crate::closed::StoreError> {
+            if tenant.find_booking(id).is_none()
+                && let Some(found) = store.booking(tenant, name, id)?
+            {
+                tenant.closed.bookings.insert(*id, found);
+            }
+            Ok(())
+        };
+        match &command.action {
+            Action::Cancel { booking_id, .. } | Action::Reschedule { booking_id, .. } | Action::MarkAttendance { booking_id, .. } => {
+                booking(tenant, booking_id)?;
+            }
+            Action::ConfirmHold { hold_id, .. } | Action::ReleaseHold { hold_id } => {
+                if tenant.find_hold(hold_id).is_none()
+                    && let Some(hold) = store.hold(tenant, name, hold_id)?
+                {
+                    if let core::HoldStatus::Confirmed(id) = hold.status {
+                        booking(tenant, &id)?;
+                    }
+                    tenant.closed.holds.insert(*hold_id, hold);
+                }
+            }
+            Action::WithdrawEntry { entry_id } => {
+                if tenant.find_entry(entry_id).is_none()
+                    && let Some(entry) = store.entry(tenant, name, entry_id)?
+                {
+                    tenant.closed.entries.insert(*entry_id, entry);
+                }
+            }
+            Action::Book(details) => {
+                if let Some(external_ref) = details.external_ref()
+                    && tenant.find_external_ref(external_ref).is_none()
+                    && let Some(id) = store.external_ref(name, external_ref)?
+                {
+                    booking(tenant, &id)?;
+                    tenant.closed.external_refs.insert(external_ref.clone(), id);
+                }
+            }
+            _ => {}
+        }
+        Ok(())
     }
 
     /// Applies the ledger's own events (not a client's command) to the working
@@ -734,8 +837,15 @@ impl Writer {
         Some(stored)
     }
 
+    /// Keeps closed days' records in `store` (an in-memory one by default).
+    pub fn with_closed_store(mut self, store: Arc<ClosedStore>) -> Writer {
+        self.closed = Some(store);
+        self
+    }
+
     /// Starts the writer thread. Dropping every handle stops it once the queue is drained.
-    pub fn spawn(self) -> (WriterHandle, JoinHandle<()>) {
+    pub fn spawn(mut self) -> (WriterHandle, JoinHandle<()>) {
+        let closed = self.closed.get_or_insert_with(|| Arc::new(ClosedStore::in_memory())).clone();
         let (queue, receiver) = mpsc::channel(self.config.queue_len_max);
         let status =
             Arc::new(Status { writable: AtomicBool::new(true), health: Mutex::new(Health::Writing), retry_after_secs: AtomicU32::new(1) });
@@ -748,6 +858,7 @@ impl Writer {
             refused_on_sight: self.refused_on_sight.clone(),
             refused_on_sight_max: self.config.queue_len_max,
             durable: self.durable.subscribe(),
+            closed,
         };
         let thread = std::thread::Builder::new()
             .name("ledger-writer".into())

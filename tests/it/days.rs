@@ -13,10 +13,12 @@ use crate::support::{Client, KLOQO_ADMIN, Server, TestClock, WEB, booking, confi
 use booking_ledger::config::Config;
 use booking_ledger::writer::Clock;
 
-/// A server whose days stay open two days past, as API.md's default.
+/// A server whose days stay open two days past, as API.md's default, and
+/// which snapshots every few events (a snapshot leaves closed days out).
 fn two_days_open(dir: &std::path::Path) -> Config {
     let mut config = config(dir);
     config.rules.open_days_past = 2;
+    config.snapshots.every_events = 4;
     config
 }
 
@@ -114,7 +116,42 @@ async fn a_closed_day_refuses_every_change_expires_its_holds_and_waitlist_and_re
     refused(c.post("/v1/kloqo/bookings", WEB, &booking("kochi", "rao", &date, 2, "Late")).await);
     c.post("/v1/kloqo/bookings", WEB, &booking("kochi", "rao", &closed_since, 1, "Ola")).await.expect(201);
     assert_eq!(c.position().await, closed_at + 2);
+    let reads = closed_reads(c, &date, &booking_a, &id(&h, "hold_id")).await;
+    assert_eq!(reads[0], before_a, "the booking reads as it did while its day was open");
     server.stop().await;
+
+    // The closed-day store is derived: deleted, or damaged, it is rebuilt from
+    // the ledger at start-up, with the same answers.
+    let store = dir.path().join(booking_ledger::closed::FILE);
+    for damage in ["deleted", "overwritten", "rebuilt by `ledger reindex`"] {
+        match damage {
+            "deleted" => std::fs::remove_file(&store).unwrap(),
+            "overwritten" => std::fs::write(&store, b"not a store at all, but long enough to be mistaken for one.....").unwrap(),
+            _ => {
+                let output =
+                    std::process::Command::new(env!("CARGO_BIN_EXE_ledger")).arg("reindex").arg("--data").arg(dir.path()).output().unwrap();
+                let stdout = String::from_utf8_lossy(&output.stdout);
+                assert!(output.status.success() && stdout.contains("rebuilt"), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+            }
+        }
+        assert!(std::fs::read_dir(dir.path().join("snapshots")).unwrap().count() > 0, "a snapshot to skip");
+        let server = Server::start_with_clock(two_days_open(dir.path()), clock.clone()).await;
+        let c = &server.client;
+        assert_eq!(closed_reads(c, &date, &booking_a, &id(&h, "hold_id")).await, reads, "after the store was {damage}");
+        refused(c.post(&format!("{booking_a}/cancel"), WEB, "{}").await);
+        assert_eq!(c.post_keyed(&cancel_b, WEB, r#"{"reason": "moved away"}"#, "cancel-ben").await.expect(200), cancelled);
+        server.stop().await;
+    }
+}
+
+/// What the API answers about a closed day: a booking, a hold, the slots, the waitlist.
+async fn closed_reads(c: &Client, date: &str, booking: &str, hold_id: &str) -> Vec<Value> {
+    vec![
+        c.get(booking, WEB).await.expect(200),
+        c.get(&format!("/v1/kloqo/holds/{hold_id}"), WEB).await.expect(200),
+        c.get(&format!("/v1/kloqo/clinics/kochi/slots?date={date}"), WEB).await.expect(200),
+        c.get(&format!("/v1/kloqo/clinics/kochi/waitlist?date={date}"), WEB).await.expect(200),
+    ]
 }
 
 /// A day closes by its clinic's zone: at 20:00 UTC it is already tomorrow in
@@ -138,5 +175,41 @@ async fn a_day_closes_at_midnight_in_its_clinics_zone() {
     c.post("/v1/kloqo/bookings", WEB, &booking("utc", "rao", &date, 0, "Asha")).await.expect(201);
     let problem = c.post("/v1/kloqo/bookings", WEB, &booking("kolkata", "rao", &date, 0, "Asha")).await.expect_problem(409, "day_closed");
     assert_eq!(problem["closed_since"], (today_utc + Days::new(1)).to_string(), "Kolkata's today: {problem}");
+    server.stop().await;
+}
+
+/// An external calendar's reference bound on a day that closed stays bound:
+/// the writer reads it back from the closed-day store, across a restart too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_external_ref_bound_on_a_closed_day_stays_bound_forever() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::new();
+    let server = Server::start_with_clock(two_days_open(dir.path()), clock.clone()).await;
+    let c = &server.client;
+    c.schedule("kloqo", "kochi", "rao", 3).await;
+    let day = clock.now().date_naive();
+    let external = |date: NaiveDate, slot: u32, correlation: &str| {
+        json!({"clinic": "kochi", "doctor": "rao", "date": date.to_string(), "slot": slot, "patient": "Asha",
+               "external_ref": "cal-8Fxv", "correlation_id": correlation})
+        .to_string()
+    };
+    let bound = c.post("/v1/kloqo/bookings", WEB, &external(day, 0, "call-1")).await.expect(201);
+    clock.advance(Duration::days(3));
+    eventually("the ledger closes the day", WAIT_MAX, async || {
+        let types = event_types(c).await;
+        if types.last().map(String::as_str) == Some("days_closed") { Ok(()) } else { Err(types) }
+    })
+    .await;
+    let later = day + Days::new(4);
+    let problem = c.post("/v1/kloqo/bookings", WEB, &external(later, 1, "call-2")).await.expect_problem(409, "external_ref_bound");
+    assert_eq!(problem["booking_id"], bound["booking_id"], "{problem}");
+    // The same call again is answered with the booking it made.
+    let again = c.post("/v1/kloqo/bookings", WEB, &external(later, 1, "call-1")).await;
+    assert_eq!(again.json()["booking_id"], bound["booking_id"]);
+    server.stop().await;
+    let server = Server::start_with_clock(two_days_open(dir.path()), clock.clone()).await;
+    let c = &server.client;
+    let problem = c.post("/v1/kloqo/bookings", WEB, &external(later, 1, "call-2")).await.expect_problem(409, "external_ref_bound");
+    assert_eq!(problem["booking_id"], bound["booking_id"], "after a restart: {problem}");
     server.stop().await;
 }
