@@ -183,7 +183,11 @@ impl From<&Rejection> for ApiError {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, detail).with("slot", *slot).with("time", time.as_str())
             }
             Rejection::TooManyHolds { limit, retry_after_secs } => {
-                ApiError::new(StatusCode::TOO_MANY_REQUESTS, code, detail).with("limit", *limit).retry_after(*retry_after_secs)
+                // In the body too: a keyed command's stored answer keeps it for its repeats' Retry-After.
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, code, detail)
+                    .with("limit", *limit)
+                    .with("retry_after_secs", *retry_after_secs)
+                    .retry_after(*retry_after_secs)
             }
             Rejection::DayClosed { date, closed_since } => ApiError::new(StatusCode::CONFLICT, code, detail)
                 .with("date", crate::core::format_date(*date))

@@ -695,7 +695,14 @@ pub fn respond(answer: Answer) -> Response {
     };
     let content_type = if status >= 400 { PROBLEM_JSON } else { "application/json" };
     let status = StatusCode::from_u16(status).expect("stored statuses are valid");
+    let retry_after = (status == StatusCode::TOO_MANY_REQUESTS)
+        .then(|| serde_json::from_slice::<serde_json::Value>(&body).ok()?.get("retry_after_secs")?.as_u64())
+        .flatten();
     let mut response = (status, [(header::CONTENT_TYPE, content_type)], body).into_response();
+    if let Some(secs) = retry_after {
+        // A stored 429 (a keyed command's) says when to retry as the fresh one did.
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+    }
     if repeated {
         response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
     }

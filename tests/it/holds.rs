@@ -229,3 +229,33 @@ async fn a_hold_expiring_while_its_confirmation_is_in_flight_either_books_or_exp
     eprintln!("confirmed before expiry: {} of {}", outcomes.values().filter(|s| **s == 201).count(), outcomes.len());
     server.stop().await;
 }
+
+/// `[limits] holds_max`: one more active hold is 429 `too_many_holds` with
+/// Retry-After (the seconds until the earliest expiry), keyed or not, and a
+/// keyed one's repeat says the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn beyond_holds_max_a_hold_is_429_with_retry_after_also_on_a_keyed_repeat() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    config.rules.holds_max = 2;
+    let server = Server::start_with(config).await;
+    let c = &server.client;
+    c.schedule("kloqo", "kochi", "rao", 5).await;
+    c.post("/v1/kloqo/holds", WEB, &hold(0, Some("Asha"))).await.expect(201);
+    c.post("/v1/kloqo/holds", WEB, &hold(1, Some("Ravi"))).await.expect(201);
+    let position = c.position().await;
+    let refused = c.post("/v1/kloqo/holds", WEB, &hold(2, Some("Chen"))).await;
+    let problem = refused.expect_problem(429, "too_many_holds");
+    assert_eq!(problem["limit"], 2);
+    let retry_after: u32 = refused.header("retry-after").expect("Retry-After").parse().unwrap();
+    assert!((1..=60).contains(&retry_after), "the earliest hold expires within its 60 s: {retry_after}");
+    let keyed = c.post_keyed("/v1/kloqo/holds", WEB, &hold(2, Some("Chen")), "chen-1").await;
+    keyed.expect_problem(429, "too_many_holds");
+    assert!(keyed.header("retry-after").is_some(), "a keyed refusal says when to retry");
+    let again = c.post_keyed("/v1/kloqo/holds", WEB, &hold(2, Some("Chen")), "chen-1").await;
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    assert!(again.header("retry-after").is_some(), "so does its repeat");
+    assert_eq!(again.body, keyed.body);
+    assert_eq!(c.position().await, position, "nothing appended");
+    server.stop().await;
+}

@@ -71,3 +71,27 @@ async fn a_cancelled_slot_goes_to_the_first_waiting_patient_as_a_hold_in_the_sam
     assert_eq!(audit["violations"], json!([]), "{audit}");
     server.stop().await;
 }
+
+/// Releasing a waitlist offer's hold withdraws its entry, and the slot goes to
+/// the next waiting patient in the same command.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn releasing_an_offers_hold_withdraws_its_entry_and_offers_the_next() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path()).await;
+    let c = &server.client;
+    c.schedule("kloqo", "kochi", "rao", 1).await;
+    let taken = c.post("/v1/kloqo/bookings", WEB, &booking("kochi", "rao", DATE, 0, "Asha")).await.expect(201);
+    let (ravi, _chen) = (join(c, "Ravi").await, join(c, "Chen").await);
+    c.post(&format!("/v1/kloqo/bookings/{}/cancel", taken["booking_id"].as_str().unwrap()), WEB, "{}").await.expect(200);
+    let offered = entries(c).await;
+    let ravis_hold = offered[0]["hold_id"].as_str().unwrap().to_owned();
+    let position = c.position().await;
+    let released = c.post(&format!("/v1/kloqo/holds/{ravis_hold}/release"), WEB, "{}").await.expect(200);
+    assert_eq!(released["status"], "released");
+    assert_eq!(c.position().await, position + 2, "the release and the next offer, in one command");
+    let now = entries(c).await;
+    assert_eq!(now.iter().map(|e| e["status"].as_str().unwrap()).collect::<Vec<_>>(), ["withdrawn", "offered"]);
+    assert_eq!(now[0]["entry_id"], ravi["entry_id"]);
+    assert_ne!(now[1]["hold_id"].as_str(), Some(ravis_hold.as_str()));
+    server.stop().await;
+}
