@@ -148,6 +148,12 @@ pub struct Auditor {
     position_last: Position,
     tenants: BTreeMap<Text, TenantFacts>,
     violations: Vec<Violation>,
+    /// Whether a closed day's facts are forgotten at its `days_closed` (the live
+    /// audit's memory follows the open days): a later event that changes the
+    /// day is still named (`closed_days_unchanged`, or as a change of a booking
+    /// never created), but a booking id or token reused from a closed day is
+    /// found by `ledger audit` only, which keeps every fact.
+    forget_closed_days: bool,
 }
 
 /// A slot of a doctor's day: (clinic, doctor, date, slot).
@@ -260,7 +266,14 @@ impl Auditor {
             position_last: 0,
             tenants: BTreeMap::new(),
             violations: Vec::new(),
+            forget_closed_days: false,
         }
+    }
+
+    /// An audit that forgets each closed day's facts at its `days_closed` (the live one).
+    pub fn forgetting_closed_days(mut self) -> Auditor {
+        self.forget_closed_days = true;
+        self
     }
 
     /// The events audited so far.
@@ -284,6 +297,9 @@ impl Auditor {
         let facts = self.tenants.entry(event.tenant.clone()).or_default();
         let mut found = Found { tenant: &event.tenant, violations: &mut self.violations };
         facts.check(event, &self.rules, &mut found);
+        if let (true, EventKind::DaysClosed { clinic, through }) = (self.forget_closed_days, &event.kind) {
+            facts.forget_days(clinic, *through);
+        }
     }
 
     /// The report so far for one tenant: its events and violations, and the
@@ -403,6 +419,17 @@ impl TenantFacts {
                 }
             }
         }
+    }
+
+    /// Forgets the facts of `clinic`'s days through `through`, but the external
+    /// refs bound on them (bound forever) and the closing itself.
+    fn forget_days(&mut self, clinic: &Text, through: NaiveDate) {
+        let closed = |c: &Text, date: NaiveDate| c == clinic && date <= through;
+        self.bookings.retain(|_, b| !closed(&b.slot.0, b.slot.2));
+        self.slot_holders.retain(|(c, _, date, _), _| !closed(c, *date));
+        self.tokens.retain(|(c, _, date, _, _), _| !closed(c, *date));
+        self.holds.retain(|_, h| !closed(&h.slot.0, h.slot.2));
+        self.held_slots.retain(|(c, _, date, _), _| !closed(c, *date));
     }
 
     /// Reports an event that changes a day its clinic had closed.
@@ -1566,6 +1593,25 @@ mod tests {
         assert_eq!(found(&east), vec![]);
         let on_the_day = timed(vec![(t0(), schedule_set(3)), (t0(), booking(1, 0, 1)), (t0() + Duration::days(1), mark)]);
         assert_eq!(found(&on_the_day), vec![]);
+    }
+
+    #[test]
+    fn the_live_audit_forgets_a_closed_days_facts_and_still_names_a_later_change() {
+        let closed = EventKind::DaysClosed { clinic: "c".into(), through: NaiveDate::from_ymd_opt(2026, 3, 2).unwrap() };
+        let cancel = EventKind::BookingCancelled { booking_id: id(1), reason: None };
+        let events = history(vec![schedule_set(3), booking(1, 0, 1), placed(2, 1), closed, cancel]);
+        let mut live = Auditor::new(Rules::default(), None).forgetting_closed_days();
+        for event in &events[..4] {
+            live.check(event);
+        }
+        let facts = &live.tenants["kloqo"];
+        assert!(facts.bookings.is_empty() && facts.slot_holders.is_empty() && facts.tokens.is_empty(), "{facts:?}");
+        assert!(facts.holds.is_empty() && facts.held_slots.is_empty(), "{facts:?}");
+        live.check(&events[4]);
+        let named: Vec<_> = live.violations().iter().map(|v| (v.rule, v.positions.clone())).collect();
+        assert_eq!(named, vec![(rule::CANCELLATION_OF_ACTIVE_BOOKING, vec![5])]);
+        // `ledger audit` keeps every fact, and names the change of the closed day itself.
+        assert_eq!(found(&events), vec![(rule::CLOSED_DAYS_UNCHANGED, vec![4, 5])]);
     }
 
     #[test]

@@ -169,8 +169,21 @@ impl ClinicIndex {
             | EventKind::CommunityCreated { .. }
             | EventKind::AttendanceRecorded { .. }
             | EventKind::WaitlistJoined { .. }
-            | EventKind::WaitlistWithdrawn { .. }
-            | EventKind::DaysClosed { .. } => {}
+            | EventKind::WaitlistWithdrawn { .. } => {}
+            // A closed day never changes: its bookings and holds need not be
+            // found any more (its list of records stays, for reads of it).
+            EventKind::DaysClosed { clinic, through } => {
+                let (tenant, clinic) = (event.tenant.clone(), clinic.clone());
+                let closed: std::collections::BTreeSet<u32> = self
+                    .day_numbers
+                    .range((tenant.clone(), clinic.clone(), NaiveDate::MIN)..=(tenant, clinic, *through))
+                    .map(|(_, number)| *number)
+                    .collect();
+                if !closed.is_empty() {
+                    self.bookings.retain(|_, number| !closed.contains(number));
+                    self.holds.retain(|_, number| !closed.contains(number));
+                }
+            }
             EventKind::ClinicZoneSet { clinic, zone, .. } => {
                 self.zones.entry((event.tenant.clone(), clinic.clone())).or_default().push((event.position, location, *zone));
             }
@@ -529,4 +542,61 @@ pub fn index_dir(dir: &Path, last: Position) -> Result<ClinicIndex, ReadError> {
     };
     reader.read_through(Some(last), &mut visit, |_| Ok::<_, ReadError>(()))?;
     Ok(index)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::{BookingCreated, BookingDetails, BookingKind, External};
+    use chrono::{TimeZone, Utc};
+
+    fn event(position: Position, kind: EventKind) -> Event {
+        Event {
+            position,
+            recorded_at: Utc.with_ymd_and_hms(2026, 3, 2, 9, 0, 0).unwrap(),
+            tenant: "t".into(),
+            actor: "a".into(),
+            request_id: "".into(),
+            idempotency_key: None,
+            kind,
+            response: None,
+        }
+    }
+
+    /// A closed day's bookings leave the index's maps; its list of records
+    /// stays, so a read of the day as of any position answers as before.
+    #[test]
+    fn a_closed_days_bookings_leave_the_index_and_its_records_stay() {
+        let date = |day| NaiveDate::from_ymd_opt(2026, 3, day).unwrap();
+        let booked = |n: u128, day| {
+            EventKind::BookingCreated(BookingCreated {
+                details: BookingDetails {
+                    booking_id: Uuid::from_u128(n),
+                    clinic: "c".into(),
+                    doctor: "d".into(),
+                    date: date(day),
+                    slot: 0,
+                    patient: "p".into(),
+                    kind: BookingKind::Advance,
+                    external: External::boxed(None, None, None),
+                },
+                token_number: 1,
+            })
+        };
+        let schedule = Schedule { slots_per_day: 1, first_slot_minute: None, slot_minutes: None };
+        let mut index = ClinicIndex::default();
+        let at = |position| Location { segment: 1, offset: position * 100 };
+        let events = [
+            EventKind::ScheduleSet { clinic: "c".into(), doctor: "d".into(), schedule },
+            booked(1, 2),
+            booked(2, 3),
+            EventKind::DaysClosed { clinic: "c".into(), through: date(2) },
+        ];
+        for (i, kind) in events.into_iter().enumerate() {
+            index.index(&event(i as u64 + 1, kind), at(i as u64 + 1));
+        }
+        assert_eq!(index.bookings.keys().copied().collect::<Vec<_>>(), [Uuid::from_u128(2)], "only the open day's booking");
+        let plan = index.plan("t", "c", date(2), None, 4);
+        assert_eq!(plan.locations, [(2, at(2))], "the closed day's records stay listed");
+    }
 }

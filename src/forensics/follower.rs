@@ -54,7 +54,7 @@ impl Indexes {
         Arc::new(Indexes {
             dir: dir.to_owned(),
             clinics: RwLock::default(),
-            audit: Mutex::new(Auditor::new(rules, None)),
+            audit: Mutex::new(Auditor::new(rules, None).forgetting_closed_days()),
             indexed: watch::Sender::new(0),
             failure: OnceLock::new(),
         })
