@@ -330,7 +330,10 @@ impl TenantState {
     /// When a booking's slot is, in its clinic's zone (a booked slot keeps an
     /// instant even if its time stopped existing: [`SlotTime::booked`]).
     pub fn booking_time(&self, booking: &Booking) -> SlotTime {
-        self.booking_time_in(booking, zones::zone_of(Some(self), &booking.details.clinic))
+        let BookingDetails { booking_id, clinic, date, .. } = &booking.details;
+        // A closed day's booking read back: in the zone its day closed in.
+        let closed = (!self.bookings.contains_key(booking_id)).then(|| self.closed.zones.get(&(clinic.clone(), *date)).copied()).flatten();
+        self.booking_time_in(booking, closed.unwrap_or_else(|| zones::zone_of(Some(self), clinic)))
     }
 
     /// When a booking's slot is in `zone` (a closed day's: the zone it closed in).

@@ -146,11 +146,13 @@ pub struct ClosedCache {
     pub entries: BTreeMap<Uuid, Arc<Entry>>,
     /// External refs of closed days' bookings, to the booking each is bound to.
     pub external_refs: BTreeMap<Text, Uuid>,
+    /// The zone each closed clinic day closed in: its bookings' instants.
+    pub zones: BTreeMap<(Text, NaiveDate), super::Tz>,
 }
 
 impl ClosedCache {
     pub fn len(&self) -> usize {
-        self.bookings.len() + self.holds.len() + self.entries.len() + self.external_refs.len()
+        self.bookings.len() + self.holds.len() + self.entries.len() + self.external_refs.len() + self.zones.len()
     }
 
     pub fn is_empty(&self) -> bool {

@@ -1191,6 +1191,7 @@ fn a_closed_day_never_changes_and_commands_on_it_append_nothing() {
                 holds: store.holds.clone(),
                 entries: store.waitlist.clone(),
                 external_refs: store.external_refs.clone(),
+                zones: BTreeMap::new(),
             };
             let tenant = state.tenant("kloqo").unwrap();
             let pick = |ids: &Vec<Uuid>, r: u64| ids.get(r as usize % ids.len().max(1)).copied().unwrap_or(Uuid::from_u128(999));

@@ -738,6 +738,10 @@ impl Writer {
             if tenant.find_booking(id).is_none()
                 && let Some(found) = store.booking(tenant, name, id)?
             {
+                let day = (found.details.clinic.clone(), found.details.date);
+                if let Some((_, zone)) = store.closed_day(name, &day.0, day.1)? {
+                    tenant.closed.zones.insert(day, zone);
+                }
                 tenant.closed.bookings.insert(*id, found);
             }
             Ok(())

@@ -97,6 +97,10 @@ async fn a_closed_day_refuses_every_change_expires_its_holds_and_waitlist_and_re
     assert_eq!(withdrawn["status"], "expired");
     assert_eq!(c.position().await, closed_at + 1, "repeats append nothing");
 
+    // A later zone changes nothing of the closed day: its instants are those it closed with.
+    c.put("/v1/kloqo/clinics/kochi", WEB, r#"{"time_zone": "Asia/Kolkata"}"#).await.expect(200);
+    let repeat = c.post(&cancel_b, WEB, "{}").await.expect(200);
+    assert_eq!((&repeat["starts_at"], &repeat["version"]), (&before_b["starts_at"], &before_b["version"]), "{repeat}");
     // Reads answer as before; the waitlist says what closing did.
     assert_eq!(c.get(&booking_a, WEB).await.expect(200), before_a);
     assert_eq!(c.get(&format!("/v1/kloqo/bookings/{}", id(&b, "booking_id")), WEB).await.expect(200), before_b);
@@ -115,7 +119,7 @@ async fn a_closed_day_refuses_every_change_expires_its_holds_and_waitlist_and_re
     let c = &server.client;
     refused(c.post("/v1/kloqo/bookings", WEB, &booking("kochi", "rao", &date, 2, "Late")).await);
     c.post("/v1/kloqo/bookings", WEB, &booking("kochi", "rao", &closed_since, 1, "Ola")).await.expect(201);
-    assert_eq!(c.position().await, closed_at + 2);
+    assert_eq!(c.position().await, closed_at + 3, "the open day's two bookings and the zone");
     let reads = closed_reads(c, &date, &booking_a, &id(&h, "hold_id")).await;
     assert_eq!(reads[0], before_a, "the booking reads as it did while its day was open");
     server.stop().await;
