@@ -1292,3 +1292,22 @@ fn touched_days(tenant: &TenantState, action: &Action) -> Vec<NaiveDate> {
         _ => vec![],
     }
 }
+
+/// A closed day keeps the schedule in force when it closed: a schedule that
+/// no longer fits a closed day's booking is no conflict, while one that does
+/// not fit an open day's is.
+#[test]
+fn a_new_schedule_must_fit_the_open_days_only() {
+    let (mut state, mut log) = (State::default(), Vec::new());
+    run(&mut state, &mut log, schedule(3), t0()).unwrap();
+    booked(run(&mut state, &mut log, Action::Book(book(1, 2, BookingKind::Advance)), t0()));
+    let conflict = run(&mut state, &mut log, schedule(2), t0());
+    assert_eq!(conflict, Err(Rejection::ScheduleConflict { booking_id: Uuid::from_u128(1), date: date(), slot: 2 }));
+    let later = t0() + Duration::days(4);
+    for event in days::closings_due(&state, &Context { now: later, position_next: state.position + 1 }) {
+        apply(&mut state, &event);
+        log.push(event);
+    }
+    assert!(state.tenant("kloqo").unwrap().bookings.is_empty(), "the day closed");
+    assert!(matches!(run(&mut state, &mut log, schedule(2), later), Ok(Reply::Schedule { .. })));
+}

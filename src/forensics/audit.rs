@@ -25,7 +25,8 @@ pub mod rule {
     /// A booking id is created once.
     pub const UNIQUE_BOOKING_ID: &str = "unique_booking_id";
     /// A booking needs its doctor's schedule and a slot inside it, and a new
-    /// schedule never leaves an active booking outside it.
+    /// schedule never leaves an active booking of an open day outside it (a
+    /// closed day keeps the schedule in force when it closed).
     pub const BOOKING_WITHIN_SCHEDULE: &str = "booking_within_schedule";
     /// A token (clinic, doctor, date, kind, number) is issued once, never reused.
     pub const UNIQUE_TOKEN: &str = "unique_token";
@@ -519,7 +520,9 @@ impl TenantFacts {
     }
 
     fn schedule_set(&mut self, clinic: &Text, doctor: &Text, slots_per_day: u32, p: Position, found: &mut Found<'_>) {
-        let doctor_slots = (clinic.clone(), doctor.clone(), NaiveDate::MIN, 0)..=(clinic.clone(), doctor.clone(), NaiveDate::MAX, u32::MAX);
+        // A closed day keeps the schedule in force when it closed: only open days' bookings must fit.
+        let open_from = self.closed.get(clinic).map_or(NaiveDate::MIN, |(through, _)| through.succ_opt().unwrap_or(NaiveDate::MAX));
+        let doctor_slots = (clinic.clone(), doctor.clone(), open_from, 0)..=(clinic.clone(), doctor.clone(), NaiveDate::MAX, u32::MAX);
         for (key, holders) in self.slot_holders.range(doctor_slots) {
             if key.3 < slots_per_day {
                 continue;
@@ -1629,6 +1632,11 @@ mod tests {
                 (rule::CLOSED_DAYS_UNCHANGED, vec![3, 6])
             ]
         );
+        // A schedule that shrinks below a closed day's booking leaves it as it closed.
+        let shrunk = history(vec![schedule_set(3), booking(1, 2, 1), closed(2), schedule_set(2)]);
+        assert_eq!(found(&shrunk), vec![]);
+        let open = history(vec![schedule_set(3), booking(1, 2, 1), closed(1), schedule_set(2)]);
+        assert_eq!(found(&open), vec![(rule::BOOKING_WITHIN_SCHEDULE, vec![2, 4])]);
         // Closed through the day before: nothing wrong, and closed days only grow.
         let fine = history(vec![schedule_set(3), booking(1, 0, 1), closed(1), cancel, placed(3, 2), closed(2), closed(1)]);
         assert_eq!(found(&fine), vec![(rule::CLOSED_DAYS_UNCHANGED, vec![6, 7])]);
