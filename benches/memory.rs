@@ -136,15 +136,28 @@ fn open_log(dir: &Path) -> anyhow::Result<FileLog> {
 }
 
 fn new_writer(dir: &Path, state: State) -> anyhow::Result<Writer> {
+    new_writer_on(dir, state, Arc::new(SystemClock))
+}
+
+fn new_writer_on(dir: &Path, state: State, clock: Arc<dyn booking_ledger::writer::Clock>) -> anyhow::Result<Writer> {
     Ok(Writer::new(
         Box::new(open_log(&dir.join("ledger"))?),
         Box::new(open_log(&dir.join("responses"))?),
         state,
         views::render,
-        Arc::new(SystemClock),
+        clock,
         WriterConfig::default(),
         Arc::new(Metrics::new()),
     ))
+}
+
+/// What a write step measured, once its bookings are committed.
+fn written(writer: Writer, dir: &Path, rss_before: u64, started: Instant) -> anyhow::Result<Written> {
+    let commit_secs = started.elapsed().as_secs_f64();
+    let (rss_after, peak) = resident()?;
+    drop(writer);
+    let events = open_log(&dir.join("ledger"))?.position_next() - 1;
+    Ok(Written { rss_before, rss_after, peak, commit_secs, events })
 }
 
 fn commit(writer: &mut Writer, commands: &[Command]) -> anyhow::Result<()> {
@@ -167,11 +180,7 @@ fn write(dir: &Path, bookings: u64) -> anyhow::Result<Written> {
         commit(&mut writer, &batch)?;
         next += batch.len() as u64;
     }
-    let commit_secs = started.elapsed().as_secs_f64();
-    let (rss_after, peak) = resident()?;
-    drop(writer);
-    let events = open_log(&dir.join("ledger"))?.position_next() - 1;
-    Ok(Written { rss_before, rss_after, peak, commit_secs, events })
+    written(writer, dir, rss_before, started)
 }
 
 /// How many days of dates the history step spreads its bookings over.
@@ -216,16 +225,7 @@ fn write_history(dir: &Path, bookings: u64) -> anyhow::Result<Written> {
     let morning = |date: NaiveDate| date.and_hms_opt(9, 0, 0).unwrap().and_utc().timestamp_micros();
     clock.0.store(morning(NaiveDate::from_ymd_opt(2024, 1, 1).unwrap()), std::sync::atomic::Ordering::Relaxed);
     let store = Arc::new(booking_ledger::closed::ClosedStore::open(&dir.join(booking_ledger::closed::FILE))?);
-    let mut writer = Writer::new(
-        Box::new(open_log(&dir.join("ledger"))?),
-        Box::new(open_log(&dir.join("responses"))?),
-        State::new(Rules::default()),
-        views::render,
-        clock.clone(),
-        WriterConfig::default(),
-        Arc::new(Metrics::new()),
-    )
-    .with_closed_store(store);
+    let mut writer = new_writer_on(dir, State::new(Rules::default()), clock.clone())?.with_closed_store(store);
     for chunk in schedules().chunks(BATCH as usize) {
         commit(&mut writer, chunk)?;
     }
@@ -244,11 +244,7 @@ fn write_history(dir: &Path, bookings: u64) -> anyhow::Result<Written> {
         ensure!(answers.iter().all(|a| matches!(a, Ok(Answer::Fresh(Ok(_))))), "a history booking was refused: {:?}", answers.first());
         next += batch.len() as u64;
     }
-    let commit_secs = started.elapsed().as_secs_f64();
-    let (rss_after, peak) = resident()?;
-    drop(writer);
-    let events = open_log(&dir.join("ledger"))?.position_next() - 1;
-    Ok(Written { rss_before, rss_after, peak, commit_secs, events })
+    written(writer, dir, rss_before, started)
 }
 
 /// The same history in a whole-log recovery and from a snapshot (of the open days only).

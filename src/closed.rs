@@ -113,15 +113,10 @@ impl ClosedStore {
         Ok(txn.open_table(META)?.get("through")?.map_or(0, |v| v.value()))
     }
 
-    /// Stores what a `days_closed` of `tenant` took out of memory, durably (an
-    /// fsynced commit) and at once: a crash leaves all of it or none.
-    pub fn put(&self, tenant: &str, days: &ClosedDays) -> Result<(), StoreError> {
-        self.put_all(&[(tenant.into(), days.clone())], true)
-    }
-
-    /// Stores what several `days_closed` took out of memory, in one commit:
-    /// durable (fsynced) when `durable`, else made durable by the next durable
-    /// commit or [`ClosedStore::sync`] (a replay's, which a crash makes run again).
+    /// Stores what several `days_closed` took out of memory, in one commit (a
+    /// crash leaves all of it or none): durable (fsynced) when `durable`, else
+    /// made durable by the next durable commit or [`ClosedStore::sync`] (a
+    /// replay's, which a crash makes run again).
     pub fn put_all(&self, closed: &[(crate::core::Text, ClosedDays)], durable: bool) -> Result<(), StoreError> {
         let mut txn = self.db.begin_write()?;
         txn.set_durability(if durable { Durability::Immediate } else { Durability::None })?;
@@ -318,7 +313,7 @@ mod tests {
         assert!(state.tenant("t").unwrap().bookings.is_empty(), "the closed day left memory");
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(FILE);
-        ClosedStore::open(&path).unwrap().put("t", &closed).unwrap();
+        ClosedStore::open(&path).unwrap().put_all(&[("t".into(), closed.clone())], true).unwrap();
         let store = ClosedStore::open(&path).unwrap();
         assert_eq!(store.through().unwrap(), closed.position);
         let names = TenantState::default();

@@ -164,7 +164,7 @@ pub struct ClosedDays {
 pub fn closing(tenant: &TenantState, clinic: &Text, through: NaiveDate, position: Position) -> ClosedDays {
     let mut records = TenantState::default();
     let mut dates = Vec::new();
-    for ((_, date), day) in tenant.day_records.range((clinic.clone(), NaiveDate::MIN)..=(clinic.clone(), through)) {
+    for ((_, date), day) in records_through(tenant, clinic, through) {
         dates.push(*date);
         for id in &day.bookings {
             let booking = tenant.bookings[id].clone();
@@ -189,6 +189,15 @@ pub fn closing(tenant: &TenantState, clinic: &Text, through: NaiveDate, position
     ClosedDays { clinic: clinic.clone(), through, position, dates, zone: zones::zone_of(Some(tenant), clinic), records }
 }
 
+/// `clinic`'s day records through `through`: what its `days_closed` takes out.
+fn records_through<'t>(
+    tenant: &'t TenantState,
+    clinic: &Text,
+    through: NaiveDate,
+) -> impl Iterator<Item = (&'t (Text, NaiveDate), &'t super::DayRecords)> {
+    tenant.day_records.range((clinic.clone(), NaiveDate::MIN)..=(clinic.clone(), through))
+}
+
 pub(super) fn apply(tenant: &mut TenantState, clinic: &Text, through: NaiveDate, position: Position) {
     let entry = tenant.clinics.entry(clinic.clone()).or_default();
     entry.closed_through = entry.closed_through.max(Some(through));
@@ -197,8 +206,7 @@ pub(super) fn apply(tenant: &mut TenantState, clinic: &Text, through: NaiveDate,
     }
     waitlist::expire_lines(tenant, clinic, through, position);
     // Every record of those days leaves memory: the closed-day store has them.
-    let closed: Vec<(Text, NaiveDate)> =
-        tenant.day_records.range((clinic.clone(), NaiveDate::MIN)..=(clinic.clone(), through)).map(|(key, _)| key.clone()).collect();
+    let closed: Vec<(Text, NaiveDate)> = records_through(tenant, clinic, through).map(|(key, _)| key.clone()).collect();
     for key in closed {
         let records = tenant.day_records.remove(&key).expect("a closed day's records");
         for id in records.bookings {
