@@ -53,6 +53,24 @@ impl<E: Into<redb::Error>> From<E> for StoreError {
     }
 }
 
+/// Opens the redb database at `path` (created when missing) with
+/// `cache_bytes` of page cache. One that does not open (damaged, truncated,
+/// not a database) is set aside as `<path>.damaged` and created anew: what
+/// this crate keeps in redb is derived from the ledger, so it is rebuilt from
+/// it. Says whether it was set aside.
+pub fn open_or_set_aside(path: &Path, cache_bytes: usize) -> Result<(Database, bool), redb::Error> {
+    match Database::builder().set_cache_size(cache_bytes).create(path) {
+        Ok(db) => Ok((db, false)),
+        // Open elsewhere in this process: not damaged.
+        Err(error @ redb::DatabaseError::DatabaseAlreadyOpen) => Err(error.into()),
+        Err(error) => {
+            tracing::warn!(path = %path.display(), %error, "{} does not open: it is set aside and rebuilt from the ledger", path.display());
+            std::fs::rename(path, path.with_extension("redb.damaged")).map_err(redb::Error::Io)?;
+            Ok((Database::builder().set_cache_size(cache_bytes).create(path)?, true))
+        }
+    }
+}
+
 fn codec_error(error: codec::CodecError) -> StoreError {
     StoreError(format!("a record does not decode: {error}"))
 }
@@ -77,15 +95,8 @@ impl ClosedStore {
     /// not a store) is set aside as `<path>.damaged` and started empty, which
     /// makes the start-up replay the whole log into it. Says which it did.
     pub fn open_or_rebuild(path: &Path) -> Result<(ClosedStore, bool), StoreError> {
-        match ClosedStore::open(path) {
-            Ok(store) => Ok((store, false)),
-            Err(error) => {
-                tracing::warn!(path = %path.display(), %error, "the closed-day store does not open: rebuilding it from the ledger");
-                let aside = path.with_extension("redb.damaged");
-                std::fs::rename(path, &aside).map_err(|e| StoreError(format!("setting {} aside: {e}", path.display())))?;
-                Ok((ClosedStore::open(path)?, true))
-            }
-        }
+        let (db, rebuilt) = open_or_set_aside(path, CACHE_BYTES)?;
+        Ok((ClosedStore::init(db)?, rebuilt))
     }
 
     /// A store in memory, for a writer without a data directory (tests).
@@ -244,7 +255,8 @@ fn record_key(tenant: &str, kind: ClosedKind, id: &[u8]) -> Vec<u8> {
     key
 }
 
-fn day_key(tenant: &str, clinic: &str, date: NaiveDate) -> Vec<u8> {
+/// `tenant \0 clinic \0 YYYY-MM-DD`: a clinic day's key.
+pub fn day_key(tenant: &str, clinic: &str, date: NaiveDate) -> Vec<u8> {
     let mut key = Vec::with_capacity(tenant.len() + clinic.len() + 12);
     key.extend_from_slice(tenant.as_bytes());
     key.push(0);

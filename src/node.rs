@@ -17,6 +17,7 @@ use tokio::sync::Notify;
 
 use crate::closed::ClosedStore;
 use crate::config::Config;
+use crate::forensics::disk::ReadStore;
 use crate::forensics::follower::Indexes;
 use crate::http::auth::Auth;
 use crate::http::{AppState, app, views};
@@ -152,7 +153,7 @@ pub async fn serve(
         recovered.events,
         recovered.elapsed.as_secs_f64()
     );
-    let (handle, thread, snapshot_thread) = start(
+    let (handle, thread, snapshot_thread, follower) = start(
         Box::new(log),
         Box::new(responses),
         recovered,
@@ -167,6 +168,8 @@ pub async fn serve(
     drop(state);
     tokio::task::spawn_blocking(move || thread.join()).await?.map_err(|_| anyhow::anyhow!("the writer thread panicked"))?;
     tokio::task::spawn_blocking(move || snapshot_thread.stop()).await?.map_err(|_| anyhow::anyhow!("the snapshot thread panicked"))?;
+    // The follower ends with the writer, after checkpointing the read side.
+    follower.await.context("the read side's follower")?;
     served.context("serving HTTP")?;
     tracing::info!("stopped cleanly");
     Ok(())
@@ -189,7 +192,7 @@ pub fn prepare(
     let mut state = AppState::new(auth, metrics, Some(ledger_dir.clone()), clock);
     state.journal = Some(journal_handle);
     state.rules = config.rules;
-    let indexes = Indexes::new(&ledger_dir, config.rules);
+    let indexes = Indexes::with_store(&ledger_dir, config.rules, open_read_store(root));
     state.indexes = Some(indexes.clone());
     Ok((state.with_read_limits(config.read), journal, indexes))
 }
@@ -203,6 +206,28 @@ pub fn open_closed(root: &Path) -> anyhow::Result<Arc<ClosedStore>> {
         tracing::warn!("the closed-day store was set aside ({}.damaged): it is rebuilt from the ledger", crate::closed::FILE);
     }
     Ok(Arc::new(store))
+}
+
+/// The read side's store of the ledger in `root` (`read.redb`): opened, or
+/// set aside and started empty when it does not open (the read side then
+/// indexes the whole log again). While a read side that stopped still holds
+/// it (a cluster partition led again at once), one in memory serves.
+fn open_read_store(root: &Path) -> Arc<ReadStore> {
+    match ReadStore::open_or_rebuild(&root.join(crate::forensics::disk::FILE)) {
+        Ok((store, rebuilt)) => {
+            if rebuilt {
+                tracing::warn!(
+                    "the read side's store was set aside ({}.damaged): it is rebuilt from the ledger",
+                    crate::forensics::disk::FILE
+                );
+            }
+            Arc::new(store)
+        }
+        Err(error) => {
+            tracing::warn!(%error, "the read side's store does not open: this read side keeps it in memory and indexes the whole ledger");
+            Arc::new(ReadStore::in_memory())
+        }
+    }
 }
 
 /// What a ledger's writer starts with besides its logs and state.
@@ -225,7 +250,7 @@ pub fn start(
     snapshot_position: u64,
     started: Started,
     config: &Config,
-) -> (WriterHandle, std::thread::JoinHandle<()>, SnapshotThread) {
+) -> (WriterHandle, std::thread::JoinHandle<()>, SnapshotThread, tokio::task::JoinHandle<()>) {
     let Started { journal, indexes, dirs, clock, metrics, closed } = started;
     metrics.recovered_events.set(recovered.events as i64);
     metrics.recovered_snapshot_position.set(snapshot_position as i64);
@@ -233,7 +258,7 @@ pub fn start(
         .with_journal(journal)
         .with_closed_store(closed);
     let (handle, thread) = writer.spawn();
-    tokio::spawn(crate::forensics::follower::follow(indexes, handle.durable()));
+    let follower = tokio::spawn(crate::forensics::follower::follow(indexes, handle.durable()));
     let snapshot_thread = snapshots::spawn(dirs, config.rules, config.snapshots, handle.durable(), snapshot_position, metrics);
-    (handle, thread, snapshot_thread)
+    (handle, thread, snapshot_thread, follower)
 }

@@ -2,7 +2,8 @@
 //! ledger, on a data directory no server holds. The store is derived: the old
 //! one is set aside (`closed.redb.old`), a new one is filled by replaying the
 //! whole log, and the next start uses it. A server does the same by itself
-//! when the store is missing or does not open.
+//! when the store is missing or does not open. The read side's store
+//! (`read.redb`) is deleted: the next start indexes the whole ledger into a new one.
 
 use std::path::PathBuf;
 
@@ -43,6 +44,11 @@ pub fn run(args: &ReindexArgs) -> anyhow::Result<Finding> {
     );
     if old.exists() {
         std::fs::remove_file(&old).with_context(|| format!("deleting {}", old.display()))?;
+    }
+    let read = args.data.join(crate::forensics::disk::FILE);
+    if read.exists() {
+        std::fs::remove_file(&read).with_context(|| format!("deleting {}", read.display()))?;
+        println!("deleted {}: the next start indexes the ledger into a new one", read.display());
     }
     Ok(Finding::Clean)
 }

@@ -559,7 +559,8 @@ impl Node {
         let snapshot_position = start_up.snapshot.as_ref().map_or(0, |(position, _)| *position);
         let (state, journal, indexes) =
             node::prepare(&dirs.root, self.auth.clone(), self.metrics.clone(), self.clock.clone(), &self.server)?;
-        let (handle, writer, snapshot_thread) = node::start(
+        // The follower ends with the writer (after checkpointing the read side) on its own.
+        let (handle, writer, snapshot_thread, _follower) = node::start(
             Box::new(loaded.events),
             Box::new(loaded.answers),
             start_up.recovered,

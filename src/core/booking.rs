@@ -12,7 +12,7 @@ use uuid::Uuid;
 use super::state::{DayRecords, State, TenantState};
 use super::{Context, EventKind, Patient, Position, Rejection, Rules, SlotTime, Text, holds, zones};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Schedule {
     /// 1..=1000.
     pub slots_per_day: u32,
@@ -31,7 +31,7 @@ impl Schedule {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 pub enum BookingKind {
     Advance,
     WalkIn,

@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::state::TenantState;
 use super::{Context, EventKind, Rejection, Rules, Text};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 pub enum CallState {
     Calling,
     Completed,

@@ -157,6 +157,31 @@ pub struct Auditor {
     forget_closed_days: bool,
 }
 
+/// A violation as the checkpoint keeps it: rule, detail, positions, tenant.
+type SavedViolation = (String, String, Vec<u64>, Option<Text>);
+
+/// An [`Auditor`] being saved; read back as a [`SavedAudit`] (same fields, in order).
+#[derive(serde::Serialize)]
+pub struct SavingAudit<'a> {
+    forget_closed_days: bool,
+    checked_events: u64,
+    checked_by_tenant: &'a BTreeMap<Text, u64>,
+    position_last: Position,
+    tenants: &'a BTreeMap<Text, TenantFacts>,
+    violations: Vec<SavedViolation>,
+}
+
+/// A saved [`Auditor`], for [`Auditor::restore`].
+#[derive(serde::Deserialize)]
+pub struct SavedAudit {
+    forget_closed_days: bool,
+    checked_events: u64,
+    checked_by_tenant: BTreeMap<Text, u64>,
+    position_last: Position,
+    tenants: BTreeMap<Text, TenantFacts>,
+    violations: Vec<SavedViolation>,
+}
+
 /// A slot of a doctor's day: (clinic, doctor, date, slot).
 type SlotKey = (Text, Text, NaiveDate, u32);
 /// A token of a doctor's day: (clinic, doctor, date, kind, number).
@@ -164,7 +189,7 @@ type TokenKey = (Text, Text, NaiveDate, BookingKind, u32);
 
 /// What the audit remembers of one tenant. Each map holds the position that
 /// established the fact, so a violation can name it.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 struct TenantFacts {
     /// (clinic, doctor) to its slots a day and the position that set them.
     schedules: BTreeMap<(Text, Text), (u32, Position)>,
@@ -199,7 +224,7 @@ struct TenantFacts {
     closed: BTreeMap<Text, (NaiveDate, Position)>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct HoldFacts {
     slot: SlotKey,
     placed: Position,
@@ -207,27 +232,27 @@ struct HoldFacts {
     ended: Option<Position>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct BookingFacts {
     slot: SlotKey,
     created: Position,
     cancelled: Option<Position>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 enum Phone {
     Pending { claim_id: Uuid, lease_expires_at: DateTime<Utc>, claimed: Position },
     Active { claim_id: Uuid, phone_number: Text, completed: Position },
 }
 
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct CallFacts {
     to: Text,
     started: Position,
     outcome: Option<(CallState, Position)>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 struct NumberFacts {
     /// The call that started last: its id, when and where.
     last_call: Option<(Uuid, DateTime<Utc>, Position)>,
@@ -319,6 +344,45 @@ impl Auditor {
 
     pub fn finish(self) -> AuditReport {
         AuditReport { checked_events: self.checked_events, violations: self.violations }
+    }
+
+    /// What the audit has learnt (not its rules), for the read side's checkpoint.
+    pub fn saving(&self) -> SavingAudit<'_> {
+        SavingAudit {
+            forget_closed_days: self.forget_closed_days,
+            checked_events: self.checked_events,
+            checked_by_tenant: &self.checked_by_tenant,
+            position_last: self.position_last,
+            tenants: &self.tenants,
+            violations: self
+                .violations
+                .iter()
+                .map(|v| (v.rule.to_owned(), v.detail.clone(), v.positions.clone(), v.tenant.clone()))
+                .collect(),
+        }
+    }
+
+    /// The audit of every tenant that [`Auditor::saving`] saved, continued
+    /// under `rules`; None if it names a rule this build does not check.
+    pub fn restore(rules: Rules, saved: SavedAudit) -> Option<Auditor> {
+        let violations = saved
+            .violations
+            .into_iter()
+            .map(|(name, detail, positions, tenant)| {
+                let rule = rule::ALL.iter().find(|r| **r == name)?;
+                Some(Violation { rule, detail, positions, tenant })
+            })
+            .collect::<Option<Vec<_>>>()?;
+        Some(Auditor {
+            rules,
+            tenant: None,
+            checked_events: saved.checked_events,
+            checked_by_tenant: saved.checked_by_tenant,
+            position_last: saved.position_last,
+            tenants: saved.tenants,
+            violations,
+            forget_closed_days: saved.forget_closed_days,
+        })
     }
 
     fn check_position(&mut self, position: Position) {

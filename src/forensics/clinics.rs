@@ -23,21 +23,29 @@ use crate::log::decode::Decoder;
 use crate::log::events::{self, ReadError};
 use crate::log::{Location, Position, read_many};
 
+pub use super::disk::DayRecords;
+
 /// A clinic day: (tenant, clinic, date).
-type DayKey = (Text, Text, NaiveDate);
+pub type DayKey = (Text, Text, NaiveDate);
 /// A clinic's zones, in position order, with where each was set.
 type Zones = Vec<(Position, Location, Tz)>;
 /// Each doctor's schedules, in position order, with where each was set.
 type Schedules = BTreeMap<Text, Vec<(Position, Location, Schedule)>>;
 
-#[derive(Default)]
+#[derive(Default, serde::Serialize, serde::Deserialize)]
 pub struct ClinicIndex {
     /// Per (tenant, clinic): each doctor's schedules, in position order.
     schedules: BTreeMap<(Text, Text), Schedules>,
-    /// Each clinic day's number in `days`.
+    /// Each open clinic day's number in `days` (a closed day's list is in the
+    /// read side's store, `forensics::disk`, once written there).
     day_numbers: BTreeMap<DayKey, u32>,
     /// Per clinic day: where its bookings' creations and cancellations are, in order.
-    days: Vec<Vec<(Position, Location)>>,
+    days: BTreeMap<u32, DayRecords>,
+    /// The number the next new day gets.
+    next_day: u32,
+    /// The days closed whose lists are still here, until [`ClinicIndex::forget_closing`].
+    #[serde(skip)]
+    closing: Vec<DayKey>,
     /// Per booking: its day's number, to index its cancellation.
     bookings: BTreeMap<Uuid, u32>,
     /// Per hold: its day's number, to index its release or expiry.
@@ -139,7 +147,7 @@ impl ClinicIndex {
             EventKind::BookingRescheduled { booking_id, clinic, date, .. } => {
                 // The day it leaves and the day it enters both change.
                 if let Some(number) = self.bookings.get(booking_id).copied() {
-                    self.days[number as usize].push((event.position, location));
+                    self.push(number, event.position, location);
                     let entered = self.day_numbers.get(&(event.tenant.clone(), clinic.clone(), *date)).copied();
                     if entered != Some(number) {
                         let entered = self.day_of(event, clinic, *date, location);
@@ -151,8 +159,8 @@ impl ClinicIndex {
             | EventKind::HoldReleased { hold_id: id }
             | EventKind::HoldExpired { hold_id: id } => {
                 let index = if matches!(event.kind, EventKind::BookingCancelled { .. }) { &self.bookings } else { &self.holds };
-                if let Some(number) = index.get(id) {
-                    self.days[*number as usize].push((event.position, location));
+                if let Some(number) = index.get(id).copied() {
+                    self.push(number, event.position, location);
                 }
             }
             // No clinic day changes by these.
@@ -171,17 +179,17 @@ impl ClinicIndex {
             | EventKind::WaitlistJoined { .. }
             | EventKind::WaitlistWithdrawn { .. } => {}
             // A closed day never changes: its bookings and holds need not be
-            // found any more (its list of records stays, for reads of it).
+            // found any more, and its list of records goes to the store.
             EventKind::DaysClosed { clinic, through } => {
                 let (tenant, clinic) = (event.tenant.clone(), clinic.clone());
-                let closed: std::collections::BTreeSet<u32> = self
-                    .day_numbers
-                    .range((tenant.clone(), clinic.clone(), NaiveDate::MIN)..=(tenant, clinic, *through))
-                    .map(|(_, number)| *number)
-                    .collect();
-                if !closed.is_empty() {
-                    self.bookings.retain(|_, number| !closed.contains(number));
-                    self.holds.retain(|_, number| !closed.contains(number));
+                let closed: Vec<(&DayKey, &u32)> =
+                    self.day_numbers.range((tenant.clone(), clinic.clone(), NaiveDate::MIN)..=(tenant, clinic, *through)).collect();
+                let numbers: std::collections::BTreeSet<u32> = closed.iter().map(|(_, number)| **number).collect();
+                let keys: Vec<DayKey> = closed.into_iter().map(|(key, _)| key.clone()).filter(|key| !self.closing.contains(key)).collect();
+                self.closing.extend(keys);
+                if !numbers.is_empty() {
+                    self.bookings.retain(|_, number| !numbers.contains(number));
+                    self.holds.retain(|_, number| !numbers.contains(number));
                 }
             }
             EventKind::ClinicZoneSet { clinic, zone, .. } => {
@@ -192,13 +200,45 @@ impl ClinicIndex {
 
     /// Records the event at `location` in its clinic day's list; the day's number.
     fn day_of(&mut self, event: &Event, clinic: &Text, date: NaiveDate, location: Location) -> u32 {
-        let next = self.days.len() as u32;
+        let next = self.next_day;
         let number = *self.day_numbers.entry((event.tenant.clone(), clinic.clone(), date)).or_insert(next);
         if number == next {
-            self.days.push(Vec::new());
+            self.next_day += 1;
         }
-        self.days[number as usize].push((event.position, location));
+        self.push(number, event.position, location);
         number
+    }
+
+    fn push(&mut self, number: u32, position: Position, location: Location) {
+        self.days.entry(number).or_default().push((position, location));
+    }
+
+    /// The days closed since [`ClinicIndex::forget_closing`] last ran, with
+    /// their record lists, for the read side's store.
+    pub fn closing(&self) -> Vec<((&str, &str, NaiveDate), &DayRecords)> {
+        const EMPTY: &DayRecords = &Vec::new();
+        self.closing
+            .iter()
+            .map(|key| {
+                let records = self.day_numbers.get(key).and_then(|number| self.days.get(number)).unwrap_or(EMPTY);
+                ((&*key.0, &*key.1, key.2), records)
+            })
+            .collect()
+    }
+
+    /// Forgets the closing days' lists, now that the store holds them: a
+    /// read of those days looks them up there.
+    pub fn forget_closing(&mut self) {
+        for key in std::mem::take(&mut self.closing) {
+            if let Some(number) = self.day_numbers.remove(&key) {
+                self.days.remove(&number);
+            }
+        }
+    }
+
+    /// Whether closed days' lists are waiting for [`ClinicIndex::forget_closing`].
+    pub fn has_closing(&self) -> bool {
+        !self.closing.is_empty()
     }
 
     /// What a query of one day needs, copied out so the index is not held
@@ -217,12 +257,13 @@ impl ClinicIndex {
                 upto.checked_sub(1).map(|i| (name.clone(), history[i].2))
             })
             .collect();
-        let day = self.day_numbers.get(&(clinic_key.0, clinic_key.1, date)).map(|n| &self.days[*n as usize]);
+        let day = self.day_numbers.get(&(clinic_key.0.clone(), clinic_key.1.clone(), date)).map(|n| &self.days[n]);
         let locations = day.into_iter().flatten().take_while(|(position, _)| *position <= as_of).copied().collect();
-        let zones = self.zones.get(&(Text::from(tenant), Text::from(clinic)));
+        let zones = self.zones.get(&clinic_key);
         let zone =
             zones.and_then(|z| z.iter().take_while(|(position, _, _)| *position <= as_of).last()).map_or(Tz::UTC, |(_, _, zone)| *zone);
-        DayPlan { clinic: clinic.into(), date, doctor: doctor.map(Text::from), as_of, zone, schedules, locations }
+        let stored = day.is_none().then_some((clinic_key.0, clinic_key.1, date));
+        DayPlan { clinic: clinic.into(), date, doctor: doctor.map(Text::from), as_of, zone, schedules, locations, stored }
     }
 }
 
@@ -235,10 +276,25 @@ pub struct DayPlan {
     zone: Tz,
     schedules: Vec<(Text, Schedule)>,
     /// The day's records up to `as_of`: each position and where its record is.
-    locations: Vec<(Position, Location)>,
+    locations: DayRecords,
+    /// The day, when its records are not in memory: a closed day's are in the
+    /// read side's store (see [`DayPlan::stored`]).
+    stored: Option<DayKey>,
 }
 
 impl DayPlan {
+    /// The day to look up in the store, if its records are not in memory.
+    pub fn stored(&self) -> Option<&DayKey> {
+        self.stored.as_ref()
+    }
+
+    /// The day's records read from the store: those up to `as_of`.
+    pub fn with_stored(mut self, records: DayRecords) -> DayPlan {
+        self.locations = records.into_iter().take_while(|(position, _)| *position <= self.as_of).collect();
+        self.stored = None;
+        self
+    }
+
     /// Reads the day's events from the log in `dir` and folds them into the day.
     pub fn run(self, dir: &Path) -> Result<ClinicDay, ReadError> {
         let doctors = self
@@ -500,13 +556,18 @@ impl ClinicIndex {
             .filter(|(name, _)| doctor.is_none_or(|d| name.as_ref() == d))
             .flat_map(|(_, history)| history.iter().map(|(position, location, _)| (*position, *location)))
             .chain(self.zones.get(&clinic_key).into_iter().flatten().map(|(position, location, _)| (*position, *location)))
-            .chain(
-                self.day_numbers.get(&(clinic_key.0, clinic_key.1, date)).into_iter().flat_map(|n| self.days[*n as usize].iter().copied()),
-            )
             .filter(|(position, _)| *position <= upto)
             .collect();
+        let key = (clinic_key.0, clinic_key.1, date);
+        let stored = match self.day_numbers.get(&key) {
+            Some(number) => {
+                locations.extend(self.days[number].iter().copied().filter(|(position, _)| *position <= upto));
+                None
+            }
+            None => Some(key),
+        };
         locations.sort_unstable_by_key(|(position, _)| *position);
-        HistoryPlan { clinic: clinic.into(), date, doctor: doctor.map(Text::from), locations }
+        HistoryPlan { clinic: clinic.into(), date, doctor: doctor.map(Text::from), upto, locations, stored }
     }
 }
 
@@ -515,10 +576,26 @@ pub struct HistoryPlan {
     clinic: Text,
     date: NaiveDate,
     doctor: Option<Text>,
-    locations: Vec<(Position, Location)>,
+    upto: Position,
+    locations: DayRecords,
+    /// As [`DayPlan`]'s.
+    stored: Option<DayKey>,
 }
 
 impl HistoryPlan {
+    /// The day to look up in the store, if its records are not in memory.
+    pub fn stored(&self) -> Option<&DayKey> {
+        self.stored.as_ref()
+    }
+
+    /// The day's records read from the store joined to the plan's, in position order.
+    pub fn with_stored(mut self, records: DayRecords) -> HistoryPlan {
+        self.locations.extend(records.into_iter().filter(|(position, _)| *position <= self.upto));
+        self.locations.sort_unstable_by_key(|(position, _)| *position);
+        self.stored = None;
+        self
+    }
+
     /// Every change of the day, in order: each schedule of the clinic's doctors
     /// and each zone of the clinic, and each booking, move, hold and
     /// cancellation of the day.

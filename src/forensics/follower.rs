@@ -6,6 +6,12 @@
 //! fold one chunk of events in; queries copy what they need out and let go.
 //! A record it cannot read stops it, and every query waiting on it is told
 //! why (file and position) instead of waiting forever.
+//!
+//! Its memory follows the open days: a closed day's record list goes to the
+//! read side's store (`forensics::disk`) before it leaves the index, and the
+//! live audit forgets the day's facts. Its start-up follows them too: every
+//! `CHECKPOINT_EVENTS` events, and when the writer stops, it checkpoints the
+//! index and the audit there, and a start-up continues from the checkpoint.
 
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
@@ -17,13 +23,20 @@ use tokio::sync::watch;
 
 use super::READ_CHUNK_LEN;
 use super::audit::{AuditReport, Auditor};
-use super::clinics::{ClinicDay, ClinicIndex, DayChange};
+use super::clinics::{ClinicDay, ClinicIndex, DayChange, DayKey, DayRecords};
+use super::disk::ReadStore;
 use crate::core::Rules;
 use crate::log::events::{EventReader, ReadError};
-use crate::log::{Durable, Position};
+use crate::log::{Durable, LogError, Position};
+
+/// Events between two checkpoints of the read side: a start-up reads at most
+/// about this many events past the newest (plus those since the last stop).
+pub const CHECKPOINT_EVENTS: u64 = 250_000;
 
 pub struct Indexes {
     dir: PathBuf,
+    rules: Rules,
+    store: Arc<ReadStore>,
     clinics: RwLock<ClinicIndex>,
     /// A `parking_lot` mutex, not a tokio one: nothing awaits while it is held.
     audit: Mutex<Auditor>,
@@ -50,14 +63,54 @@ impl IndexError {
 }
 
 impl Indexes {
+    /// Empty indexes of the log in `dir`, with a store in memory: they index it from its first record.
     pub fn new(dir: &Path, rules: Rules) -> Arc<Indexes> {
+        Indexes::with_store(dir, rules, Arc::new(ReadStore::in_memory()))
+    }
+
+    /// Empty indexes of the log in `dir` with `store`: [`follow`] starts
+    /// them from the store's checkpoint when it can.
+    pub fn with_store(dir: &Path, rules: Rules, store: Arc<ReadStore>) -> Arc<Indexes> {
         Arc::new(Indexes {
             dir: dir.to_owned(),
+            rules,
+            store,
             clinics: RwLock::default(),
             audit: Mutex::new(Auditor::new(rules, None).forgetting_closed_days()),
             indexed: watch::Sender::new(0),
             failure: OnceLock::new(),
         })
+    }
+
+    /// Starts the (still empty) indexes from the store's checkpoint, when it
+    /// has one this build can use for this log: reads the checkpoint's
+    /// record in the log to confirm it. Blocking. The position it starts at.
+    pub fn restore(&self) -> Position {
+        assert_eq!(self.indexed(), 0, "restored before any indexing");
+        let hash_at = |position| crate::log::record_hash_at(&self.dir, position).ok().flatten();
+        match self.store.checkpoint(self.rules, hash_at) {
+            Ok(Ok(checkpoint)) => {
+                tracing::info!(
+                    position = checkpoint.position,
+                    "the read side starts from its checkpoint at position {}",
+                    checkpoint.position
+                );
+                *self.clinics.write() = checkpoint.clinics;
+                *self.audit.lock() = checkpoint.audit;
+                self.indexed.send_replace(checkpoint.position);
+            }
+            Ok(Err(why)) => self.start_over(&why),
+            Err(error) => self.start_over(&error.to_string()),
+        }
+        self.indexed()
+    }
+
+    /// Indexing from the log's first record: the store's lists go too.
+    fn start_over(&self, why: &str) {
+        tracing::info!("the read side's checkpoint is not used ({why}): it indexes the ledger from its first record");
+        if let Err(error) = self.store.clear() {
+            tracing::warn!(%error, "the read side's store cannot be emptied; its closed days' lists are written again as the ledger is indexed");
+        }
     }
 
     pub fn indexed(&self) -> Position {
@@ -77,6 +130,7 @@ impl Indexes {
                 for (event, location) in &events {
                     clinics.index(event, *location);
                 }
+                self.store_closing(&mut clinics);
             }
             let mut audit = self.audit.lock();
             for (event, _) in &events {
@@ -86,6 +140,34 @@ impl Indexes {
             self.indexed.send_replace(reader.next_position() - 1);
         }
         Ok(())
+    }
+
+    /// Moves the record lists of the days closed to the store, then out of
+    /// memory; on a failure they stay (reads of them are still right) and
+    /// are tried again after the next chunk.
+    fn store_closing(&self, clinics: &mut ClinicIndex) {
+        if !clinics.has_closing() {
+            return;
+        }
+        match self.store.put_days(&clinics.closing()) {
+            Ok(()) => clinics.forget_closing(),
+            Err(error) => tracing::error!(%error, "closed days' record lists stay in memory until the store takes them"),
+        }
+    }
+
+    /// Checkpoints the indexes at the position indexed (the follower's own,
+    /// between two chunks); the checkpoint's size in bytes.
+    pub fn checkpoint(&self) -> Result<usize, String> {
+        let position = self.indexed();
+        let hash = crate::log::record_hash_at(&self.dir, position)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("the log has no record at position {position}"))?;
+        let clinics = self.clinics.read();
+        if clinics.has_closing() {
+            return Err("closed days' record lists are not in the store yet".into());
+        }
+        let audit = self.audit.lock();
+        self.store.put_checkpoint(position, hash, &clinics, &audit, self.rules).map_err(|e| e.to_string())
     }
 
     /// Waits until everything through `position` is indexed.
@@ -121,7 +203,19 @@ impl Indexes {
     ) -> Result<ClinicDay, ReadError> {
         assert!(as_of <= self.indexed(), "query position {as_of} is not indexed yet");
         let plan = self.clinics.read().plan(tenant, clinic, date, doctor, as_of);
+        let plan = match plan.stored().map(|day| self.stored_day(day)) {
+            Some(records) => plan.with_stored(records?),
+            None => plan,
+        };
         plan.run(&self.dir)
+    }
+
+    /// A closed day's records from the store (none for a day never booked).
+    fn stored_day(&self, (tenant, clinic, date): &DayKey) -> Result<DayRecords, ReadError> {
+        let stored = self.store.day(tenant, clinic, *date).map_err(|error| {
+            ReadError::Log(LogError::Io { path: self.dir.join(super::disk::FILE), source: std::io::Error::other(error.to_string()) })
+        })?;
+        Ok(stored.unwrap_or_default())
     }
 
     /// Every change of one clinic day through `upto` (which must be indexed).
@@ -135,6 +229,10 @@ impl Indexes {
     ) -> Result<Vec<DayChange>, ReadError> {
         assert!(upto <= self.indexed(), "history position {upto} is not indexed yet");
         let plan = self.clinics.read().history_plan(tenant, clinic, date, doctor, upto);
+        let plan = match plan.stored().map(|day| self.stored_day(day)) {
+            Some(records) => plan.with_stored(records?),
+            None => plan,
+        };
         plan.run(&self.dir)
     }
 
@@ -145,9 +243,13 @@ impl Indexes {
     }
 }
 
-/// Keeps `indexes` up to date with the durable log until the writer goes away.
+/// Keeps `indexes` up to date with the durable log until the writer goes
+/// away, checkpointing them every [`CHECKPOINT_EVENTS`] and at the end.
 pub async fn follow(indexes: Arc<Indexes>, mut durable: Durable) {
-    let mut reader = Some(EventReader::new(&indexes.dir, 1));
+    let restoring = indexes.clone();
+    let Ok(from) = tokio::task::spawn_blocking(move || restoring.restore()).await else { return };
+    let mut reader = Some(EventReader::new(&indexes.dir, from + 1));
+    let mut tried = indexes.indexed();
     loop {
         let last = *durable.borrow_and_update();
         let (indexes_, mut follower) = (indexes.clone(), reader.take().expect("put back after every pass"));
@@ -164,8 +266,35 @@ pub async fn follow(indexes: Arc<Indexes>, mut durable: Durable) {
             }
             Err(_) => return,
         }
-        if durable.changed().await.is_err() {
+        let ended = durable.changed().await.is_err();
+        if (ended && indexes.indexed() > tried) || indexes.indexed() >= tried + CHECKPOINT_EVENTS {
+            tried = indexes.indexed();
+            checkpoint(&indexes).await;
+        }
+        if ended {
             return;
         }
+    }
+}
+
+/// Checkpoints `indexes` where they are. A failure is logged: a start-up
+/// then reads more of the log, nothing else.
+async fn checkpoint(indexes: &Arc<Indexes>) {
+    let position = indexes.indexed();
+    let indexes = indexes.clone();
+    let started = std::time::Instant::now();
+    match tokio::task::spawn_blocking(move || indexes.checkpoint()).await {
+        Ok(Ok(bytes)) => {
+            tracing::info!(
+                position,
+                bytes,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "the read side checkpointed at position {position}"
+            )
+        }
+        Ok(Err(error)) => {
+            tracing::warn!(%error, position, "the read side's checkpoint failed; the next is tried {CHECKPOINT_EVENTS} events later")
+        }
+        Err(_) => {}
     }
 }

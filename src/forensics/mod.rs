@@ -7,6 +7,7 @@
 
 pub mod audit;
 pub mod clinics;
+pub mod disk;
 pub mod feed;
 pub mod follower;
 pub mod json;

@@ -20,7 +20,7 @@ use super::{LogError, Position};
 const CHUNK_BYTES: usize = 1 << 20;
 
 /// Where a record is: its segment (by first position) and its byte offset there.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Location {
     pub segment: Position,
     pub offset: u64,

@@ -1,7 +1,8 @@
 //! Snapshots against the recovery they shortcut: a ledger with every event
 //! type and stored answers in both logs, written by the real writer to real
 //! files; a snapshot taken at every position, loaded and followed by the tail,
-//! gives the state a recovery from the whole log gives.
+//! gives the state a recovery from the whole log gives. The read side's
+//! checkpoint likewise gives the answers indexing the whole log gives.
 
 use std::collections::BTreeSet;
 use std::ops::ControlFlow;
@@ -514,4 +515,88 @@ fn a_snapshot_that_is_not_its_positions_state_is_not_mistaken_for_a_bad_ledger()
     let started = start_up(&dirs, now);
     assert_eq!(started.snapshot, None);
     assert_eq!(started.recovered.state, full);
+}
+
+/// The read side's checkpoint (`forensics::disk`) against the indexing it
+/// shortcuts: started from a checkpoint at any position and fed the rest, the
+/// clinic index and the live audit answer as those fed the whole log do:
+/// every clinic day as of several positions, every day's history, every
+/// tenant's audit; closed days' records read from the store.
+#[test]
+fn the_read_sides_checkpoint_plus_the_tail_answers_as_the_whole_log() {
+    use crate::core::EventKind;
+    use crate::forensics::disk::ReadStore;
+    use crate::forensics::follower::Indexes;
+    let root = tempfile::tempdir().unwrap();
+    let dirs = dirs(root.path());
+    write_ledger(root.path(), 2, 80);
+    let last = crate::log::last_position(&dirs.ledger).unwrap().unwrap();
+    let rules = Rules::default();
+    let mut days = BTreeSet::new();
+    let mut closings = 0;
+    EventReader::new(&dirs.ledger, 1)
+        .read_available(usize::MAX, &mut |event, _| {
+            let day = match &event.kind {
+                EventKind::BookingCreated(created) => Some((created.details.clinic.clone(), created.details.date)),
+                EventKind::HoldPlaced { details, .. } => Some((details.clinic.clone(), details.date)),
+                EventKind::BookingRescheduled { clinic, date, .. } => Some((clinic.clone(), *date)),
+                EventKind::DaysClosed { .. } => {
+                    closings += 1;
+                    None
+                }
+                _ => None,
+            };
+            days.extend(day.map(|(clinic, date)| (event.tenant.clone(), clinic, date)));
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+    assert!(closings > 0 && days.len() > 3, "{closings} closings, {} days", days.len());
+    let index = |indexes: &Indexes, upto| {
+        let mut reader = EventReader::new(&dirs.ledger, indexes.indexed() + 1);
+        indexes.index_through(&mut reader, upto).unwrap();
+    };
+    let answers = |indexes: &Indexes| {
+        let mut answers = Vec::new();
+        for (tenant, clinic, date) in &days {
+            for as_of in [last / 3, last / 2, last] {
+                answers.push(format!("{:?}", indexes.clinic_day(tenant, clinic, *date, None, as_of).unwrap()));
+            }
+            answers.push(format!("{:?}", indexes.clinic_history(tenant, clinic, *date, None, last).unwrap()));
+        }
+        answers.extend(["kloqo", "other"].map(|tenant| format!("{:?}", indexes.audit(tenant))));
+        answers
+    };
+    // The same reads of an index that keeps every day's records in memory
+    // (`ledger slots`'s, offline), and of an audit of the whole log.
+    let offline = crate::forensics::clinics::index_dir(&dirs.ledger, last).unwrap();
+    let mut auditor = crate::forensics::audit::Auditor::new(rules, None).forgetting_closed_days();
+    EventReader::new(&dirs.ledger, 1)
+        .read_available(usize::MAX, &mut |event, _| {
+            auditor.check(&event);
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+    let mut expected = Vec::new();
+    for (tenant, clinic, date) in &days {
+        for as_of in [last / 3, last / 2, last] {
+            expected.push(format!("{:?}", offline.plan(tenant, clinic, *date, None, as_of).run(&dirs.ledger).unwrap()));
+        }
+        expected.push(format!("{:?}", offline.history_plan(tenant, clinic, *date, None, last).run(&dirs.ledger).unwrap()));
+    }
+    expected.extend(["kloqo", "other"].map(|tenant| format!("{:?}", auditor.report_for(tenant))));
+    let whole = Indexes::new(&dirs.ledger, rules);
+    index(&whole, last);
+    assert_eq!(answers(&whole), expected, "the whole log indexed, closed days' records in the store");
+    for at in (0..=last).step_by(3).chain([last]) {
+        let store = Arc::new(ReadStore::in_memory());
+        let first = Indexes::with_store(&dirs.ledger, rules, store.clone());
+        index(&first, at);
+        first.checkpoint().unwrap();
+        let second = Indexes::with_store(&dirs.ledger, rules, store.clone());
+        assert_eq!(second.restore(), at, "started from the checkpoint");
+        index(&second, last);
+        assert_eq!(answers(&second), expected, "checkpoint at {at} plus the tail");
+        let stored = days.iter().filter(|(tenant, clinic, date)| store.day(tenant, clinic, *date).unwrap().is_some()).count();
+        assert!(stored > 0, "closed days' records are in the store");
+    }
 }

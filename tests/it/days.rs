@@ -121,16 +121,20 @@ async fn a_closed_day_refuses_every_change_expires_its_holds_and_waitlist_and_re
     c.post("/v1/kloqo/bookings", WEB, &booking("kochi", "rao", &closed_since, 1, "Ola")).await.expect(201);
     assert_eq!(c.position().await, closed_at + 3, "the open day's two bookings and the zone");
     let reads = closed_reads(c, &date, &booking_a, &id(&h, "hold_id")).await;
-    assert_eq!(reads[0], before_a, "the booking reads as it did while its day was open");
+    assert_eq!(reads[1], before_a, "the booking reads as it did while its day was open");
     server.stop().await;
 
-    // The closed-day store is derived: deleted, or damaged, it is rebuilt from
-    // the ledger at start-up, with the same answers.
+    // The closed-day store and the read side's are derived: deleted, or
+    // damaged, they are rebuilt from the ledger at start-up, with the same answers.
     let store = dir.path().join(booking_ledger::closed::FILE);
+    let read_store = dir.path().join(booking_ledger::forensics::disk::FILE);
+    assert!(read_store.exists(), "the read side's store holds the closed day's records");
     for damage in ["deleted", "overwritten", "rebuilt by `ledger reindex`"] {
         match damage {
-            "deleted" => std::fs::remove_file(&store).unwrap(),
-            "overwritten" => std::fs::write(&store, b"not a store at all, but long enough to be mistaken for one.....").unwrap(),
+            "deleted" => [&store, &read_store].iter().for_each(|path| std::fs::remove_file(path).unwrap()),
+            "overwritten" => [&store, &read_store]
+                .iter()
+                .for_each(|path| std::fs::write(path, b"not a store at all, but long enough to be mistaken for one.....").unwrap()),
             _ => {
                 let output =
                     std::process::Command::new(env!("CARGO_BIN_EXE_ledger")).arg("reindex").arg("--data").arg(dir.path()).output().unwrap();
@@ -148,10 +152,13 @@ async fn a_closed_day_refuses_every_change_expires_its_holds_and_waitlist_and_re
     }
 }
 
-/// What the API answers about a closed day: a booking, a hold, the slots, the waitlist.
+/// What the API answers about a closed day: the slots as of its first
+/// booking, that booking, a hold, the slots, the waitlist.
 async fn closed_reads(c: &Client, date: &str, booking: &str, hold_id: &str) -> Vec<Value> {
+    let first = c.get(booking, WEB).await.expect(200);
     vec![
-        c.get(booking, WEB).await.expect(200),
+        c.get(&format!("/v1/kloqo/clinics/kochi/slots?date={date}&as_of={}", first["position"]), WEB).await.expect(200),
+        first,
         c.get(&format!("/v1/kloqo/holds/{hold_id}"), WEB).await.expect(200),
         c.get(&format!("/v1/kloqo/clinics/kochi/slots?date={date}"), WEB).await.expect(200),
         c.get(&format!("/v1/kloqo/clinics/kochi/waitlist?date={date}"), WEB).await.expect(200),
