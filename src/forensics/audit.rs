@@ -224,6 +224,50 @@ struct TenantFacts {
     closed: BTreeMap<Text, (NaiveDate, Position)>,
 }
 
+impl TenantFacts {
+    /// The same facts, their clinics', doctors' and numbers' names shared
+    /// through `names` (a deserialized map holds a copy of each in every key).
+    fn interned(mut self, names: &mut Interner) -> TenantFacts {
+        use std::mem::take;
+        let slot = |names: &mut Interner, (clinic, doctor, date, slot): SlotKey| (names.text(clinic), names.text(doctor), date, slot);
+        self.schedules = take(&mut self.schedules).into_iter().map(|((c, d), v)| ((names.text(c), names.text(d)), v)).collect();
+        for booking in self.bookings.values_mut() {
+            booking.slot = slot(names, booking.slot.clone());
+        }
+        self.slot_holders = take(&mut self.slot_holders).into_iter().map(|(key, v)| (slot(names, key), v)).collect();
+        self.tokens = take(&mut self.tokens)
+            .into_iter()
+            .map(|((clinic, doctor, date, kind, number), v)| ((names.text(clinic), names.text(doctor), date, kind, number), v))
+            .collect();
+        for call in self.calls.values_mut() {
+            call.to = names.text(call.to.clone());
+        }
+        for hold in self.holds.values_mut() {
+            hold.slot = slot(names, hold.slot.clone());
+        }
+        self.held_slots = take(&mut self.held_slots).into_iter().map(|(key, v)| (slot(names, key), v)).collect();
+        self.zones = take(&mut self.zones).into_iter().map(|(clinic, zone)| (names.text(clinic), zone)).collect();
+        self.closed = take(&mut self.closed).into_iter().map(|(clinic, v)| (names.text(clinic), v)).collect();
+        self
+    }
+}
+
+/// Names shared: each distinct text once, as a decoder's interning does.
+#[derive(Default)]
+pub struct Interner(std::collections::HashSet<Text>);
+
+impl Interner {
+    pub fn text(&mut self, text: Text) -> Text {
+        match self.0.get(&*text) {
+            Some(shared) => shared.clone(),
+            None => {
+                self.0.insert(text.clone());
+                text
+            }
+        }
+    }
+}
+
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct HoldFacts {
     slot: SlotKey,
@@ -364,7 +408,8 @@ impl Auditor {
 
     /// The audit of every tenant that [`Auditor::saving`] saved, continued
     /// under `rules`; None if it names a rule this build does not check.
-    pub fn restore(rules: Rules, saved: SavedAudit) -> Option<Auditor> {
+    /// Its names are shared through `names`, as a fed audit's are.
+    pub fn restore(rules: Rules, saved: SavedAudit, names: &mut Interner) -> Option<Auditor> {
         let violations = saved
             .violations
             .into_iter()
@@ -377,9 +422,9 @@ impl Auditor {
             rules,
             tenant: None,
             checked_events: saved.checked_events,
-            checked_by_tenant: saved.checked_by_tenant,
+            checked_by_tenant: saved.checked_by_tenant.into_iter().map(|(tenant, n)| (names.text(tenant), n)).collect(),
             position_last: saved.position_last,
-            tenants: saved.tenants,
+            tenants: saved.tenants.into_iter().map(|(tenant, facts)| (names.text(tenant), facts.interned(names))).collect(),
             violations,
             forget_closed_days: saved.forget_closed_days,
         })

@@ -23,6 +23,7 @@ use crate::log::decode::Decoder;
 use crate::log::events::{self, ReadError};
 use crate::log::{Location, Position, read_many};
 
+use super::audit::Interner;
 pub use super::disk::DayRecords;
 
 /// A clinic day: (tenant, clinic, date).
@@ -211,6 +212,23 @@ impl ClinicIndex {
 
     fn push(&mut self, number: u32, position: Position, location: Location) {
         self.days.entry(number).or_default().push((position, location));
+    }
+
+    /// The same index, its names shared through `names` (a deserialized map
+    /// holds a copy of each in every key).
+    pub fn interned(mut self, names: &mut Interner) -> ClinicIndex {
+        use std::mem::take;
+        self.schedules = take(&mut self.schedules)
+            .into_iter()
+            .map(|((tenant, clinic), doctors)| {
+                let doctors = doctors.into_iter().map(|(doctor, history)| (names.text(doctor), history)).collect();
+                ((names.text(tenant), names.text(clinic)), doctors)
+            })
+            .collect();
+        self.day_numbers =
+            take(&mut self.day_numbers).into_iter().map(|((t, c, date), n)| ((names.text(t), names.text(c), date), n)).collect();
+        self.zones = take(&mut self.zones).into_iter().map(|((t, c), zones)| ((names.text(t), names.text(c)), zones)).collect();
+        self
     }
 
     /// The days closed since [`ClinicIndex::forget_closing`] last ran, with

@@ -19,7 +19,7 @@ use std::path::Path;
 use chrono::NaiveDate;
 use redb::{Database, Durability, ReadableDatabase, TableDefinition};
 
-use super::audit::{Auditor, SavedAudit};
+use super::audit::{Auditor, Interner, SavedAudit};
 use super::clinics::ClinicIndex;
 use crate::closed::day_key;
 use crate::core::Rules;
@@ -195,8 +195,11 @@ impl ReadStore {
         let Ok((clinics, saved)) = postcard::from_bytes::<(ClinicIndex, SavedAudit)>(rest) else {
             return Ok(Err("it does not decode".into()));
         };
-        let Some(audit) = Auditor::restore(rules, saved) else { return Ok(Err("it names a rule this build does not check".into())) };
-        Ok(Ok(Checkpoint { position: header.position, clinics, audit }))
+        let mut names = Interner::default();
+        let Some(audit) = Auditor::restore(rules, saved, &mut names) else {
+            return Ok(Err("it names a rule this build does not check".into()));
+        };
+        Ok(Ok(Checkpoint { position: header.position, clinics: clinics.interned(&mut names), audit }))
     }
 }
 
