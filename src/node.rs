@@ -129,7 +129,7 @@ pub async fn serve(
                 tracing::error!("{error:#}; commands are refused, forensics are served (GET /v1/{{tenant}}/audit)");
                 let _ = state.forensic_only.set((last, format!("{error:#}")));
                 // The audit and time travel read the damaged ledger up to its end.
-                tokio::spawn(crate::forensics::follower::follow(indexes, tokio::sync::watch::channel(last).1));
+                tokio::spawn(crate::forensics::follower::follow(indexes, tokio::sync::watch::channel(last).1, None));
                 return server.await.context("the server task")?.context("serving HTTP");
             }
             abort.notify_one();
@@ -254,11 +254,13 @@ pub fn start(
     let Started { journal, indexes, dirs, clock, metrics, closed } = started;
     metrics.recovered_events.set(recovered.events as i64);
     metrics.recovered_snapshot_position.set(snapshot_position as i64);
+    let (feed, fed) = crate::log::events::feed();
     let writer = Writer::new(log, responses, recovered.state, views::render, clock, config.writer, metrics.clone())
         .with_journal(journal)
-        .with_closed_store(closed);
+        .with_closed_store(closed)
+        .with_feed(feed);
     let (handle, thread) = writer.spawn();
-    let follower = tokio::spawn(crate::forensics::follower::follow(indexes, handle.durable()));
+    let follower = tokio::spawn(crate::forensics::follower::follow(indexes, handle.durable(), Some(fed)));
     let snapshot_thread = snapshots::spawn(dirs, config.rules, config.snapshots, handle.durable(), snapshot_position, metrics);
     (handle, thread, snapshot_thread, follower)
 }

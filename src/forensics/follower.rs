@@ -15,6 +15,7 @@
 
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use chrono::NaiveDate;
@@ -25,9 +26,10 @@ use super::READ_CHUNK_LEN;
 use super::audit::{AuditReport, Auditor};
 use super::clinics::{ClinicDay, ClinicIndex, DayChange, DayKey, DayRecords};
 use super::disk::ReadStore;
+use crate::core::Event;
 use crate::core::Rules;
-use crate::log::events::{EventReader, ReadError};
-use crate::log::{Durable, LogError, Position};
+use crate::log::events::{EventReader, Fed, ReadError};
+use crate::log::{Durable, Location, LogError, Position};
 
 /// Events between two checkpoints of the read side: a start-up reads at most
 /// about this many events past the newest (plus those since the last stop).
@@ -44,6 +46,9 @@ pub struct Indexes {
     indexed: watch::Sender<Position>,
     /// Why the follower stopped, if it did, and the position it could not read.
     failure: OnceLock<(String, Option<Position>)>,
+    /// Events indexed from the writer's feed, and from the files.
+    fed_events: AtomicU64,
+    read_events: AtomicU64,
 }
 
 /// Why a query of the indexes cannot be answered.
@@ -79,6 +84,8 @@ impl Indexes {
             audit: Mutex::new(Auditor::new(rules, None).forgetting_closed_days()),
             indexed: watch::Sender::new(0),
             failure: OnceLock::new(),
+            fed_events: AtomicU64::new(0),
+            read_events: AtomicU64::new(0),
         })
     }
 
@@ -117,29 +124,78 @@ impl Indexes {
         *self.indexed.borrow()
     }
 
-    /// Indexes the log through `last` (durable), continuing from where `reader` stopped.
+    /// Indexes the log through `last` (durable), continuing from where
+    /// `reader` stopped (which must be where the indexes stopped).
     pub fn index_through(&self, reader: &mut EventReader, last: Position) -> Result<(), ReadError> {
         while reader.next_position() <= last {
             let mut events = Vec::with_capacity(READ_CHUNK_LEN.min(1024));
+            let mut locations = Vec::with_capacity(READ_CHUNK_LEN.min(1024));
             reader.read(last, READ_CHUNK_LEN, &mut |event, location| {
-                events.push((event, location));
+                events.push(event);
+                locations.push(location);
                 ControlFlow::Continue(())
             })?;
-            {
-                let mut clinics = self.clinics.write();
-                for (event, location) in &events {
-                    clinics.index(event, *location);
-                }
-                self.store_closing(&mut clinics);
-            }
-            let mut audit = self.audit.lock();
-            for (event, _) in &events {
-                audit.check(event);
-            }
-            drop(audit);
-            self.indexed.send_replace(reader.next_position() - 1);
+            self.fold(&events, &locations);
+            self.read_events.fetch_add(events.len() as u64, Ordering::Relaxed);
         }
         Ok(())
+    }
+
+    /// Indexes through `last` from the writer's batches in `fed` where they
+    /// follow on from what is indexed, and from the files (through
+    /// `reader`, moved where needed) where they do not.
+    pub fn index_fed(&self, fed: &Fed, reader: &mut EventReader, last: Position) -> Result<(), ReadError> {
+        while let Ok(batch) = fed.try_recv() {
+            let (Some(first), Some(_)) = (batch.events.first(), batch.events.last()) else { continue };
+            let (first, batch_last) = (first.position, first.position + batch.events.len() as u64 - 1);
+            if batch_last <= self.indexed() {
+                continue;
+            }
+            if first > self.indexed() + 1 {
+                // Batches the feed had no room for, or records the writer re-read after a failure.
+                self.index_files(reader, first - 1)?;
+            }
+            let skip = (self.indexed() + 1 - first) as usize;
+            self.fold(&batch.events[skip..], &batch.locations[skip..]);
+            self.fed_events.fetch_add((batch.events.len() - skip) as u64, Ordering::Relaxed);
+        }
+        self.index_files(reader, last)
+    }
+
+    /// [`Indexes::index_through`], the reader first moved to where the indexes stopped.
+    fn index_files(&self, reader: &mut EventReader, last: Position) -> Result<(), ReadError> {
+        let next = self.indexed() + 1;
+        if next > last {
+            return Ok(());
+        }
+        if reader.next_position() != next {
+            *reader = EventReader::new(&self.dir, next);
+        }
+        self.index_through(reader, last)
+    }
+
+    /// Folds events (in position order, right after those indexed) into the
+    /// clinic index and the audit, then says they are indexed.
+    fn fold(&self, events: &[Event], locations: &[Location]) {
+        let Some(last) = events.last() else { return };
+        {
+            let mut clinics = self.clinics.write();
+            for (event, location) in events.iter().zip(locations) {
+                clinics.index(event, *location);
+            }
+            self.store_closing(&mut clinics);
+        }
+        let mut audit = self.audit.lock();
+        for event in events {
+            audit.check(event);
+        }
+        drop(audit);
+        self.indexed.send_replace(last.position);
+    }
+
+    /// Events indexed as the writer handed them, and as read from the files.
+    pub fn events_fed_and_read(&self) -> (u64, u64) {
+        (self.fed_events.load(Ordering::Relaxed), self.read_events.load(Ordering::Relaxed))
     }
 
     /// Moves the record lists of the days closed to the store, then out of
@@ -245,17 +301,22 @@ impl Indexes {
 
 /// Keeps `indexes` up to date with the durable log until the writer goes
 /// away, checkpointing them every [`CHECKPOINT_EVENTS`] and at the end.
-pub async fn follow(indexes: Arc<Indexes>, mut durable: Durable) {
+/// With `fed`, the writer's feed, it reads the files only where the feed
+/// does not follow on (after a restart, or when it fell behind).
+pub async fn follow(indexes: Arc<Indexes>, mut durable: Durable, fed: Option<Fed>) {
     let restoring = indexes.clone();
     let Ok(from) = tokio::task::spawn_blocking(move || restoring.restore()).await else { return };
-    let mut reader = Some(EventReader::new(&indexes.dir, from + 1));
+    let mut reader = Some((EventReader::new(&indexes.dir, from + 1), fed));
     let mut tried = indexes.indexed();
     loop {
         let last = *durable.borrow_and_update();
-        let (indexes_, mut follower) = (indexes.clone(), reader.take().expect("put back after every pass"));
+        let (indexes_, (mut follower, fed)) = (indexes.clone(), reader.take().expect("put back after every pass"));
         let result = tokio::task::spawn_blocking(move || {
-            let result = indexes_.index_through(&mut follower, last);
-            (follower, result)
+            let result = match &fed {
+                Some(fed) => indexes_.index_fed(fed, &mut follower, last),
+                None => indexes_.index_files(&mut follower, last),
+            };
+            ((follower, fed), result)
         })
         .await;
         match result {

@@ -40,6 +40,30 @@ impl ReadError {
     }
 }
 
+/// Events the writer made durable, handed to the read side as they are
+/// (shared, immutable) with where each record is, so that it indexes them
+/// without reading or decoding them again. Sent before the durable position
+/// that covers them; a batch the read side has no room for is dropped, and
+/// it reads those events from the files instead.
+#[derive(Debug)]
+pub struct DurableBatch {
+    pub events: Vec<Event>,
+    pub locations: Vec<Location>,
+}
+
+/// The writer's end of the feed of [`DurableBatch`]es.
+pub type Feed = std::sync::mpsc::SyncSender<std::sync::Arc<DurableBatch>>;
+/// The read side's end.
+pub type Fed = std::sync::mpsc::Receiver<std::sync::Arc<DurableBatch>>;
+
+/// Batches the feed holds for a read side that is behind; past them it reads the files.
+pub const FEED_BATCHES: usize = 256;
+
+/// A feed: the writer's end and the read side's.
+pub fn feed() -> (Feed, Fed) {
+    std::sync::mpsc::sync_channel(FEED_BATCHES)
+}
+
 /// Decodes the record at `position` into its event.
 pub fn decode_at(decoder: &mut Decoder, position: Position, payload: &[u8]) -> Result<Event, Fault> {
     let event = decoder.decode_event(payload).map_err(Fault::Undecodable)?;

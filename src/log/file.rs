@@ -14,7 +14,7 @@ use std::sync::Arc;
 use super::disk::SegmentIo;
 use super::frame::{self, FRAME_HEADER_BYTES, GENESIS_HASH, Hash, SEGMENT_HEADER_BYTES, SegmentHeader};
 use super::walk::Walk;
-use super::{Log, LogError, Position, ReopenError, Visit};
+use super::{Location, Log, LogError, Position, ReopenError, Visit};
 
 #[derive(Debug, Clone, Copy)]
 pub struct FileLogOptions {
@@ -62,6 +62,8 @@ pub struct FileLog {
     /// Framed records not yet written.
     pending: Vec<u8>,
     position_next: Position,
+    /// Where the last record appended is (`Log::last_location`).
+    last_location: Option<Location>,
     /// The last position known durable; readers see nothing past it.
     position_synced: Position,
     last_hash: Hash,
@@ -214,6 +216,7 @@ impl FileLog {
                 file_records: 0,
                 pending: Vec::new(),
                 position_next: 1,
+                last_location: None,
                 position_synced: 0,
                 last_hash: GENESIS_HASH,
                 poisoned: false,
@@ -267,6 +270,7 @@ impl FileLog {
             file_records: expected - first_position,
             pending: Vec::new(),
             position_next: expected,
+            last_location: None,
             position_synced: expected - 1,
             last_hash,
             poisoned: false,
@@ -353,6 +357,7 @@ impl Log for FileLog {
             self.poison_on_error(rolled)?;
         }
         let position = self.position_next;
+        self.last_location = Some(Location { segment: position - self.file_records, offset: self.file_bytes + self.pending.len() as u64 });
         self.last_hash = frame::encode_record(&mut self.pending, position, &self.last_hash, payload);
         self.position_next += 1;
         self.file_records += 1;
@@ -382,6 +387,10 @@ impl Log for FileLog {
 
     fn position_next(&self) -> Position {
         self.position_next
+    }
+
+    fn last_location(&self) -> Option<Location> {
+        self.last_location
     }
 
     fn path_of(&self, position: Position) -> PathBuf {

@@ -73,6 +73,13 @@ pub trait Log: Send {
     fn path_of(&self, position: Position) -> PathBuf {
         PathBuf::from(format!("<in-memory log, position {position}>"))
     }
+
+    /// Where the last record appended is in the log's files, as a reader of
+    /// them (`Tail`) reports it; None for a log whose records are not there
+    /// (in memory, or not yet in files).
+    fn last_location(&self) -> Option<Location> {
+        None
+    }
 }
 
 /// Follows the last durable position of the ledger: what readers beside the

@@ -348,6 +348,18 @@ fn prologue() -> Vec<Vec<Command>> {
 /// each ledger position, the responses journal position as it stood when that
 /// position became durable.
 fn write_ledger(root: &Path, seed: u64, batches: usize) -> Vec<Position> {
+    write_ledger_feeding(root, seed, batches, None, |_| {})
+}
+
+/// [`write_ledger`], the writer handing its batches to `feed`, and `after`
+/// called after each batch with its number.
+fn write_ledger_feeding(
+    root: &Path,
+    seed: u64,
+    batches: usize,
+    feed: Option<crate::log::events::Feed>,
+    mut after: impl FnMut(usize),
+) -> Vec<Position> {
     let dirs = dirs(root);
     let clock = Arc::new(SetClock(Mutex::new(t0())));
     let rules = Rules::default();
@@ -361,11 +373,14 @@ fn write_ledger(root: &Path, seed: u64, batches: usize) -> Vec<Position> {
         config,
         Arc::default(),
     );
+    if let Some(feed) = feed {
+        writer = writer.with_feed(feed);
+    }
     let mut script =
         Script { seed, next_id: 0, bookings: Vec::new(), claims: Vec::new(), calls: Vec::new(), holds: Vec::new(), entries: Vec::new() };
     let mut responses_at = vec![0];
     let mut prologue = prologue().into_iter();
-    for _ in 0..batches {
+    for number in 0..batches {
         let now = clock.now();
         let commands = match prologue.next() {
             Some(commands) => commands,
@@ -376,6 +391,7 @@ fn write_ledger(root: &Path, seed: u64, batches: usize) -> Vec<Position> {
         let responses_last = crate::log::last_position(&dirs.responses).unwrap().unwrap_or(0);
         responses_at.resize(ledger_last as usize + 1, responses_last);
         *clock.0.lock() += Duration::minutes(5 + script.random(120) as i64);
+        after(number);
     }
     responses_at
 }
@@ -524,7 +540,6 @@ fn a_snapshot_that_is_not_its_positions_state_is_not_mistaken_for_a_bad_ledger()
 /// tenant's audit; closed days' records read from the store.
 #[test]
 fn the_read_sides_checkpoint_plus_the_tail_answers_as_the_whole_log() {
-    use crate::core::EventKind;
     use crate::forensics::disk::ReadStore;
     use crate::forensics::follower::Indexes;
     let root = tempfile::tempdir().unwrap();
@@ -532,39 +547,11 @@ fn the_read_sides_checkpoint_plus_the_tail_answers_as_the_whole_log() {
     write_ledger(root.path(), 2, 80);
     let last = crate::log::last_position(&dirs.ledger).unwrap().unwrap();
     let rules = Rules::default();
-    let mut days = BTreeSet::new();
-    let mut closings = 0;
-    EventReader::new(&dirs.ledger, 1)
-        .read_available(usize::MAX, &mut |event, _| {
-            let day = match &event.kind {
-                EventKind::BookingCreated(created) => Some((created.details.clinic.clone(), created.details.date)),
-                EventKind::HoldPlaced { details, .. } => Some((details.clinic.clone(), details.date)),
-                EventKind::BookingRescheduled { clinic, date, .. } => Some((clinic.clone(), *date)),
-                EventKind::DaysClosed { .. } => {
-                    closings += 1;
-                    None
-                }
-                _ => None,
-            };
-            days.extend(day.map(|(clinic, date)| (event.tenant.clone(), clinic, date)));
-            ControlFlow::Continue(())
-        })
-        .unwrap();
-    assert!(closings > 0 && days.len() > 3, "{closings} closings, {} days", days.len());
+    let days = clinic_days(&dirs);
+    assert!(event_kinds(&dirs).contains("days_closed") && days.len() > 3, "{} days", days.len());
     let index = |indexes: &Indexes, upto| {
         let mut reader = EventReader::new(&dirs.ledger, indexes.indexed() + 1);
         indexes.index_through(&mut reader, upto).unwrap();
-    };
-    let answers = |indexes: &Indexes| {
-        let mut answers = Vec::new();
-        for (tenant, clinic, date) in &days {
-            for as_of in [last / 3, last / 2, last] {
-                answers.push(format!("{:?}", indexes.clinic_day(tenant, clinic, *date, None, as_of).unwrap()));
-            }
-            answers.push(format!("{:?}", indexes.clinic_history(tenant, clinic, *date, None, last).unwrap()));
-        }
-        answers.extend(["kloqo", "other"].map(|tenant| format!("{:?}", indexes.audit(tenant))));
-        answers
     };
     // The same reads of an index that keeps every day's records in memory
     // (`ledger slots`'s, offline), and of an audit of the whole log.
@@ -586,7 +573,7 @@ fn the_read_sides_checkpoint_plus_the_tail_answers_as_the_whole_log() {
     expected.extend(["kloqo", "other"].map(|tenant| format!("{:?}", auditor.report_for(tenant))));
     let whole = Indexes::new(&dirs.ledger, rules);
     index(&whole, last);
-    assert_eq!(answers(&whole), expected, "the whole log indexed, closed days' records in the store");
+    assert_eq!(read_side_answers(&whole, &days, last), expected, "the whole log indexed, closed days' records in the store");
     for at in (0..=last).step_by(3).chain([last]) {
         let store = Arc::new(ReadStore::in_memory());
         let first = Indexes::with_store(&dirs.ledger, rules, store.clone());
@@ -595,8 +582,81 @@ fn the_read_sides_checkpoint_plus_the_tail_answers_as_the_whole_log() {
         let second = Indexes::with_store(&dirs.ledger, rules, store.clone());
         assert_eq!(second.restore(), at, "started from the checkpoint");
         index(&second, last);
-        assert_eq!(answers(&second), expected, "checkpoint at {at} plus the tail");
+        assert_eq!(read_side_answers(&second, &days, last), expected, "checkpoint at {at} plus the tail");
         let stored = days.iter().filter(|(tenant, clinic, date)| store.day(tenant, clinic, *date).unwrap().is_some()).count();
         assert!(stored > 0, "closed days' records are in the store");
     }
+}
+
+/// The read side fed by the writer (`log::events::DurableBatch`) against the
+/// read side reading the files: the same answers, whether every batch comes
+/// through the feed or the feed drops some (then read from the files).
+#[test]
+fn the_read_side_fed_by_the_writer_answers_as_the_one_reading_the_files() {
+    use crate::forensics::follower::Indexes;
+    let rules = Rules::default();
+    for (capacity, drain_every) in [(crate::log::events::FEED_BATCHES, 1), (1, 3)] {
+        let root = tempfile::tempdir().unwrap();
+        let dirs = dirs(root.path());
+        let (feed, fed) = std::sync::mpsc::sync_channel(capacity);
+        let indexes = Indexes::new(&dirs.ledger, rules);
+        let mut reader = EventReader::new(&dirs.ledger, 1);
+        let ledger = dirs.ledger.clone();
+        write_ledger_feeding(root.path(), 3, 80, Some(feed), |number| {
+            if number % drain_every == 0 {
+                let last = crate::log::last_position(&ledger).unwrap().unwrap_or(0);
+                indexes.index_fed(&fed, &mut reader, last).unwrap();
+            }
+        });
+        let last = crate::log::last_position(&dirs.ledger).unwrap().unwrap();
+        indexes.index_fed(&fed, &mut reader, last).unwrap();
+        assert_eq!(indexes.indexed(), last);
+        let (fed_events, read_events) = indexes.events_fed_and_read();
+        assert_eq!(fed_events + read_events, last, "each event indexed once");
+        if drain_every == 1 {
+            assert_eq!(read_events, 0, "every event came through the feed");
+        } else {
+            assert!(fed_events > 0 && read_events > 0, "fed {fed_events}, read {read_events}: both ways");
+        }
+        let files = Indexes::new(&dirs.ledger, rules);
+        files.index_through(&mut EventReader::new(&dirs.ledger, 1), last).unwrap();
+        let days = clinic_days(&dirs);
+        assert_eq!(read_side_answers(&indexes, &days, last), read_side_answers(&files, &days, last), "capacity {capacity}");
+    }
+}
+
+/// Every clinic day the ledger in `dirs` names: (tenant, clinic, date).
+fn clinic_days(dirs: &Dirs) -> BTreeSet<(Text, Text, chrono::NaiveDate)> {
+    use crate::core::EventKind;
+    let mut days = BTreeSet::new();
+    EventReader::new(&dirs.ledger, 1)
+        .read_available(usize::MAX, &mut |event, _| {
+            let day = match &event.kind {
+                EventKind::BookingCreated(created) => Some((created.details.clinic.clone(), created.details.date)),
+                EventKind::HoldPlaced { details, .. } => Some((details.clinic.clone(), details.date)),
+                EventKind::BookingRescheduled { clinic, date, .. } => Some((clinic.clone(), *date)),
+                _ => None,
+            };
+            days.extend(day.map(|(clinic, date)| (event.tenant.clone(), clinic, date)));
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+    days
+}
+
+/// What the read side answers about `days` and the audit, as text to compare.
+fn read_side_answers(
+    indexes: &crate::forensics::follower::Indexes,
+    days: &BTreeSet<(Text, Text, chrono::NaiveDate)>,
+    last: Position,
+) -> Vec<String> {
+    let mut answers = Vec::new();
+    for (tenant, clinic, date) in days {
+        for as_of in [last / 3, last / 2, last] {
+            answers.push(format!("{:?}", indexes.clinic_day(tenant, clinic, *date, None, as_of).unwrap()));
+        }
+        answers.push(format!("{:?}", indexes.clinic_history(tenant, clinic, *date, None, last).unwrap()));
+    }
+    answers.extend(["kloqo", "other"].map(|tenant| format!("{:?}", indexes.audit(tenant))));
+    answers
 }

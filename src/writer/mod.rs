@@ -350,6 +350,10 @@ struct Batch {
     /// What the batch's `days_closed` events take out of memory, for the
     /// closed-day store once they are durable.
     closed: Vec<(core::Text, core::days::ClosedDays)>,
+    /// Where each event's record is, for the read side's feed...
+    locations: Vec<crate::log::Location>,
+    /// ...unless the log could not say for one of them.
+    unlocated: bool,
 }
 
 pub struct Writer {
@@ -386,6 +390,8 @@ pub struct Writer {
     /// Where closed days' records go, and are read back from for commands
     /// that name them; made in memory when first needed if none is given.
     closed: Option<Arc<ClosedStore>>,
+    /// The read side's feed of durable batches, if it has one.
+    feed: Option<crate::log::events::Feed>,
 }
 
 /// Records read back from the closed-day store kept in the working state's
@@ -420,6 +426,7 @@ impl Writer {
             failures_in_a_row: 0,
             closings_checked: None,
             closed: None,
+            feed: None,
             refused: Vec::new(),
             refused_on_sight: RefusedOnSight::default(),
             journal: None,
@@ -643,9 +650,18 @@ impl Writer {
         drop(published);
         self.responses_published = self.responses.position_next() - 1;
         self.metrics.idempotency_keys.set(self.working.idempotency.len() as i64);
+        self.metrics.events_appended.inc_by(batch.events.len() as u64);
+        // The read side gets the events before the position that covers them.
+        if let Some(feed) = &self.feed
+            && !batch.events.is_empty()
+            && !batch.unlocated
+        {
+            let durable = crate::log::events::DurableBatch { events: batch.events, locations: batch.locations };
+            // Full, or gone: the read side reads these events from the files.
+            let _ = feed.try_send(Arc::new(durable));
+        }
         self.durable.send_replace(position);
         self.metrics.batch_len.observe(commands.len() as f64);
-        self.metrics.events_appended.inc_by(batch.events.len() as u64);
         Ok(answers)
     }
 
@@ -820,6 +836,10 @@ impl Writer {
             crate::log::encode::encode_event(event, &mut self.encoded, &mut self.scratch);
             let position = self.log.append(&self.encoded)?;
             assert_eq!(position, event.position, "the log and the core agree on positions");
+            match self.log.last_location() {
+                Some(location) => batch.locations.push(location),
+                None => batch.unlocated = true,
+            }
         }
         batch.events.append(&mut events);
         Ok(())
@@ -844,6 +864,12 @@ impl Writer {
     /// Keeps closed days' records in `store` (an in-memory one by default).
     pub fn with_closed_store(mut self, store: Arc<ClosedStore>) -> Writer {
         self.closed = Some(store);
+        self
+    }
+
+    /// Hands each durable batch's events to the read side through `feed`.
+    pub fn with_feed(mut self, feed: crate::log::events::Feed) -> Writer {
+        self.feed = Some(feed);
         self
     }
 

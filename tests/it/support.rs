@@ -478,7 +478,7 @@ pub async fn assemble_on(
     let indexes = Indexes::new(read_ledger, rules);
     state.indexes = Some(indexes.clone());
     let state = Arc::new(state.with_read_limits(read));
-    tokio::spawn(follow(indexes, handle.durable()));
+    tokio::spawn(follow(indexes, handle.durable(), None));
     state.set_writer(handle);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let client = Client::new(listener.local_addr().unwrap());
