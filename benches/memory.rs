@@ -196,16 +196,33 @@ impl booking_ledger::writer::Clock for FollowClock {
     }
 }
 
-/// The n-th of `bookings` booked over `HISTORY_DAYS` days from 2024-01-01:
-/// on its day, doctor after doctor (each at most once a day at 1M).
+/// The first day of the history: `HISTORY_DAYS` days ending today, so that
+/// a `ledger serve` started on it now finds the same days closed.
+fn history_start() -> NaiveDate {
+    Utc::now().date_naive() - Days::new(HISTORY_DAYS - 1)
+}
+
+/// Bookings on an open day (2030-01-01, every doctor) made after the
+/// history: what a server keeps in memory beside it.
+fn open_bookings(bookings: u64) -> u64 {
+    200_000.min(bookings / 5)
+}
+
+/// The n-th history booking's id (known, so that reads can name it).
+fn history_id(n: u64) -> Uuid {
+    Uuid::from_u128(0x0194_0000_0000_7000_8000_0000_0000_0000 | u128::from(n))
+}
+
+/// The n-th of `bookings` booked over `HISTORY_DAYS` days from
+/// [`history_start`]: on its day, doctor after doctor (each at most once a day at 1M).
 fn history_booking(n: u64, bookings: u64) -> (NaiveDate, Command) {
     let per_day = bookings.div_ceil(HISTORY_DAYS);
     let (day, m) = (n / per_day, n % per_day);
     let doctors = TENANTS * CLINICS * DOCTORS;
     let (tenant, clinic, doctor) = doctor(m % doctors);
-    let date = NaiveDate::from_ymd_opt(2024, 1, 1).unwrap() + Days::new(day);
+    let date = history_start() + Days::new(day);
     let details = BookingDetails {
-        booking_id: Uuid::now_v7(),
+        booking_id: history_id(n),
         clinic: clinic.into(),
         doctor: doctor.into(),
         date,
@@ -222,8 +239,8 @@ fn history_booking(n: u64, bookings: u64) -> (NaiveDate, Command) {
 /// memory for the closed-day store.
 fn write_history(dir: &Path, bookings: u64) -> anyhow::Result<Written> {
     let clock = Arc::new(FollowClock(std::sync::atomic::AtomicI64::new(0)));
-    let morning = |date: NaiveDate| date.and_hms_opt(9, 0, 0).unwrap().and_utc().timestamp_micros();
-    clock.0.store(morning(NaiveDate::from_ymd_opt(2024, 1, 1).unwrap()), std::sync::atomic::Ordering::Relaxed);
+    let morning = |date: NaiveDate| date.and_hms_opt(0, 1, 0).unwrap().and_utc().timestamp_micros();
+    clock.0.store(morning(history_start()), std::sync::atomic::Ordering::Relaxed);
     let store = Arc::new(booking_ledger::closed::ClosedStore::open(&dir.join(booking_ledger::closed::FILE))?);
     let mut writer = new_writer_on(dir, State::new(Rules::default()), clock.clone())?.with_closed_store(store);
     for chunk in schedules().chunks(BATCH as usize) {
@@ -244,6 +261,12 @@ fn write_history(dir: &Path, bookings: u64) -> anyhow::Result<Written> {
         ensure!(answers.iter().all(|a| matches!(a, Ok(Answer::Fresh(Ok(_))))), "a history booking was refused: {:?}", answers.first());
         next += batch.len() as u64;
     }
+    let open = open_bookings(bookings);
+    for first in (0..open).step_by(BATCH as usize) {
+        let batch: Vec<Command> = (first..open.min(first + BATCH)).map(booking).collect();
+        let answers = writer.commit(&batch)?;
+        ensure!(answers.iter().all(|a| matches!(a, Ok(Answer::Fresh(Ok(_))))), "an open-day booking was refused: {:?}", answers.first());
+    }
     written(writer, dir, rss_before, started)
 }
 
@@ -252,6 +275,8 @@ fn measure_history(bookings: u64) -> anyhow::Result<()> {
     let dir = TempDir::new()?;
     println!();
     println!("{bookings} bookings over {HISTORY_DAYS} days of dates (the clock following them: all but the last days closed):");
+    let open = open_bookings(bookings);
+    println!("then {open} bookings on an open day (2030-01-01); the writer's figures are per history booking");
     let written: Written = child("write-history", dir.path(), bookings)?;
     let store = std::fs::metadata(dir.path().join(booking_ledger::closed::FILE))?.len();
     let note = format!("(the closed-day store on disk: {:.0} B/booking)", store as f64 / bookings as f64);
@@ -264,7 +289,160 @@ fn measure_history(bookings: u64) -> anyhow::Result<()> {
         row("with a snapshot: its writer (2 copies)", snapshot.rss_before, snapshot.rss_writer, bookings, "");
         println!("    start-up from the snapshot: {:.3} s (events after it: {})", snapshot.recover_secs, snapshot.events);
     }
+    measure_server(dir.path(), bookings)
+}
+
+/// `ledger serve` (the release binary cargo built beside this bench) on the
+/// history: the whole server's resident set once its read side caught up,
+/// beside an empty server's; the time to `/readyz` and to the read side
+/// caught up (`GET /audit` answers 200), on a first start (no read-side
+/// checkpoint: it indexes the whole log) and a restart (from the checkpoint
+/// the first one wrote when it stopped); then reads of closed days.
+fn measure_server(dir: &Path, bookings: u64) -> anyhow::Result<()> {
+    let empty = TempDir::new()?;
+    let server = Server::start(empty.path())?;
+    std::thread::sleep(Duration::from_secs(1));
+    let base = server.rss()?;
+    server.stop()?;
+    let open = open_bookings(bookings);
+    println!("  the whole server (`ledger serve`, {:.1} MiB empty), RSS above the empty one's once its read side caught up:", mib(base));
+    for (label, last) in [("first start (indexes the whole log)", false), ("restart (read side from its checkpoint)", true)] {
+        let started = Instant::now();
+        let server = Server::start(dir)?;
+        let ready = started.elapsed();
+        server.wait_caught_up()?;
+        let caught_up = started.elapsed();
+        std::thread::sleep(Duration::from_secs(2));
+        let rss = server.rss()?;
+        let per_open = rss.saturating_sub(base) as f64 / open as f64;
+        let verdict = if per_open <= BYTES_PER_BOOKING_TARGET { "met" } else { "missed" };
+        println!(
+            "    {label:<40} {:>8.1} MiB: {per_open:>6.0} B per open booking, {:>5.1} B per booking   target <= {BYTES_PER_BOOKING_TARGET:.0} per open: {verdict}",
+            mib(rss.saturating_sub(base)),
+            rss.saturating_sub(base) as f64 / (bookings + open) as f64,
+        );
+        println!(
+            "      /readyz after {:.3} s (target < 1 s); read side caught up after {:.2} s",
+            ready.as_secs_f64(),
+            caught_up.as_secs_f64()
+        );
+        if last {
+            server.closed_reads(bookings)?;
+        }
+        server.stop()?;
+    }
     Ok(())
+}
+
+/// A `ledger serve` child on a data directory.
+struct Server {
+    child: std::process::Child,
+    port: u16,
+    token: String,
+}
+
+impl Server {
+    /// Starts it and waits for `/readyz` to answer 200.
+    fn start(data: &Path) -> anyhow::Result<Server> {
+        use std::io::BufRead;
+        let mut child = Process::new(env!("CARGO_BIN_EXE_ledger"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+            .arg(data)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting ledger serve")?;
+        let mut lines = std::io::BufReader::new(child.stderr.take().expect("piped")).lines();
+        let port = loop {
+            let line = lines.next().context("ledger serve exited before listening")??;
+            if let Some((_, addr)) = line.split_once("listening on ") {
+                let addr = addr.split_whitespace().next().unwrap_or_default();
+                break addr.rsplit_once(':').and_then(|(_, port)| port.parse().ok()).context("the port")?;
+            }
+        };
+        std::thread::spawn(move || lines.for_each(drop));
+        let token = std::fs::read_to_string(data.join("admin.token")).context("admin.token")?.trim().to_owned();
+        let server = Server { child, port, token };
+        while server.get("/readyz")?.0 != 200 {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok(server)
+    }
+
+    /// GET `path`: the status and the body (a fresh connection each time).
+    fn get(&self, path: &str) -> anyhow::Result<(u16, String)> {
+        use std::io::{Read, Write};
+        let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else { return Ok((0, String::new())) };
+        write!(stream, "GET {path} HTTP/1.1\r\nHost: ledger\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n", self.token)?;
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer)?;
+        let status = answer.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let body = answer.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default();
+        Ok((status, body))
+    }
+
+    fn wait_caught_up(&self) -> anyhow::Result<()> {
+        loop {
+            match self.get(&format!("/v1/{}/audit", tenant_name(0)))? {
+                (200, body) => {
+                    ensure!(body.contains("\"violations\":[]"), "the audit found violations: {body}");
+                    return Ok(());
+                }
+                (503, _) => {}
+                (status, body) => bail!("GET /audit answered {status}: {body}"),
+            }
+        }
+    }
+
+    fn rss(&self) -> anyhow::Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
+        let kib = status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok());
+        Ok(kib.context("VmRSS")? * 1024)
+    }
+
+    /// Reads of closed days, one at a time: a booking by id, a day's slots,
+    /// the same as of an earlier position; median and p99 of each.
+    fn closed_reads(&self, bookings: u64) -> anyhow::Result<()> {
+        const SAMPLES: u64 = 300;
+        let per_day = bookings.div_ceil(HISTORY_DAYS);
+        // Bookings of days closed: all but the last few days'.
+        let closed = bookings.saturating_sub(4 * per_day);
+        let mut reads: [(&str, Vec<Duration>); 3] =
+            [("a booking by id", vec![]), ("a day's slots", vec![]), ("a day's slots as_of", vec![])];
+        for k in 0..SAMPLES {
+            let n = (k * 7_919_993) % closed;
+            let (day, m) = (n / per_day, n % per_day);
+            let (tenant, clinic, _) = doctor(m % (TENANTS * CLINICS * DOCTORS));
+            let date = history_start() + Days::new(day);
+            let paths = [
+                format!("/v1/{tenant}/bookings/{}", history_id(n)),
+                format!("/v1/{tenant}/clinics/{clinic}/slots?date={date}"),
+                format!("/v1/{tenant}/clinics/{clinic}/slots?date={date}&as_of={}", 1 + n),
+            ];
+            for ((_, times), path) in reads.iter_mut().zip(paths) {
+                let started = Instant::now();
+                let (status, body) = self.get(&path)?;
+                times.push(started.elapsed());
+                ensure!(status == 200, "GET {path}: {status} {body}");
+            }
+        }
+        for (what, mut times) in reads {
+            times.sort();
+            let at = |q: f64| times[((times.len() - 1) as f64 * q) as usize].as_secs_f64() * 1e3;
+            println!("      closed days, {what:<22} p50 {:>6.2} ms   p99 {:>6.2} ms   (target: p99 < 5 ms)", at(0.5), at(0.99));
+        }
+        Ok(())
+    }
+
+    /// SIGTERM, and waits for the clean stop (the read side checkpoints).
+    fn stop(mut self) -> anyhow::Result<()> {
+        Process::new("kill").args(["-TERM", &self.child.id().to_string()]).status()?;
+        let status = self.child.wait()?;
+        ensure!(status.success(), "ledger serve stopped with {status}");
+        Ok(())
+    }
 }
 
 /// The `recover` child: the ledger in `dir` recovered, then a writer built on it.
