@@ -222,7 +222,14 @@ struct TenantFacts {
     zones: BTreeMap<Text, Tz>,
     /// Each clinic's last closed day and the `days_closed` that closed it.
     closed: BTreeMap<Text, (NaiveDate, Position)>,
+    /// Closings since the facts of closed days were last dropped.
+    #[serde(skip)]
+    closings_unswept: u32,
 }
+
+/// Closings between two passes that drop closed days' facts (the live audit's)
+/// or bookings (the clinic index's).
+pub const SWEEP_CLOSINGS: u32 = 1024;
 
 impl TenantFacts {
     /// The same facts, their clinics', doctors' and numbers' names shared
@@ -367,8 +374,8 @@ impl Auditor {
         let facts = self.tenants.entry(event.tenant.clone()).or_default();
         let mut found = Found { tenant: &event.tenant, violations: &mut self.violations };
         facts.check(event, &self.rules, &mut found);
-        if let (true, EventKind::DaysClosed { clinic, through }) = (self.forget_closed_days, &event.kind) {
-            facts.forget_days(clinic, *through);
+        if let (true, EventKind::DaysClosed { .. }) = (self.forget_closed_days, &event.kind) {
+            facts.forget_days();
         }
     }
 
@@ -531,10 +538,26 @@ impl TenantFacts {
         }
     }
 
-    /// Forgets the facts of `clinic`'s days through `through`, but the external
-    /// refs bound on them (bound forever) and the closing itself.
-    fn forget_days(&mut self, clinic: &Text, through: NaiveDate) {
-        let closed = |c: &Text, date: NaiveDate| c == clinic && date <= through;
+    /// After a closing: forgets the facts of closed days, but the external
+    /// refs bound on them (bound forever) and the closings themselves.
+    ///
+    /// Lazily: every `SWEEP_CLOSINGS` closings, one pass over the facts drops
+    /// those of every day closed by then (`closed`). A pass per closing cost
+    /// the tenant's open bookings each time: a clinic closes a day a day, so
+    /// indexing years of history was quadratic. Until the pass, a closed
+    /// day's facts stay; no event of a clean ledger touches them.
+    fn forget_days(&mut self) {
+        self.closings_unswept += 1;
+        if self.closings_unswept >= SWEEP_CLOSINGS {
+            self.sweep();
+        }
+    }
+
+    /// Drops the facts of every day closed so far.
+    fn sweep(&mut self) {
+        self.closings_unswept = 0;
+        let closed_days = &self.closed;
+        let closed = |c: &Text, date: NaiveDate| closed_days.get(c).is_some_and(|(through, _)| date <= *through);
         self.bookings.retain(|_, b| !closed(&b.slot.0, b.slot.2));
         self.slot_holders.retain(|(c, _, date, _), _| !closed(c, *date));
         self.tokens.retain(|(c, _, date, _, _), _| !closed(c, *date));
@@ -1716,6 +1739,8 @@ mod tests {
         for event in &events[..4] {
             live.check(event);
         }
+        assert!(!live.tenants["kloqo"].bookings.is_empty(), "forgotten at the next sweep, not at each closing");
+        live.tenants.get_mut("kloqo").unwrap().sweep();
         let facts = &live.tenants["kloqo"];
         assert!(facts.bookings.is_empty() && facts.slot_holders.is_empty() && facts.tokens.is_empty(), "{facts:?}");
         assert!(facts.holds.is_empty() && facts.held_slots.is_empty(), "{facts:?}");

@@ -47,6 +47,9 @@ pub struct ClinicIndex {
     /// The days closed whose lists are still here, until [`ClinicIndex::forget_closing`].
     #[serde(skip)]
     closing: Vec<DayKey>,
+    /// Days closed since bookings and holds of closed days were last dropped.
+    #[serde(skip)]
+    closed_unswept: u32,
     /// Per booking: its day's number, to index its cancellation.
     bookings: BTreeMap<Uuid, u32>,
     /// Per hold: its day's number, to index its release or expiry.
@@ -188,10 +191,8 @@ impl ClinicIndex {
                 let numbers: std::collections::BTreeSet<u32> = closed.iter().map(|(_, number)| **number).collect();
                 let keys: Vec<DayKey> = closed.into_iter().map(|(key, _)| key.clone()).filter(|key| !self.closing.contains(key)).collect();
                 self.closing.extend(keys);
-                if !numbers.is_empty() {
-                    self.bookings.retain(|_, number| !numbers.contains(number));
-                    self.holds.retain(|_, number| !numbers.contains(number));
-                }
+                // Their bookings and holds leave at the next sweep.
+                self.closed_unswept += numbers.len() as u32;
             }
             EventKind::ClinicZoneSet { clinic, zone, .. } => {
                 self.zones.entry((event.tenant.clone(), clinic.clone())).or_default().push((event.position, location, *zone));
@@ -206,12 +207,24 @@ impl ClinicIndex {
         if number == next {
             self.next_day += 1;
         }
-        self.push(number, event.position, location);
+        self.days.entry(number).or_default().push((event.position, location));
         number
     }
 
+    /// Lists an event of a day already listed (not of a closed day: a booking
+    /// or hold the next sweep drops can still point at one).
     fn push(&mut self, number: u32, position: Position, location: Location) {
-        self.days.entry(number).or_default().push((position, location));
+        if let Some(records) = self.days.get_mut(&number) {
+            records.push((position, location));
+        }
+    }
+
+    /// Drops the bookings and holds of closed days (whose lists are gone).
+    pub fn sweep(&mut self) {
+        self.closed_unswept = 0;
+        let days = &self.days;
+        self.bookings.retain(|_, number| days.contains_key(number));
+        self.holds.retain(|_, number| days.contains_key(number));
     }
 
     /// The same index, its names shared through `names` (a deserialized map
@@ -251,6 +264,11 @@ impl ClinicIndex {
             if let Some(number) = self.day_numbers.remove(&key) {
                 self.days.remove(&number);
             }
+        }
+        // One pass every `SWEEP_CLOSINGS` closed days, not one per closing:
+        // that cost every open booking at each, quadratic over years of history.
+        if self.closed_unswept >= super::audit::SWEEP_CLOSINGS {
+            self.sweep();
         }
     }
 
@@ -658,8 +676,8 @@ mod tests {
         }
     }
 
-    /// A closed day's bookings leave the index's maps; its list of records
-    /// stays, so a read of the day as of any position answers as before.
+    /// A closed day's list of records goes to the store, then its bookings
+    /// leave the index's maps at a sweep.
     #[test]
     fn a_closed_days_bookings_leave_the_index_and_its_records_stay() {
         let date = |day| NaiveDate::from_ymd_opt(2026, 3, day).unwrap();
@@ -690,8 +708,14 @@ mod tests {
         for (i, kind) in events.into_iter().enumerate() {
             index.index(&event(i as u64 + 1, kind), at(i as u64 + 1));
         }
-        assert_eq!(index.bookings.keys().copied().collect::<Vec<_>>(), [Uuid::from_u128(2)], "only the open day's booking");
         let plan = index.plan("t", "c", date(2), None, 4);
-        assert_eq!(plan.locations, [(2, at(2))], "the closed day's records stay listed");
+        assert_eq!(plan.locations, [(2, at(2))], "the closed day's records stay listed until the store takes them");
+        assert_eq!(index.closing(), [(("t", "c", date(2)), &vec![(2, at(2))])], "for the store");
+        index.forget_closing();
+        let plan = index.plan("t", "c", date(2), None, 4);
+        assert_eq!((plan.locations.len(), plan.stored()), (0, Some(&("t".into(), "c".into(), date(2)))), "read from the store");
+        assert_eq!(index.bookings.len(), 2, "the closed day's booking leaves at the next sweep");
+        index.sweep();
+        assert_eq!(index.bookings.keys().copied().collect::<Vec<_>>(), [Uuid::from_u128(2)], "only the open day's booking");
     }
 }
