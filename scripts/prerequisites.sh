@@ -45,6 +45,9 @@ if [ "$what" = test ]; then
     command -v cc >/dev/null || need "a C compiler and linker (cc): rustc links with it, blake3 and ring compile C with it" build-essential
     # The crash tests stop servers with kill(1): the program, not the shell's builtin.
     type -P kill >/dev/null || need "kill (the program): the crash tests signal servers with it" procps
+    # One crash test runs the server across midnight under libfaketime, to close a day under load.
+    compgen -G "/usr/lib/*/faketime/libfaketime.so.1" >/dev/null \
+        || need "libfaketime: a crash test runs the server across midnight with it" faketime
 fi
 
 if [ ${#missing[@]} -gt 0 ]; then

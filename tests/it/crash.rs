@@ -21,13 +21,26 @@ const DATES: [&str; 2] = ["2026-05-01", "2026-05-02"];
 
 /// Books random slots until the server stops answering; returns every 201.
 async fn load(client: Client, token: String, seed: u64, answered: Arc<AtomicUsize>) -> Vec<Value> {
+    let dates = DATES.map(String::from).into();
+    load_days(client, token, seed, answered, dates, Arc::default()).await
+}
+
+/// [`load`] on `dates`, counting the 409 `day_closed` answers in `closed`.
+async fn load_days(
+    client: Client,
+    token: String,
+    seed: u64,
+    answered: Arc<AtomicUsize>,
+    dates: Arc<[String]>,
+    closed: Arc<AtomicUsize>,
+) -> Vec<Value> {
     let mut acknowledged = Vec::new();
     let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
     loop {
         state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         let pick = (state >> 33) as u32;
         let doctor = format!("d{}", pick % DOCTORS);
-        let date = DATES[(pick / DOCTORS) as usize % DATES.len()];
+        let date = &dates[(pick / DOCTORS) as usize % dates.len()];
         let slot = (pick / 8) % SLOTS;
         let body = booking("c1", &doctor, date, slot, "p");
         let request = reqwest::Client::new()
@@ -42,7 +55,12 @@ async fn load(client: Client, token: String, seed: u64, answered: Arc<AtomicUsiz
         answered.fetch_add(1, Ordering::Relaxed);
         match status {
             201 => acknowledged.push(serde_json::from_slice(&bytes).unwrap()),
-            409 => {}
+            409 => {
+                let problem: Value = serde_json::from_slice(&bytes).unwrap();
+                if problem["code"] == "day_closed" {
+                    closed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
             other => panic!("unexpected {other}: {}", String::from_utf8_lossy(&bytes)),
         }
     }
@@ -72,6 +90,109 @@ async fn sigkill_while_snapshots_are_written_loses_no_acknowledged_booking() {
     std::fs::write(&config, format!("[limits]\nsnapshot_every_events = 20\n{}", crate::support::RETENTION_OPEN_FOREVER)).unwrap();
     let data = dir.path().join("data");
     kill_under_load(&data, &["--config".as_ref(), config.as_os_str()], true).await;
+}
+
+/// libfaketime, which runs a server at another time (Debian's `faketime`).
+fn libfaketime() -> std::path::PathBuf {
+    let libs = std::fs::read_dir("/usr/lib").into_iter().flatten().flatten();
+    let found = libs.map(|entry| entry.path().join("faketime/libfaketime.so.1")).find(|path| path.exists());
+    found.expect("libfaketime (Debian's faketime): `make test` needs it to run a server across midnight, see README")
+}
+
+/// A day closes (`open_days_past = 0`: at the next midnight) while sixteen
+/// clients book it and the next one, and the server is SIGKILLed before the
+/// close, right after the first `day_closed` answer, and after it, with
+/// snapshots written every 50 events. Every acknowledged booking is kept,
+/// unchanged (the closed day's read back from the closed-day store), no
+/// slot or token twice, the closed day's slots show them, it stays closed,
+/// and `ledger verify` and `ledger audit` pass. The server runs under
+/// libfaketime, 6 s before the next UTC midnight at the start, its clock
+/// running on across restarts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkill_while_a_day_closes_under_load_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("ledger.toml");
+    std::fs::write(&config, "[limits]\nsnapshot_every_events = 50\n[retention]\nopen_days_past = 0\n").unwrap();
+    let data = dir.path().join("data");
+    let args: [&OsStr; 2] = ["--config".as_ref(), config.as_os_str()];
+    let now = chrono::Utc::now();
+    let today = now.date_naive();
+    let midnight = (today + chrono::Days::new(1)).and_hms_opt(0, 0, 0).unwrap().and_utc();
+    let offset = (midnight - now).num_seconds() - 6;
+    let env = [
+        ("LD_PRELOAD", libfaketime().display().to_string()),
+        ("FAKETIME", format!("{offset:+}")),
+        ("FAKETIME_DONT_FAKE_MONOTONIC", "1".to_owned()),
+    ];
+    let dates: Arc<[String]> = [today, today + chrono::Days::new(1)].map(|d| d.to_string()).into();
+    let mut acknowledged: Vec<Value> = Vec::new();
+    for round in 0..3 {
+        let server = Process::spawn_env(&data, &args, &env).await;
+        if round == 0 {
+            for d in 0..DOCTORS {
+                let path = format!("/v1/kloqo/clinics/c1/doctors/d{d}/schedule");
+                server.client.put(&path, &server.token, &format!(r#"{{"slots_per_day":{SLOTS}}}"#)).await.expect(200);
+            }
+        }
+        let (answered, closed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let clients: Vec<_> = (0..16)
+            .map(|i| {
+                let (c, token) = (server.client.clone(), server.token.clone());
+                tokio::spawn(load_days(c, token, round * 100 + i, answered.clone(), dates.clone(), closed.clone()))
+            })
+            .collect();
+        match round {
+            0 => answered_at_least(&answered, 40).await,
+            1 => {
+                eventually("the day closes under load", WAIT_MAX, async || {
+                    let refused = closed.load(Ordering::Relaxed);
+                    if refused > 0 { Ok(()) } else { Err(answered.load(Ordering::Relaxed)) }
+                })
+                .await;
+            }
+            _ => answered_at_least(&answered, 200).await,
+        }
+        server.kill();
+        for booked in join_all(clients).await {
+            acknowledged.extend(booked.unwrap());
+        }
+        if round == 2 {
+            assert!(closed.load(Ordering::Relaxed) > 0, "the day stayed closed after the restart");
+        }
+
+        let server = Process::spawn_env(&data, &args, &env).await;
+        let c = &server.client;
+        let mut holders = BTreeMap::new();
+        let mut tokens = BTreeSet::new();
+        for booking in &acknowledged {
+            let id = booking["booking_id"].as_str().unwrap();
+            let found = c.get(&format!("/v1/kloqo/bookings/{id}"), &server.token).await.expect(200);
+            assert_eq!(&found, booking, "round {round}: an acknowledged booking changed or vanished");
+            let slot = (booking["doctor"].to_string(), booking["date"].as_str().unwrap().to_owned(), booking["slot"].as_u64().unwrap());
+            assert!(holders.insert(slot.clone(), id.to_owned()).is_none(), "round {round}: two acknowledged bookings of {slot:?}");
+            let token = (booking["doctor"].to_string(), booking["date"].to_string(), booking["token"].to_string());
+            assert!(tokens.insert(token.clone()), "round {round}: token {token:?} issued twice");
+        }
+        for date in dates.iter() {
+            let view = c.get(&format!("/v1/kloqo/clinics/c1/slots?date={date}"), &server.token).await.expect(200);
+            for doctor in view["doctors"].as_array().unwrap() {
+                for slot in doctor["slots"].as_array().unwrap() {
+                    let key = (doctor["doctor"].to_string(), date.clone(), slot["slot"].as_u64().unwrap());
+                    if let Some(id) = holders.get(&key) {
+                        assert_eq!(slot["booking_id"].as_str(), Some(id.as_str()), "round {round}: {key:?}");
+                    }
+                }
+            }
+        }
+        server.kill();
+    }
+    let closed_day = acknowledged.iter().filter(|b| b["date"] == dates[0].as_str()).count();
+    assert!(closed_day > 0 && closed_day < acknowledged.len(), "bookings on both days: {closed_day} of {}", acknowledged.len());
+    for check in ["verify", "audit"] {
+        let output = Command::new(env!("CARGO_BIN_EXE_ledger")).arg(check).arg("--data").arg(&data).output().unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert_eq!(output.status.code(), Some(0), "ledger {check}: {stdout}{}", String::from_utf8_lossy(&output.stderr));
+    }
 }
 
 /// Four rounds of: sixteen clients booking, SIGKILL mid-flight, restart, and

@@ -320,6 +320,11 @@ impl Process {
 
     /// With more arguments to `ledger serve`, such as `--config FILE`.
     pub async fn spawn_with(dir: &Path, args: &[&std::ffi::OsStr]) -> Process {
+        Process::spawn_env(dir, args, &[]).await
+    }
+
+    /// With more arguments and environment variables (libfaketime's, say).
+    pub async fn spawn_env(dir: &Path, args: &[&std::ffi::OsStr], env: &[(&str, String)]) -> Process {
         let own_config = args.iter().any(|a| *a == "--config");
         let mut child = Command::new(env!("CARGO_BIN_EXE_ledger"))
             .args(["serve", "--listen", "127.0.0.1:0", "--data"])
@@ -327,6 +332,7 @@ impl Process {
             .args(args)
             .args(if own_config { vec![] } else { vec!["--config".into(), open_forever_config().into_os_string()] })
             .env("RUST_LOG", "info")
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stderr(Stdio::piped())
             .spawn()
             .expect("starting ledger");
