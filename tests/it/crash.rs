@@ -277,7 +277,8 @@ async fn sigterm_drains_and_exits_zero() {
     let c = server.client.clone();
     c.put("/v1/kloqo/clinics/c1/doctors/d1/schedule", &server.token, r#"{"slots_per_day":3}"#).await.expect(200);
     let booked = c.post("/v1/kloqo/bookings", &server.token, &booking("c1", "d1", "2026-05-01", 0, "p")).await.expect(201);
-    let mut child = server.child;
+    let mut server = server;
+    let child = &mut server.child;
     let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(status.success());
     let exit = child.wait().unwrap();
@@ -447,7 +448,8 @@ async fn sigterm_under_load_answers_what_it_took_and_exits_zero() {
     let clients: Vec<_> =
         (0..16).map(|i| tokio::spawn(load(server.client.clone(), server.token.clone(), 900 + i, answered.clone()))).collect();
     answered_at_least(&answered, 40).await;
-    let mut child = server.child;
+    let mut server = server;
+    let child = &mut server.child;
     assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
     let acknowledged: Vec<Value> = join_all(clients).await.into_iter().flat_map(Result::unwrap).collect();
     assert_eq!(child.wait().unwrap().code(), Some(0), "a drained shutdown exits 0");

@@ -371,6 +371,14 @@ impl Process {
     }
 }
 
+/// A test that fails midway leaves no server running (nor its stderr pipe open).
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// A server on a fresh directory whose clock the test sets.
 pub async fn clocked_server() -> (Server, Arc<TestClock>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
