@@ -159,13 +159,14 @@ impl ReadStore {
         audit: &Auditor,
         rules: Rules,
     ) -> Result<usize, StoreError> {
-        let header = Header { fingerprint: fingerprint().into(), call_cooldown_ms: rules.call_cooldown.num_milliseconds(), position, hash };
-        let encode = |e: postcard::Error| StoreError(format!("encoding the checkpoint: {e}"));
-        let bytes = postcard::to_extend(&header, Vec::new()).map_err(encode)?;
-        let bytes = postcard::to_extend(&(clinics, audit.saving()), bytes).map_err(encode)?;
+        self.put_encoded(&encode_checkpoint(position, hash, clinics, audit, rules)?)
+    }
+
+    /// Writes a checkpoint [`encode_checkpoint`] made, durably (with every commit before it).
+    pub fn put_encoded(&self, bytes: &[u8]) -> Result<usize, StoreError> {
         let mut txn = self.db.begin_write()?;
         txn.set_durability(Durability::Immediate)?;
-        txn.open_table(META)?.insert(CHECKPOINT, bytes.as_slice())?;
+        txn.open_table(META)?.insert(CHECKPOINT, bytes)?;
         txn.commit()?;
         Ok(bytes.len())
     }
@@ -201,6 +202,22 @@ impl ReadStore {
         };
         Ok(Ok(Checkpoint { position: header.position, clinics: clinics.interned(&mut names), audit }))
     }
+}
+
+/// A checkpoint of `clinics` and `audit` as of `position`, whose record's
+/// chain link is `hash`, encoded: done while they are held still, the write
+/// after they are let go.
+pub fn encode_checkpoint(
+    position: Position,
+    hash: Hash,
+    clinics: &ClinicIndex,
+    audit: &Auditor,
+    rules: Rules,
+) -> Result<Vec<u8>, StoreError> {
+    let header = Header { fingerprint: fingerprint().into(), call_cooldown_ms: rules.call_cooldown.num_milliseconds(), position, hash };
+    let encode = |e: postcard::Error| StoreError(format!("encoding the checkpoint: {e}"));
+    let bytes = postcard::to_extend(&header, Vec::new()).map_err(encode)?;
+    postcard::to_extend(&(clinics, audit.saving()), bytes).map_err(encode)
 }
 
 /// This build's fingerprint of the checkpoint's types.

@@ -223,7 +223,10 @@ impl Indexes {
             return Err("closed days' record lists are not in the store yet".into());
         }
         let audit = self.audit.lock();
-        self.store.put_checkpoint(position, hash, &clinics, &audit, self.rules).map_err(|e| e.to_string())
+        let bytes = super::disk::encode_checkpoint(position, hash, &clinics, &audit, self.rules).map_err(|e| e.to_string())?;
+        // Queries go on while the checkpoint is written and fsynced.
+        drop((audit, clinics));
+        self.store.put_encoded(&bytes).map_err(|e| e.to_string())
     }
 
     /// Waits until everything through `position` is indexed.
