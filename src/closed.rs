@@ -71,6 +71,15 @@ pub fn open_or_set_aside(path: &Path, cache_bytes: usize) -> Result<(Database, b
     }
 }
 
+/// A redb database in memory, with `cache_bytes` of page cache (tests, and
+/// stores of a server without a data directory).
+pub fn in_memory_database(cache_bytes: usize) -> Database {
+    Database::builder()
+        .set_cache_size(cache_bytes)
+        .create_with_backend(redb::backends::InMemoryBackend::new())
+        .expect("an in-memory database")
+}
+
 fn codec_error(error: codec::CodecError) -> StoreError {
     StoreError(format!("a record does not decode: {error}"))
 }
@@ -101,11 +110,7 @@ impl ClosedStore {
 
     /// A store in memory, for a writer without a data directory (tests).
     pub fn in_memory() -> ClosedStore {
-        let db = Database::builder()
-            .set_cache_size(CACHE_BYTES)
-            .create_with_backend(redb::backends::InMemoryBackend::new())
-            .expect("an in-memory database");
-        ClosedStore::init(db).expect("an in-memory store")
+        ClosedStore::init(in_memory_database(CACHE_BYTES)).expect("an in-memory store")
     }
 
     fn init(db: Database) -> Result<ClosedStore, StoreError> {

@@ -186,13 +186,15 @@ impl ClinicIndex {
             // found any more, and its list of records goes to the store.
             EventKind::DaysClosed { clinic, through } => {
                 let (tenant, clinic) = (event.tenant.clone(), clinic.clone());
-                let closed: Vec<(&DayKey, &u32)> =
-                    self.day_numbers.range((tenant.clone(), clinic.clone(), NaiveDate::MIN)..=(tenant, clinic, *through)).collect();
-                let numbers: std::collections::BTreeSet<u32> = closed.iter().map(|(_, number)| **number).collect();
-                let keys: Vec<DayKey> = closed.into_iter().map(|(key, _)| key.clone()).filter(|key| !self.closing.contains(key)).collect();
-                self.closing.extend(keys);
+                let closed: Vec<&DayKey> = self
+                    .day_numbers
+                    .range((tenant.clone(), clinic.clone(), NaiveDate::MIN)..=(tenant, clinic, *through))
+                    .map(|(key, _)| key)
+                    .collect();
                 // Their bookings and holds leave at the next sweep.
-                self.closed_unswept += numbers.len() as u32;
+                self.closed_unswept += closed.len() as u32;
+                let keys: Vec<DayKey> = closed.into_iter().filter(|&key| !self.closing.contains(key)).cloned().collect();
+                self.closing.extend(keys);
             }
             EventKind::ClinicZoneSet { clinic, zone, .. } => {
                 self.zones.entry((event.tenant.clone(), clinic.clone())).or_default().push((event.position, location, *zone));

@@ -88,11 +88,7 @@ impl ReadStore {
 
     /// A store in memory (tests, and a read side without a data directory).
     pub fn in_memory() -> ReadStore {
-        let db = Database::builder()
-            .set_cache_size(CACHE_BYTES)
-            .create_with_backend(redb::backends::InMemoryBackend::new())
-            .expect("an in-memory database");
-        ReadStore::init(db).expect("an in-memory store")
+        ReadStore::init(crate::closed::in_memory_database(CACHE_BYTES)).expect("an in-memory store")
     }
 
     fn init(db: Database) -> Result<ReadStore, StoreError> {

@@ -146,8 +146,8 @@ impl Indexes {
     /// `reader`, moved where needed) where they do not.
     pub fn index_fed(&self, fed: &Fed, reader: &mut EventReader, last: Position) -> Result<(), ReadError> {
         while let Ok(batch) = fed.try_recv() {
-            let (Some(first), Some(_)) = (batch.events.first(), batch.events.last()) else { continue };
-            let (first, batch_last) = (first.position, first.position + batch.events.len() as u64 - 1);
+            let Some(first) = batch.events.first().map(|event| event.position) else { continue };
+            let batch_last = first + batch.events.len() as u64 - 1;
             if batch_last <= self.indexed() {
                 continue;
             }

@@ -92,6 +92,34 @@ async fn sigkill_while_snapshots_are_written_loses_no_acknowledged_booking() {
     kill_under_load(&data, &["--config".as_ref(), config.as_os_str()], true).await;
 }
 
+/// Every acknowledged booking is there, unchanged, and holds its slot in the
+/// slots view of its date (one of `dates`); no slot or token twice.
+async fn check_acknowledged(server: &Process, acknowledged: &[Value], dates: &[String], round: u64) {
+    let c = &server.client;
+    let mut holders = BTreeMap::new();
+    let mut tokens = BTreeSet::new();
+    for booking in acknowledged {
+        let id = booking["booking_id"].as_str().unwrap();
+        let found = c.get(&format!("/v1/kloqo/bookings/{id}"), &server.token).await.expect(200);
+        assert_eq!(&found, booking, "round {round}: an acknowledged booking changed or vanished");
+        let slot = (booking["doctor"].to_string(), booking["date"].as_str().unwrap().to_owned(), booking["slot"].as_u64().unwrap());
+        assert!(holders.insert(slot.clone(), id.to_owned()).is_none(), "round {round}: two acknowledged bookings of {slot:?}");
+        let token = (booking["doctor"].to_string(), booking["date"].to_string(), booking["token"].to_string());
+        assert!(tokens.insert(token.clone()), "round {round}: token {token:?} issued twice");
+    }
+    for date in dates {
+        let view = c.get(&format!("/v1/kloqo/clinics/c1/slots?date={date}"), &server.token).await.expect(200);
+        for doctor in view["doctors"].as_array().unwrap() {
+            for slot in doctor["slots"].as_array().unwrap() {
+                let key = (doctor["doctor"].to_string(), date.clone(), slot["slot"].as_u64().unwrap());
+                if let Some(id) = holders.get(&key) {
+                    assert_eq!(slot["booking_id"].as_str(), Some(id.as_str()), "round {round}: {key:?}");
+                }
+            }
+        }
+    }
+}
+
 /// libfaketime, which runs a server at another time (Debian's `faketime`).
 fn libfaketime() -> std::path::PathBuf {
     let libs = std::fs::read_dir("/usr/lib").into_iter().flatten().flatten();
@@ -161,29 +189,7 @@ async fn sigkill_while_a_day_closes_under_load_loses_nothing() {
         }
 
         let server = Process::spawn_env(&data, &args, &env).await;
-        let c = &server.client;
-        let mut holders = BTreeMap::new();
-        let mut tokens = BTreeSet::new();
-        for booking in &acknowledged {
-            let id = booking["booking_id"].as_str().unwrap();
-            let found = c.get(&format!("/v1/kloqo/bookings/{id}"), &server.token).await.expect(200);
-            assert_eq!(&found, booking, "round {round}: an acknowledged booking changed or vanished");
-            let slot = (booking["doctor"].to_string(), booking["date"].as_str().unwrap().to_owned(), booking["slot"].as_u64().unwrap());
-            assert!(holders.insert(slot.clone(), id.to_owned()).is_none(), "round {round}: two acknowledged bookings of {slot:?}");
-            let token = (booking["doctor"].to_string(), booking["date"].to_string(), booking["token"].to_string());
-            assert!(tokens.insert(token.clone()), "round {round}: token {token:?} issued twice");
-        }
-        for date in dates.iter() {
-            let view = c.get(&format!("/v1/kloqo/clinics/c1/slots?date={date}"), &server.token).await.expect(200);
-            for doctor in view["doctors"].as_array().unwrap() {
-                for slot in doctor["slots"].as_array().unwrap() {
-                    let key = (doctor["doctor"].to_string(), date.clone(), slot["slot"].as_u64().unwrap());
-                    if let Some(id) = holders.get(&key) {
-                        assert_eq!(slot["booking_id"].as_str(), Some(id.as_str()), "round {round}: {key:?}");
-                    }
-                }
-            }
-        }
+        check_acknowledged(&server, &acknowledged, &dates, round).await;
         server.kill();
     }
     let closed_day = acknowledged.iter().filter(|b| b["date"] == dates[0].as_str()).count();
@@ -240,31 +246,7 @@ async fn kill_under_load(dir: &Path, args: &[&OsStr], snapshots: bool) {
             let line = server.wait_for_line("recovered from").await;
             assert!(line.contains(".snap (position"), "round {round}: no snapshot loaded: {line}");
         }
-        let c = &server.client;
-        // Every acknowledged booking is there, unchanged, and holds its slot.
-        let mut holders = BTreeMap::new();
-        let mut tokens = BTreeSet::new();
-        for booking in &acknowledged {
-            let id = booking["booking_id"].as_str().unwrap();
-            let found = c.get(&format!("/v1/kloqo/bookings/{id}"), &server.token).await.expect(200);
-            assert_eq!(&found, booking, "round {round}: an acknowledged booking changed or vanished");
-            let slot = (booking["doctor"].to_string(), booking["date"].to_string(), booking["slot"].as_u64().unwrap());
-            assert!(holders.insert(slot.clone(), id.to_owned()).is_none(), "round {round}: two acknowledged bookings of {slot:?}");
-            let token = (booking["doctor"].to_string(), booking["date"].to_string(), booking["token"].to_string());
-            assert!(tokens.insert(token.clone()), "round {round}: token {token:?} issued twice");
-        }
-        for date in DATES {
-            let view = c.get(&format!("/v1/kloqo/clinics/c1/slots?date={date}"), &server.token).await.expect(200);
-            for doctor in view["doctors"].as_array().unwrap() {
-                let name = doctor["doctor"].to_string();
-                for slot in doctor["slots"].as_array().unwrap() {
-                    let key = (name.clone(), format!("\"{date}\""), slot["slot"].as_u64().unwrap());
-                    if let Some(id) = holders.get(&key) {
-                        assert_eq!(slot["booking_id"].as_str(), Some(id.as_str()), "round {round}: {key:?}");
-                    }
-                }
-            }
-        }
+        check_acknowledged(&server, &acknowledged, &DATES.map(String::from), round).await;
         assert!(!acknowledged.is_empty());
         server.kill();
     }
